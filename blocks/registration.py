@@ -1,0 +1,34 @@
+"""Register opsflow's block types with the Prefect server and store credentials as blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from blocks.ssh import SshCredentials
+
+BLOCK_TYPES = (SshCredentials,)
+
+
+def register_block_types() -> None:
+    """Make opsflow's block types appear in the Prefect UI's block catalogue."""
+    for block_type in BLOCK_TYPES:
+        block_type.register_type_and_schema()
+
+
+def save_ssh_credentials(
+    name: str,
+    key_file: Path,
+    username: str = "root",
+    passphrase: str | None = None,
+) -> SshCredentials:
+    """Store a private key file's content as an SSH credentials block called `name`."""
+    block = SshCredentials(
+        username=username,
+        private_key=SecretStr(key_file.read_text()),
+        passphrase=SecretStr(passphrase) if passphrase else None,
+    )
+    block.load_key()
+    block.save(name, overwrite=True)
+    return block

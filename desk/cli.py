@@ -1,0 +1,127 @@
+"""The `opsflow` command: one point of contact for operators on the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from inventory.loader import load_estate
+from opsflow.errors import OpsError
+from opsflow.settings import get_settings
+
+app = typer.Typer(help="opsflow: ITIL service operation on Prefect.", no_args_is_help=True)
+inventory_app = typer.Typer(help="The estate: hosts, services and their checks.")
+credentials_app = typer.Typer(help="SSH credentials, stored as Prefect blocks.")
+app.add_typer(inventory_app, name="inventory")
+app.add_typer(credentials_app, name="credentials")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _lab_app() -> typer.Typer:
+    from lab.cli import lab_app
+
+    return lab_app
+
+
+app.add_typer(_lab_app(), name="lab")
+
+
+def _fail(error: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {error}")
+    return typer.Exit(1)
+
+
+@app.command()
+def up(
+    hosts: Annotated[int, typer.Option(help="Lab hosts to bring up when no estate is set.")] = 5,
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server and UI.")] = 4200,
+) -> None:
+    """Start everything on this machine and run the health check once; Ctrl-C stops it all."""
+    from desk.up import run_up
+
+    try:
+        run_up(get_settings(), hosts=hosts, port=port, console=console)
+    except OpsError as exc:
+        raise _fail(exc) from exc
+
+
+@inventory_app.command("check")
+def inventory_check(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Estate directory (default: OPSFLOW_INVENTORY or lab).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate the estate and print its summary, or every problem found (exit 1)."""
+    directory = directory or get_settings().estate_dir
+    try:
+        estate = load_estate(directory)
+    except OpsError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        console.print_json(estate.model_dump_json())
+        return
+    table = Table(title=f"estate {estate.settings.name} ({directory})")
+    for column in ("host", "address", "port", "user", "groups", "services"):
+        table.add_column(column)
+    for host in estate.hosts:
+        services = [s.name for s in estate.services if host in estate.hosts_of(s)]
+        table.add_row(
+            host.name,
+            host.address,
+            str(host.port),
+            host.user,
+            ", ".join(host.groups),
+            ", ".join(services),
+        )
+    console.print(table)
+    console.print(
+        f"{len(estate.hosts)} hosts, {len(estate.groups)} groups, {len(estate.services)} services:"
+        " valid."
+    )
+
+
+@credentials_app.command("add")
+def credentials_add(
+    name: Annotated[str, typer.Argument(help="Block name the inventory's hosts refer to.")],
+    key_file: Annotated[Path, typer.Option(help="OpenSSH private key file.")],
+    username: Annotated[str, typer.Option(help="Default login user.")] = "root",
+) -> None:
+    """Store a private key as an SSH credentials block on the Prefect server."""
+    from blocks.registration import register_block_types, save_ssh_credentials
+
+    try:
+        register_block_types()
+        save_ssh_credentials(name, key_file, username=username)
+    except (OSError, ValueError) as exc:
+        raise _fail(exc) from exc
+    console.print(f"SSH credentials block {name!r} saved.")
+
+
+@app.command("run")
+def run(
+    job: Annotated[str, typer.Argument(help="Deployment name in prefect.yaml, e.g. health-check.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result rows as JSON.")] = False,
+) -> None:
+    """Run a routine job now on the Prefect server, with progress and a per-host summary."""
+    from desk.jobs import run_job
+
+    try:
+        rows = run_job(job, Console(stderr=True) if as_json else console)
+    except (OpsError, KeyError) as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    if any(row.get("healthy") is False for row in rows):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,127 @@
+"""Run a deployment of `prefect.yaml` now and follow it: `opsflow run JOB`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.deployments import run_deployment
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from desk.project import find_deployment
+from inventory.loader import load_estate
+from opsflow.errors import OpsError
+from opsflow.settings import get_settings
+
+RUN_TIMEOUT_S = 1800.0
+
+
+class JobError(OpsError):
+    """A routine job could not be started or did not complete."""
+
+
+def _expected_tasks(job: str) -> int | None:
+    """How many task runs the job will make on the current estate, for the progress bar."""
+    try:
+        estate = load_estate(get_settings().estate_dir)
+    except OpsError:
+        return None
+    per_job = {
+        "health-check": sum(len(estate.hosts_of(s)) for s in estate.services),
+        "gather-facts": len(estate.hosts),
+    }
+    count = per_job.get(job)
+    return None if count is None else count + 1
+
+
+def run_job(job: str, console: Console) -> list[dict[str, Any]]:
+    """Start the deployment `job` on the Prefect server, show progress, print its table.
+
+    Returns the rows of the table artifact the run published; raises `JobError` if the
+    run did not complete.
+    """
+    spec = find_deployment(job)
+    try:
+        flow_run = run_deployment(spec.full_name, timeout=0)
+    except Exception as exc:
+        raise JobError(
+            f"cannot start {spec.full_name}: {exc} (is `make up` serving the deployments?)"
+        ) from exc
+    with (
+        get_client(sync_client=True) as client,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
+        bar = progress.add_task(f"{job} ({flow_run.name})", total=_expected_tasks(job))
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            run = client.read_flow_run(flow_run.id)
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+            )
+            done = sum(1 for t in tasks if t.state is not None and t.state.is_final())
+            progress.update(bar, completed=done)
+            if run.state is not None and run.state.is_final():
+                break
+            if time.monotonic() > deadline:
+                raise JobError(f"{job}: run {run.name} still {run.state_name} after timeout")
+            time.sleep(0.3)
+        rows = _table_rows(client, flow_run.id)
+    _print_rows(console, job, rows)
+    state = run.state
+    console.print(f"{job}: run [bold]{run.name}[/] {state.name if state else 'unknown'}")
+    if state is None or not state.is_completed():
+        raise JobError(
+            f"{job}: run {run.name} ended {state.name if state else 'unknown'}: "
+            f"{state.message if state else ''}"
+        )
+    return rows
+
+
+def _table_rows(client: Any, flow_run_id: UUID) -> list[dict[str, Any]]:
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+    )
+    for artifact in artifacts:
+        if artifact.type == "table" and isinstance(artifact.data, list | str):
+            data = artifact.data
+            if isinstance(data, str):
+                data = json.loads(data)
+            return list(data)
+    return []
+
+
+def _print_rows(console: Console, job: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title=job)
+    columns = list(rows[0])
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            text = "" if value is None else str(value)
+            if value is False:
+                text = "[red]False[/]"
+            cells.append(text)
+        table.add_row(*cells)
+    console.print(table)

@@ -1,0 +1,175 @@
+"""`opsflow up`: Prefect server, lab, blocks and deployments on one machine, until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import requests
+from rich.console import Console
+
+from opsflow.errors import OpsError
+from opsflow.settings import OpsflowSettings
+
+SERVER_START_TIMEOUT_S = 90.0
+
+
+class UpError(OpsError):
+    """Something `opsflow up` starts did not come up."""
+
+
+def _wait_for(url: str, what: str, timeout_s: float, process: subprocess.Popen | None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise UpError(f"{what} exited with status {process.returncode} before it was ready")
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.25)
+    raise UpError(f"{what} did not answer {url} within {timeout_s:.0f}s")
+
+
+def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def _stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def prefect_env(settings: OpsflowSettings, port: int) -> dict[str, str]:
+    """Environment for the Prefect server and every opsflow process `up` starts."""
+    env = dict(os.environ)
+    env.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    env.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+    env.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+    env["OPSFLOW_HOME"] = str(settings.home)
+    return env
+
+
+def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -> None:
+    """Bring everything up, run the health check once, then wait for Ctrl-C and stop it all."""
+    from blocks.registration import register_block_types, save_ssh_credentials
+    from lab.hosts import lab_down, lab_up
+
+    started = time.monotonic()
+    external_server = "PREFECT_API_URL" in os.environ
+    env = prefect_env(settings, port)
+    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "OPSFLOW_HOME")})
+    logs = settings.home / "logs"
+    with ExitStack() as stack:
+        if not external_server:
+            console.print(f"[bold]Prefect server[/] starting on 127.0.0.1:{port} …")
+            server = _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                logs / "prefect-server.log",
+                env,
+            )
+            stack.callback(_stop, server)
+            _wait_for(
+                env["PREFECT_API_URL"] + "/health",
+                "the Prefect server",
+                SERVER_START_TIMEOUT_S,
+                server,
+            )
+        if settings.inventory is None:
+            console.print(f"[bold]Lab[/] bringing up {hosts} hosts …")
+            lab = lab_up(settings.lab_dir, hosts=hosts)
+            stack.callback(lab_down, settings.lab_dir)
+            register_block_types()
+            save_ssh_credentials("opsflow-lab", lab.client_key)
+        else:
+            register_block_types()
+        console.print("[bold]Deployments[/] serving every deployment of prefect.yaml …")
+        serving = _start([sys.executable, "-m", "desk.serve"], logs / "serve.log", env)
+        stack.callback(_stop, serving)
+        _wait_for_deployments(serving)
+        console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
+        from desk.jobs import run_job
+
+        run_job("health-check", console)
+        _print_where_to_look(console, settings, port)
+        _wait_until_interrupted(console, [p for p in (serving,)])
+
+
+def _wait_for_deployments(serving: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    from prefect.client.orchestration import get_client
+
+    from desk.project import read_deployments
+
+    names = {spec.name for spec in read_deployments()}
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if serving.poll() is not None:
+                raise UpError(f"serving the deployments failed (status {serving.returncode})")
+            found = {d.name for d in client.read_deployments()}
+            if names <= found:
+                return
+            time.sleep(0.5)
+    raise UpError(f"deployments {sorted(names)} were not registered within {timeout_s:.0f}s")
+
+
+def _print_where_to_look(console: Console, settings: OpsflowSettings, port: int) -> None:
+    from lab.hosts import lab_status
+
+    console.print()
+    console.print(f"[bold green]opsflow is up.[/] Prefect UI: http://127.0.0.1:{port}")
+    console.print(f"  runs:      http://127.0.0.1:{port}/runs")
+    console.print(f"  artifacts: http://127.0.0.1:{port}/artifacts")
+    if settings.inventory is None:
+        for host in lab_status(settings.lab_dir):
+            console.print(f"  lab host {host['name']}: ssh root@{host['address']} -p 2222")
+        console.print(f"  client key: {settings.lab_dir / 'client_key'}")
+    console.print(f"  logs: {settings.home / 'logs'}")
+    console.print("Press Ctrl-C to stop everything opsflow started.")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_until_interrupted(console: Console, children: list[subprocess.Popen]) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        console.print("[red]A process opsflow started has exited; stopping the rest.[/]")
+    except KeyboardInterrupt:
+        console.print("\nStopping …")

@@ -1,0 +1,176 @@
+"""Read an estate directory of YAML files into an `Estate`, or one error listing every problem."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from inventory.models import Estate, EstateSettings, Host, Service
+from inventory.types import SSHPublicKey
+from opsflow.errors import InventoryError
+
+ESTATE_FILES = {"estate.yaml", "hosts.yaml", "services.yaml"}
+"""The files an estate directory may hold; later processes add theirs here."""
+
+_KEY = TypeAdapter(SSHPublicKey)
+
+
+def _read_yaml(path: Path, problems: list[str]) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problems.append(f"{path.name}{where}: not valid YAML: {getattr(exc, 'problem', exc)}")
+    except OSError as exc:
+        problems.append(f"{path.name}: cannot be read: {exc.strerror}")
+    return None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{field or '(entry)'}: {message}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _entries(path: Path, data: Any, key: str, model: type[M], problems: list[str]) -> list[M]:
+    """Validate the list under `key`, one problem per bad field, naming the entry."""
+    if data is None:
+        return []
+    if not isinstance(data, dict) or set(data) != {key}:
+        problems.append(f"{path.name}: expected a mapping with the single key {key!r}")
+        return []
+    items = data[key] or []
+    if not isinstance(items, list):
+        problems.append(f"{path.name}: {key}: expected a list")
+        return []
+    valid: list[M] = []
+    for index, item in enumerate(items):
+        label = f"{key}[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            label += f" ({item['name']})"
+        try:
+            valid.append(model.model_validate(item))
+        except ValidationError as exc:
+            problems.extend(f"{path.name}: {label}: {_describe(e)}" for e in exc.errors())
+    return valid
+
+
+def _known_hosts(path: Path, problems: list[str]) -> dict[str, str]:
+    """Map each name or `[address]:port` in a known_hosts file to its key."""
+    keys: dict[str, str] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        problems.append(f"estate.yaml: known_hosts: cannot read {path}: {exc.strerror}")
+        return keys
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            key = _validate_key(" ".join(parts[1:3]))
+        except ValueError as exc:
+            problems.append(f"{path.name} line {number}: {exc}")
+            continue
+        for name in parts[0].split(","):
+            keys[name] = key
+    return keys
+
+
+def _validate_key(value: str) -> str:
+    try:
+        return _KEY.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
+
+
+def _pin_keys(
+    estate_dir: Path, settings: EstateSettings, hosts: list[Host], problems: list[str]
+) -> list[Host]:
+    known: dict[str, str] = {}
+    if settings.known_hosts:
+        known = _known_hosts(estate_dir / settings.known_hosts, problems)
+    pinned = []
+    for host in hosts:
+        key = host.host_key
+        if key is None:
+            for name in (host.name, f"[{host.address}]:{host.port}", host.address):
+                key = key or known.get(name)
+        if key is None:
+            problems.append(
+                f"hosts.yaml: {host.name}: host_key: no pinned host key "
+                "(set host_key or list the host in the estate's known_hosts)"
+            )
+        pinned.append(host.model_copy(update={"host_key": key}))
+    return pinned
+
+
+def _cross_check(hosts: list[Host], services: list[Service], problems: list[str]) -> None:
+    for name, count in Counter(h.name for h in hosts).items():
+        if count > 1:
+            problems.append(f"hosts.yaml: host {name!r} is defined {count} times")
+    for (address, port), count in Counter((h.address, h.port) for h in hosts).items():
+        if count > 1:
+            problems.append(f"hosts.yaml: {count} hosts share address {address} port {port}")
+    host_names = {h.name for h in hosts}
+    groups = {g for h in hosts for g in h.groups}
+    for name, count in Counter(s.name for s in services).items():
+        if count > 1:
+            problems.append(f"services.yaml: service {name!r} is defined {count} times")
+    for service in services:
+        for host in service.hosts:
+            if host not in host_names:
+                problems.append(f"services.yaml: {service.name}: hosts: no host named {host!r}")
+        if service.group and service.group not in groups:
+            problems.append(
+                f"services.yaml: {service.name}: group: no host is in group {service.group!r}"
+            )
+
+
+def load_estate(estate_dir: Path | str) -> Estate:
+    """Load and validate the estate in `estate_dir`; raise `InventoryError` listing all problems."""
+    estate_dir = Path(estate_dir)
+    if not estate_dir.is_dir():
+        raise InventoryError([f"{estate_dir}: no such estate directory"])
+    problems: list[str] = []
+    for path in sorted(estate_dir.glob("*.y*ml")):
+        if path.name not in ESTATE_FILES:
+            problems.append(
+                f"{path.name}: not an estate file "
+                f"(expected one of {', '.join(sorted(ESTATE_FILES))})"
+            )
+    if not (estate_dir / "hosts.yaml").is_file():
+        raise InventoryError([*problems, f"{estate_dir}: hosts.yaml is missing"])
+
+    settings = EstateSettings()
+    settings_path = estate_dir / "estate.yaml"
+    if settings_path.is_file():
+        raw = _read_yaml(settings_path, problems) or {}
+        try:
+            settings = EstateSettings.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(f"estate.yaml: {_describe(e)}" for e in exc.errors())
+
+    hosts_path = estate_dir / "hosts.yaml"
+    hosts = _entries(hosts_path, _read_yaml(hosts_path, problems), "hosts", Host, problems)
+    services_path = estate_dir / "services.yaml"
+    services: list[Service] = []
+    if services_path.is_file():
+        services = _entries(
+            services_path, _read_yaml(services_path, problems), "services", Service, problems
+        )
+    _cross_check(hosts, services, problems)
+    hosts = _pin_keys(estate_dir, settings, hosts, problems)
+    if problems:
+        raise InventoryError(problems)
+    return Estate(settings=settings, hosts=hosts, services=services)

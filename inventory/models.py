@@ -1,0 +1,148 @@
+"""The estate as typed models: hosts, services and their health checks and controls.
+
+Models forbid unknown fields so a typo in the YAML is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from inventory.types import Address, Labels, Name, Port, SSHPublicKey, Username
+
+
+class StrictModel(BaseModel):
+    """Base for models we write: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Host(StrictModel):
+    """A machine opsflow reaches over SSH."""
+
+    name: Name
+    address: Address
+    port: Port = 22
+    user: Username = "root"
+    credentials: Name = Field(
+        default="opsflow-lab", description="Name of the SSH credentials block to log in with."
+    )
+    host_key: SSHPublicKey | None = Field(
+        default=None,
+        description="The host's pinned public key; else from the estate's known_hosts file.",
+    )
+    groups: list[Name] = Field(default_factory=list)
+    labels: Labels = Field(default_factory=dict)
+
+
+Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+"""A command as its argument vector; each argument is quoted when sent to a shell."""
+
+
+def render_argv(argv: list[str]) -> str:
+    """The shell-quoted command line for an argument vector."""
+    return shlex.join(argv)
+
+
+class HttpCheck(StrictModel):
+    """Healthy when GET http://HOST_ADDRESS:PORT/PATH answers the expected status in time."""
+
+    kind: Literal["http"] = "http"
+    port: Port
+    path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    expect_status: int = Field(default=200, ge=100, le=599)
+    timeout_s: float = Field(default=3.0, gt=0, le=60)
+
+
+class CommandCheck(StrictModel):
+    """Healthy when the command exits 0 on the host over SSH."""
+
+    kind: Literal["command"] = "command"
+    argv: Argv
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
+HealthCheck = Annotated[HttpCheck | CommandCheck, Field(discriminator="kind")]
+
+
+class ServiceControl(StrictModel):
+    """The commands that start, stop and report a service on one of its hosts."""
+
+    start: Argv
+    stop: Argv
+    status: Argv
+    restart: Argv | None = None
+
+
+class Service(StrictModel):
+    """Something the estate runs on one or more hosts and users depend on."""
+
+    name: Name
+    description: str = ""
+    hosts: list[Name] = Field(default_factory=list)
+    group: Name | None = Field(default=None, description="Runs on every host of this group.")
+    health_check: HealthCheck
+    control: ServiceControl | None = None
+    log_dir: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9/_.-]*$")
+    owner_team: Name | None = None
+    impact: int = Field(default=2, ge=1, le=3, description="1 high, 3 low: the business impact.")
+    runbooks: dict[Name, Name] = Field(
+        default_factory=dict, description="Restoration runbook per symptom."
+    )
+
+    @model_validator(mode="after")
+    def _placed(self) -> Service:
+        if not self.hosts and self.group is None:
+            raise ValueError("a service needs 'hosts' or 'group'")
+        return self
+
+
+class EstateSettings(StrictModel):
+    """Estate-wide settings (estate.yaml)."""
+
+    name: Name = "estate"
+    known_hosts: str | None = Field(
+        default=None, description="known_hosts file, relative to the estate directory."
+    )
+    ssh_concurrency: int = Field(default=20, ge=1, le=500)
+    timezone: str = "UTC"
+
+
+class Estate(StrictModel):
+    """Everything opsflow knows about the infrastructure it operates."""
+
+    settings: EstateSettings = Field(default_factory=EstateSettings)
+    hosts: list[Host]
+    services: list[Service] = Field(default_factory=list)
+
+    def host(self, name: str) -> Host:
+        """The host called `name`; KeyError names it when it is not in the estate."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(f"no host {name!r} in the estate")
+
+    def service(self, name: str) -> Service:
+        """The service called `name`; KeyError names it when it is not in the estate."""
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(f"no service {name!r} in the estate")
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """Group name to the names of its hosts, as the hosts declare them."""
+        groups: dict[str, list[str]] = {}
+        for host in self.hosts:
+            for group in host.groups:
+                groups.setdefault(group, []).append(host.name)
+        return groups
+
+    def hosts_of(self, service: Service) -> list[Host]:
+        """The hosts a service runs on, named directly or through its group."""
+        names = list(service.hosts)
+        if service.group:
+            names += [n for n in self.groups.get(service.group, []) if n not in names]
+        return [self.host(n) for n in names]

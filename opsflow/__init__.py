@@ -1,0 +1,1 @@
+"""opsflow's foundation: the error tree and settings every layer shares."""

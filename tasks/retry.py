@@ -1,0 +1,13 @@
+"""When a task should be tried again: only for transient errors, never for permanent ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsflow.errors import TransientError
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry only when the failure is a `TransientError`."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, TransientError)
