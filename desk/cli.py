@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from desk.cli_incidents import event_app, incident_app
 from inventory.loader import load_estate
 from opsflow.errors import OpsError
 from opsflow.settings import get_settings
@@ -31,6 +32,8 @@ def _lab_app() -> typer.Typer:
 
 
 app.add_typer(_lab_app(), name="lab")
+app.add_typer(event_app, name="event")
+app.add_typer(incident_app, name="incident")
 
 
 def _fail(error: Exception) -> typer.Exit:

@@ -9,12 +9,29 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from inventory.models import Estate, EstateSettings, Host, Service
+from inventory.models import (
+    Estate,
+    EstateSettings,
+    EventRule,
+    Host,
+    MaintenanceWindow,
+    Person,
+    Service,
+    Team,
+)
 from inventory.types import SSHPublicKey
 from opsflow.errors import InventoryError
 
-ESTATE_FILES = {"estate.yaml", "hosts.yaml", "services.yaml"}
-"""The files an estate directory may hold; later processes add theirs here."""
+SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
+    "hosts.yaml": {"hosts": Host},
+    "services.yaml": {"services": Service},
+    "people.yaml": {"people": Person, "teams": Team},
+    "rules.yaml": {"rules": EventRule},
+    "maintenance.yaml": {"maintenance": MaintenanceWindow},
+}
+"""Each estate file and the lists it may hold, with the model of their entries."""
+
+ESTATE_FILES = {"estate.yaml", *SECTIONS}
 
 _KEY = TypeAdapter(SSHPublicKey)
 
@@ -42,27 +59,29 @@ def _describe(error: dict[str, Any]) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _entries(path: Path, data: Any, key: str, model: type[M], problems: list[str]) -> list[M]:
-    """Validate the list under `key`, one problem per bad field, naming the entry."""
+def _sections(path: Path, data: Any, problems: list[str]) -> dict[str, list[BaseModel]]:
+    """Validate each list in one estate file, one problem per bad field, naming the entry."""
+    models = SECTIONS[path.name]
+    found: dict[str, list[BaseModel]] = {key: [] for key in models}
     if data is None:
-        return []
-    if not isinstance(data, dict) or set(data) != {key}:
-        problems.append(f"{path.name}: expected a mapping with the single key {key!r}")
-        return []
-    items = data[key] or []
-    if not isinstance(items, list):
-        problems.append(f"{path.name}: {key}: expected a list")
-        return []
-    valid: list[M] = []
-    for index, item in enumerate(items):
-        label = f"{key}[{index}]"
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            label += f" ({item['name']})"
-        try:
-            valid.append(model.model_validate(item))
-        except ValidationError as exc:
-            problems.extend(f"{path.name}: {label}: {_describe(e)}" for e in exc.errors())
-    return valid
+        return found
+    if not isinstance(data, dict) or not set(data) <= set(models):
+        keys = ", ".join(repr(k) for k in models)
+        problems.append(f"{path.name}: expected a mapping with the keys {keys}")
+        return found
+    for key, items in data.items():
+        if not isinstance(items, list):
+            problems.append(f"{path.name}: {key}: expected a list")
+            continue
+        for index, item in enumerate(items):
+            label = f"{key}[{index}]"
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                label += f" ({item['name']})"
+            try:
+                found[key].append(models[key].model_validate(item))
+            except ValidationError as exc:
+                problems.extend(f"{path.name}: {label}: {_describe(e)}" for e in exc.errors())
+    return found
 
 
 def _known_hosts(path: Path, problems: list[str]) -> dict[str, str]:
@@ -115,18 +134,31 @@ def _pin_keys(
     return pinned
 
 
-def _cross_check(hosts: list[Host], services: list[Service], problems: list[str]) -> None:
-    for name, count in Counter(h.name for h in hosts).items():
+def _duplicates(file: str, kind: str, names: list[str], problems: list[str]) -> None:
+    for name, count in Counter(names).items():
         if count > 1:
-            problems.append(f"hosts.yaml: host {name!r} is defined {count} times")
+            problems.append(f"{file}: {kind} {name!r} is defined {count} times")
+
+
+def _cross_check(sections: dict[str, list[Any]], problems: list[str]) -> None:
+    hosts: list[Host] = sections["hosts"]
+    services: list[Service] = sections["services"]
+    people: list[Person] = sections["people"]
+    teams: list[Team] = sections["teams"]
+    _duplicates("hosts.yaml", "host", [h.name for h in hosts], problems)
+    _duplicates("services.yaml", "service", [s.name for s in services], problems)
+    _duplicates("people.yaml", "person", [p.name for p in people], problems)
+    _duplicates("people.yaml", "team", [t.name for t in teams], problems)
+    _duplicates("rules.yaml", "rule", [r.name for r in sections["rules"]], problems)
+    tokens = [p.token_sha256 for p in people if p.token_sha256]
+    if len(tokens) != len(set(tokens)):
+        problems.append("people.yaml: two people share one token_sha256")
     for (address, port), count in Counter((h.address, h.port) for h in hosts).items():
         if count > 1:
             problems.append(f"hosts.yaml: {count} hosts share address {address} port {port}")
     host_names = {h.name for h in hosts}
     groups = {g for h in hosts for g in h.groups}
-    for name, count in Counter(s.name for s in services).items():
-        if count > 1:
-            problems.append(f"services.yaml: service {name!r} is defined {count} times")
+    team_names = {t.name for t in teams}
     for service in services:
         for host in service.hosts:
             if host not in host_names:
@@ -134,6 +166,25 @@ def _cross_check(hosts: list[Host], services: list[Service], problems: list[str]
         if service.group and service.group not in groups:
             problems.append(
                 f"services.yaml: {service.name}: group: no host is in group {service.group!r}"
+            )
+        if teams and service.owner_team and service.owner_team not in team_names:
+            problems.append(
+                f"services.yaml: {service.name}: owner_team: no team {service.owner_team!r}"
+            )
+    for person in people:
+        if person.team and person.team not in team_names:
+            problems.append(f"people.yaml: {person.name}: team: no team {person.team!r}")
+    person_names = {p.name for p in people}
+    for team in teams:
+        if team.on_call and team.on_call not in person_names:
+            problems.append(f"people.yaml: team {team.name}: on_call: no person {team.on_call!r}")
+    for window in sections["maintenance"]:
+        for host in window.hosts:
+            if host not in host_names:
+                problems.append(f"maintenance.yaml: {window.name}: hosts: no host named {host!r}")
+        if window.group and window.group not in groups:
+            problems.append(
+                f"maintenance.yaml: {window.name}: group: no host is in group {window.group!r}"
             )
 
 
@@ -161,16 +212,13 @@ def load_estate(estate_dir: Path | str) -> Estate:
         except ValidationError as exc:
             problems.extend(f"estate.yaml: {_describe(e)}" for e in exc.errors())
 
-    hosts_path = estate_dir / "hosts.yaml"
-    hosts = _entries(hosts_path, _read_yaml(hosts_path, problems), "hosts", Host, problems)
-    services_path = estate_dir / "services.yaml"
-    services: list[Service] = []
-    if services_path.is_file():
-        services = _entries(
-            services_path, _read_yaml(services_path, problems), "services", Service, problems
-        )
-    _cross_check(hosts, services, problems)
-    hosts = _pin_keys(estate_dir, settings, hosts, problems)
+    sections: dict[str, list[Any]] = {}
+    for name in SECTIONS:
+        path = estate_dir / name
+        data = _read_yaml(path, problems) if path.is_file() else None
+        sections.update(_sections(path, data, problems))
+    _cross_check(sections, problems)
+    sections["hosts"] = _pin_keys(estate_dir, settings, sections["hosts"], problems)
     if problems:
         raise InventoryError(problems)
-    return Estate(settings=settings, hosts=hosts, services=services)
+    return Estate(settings=settings, **sections)

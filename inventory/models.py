@@ -5,7 +5,9 @@ Models forbid unknown fields so a typo in the YAML is an error, not a silent def
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -76,6 +78,19 @@ class ServiceControl(StrictModel):
     restart: Argv | None = None
 
 
+class LogPolicy(StrictModel):
+    """How a service's old logs may be cleaned when its log filesystem fills."""
+
+    pattern: str = Field(
+        default="*.log.*",
+        pattern=r"^[A-Za-z0-9*?._-]+$",
+        description="Rotated log files (a find -name glob); the live log never matches.",
+    )
+    delete_after_days: int = Field(default=7, ge=1)
+    compress_after_days: int = Field(default=1, ge=0)
+    max_used_percent: int = Field(default=80, ge=1, le=100, description="Healthy below this.")
+
+
 class Service(StrictModel):
     """Something the estate runs on one or more hosts and users depend on."""
 
@@ -86,6 +101,7 @@ class Service(StrictModel):
     health_check: HealthCheck
     control: ServiceControl | None = None
     log_dir: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9/_.-]*$")
+    log_policy: LogPolicy = Field(default_factory=LogPolicy)
     owner_team: Name | None = None
     impact: int = Field(default=2, ge=1, le=3, description="1 high, 3 low: the business impact.")
     runbooks: dict[Name, Name] = Field(
@@ -99,6 +115,84 @@ class Service(StrictModel):
         return self
 
 
+Role = Literal["requester", "approver", "operator", "admin", "monitor"]
+"""monitor: a monitoring system that may send events and nothing else."""
+
+
+def token_sha256(token: str) -> str:
+    """The SHA-256 hex digest people.yaml keeps in place of a person's API token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Person(StrictModel):
+    """Someone who uses opsflow; the desk knows them by the hash of their API token."""
+
+    name: Name
+    full_name: str = ""
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    team: Name | None = None
+    roles: list[Role] = Field(default_factory=lambda: ["requester"])
+    token_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the person's bearer token; the token itself is never stored.",
+    )
+
+
+class Team(StrictModel):
+    """A team that owns services and is assigned incidents; `on_call` is paged on escalation."""
+
+    name: Name
+    on_call: Name | None = None
+    notify_block: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]+/[a-z0-9][a-z0-9-]*$",
+        description="Prefect notification block (type/name, e.g. custom-webhook/ops-pager) "
+        "that reaches the team's on-call.",
+    )
+
+
+EventClassName = Literal["informational", "warning", "exception"]
+
+
+class EventRule(StrictModel):
+    """Classifies the events whose labels match; the first matching rule wins."""
+
+    name: Name
+    match: dict[str, str] = Field(description="Labels that must be equal, all of them.")
+    event_class: EventClassName = Field(alias="class")
+    symptom: Name | None = Field(default=None, description="Default: the event's symptom label.")
+    impact: int | None = Field(default=None, ge=1, le=3, description="Default: the service's.")
+    urgency: int = Field(default=2, ge=1, le=3)
+    runbook: Name | None = Field(default=None, description="Default: the service's runbook.")
+    correlation_key: str = Field(
+        default="{host}/{service}/{symptom}",
+        description="Template over host, service, symptom and labels: events with one key "
+        "go to one open incident.",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class MaintenanceWindow(StrictModel):
+    """While it lasts, events on its hosts are recorded but open no incident."""
+
+    name: Name
+    hosts: list[Name] = Field(default_factory=list)
+    group: Name | None = None
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MaintenanceWindow:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end need a time zone, e.g. 2026-01-01T02:00:00Z")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
 class EstateSettings(StrictModel):
     """Estate-wide settings (estate.yaml)."""
 
@@ -108,6 +202,12 @@ class EstateSettings(StrictModel):
     )
     ssh_concurrency: int = Field(default=20, ge=1, le=500)
     timezone: str = "UTC"
+    remediation_budget: int = Field(
+        default=3,
+        ge=0,
+        description="Automatic remediations per service per hour before escalating.",
+    )
+    default_team: Name = "ops"
 
 
 class Estate(StrictModel):
@@ -116,6 +216,10 @@ class Estate(StrictModel):
     settings: EstateSettings = Field(default_factory=EstateSettings)
     hosts: list[Host]
     services: list[Service] = Field(default_factory=list)
+    people: list[Person] = Field(default_factory=list)
+    teams: list[Team] = Field(default_factory=list)
+    rules: list[EventRule] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
 
     def host(self, name: str) -> Host:
         """The host called `name`; KeyError names it when it is not in the estate."""
@@ -139,6 +243,17 @@ class Estate(StrictModel):
             for group in host.groups:
                 groups.setdefault(group, []).append(host.name)
         return groups
+
+    def person_with_token_hash(self, digest: str) -> Person | None:
+        """The person whose token hashes to `digest`, if any."""
+        for person in self.people:
+            if person.token_sha256 == digest:
+                return person
+        return None
+
+    def team(self, name: str) -> Team | None:
+        """The team called `name`, if the estate defines it."""
+        return next((t for t in self.teams if t.name == name), None)
 
     def hosts_of(self, service: Service) -> list[Host]:
         """The hosts a service runs on, named directly or through its group."""

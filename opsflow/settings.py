@@ -21,6 +21,14 @@ class OpsflowSettings(BaseSettings):
         default=None,
         description="Estate directory of YAML files; when unset, the lab's generated estate.",
     )
+    desk_url: str = Field(
+        default="http://127.0.0.1:8765",
+        description="Where the CLI reaches the service desk's HTTP API.",
+    )
+    token: str | None = Field(
+        default=None,
+        description="The CLI user's desk API token; default: the lab operator's token file.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the records store; SQLite under the home when unset.",
@@ -30,6 +38,13 @@ class OpsflowSettings(BaseSettings):
     def lab_dir(self) -> Path:
         """Where the local lab keeps its hosts, keys and generated estate."""
         return self.home / "lab"
+
+    def api_token(self) -> str | None:
+        """The token the CLI sends: OPSFLOW_TOKEN, else the lab operator's token file."""
+        if self.token:
+            return self.token
+        path = self.lab_dir / "tokens" / "alice"
+        return path.read_text().strip() if path.is_file() else None
 
     @property
     def estate_dir(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from inventory.models import Host
@@ -81,6 +82,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
 
 
 @task(
+    cache_policy=NONE,
     retries=2,
     retry_delay_seconds=[1, 3],
     retry_jitter_factor=0.5,

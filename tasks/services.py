@@ -6,11 +6,12 @@ import time
 
 import requests
 from prefect import task
+from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from inventory.models import CommandCheck, Host, HttpCheck, Service
-from opsflow.errors import OpsError
+from opsflow.errors import OpsError, PermanentError
 from tasks.ssh import execute
 
 
@@ -65,10 +66,38 @@ def _probe_command(host: Host, check: CommandCheck) -> tuple[bool, str]:
     return result.ok, f"exit {result.exit_status}: {tail[0][:200]}"
 
 
-@task(timeout_seconds=120, task_run_name="check_service_health[{service.name}@{host.name}]")
+@task(
+    cache_policy=NONE,
+    timeout_seconds=120,
+    task_run_name="check_service_health[{service.name}@{host.name}]",
+)
 def check_service_health(host: Host, service: Service) -> HealthResult:
     """One service's health check on one host, logged when it fails."""
     result = probe_health(host, service)
     if not result.healthy:
         get_run_logger().warning("%s on %s unhealthy: %s", service.name, host.name, result.detail)
     return result
+
+
+class NotRestoredError(PermanentError):
+    """The service did not answer its health check before the verification deadline."""
+
+
+@task(
+    cache_policy=NONE,
+    timeout_seconds=600,
+    task_run_name="verify_restored[{service.name}@{host.name}]",
+)
+def verify_restored(host: Host, service: Service, deadline_s: float = 20.0) -> HealthResult:
+    """Poll the health check until it passes; raise `NotRestoredError` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        result = probe_health(host, service)
+        if result.healthy:
+            return result
+        if time.monotonic() > deadline:
+            raise NotRestoredError(
+                f"{service.name} on {host.name} still unhealthy after {deadline_s:g}s: "
+                f"{result.detail}"
+            )
+        time.sleep(0.25)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import paramiko
 from prefect import task
+from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
@@ -266,6 +267,7 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
 
 
 @task(
+    cache_policy=NONE,
     retries=3,
     retry_delay_seconds=[1, 2, 4],
     retry_jitter_factor=0.5,

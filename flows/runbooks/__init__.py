@@ -1,0 +1,61 @@
+"""Restoration runbooks, one per module, each a diagnose and a remediate task.
+
+Verification is common to all (the service's health check, polled to a deadline) and lives
+in `tasks.services.verify_restored`; each remediate task has a rollback hook that undoes or
+records what it changed when the restoration's transaction fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.transactions import Transaction
+from pydantic import BaseModel, Field
+
+from tasks.records import open_store
+
+
+class Diagnosis(BaseModel):
+    """What a runbook found on the host before acting."""
+
+    summary: str
+    facts: dict[str, str] = Field(default_factory=dict)
+
+
+class Remediation(BaseModel):
+    """What a runbook did; `changed` is False when there was nothing to do."""
+
+    changed: bool
+    actions: list[str]
+    ok: bool = True
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """A named restoration procedure."""
+
+    name: str
+    description: str
+    diagnose: Any
+    remediate: Any
+    verify_disk: bool = False
+
+
+def record_rollback(transaction: Transaction, text: str) -> None:
+    """Write what a rollback hook did into the incident's worklog (the restoration sets its id)."""
+    incident_id = transaction.get("incident_id", None)
+    if incident_id is not None:
+        open_store().add_worklog(incident_id, "rollback", text, datetime.now(UTC))
+
+
+def runbooks() -> dict[str, Runbook]:
+    """Every runbook opsflow can run, by name."""
+    from flows.runbooks import free_disk_space, recover_hung_service, restart_service
+
+    return {
+        r.name: r
+        for r in (restart_service.RUNBOOK, free_disk_space.RUNBOOK, recover_hung_service.RUNBOOK)
+    }

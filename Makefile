@@ -1,0 +1,34 @@
+# The README's two commands: `make up` runs opsflow on the lab, `make test` runs the tests.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: up test lint format debian-packages clean
+
+$(BIN)/opsflow: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+debian-packages:
+	./scripts/install-debian-packages
+
+up: debian-packages $(BIN)/opsflow
+	$(BIN)/opsflow up
+
+# pytest exits 5 when it collected no tests: that is a failure of the suite, say so.
+test: debian-packages $(BIN)/opsflow
+	$(BIN)/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(BIN)/opsflow
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/opsflow
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,166 @@
+"""The service desk's HTTP API: event intake, incidents, health and metrics.
+
+Intake answers 202 only once events are committed to the store; triage runs afterwards,
+over micro-batches, started through the `on_events` callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ValidationError
+
+from desk.auth import current_person, require
+from desk.intake import AlertmanagerWebhook, GenericEvent, from_alertmanager, from_generic
+from desk.metrics import render_metrics
+from inventory.models import Estate, Person
+from itsm.records import EventIn, Incident, IncidentCreate, IncidentUpdate, WorklogEntry
+from itsm.store import Store
+from opsflow.errors import OpsError, PermanentError
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Larger bodies are refused before they are read: a webhook of 10,000 alerts fits."""
+
+Sender = Annotated[Person, Depends(require("monitor", "operator"))]
+Operator = Annotated[Person, Depends(require("operator"))]
+Anyone = Annotated[Person, Depends(current_person)]
+
+
+class Accepted(BaseModel):
+    """The answer to an event delivery: how many were new and how many were repeats."""
+
+    stored: int
+    duplicates: int
+
+
+class IncidentDetail(Incident):
+    """An incident with its worklog and whether its SLA targets are breached now."""
+
+    worklog: list[WorklogEntry]
+    sla_breached: dict[str, bool]
+
+
+def create_app(
+    store: Store,
+    estate: Callable[[], Estate],
+    on_events: Callable[[], None] = lambda: None,
+    lifespan: Any = None,
+) -> FastAPI:
+    """The desk API over `store`, authenticating against `estate()`'s people."""
+    app = FastAPI(
+        lifespan=lifespan,
+        title="opsflow service desk",
+        version="1",
+        description="One point of contact for events, incidents, requests and access.",
+    )
+    app.state.store = store
+    app.state.estate = estate
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse(
+                {"detail": f"body larger than {MAX_BODY_BYTES} bytes"},
+                status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+            )
+        return await call_next(request)
+
+    @app.exception_handler(PermanentError)
+    async def refuse(request: Request, exc: PermanentError) -> JSONResponse:
+        code = status.HTTP_404_NOT_FOUND if isinstance(exc, LookupError) else 409
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    def accept(convert: Callable[[], list[EventIn]]) -> Accepted:
+        try:
+            events = convert()
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        stored, duplicates = store.store_events(events, datetime.now(UTC))
+        if stored:
+            on_events()
+        return Accepted(stored=stored, duplicates=duplicates)
+
+    @app.post(
+        "/api/v1/events/alertmanager",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["events"],
+        summary="Alertmanager webhook (format 4)",
+    )
+    def receive_alertmanager(webhook: AlertmanagerWebhook, sender: Sender) -> Accepted:
+        """Store every alert of the webhook; a repeated delivery stores nothing new."""
+        return accept(lambda: from_alertmanager(webhook))
+
+    @app.post(
+        "/api/v1/events",
+        status_code=status.HTTP_202_ACCEPTED,
+        tags=["events"],
+        summary="Generic events",
+    )
+    def receive_events(body: GenericEvent | list[GenericEvent], sender: Sender) -> Accepted:
+        """Store one generic event or a list of them."""
+        now = datetime.now(UTC)
+        events = body if isinstance(body, list) else [body]
+        return accept(lambda: [from_generic(e, now) for e in events])
+
+    @app.get("/api/v1/incidents", tags=["incidents"])
+    def list_incidents(
+        person: Anyone,
+        state: Annotated[list[str] | None, Query()] = None,
+        host: str | None = None,
+        service: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[Incident]:
+        """Incidents, newest first, filtered by state, host or service."""
+        return store.list_incidents(
+            state=state, host=host, service=service, limit=limit, offset=offset
+        )
+
+    @app.post("/api/v1/incidents", tags=["incidents"], status_code=status.HTTP_201_CREATED)
+    def report_incident(body: IncidentCreate, person: Anyone) -> Incident:
+        """Report an incident; one already open for the same CI and symptom is returned."""
+        incident, _ = store.open_or_correlate(body, datetime.now(UTC), actor=person.name)
+        return incident
+
+    @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
+    def show_incident(incident_id: str, person: Anyone) -> IncidentDetail:
+        """One incident by id or number (INC0000001), with its worklog and SLA state."""
+        return _detail(store, incident_id)
+
+    @app.patch("/api/v1/incidents/{incident_id}", tags=["incidents"])
+    def update_incident(incident_id: str, body: IncidentUpdate, person: Operator) -> IncidentDetail:
+        """Change state, assignment or priority; illegal transitions are refused (409)."""
+        incident = store.get_incident(incident_id)
+        store.update_incident(incident.id, body, actor=person.name, now=datetime.now(UTC))
+        return _detail(store, incident_id)
+
+    @app.get("/api/v1/health", tags=["desk"])
+    def health() -> dict[str, Any]:
+        """Whether the desk can reach its store."""
+        try:
+            open_incidents = sum(store.count_open_by_priority().values())
+        except OpsError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+        return {"status": "ok", "open_incidents": open_incidents}
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["desk"])
+    def metrics() -> str:
+        """Prometheus text: events by class, open incidents by priority, time to restore."""
+        return render_metrics(store)
+
+    return app
+
+
+def _detail(store: Store, incident_id: str) -> IncidentDetail:
+    incident = store.get_incident(incident_id)
+    return IncidentDetail(
+        **incident.model_dump(),
+        worklog=store.worklog(incident.id),
+        sla_breached=incident.sla_breaches(datetime.now(UTC)),
+    )

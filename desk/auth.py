@@ -1,0 +1,44 @@
+"""Bearer tokens to people and roles, from the estate's people.yaml (which holds only hashes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from inventory.models import Person, token_sha256
+
+bearer = HTTPBearer(auto_error=False, description="A person's opsflow API token.")
+
+
+def current_person(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Person:
+    """The person the request's bearer token belongs to; 401 when there is none or it is unknown."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required", challenge)
+    person = request.app.state.estate().person_with_token_hash(
+        token_sha256(credentials.credentials)
+    )
+    if person is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token", challenge)
+    return person
+
+
+def require(*roles: str) -> Callable[[Person], Person]:
+    """A dependency that lets through only people holding one of `roles` (admin always)."""
+    allowed = {*roles, "admin"}
+
+    def check(person: Annotated[Person, Depends(current_person)]) -> Person:
+        if not allowed & set(person.roles):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"{person.name} lacks the role for this ({' or '.join(sorted(allowed))})",
+            )
+        return person
+
+    return check

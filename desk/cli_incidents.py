@@ -1,0 +1,171 @@
+"""`opsflow event` and `opsflow incident`: the desk's event intake and incidents from the shell."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from desk.client import DeskClient
+from opsflow.errors import OpsError
+from opsflow.settings import get_settings
+
+event_app = typer.Typer(help="Send monitoring events to the desk.")
+incident_app = typer.Typer(help="Incidents: list, show, open, resolve.")
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _client() -> DeskClient:
+    settings = get_settings()
+    return DeskClient(settings.desk_url, settings.api_token())
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return _client().call(method, path, **kwargs)
+    except OpsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            err_console.print(f"[bold red]error:[/] --label {pair!r}: expected NAME=VALUE")
+            raise typer.Exit(2)
+        labels[name] = value
+    return labels
+
+
+@event_app.command("send")
+def event_send(
+    source: Annotated[str, typer.Option(help="Who saw it, e.g. a script's name.")] = "cli",
+    host: Annotated[str | None, typer.Option(help="The host it is about.")] = None,
+    service: Annotated[str | None, typer.Option(help="The service it is about.")] = None,
+    severity: Annotated[str, typer.Option(help="info, warning or critical.")] = "warning",
+    summary: Annotated[str, typer.Option(help="One line for humans.")] = "",
+    label: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable.")] = None,
+    resolved: Annotated[bool, typer.Option(help="Send the all-clear instead.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send one generic event; it is classified by the estate's rules like any alert."""
+    body = {
+        "source": source,
+        "host": host,
+        "service": service,
+        "severity": severity,
+        "summary": summary,
+        "labels": _labels(label or []),
+        "status": "resolved" if resolved else "firing",
+    }
+    answer = _call("POST", "/events", json=body)
+    if as_json:
+        typer.echo(json.dumps(answer))
+    else:
+        console.print(f"stored {answer['stored']}, duplicates {answer['duplicates']}")
+
+
+def _incident_table(incidents: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for column in ("number", "P", "state", "CI", "symptom", "events", "opened", "assigned"):
+        table.add_column(column)
+    for i in incidents:
+        table.add_row(
+            i["number"],
+            f"P{i['priority']}",
+            i["state"],
+            f"{i['service'] or '-'}@{i['host'] or '-'}",
+            i["symptom"],
+            str(i["event_count"]),
+            i["opened_at"][:19],
+            i["assigned_to"] or i["assignment_group"] or "",
+        )
+    return table
+
+
+@incident_app.command("list")
+def incident_list(
+    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    service: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Incidents, newest first."""
+    params = {"state": state or [], "host": host, "service": service, "limit": limit}
+    incidents = _call("GET", "/incidents", params={k: v for k, v in params.items() if v})
+    if as_json:
+        typer.echo(json.dumps(incidents, indent=2))
+    else:
+        console.print(_incident_table(incidents))
+
+
+@incident_app.command("show")
+def incident_show(
+    incident: Annotated[str, typer.Argument(help="Number (INC0000001) or id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One incident with its SLA state and worklog."""
+    detail = _call("GET", f"/incidents/{incident}")
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+        return
+    console.print(_incident_table([detail]))
+    ttr = detail.get("time_to_restore_s")
+    console.print(
+        f"resolution: {detail['resolution_code'] or '-'} {detail['resolution_notes'] or ''}\n"
+        f"time to restore: {f'{ttr:.1f}s' if ttr is not None else '-'}   "
+        f"SLA breached: {', '.join(k for k, v in detail['sla_breached'].items() if v) or 'no'}"
+    )
+    for entry in detail["worklog"]:
+        console.print(f"  {entry['at'][:23]}  [bold]{entry['author']}[/]  {entry['text']}")
+
+
+@incident_app.command("open")
+def incident_open(
+    summary: Annotated[str, typer.Option(help="What is wrong, in one line.")],
+    host: Annotated[str | None, typer.Option()] = None,
+    service: Annotated[str | None, typer.Option()] = None,
+    symptom: Annotated[str, typer.Option()] = "reported",
+    impact: Annotated[int, typer.Option(min=1, max=3)] = 2,
+    urgency: Annotated[int, typer.Option(min=1, max=3)] = 2,
+    as_json: JsonOption = False,
+) -> None:
+    """Report an incident; prints its number to follow."""
+    body = {
+        "summary": summary,
+        "host": host,
+        "service": service,
+        "symptom": symptom,
+        "impact": impact,
+        "urgency": urgency,
+    }
+    incident = _call("POST", "/incidents", json=body)
+    if as_json:
+        typer.echo(json.dumps(incident, indent=2))
+    else:
+        console.print(f"{incident['number']} P{incident['priority']} {incident['state']}")
+
+
+@incident_app.command("resolve")
+def incident_resolve(
+    incident: Annotated[str, typer.Argument(help="Number (INC0000001) or id.")],
+    notes: Annotated[str, typer.Option(help="What was done.")],
+    code: Annotated[str, typer.Option(help="Resolution code.")] = "manual",
+    as_json: JsonOption = False,
+) -> None:
+    """Resolve an incident by hand, with a resolution code and notes."""
+    body = {"state": "Resolved", "resolution_code": code, "resolution_notes": notes}
+    detail = _call("PATCH", f"/incidents/{incident}", json=body)
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+    else:
+        console.print(f"{detail['number']} {detail['state']}")

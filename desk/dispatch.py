@@ -1,0 +1,72 @@
+"""Start triage as soon as events are stored, and restoration as soon as incidents open.
+
+One background thread runs the event-triage flow over everything pending, again and again
+while events keep arriving, so a storm becomes a few flow runs. Restorations run in a small
+pool of threads in this process: a flow run starts in milliseconds instead of waiting for a
+runner to poll (the `incident-restoration` deployment remains for manual and remote runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+logger = logging.getLogger("opsflow.desk.dispatch")
+
+
+class Dispatcher:
+    """Coalesces "events stored" signals into triage runs and launches restorations."""
+
+    def __init__(
+        self,
+        triage: Callable[[], list[dict[str, Any]]],
+        restore: Callable[[str], Any],
+        max_restorations: int = 8,
+    ) -> None:
+        self._triage = triage
+        self._restore = restore
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_restorations, thread_name_prefix="restoration")
+        self._thread = threading.Thread(target=self._loop, name="triage", daemon=True)
+        self.restorations: list[Future[Any]] = []
+
+    def start(self) -> None:
+        """Start the triage thread; a first pass picks up events stored while it was down."""
+        self._thread.start()
+        self._wake.set()
+
+    def notify(self) -> None:
+        """Events were stored: make sure a triage run follows."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the current triage run and the running restorations, then stop."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                decisions = self._triage()
+            except Exception:
+                logger.exception("event triage failed; the events stay pending for the next run")
+                self._stop.wait(1.0)
+                self._wake.set()
+                continue
+            for decision in decisions:
+                if decision["action"] == "opened" and decision["runbook"]:
+                    self.restorations.append(
+                        self._pool.submit(self._restore, decision["incident_number"])
+                    )
+            if decisions:
+                self._wake.set()

@@ -1,0 +1,38 @@
+"""The desk's `/metrics` in Prometheus text format, computed from the store at scrape time."""
+
+from __future__ import annotations
+
+from itsm.store import Store
+
+RESTORE_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400)
+
+
+def render_metrics(store: Store) -> str:
+    """Events received by class, open incidents by priority, and a time-to-restore histogram."""
+    lines = [
+        "# HELP opsflow_events_received_total Events stored by the desk, by triage class.",
+        "# TYPE opsflow_events_received_total counter",
+    ]
+    for event_class, count in sorted(store.event_counts_by_class().items()):
+        lines.append(f'opsflow_events_received_total{{class="{event_class}"}} {count}')
+    lines += [
+        "# HELP opsflow_incidents_open Incidents not yet resolved, by priority.",
+        "# TYPE opsflow_incidents_open gauge",
+    ]
+    open_by_priority = store.count_open_by_priority()
+    for priority in range(1, 6):
+        lines.append(
+            f'opsflow_incidents_open{{priority="P{priority}"}} {open_by_priority.get(priority, 0)}'
+        )
+    times = store.restore_times()
+    lines += [
+        "# HELP opsflow_time_to_restore_seconds Time from incident opened to service restored.",
+        "# TYPE opsflow_time_to_restore_seconds histogram",
+    ]
+    for bound in RESTORE_BUCKETS_S:
+        count = sum(1 for t in times if t <= bound)
+        lines.append(f'opsflow_time_to_restore_seconds_bucket{{le="{bound}"}} {count}')
+    lines.append(f'opsflow_time_to_restore_seconds_bucket{{le="+Inf"}} {len(times)}')
+    lines.append(f"opsflow_time_to_restore_seconds_sum {sum(times):.3f}")
+    lines.append(f"opsflow_time_to_restore_seconds_count {len(times)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,80 @@
+"""Run the desk: HTTP API plus triage and restoration dispatcher (`python -m desk.server`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from desk.app import create_app
+from desk.dispatch import Dispatcher
+from inventory.loader import load_estate
+from inventory.models import Estate
+from opsflow.settings import get_settings
+from tasks.records import open_store
+
+DEFAULT_PORT = 8765
+
+
+class EstateCache:
+    """The estate, reloaded when one of its files changes, so new people and rules apply."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._stamp: tuple[tuple[str, float], ...] = ()
+        self._estate: Estate | None = None
+
+    def _current_stamp(self) -> tuple[tuple[str, float], ...]:
+        return tuple(sorted((p.name, p.stat().st_mtime) for p in self._directory.iterdir()))
+
+    def __call__(self) -> Estate:
+        stamp = self._current_stamp()
+        with self._lock:
+            if self._estate is None or stamp != self._stamp:
+                self._estate = load_estate(self._directory)
+                self._stamp = stamp
+            return self._estate
+
+
+def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
+    """The desk app wired to the store, the estate and a dispatcher (not yet started)."""
+    from flows.event_triage import event_triage
+    from flows.incident_restoration import incident_restoration
+
+    estate = EstateCache(estate_dir or get_settings().estate_dir)
+    estate()
+    dispatcher = Dispatcher(
+        triage=lambda: event_triage(start_restoration=False),
+        restore=lambda number: incident_restoration(number),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        dispatcher.start()
+        yield
+        dispatcher.stop()
+
+    app = create_app(open_store(), estate, on_events=dispatcher.notify, lifespan=lifespan)
+    return app, dispatcher
+
+
+def main() -> None:
+    """Serve the desk on 127.0.0.1 until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    app, _ = build_desk()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

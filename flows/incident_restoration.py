@@ -1,0 +1,170 @@
+"""Incident restoration: diagnose, remediate, verify over SSH; then resolve, or escalate.
+
+Runs for an incident whose CI and symptom have a runbook. The runbook's steps run inside a
+Prefect transaction, so a failed verification rolls back what remediation changed; a per-host
+concurrency slot keeps two flows from acting on one host; a per-service budget stops
+automatic remediation that keeps recurring and calls a human instead.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+from prefect.transactions import transaction
+
+from flows.runbooks import runbooks
+from flows.runbooks.free_disk_space import disk_ok
+from inventory.models import Estate
+from itsm.records import Incident, IncidentUpdate
+from itsm.timeline import render_timeline
+from opsflow.errors import OpsError, PermanentError
+from tasks.concurrency import host_slot
+from tasks.inventory import read_estate
+from tasks.notify import notify_on_call
+from tasks.records import (
+    change_incident,
+    count_remediations,
+    link_this_run,
+    open_store,
+    read_incident,
+    record_remediation,
+    write_worklog,
+)
+from tasks.services import verify_restored
+
+ACTOR = "incident-restoration"
+OPEN_STATES = ("New", "In Progress")
+
+
+class RestorationError(PermanentError):
+    """Restoration could not proceed or did not restore the service."""
+
+
+@flow(name="incident-restoration", flow_run_name="restore-{incident}")
+def incident_restoration(incident: str, verify_deadline_s: float = 20.0) -> str:
+    """Restore the service an incident is about, and resolve the incident or escalate it.
+
+    Args:
+        incident: the incident's id or number (INC0000001).
+        verify_deadline_s: how long the health check may take to pass after remediation.
+
+    Returns the incident's state afterwards.
+    """
+    logger = get_run_logger()
+    record = read_incident(incident)
+    if record.state not in OPEN_STATES:
+        logger.info("%s is %s: nothing to restore", record.number, record.state)
+        return record.state
+    link_this_run(record.id)
+    if record.state == "New":
+        record = change_incident(record.id, IncidentUpdate(state="In Progress"), ACTOR)
+    estate = read_estate()
+    try:
+        _restore(estate, record, verify_deadline_s)
+    except OpsError as exc:
+        logger.warning("%s: escalating: %s", record.number, exc)
+        record = _escalate(estate, record, str(exc))
+    else:
+        record = read_incident(str(record.id))
+    _publish_timeline(record)
+    return record.state
+
+
+def _restore(estate: Estate, record: Incident, verify_deadline_s: float) -> None:
+    runbook = runbooks().get(record.runbook or "")
+    if runbook is None:
+        raise RestorationError(f"no runbook for {record.number} (runbook {record.runbook!r})")
+    try:
+        host = estate.host(record.host or "")
+        service = estate.service(record.service or "")
+    except KeyError as exc:
+        raise RestorationError(f"the incident's CI is not in the estate: {exc}") from None
+    budget = estate.settings.remediation_budget
+    since = datetime.now(UTC) - timedelta(hours=1)
+    if count_remediations(service.name, since) >= budget:
+        raise RestorationError(
+            f"remediation budget spent: {budget} automatic remediations of {service.name} "
+            "in the last hour"
+        )
+    started = datetime.now(UTC)
+    with host_slot(host.name):
+        record_remediation(service.name, host.name, record.id)
+        write_worklog(record.id, ACTOR, f"runbook {runbook.name} started on {host.name}")
+        with transaction() as txn:
+            txn.set("incident_id", record.id)
+            diagnosis = runbook.diagnose(host, service)
+            write_worklog(record.id, ACTOR, f"diagnosis: {diagnosis.summary}")
+            remediation = runbook.remediate(host, service)
+            write_worklog(record.id, ACTOR, "remediation: " + "; ".join(remediation.actions))
+            health = verify_restored(host, service, verify_deadline_s)
+            detail = health.detail
+            if runbook.verify_disk:
+                ok, detail = disk_ok(host, service)
+                if not ok:
+                    raise RestorationError(f"verification failed: {detail}")
+    restored_in = (datetime.now(UTC) - started).total_seconds()
+    write_worklog(record.id, ACTOR, f"verified: {detail}")
+    change_incident(
+        record.id,
+        IncidentUpdate(
+            state="Resolved",
+            resolution_code="auto-remediated",
+            resolution_notes=(
+                f"{runbook.name}: {diagnosis.summary}; "
+                + "; ".join(remediation.actions)
+                + f"; verified in {restored_in:.1f}s ({detail})"
+            ),
+        ),
+        ACTOR,
+    )
+
+
+def _escalate(estate: Estate, record: Incident, reason: str) -> Incident:
+    team_name = record.assignment_group or estate.settings.default_team
+    team = estate.team(team_name)
+    write_worklog(record.id, ACTOR, f"escalated to {team_name}: {reason}")
+    record = change_incident(
+        record.id,
+        IncidentUpdate(
+            state="In Progress",
+            assignment_group=team_name,
+            assigned_to=team.on_call if team else None,
+        ),
+        ACTOR,
+    )
+    try:
+        paged = notify_on_call(
+            estate,
+            team_name,
+            subject=f"[opsflow] {record.number} P{record.priority} needs a human: {record.summary}",
+            body=(
+                f"{record.number} ({record.symptom} of {record.service} on {record.host}) "
+                f"could not be restored automatically: {reason}"
+            ),
+        )
+        write_worklog(record.id, ACTOR, f"paged {paged}")
+    except Exception as exc:
+        write_worklog(record.id, ACTOR, f"paging failed: {exc}")
+    return record
+
+
+def _publish_timeline(record: Incident) -> None:
+    store = open_store()
+    create_markdown_artifact(
+        key=f"incident-{record.number.lower()}",
+        markdown=render_timeline(
+            store.get_incident(str(record.id)),
+            store.worklog(record.id),
+            store.audit_trail("incident", record.id),
+        ),
+        description=f"Timeline of {record.number}",
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    incident_restoration(sys.argv[1])

@@ -1,0 +1,63 @@
+"""recover-hung-service: the process is alive but its health check fails; stop it hard, start it."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.transactions import Transaction, get_transaction
+
+from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
+from flows.runbooks.restart_service import control, log_tail
+from inventory.models import Host, Service
+from tasks.services import probe_health
+from tasks.ssh import execute
+
+
+@task(cache_policy=NONE, timeout_seconds=120, task_run_name="diagnose[{service.name}@{host.name}]")
+def diagnose(host: Host, service: Service) -> Diagnosis:
+    """Compare what the process table says with what the health check says."""
+    status = execute(host, control(service).status, check=False, timeout_s=30)
+    health = probe_health(host, service)
+    return Diagnosis(
+        summary=(
+            f"{service.name} on {host.name}: status exit {status.exit_status}, "
+            f"health {'ok' if health.healthy else 'failing'} ({health.detail})"
+        ),
+        facts={"status": status.stdout.strip()[-500:], "log_tail": log_tail(host, service)},
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=180, task_run_name="recover[{service.name}@{host.name}]")
+def remediate(host: Host, service: Service) -> Remediation:
+    """Stop the service hard (its stop command kills what does not exit), then start it."""
+    commands = control(service)
+    get_transaction().set("target", (host, service))
+    if probe_health(host, service).healthy:
+        return Remediation(changed=False, actions=["health check passes: nothing to recover"])
+    stopped = execute(host, commands.stop, check=False, timeout_s=60)
+    started = execute(host, commands.start, check=False, timeout_s=60)
+    return Remediation(
+        changed=True,
+        actions=[
+            f"ran {stopped.command}: exit {stopped.exit_status}",
+            f"ran {started.command}: exit {started.exit_status}",
+        ],
+        ok=stopped.ok and started.ok,
+        detail=(started.stderr or started.stdout).strip()[-500:],
+    )
+
+
+@remediate.on_rollback
+def stop_after_failed_recovery(transaction: Transaction) -> None:
+    """Verification failed: stop the service so no hung half-started process is left behind."""
+    host, service = transaction.get("target")
+    result = execute(host, control(service).stop, check=False, timeout_s=60)
+    record_rollback(transaction, f"stopped {service.name} on {host.name}: {result.command}")
+
+
+RUNBOOK = Runbook(
+    name="recover-hung-service",
+    description="Kill a hung service process, start it, and verify its health.",
+    diagnose=diagnose,
+    remediate=remediate,
+)

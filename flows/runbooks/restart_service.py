@@ -1,0 +1,75 @@
+"""restart-service: the service is down; start it again."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.transactions import Transaction, get_transaction
+
+from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
+from inventory.models import Host, Service
+from opsflow.errors import PermanentError
+from tasks.ssh import execute
+
+
+def control(service: Service):
+    """The service's control commands; a runbook cannot act on a service without them."""
+    if service.control is None:
+        raise PermanentError(f"service {service.name} has no control commands in the inventory")
+    return service.control
+
+
+def log_tail(host: Host, service: Service, lines: int = 20) -> str:
+    """The end of the service's main log, for the incident's worklog."""
+    if not service.log_dir:
+        return ""
+    result = execute(
+        host, ["tail", "-n", str(lines), f"{service.log_dir}/{service.name}.log"], check=False
+    )
+    return (result.stdout or result.stderr)[-2000:]
+
+
+@task(cache_policy=NONE, timeout_seconds=120, task_run_name="diagnose[{service.name}@{host.name}]")
+def diagnose(host: Host, service: Service) -> Diagnosis:
+    """Ask the service's status command and read the log's end."""
+    status = execute(host, control(service).status, check=False, timeout_s=30)
+    state = "running" if status.ok else f"not running (status exit {status.exit_status})"
+    return Diagnosis(
+        summary=f"{service.name} on {host.name}: {state}",
+        facts={
+            "status": (status.stdout + status.stderr).strip()[-500:],
+            "log_tail": log_tail(host, service),
+        },
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=120, task_run_name="start[{service.name}@{host.name}]")
+def remediate(host: Host, service: Service) -> Remediation:
+    """Start the service unless its status says it already runs."""
+    commands = control(service)
+    get_transaction().set("target", (host, service))
+    if execute(host, commands.status, check=False, timeout_s=30).ok:
+        return Remediation(changed=False, actions=["status says running: nothing started"])
+    started = execute(host, commands.start, check=False, timeout_s=60)
+    return Remediation(
+        changed=True,
+        actions=[f"ran {started.command}: exit {started.exit_status}"],
+        ok=started.ok,
+        detail=(started.stderr or started.stdout).strip()[-500:],
+    )
+
+
+@remediate.on_rollback
+def stop_half_started(transaction: Transaction) -> None:
+    """Verification failed: stop what the start left behind, so a human finds a clean state."""
+    host, service = transaction.get("target")
+    result = execute(host, control(service).stop, check=False, timeout_s=60)
+    record_rollback(transaction, f"stopped {service.name} on {host.name}: {result.command}")
+
+
+RUNBOOK = Runbook(
+    name="restart-service",
+    description="Start a stopped service and wait for its health check.",
+    diagnose=diagnose,
+    remediate=remediate,
+)

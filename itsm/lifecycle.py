@@ -1,0 +1,160 @@
+"""The incident state machine and the SLA clock, as pure functions of the record and the time.
+
+Nothing here reads the clock or the database: the caller passes `now`, so the store, the
+flows and the tests all get the same answer for the same inputs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from itsm.priority import SlaTargets, priority
+from itsm.records import FINAL_STATES, Incident, IncidentState, IncidentUpdate
+from opsflow.errors import PermanentError
+
+TRANSITIONS: dict[IncidentState, tuple[IncidentState, ...]] = {
+    "New": ("In Progress", "On Hold", "Resolved", "Canceled"),
+    "In Progress": ("On Hold", "Resolved", "Canceled"),
+    "On Hold": ("In Progress", "Resolved", "Canceled"),
+    "Resolved": ("Closed", "In Progress"),
+    "Closed": (),
+    "Canceled": (),
+}
+"""Legal moves from each state; Resolved -> In Progress is a reopen."""
+
+_RESOLUTION_STATES: tuple[IncidentState, ...] = ("Resolved", "Closed", "Canceled")
+
+_DEFAULT_TARGETS = SlaTargets()
+
+
+class IllegalTransitionError(PermanentError, ValueError):
+    """An incident was asked to move to a state the state machine does not allow from here."""
+
+    def __init__(self, current: str, target: str, message: str | None = None):
+        self.current = current
+        self.target = target
+        if message is None:
+            allowed = ", ".join(TRANSITIONS.get(current, ())) or "none"  # type: ignore[call-overload]
+            message = (
+                f"incident cannot go from {current} to {target}; allowed from {current}: {allowed}"
+            )
+        super().__init__(message)
+
+
+class InvalidUpdateError(PermanentError, ValueError):
+    """An update is incomplete or contradicts the incident's state (names the field)."""
+
+    def __init__(self, field: str, cause: str):
+        self.field = field
+        self.cause = cause
+        super().__init__(f"{field}: {cause}")
+
+
+def check_transition(current: IncidentState, target: IncidentState) -> None:
+    """Refuse a move the state machine does not allow, naming both states and the legal ones."""
+    if target not in TRANSITIONS.get(current, ()):
+        raise IllegalTransitionError(current, target)
+
+
+def apply_update(
+    incident: Incident,
+    update: IncidentUpdate,
+    now: datetime,
+    targets: SlaTargets | None = None,
+) -> Incident:
+    """The incident after `update` at `now`, validated; the same object when nothing changes.
+
+    Moving out of New records the response; On Hold stops the resolution clock until the
+    incident leaves it; Resolved records the time to restore (hold time excluded); a new
+    impact or urgency recomputes the priority and the due dates from `targets`.
+
+    Raises:
+        IllegalTransitionError: the state change is not allowed, or the incident is final.
+        InvalidUpdateError: a required field is missing or a field does not fit the state.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    targets = targets or _DEFAULT_TARGETS
+    given = update.model_dump(exclude_unset=True)
+    if not given:
+        return incident
+    changes: dict[str, Any] = {}
+    for field in ("hold_reason", "resolution_notes", "assignment_group", "assigned_to"):
+        if field in given:
+            changes[field] = given[field]
+    for field in ("impact", "urgency", "resolution_code"):
+        if given.get(field) is not None:
+            changes[field] = given[field]
+    target = given.get("state") or incident.state
+
+    if incident.state in FINAL_STATES:
+        if target != incident.state:
+            check_transition(incident.state, target)
+        if any(getattr(incident, name) != value for name, value in changes.items()):
+            raise IllegalTransitionError(
+                incident.state,
+                target,
+                f"incident is {incident.state}, a final state; it cannot be changed",
+            )
+        return incident
+
+    if target != incident.state:
+        check_transition(incident.state, target)
+        changes.update(_transition_effects(incident, target, now))
+
+    impact = changes.get("impact", incident.impact)
+    urgency = changes.get("urgency", incident.urgency)
+    if (impact, urgency) != (incident.impact, incident.urgency):
+        new_priority = priority(impact, urgency)
+        if new_priority != incident.priority:
+            respond_due, resolve_due = targets.due_dates(new_priority, incident.opened_at)
+            changes.update(priority=new_priority, respond_due=respond_due, resolve_due=resolve_due)
+
+    _check_fields_fit_state(incident, target, given, changes)
+
+    if all(getattr(incident, name) == value for name, value in changes.items()):
+        return incident
+    changes["updated_at"] = now
+    return incident.model_copy(update=changes)
+
+
+def _transition_effects(incident: Incident, target: IncidentState, now: datetime) -> dict:
+    """The clock and bookkeeping fields a move from the incident's state to `target` sets."""
+    effects: dict[str, Any] = {"state": target}
+    if incident.state == "New" and incident.responded_at is None:
+        effects["responded_at"] = now
+    if incident.state == "On Hold":
+        held = 0.0
+        if incident.hold_started_at is not None:
+            held = max(0.0, (now - incident.hold_started_at).total_seconds())
+        effects.update(paused_s=incident.paused_s + held, hold_started_at=None, hold_reason=None)
+    if target == "On Hold":
+        effects["hold_started_at"] = now
+    if target == "Resolved":
+        paused = effects.get("paused_s", incident.paused_s)
+        elapsed = (now - incident.opened_at).total_seconds() - paused
+        effects.update(resolved_at=now, time_to_restore_s=max(0.0, elapsed))
+    if incident.state == "Resolved" and target == "In Progress":
+        effects.update(
+            resolved_at=None, time_to_restore_s=None, resolution_code=None, resolution_notes=None
+        )
+    if target in FINAL_STATES:
+        effects["closed_at"] = now
+    return effects
+
+
+def _check_fields_fit_state(
+    incident: Incident, target: IncidentState, given: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """Refuse a hold without a reason, a resolution without a code, and misplaced fields."""
+    hold_reason = changes.get("hold_reason", incident.hold_reason)
+    if target == "On Hold" and not hold_reason:
+        raise InvalidUpdateError("hold_reason", "required to put an incident On Hold")
+    if target != "On Hold" and given.get("hold_reason"):
+        raise InvalidUpdateError("hold_reason", f"only applies On Hold, not {target}")
+    if target == "Resolved" and changes.get("resolution_code", incident.resolution_code) is None:
+        raise InvalidUpdateError("resolution_code", "required to resolve an incident")
+    for field in ("resolution_code", "resolution_notes"):
+        if given.get(field) is not None and target not in _RESOLUTION_STATES:
+            raise InvalidUpdateError(field, f"only applies when Resolved or Canceled, not {target}")

@@ -1,0 +1,881 @@
+"""The records store: events, incidents, worklog and audit in SQLite or PostgreSQL.
+
+SQLAlchemy Core, not the ORM, because intake writes thousands of events a second. One
+engine per `Store`, a connection per call, so one `Store` serves many threads. Every change
+writes its audit row in the same transaction as the change itself.
+
+On SQLite every writing transaction starts with BEGIN IMMEDIATE: writers queue on the
+database lock (busy timeout 10 s) instead of failing when a read turns into a write, and
+readers carry on alongside them thanks to WAL. On PostgreSQL the same code relies on row
+locks, the partial unique index and the version column.
+
+Durability: SQLite runs in WAL with synchronous=NORMAL, so a committed write survives the
+process crashing, but a power cut or kernel crash may undo the last few commits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
+
+from itsm.lifecycle import apply_update
+from itsm.priority import SlaTargets, priority
+from itsm.records import (
+    OPEN_STATES,
+    AuditEntry,
+    Event,
+    EventClass,
+    EventIn,
+    Incident,
+    IncidentCreate,
+    IncidentUpdate,
+    WorklogEntry,
+    parse_incident_number,
+)
+from opsflow.errors import PermanentError, TransientError
+from opsflow.settings import get_settings
+
+_RETRIES = 5
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-variable limit
+
+
+class RecordNotFoundError(PermanentError, LookupError):
+    """No record of that type has that id or number."""
+
+    def __init__(self, record_type: str, key: int | str):
+        self.record_type = record_type
+        self.key = key
+        super().__init__(f"no {record_type} {key}")
+
+
+class StaleVersionError(PermanentError, ValueError):
+    """The caller changed a record from a version that is no longer current; re-read it first."""
+
+    def __init__(self, record_type: str, record_id: int, expected: int, current: int):
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"{record_type} {record_id} is at version {current}, not {expected}; "
+            "re-read it and apply the change again"
+        )
+
+
+class ConcurrentUpdateError(TransientError):
+    """The record's version changed under us on every attempt; trying again may succeed."""
+
+    def __init__(self, record_type: str, key: int | str, attempts: int):
+        super().__init__(f"{record_type} {key} changed concurrently {attempts} times in a row")
+
+
+class StoreConfigError(PermanentError, ValueError):
+    """The database URL names a backend the store does not support."""
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps no offset, so we add it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive datetimes and store UTC (without offset on SQLite, which drops it)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; the store takes timezone-aware ones")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return the stored instant as an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+_Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
+_open = ", ".join(f"'{state}'" for state in OPEN_STATES)
+
+metadata = MetaData()
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("host", String(255)),
+    Column("service", String(255)),
+    Column("symptom", String(128), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("correlation_key", String(512), nullable=False),
+    Column("impact", Integer, nullable=False),
+    Column("urgency", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("hold_reason", Text),
+    Column("resolution_code", String(32)),
+    Column("resolution_notes", Text),
+    Column("assignment_group", String(255)),
+    Column("assigned_to", String(255)),
+    Column("runbook", String(255)),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("responded_at", UtcDateTime),
+    Column("resolved_at", UtcDateTime),
+    Column("closed_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("respond_due", UtcDateTime, nullable=False),
+    Column("resolve_due", UtcDateTime, nullable=False),
+    Column("paused_s", Float, nullable=False, default=0.0),
+    Column("hold_started_at", UtcDateTime),
+    Column("event_count", Integer, nullable=False, default=0),
+    Column("last_event_at", UtcDateTime),
+    Column("time_to_restore_s", Float),
+    Column("flow_run_ids", _Json, nullable=False),
+    Column("problem_id", _Id),
+    Column("known_error_id", _Id),
+    Column("version", Integer, nullable=False, default=1),
+    CheckConstraint(
+        "state IN ('New', 'In Progress', 'On Hold', 'Resolved', 'Closed', 'Canceled')",
+        name="ck_incidents_state",
+    ),
+    CheckConstraint("impact BETWEEN 1 AND 3 AND urgency BETWEEN 1 AND 3", name="ck_incidents_iu"),
+    CheckConstraint("priority BETWEEN 1 AND 5", name="ck_incidents_priority"),
+    sqlite_autoincrement=True,  # never reuse an id, so never reuse an incident number
+)
+# At most one open incident per correlation key, enforced by the database even when
+# several triage runs or desk replicas open the same incident at once.
+Index(
+    "uq_incidents_open_key",
+    incidents.c.correlation_key,
+    unique=True,
+    sqlite_where=incidents.c.state.in_(OPEN_STATES),
+    postgresql_where=incidents.c.state.in_(OPEN_STATES),
+)
+Index("ix_incidents_state_priority", incidents.c.state, incidents.c.priority)
+Index("ix_incidents_host", incidents.c.host)
+Index("ix_incidents_service", incidents.c.service)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(64), nullable=False, unique=True),
+    Column("source", String(64), nullable=False),
+    Column("fingerprint", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("host", String(255)),
+    Column("service", String(255)),
+    Column("labels", _Json, nullable=False),
+    Column("annotations", _Json, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("ends_at", UtcDateTime),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("event_class", String(16)),
+    Column("rule", String(255)),
+    Column("incident_id", _Id, ForeignKey("incidents.id")),
+    Column("triaged_at", UtcDateTime),
+)
+# Triage reads the untriaged events in id order; this index holds only those.
+Index(
+    "ix_events_pending",
+    events.c.id,
+    sqlite_where=events.c.triaged_at.is_(None),
+    postgresql_where=events.c.triaged_at.is_(None),
+)
+Index("ix_events_incident", events.c.incident_id)
+
+worklog = Table(
+    "worklog",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("incident_id", _Id, ForeignKey("incidents.id"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("author", String(255), nullable=False),
+    Column("text", Text, nullable=False),
+)
+Index("ix_worklog_incident", worklog.c.incident_id, worklog.c.id)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("record_type", String(32), nullable=False),
+    Column("record_id", _Id, nullable=False),
+    Column("before", _Json),
+    Column("after", _Json),
+    Column("flow_run_id", String(64)),
+)
+Index("ix_audit_record", audit.c.record_type, audit.c.record_id, audit.c.id)
+
+_EVENT_INSERT_COLUMNS = (
+    "dedup_key",
+    "source",
+    "fingerprint",
+    "status",
+    "host",
+    "service",
+    "labels",
+    "annotations",
+    "summary",
+    "occurred_at",
+    "ends_at",
+    "received_at",
+)
+_INCIDENT_COLUMNS = [c.name for c in incidents.columns if c.name != "id"]
+
+
+def default_database_url() -> str:
+    """The configured records database, else SQLite under the opsflow home."""
+    settings = get_settings()
+    return settings.database_url or f"sqlite:///{settings.home}/opsflow.db"
+
+
+class Store:
+    """The ITIL records in one database; safe to share between threads.
+
+    Args:
+        url: SQLAlchemy URL (`sqlite:///path`, `postgresql+psycopg://…`); by default
+            `OPSFLOW_DATABASE_URL`, else `opsflow.db` in the opsflow home.
+        sla: response and resolution targets used to set due dates.
+    """
+
+    def __init__(self, url: str | None = None, sla: SlaTargets | None = None):
+        self.url = url or default_database_url()
+        self.sla = sla or SlaTargets()
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreConfigError(
+                f"records store supports sqlite and postgresql, not {self.dialect!r}"
+            )
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._engine = create_engine(self.url, pool_size=8, max_overflow=24)
+            _configure_sqlite(self._engine)
+            self._insert_event: Any = str(
+                sqlite.insert(events)
+                .values({name: bindparam(name) for name in _EVENT_INSERT_COLUMNS})
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .compile(dialect=self._engine.dialect)
+            )
+        else:
+            self._engine = create_engine(self.url, pool_pre_ping=True)
+            self._insert_event = (
+                postgresql.insert(events)
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .returning(events.c.id)
+            )
+        self._writer = self._engine.execution_options(opsflow_write=True)
+        self.create_all()
+
+    def create_all(self) -> None:
+        """Create the tables and indexes that do not exist yet."""
+        metadata.create_all(self._writer)
+
+    def dispose(self) -> None:
+        """Close the pooled connections (the store can still be used afterwards)."""
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A transaction that will write: committed on success, rolled back on error."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reading only."""
+        with self._engine.connect() as conn:
+            yield conn
+
+    # -- events ---------------------------------------------------------------------------
+
+    def store_events(self, events_in: Sequence[EventIn], received_at: datetime) -> tuple[int, int]:
+        """Store a batch of events in one transaction, skipping ones already stored.
+
+        Returns (stored, duplicates); when it returns, the new events are committed.
+        """
+        _require_aware(received_at, "received_at")
+        if self.dialect == "sqlite":
+            return self._store_events_sqlite(events_in, received_at)
+        rows: dict[str, dict[str, Any]] = {}
+        for item in events_in:
+            key = item.dedup_key()
+            if key not in rows:
+                rows[key] = {
+                    "dedup_key": key,
+                    "source": item.source,
+                    "fingerprint": item.fingerprint,
+                    "status": item.status,
+                    "host": item.host,
+                    "service": item.service,
+                    "labels": item.labels,
+                    "annotations": item.annotations,
+                    "summary": item.summary,
+                    "occurred_at": item.occurred_at,
+                    "ends_at": item.ends_at,
+                    "received_at": received_at,
+                }
+        if not rows:
+            return 0, len(events_in)
+        with self._write() as conn:
+            stored = len(conn.execute(self._insert_event, list(rows.values())).all())
+        return stored, len(events_in) - stored
+
+    def _store_events_sqlite(
+        self, events_in: Sequence[EventIn], received_at: datetime
+    ) -> tuple[int, int]:
+        """SQLite intake straight through the driver's executemany, for throughput.
+
+        Values are encoded exactly as SQLAlchemy's JSON and DATETIME types store them on
+        SQLite, so every other query reads these rows back unchanged.
+        """
+        received = _sqlite_datetime(received_at)
+        rows: dict[str, tuple[Any, ...]] = {}
+        for item in events_in:
+            key = item.dedup_key()
+            if key not in rows:
+                rows[key] = (
+                    key,
+                    item.source,
+                    item.fingerprint,
+                    item.status,
+                    item.host,
+                    item.service,
+                    json.dumps(item.labels),
+                    json.dumps(item.annotations),
+                    item.summary,
+                    _sqlite_datetime(item.occurred_at),
+                    None if item.ends_at is None else _sqlite_datetime(item.ends_at),
+                    received,
+                )
+        if not rows:
+            return 0, len(events_in)
+        with self._write() as conn:
+            stored = conn.exec_driver_sql(self._insert_event, list(rows.values())).rowcount
+        return stored, len(events_in) - stored
+
+    def pending_events(self, limit: int = 500) -> list[Event]:
+        """The oldest events not triaged yet, in the order they were stored."""
+        query = select(events).where(events.c.triaged_at.is_(None)).order_by(events.c.id)
+        with self._read() as conn:
+            rows = conn.execute(query.limit(limit)).mappings().all()
+        return [Event.model_validate(dict(row)) for row in rows]
+
+    def get_event(self, event_id: int) -> Event:
+        """One stored event."""
+        with self._read() as conn:
+            row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
+        if row is None:
+            raise RecordNotFoundError("event", event_id)
+        return Event.model_validate(dict(row))
+
+    def incident_events(self, incident_id: int, limit: int = 100) -> list[Event]:
+        """The most recent events triage linked to an incident, newest first."""
+        query = (
+            select(events)
+            .where(events.c.incident_id == incident_id)
+            .order_by(events.c.id.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Event.model_validate(dict(row)) for row in rows]
+
+    def mark_triaged(
+        self,
+        updates: Sequence[tuple[int, EventClass, str | None, int | None]],
+        at: datetime,
+        actor: str = "event-triage",
+        flow_run_id: str | None = None,
+    ) -> int:
+        """Record triage decisions (event id, class, rule, incident id) with their audit rows.
+
+        Events already triaged are left alone, so running the same decisions twice changes
+        nothing the second time. Returns how many events were marked.
+        """
+        _require_aware(at, "at")
+        decisions = {event_id: (cls, rule, inc) for event_id, cls, rule, inc in updates}
+        if not decisions:
+            return 0
+        ids = list(decisions)
+        with self._write() as conn:
+            befores: list[Event] = []
+            for start in range(0, len(ids), _CHUNK):
+                query = select(events).where(
+                    events.c.id.in_(ids[start : start + _CHUNK]), events.c.triaged_at.is_(None)
+                )
+                rows = conn.execute(query.with_for_update()).mappings().all()
+                befores.extend(Event.model_validate(dict(row)) for row in rows)
+            if not befores:
+                return 0
+            params, audits = [], []
+            for before in befores:
+                event_class, rule, incident_id = decisions[before.id]
+                after = Event.model_validate(
+                    {
+                        **before.model_dump(),
+                        "event_class": event_class,
+                        "rule": rule,
+                        "incident_id": incident_id,
+                        "triaged_at": at,
+                    }
+                )
+                params.append(
+                    {
+                        "b_id": before.id,
+                        "event_class": event_class,
+                        "rule": rule,
+                        "incident_id": incident_id,
+                        "triaged_at": at,
+                    }
+                )
+                audits.append(
+                    _audit_row(
+                        at, actor, "event.triaged", "event", before.id, before, after, flow_run_id
+                    )
+                )
+            conn.execute(update(events).where(events.c.id == bindparam("b_id")), params)
+            conn.execute(insert(audit), audits)
+        return len(params)
+
+    # -- incidents ------------------------------------------------------------------------
+
+    def open_or_correlate(
+        self,
+        create: IncidentCreate,
+        event_time: datetime,
+        actor: str,
+        flow_run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Incident, bool]:
+        """Add an event to the open incident with the same correlation key, or open one.
+
+        Returns (incident, created). A new incident is New, opened at `event_time`, with
+        priority and due dates from impact, urgency and the SLA targets. `now` (default
+        `event_time`) stamps the change. If another writer opens the same incident at the
+        same moment, the unique index refuses ours and we join theirs.
+        """
+        _require_aware(event_time, "event_time")
+        now = now or event_time
+        _require_aware(now, "now")
+        key = create.key
+        for _attempt in range(_RETRIES):
+            try:
+                with self._write() as conn:
+                    found = self._open_for_key(conn, key, lock=True)
+                    if found is not None:
+                        after = found.model_copy(
+                            update={
+                                "event_count": found.event_count + 1,
+                                "last_event_at": max(found.last_event_at or event_time, event_time),
+                                "updated_at": max(found.updated_at, now),
+                                "version": found.version + 1,
+                            }
+                        )
+                        if not self._write_incident(conn, found, after):
+                            continue
+                        conn.execute(
+                            insert(audit),
+                            _audit_row(
+                                now,
+                                actor,
+                                "incident.correlated",
+                                "incident",
+                                after.id,
+                                found,
+                                after,
+                                flow_run_id,
+                            ),
+                        )
+                        return after, False
+                    incident = self._insert_incident(
+                        conn, create, key, event_time, now, flow_run_id
+                    )
+                    conn.execute(
+                        insert(audit),
+                        _audit_row(
+                            now,
+                            actor,
+                            "incident.opened",
+                            "incident",
+                            incident.id,
+                            None,
+                            incident,
+                            flow_run_id,
+                        ),
+                    )
+                    return incident, True
+            except IntegrityError as exc:
+                if not _is_open_key_violation(exc):
+                    raise
+                # A concurrent writer opened it first: the next attempt correlates to theirs.
+        raise ConcurrentUpdateError("incident", key, _RETRIES)
+
+    def _insert_incident(
+        self,
+        conn: Connection,
+        create: IncidentCreate,
+        key: str,
+        event_time: datetime,
+        now: datetime,
+        flow_run_id: str | None,
+    ) -> Incident:
+        """Insert a New incident and return it as stored."""
+        level = priority(create.impact, create.urgency)
+        respond_due, resolve_due = self.sla.due_dates(level, event_time)
+        values: dict[str, Any] = {
+            "host": create.host,
+            "service": create.service,
+            "symptom": create.symptom,
+            "summary": create.summary,
+            "correlation_key": key,
+            "impact": create.impact,
+            "urgency": create.urgency,
+            "priority": level,
+            "state": "New",
+            "assignment_group": create.assignment_group,
+            "runbook": create.runbook,
+            "opened_at": event_time,
+            "updated_at": now,
+            "respond_due": respond_due,
+            "resolve_due": resolve_due,
+            "paused_s": 0.0,
+            "event_count": 1,
+            "last_event_at": event_time,
+            "flow_run_ids": [flow_run_id] if flow_run_id else [],
+            "version": 1,
+        }
+        new_id = conn.execute(
+            insert(incidents).values(values).returning(incidents.c.id)
+        ).scalar_one()
+        return Incident.model_validate({"id": new_id, **values})
+
+    def _write_incident(self, conn: Connection, before: Incident, after: Incident) -> bool:
+        """Write `after` if the row is still at `before`'s version; False if someone beat us."""
+        values = after.model_dump(include=set(_INCIDENT_COLUMNS))
+        result = conn.execute(
+            update(incidents)
+            .where(incidents.c.id == before.id, incidents.c.version == before.version)
+            .values(values)
+        )
+        return result.rowcount == 1
+
+    def _open_for_key(self, conn: Connection, key: str, lock: bool = False) -> Incident | None:
+        query = select(incidents).where(
+            incidents.c.correlation_key == key, incidents.c.state.in_(OPEN_STATES)
+        )
+        if lock:
+            query = query.with_for_update()
+        row = conn.execute(query).mappings().first()
+        return None if row is None else Incident.model_validate(dict(row))
+
+    def _fetch_incident(
+        self, conn: Connection, id_or_number: int | str, lock: bool = False
+    ) -> Incident:
+        incident_id = _incident_id(id_or_number)
+        row = None
+        if incident_id is not None:
+            query = select(incidents).where(incidents.c.id == incident_id)
+            if lock:
+                query = query.with_for_update()
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise RecordNotFoundError("incident", id_or_number)
+        return Incident.model_validate(dict(row))
+
+    def get_incident(self, id_or_number: int | str) -> Incident:
+        """One incident by id (42, "42") or number ("INC0000042")."""
+        with self._read() as conn:
+            return self._fetch_incident(conn, id_or_number)
+
+    def open_incident_for_key(self, key: str) -> Incident | None:
+        """The open incident with this correlation key, if there is one."""
+        with self._read() as conn:
+            return self._open_for_key(conn, key)
+
+    def list_incidents(
+        self,
+        state: Sequence[str] | None = None,
+        host: str | None = None,
+        service: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Incident]:
+        """Incidents matching every filter given, newest first."""
+        query = select(incidents)
+        if state:
+            query = query.where(incidents.c.state.in_(list(state)))
+        if host is not None:
+            query = query.where(incidents.c.host == host)
+        if service is not None:
+            query = query.where(incidents.c.service == service)
+        query = query.order_by(incidents.c.id.desc()).limit(limit).offset(offset)
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Incident.model_validate(dict(row)) for row in rows]
+
+    def event_counts_by_class(self) -> dict[str, int]:
+        """How many events are stored per triage class ("pending" for not triaged yet)."""
+        query = select(events.c.event_class, func.count()).group_by(events.c.event_class)
+        with self._read() as conn:
+            return {cls or "pending": int(count) for cls, count in conn.execute(query)}
+
+    def restore_times(self) -> list[float]:
+        """Time to restore, in seconds, of every incident that has been resolved."""
+        query = select(incidents.c.time_to_restore_s).where(
+            incidents.c.time_to_restore_s.is_not(None)
+        )
+        with self._read() as conn:
+            return [float(value) for value in conn.execute(query).scalars()]
+
+    def count_open_by_priority(self) -> dict[int, int]:
+        """How many incidents are open at each priority, 1 to 5 (zeros included)."""
+        query = (
+            select(incidents.c.priority, func.count())
+            .where(incidents.c.state.in_(OPEN_STATES))
+            .group_by(incidents.c.priority)
+        )
+        counts = dict.fromkeys(range(1, 6), 0)
+        with self._read() as conn:
+            for level, count in conn.execute(query):
+                counts[int(level)] = int(count)
+        return counts
+
+    def update_incident(
+        self,
+        incident_id: int | str,
+        update: IncidentUpdate,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> Incident:
+        """Apply a PATCH through the state machine and record it; unchanged if it changes nothing.
+
+        The change goes through `lifecycle.apply_update` and bumps the version; with
+        `expected_version` (an HTTP If-Match) a caller who saw an older version gets
+        `StaleVersionError` and nothing changes.
+
+        Raises:
+            IllegalTransitionError, InvalidUpdateError: the update is refused; nothing changes.
+            StaleVersionError: `expected_version` is not the current version.
+            ConcurrentUpdateError: other writers won every retry.
+        """
+        _require_aware(now, "now")
+
+        def change(before: Incident) -> Incident:
+            return apply_update(before, update, now, self.sla)
+
+        return self._modify(incident_id, change, actor, now, flow_run_id, expected_version)
+
+    def link_flow_run(
+        self,
+        incident_id: int | str,
+        flow_run_id: str,
+        actor: str = "opsflow",
+        now: datetime | None = None,
+    ) -> Incident:
+        """Record that a flow run acted on the incident; linking it twice changes nothing."""
+        now = now or datetime.now(UTC)
+
+        def change(before: Incident) -> Incident:
+            if flow_run_id in before.flow_run_ids:
+                return before
+            return before.model_copy(
+                update={"flow_run_ids": [*before.flow_run_ids, flow_run_id], "updated_at": now}
+            )
+
+        return self._modify(incident_id, change, actor, now, flow_run_id, None)
+
+    def _modify(
+        self,
+        incident_id: int | str,
+        change: Callable[[Incident], Incident],
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None,
+        expected_version: int | None,
+    ) -> Incident:
+        """Change an incident and audit it in one transaction, guarded by its version.
+
+        The row is read under the write lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on
+        PostgreSQL), so concurrent writers queue rather than fail; the version condition on
+        the UPDATE is the backstop for any writer that does not take the lock.
+        """
+        for _attempt in range(_RETRIES):
+            with self._write() as conn:
+                before = self._fetch_incident(conn, incident_id, lock=True)
+                if expected_version is not None and before.version != expected_version:
+                    raise StaleVersionError("incident", before.id, expected_version, before.version)
+                after = change(before)
+                if after is before or after == before:
+                    return before
+                after = after.model_copy(update={"version": before.version + 1})
+                if not self._write_incident(conn, before, after):
+                    continue
+                action = _action(before, after)
+                conn.execute(
+                    insert(audit),
+                    _audit_row(
+                        now, actor, action, "incident", after.id, before, after, flow_run_id
+                    ),
+                )
+                return after
+        raise ConcurrentUpdateError("incident", incident_id, _RETRIES)
+
+    def add_worklog(
+        self, incident_id: int | str, author: str, text: str, at: datetime
+    ) -> WorklogEntry:
+        """Add a note to an incident's worklog (audited as a change to the incident)."""
+        _require_aware(at, "at")
+        if not author.strip() or not text.strip():
+            raise ValueError("a worklog entry needs an author and a text")
+        with self._write() as conn:
+            incident = self._fetch_incident(conn, incident_id)
+            values = {"incident_id": incident.id, "at": at, "author": author, "text": text}
+            entry_id = conn.execute(
+                insert(worklog).values(values).returning(worklog.c.id)
+            ).scalar_one()
+            entry = WorklogEntry.model_validate({"id": entry_id, **values})
+            conn.execute(
+                insert(audit),
+                _audit_row(
+                    at, author, "incident.worklog_added", "incident", incident.id, None, entry, None
+                ),
+            )
+        return entry
+
+    def worklog(self, incident_id: int | str) -> list[WorklogEntry]:
+        """An incident's worklog, oldest first."""
+        with self._read() as conn:
+            incident = self._fetch_incident(conn, incident_id)
+            query = select(worklog).where(worklog.c.incident_id == incident.id)
+            rows = conn.execute(query.order_by(worklog.c.at, worklog.c.id)).mappings().all()
+        return [WorklogEntry.model_validate(dict(row)) for row in rows]
+
+    def audit_trail(self, record_type: str, record_id: int) -> list[AuditEntry]:
+        """Every recorded change to one record, oldest first."""
+        query = (
+            select(audit)
+            .where(audit.c.record_type == record_type, audit.c.record_id == record_id)
+            .order_by(audit.c.id)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [AuditEntry.model_validate(dict(row)) for row in rows]
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, NORMAL sync, 10 s busy timeout, foreign keys; we issue BEGIN ourselves."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 module so writers can ask for BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("opsflow_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    """A datetime as SQLAlchemy's SQLite DATETIME stores it: naive UTC, microseconds."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value!r}")
+
+
+def _incident_id(id_or_number: int | str) -> int | None:
+    if isinstance(id_or_number, int):
+        return id_or_number
+    text = id_or_number.strip()
+    return int(text) if text.isdigit() else parse_incident_number(text)
+
+
+def _action(before: Incident, after: Incident) -> str:
+    """A short name for a change: the new state when the state changed, else what changed."""
+    if before.state != after.state:
+        return "incident." + after.state.lower().replace(" ", "_")
+    if before.flow_run_ids != after.flow_run_ids:
+        return "incident.flow_run_linked"
+    return "incident.updated"
+
+
+def _audit_row(
+    at: datetime,
+    actor: str,
+    action: str,
+    record_type: str,
+    record_id: int,
+    before: Any,
+    after: Any,
+    flow_run_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "record_type": record_type,
+        "record_id": record_id,
+        "before": None if before is None else before.model_dump(mode="json"),
+        "after": None if after is None else after.model_dump(mode="json"),
+        "flow_run_id": flow_run_id,
+    }
+
+
+def _is_open_key_violation(exc: IntegrityError) -> bool:
+    message = str(exc.orig)
+    return "uq_incidents_open_key" in message or "incidents.correlation_key" in message

@@ -1,0 +1,223 @@
+"""Event triage: classify each event, then record it, correlate it, or open an incident.
+
+Pure decisions over the estate's rules plus the store's writes, so the triage flow can run a
+micro-batch of thousands of events in one call, in milliseconds per event.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from inventory.models import Estate, EventRule
+from itsm.records import Event, EventClass, IncidentCreate, IncidentUpdate
+from itsm.store import Store
+
+SEVERITY_CLASSES: dict[str, EventClass] = {
+    "critical": "exception",
+    "error": "exception",
+    "page": "exception",
+    "warning": "warning",
+    "info": "informational",
+    "none": "informational",
+}
+"""Fallback classification by the `severity` label when no rule matches."""
+
+RUNBOOKS = frozenset({"restart-service", "free-disk-space", "recover-hung-service"})
+"""Runbooks opsflow can run; an event naming any other gets an incident but no automation."""
+
+Action = Literal[
+    "recorded", "suppressed", "opened", "correlated", "alert-resolved", "no-open-incident"
+]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What an event means: its class, the rule that said so, and the incident it belongs to."""
+
+    event_class: EventClass
+    rule: str
+    symptom: str
+    impact: int
+    urgency: int
+    runbook: str | None
+    correlation_key: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What triage did with one event, for the flow's table artifact and its follow-ups."""
+
+    event_id: int
+    event_class: EventClass
+    rule: str
+    action: Action
+    incident_id: int | None = None
+    incident_number: str | None = None
+    runbook: str | None = None
+
+
+def _matches(rule: EventRule, labels: dict[str, str]) -> bool:
+    return all(labels.get(name) == value for name, value in rule.match.items())
+
+
+def _render_key(template: str, values: dict[str, str]) -> str:
+    try:
+        return template.format_map(values)
+    except (KeyError, ValueError, IndexError):
+        return "{host}/{service}/{symptom}".format_map(values)
+
+
+def classify(event: Event, estate: Estate) -> Classification:
+    """Classify by the first matching rule of the estate, else by the `severity` label."""
+    labels = event.labels
+    rule = next((r for r in estate.rules if _matches(r, labels)), None)
+    symptom = (rule.symptom if rule and rule.symptom else None) or labels.get(
+        "symptom", labels.get("alertname", "unspecified")
+    )
+    service = _known_service(event, estate)
+    impact = (rule.impact if rule else None) or (service.impact if service else 2)
+    urgency = rule.urgency if rule else (1 if labels.get("severity") == "critical" else 2)
+    runbook = (rule.runbook if rule else None) or (
+        service.runbooks.get(symptom) if service else None
+    )
+    if runbook not in RUNBOOKS or (event.host and not _known_host(event.host, estate)):
+        runbook = None
+    if rule is not None:
+        event_class, rule_name = rule.event_class, rule.name
+    else:
+        severity = labels.get("severity", "none").lower()
+        event_class = SEVERITY_CLASSES.get(severity, "warning")
+        rule_name = f"severity:{severity}"
+    values = {
+        **labels,
+        "host": event.host or "-",
+        "service": event.service or "-",
+        "symptom": symptom,
+    }
+    template = rule.correlation_key if rule else "{host}/{service}/{symptom}"
+    return Classification(
+        event_class=event_class,
+        rule=rule_name,
+        symptom=symptom,
+        impact=impact,
+        urgency=urgency,
+        runbook=runbook,
+        correlation_key=_render_key(template, values)[:512],
+    )
+
+
+def _known_host(name: str, estate: Estate) -> bool:
+    return any(h.name == name for h in estate.hosts)
+
+
+def _known_service(event: Event, estate: Estate):
+    if not event.service:
+        return None
+    return next((s for s in estate.services if s.name == event.service), None)
+
+
+def in_maintenance(event: Event, estate: Estate, at: datetime) -> str | None:
+    """The name of a maintenance window covering the event's host at `at`, if any."""
+    if not event.host:
+        return None
+    groups = estate.groups
+    for window in estate.maintenance:
+        hosts = set(window.hosts) | set(groups.get(window.group or "", []))
+        if event.host in hosts and window.start <= at < window.end:
+            return window.name
+    return None
+
+
+def triage(
+    store: Store,
+    estate: Estate,
+    events: list[Event],
+    now: datetime,
+    flow_run_id: str | None = None,
+) -> list[Decision]:
+    """Decide every event of a batch, write the outcomes, and return the decisions in order.
+
+    Firing exceptions with the same correlation key go to one open incident; a resolved
+    alert closes the loop on the incident it raised.
+    """
+    decisions: list[Decision] = []
+    by_key: dict[str, list[tuple[Event, Classification]]] = defaultdict(list)
+    for event in events:
+        verdict = classify(event, estate)
+        window = in_maintenance(event, estate, event.occurred_at)
+        if event.status == "resolved" and verdict.event_class != "informational":
+            decisions.append(_close_loop(store, event, verdict, now, flow_run_id))
+        elif verdict.event_class != "exception":
+            decisions.append(Decision(event.id, verdict.event_class, verdict.rule, "recorded"))
+        elif window:
+            decisions.append(
+                Decision(event.id, verdict.event_class, f"{verdict.rule} [{window}]", "suppressed")
+            )
+        else:
+            by_key[verdict.correlation_key].append((event, verdict))
+    for key, group in by_key.items():
+        verdict = group[0][1]
+        for event, _ in group:
+            incident, created = store.open_or_correlate(
+                IncidentCreate(
+                    host=event.host,
+                    service=event.service,
+                    symptom=verdict.symptom,
+                    summary=event.summary or verdict.symptom,
+                    impact=verdict.impact,
+                    urgency=verdict.urgency,
+                    correlation_key=key,
+                    runbook=verdict.runbook,
+                    assignment_group=_team_for(event, estate),
+                ),
+                event.occurred_at,
+                actor="triage",
+                flow_run_id=flow_run_id,
+            )
+            decisions.append(
+                Decision(
+                    event.id,
+                    verdict.event_class,
+                    verdict.rule,
+                    "opened" if created else "correlated",
+                    incident.id,
+                    incident.number,
+                    verdict.runbook if created else None,
+                )
+            )
+    store.mark_triaged([(d.event_id, d.event_class, d.rule, d.incident_id) for d in decisions], now)
+    return decisions
+
+
+def _team_for(event: Event, estate: Estate) -> str:
+    service = _known_service(event, estate)
+    return (service.owner_team if service else None) or estate.settings.default_team
+
+
+def _close_loop(
+    store: Store, event: Event, verdict: Classification, now: datetime, flow_run_id: str | None
+) -> Decision:
+    incident = store.open_incident_for_key(verdict.correlation_key)
+    if incident is None:
+        return Decision(event.id, verdict.event_class, verdict.rule, "no-open-incident")
+    note = f"Alert resolved at {event.ends_at or event.occurred_at:%Y-%m-%d %H:%M:%S %Z}."
+    if incident.state == "New":
+        incident = store.update_incident(
+            incident.id,
+            IncidentUpdate(
+                state="Resolved",
+                resolution_code="no-fault",
+                resolution_notes=f"{note} The fault cleared before any remediation.",
+            ),
+            actor="triage",
+            now=now,
+            flow_run_id=flow_run_id,
+        )
+    else:
+        store.add_worklog(incident.id, "triage", note, now)
+    return Decision(
+        event.id, verdict.event_class, verdict.rule, "alert-resolved", incident.id, incident.number
+    )

@@ -1,0 +1,79 @@
+"""The lab's people, teams and event rules: tokens made fresh per lab, only their hashes kept.
+
+The tokens themselves go to files under the lab directory (mode 0600), one per person, for
+the CLI, the tests and Alertmanager's webhook to authenticate with.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import yaml
+
+from inventory.models import token_sha256
+
+PEOPLE = [
+    {"name": "alice", "full_name": "Alice Oncall", "team": "ops", "roles": ["operator"]},
+    {"name": "bob", "full_name": "Bob Approver", "team": "ops", "roles": ["approver"]},
+    {"name": "carol", "full_name": "Carol User", "team": "users", "roles": ["requester"]},
+    {"name": "alertmanager", "full_name": "Lab Alertmanager", "team": "ops", "roles": ["monitor"]},
+]
+TEAMS = [
+    {"name": "ops", "on_call": "alice", "notify_block": "custom-webhook/ops-pager"},
+    {"name": "users"},
+]
+RULES = [
+    {
+        "name": "service-down",
+        "match": {"alertname": "ServiceDown"},
+        "class": "exception",
+        "symptom": "service-down",
+        "urgency": 1,
+    },
+    {
+        "name": "service-hung",
+        "match": {"alertname": "ServiceHung"},
+        "class": "exception",
+        "symptom": "service-hung",
+        "urgency": 1,
+    },
+    {
+        "name": "log-filesystem-full",
+        "match": {"alertname": "LogFilesystemFull"},
+        "class": "exception",
+        "symptom": "disk-full",
+        "urgency": 2,
+    },
+    {
+        "name": "watchdog",
+        "match": {"alertname": "Watchdog"},
+        "class": "informational",
+    },
+]
+
+
+def token_file(lab_dir: Path, person: str) -> Path:
+    """Where the lab keeps `person`'s API token."""
+    return lab_dir / "tokens" / person
+
+
+def write_people_and_rules(estate_dir: Path, lab_dir: Path) -> dict[str, str]:
+    """Write people.yaml and rules.yaml into the lab's estate; return each person's token."""
+    tokens_dir = lab_dir / "tokens"
+    tokens_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tokens: dict[str, str] = {}
+    people = []
+    for person in PEOPLE:
+        token = secrets.token_urlsafe(32)
+        tokens[person["name"]] = token
+        path = token_file(lab_dir, person["name"])
+        path.write_text(token)
+        os.chmod(path, 0o600)
+        people.append({**person, "token_sha256": token_sha256(token)})
+    (estate_dir / "people.yaml").write_text(
+        yaml.safe_dump({"people": people, "teams": TEAMS}, sort_keys=False)
+    )
+    (estate_dir / "rules.yaml").write_text(yaml.safe_dump({"rules": RULES}, sort_keys=False))
+    return tokens

@@ -1,0 +1,28 @@
+"""One flow at a time acting on a host: a Prefect global concurrency slot per host."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
+
+SLOT_WAIT_S = 300.0
+
+
+def slot_name(host: str) -> str:
+    """The global concurrency limit's name for a host."""
+    return f"host-{host}"
+
+
+@contextmanager
+def host_slot(host: str, timeout_s: float = SLOT_WAIT_S) -> Iterator[None]:
+    """Hold the host's single slot for the block; other flows wait for it (up to `timeout_s`)."""
+    name = slot_name(host)
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True):
+        yield

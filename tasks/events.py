@@ -1,0 +1,61 @@
+"""Triage stored events and tell Prefect's event feed what happened to incidents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.events import emit_event
+
+from inventory.models import Estate
+from itsm.records import Incident
+from itsm.triage import Decision, triage
+from tasks.records import current_flow_run_id, open_store
+
+
+@task(cache_policy=NONE, timeout_seconds=300)
+def triage_pending_events(estate: Estate, limit: int) -> list[Decision]:
+    """Classify and correlate up to `limit` stored, untriaged events, oldest first."""
+    store = open_store()
+    events = store.pending_events(limit)
+    if not events:
+        return []
+    return triage(store, estate, events, datetime.now(UTC), current_flow_run_id())
+
+
+def ci_resource(incident: Incident) -> dict[str, str]:
+    """The Prefect event resource for an incident's CI (host and service)."""
+    ci = f"{incident.service or '-'}@{incident.host or '-'}"
+    return {
+        "prefect.resource.id": f"opsflow.ci.{ci}",
+        "prefect.resource.name": ci,
+        "opsflow.host": incident.host or "",
+        "opsflow.service": incident.service or "",
+    }
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def emit_incident_event(incident_id: int, change: str, events: int = 1) -> None:
+    """Emit `opsflow.incident.<change>` on the CI, so the UI's event feed shows its history."""
+    incident = open_store().get_incident(str(incident_id))
+    emit_event(
+        event=f"opsflow.incident.{change}",
+        resource=ci_resource(incident),
+        related=[
+            {
+                "prefect.resource.id": f"opsflow.incident.{incident.number}",
+                "prefect.resource.role": "incident",
+                "prefect.resource.name": incident.number,
+            }
+        ],
+        payload={
+            "incident_id": incident.id,
+            "number": incident.number,
+            "state": incident.state,
+            "priority": incident.priority,
+            "symptom": incident.symptom,
+            "runbook": incident.runbook,
+            "events": events,
+        },
+    )

@@ -1,0 +1,72 @@
+"""Read and change opsflow's ITIL records from flows, each change audited with the flow run."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from itsm.records import Incident, IncidentUpdate
+from itsm.store import Store
+from opsflow.settings import get_settings
+
+_stores: dict[str, Store] = {}
+_lock = threading.Lock()
+
+
+def open_store(url: str | None = None) -> Store:
+    """The process's store for `url` (default: the settings'), opened once and shared."""
+    key = url or get_settings().database_url or str(get_settings().home)
+    with _lock:
+        if key not in _stores:
+            _stores[key] = Store(url)
+        return _stores[key]
+
+
+def current_flow_run_id() -> str | None:
+    """The id of the flow run this code runs in, for the audit trail."""
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def read_incident(incident: str) -> Incident:
+    """One incident by id or number."""
+    return open_store().get_incident(incident)
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def change_incident(incident_id: int, update: IncidentUpdate, actor: str) -> Incident:
+    """Apply a state or field change through the lifecycle rules, audited with this run."""
+    return open_store().update_incident(
+        incident_id, update, actor=actor, now=datetime.now(UTC), flow_run_id=current_flow_run_id()
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def write_worklog(incident_id: int, author: str, text: str) -> None:
+    """Add a line to the incident's worklog."""
+    open_store().add_worklog(incident_id, author, text, datetime.now(UTC))
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def link_this_run(incident_id: int) -> None:
+    """Record this flow run on the incident, so the record leads to the run in the UI."""
+    run_id = current_flow_run_id()
+    if run_id:
+        open_store().link_flow_run(incident_id, run_id)
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def count_remediations(service: str, since: datetime) -> int:
+    """How many automatic remediations of `service` started since `since` (the budget's use)."""
+    return open_store().count_remediations(service, since)
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def record_remediation(service: str, host: str, incident_id: int) -> None:
+    """Count one automatic remediation against the service's hourly budget."""
+    open_store().record_remediation(service, host, incident_id, datetime.now(UTC))

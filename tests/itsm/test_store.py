@@ -1,0 +1,602 @@
+"""The records store against a real database: SQLite in a temporary directory.
+
+Set OPSFLOW_TEST_POSTGRES_URL (postgresql+psycopg://…, a database the tests may wipe) to
+run every test against PostgreSQL as well.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.schema import CreateIndex
+
+from itsm import store as store_module
+from itsm.lifecycle import IllegalTransitionError, InvalidUpdateError
+from itsm.records import EventIn, IncidentCreate, IncidentUpdate
+from itsm.store import (
+    ConcurrentUpdateError,
+    RecordNotFoundError,
+    StaleVersionError,
+    Store,
+    StoreConfigError,
+    events,
+    incidents,
+    metadata,
+)
+from opsflow.errors import PermanentError, TransientError
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("OPSFLOW_TEST_POSTGRES_URL") else [])
+
+
+def minutes(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        records = Store(f"sqlite:///{tmp_path / 'records.db'}")
+    else:
+        records = Store(os.environ["OPSFLOW_TEST_POSTGRES_URL"])
+        metadata.drop_all(records._writer)
+        records.create_all()
+    yield records
+    records.dispose()
+
+
+def alert(fingerprint: str = "a1", status: str = "firing", **extra: object) -> EventIn:
+    fields: dict[str, object] = {
+        "source": "alertmanager",
+        "fingerprint": fingerprint,
+        "status": status,
+        "host": "web1",
+        "service": "app",
+        "labels": {"alertname": "AppDown", "severity": "critical"},
+        "annotations": {"summary": "app down"},
+        "summary": "app is down on web1",
+        "occurred_at": T0,
+    }
+    return EventIn.model_validate({**fields, **extra})
+
+
+def app_down(**extra: object) -> IncidentCreate:
+    fields: dict[str, object] = {
+        "host": "web1",
+        "service": "app",
+        "symptom": "service-down",
+        "summary": "app is down on web1",
+        "impact": 1,
+        "urgency": 1,
+    }
+    return IncidentCreate.model_validate({**fields, **extra})
+
+
+# -- intake -------------------------------------------------------------------------------
+
+
+def test_events_round_trip_as_aware_utc(store: Store) -> None:
+    cest = timezone(timedelta(hours=2))
+    sent = alert(
+        status="resolved",
+        occurred_at=datetime(2024, 5, 1, 14, 0, 0, 123456, tzinfo=cest),
+        ends_at=datetime(2024, 5, 1, 14, 5, tzinfo=cest),
+        labels={"alertname": "AppDown", "note": 'ünïcode "quoted"'},
+    )
+    assert store.store_events([sent], minutes(6)) == (1, 0)
+    [stored] = store.pending_events()
+    assert stored.occurred_at == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert stored.occurred_at.tzinfo is UTC
+    assert stored.ends_at == minutes(5)
+    assert stored.received_at == minutes(6)
+    assert stored.dedup_key == sent.dedup_key()
+    assert stored.model_dump(include=set(EventIn.model_fields)) == sent.model_dump()
+    assert store.get_event(stored.id) == stored
+
+
+def test_sqlite_intake_stores_datetimes_like_the_rest_of_the_store(tmp_path: Path) -> None:
+    """The fast intake path writes exactly what SQLAlchemy's types write for other tables."""
+    records = Store(f"sqlite:///{tmp_path / 'records.db'}")
+    records.store_events([alert(occurred_at=T0)], T0)
+    records.open_or_correlate(app_down(), T0, actor="test")
+    with records._engine.connect() as conn:
+        raw_event = conn.execute(text("SELECT occurred_at, received_at FROM events")).one()
+        raw_incident = conn.execute(text("SELECT opened_at FROM incidents")).one()
+    assert raw_event[0] == raw_event[1] == raw_incident[0] == "2024-05-01 12:00:00.000000"
+
+
+def test_repeated_delivery_stores_nothing_new(store: Store) -> None:
+    batch = [alert("a1"), alert("a2"), alert("a3", status="resolved", ends_at=minutes(3))]
+    assert store.store_events(batch, minutes(1)) == (3, 0)
+    assert store.store_events(batch, minutes(2)) == (0, 3)
+    assert len(store.pending_events()) == 3
+    assert {e.received_at for e in store.pending_events()} == {minutes(1)}
+
+
+def test_batch_with_internal_duplicates(store: Store) -> None:
+    batch = [alert("a1"), alert("a2"), alert("a1"), alert("a1"), alert("a2")]
+    assert store.store_events(batch, T0) == (2, 3)
+    assert store.store_events([], T0) == (0, 0)
+    assert [e.fingerprint for e in store.pending_events()] == ["a1", "a2"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        (alert(), alert(annotations={"summary": "re-sent"}, labels={"x": "y"}), True),
+        (alert(), alert(status="resolved", ends_at=minutes(5)), False),
+        (alert(), alert(fingerprint="other"), False),
+        (alert(), alert(occurred_at=minutes(1)), False),
+        (alert(), alert(source="generic"), False),
+        (
+            alert(status="resolved", ends_at=minutes(5)),
+            alert(status="resolved", ends_at=minutes(6)),
+            False,
+        ),
+        (
+            alert(occurred_at=T0),
+            alert(occurred_at=T0.astimezone(timezone(timedelta(hours=-5)))),
+            True,
+        ),
+    ],
+    ids=[
+        "resend-same-state",
+        "firing-then-resolved",
+        "other-alert",
+        "new-occurrence",
+        "other-source",
+        "other-resolution",
+        "same-instant-other-zone",
+    ],
+)
+def test_dedup_key(first: EventIn, second: EventIn, same: bool) -> None:
+    assert (first.dedup_key() == second.dedup_key()) is same
+
+
+def test_intake_refuses_naive_times(store: Store) -> None:
+    with pytest.raises(ValueError, match="received_at must be timezone-aware"):
+        store.store_events([alert()], datetime(2024, 5, 1))
+    with pytest.raises(ValueError, match="timezone"):
+        alert(occurred_at=datetime(2024, 5, 1))
+
+
+def test_events_are_durable_for_another_store_on_the_same_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    Store(url).store_events([alert("a1"), alert("a2")], T0)
+    assert [e.fingerprint for e in Store(url).pending_events()] == ["a1", "a2"]
+
+
+def test_triage_marks_events_once_and_audits_them(store: Store) -> None:
+    store.store_events([alert(f"a{i}") for i in range(5)], T0)
+    pending = store.pending_events(limit=3)
+    assert [e.fingerprint for e in pending] == ["a0", "a1", "a2"]
+    incident, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    decisions = [
+        (pending[0].id, "exception", "app-down", incident.id),
+        (pending[1].id, "informational", "severity", None),
+        (pending[2].id, "warning", "severity", None),
+    ]
+    assert store.mark_triaged(decisions, minutes(1), flow_run_id="run-1") == 3
+    assert store.mark_triaged(decisions, minutes(2), flow_run_id="run-2") == 0
+    assert [e.fingerprint for e in store.pending_events()] == ["a3", "a4"]
+    triaged = store.get_event(pending[0].id)
+    assert (triaged.event_class, triaged.rule, triaged.incident_id) == (
+        "exception",
+        "app-down",
+        incident.id,
+    )
+    assert triaged.triaged_at == minutes(1)
+    assert [e.id for e in store.incident_events(incident.id)] == [pending[0].id]
+    [entry] = store.audit_trail("event", pending[0].id)
+    assert (entry.action, entry.actor, entry.flow_run_id) == (
+        "event.triaged",
+        "event-triage",
+        "run-1",
+    )
+    assert entry.before is not None and entry.before["triaged_at"] is None
+    assert entry.after is not None and entry.after["incident_id"] == incident.id
+    assert store.event_counts_by_class() == {
+        "exception": 1,
+        "informational": 1,
+        "warning": 1,
+        "pending": 2,
+    }
+
+
+# -- incidents: opening and correlating -----------------------------------------------------
+
+
+def test_open_then_correlate(store: Store) -> None:
+    opened, created = store.open_or_correlate(app_down(), T0, actor="triage", flow_run_id="run-1")
+    assert created
+    assert (opened.number, opened.state, opened.priority) == ("INC0000001", "New", 1)
+    assert (opened.respond_due, opened.resolve_due) == (minutes(15), minutes(60))
+    assert (opened.event_count, opened.version, opened.flow_run_ids) == (1, 1, ["run-1"])
+    later, created = store.open_or_correlate(app_down(), minutes(3), actor="triage")
+    assert not created
+    assert (later.id, later.event_count, later.last_event_at, later.version) == (
+        opened.id,
+        2,
+        minutes(3),
+        2,
+    )
+    earlier, _ = store.open_or_correlate(app_down(), minutes(1), actor="triage")
+    assert earlier.last_event_at == minutes(3)
+    assert store.get_incident(opened.id) == earlier
+    trail = store.audit_trail("incident", opened.id)
+    assert [e.action for e in trail] == [
+        "incident.opened",
+        "incident.correlated",
+        "incident.correlated",
+    ]
+    assert trail[0].before is None
+    assert trail[0].after == opened.model_dump(mode="json")
+    assert trail[1].before == opened.model_dump(mode="json")
+    assert trail[1].after == later.model_dump(mode="json")
+    assert trail[0].flow_run_id == "run-1"
+
+
+def test_200_concurrent_reports_make_one_incident(store: Store) -> None:
+    threads = 200
+    barrier = threading.Barrier(threads)
+    results: list[tuple[int, bool]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def report(i: int) -> None:
+        try:
+            barrier.wait()
+            incident, created = store.open_or_correlate(app_down(), minutes(i / 100), actor="t")
+            with lock:
+                results.append((incident.id, created))
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    workers = [threading.Thread(target=report, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert len({incident_id for incident_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    [incident] = store.list_incidents(state=["New", "In Progress", "On Hold"])
+    assert incident.event_count == threads
+    assert incident.version == threads
+    assert len(store.audit_trail("incident", incident.id)) == threads
+
+
+def test_database_itself_refuses_a_second_open_incident_per_key(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    row = opened.model_dump(exclude={"id", "number"})
+    with pytest.raises(IntegrityError), store._write() as conn:
+        conn.execute(insert(incidents).values(row))
+    with store._write() as conn:
+        conn.execute(insert(incidents).values({**row, "state": "Closed"}))
+
+
+def test_after_resolution_a_new_event_opens_a_new_incident(store: Store) -> None:
+    first, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    store.update_incident(
+        first.id,
+        IncidentUpdate(state="Resolved", resolution_code="auto-remediated"),
+        actor="restoration",
+        now=minutes(10),
+    )
+    assert store.open_incident_for_key(first.correlation_key) is None
+    second, created = store.open_or_correlate(app_down(), minutes(20), actor="triage")
+    assert created
+    assert second.id != first.id
+    assert second.number == "INC0000002"
+    assert store.open_incident_for_key(first.correlation_key) == second
+    assert store.get_incident(first.id).event_count == 1
+
+
+# -- incidents: changes ---------------------------------------------------------------------
+
+
+def test_update_is_audited_with_before_and_after(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    working = store.update_incident(
+        opened.number,
+        IncidentUpdate(state="In Progress", assigned_to="alice"),
+        actor="alice",
+        now=minutes(5),
+        flow_run_id="run-7",
+    )
+    assert (working.state, working.responded_at, working.version) == ("In Progress", minutes(5), 2)
+    assert store.get_incident(opened.id) == working
+    entry = store.audit_trail("incident", opened.id)[-1]
+    assert (entry.action, entry.actor, entry.flow_run_id, entry.at) == (
+        "incident.in_progress",
+        "alice",
+        "run-7",
+        minutes(5),
+    )
+    assert entry.before is not None and entry.after is not None
+    assert (entry.before["state"], entry.after["state"]) == ("New", "In Progress")
+    assert (entry.before["assigned_to"], entry.after["assigned_to"]) == (None, "alice")
+
+
+def test_update_that_changes_nothing_writes_nothing(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(assignment_group="ops"), T0, actor="triage")
+    same = store.update_incident(
+        opened.id, IncidentUpdate(assignment_group="ops"), actor="bob", now=minutes(1)
+    )
+    assert same == opened
+    assert len(store.audit_trail("incident", opened.id)) == 1
+
+
+def test_full_lifecycle_through_the_store(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    steps = [
+        (IncidentUpdate(state="In Progress"), minutes(5)),
+        (IncidentUpdate(state="On Hold", hold_reason="waiting for vendor"), minutes(10)),
+        (IncidentUpdate(state="In Progress"), minutes(40)),
+        (IncidentUpdate(state="Resolved", resolution_code="manual"), minutes(50)),
+        (IncidentUpdate(state="Closed"), minutes(70)),
+    ]
+    for update, at in steps:
+        current = store.update_incident(opened.id, update, actor="alice", now=at)
+    assert current.state == "Closed"
+    assert current.paused_s == 30 * 60
+    assert current.time_to_restore_s == 20 * 60
+    assert current.sla_breaches(minutes(500)) == {"response": False, "resolution": False}
+    assert store.restore_times() == [20 * 60]
+    actions = [e.action for e in store.audit_trail("incident", opened.id)]
+    assert actions == [
+        "incident.opened",
+        "incident.in_progress",
+        "incident.on_hold",
+        "incident.in_progress",
+        "incident.resolved",
+        "incident.closed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("update", "error"),
+    [
+        (IncidentUpdate(state="In Progress"), IllegalTransitionError),
+        (IncidentUpdate(assigned_to="bob"), IllegalTransitionError),
+    ],
+    ids=["reopen-closed", "edit-closed"],
+)
+def test_refused_update_leaves_the_row_and_audit_unchanged(
+    store: Store, update: IncidentUpdate, error: type[Exception]
+) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    store.update_incident(
+        opened.id, IncidentUpdate(state="Resolved", resolution_code="manual"), "a", minutes(1)
+    )
+    closed = store.update_incident(opened.id, IncidentUpdate(state="Closed"), "a", minutes(2))
+    trail = store.audit_trail("incident", opened.id)
+    with pytest.raises(error) as caught:
+        store.update_incident(opened.id, update, actor="bob", now=minutes(3))
+    assert isinstance(caught.value, PermanentError)
+    assert store.get_incident(opened.id) == closed
+    assert store.audit_trail("incident", opened.id) == trail
+
+
+def test_hold_without_reason_via_the_store_changes_nothing(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    with pytest.raises(InvalidUpdateError, match="hold_reason"):
+        store.update_incident(opened.id, IncidentUpdate(state="On Hold"), "bob", minutes(1))
+    assert store.get_incident(opened.id) == opened
+
+
+def test_stale_version_is_refused(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    seen = opened.version
+    store.update_incident(opened.id, IncidentUpdate(assigned_to="alice"), "alice", minutes(1))
+    current = store.get_incident(opened.id)
+    with pytest.raises(StaleVersionError, match="at version 2, not 1") as caught:
+        store.update_incident(
+            opened.id, IncidentUpdate(assigned_to="bob"), "bob", minutes(2), expected_version=seen
+        )
+    assert isinstance(caught.value, PermanentError)
+    assert store.get_incident(opened.id) == current
+    updated = store.update_incident(
+        opened.id,
+        IncidentUpdate(assigned_to="bob"),
+        "bob",
+        minutes(2),
+        expected_version=current.version,
+    )
+    assert (updated.assigned_to, updated.version) == ("bob", 3)
+
+
+def test_lost_write_is_retried_then_reported(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version guard on the UPDATE sends the change round again, a few times at most."""
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    real_write = Store._write_incident
+    losses = {"left": 2}
+
+    def lose_some(self: Store, conn, before, after) -> bool:  # type: ignore[no-untyped-def]
+        if losses["left"] > 0:
+            losses["left"] -= 1
+            return False
+        return real_write(self, conn, before, after)
+
+    monkeypatch.setattr(Store, "_write_incident", lose_some)
+    updated = store.update_incident(opened.id, IncidentUpdate(assigned_to="a"), "a", minutes(1))
+    assert (updated.assigned_to, updated.version) == ("a", 2)
+    assert len(store.audit_trail("incident", opened.id)) == 2
+
+    losses["left"] = 100
+    with pytest.raises(ConcurrentUpdateError) as caught:
+        store.update_incident(opened.id, IncidentUpdate(assigned_to="b"), "b", minutes(2))
+    assert isinstance(caught.value, TransientError)
+    assert store.get_incident(opened.id) == updated
+
+
+def test_concurrent_updates_all_land(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    runs = [f"run-{i}" for i in range(20)]
+    workers = [
+        threading.Thread(target=store.link_flow_run, args=(opened.id, run), kwargs={"now": T0})
+        for run in runs
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    final = store.get_incident(opened.id)
+    assert sorted(final.flow_run_ids) == sorted(runs)
+    assert final.version == 21
+
+
+def test_link_flow_run_twice_changes_nothing(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    linked = store.link_flow_run(opened.id, "run-1", now=minutes(1))
+    assert store.link_flow_run(opened.id, "run-1", now=minutes(2)) == linked
+    assert linked.flow_run_ids == ["run-1"]
+    assert [e.action for e in store.audit_trail("incident", opened.id)] == [
+        "incident.opened",
+        "incident.flow_run_linked",
+    ]
+
+
+def test_impact_change_recomputes_priority_in_the_store(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(impact=3, urgency=3), T0, actor="triage")
+    assert (opened.priority, opened.resolve_due) == (5, T0 + timedelta(weeks=1))
+    raised = store.update_incident(opened.id, IncidentUpdate(impact=1), "bob", minutes(1))
+    assert (raised.priority, raised.respond_due, raised.resolve_due) == (
+        3,
+        minutes(60),
+        minutes(8 * 60),
+    )
+    assert store.count_open_by_priority() == {1: 0, 2: 0, 3: 1, 4: 0, 5: 0}
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [1, "1", "INC0000001", "inc0000001"])
+def test_get_incident_by_id_or_number(store: Store, key: int | str) -> None:
+    store.open_or_correlate(app_down(), T0, actor="triage")
+    assert store.get_incident(key).number == "INC0000001"
+
+
+@pytest.mark.parametrize("key", [99, "INC0000099", "web1", ""])
+def test_missing_incident(store: Store, key: int | str) -> None:
+    store.open_or_correlate(app_down(), T0, actor="triage")
+    with pytest.raises(RecordNotFoundError) as caught:
+        store.get_incident(key)
+    assert isinstance(caught.value, LookupError)
+    with pytest.raises(RecordNotFoundError):
+        store.update_incident(key, IncidentUpdate(assigned_to="x"), "x", T0)
+
+
+def test_list_and_count(store: Store) -> None:
+    specs = [
+        ("web1", "app", "service-down", 1, 1),
+        ("web2", "app", "service-down", 2, 2),
+        ("web2", "db", "disk-full", 3, 3),
+        ("web3", "app", "slow", 2, 1),
+    ]
+    for host, service, symptom, impact, urgency in specs:
+        store.open_or_correlate(
+            app_down(host=host, service=service, symptom=symptom, impact=impact, urgency=urgency),
+            T0,
+            actor="triage",
+        )
+    store.update_incident(4, IncidentUpdate(state="Canceled"), "bob", minutes(1))
+    assert [i.id for i in store.list_incidents()] == [4, 3, 2, 1]
+    assert [i.id for i in store.list_incidents(host="web2")] == [3, 2]
+    assert [i.id for i in store.list_incidents(service="app", state=["New"])] == [2, 1]
+    assert [i.id for i in store.list_incidents(state=["Canceled"])] == [4]
+    assert [i.id for i in store.list_incidents(limit=2, offset=1)] == [3, 2]
+    assert store.count_open_by_priority() == {1: 1, 2: 0, 3: 1, 4: 0, 5: 1}
+
+
+def test_worklog(store: Store) -> None:
+    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    first = store.add_worklog(opened.number, "alice", "looking at it", minutes(2))
+    store.add_worklog(opened.id, "bob", "restarted app", minutes(3))
+    assert [(w.author, w.text) for w in store.worklog(opened.id)] == [
+        ("alice", "looking at it"),
+        ("bob", "restarted app"),
+    ]
+    assert first.at == minutes(2)
+    entry = store.audit_trail("incident", opened.id)[-1]
+    assert (entry.action, entry.actor, entry.before) == ("incident.worklog_added", "bob", None)
+    assert entry.after is not None and entry.after["text"] == "restarted app"
+    with pytest.raises(RecordNotFoundError):
+        store.add_worklog(42, "alice", "no such incident", minutes(4))
+    with pytest.raises(ValueError, match="author and a text"):
+        store.add_worklog(opened.id, "alice", "  ", minutes(4))
+
+
+def test_audit_is_append_only() -> None:
+    public = {name for name in dir(Store) if not name.startswith("_")}
+    assert not {name for name in public if "audit" in name} - {"audit_trail"}
+
+
+# -- the database itself --------------------------------------------------------------------
+
+
+def test_sqlite_settings_and_idempotent_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nested' / 'records.db'}"
+    first = Store(url)
+    first.store_events([alert()], T0)
+    second = Store(url)  # create_all again on an existing database
+    assert len(second.pending_events()) == 1
+    with second._engine.connect() as conn:
+        pragmas = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "synchronous": 1,
+        "busy_timeout": 10000,
+        "foreign_keys": 1,
+    }
+
+
+def test_default_location_is_under_the_opsflow_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPSFLOW_HOME", str(home))
+    monkeypatch.delenv("OPSFLOW_DATABASE_URL", raising=False)
+    records = Store()
+    assert records.url == f"sqlite:///{home}/opsflow.db"
+    assert (home / "opsflow.db").exists()
+    monkeypatch.setenv("OPSFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert Store().url.endswith("elsewhere.db")
+
+
+def test_unsupported_backend_is_refused() -> None:
+    with pytest.raises(StoreConfigError, match="sqlite and postgresql, not 'mysql'"):
+        Store("mysql://localhost/opsflow")
+
+
+def test_postgresql_ddl_uses_partial_indexes_and_on_conflict() -> None:
+    """Without a server at hand, at least the PostgreSQL SQL is what we mean."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    ddl = {
+        index.name: str(CreateIndex(index).compile(dialect=dialect))
+        for table in (incidents, events)
+        for index in table.indexes
+    }
+    assert "WHERE state IN ('New', 'In Progress', 'On Hold')" in ddl["uq_incidents_open_key"]
+    assert "UNIQUE" in ddl["uq_incidents_open_key"]
+    assert "WHERE triaged_at IS NULL" in ddl["ix_events_pending"]
+    statement = store_module.postgresql.insert(events).on_conflict_do_nothing(
+        index_elements=["dedup_key"]
+    )
+    assert "ON CONFLICT (dedup_key) DO NOTHING" in str(statement.compile(dialect=dialect))
+    query = select(incidents).where(incidents.c.id == 1).with_for_update()
+    assert "FOR UPDATE" in str(query.compile(dialect=dialect))
