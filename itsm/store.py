@@ -245,6 +245,17 @@ audit = Table(
 )
 Index("ix_audit_record", audit.c.record_type, audit.c.record_id, audit.c.id)
 
+remediations = Table(
+    "remediations",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("service", String(255), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("incident_id", _Id, ForeignKey("incidents.id"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+Index("ix_remediations_service_at", remediations.c.service, remediations.c.at)
+
 _EVENT_INSERT_COLUMNS = (
     "dedup_key",
     "source",
@@ -763,6 +774,27 @@ class Store:
                 )
                 return after
         raise ConcurrentUpdateError("incident", incident_id, _RETRIES)
+
+    # -- remediation budget ---------------------------------------------------------------
+
+    def record_remediation(self, service: str, host: str, incident_id: int, at: datetime) -> None:
+        """Count one automatic remediation of `service` (the circuit breaker's input)."""
+        _require_aware(at, "at")
+        with self._write() as conn:
+            conn.execute(
+                insert(remediations).values(
+                    service=service, host=host, incident_id=incident_id, at=at
+                )
+            )
+
+    def count_remediations(self, service: str, since: datetime) -> int:
+        """How many automatic remediations of `service` started at or after `since`."""
+        _require_aware(since, "since")
+        query = select(func.count()).where(
+            remediations.c.service == service, remediations.c.at >= since
+        )
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def add_worklog(
         self, incident_id: int | str, author: str, text: str, at: datetime

@@ -24,9 +24,9 @@ from tasks.ssh import execute, run_command
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 
 
-def run_count(state) -> int:
+def run_count(task_run_id) -> int:
     with get_client(sync_client=True) as client:
-        return client.read_task_run(state.state_details.task_run_id).run_count
+        return client.read_task_run(task_run_id).run_count
 
 
 def test_output_and_exit_status(estate) -> None:
@@ -64,13 +64,13 @@ def test_wrong_key_is_permanent_and_not_retried(estate, lab, tmp_path) -> None:
 
     @flow
     def attempt():
-        return run_command(host, ["true"], return_state=True)
+        state = run_command(host, ["true"], return_state=True)
+        return state.state_details.task_run_id, state.result(raise_on_failure=False)
 
-    state = attempt()
-    assert state.is_failed()
-    with pytest.raises(SSHPermanentError, match="authentication as 'root' refused"):
-        state.result()
-    assert run_count(state) == 1
+    task_run_id, error = attempt()
+    assert isinstance(error, SSHPermanentError)
+    assert "lab01: authentication as 'root' refused" in str(error)
+    assert run_count(task_run_id) == 1
 
 
 def _session_sshds(listener_pid: int) -> list[int]:
@@ -98,14 +98,15 @@ def test_killed_sshd_mid_command_is_retried(estate, lab) -> None:
 
     @flow
     def attempt():
-        return run_command(host, ["sh", "-c", script], timeout_s=60, return_state=True)
+        state = run_command(host, ["sh", "-c", script], timeout_s=60, return_state=True)
+        return state.state_details.task_run_id, state.result(raise_on_failure=False)
 
     killer = threading.Thread(target=kill_session_when_started)
     killer.start()
-    state = attempt()
+    task_run_id, result = attempt()
     killer.join()
-    assert state.result().stdout == "second\n"
-    assert run_count(state) == 2
+    assert result.stdout == "second\n"
+    assert run_count(task_run_id) == 2
 
 
 def test_command_past_its_timeout_fails_in_bounded_time(estate) -> None:
