@@ -421,6 +421,12 @@ class Store:
             raise RecordNotFoundError("event", event_id)
         return Event.model_validate(dict(row))
 
+    def events_with_fingerprint(self, fingerprint: str) -> list[Event]:
+        """Every stored event of one alert (firing and resolved), oldest first."""
+        query = select(events).where(events.c.fingerprint == fingerprint).order_by(events.c.id)
+        with self._read() as conn:
+            return [Event.model_validate(dict(row)) for row in conn.execute(query).mappings()]
+
     def incident_events(self, incident_id: int, limit: int = 100) -> list[Event]:
         """The most recent events triage linked to an incident, newest first."""
         query = (

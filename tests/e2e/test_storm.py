@@ -1,0 +1,67 @@
+"""Concurrent deliveries to the real desk: every event stored, one incident per alert."""
+
+from __future__ import annotations
+
+import copy
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from lab.people import token_file
+from tasks.records import open_store
+from tests.e2e.conftest import wait_for
+
+FIRING = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "alertmanager" / "firing.json").read_text()
+)
+
+
+def delivery(index: int) -> dict:
+    """The same alert (host, service, symptom), as 200 distinct firings."""
+    body = copy.deepcopy(FIRING)
+    alert = body["alerts"][0]
+    alert["labels"].update(host="ghost", service="app", alertname="ServiceDown")
+    alert["fingerprint"] = f"{index:016x}"
+    alert["startsAt"] = (datetime(2026, 11, 26, tzinfo=UTC) + timedelta(seconds=index)).isoformat()
+    return body
+
+
+def test_200_concurrent_deliveries_make_one_incident(desk, lab) -> None:
+    headers = {"Authorization": f"Bearer {token_file(lab.directory, 'alertmanager').read_text()}"}
+    url = f"{desk.url}/api/v1/events/alertmanager"
+
+    def post(index: int) -> requests.Response:
+        return requests.post(url, json=delivery(index), headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(post, range(200)))
+        repeats = list(pool.map(post, range(200)))
+    assert {a.status_code for a in answers + repeats} == {202}
+    assert sum(a.json()["stored"] for a in answers) == 200
+    assert sum(a.json()["stored"] for a in repeats) == 0
+
+    def the_incident():
+        found = open_store().list_incidents(host="ghost")
+        return found if found and found[0].event_count == 200 else None
+
+    incidents = wait_for(the_incident, 60, "all 200 events triaged into the incident")
+    assert len(incidents) == 1
+    assert incidents[0].runbook is None, "an unknown host gets no automation"
+    assert len(open_store().incident_events(incidents[0].id, limit=1000)) == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"version": "4", "status": "firing", "alerts": "nope"}, {"a": 1}, []],
+    ids=["alerts-not-list", "wrong-shape", "empty-list"],
+)
+def test_hostile_bodies_over_http_get_4xx(desk, lab, body) -> None:
+    headers = {"Authorization": f"Bearer {token_file(lab.directory, 'alertmanager').read_text()}"}
+    answer = requests.post(
+        f"{desk.url}/api/v1/events/alertmanager", json=body, headers=headers, timeout=10
+    )
+    assert 400 <= answer.status_code < 500
