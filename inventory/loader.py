@@ -10,6 +10,9 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from inventory.models import (
+    Audience,
+    CatalogItem,
+    Entitlement,
     Estate,
     EstateSettings,
     EventRule,
@@ -28,6 +31,8 @@ SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
     "people.yaml": {"people": Person, "teams": Team},
     "rules.yaml": {"rules": EventRule},
     "maintenance.yaml": {"maintenance": MaintenanceWindow},
+    "catalog.yaml": {"catalog": CatalogItem},
+    "entitlements.yaml": {"entitlements": Entitlement},
 }
 """Each estate file and the lists it may hold, with the model of their entries."""
 
@@ -178,6 +183,39 @@ def _cross_check(sections: dict[str, list[Any]], problems: list[str]) -> None:
     for team in teams:
         if team.on_call and team.on_call not in person_names:
             problems.append(f"people.yaml: team {team.name}: on_call: no person {team.on_call!r}")
+    _duplicates("catalog.yaml", "item", [c.name for c in sections["catalog"]], problems)
+    _duplicates(
+        "entitlements.yaml", "entitlement", [e.name for e in sections["entitlements"]], problems
+    )
+    audiences: list[tuple[str, Audience]] = []
+    for item in sections["catalog"]:
+        audiences += [
+            (f"catalog.yaml: {item.name}: requesters", item.requesters),
+            (f"catalog.yaml: {item.name}: approval.approvers", item.approval.approvers),
+        ]
+        if item.approval.policy == "one" and not (
+            item.approval.approvers.roles
+            or item.approval.approvers.teams
+            or item.approval.approvers.people
+        ):
+            problems.append(f"catalog.yaml: {item.name}: approval: policy one names no approvers")
+    for entitlement in sections["entitlements"]:
+        audiences += [
+            (f"entitlements.yaml: {entitlement.name}: requesters", entitlement.requesters),
+            (f"entitlements.yaml: {entitlement.name}: approvers", entitlement.approvers),
+        ]
+        if entitlement.group not in groups:
+            problems.append(
+                f"entitlements.yaml: {entitlement.name}: group: no host is in group "
+                f"{entitlement.group!r}"
+            )
+    for where, audience in audiences:
+        problems.extend(
+            f"{where}: teams: no team {t!r}" for t in audience.teams if t not in team_names
+        )
+        problems.extend(
+            f"{where}: people: no person {p!r}" for p in audience.people if p not in person_names
+        )
     for window in sections["maintenance"]:
         for host in window.hosts:
             if host not in host_names:

@@ -193,6 +193,80 @@ class MaintenanceWindow(StrictModel):
         return self
 
 
+class Audience(StrictModel):
+    """Who a policy lets in: anyone with one of the roles, in one of the teams, or named."""
+
+    roles: list[Role] = Field(default_factory=list)
+    teams: list[Name] = Field(default_factory=list)
+    people: list[Name] = Field(default_factory=list)
+
+    def admits(self, person: Person) -> bool:
+        """Whether `person` belongs to this audience (admins always do)."""
+        return (
+            "admin" in person.roles
+            or bool(set(self.roles) & set(person.roles))
+            or (person.team is not None and person.team in self.teams)
+            or person.name in self.people
+        )
+
+
+InputType = Literal["string", "integer", "choice", "service", "host", "host_group"]
+
+
+class CatalogInput(StrictModel):
+    """A typed input of a catalog item; service, host and host_group choose from the estate."""
+
+    name: Name
+    type: InputType
+    description: str = ""
+    required: bool = True
+    choices: list[str] = Field(default_factory=list, description="For type choice.")
+    pattern: str | None = Field(default=None, description="For type string: a full-match regex.")
+    max_length: int = Field(default=200, ge=1, le=10_000)
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+class Approval(StrictModel):
+    """none: a standard pre-approved request; one: one of `approvers`, never the requester."""
+
+    policy: Literal["none", "one"] = "none"
+    approvers: Audience = Field(default_factory=Audience)
+    timeout_minutes: float = Field(default=60, gt=0)
+    on_timeout: Literal["reject", "escalate"] = "reject"
+
+
+class Fulfilment(StrictModel):
+    """Which flow fulfils the item, with fixed parameters merged with the request's inputs."""
+
+    flow: Name
+    parameters: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
+class CatalogItem(StrictModel):
+    """Something people may ask for, with its inputs, who may ask, approval and fulfilment."""
+
+    name: Name
+    description: str
+    inputs: list[CatalogInput] = Field(default_factory=list)
+    requesters: Audience = Field(default_factory=lambda: Audience(roles=["requester"]))
+    approval: Approval = Field(default_factory=Approval)
+    fulfilment: Fulfilment
+    fulfil_within_minutes: float = Field(default=30, gt=0)
+
+
+class Entitlement(StrictModel):
+    """Access that may be granted: login or sudo on every host of a group, for a bounded time."""
+
+    name: Name
+    description: str = ""
+    group: Name = Field(description="The host group the access is to.")
+    privilege: Literal["login", "sudo"]
+    requesters: Audience
+    approvers: Audience
+    max_duration_hours: float = Field(gt=0, le=24 * 90)
+
+
 class EstateSettings(StrictModel):
     """Estate-wide settings (estate.yaml)."""
 
@@ -201,6 +275,10 @@ class EstateSettings(StrictModel):
         default=None, description="known_hosts file, relative to the estate directory."
     )
     ssh_concurrency: int = Field(default=20, ge=1, le=500)
+    ui_approvals: bool = Field(
+        default=False,
+        description="Accept approvals given in the Prefect UI, which has no user identity in OSS.",
+    )
     timezone: str = "UTC"
     remediation_budget: int = Field(
         default=3,
@@ -220,6 +298,26 @@ class Estate(StrictModel):
     teams: list[Team] = Field(default_factory=list)
     rules: list[EventRule] = Field(default_factory=list)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    catalog: list[CatalogItem] = Field(default_factory=list)
+    entitlements: list[Entitlement] = Field(default_factory=list)
+
+    def person(self, name: str) -> Person | None:
+        """The person called `name`, if the estate knows them."""
+        return next((p for p in self.people if p.name == name), None)
+
+    def catalog_item(self, name: str) -> CatalogItem:
+        """The catalog item called `name`; KeyError naming it otherwise."""
+        for item in self.catalog:
+            if item.name == name:
+                return item
+        raise KeyError(f"no catalog item {name!r}")
+
+    def entitlement(self, name: str) -> Entitlement:
+        """The entitlement called `name`; KeyError naming it otherwise."""
+        for entitlement in self.entitlements:
+            if entitlement.name == name:
+                return entitlement
+        raise KeyError(f"no entitlement {name!r}")
 
     def host(self, name: str) -> Host:
         """The host called `name`; KeyError names it when it is not in the estate."""

@@ -327,14 +327,19 @@ class Store:
         """Close the pooled connections (the store can still be used afterwards)."""
         self._engine.dispose()
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for record modules that keep tables of their own."""
+        return self._engine
+
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def write(self) -> Iterator[Connection]:
         """A transaction that will write: committed on success, rolled back on error."""
         with self._writer.begin() as conn:
             yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Connection]:
         """A connection for reading only."""
         with self._engine.connect() as conn:
             yield conn
@@ -369,7 +374,7 @@ class Store:
                 }
         if not rows:
             return 0, len(events_in)
-        with self._write() as conn:
+        with self.write() as conn:
             stored = len(conn.execute(self._insert_event, list(rows.values())).all())
         return stored, len(events_in) - stored
 
@@ -402,20 +407,20 @@ class Store:
                 )
         if not rows:
             return 0, len(events_in)
-        with self._write() as conn:
+        with self.write() as conn:
             stored = conn.exec_driver_sql(self._insert_event, list(rows.values())).rowcount
         return stored, len(events_in) - stored
 
     def pending_events(self, limit: int = 500) -> list[Event]:
         """The oldest events not triaged yet, in the order they were stored."""
         query = select(events).where(events.c.triaged_at.is_(None)).order_by(events.c.id)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(query.limit(limit)).mappings().all()
         return [Event.model_validate(dict(row)) for row in rows]
 
     def get_event(self, event_id: int) -> Event:
         """One stored event."""
-        with self._read() as conn:
+        with self.read() as conn:
             row = conn.execute(select(events).where(events.c.id == event_id)).mappings().first()
         if row is None:
             raise RecordNotFoundError("event", event_id)
@@ -424,7 +429,7 @@ class Store:
     def events_with_fingerprint(self, fingerprint: str) -> list[Event]:
         """Every stored event of one alert (firing and resolved), oldest first."""
         query = select(events).where(events.c.fingerprint == fingerprint).order_by(events.c.id)
-        with self._read() as conn:
+        with self.read() as conn:
             return [Event.model_validate(dict(row)) for row in conn.execute(query).mappings()]
 
     def incident_events(self, incident_id: int, limit: int = 100) -> list[Event]:
@@ -435,7 +440,7 @@ class Store:
             .order_by(events.c.id.desc())
             .limit(limit)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [Event.model_validate(dict(row)) for row in rows]
 
@@ -456,7 +461,7 @@ class Store:
         if not decisions:
             return 0
         ids = list(decisions)
-        with self._write() as conn:
+        with self.write() as conn:
             befores: list[Event] = []
             for start in range(0, len(ids), _CHUNK):
                 query = select(events).where(
@@ -519,7 +524,7 @@ class Store:
         key = create.key
         for _attempt in range(_RETRIES):
             try:
-                with self._write() as conn:
+                with self.write() as conn:
                     found = self._open_for_key(conn, key, lock=True)
                     if found is not None:
                         after = found.model_copy(
@@ -643,12 +648,12 @@ class Store:
 
     def get_incident(self, id_or_number: int | str) -> Incident:
         """One incident by id (42, "42") or number ("INC0000042")."""
-        with self._read() as conn:
+        with self.read() as conn:
             return self._fetch_incident(conn, id_or_number)
 
     def open_incident_for_key(self, key: str) -> Incident | None:
         """The open incident with this correlation key, if there is one."""
-        with self._read() as conn:
+        with self.read() as conn:
             return self._open_for_key(conn, key)
 
     def list_incidents(
@@ -668,14 +673,14 @@ class Store:
         if service is not None:
             query = query.where(incidents.c.service == service)
         query = query.order_by(incidents.c.id.desc()).limit(limit).offset(offset)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [Incident.model_validate(dict(row)) for row in rows]
 
     def event_counts_by_class(self) -> dict[str, int]:
         """How many events are stored per triage class ("pending" for not triaged yet)."""
         query = select(events.c.event_class, func.count()).group_by(events.c.event_class)
-        with self._read() as conn:
+        with self.read() as conn:
             return {cls or "pending": int(count) for cls, count in conn.execute(query)}
 
     def restore_times(self) -> list[float]:
@@ -683,7 +688,7 @@ class Store:
         query = select(incidents.c.time_to_restore_s).where(
             incidents.c.time_to_restore_s.is_not(None)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             return [float(value) for value in conn.execute(query).scalars()]
 
     def count_open_by_priority(self) -> dict[int, int]:
@@ -694,7 +699,7 @@ class Store:
             .group_by(incidents.c.priority)
         )
         counts = dict.fromkeys(range(1, 6), 0)
-        with self._read() as conn:
+        with self.read() as conn:
             for level, count in conn.execute(query):
                 counts[int(level)] = int(count)
         return counts
@@ -761,7 +766,7 @@ class Store:
         the UPDATE is the backstop for any writer that does not take the lock.
         """
         for _attempt in range(_RETRIES):
-            with self._write() as conn:
+            with self.write() as conn:
                 before = self._fetch_incident(conn, incident_id, lock=True)
                 if expected_version is not None and before.version != expected_version:
                     raise StaleVersionError("incident", before.id, expected_version, before.version)
@@ -786,7 +791,7 @@ class Store:
     def record_remediation(self, service: str, host: str, incident_id: int, at: datetime) -> None:
         """Count one automatic remediation of `service` (the circuit breaker's input)."""
         _require_aware(at, "at")
-        with self._write() as conn:
+        with self.write() as conn:
             conn.execute(
                 insert(remediations).values(
                     service=service, host=host, incident_id=incident_id, at=at
@@ -799,7 +804,7 @@ class Store:
         query = select(func.count()).where(
             remediations.c.service == service, remediations.c.at >= since
         )
-        with self._read() as conn:
+        with self.read() as conn:
             return int(conn.execute(query).scalar_one())
 
     def add_worklog(
@@ -809,7 +814,7 @@ class Store:
         _require_aware(at, "at")
         if not author.strip() or not text.strip():
             raise ValueError("a worklog entry needs an author and a text")
-        with self._write() as conn:
+        with self.write() as conn:
             incident = self._fetch_incident(conn, incident_id)
             values = {"incident_id": incident.id, "at": at, "author": author, "text": text}
             entry_id = conn.execute(
@@ -826,7 +831,7 @@ class Store:
 
     def worklog(self, incident_id: int | str) -> list[WorklogEntry]:
         """An incident's worklog, oldest first."""
-        with self._read() as conn:
+        with self.read() as conn:
             incident = self._fetch_incident(conn, incident_id)
             query = select(worklog).where(worklog.c.incident_id == incident.id)
             rows = conn.execute(query.order_by(worklog.c.at, worklog.c.id)).mappings().all()
@@ -839,7 +844,7 @@ class Store:
             .where(audit.c.record_type == record_type, audit.c.record_id == record_id)
             .order_by(audit.c.id)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [AuditEntry.model_validate(dict(row)) for row in rows]
 

@@ -277,9 +277,9 @@ def test_200_concurrent_reports_make_one_incident(store: Store) -> None:
 def test_database_itself_refuses_a_second_open_incident_per_key(store: Store) -> None:
     opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
     row = opened.model_dump(exclude={"id", "number"})
-    with pytest.raises(IntegrityError), store._write() as conn:
+    with pytest.raises(IntegrityError), store.write() as conn:
         conn.execute(insert(incidents).values(row))
-    with store._write() as conn:
+    with store.write() as conn:
         conn.execute(insert(incidents).values({**row, "state": "Closed"}))
 
 

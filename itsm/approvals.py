@@ -1,0 +1,35 @@
+"""Who may approve what: one rule for service requests and access alike."""
+
+from __future__ import annotations
+
+from inventory.models import Audience, Person
+from opsflow.errors import PermanentError
+
+
+class ApprovalRefusedError(PermanentError, PermissionError):
+    """The person may not decide this request; the message says why."""
+
+
+def check_approver(approver: Person, requester: str, approvers: Audience, what: str) -> None:
+    """Refuse self-approval and anyone outside the policy's approvers.
+
+    Args:
+        approver: the authenticated person deciding.
+        requester: the name of the person who asked.
+        approvers: who the policy lets decide.
+        what: the request, for the message (e.g. "REQ0000012").
+    """
+    if approver.name == requester:
+        raise ApprovalRefusedError(f"{approver.name} cannot approve their own request {what}")
+    if not approvers.admits(approver):
+        wanted = (
+            ", ".join(
+                [f"role {r}" for r in approvers.roles]
+                + [f"team {t}" for t in approvers.teams]
+                + [f"person {p}" for p in approvers.people]
+            )
+            or "nobody"
+        )
+        raise ApprovalRefusedError(
+            f"{approver.name} may not approve {what}: the policy wants {wanted}"
+        )
