@@ -137,6 +137,14 @@ class Person(StrictModel):
         pattern=r"^[0-9a-f]{64}$",
         description="SHA-256 of the person's bearer token; the token itself is never stored.",
     )
+    ssh_public_key: SSHPublicKey | None = Field(
+        default=None, description="The key installed on hosts when the person is granted access."
+    )
+    notify_block: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]+/[a-z0-9][a-z0-9-]*$",
+        description="Prefect notification block (type/name) that reaches this person.",
+    )
 
 
 class Team(StrictModel):

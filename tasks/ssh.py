@@ -136,6 +136,16 @@ class _ConnectionPool:
 _pool = _ConnectionPool()
 
 
+def pooled_client(host: Host) -> paramiko.SSHClient:
+    """The pooled, authenticated connection to `host` (for SFTP); do not close it."""
+    return _pool.get(host)
+
+
+def discard_connection(host: Host) -> None:
+    """Drop the pooled connection to `host` after a failure, so the next use reconnects."""
+    _pool.discard(host)
+
+
 def close_connections() -> None:
     """Close every SSH connection this process holds (tests, and `opsflow` on exit)."""
     _pool.close_all()
