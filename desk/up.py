@@ -17,6 +17,8 @@ from opsflow.errors import OpsError
 from opsflow.settings import OpsflowSettings
 
 SERVER_START_TIMEOUT_S = 90.0
+PAGER_PORT = 19099
+"""The lab's stand-in pager (lab/pager.py) listens here; escalations land in logs/pages.log."""
 
 
 class UpError(OpsError):
@@ -75,9 +77,6 @@ def prefect_env(settings: OpsflowSettings, port: int) -> dict[str, str]:
 
 def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -> None:
     """Bring everything up, run the health check once, then wait for Ctrl-C and stop it all."""
-    from blocks.registration import register_block_types, save_ssh_credentials
-    from lab.hosts import lab_down, lab_up
-
     started = time.monotonic()
     external_server = "PREFECT_API_URL" in os.environ
     env = prefect_env(settings, port)
@@ -108,24 +107,79 @@ def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -
                 SERVER_START_TIMEOUT_S,
                 server,
             )
-        if settings.inventory is None:
-            console.print(f"[bold]Lab[/] bringing up {hosts} hosts …")
-            lab = lab_up(settings.lab_dir, hosts=hosts)
-            stack.callback(lab_down, settings.lab_dir)
-            register_block_types()
-            save_ssh_credentials("opsflow-lab", lab.client_key)
-        else:
-            register_block_types()
-        console.print("[bold]Deployments[/] serving every deployment of prefect.yaml …")
-        serving = _start([sys.executable, "-m", "desk.serve"], logs / "serve.log", env)
-        stack.callback(_stop, serving)
-        _wait_for_deployments(serving)
+        children = _start_opsflow(settings, hosts, env, logs, stack, console)
         console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
         from desk.jobs import run_job
 
         run_job("health-check", console)
         _print_where_to_look(console, settings, port)
-        _wait_until_interrupted(console, [p for p in (serving,)])
+        _wait_until_interrupted(console, children)
+
+
+def _start_opsflow(
+    settings: OpsflowSettings,
+    hosts: int,
+    env: dict[str, str],
+    logs: Path,
+    stack: ExitStack,
+    console: Console,
+) -> list[subprocess.Popen]:
+    """Lab (when no estate is set), blocks, pager, desk, monitoring and the served deployments."""
+    from blocks.notifications import save_webhook_pager
+    from blocks.registration import register_block_types, save_ssh_credentials
+
+    register_block_types()
+    children = []
+    lab = None
+    if settings.inventory is None:
+        from lab.hosts import lab_down, lab_up
+
+        console.print(f"[bold]Lab[/] bringing up {hosts} hosts …")
+        lab = lab_up(settings.lab_dir, hosts=hosts)
+        stack.callback(lab_down, settings.lab_dir)
+        save_ssh_credentials("opsflow-lab", lab.client_key)
+        pager = _start(
+            [
+                sys.executable,
+                "-m",
+                "lab.pager",
+                "--port",
+                str(PAGER_PORT),
+                "--log",
+                str(logs / "pages.log"),
+            ],
+            logs / "pager.log",
+            env,
+        )
+        stack.callback(_stop, pager)
+        children.append(pager)
+        save_webhook_pager("ops-pager", f"http://127.0.0.1:{PAGER_PORT}/page")
+    desk_port = int(settings.desk_url.rsplit(":", 1)[1].split("/")[0])
+    console.print(f"[bold]Desk[/] starting on {settings.desk_url} …")
+    desk = _start(
+        [sys.executable, "-m", "desk.server", "--port", str(desk_port)], logs / "desk.log", env
+    )
+    stack.callback(_stop, desk)
+    children.append(desk)
+    _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", 60, desk)
+    if lab is not None:
+        from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
+        from lab.people import token_file
+
+        console.print("[bold]Monitoring[/] Prometheus and Alertmanager watching the lab …")
+        monitoring = monitoring_up(
+            lab,
+            webhook_url=f"{settings.desk_url}/api/v1/events/alertmanager",
+            webhook_token=token_file(lab.directory, "alertmanager").read_text(),
+        )
+        stack.callback(monitoring_down, monitoring.directory)
+        wait_until_scraped(monitoring, timeout_s=60)
+    console.print("[bold]Deployments[/] serving every deployment of prefect.yaml …")
+    serving = _start([sys.executable, "-m", "desk.serve"], logs / "serve.log", env)
+    stack.callback(_stop, serving)
+    children.append(serving)
+    _wait_for_deployments(serving)
+    return children
 
 
 def _wait_for_deployments(serving: subprocess.Popen, timeout_s: float = 60.0) -> None:
@@ -157,6 +211,10 @@ def _print_where_to_look(console: Console, settings: OpsflowSettings, port: int)
         for host in lab_status(settings.lab_dir):
             console.print(f"  lab host {host['name']}: ssh root@{host['address']} -p 2222")
         console.print(f"  client key: {settings.lab_dir / 'client_key'}")
+    console.print(f"  desk API: {settings.desk_url}/docs  (token: {settings.lab_dir}/tokens/alice)")
+    if settings.inventory is None:
+        console.print("  Prometheus: http://127.0.0.1:19090   Alertmanager: http://127.0.0.1:19093")
+        console.print(f"  pages to the on-call: {settings.home / 'logs' / 'pages.log'}")
     console.print(f"  logs: {settings.home / 'logs'}")
     console.print("Press Ctrl-C to stop everything opsflow started.")
 

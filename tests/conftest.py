@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 LAB_HOSTS = 5
-LAB_BASE_ADDRESS = "127.0.20.1"
+LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]
+"""Where the test lab may live; a run takes the first free one, so runs can overlap."""
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +34,19 @@ def prefect_server() -> Iterator[None]:
 def lab(opsflow_home: Path):
     """Real sshd hosts on loopback, each with its own /etc, /home, /root and app service."""
     from lab.hosts import lab_down, lab_up
+    from opsflow.errors import LabError
 
     directory = opsflow_home / "lab"
-    lab = lab_up(directory, hosts=LAB_HOSTS, base_address=LAB_BASE_ADDRESS)
+    for base_address in LAB_BASE_ADDRESSES:
+        try:
+            lab = lab_up(directory, hosts=LAB_HOSTS, base_address=base_address)
+            break
+        except LabError as exc:
+            if "in use" not in str(exc):
+                raise
+            lab_down(directory)
+    else:
+        pytest.fail(f"no free base address for the test lab in {LAB_BASE_ADDRESSES}")
     os.environ["OPSFLOW_INVENTORY"] = str(lab.estate_dir)
     try:
         yield lab

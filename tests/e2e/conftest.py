@@ -12,9 +12,6 @@ import pytest
 import uvicorn
 import yaml
 
-E2E_PROMETHEUS_PORT = 29190
-E2E_ALERTMANAGER_PORT = 29193
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -84,8 +81,9 @@ def monitoring(lab, desk):
         lab,
         webhook_url=f"{desk.url}/api/v1/events/alertmanager",
         webhook_token=token_file(lab.directory, "alertmanager").read_text(),
-        prometheus_port=E2E_PROMETHEUS_PORT,
-        alertmanager_port=E2E_ALERTMANAGER_PORT,
+        prometheus_port=free_port(),
+        alertmanager_port=free_port(),
+        exporter_port=free_port(),
     )
     wait_until_scraped(watch, timeout_s=60)
     yield watch
