@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ValidationError
 
 from desk.auth import current_person, require
@@ -23,6 +24,7 @@ from itsm.records import EventIn, Incident, IncidentCreate, IncidentUpdate, Work
 from itsm.store import Store
 from opsflow.errors import OpsError, PermanentError
 
+WEB_PAGE = Path(__file__).with_name("web") / "index.html"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """Larger bodies are refused before they are read: a webhook of 10,000 alerts fits."""
 
@@ -36,6 +38,24 @@ class Accepted(BaseModel):
 
     stored: int
     duplicates: int
+
+
+class MyTickets(BaseModel):
+    """A person and what they have asked the desk for."""
+
+    name: str
+    full_name: str
+    roles: list[str]
+    team: str | None
+    incidents: list[Incident]
+
+
+class ServiceSummary(BaseModel):
+    """A service as people see it: its name, what it is, where it runs."""
+
+    name: str
+    description: str
+    hosts: list[str]
 
 
 class IncidentDetail(Incident):
@@ -139,6 +159,35 @@ def create_app(
         incident = store.get_incident(incident_id)
         store.update_incident(incident.id, body, actor=person.name, now=datetime.now(UTC))
         return _detail(store, incident_id)
+
+    @app.get("/api/v1/me", tags=["desk"])
+    def me(person: Anyone) -> MyTickets:
+        """Who the token belongs to, and the incidents they reported."""
+        return MyTickets(
+            name=person.name,
+            full_name=person.full_name,
+            roles=list(person.roles),
+            team=person.team,
+            incidents=store.list_incidents(reported_by=person.name, limit=200),
+        )
+
+    @app.get("/api/v1/services", tags=["desk"])
+    def services(person: Anyone) -> list[ServiceSummary]:
+        """The estate's services and their hosts, to say what an incident is about."""
+        current = estate()
+        return [
+            ServiceSummary(
+                name=s.name,
+                description=s.description,
+                hosts=[h.name for h in current.hosts_of(s)],
+            )
+            for s in current.services
+        ]
+
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        """The desk's web page for people who are not engineers."""
+        return HTMLResponse(WEB_PAGE.read_text())
 
     @app.get("/api/v1/health", tags=["desk"])
     def health() -> dict[str, Any]:

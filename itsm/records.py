@@ -144,6 +144,7 @@ class Incident(BaseModel):
     event_count: int = Field(default=0, ge=0)
     last_event_at: UtcDatetime | None = None
     time_to_restore_s: float | None = None
+    reported_by: str | None = Field(default=None, description="Who opened it: a person or triage.")
     flow_run_ids: list[str] = Field(default_factory=list)
     problem_id: int | None = None
     known_error_id: int | None = None

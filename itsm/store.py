@@ -151,6 +151,7 @@ incidents = Table(
     Column("resolution_notes", Text),
     Column("assignment_group", String(255)),
     Column("assigned_to", String(255)),
+    Column("reported_by", String(255)),
     Column("runbook", String(255)),
     Column("opened_at", UtcDateTime, nullable=False),
     Column("responded_at", UtcDateTime),
@@ -552,7 +553,7 @@ class Store:
                         )
                         return after, False
                     incident = self._insert_incident(
-                        conn, create, key, event_time, now, flow_run_id
+                        conn, create, key, event_time, now, actor, flow_run_id
                     )
                     conn.execute(
                         insert(audit),
@@ -581,9 +582,10 @@ class Store:
         key: str,
         event_time: datetime,
         now: datetime,
+        actor: str,
         flow_run_id: str | None,
     ) -> Incident:
-        """Insert a New incident and return it as stored."""
+        """Insert a New incident, reported by `actor`, and return it as stored."""
         level = priority(create.impact, create.urgency)
         respond_due, resolve_due = self.sla.due_dates(level, event_time)
         values: dict[str, Any] = {
@@ -597,6 +599,7 @@ class Store:
             "priority": level,
             "state": "New",
             "assignment_group": create.assignment_group,
+            "reported_by": actor,
             "runbook": create.runbook,
             "opened_at": event_time,
             "updated_at": now,
@@ -663,9 +666,12 @@ class Store:
         service: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        reported_by: str | None = None,
     ) -> list[Incident]:
         """Incidents matching every filter given, newest first."""
         query = select(incidents)
+        if reported_by is not None:
+            query = query.where(incidents.c.reported_by == reported_by)
         if state:
             query = query.where(incidents.c.state.in_(list(state)))
         if host is not None:

@@ -7,7 +7,7 @@ import pytest
 from lab.hosts import SVC, break_host, run_on_host
 from tasks.records import open_store
 from tasks.services import probe_health
-from tests.e2e.conftest import wait_for
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]
 

@@ -13,7 +13,7 @@ import requests
 
 from lab.people import token_file
 from tasks.records import open_store
-from tests.e2e.conftest import wait_for
+from tests.support import wait_for
 
 FIRING = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "alertmanager" / "firing.json").read_text()
