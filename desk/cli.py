@@ -108,6 +108,14 @@ def credentials_add(
     console.print(f"SSH credentials block {name!r} saved.")
 
 
+@app.command("me")
+def me(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Your own tickets, as the desk knows you by your token."""
+    from desk.cli_incidents import show_me
+
+    show_me(as_json)
+
+
 @app.command("run")
 def run(
     job: Annotated[str, typer.Argument(help="Deployment name in prefect.yaml, e.g. health-check.")],

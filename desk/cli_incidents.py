@@ -73,10 +73,11 @@ def event_send(
         console.print(f"stored {answer['stored']}, duplicates {answer['duplicates']}")
 
 
-def _incident_table(incidents: list[dict[str, Any]]) -> Table:
-    table = Table()
+def incident_table(incidents: list[dict[str, Any]], title: str | None = None) -> Table:
+    """Incidents as a table that keeps numbers and states whole on narrow terminals."""
+    table = Table(title=title)
     for column in ("number", "P", "state", "CI", "symptom", "events", "opened", "assigned"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("number", "P", "state", "opened"))
     for i in incidents:
         table.add_row(
             i["number"],
@@ -85,7 +86,7 @@ def _incident_table(incidents: list[dict[str, Any]]) -> Table:
             f"{i['service'] or '-'}@{i['host'] or '-'}",
             i["symptom"],
             str(i["event_count"]),
-            i["opened_at"][:19],
+            i["opened_at"][:16].replace("T", " "),
             i["assigned_to"] or i["assignment_group"] or "",
         )
     return table
@@ -105,7 +106,7 @@ def incident_list(
     if as_json:
         typer.echo(json.dumps(incidents, indent=2))
     else:
-        console.print(_incident_table(incidents))
+        console.print(incident_table(incidents))
 
 
 @incident_app.command("show")
@@ -118,7 +119,7 @@ def incident_show(
     if as_json:
         typer.echo(json.dumps(detail, indent=2))
         return
-    console.print(_incident_table([detail]))
+    console.print(incident_table([detail]))
     ttr = detail.get("time_to_restore_s")
     console.print(
         f"resolution: {detail['resolution_code'] or '-'} {detail['resolution_notes'] or ''}\n"
@@ -169,3 +170,13 @@ def incident_resolve(
         typer.echo(json.dumps(detail, indent=2))
     else:
         console.print(f"{detail['number']} {detail['state']}")
+
+
+def show_me(as_json: bool) -> None:
+    """Print who the token belongs to and their own tickets."""
+    me = _call("GET", "/me")
+    if as_json:
+        typer.echo(json.dumps(me, indent=2))
+        return
+    console.print(f"[bold]{me['full_name'] or me['name']}[/] ({', '.join(me['roles'])})")
+    console.print(incident_table(me["incidents"], title="incidents you reported"))

@@ -1,0 +1,87 @@
+"""The `opsflow` CLI against the real desk: the same records through one point of contact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from desk.cli import app
+from lab.people import token_file
+
+
+@pytest.fixture
+def opsflow(desk, lab, monkeypatch):
+    def run(person: str, *args: str, code: int = 0):
+        monkeypatch.setenv("OPSFLOW_DESK_URL", desk.url)
+        monkeypatch.setenv("OPSFLOW_TOKEN", token_file(lab.directory, person).read_text())
+        result = CliRunner().invoke(app, list(args))
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return run
+
+
+def test_open_list_show_resolve(opsflow) -> None:
+    opened = json.loads(
+        opsflow(
+            "carol",
+            "incident",
+            "open",
+            "--summary",
+            "printer on fire",
+            "--host",
+            "lab01",
+            "--symptom",
+            "on-fire",
+            "--impact",
+            "3",
+            "--urgency",
+            "1",
+            "--json",
+        )
+    )
+    number = opened["number"]
+    assert (opened["priority"], opened["reported_by"]) == (3, "carol")
+    listed = json.loads(opsflow("alice", "incident", "list", "--state", "New", "--json"))
+    assert number in [i["number"] for i in listed]
+    refused = opsflow("carol", "incident", "resolve", number, "--notes", "x", code=1)
+    assert "403" in refused
+    resolved = json.loads(
+        opsflow("alice", "incident", "resolve", number, "--notes", "extinguished", "--json")
+    )
+    assert resolved["state"] == "Resolved"
+    shown = json.loads(opsflow("carol", "incident", "show", number, "--json"))
+    assert shown["resolution_notes"] == "extinguished"
+    mine = json.loads(opsflow("carol", "me", "--json"))
+    assert number in [i["number"] for i in mine["incidents"]]
+
+
+def test_event_send_reaches_intake(opsflow) -> None:
+    answer = json.loads(
+        opsflow(
+            "alertmanager",
+            "event",
+            "send",
+            "--source",
+            "cli-test",
+            "--host",
+            "lab01",
+            "--severity",
+            "info",
+            "--summary",
+            "hello",
+            "--label",
+            "team=ops",
+            "--json",
+        )
+    )
+    assert answer == {"stored": 1, "duplicates": 0}
+    bad = opsflow("alertmanager", "event", "send", "--label", "novalue", code=2)
+    assert "NAME=VALUE" in bad
+
+
+def test_errors_name_the_reason(opsflow) -> None:
+    missing = opsflow("carol", "incident", "show", "INC9999999", code=1)
+    assert "404" in missing
