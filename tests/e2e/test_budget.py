@@ -1,0 +1,55 @@
+"""The remediation budget: past it, restoration touches nothing and calls a human."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import yaml
+
+from flows.incident_restoration import incident_restoration
+from itsm.records import IncidentCreate
+from lab.hosts import run_on_host
+from tasks.records import open_store
+
+
+@pytest.fixture
+def no_budget(lab, desk):
+    path = lab.estate_dir / "estate.yaml"
+    original = path.read_text()
+    path.write_text(yaml.safe_dump({**yaml.safe_load(original), "remediation_budget": 0}))
+    yield
+    path.write_text(original)
+
+
+def app_pid(lab, host: str) -> str:
+    return run_on_host(host, ["cat", "/var/lib/app/app.pid"], lab.directory).stdout.strip()
+
+
+def test_spent_budget_escalates_without_acting(lab, pager, no_budget) -> None:
+    host = lab.hosts[1].name
+    pid_before = app_pid(lab, host)
+    incident, _ = open_store().open_or_correlate(
+        IncidentCreate(
+            host=host,
+            service="app",
+            symptom="service-down",
+            summary="budget test",
+            impact=2,
+            urgency=1,
+            runbook="restart-service",
+            assignment_group="ops",
+            correlation_key=f"{host}/app/budget-test",
+        ),
+        datetime.now(UTC),
+        actor="test",
+    )
+    pages_before = len(pager.pages)
+    assert incident_restoration(incident.number) == "In Progress"
+    after = open_store().get_incident(incident.id)
+    assert after.assigned_to == "alice"
+    worklog = " ".join(w.text for w in open_store().worklog(incident.id))
+    assert "remediation budget spent" in worklog
+    assert "runbook restart-service started" not in worklog
+    assert app_pid(lab, host) == pid_before
+    assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]
