@@ -70,8 +70,13 @@ def create_app(
     estate: Callable[[], Estate],
     on_events: Callable[[], None] = lambda: None,
     lifespan: Any = None,
+    on_incident_change: Callable[[Incident, str], None] = lambda incident, change: None,
 ) -> FastAPI:
-    """The desk API over `store`, authenticating against `estate()`'s people."""
+    """The desk API over `store`, authenticating against `estate()`'s people.
+
+    `on_events` is told when new events are stored; `on_incident_change` when a person
+    opens or changes an incident (the server publishes both to Prefect).
+    """
     app = FastAPI(
         lifespan=lifespan,
         title="opsflow service desk",
@@ -145,7 +150,8 @@ def create_app(
     @app.post("/api/v1/incidents", tags=["incidents"], status_code=status.HTTP_201_CREATED)
     def report_incident(body: IncidentCreate, person: Anyone) -> Incident:
         """Report an incident; one already open for the same CI and symptom is returned."""
-        incident, _ = store.open_or_correlate(body, datetime.now(UTC), actor=person.name)
+        incident, created = store.open_or_correlate(body, datetime.now(UTC), actor=person.name)
+        on_incident_change(incident, "opened" if created else "updated")
         return incident
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
@@ -157,7 +163,11 @@ def create_app(
     def update_incident(incident_id: str, body: IncidentUpdate, person: Operator) -> IncidentDetail:
         """Change state, assignment or priority; illegal transitions are refused (409)."""
         incident = store.get_incident(incident_id)
-        store.update_incident(incident.id, body, actor=person.name, now=datetime.now(UTC))
+        after = store.update_incident(incident.id, body, actor=person.name, now=datetime.now(UTC))
+        if after.state != incident.state and after.state in ("Resolved", "Closed", "Canceled"):
+            on_incident_change(after, after.state.lower())
+        elif after.version != incident.version:
+            on_incident_change(after, "updated")
         return _detail(store, incident_id)
 
     @app.get("/api/v1/me", tags=["desk"])

@@ -17,6 +17,7 @@ from desk.dispatch import Dispatcher
 from inventory.loader import load_estate
 from inventory.models import Estate
 from opsflow.settings import get_settings
+from tasks.events import publish_incident_change
 from tasks.records import open_store
 
 DEFAULT_PORT = 8765
@@ -61,7 +62,13 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         yield
         dispatcher.stop()
 
-    app = create_app(open_store(), estate, on_events=dispatcher.notify, lifespan=lifespan)
+    app = create_app(
+        open_store(),
+        estate,
+        on_events=dispatcher.notify,
+        lifespan=lifespan,
+        on_incident_change=publish_incident_change,
+    )
     return app, dispatcher
 
 

@@ -35,10 +35,8 @@ def ci_resource(incident: Incident) -> dict[str, str]:
     }
 
 
-@task(cache_policy=NONE, timeout_seconds=60)
-def emit_incident_event(incident_id: int, change: str, events: int = 1) -> None:
+def publish_incident_change(incident: Incident, change: str, events: int = 1) -> None:
     """Emit `opsflow.incident.<change>` on the CI, so the UI's event feed shows its history."""
-    incident = open_store().get_incident(str(incident_id))
     emit_event(
         event=f"opsflow.incident.{change}",
         resource=ci_resource(incident),
@@ -59,3 +57,9 @@ def emit_incident_event(incident_id: int, change: str, events: int = 1) -> None:
             "events": events,
         },
     )
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def emit_incident_event(incident_id: int, change: str, events: int = 1) -> None:
+    """Task form of `publish_incident_change`, reading the incident as it is now."""
+    publish_incident_change(open_store().get_incident(str(incident_id)), change, events)

@@ -1,0 +1,56 @@
+"""Opening and changing an incident shows up in Prefect's event feed, on the CI's resource."""
+
+from __future__ import annotations
+
+import requests
+from prefect.settings import PREFECT_API_URL
+
+from lab.people import token_file
+from tests.support import wait_for
+
+
+def prefect_events(prefix: str) -> list[dict]:
+    answer = requests.post(
+        f"{PREFECT_API_URL.value()}/events/filter",
+        json={"filter": {"event": {"prefix": [prefix]}}, "limit": 50},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json()["events"]
+
+
+def test_opened_and_resolved_incident_events(desk, lab) -> None:
+    def headers(person: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token_file(lab.directory, person).read_text()}"}
+
+    incident = requests.post(
+        f"{desk.url}/api/v1/incidents",
+        json={
+            "host": "lab03",
+            "service": "app",
+            "symptom": "feed-test",
+            "summary": "feed",
+            "impact": 3,
+            "urgency": 3,
+        },
+        headers=headers("carol"),
+        timeout=10,
+    ).json()
+    requests.patch(
+        f"{desk.url}/api/v1/incidents/{incident['number']}",
+        json={"state": "Resolved", "resolution_code": "no-fault", "resolution_notes": "fine"},
+        headers=headers("alice"),
+        timeout=10,
+    ).raise_for_status()
+
+    def about_it(change: str) -> list[dict]:
+        return [
+            e
+            for e in prefect_events(f"opsflow.incident.{change}")
+            if e["payload"].get("number") == incident["number"]
+        ]
+
+    [opened] = wait_for(lambda: about_it("opened"), 30, "the opened event in Prefect")
+    [resolved] = wait_for(lambda: about_it("resolved"), 30, "the resolved event in Prefect")
+    assert opened["resource"]["prefect.resource.id"] == "opsflow.ci.app@lab03"
+    assert resolved["payload"]["state"] == "Resolved"
