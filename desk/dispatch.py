@@ -32,7 +32,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_restorations, thread_name_prefix="restoration")
         self._thread = threading.Thread(target=self._loop, name="triage", daemon=True)
-        self.restorations: list[Future[Any]] = []
+        self._running: set[Future[Any]] = set()
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Start the triage thread; a first pass picks up events stored while it was down."""
@@ -50,6 +51,28 @@ class Dispatcher:
         self._thread.join(timeout_s)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def running_restorations(self) -> int:
+        """How many restorations are running or queued now."""
+        with self._lock:
+            return len(self._running)
+
+    def _launch(self, incident_number: str) -> None:
+        future = self._pool.submit(self._restore, incident_number)
+        with self._lock:
+            self._running.add(future)
+        future.add_done_callback(lambda done: self._finished(incident_number, done))
+
+    def _finished(self, incident_number: str, future: Future[Any]) -> None:
+        with self._lock:
+            self._running.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error(
+                "restoration of %s failed: %s",
+                incident_number,
+                future.exception(),
+                exc_info=future.exception(),
+            )
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait()
@@ -65,8 +88,6 @@ class Dispatcher:
                 continue
             for decision in decisions:
                 if decision["action"] == "opened" and decision["runbook"]:
-                    self.restorations.append(
-                        self._pool.submit(self._restore, decision["incident_number"])
-                    )
+                    self._launch(decision["incident_number"])
             if decisions:
                 self._wake.set()
