@@ -1,40 +1,46 @@
-"""One flow at a time acts on a host: two restorations on one host do not overlap."""
+"""One flow at a time acts on a host: restoration waits while another holds the host's slot."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from datetime import UTC, datetime
 
 from flows.incident_restoration import incident_restoration
 from itsm.records import IncidentCreate
 from lab.hosts import SVC, run_on_host
+from tasks.concurrency import host_slot
 from tasks.records import open_store
+from tests.support import wait_for
+
+HELD_S = 4.0
 
 
-def window(incident_id: int) -> tuple[datetime, datetime]:
-    entries = open_store().worklog(incident_id)
-    started = next(w.at for w in entries if w.text.startswith("runbook "))
-    verified = next(w.at for w in entries if w.text.startswith("verified:"))
-    return started, verified
-
-
-def test_two_restorations_on_one_host_take_turns(lab, desk) -> None:
+def test_restoration_waits_for_the_hosts_slot(lab, desk) -> None:
     host = lab.hosts[0].name
     run_on_host(host, [SVC, "stop"], lab.directory)
-    incidents = [
-        open_store().open_or_correlate(
-            IncidentCreate(
-                host=host, service="app", symptom="service-down", summary=f"slot test {n}",
-                impact=2, urgency=1, runbook="restart-service",
-                correlation_key=f"{host}/app/slot-test-{n}",
-            ),
-            datetime.now(UTC),
-            actor="test",
-        )[0]
-        for n in (1, 2)
-    ]
-    with ThreadPoolExecutor(2) as pool:
-        states = list(pool.map(incident_restoration, [i.number for i in incidents]))
-    assert states == ["Resolved", "Resolved"]
-    (_, a_end), (b_start, _) = sorted(window(i.id) for i in incidents)
-    assert a_end <= b_start, "the second restoration acted while the first held the host"
+    incident, _ = open_store().open_or_correlate(
+        IncidentCreate(
+            host=host, service="app", symptom="service-down", summary="slot test",
+            impact=2, urgency=1, runbook="restart-service",
+            correlation_key=f"{host}/app/slot-test",
+        ),
+        datetime.now(UTC),
+        actor="test",
+    )
+    result: list[str] = []
+    with host_slot(host):
+        held_since = time.monotonic()
+        worker = threading.Thread(
+            target=lambda: result.append(incident_restoration(incident.number))
+        )
+        worker.start()
+        wait_for(lambda: open_store().get_incident(incident.id).state == "In Progress", 30,
+                 "the restoration to start")
+        time.sleep(max(0.0, HELD_S - (time.monotonic() - held_since)))
+        worklog = [w.text for w in open_store().worklog(incident.id)]
+        assert not any(t.startswith("runbook ") for t in worklog), "acted while the slot was held"
+        assert run_on_host(host, [SVC, "status"], lab.directory).returncode != 0
+    worker.join(60)
+    assert result == ["Resolved"]
+    assert run_on_host(host, [SVC, "status"], lab.directory).returncode == 0
