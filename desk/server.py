@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from desk.app import create_app
-from desk.dispatch import Dispatcher
+from desk.dispatch import Dispatcher, without_heartbeats
 from inventory.loader import load_estate
 from inventory.models import Estate
 from opsflow.settings import get_settings
@@ -52,8 +52,8 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     estate = EstateCache(estate_dir or get_settings().estate_dir)
     estate()
     dispatcher = Dispatcher(
-        triage=lambda: event_triage(start_restoration=False),
-        restore=lambda number: incident_restoration(number),
+        triage=lambda: without_heartbeats(event_triage, start_restoration=False),
+        restore=lambda number: without_heartbeats(incident_restoration, number),
     )
 
     @asynccontextmanager
