@@ -1,0 +1,64 @@
+"""prefect.yaml served for real, and `opsflow run` following a deployment's run to the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
+from typer.testing import CliRunner
+
+from desk.cli import app
+from desk.project import read_deployments
+from tests.support import wait_for
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, ssh_credentials, lab, opsflow_home):
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "OPSFLOW_INVENTORY": str(lab.estate_dir),
+        "OPSFLOW_HOME": str(opsflow_home),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "desk.serve"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names = {spec.name for spec in read_deployments()}
+
+    def registered() -> bool:
+        with get_client(sync_client=True) as client:
+            return names <= {d.name for d in client.read_deployments()}
+
+    wait_for(registered, 90, "every deployment of prefect.yaml to be served")
+    yield
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(30)
+
+
+def test_every_deployment_has_its_schedule_and_tags(served) -> None:
+    with get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments()}
+    for spec in read_deployments():
+        deployment = deployments[spec.name]
+        assert set(spec.tags) <= set(deployment.tags)
+        assert any(tag.startswith("itil:") for tag in deployment.tags)
+        crons = sorted(s.schedule.cron for s in deployment.schedules)
+        assert crons == sorted(s.cron for s in spec.schedules)
+        assert all(s.schedule.timezone for s in deployment.schedules)
+
+
+def test_opsflow_run_health_check(served) -> None:
+    result = CliRunner().invoke(app, ["run", "health-check", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "Completed" in result.output
+    assert '"healthy": true' in result.output
