@@ -8,7 +8,7 @@ from contextlib import contextmanager, suppress
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 SLOT_WAIT_S = 300.0
 
@@ -22,7 +22,13 @@ def slot_name(host: str) -> str:
 def host_slot(host: str, timeout_s: float = SLOT_WAIT_S) -> Iterator[None]:
     """Hold the host's single slot for the block; other flows wait for it (up to `timeout_s`)."""
     name = slot_name(host)
-    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
     with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True):
         yield

@@ -247,10 +247,14 @@ def execute(
 
 
 def _drain(channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
-    """Read stdout and stderr until the command exits, never past `deadline`."""
+    """Read stdout and stderr to their end once the command exits, never past `deadline`.
+
+    sshd may send the exit status before the command's last output, so after the exit
+    status arrives both streams are still read to end-of-file.
+    """
     out: list[bytes] = []
     err: list[bytes] = []
-    while True:
+    while not channel.exit_status_ready():
         progressed = False
         if channel.recv_ready():
             out.append(channel.recv(65536))
@@ -258,18 +262,17 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
         if channel.recv_stderr_ready():
             err.append(channel.recv_stderr(65536))
             progressed = True
-        if (
-            channel.exit_status_ready()
-            and not channel.recv_ready()
-            and not (channel.recv_stderr_ready())
-        ):
-            break
         if channel.closed and not progressed:
             break
         if time.monotonic() > deadline:
             raise TimeoutError("command deadline passed")
         if not progressed:
             channel.status_event.wait(0.01)
+    channel.settimeout(max(0.1, deadline - time.monotonic()))
+    while chunk := channel.recv(65536):
+        out.append(chunk)
+    while chunk := channel.recv_stderr(65536):
+        err.append(chunk)
     return (
         b"".join(out).decode("utf-8", "replace"),
         b"".join(err).decode("utf-8", "replace"),
