@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lab.catalog import write_catalog
 from lab.people import write_people_and_rules
 from opsflow.errors import LabError
 from opsflow.settings import get_settings
@@ -511,6 +512,7 @@ def _write_estate(estate_dir: Path, plans: list[_Plan], host_keys: dict[str, str
         yaml.safe_dump({"services": [service]}, sort_keys=False)
     )
     write_people_and_rules(estate_dir, estate_dir.parent)
+    write_catalog(estate_dir)
 
 
 @contextlib.contextmanager

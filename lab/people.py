@@ -22,7 +22,7 @@ PEOPLE = [
 ]
 TEAMS = [
     {"name": "ops", "on_call": "alice", "notify_block": "custom-webhook/ops-pager"},
-    {"name": "users"},
+    {"name": "users", "notify_block": "custom-webhook/ops-pager"},
 ]
 RULES = [
     {

@@ -1,0 +1,371 @@
+"""The desk's service requests: the catalog, submitting, following, approving and rejecting.
+
+A new request is recorded and answered at once (201); its `request-fulfilment` flow runs in
+a thread of the desk process (`RequestRunner`), so it starts in milliseconds instead of
+waiting for a runner to poll for a deployment run. An approval is authenticated here,
+checked against the item's policy (never the requester), signed with the key in the
+`opsflow-approval-key` Secret block, and sent to the paused run as its run input; the flow
+records the decision and the desk answers once it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel
+
+from desk.auth import current_person
+from inventory.models import CatalogItem, Estate, Person
+from itsm.approvals import ApprovalRefusedError, check_approver
+from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
+from itsm.records import AuditEntry
+from itsm.request_store import RequestStore
+from itsm.requests import (
+    PENDING_STATES,
+    Decision,
+    DecisionIn,
+    RequestCreate,
+    ServiceRequest,
+    decision_signature,
+)
+
+logger = logging.getLogger("opsflow.desk.requests")
+
+router = APIRouter(prefix="/api/v1", tags=["requests"])
+Anyone = Annotated[Person, Depends(current_person)]
+
+PAUSE_WAIT_S = 10.0
+"""How long an approval waits for a just-submitted request's run to reach its pause."""
+DECISION_WAIT_S = 10.0
+"""How long an approval waits for the resumed run to record the decision before answering."""
+
+
+class RequestRunner:
+    """Runs each request's fulfilment flow in its own daemon thread of the desk process.
+
+    One thread per request, not a fixed pool: a request waiting for approval holds its
+    thread while paused, and a small pool would let a few pending approvals block every
+    standard request behind them. `max_running` bounds the threads instead.
+    """
+
+    def __init__(self, run: Callable[[str], Any] | None = None, max_running: int = 200) -> None:
+        self._run = run or _run_fulfilment
+        self._changed = threading.Condition()
+        self.running = 0
+        self.max_running = max_running
+
+    def start(self, number: str) -> bool:
+        """Start fulfilling request `number`; False when `max_running` runs are in flight."""
+        with self._changed:
+            if self.running >= self.max_running:
+                return False
+            self.running += 1
+        thread = threading.Thread(
+            target=self._work, args=(number,), name=f"request-{number}", daemon=True
+        )
+        thread.start()
+        return True
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request runs here (e.g. before shutting down); False at the timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.running == 0, timeout_s)
+
+    def _work(self, number: str) -> None:
+        try:
+            self._run(number)
+        except Exception:
+            logger.exception("request fulfilment of %s failed", number)
+        finally:
+            with self._changed:
+                self.running -= 1
+                self._changed.notify_all()
+
+
+def _run_fulfilment(number: str) -> Any:
+    from flows.request_fulfillment import fulfil_request
+
+    return fulfil_request(number)
+
+
+_default_runner: RequestRunner | None = None
+_default_runner_lock = threading.Lock()
+
+
+def request_runner(request: Request) -> RequestRunner:
+    """The app's runner (`app.state.request_runner`), else one shared by this process."""
+    global _default_runner
+    runner = getattr(request.app.state, "request_runner", None)
+    if runner is not None:
+        return runner
+    with _default_runner_lock:
+        if _default_runner is None:
+            _default_runner = RequestRunner()
+        return _default_runner
+
+
+# -- payloads ---------------------------------------------------------------------------
+
+
+class CatalogInputView(BaseModel):
+    """One input of a catalog item, with the choices the estate offers now."""
+
+    name: str
+    type: str
+    description: str
+    required: bool
+    choices: list[str] | None = None
+    pattern: str | None = None
+    max_length: int | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+class CatalogEntry(BaseModel):
+    """A catalog item as the person asking sees it."""
+
+    name: str
+    description: str
+    inputs: list[CatalogInputView]
+    approval: str
+    approval_timeout_minutes: float | None = None
+    on_timeout: str | None = None
+    fulfil_within_minutes: float
+    may_request: bool
+
+
+class RequestDetail(ServiceRequest):
+    """A service request with its audit trail."""
+
+    audit: list[AuditEntry]
+
+
+def _describe_approvers(item: CatalogItem) -> str:
+    if item.approval.policy == "none":
+        return "none: a standard, pre-approved request"
+    who = item.approval.approvers
+    names = (
+        [f"role {r}" for r in who.roles]
+        + [f"team {t}" for t in who.teams]
+        + [f"person {p}" for p in who.people]
+    )
+    return "one approver: " + ", ".join(names) + " (never the requester)"
+
+
+def _entry(item: CatalogItem, estate: Estate, person: Person) -> CatalogEntry:
+    inputs = []
+    for spec in item.inputs:
+        inputs.append(
+            CatalogInputView(
+                name=spec.name,
+                type=spec.type,
+                description=spec.description,
+                required=spec.required,
+                choices=input_choices(spec, estate),
+                pattern=spec.pattern if spec.type == "string" else None,
+                max_length=spec.max_length if spec.type == "string" else None,
+                minimum=spec.minimum,
+                maximum=spec.maximum,
+            )
+        )
+    needs_approval = item.approval.policy != "none"
+    return CatalogEntry(
+        name=item.name,
+        description=item.description,
+        inputs=inputs,
+        approval=_describe_approvers(item),
+        approval_timeout_minutes=item.approval.timeout_minutes if needs_approval else None,
+        on_timeout=item.approval.on_timeout if needs_approval else None,
+        fulfil_within_minutes=item.fulfil_within_minutes,
+        may_request=item.requesters.admits(person),
+    )
+
+
+def _store(request: Request) -> RequestStore:
+    return RequestStore(request.app.state.store)
+
+
+def _detail(requests: RequestStore, id_or_number: str | int) -> RequestDetail:
+    record = requests.get(id_or_number)
+    return RequestDetail(**record.model_dump(), audit=requests.audit_trail(record.id))
+
+
+def _unprocessable(exc: InvalidRequestError) -> HTTPException:
+    detail = [
+        {"loc": ["body", *field.split(".")], "msg": reason, "type": "invalid_request"}
+        for field, reason in exc.problems
+    ]
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
+# -- endpoints --------------------------------------------------------------------------
+
+
+@router.get("/catalog")
+def list_catalog(request: Request, person: Anyone) -> list[CatalogEntry]:
+    """Every catalog item, its inputs with the estate's current choices, and its approval."""
+    estate: Estate = request.app.state.estate()
+    return [_entry(item, estate, person) for item in estate.catalog]
+
+
+@router.post("/requests", status_code=status.HTTP_201_CREATED)
+def submit_request(body: RequestCreate, request: Request, person: Anyone) -> RequestDetail:
+    """Ask for a catalog item; refused with every bad field named (422) and nothing recorded."""
+    estate: Estate = request.app.state.estate()
+    try:
+        item, _, inputs = validate_request(estate, body.item, body.inputs, person.name)
+    except InvalidRequestError as exc:
+        raise _unprocessable(exc) from None
+    except NotEntitledError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    runner = request_runner(request)
+    requests = _store(request)
+    record = requests.create(
+        item.name, inputs, person.name, item.approval.policy, person.name, datetime.now(UTC)
+    )
+    if not runner.start(record.number):
+        requests.move(
+            record.id,
+            "failed",
+            "desk",
+            datetime.now(UTC),
+            outcome=f"the desk is running {runner.max_running} requests already; submit again",
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{record.number} not started: the desk is at its limit of running requests",
+        )
+    return _detail(requests, record.id)
+
+
+@router.get("/requests")
+def list_requests(
+    request: Request,
+    person: Anyone,
+    state: Annotated[list[str] | None, Query()] = None,
+    requester: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ServiceRequest]:
+    """Service requests, newest first, filtered by state or requester."""
+    return _store(request).list(state=state, requester=requester, limit=limit)
+
+
+@router.get("/requests/{request_id}")
+def show_request(request_id: str, request: Request, person: Anyone) -> RequestDetail:
+    """One request by id or number (REQ0000001), with its audit trail."""
+    return _detail(_store(request), request_id)
+
+
+@router.post("/requests/{request_id}/approve")
+def approve_request(
+    request_id: str, request: Request, person: Anyone, body: DecisionIn | None = None
+) -> RequestDetail:
+    """Approve a request waiting for approval: the policy's approvers only, never the requester."""
+    return _decide(request, request_id, person, "approve", (body or DecisionIn()).comment)
+
+
+@router.post("/requests/{request_id}/reject")
+def reject_request(
+    request_id: str, request: Request, person: Anyone, body: DecisionIn | None = None
+) -> RequestDetail:
+    """Reject a request waiting for approval: the policy's approvers only, never the requester."""
+    return _decide(request, request_id, person, "reject", (body or DecisionIn()).comment)
+
+
+def _decide(
+    request: Request, request_id: str, person: Person, decision: Decision, comment: str
+) -> RequestDetail:
+    """Check the approver, wait for the run's pause, resume it with a signed decision."""
+    requests = _store(request)
+    record = requests.get(request_id)
+    estate: Estate = request.app.state.estate()
+    try:
+        item = estate.catalog_item(record.item)
+    except KeyError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{record.number}: item {record.item} left the catalog"
+        ) from None
+    if item.approval.policy == "none":
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{record.number} is a standard request: nobody approves it"
+        )
+    if record.state not in PENDING_STATES:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{record.number} is {record.state}: nothing to decide"
+        )
+    try:
+        check_approver(person, record.requester, item.approval.approvers, record.number)
+    except ApprovalRefusedError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    record = _paused(requests, record)
+    run_id = record.approval_run_id or ""
+    from flows.request_fulfillment import approval_key
+
+    key = approval_key(create=True) or b""
+    run_input = {
+        "decision": decision,
+        "comment": comment,
+        "approver": person.name,
+        "signature": decision_signature(key, record.id, run_id, decision, person.name, comment),
+    }
+    _resume(record, run_id, run_input)
+    requests.note(
+        record.id,
+        person.name,
+        "decision_sent",
+        {"decision": decision, "comment": comment, "flow_run_id": run_id},
+        datetime.now(UTC),
+    )
+    deadline = time.monotonic() + DECISION_WAIT_S
+    while time.monotonic() < deadline:
+        if requests.get(record.id).state != "awaiting-approval":
+            break
+        time.sleep(0.1)
+    return _detail(requests, record.id)
+
+
+def _paused(requests: RequestStore, record: ServiceRequest) -> ServiceRequest:
+    """The record once its run is paused for a decision; 409 if that does not happen soon."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + PAUSE_WAIT_S
+    with get_client(sync_client=True) as client:
+        while True:
+            if record.state == "awaiting-approval" and record.approval_run_id:
+                run = client.read_flow_run(UUID(record.approval_run_id))
+                if run.state is not None and run.state.is_paused():
+                    return record
+            if record.state not in PENDING_STATES or time.monotonic() > deadline:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    f"{record.number} is not waiting for a decision (state {record.state}); "
+                    "try again in a moment",
+                )
+            time.sleep(0.1)
+            record = requests.get(record.id)
+
+
+def _resume(record: ServiceRequest, run_id: str, run_input: dict[str, Any]) -> None:
+    """Resume the paused run with the decision; 409 when the window closed or it moved on."""
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        resume_flow_run(UUID(run_id), run_input=run_input)
+    except FlowPauseTimeout:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{record.number}: the approval window has closed"
+        ) from None
+    except NotPausedError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{record.number}: someone else decided it just now"
+        ) from None
+    except RuntimeError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{record.number}: {exc}") from None

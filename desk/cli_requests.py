@@ -1,0 +1,173 @@
+"""`opsflow request`: the service catalog and service requests from the shell, via the desk."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from desk.client import DeskClient
+from opsflow.errors import OpsError
+from opsflow.settings import get_settings
+
+request_app = typer.Typer(
+    help="Service requests: catalog, submit, list, show, approve, reject.", no_args_is_help=True
+)
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+RequestArgument = Annotated[str, typer.Argument(help="Number (REQ0000001) or id.")]
+CommentOption = Annotated[str, typer.Option("--comment", "-m", help="Why; kept in the audit.")]
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    settings = get_settings()
+    try:
+        return DeskClient(settings.desk_url, settings.api_token()).call(method, path, **kwargs)
+    except OpsError as exc:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        raise typer.Exit(1) from exc
+
+
+def _inputs(pairs: list[str]) -> dict[str, str]:
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            err_console.print(Text(f"error: input {pair!r}: expected NAME=VALUE", style="red"))
+            raise typer.Exit(2)
+        inputs[name] = value
+    return inputs
+
+
+def _print_request(detail: dict[str, Any]) -> None:
+    inputs = ", ".join(f"{k}={v}" for k, v in detail["inputs"].items()) or "-"
+    console.print(
+        Text.assemble(
+            (detail["number"], "bold"),
+            f"  {detail['item']}  ",
+            (detail["state"], "bold"),
+            f"  requested by {detail['requester']}  ({inputs})",
+        )
+    )
+    if detail.get("approver"):
+        console.print(Text(f"decided by {detail['approver']}: {detail['decision_comment'] or '-'}"))
+    if detail.get("approval_due_at") and detail["state"] == "awaiting-approval":
+        console.print(Text(f"approval due by {detail['approval_due_at'][:19]}"))
+    if detail.get("outcome"):
+        console.print(Text(f"outcome: {detail['outcome']}"))
+    for attachment in detail.get("attachments", []):
+        console.print(Text(f"attached: {attachment['path']}  sha256 {attachment['sha256']}"))
+    for entry in detail.get("audit", []):
+        console.print(Text(f"  {entry['at'][:23]}  {entry['actor']}  {entry['action']}"))
+
+
+@request_app.command("catalog")
+def catalog(as_json: JsonOption = False) -> None:
+    """What may be requested: items, their inputs and who approves them."""
+    items = _call("GET", "/catalog")
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    table = Table(title="service catalog")
+    for column in ("item", "inputs", "approval", "you may ask"):
+        table.add_column(column)
+    for item in items:
+        inputs = []
+        for spec in item["inputs"]:
+            shown = spec["name"] + ("" if spec["required"] else "?")
+            if spec.get("choices"):
+                shown += f" ({'|'.join(spec['choices'])})"
+            elif spec["type"] == "integer":
+                shown += f" ({spec.get('minimum', '')}..{spec.get('maximum', '')})"
+            inputs.append(shown)
+        table.add_row(
+            Text(f"{item['name']}\n{item['description']}"),
+            Text("\n".join(inputs) or "-"),
+            Text(item["approval"]),
+            "yes" if item["may_request"] else "no",
+        )
+    console.print(table)
+
+
+@request_app.command("submit")
+def submit(
+    item: Annotated[str, typer.Argument(help="The catalog item, e.g. restart-service.")],
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="The item's inputs as NAME=VALUE, e.g. host=lab02.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask for a catalog item; prints the request's number to follow."""
+    detail = _call("POST", "/requests", json={"item": item, "inputs": _inputs(inputs or [])})
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+    else:
+        _print_request({**detail, "audit": []})
+
+
+@request_app.command("list")
+def list_requests(
+    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    requester: Annotated[str | None, typer.Option(help="Only this person's.")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Requests, newest first (e.g. --state awaiting-approval)."""
+    params = {"state": state or [], "requester": requester, "limit": limit}
+    records = _call("GET", "/requests", params={k: v for k, v in params.items() if v})
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    table = Table()
+    for column in ("number", "item", "state", "requester", "inputs", "submitted"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            r["number"],
+            r["item"],
+            r["state"],
+            r["requester"],
+            Text(", ".join(f"{k}={v}" for k, v in r["inputs"].items())),
+            r["submitted_at"][:19],
+        )
+    console.print(table)
+
+
+@request_app.command("show")
+def show(request: RequestArgument, as_json: JsonOption = False) -> None:
+    """One request with its decision, outcome, attachments and audit trail."""
+    detail = _call("GET", f"/requests/{request}")
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+    else:
+        _print_request(detail)
+
+
+@request_app.command("approve")
+def approve(
+    request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
+) -> None:
+    """Approve a request waiting for you (never your own); its fulfilment starts at once."""
+    detail = _call("POST", f"/requests/{request}/approve", json={"comment": comment})
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+    else:
+        _print_request({**detail, "audit": []})
+
+
+@request_app.command("reject")
+def reject(
+    request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
+) -> None:
+    """Reject a request waiting for you; the requester is told why."""
+    detail = _call("POST", f"/requests/{request}/reject", json={"comment": comment})
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+    else:
+        _print_request({**detail, "audit": []})

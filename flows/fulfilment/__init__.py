@@ -1,0 +1,79 @@
+"""Fulfilment flows for the service catalog, one per module, each safe to run twice.
+
+A catalog item's `fulfilment.flow` names one of these; request fulfilment runs it as a
+subflow with the item's fixed parameters and the request's inputs, and records the
+`FulfilmentResult` it returns (summary, per-host changes, attached files) on the request.
+Each flow also runs on its own, with `dry_run` to report what it would do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from inventory.models import Estate, Host, Service
+from itsm.requests import Attachment
+from opsflow.errors import PermanentError
+
+
+class HostChange(BaseModel):
+    """What a fulfilment step did on one host: changed, or unchanged and why."""
+
+    host: str
+    changed: bool
+    detail: str
+
+
+class FulfilmentResult(BaseModel):
+    """What a fulfilment flow did, for the request's outcome and the requester's notification."""
+
+    summary: str
+    changed: bool
+    dry_run: bool = False
+    hosts: list[HostChange] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list)
+
+
+class FulfilmentError(PermanentError):
+    """A fulfilment cannot proceed; the message names the input or host and the cause."""
+
+
+def service_on_host(estate: Estate, service: str, host: str) -> tuple[Service, Host]:
+    """The service and host a request names, refusing a host the service does not run on."""
+    target_service = find_service(estate, service)
+    try:
+        target_host = estate.host(host)
+    except KeyError:
+        raise FulfilmentError(f"host: no host {host!r} in the estate") from None
+    names = [h.name for h in estate.hosts_of(target_service)]
+    if target_host.name not in names:
+        raise FulfilmentError(
+            f"host: {host} does not run {service} (its hosts: {', '.join(names) or 'none'})"
+        )
+    return target_service, target_host
+
+
+def find_service(estate: Estate, service: str) -> Service:
+    """The named service, or `FulfilmentError` naming the input."""
+    try:
+        return estate.service(service)
+    except KeyError:
+        raise FulfilmentError(f"service: no service {service!r} in the estate") from None
+
+
+def fulfilment_flows() -> dict[str, Any]:
+    """Every fulfilment flow a catalog item may name, by name."""
+    from flows.fulfilment import (
+        clear_old_logs,
+        create_app_account,
+        diagnostic_bundle,
+        restart_service,
+    )
+
+    return {
+        "restart-service": restart_service.restart_service,
+        "clear-old-logs": clear_old_logs.clear_old_logs,
+        "diagnostic-bundle": diagnostic_bundle.diagnostic_bundle,
+        "create-app-account": create_app_account.create_app_account,
+    }

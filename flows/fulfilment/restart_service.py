@@ -1,0 +1,78 @@
+"""restart-service: stop and start a service on one of its hosts, then verify its health."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+from prefect.logging import get_run_logger
+
+from flows.fulfilment import FulfilmentResult, HostChange, service_on_host
+from flows.runbooks.restart_service import control, diagnose
+from inventory.models import Host, Service
+from tasks.concurrency import host_slot
+from tasks.inventory import read_estate
+from tasks.services import verify_restored
+from tasks.ssh import execute
+
+
+@task(
+    cache_policy=NONE,
+    retries=0,  # a restart is not idempotent: a second one interrupts the service again
+    timeout_seconds=180,
+    task_run_name="restart_service[{service.name}@{host.name}]",
+)
+def restart_service_on_host(host: Host, service: Service) -> HostChange:
+    """Restart the service with its restart command, else stop then start; report both statuses."""
+    commands = control(service)
+    before = execute(host, commands.status, check=False, timeout_s=30)
+    if commands.restart is not None:
+        execute(host, commands.restart, timeout_s=120)
+    else:
+        execute(host, commands.stop, timeout_s=60)
+        execute(host, commands.start, timeout_s=60)
+    after = execute(host, commands.status, check=False, timeout_s=30)
+    return HostChange(
+        host=host.name,
+        changed=True,
+        detail=f"before: {before.stdout.strip() or before.exit_status}; "
+        f"after: {after.stdout.strip() or after.exit_status}",
+    )
+
+
+@flow(name="restart-service", flow_run_name="restart-{service}-on-{host}")
+def restart_service(
+    service: str, host: str, dry_run: bool = False, verify_deadline_s: float = 20.0
+) -> FulfilmentResult:
+    """Restart a service on one of its hosts and wait for its health check to pass.
+
+    Args:
+        service: the service, as the estate names it.
+        host: one of the service's hosts.
+        dry_run: only report the service's status and what would be done.
+        verify_deadline_s: how long the health check may take to pass after the restart.
+    """
+    logger = get_run_logger()
+    estate = read_estate()
+    target_service, target_host = service_on_host(estate, service, host)
+    diagnosis = diagnose(target_host, target_service)
+    if dry_run:
+        return FulfilmentResult(
+            summary=f"dry run: would restart {service} on {host} ({diagnosis.summary})",
+            changed=False,
+            dry_run=True,
+        )
+    with host_slot(target_host.name):
+        change = restart_service_on_host(target_host, target_service)
+        health = verify_restored(target_host, target_service, verify_deadline_s)
+    logger.info("restarted %s on %s: %s", service, host, health.detail)
+    return FulfilmentResult(
+        summary=f"restarted {service} on {host} ({change.detail}); healthy: {health.detail}",
+        changed=True,
+        hosts=[change],
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    restart_service(sys.argv[1], sys.argv[2])

@@ -1,0 +1,517 @@
+"""Request fulfilment: validate against the catalog, approve where policy asks, fulfil, tell, close.
+
+`fulfil_request` carries one stored service request to a final state. When its catalog item
+asks for an approver, the run pauses (`pause_flow_run(wait_for_input=ApprovalDecision)`)
+until the desk resumes it with a decision signed by a key only opsflow holds, or until the
+approval window closes and the item's `on_timeout` policy decides (reject, or escalate to
+the approvers once and then expire). A decision typed into the Prefect UI carries no
+identity in OSS Prefect, so it counts only if the estate sets `ui_approvals`.
+
+`submit_request` is the same process started from the Prefect UI's typed form: it
+validates, records the request, and runs `fulfil_request` as a subflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import secrets
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.core import Block
+from prefect.blocks.system import Secret
+from prefect.cache_policies import NONE
+from prefect.client.orchestration import get_client
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
+from prefect.states import Running
+from pydantic import Field
+
+from flows.fulfilment import FulfilmentResult, fulfilment_flows
+from inventory.models import CatalogItem, Estate
+from itsm.approvals import ApprovalRefusedError, check_approver
+from itsm.catalog import InvalidRequestError, validate_inputs, validate_request
+from itsm.request_store import RequestStore
+from itsm.requests import (
+    PENDING_STATES,
+    Attachment,
+    InputValue,
+    RequestState,
+    ServiceRequest,
+    signature_valid,
+)
+from tasks.inventory import read_estate
+from tasks.records import current_flow_run_id, open_store
+
+ACTOR = "request-fulfilment"
+APPROVAL_KEY_BLOCK = "opsflow-approval-key"
+"""The Prefect Secret block holding the key the desk signs approval decisions with."""
+UI_APPROVER = "prefect-ui"
+POLL_INTERVAL_S = 1
+"""How often a paused run asks whether it was resumed (Prefect's default is 10 s)."""
+
+
+class ApprovalDecision(RunInput):
+    """A decision on a paused service request, from the desk (signed) or the Prefect UI."""
+
+    decision: Literal["approve", "reject"] = Field(description="Approve or reject the request.")
+    comment: str = Field(default="", max_length=2000, description="Why; kept in the audit.")
+    approver: str | None = Field(
+        default=None, description="Set by the service desk; leave empty in the Prefect UI."
+    )
+    signature: str | None = Field(
+        default=None, description="The service desk's signature; leave empty in the Prefect UI."
+    )
+
+
+def approval_key(create: bool = False) -> bytes | None:
+    """The approval signing key from its Secret block; made on first use when `create`."""
+    try:
+        return str(Secret.load(APPROVAL_KEY_BLOCK).get()).encode()
+    except ValueError:
+        if not create:
+            return None
+    with contextlib.suppress(ValueError):  # another desk made it first: use theirs
+        Secret(value=secrets.token_urlsafe(32)).save(APPROVAL_KEY_BLOCK, overwrite=False)
+    return str(Secret.load(APPROVAL_KEY_BLOCK).get()).encode()
+
+
+def request_store() -> RequestStore:
+    """The service requests in this process's records store."""
+    return RequestStore(open_store())
+
+
+# -- tasks: every read and change of the record goes through one, audited with this run ----
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def read_request(request: str) -> ServiceRequest:
+    """One service request by id or number."""
+    return request_store().get(request)
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def create_request(
+    item: str, inputs: dict[str, InputValue], requester: str, approval_policy: str, actor: str
+) -> ServiceRequest:
+    """Record a submitted request whose inputs the catalog has validated."""
+    return request_store().create(
+        item,
+        inputs,
+        requester,
+        approval_policy,
+        actor=actor,
+        now=datetime.now(UTC),
+        flow_run_id=current_flow_run_id(),
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=60, task_run_name="move_request[{target}]")
+def move_request(
+    request_id: int, target: RequestState, actor: str = ACTOR, **changes: Any
+) -> ServiceRequest:
+    """Move the request through its state machine, audited with this run."""
+    return request_store().move(
+        request_id, target, actor, datetime.now(UTC), current_flow_run_id(), **changes
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def update_request(request_id: int, **changes: Any) -> ServiceRequest:
+    """Change fields of the request other than its state, audited with this run."""
+    return request_store().update(
+        request_id, ACTOR, datetime.now(UTC), current_flow_run_id(), **changes
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def link_request_run(request_id: int, flow_run_id: str) -> ServiceRequest:
+    """Record a flow run on the request, so the record leads to the run in the UI."""
+    return request_store().link_flow_run(request_id, flow_run_id, ACTOR, datetime.now(UTC))
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def attach_files(request_id: int, attachments: list[Attachment]) -> ServiceRequest:
+    """Attach the files a fulfilment produced, with their checksums."""
+    return request_store().attach(
+        request_id, attachments, ACTOR, datetime.now(UTC), current_flow_run_id()
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=60, task_run_name="note_request[{action}]")
+def note_request(request_id: int, actor: str, action: str, detail: dict[str, Any]) -> None:
+    """Audit something that happened to the request without changing it."""
+    request_store().note(
+        request_id, actor, action, detail, datetime.now(UTC), current_flow_run_id()
+    )
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def load_approval_key() -> bytes | None:
+    """The key desk-signed decisions are checked with; None before the desk made one."""
+    return approval_key()
+
+
+@task(
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[1, 3],
+    timeout_seconds=60,
+    task_run_name="notify[{block}]",
+)
+def send_notification(block: str, subject: str, body: str) -> str:
+    """Send one message through a Prefect notification block (type/name); returns the block."""
+    Block.load(block).notify(body=body, subject=subject)
+    return block
+
+
+# -- the flows --------------------------------------------------------------------------
+
+
+@flow(name="request-fulfilment", flow_run_name="fulfil-{request}")
+def fulfil_request(request: str) -> str:
+    """Carry one service request through approval and fulfilment to a final state.
+
+    Args:
+        request: the request's number (REQ0000001) or id.
+
+    Returns the request's state afterwards. A request already past approval or closed is
+    left as it is, so running this twice for one request does no harm.
+    """
+    logger = get_run_logger()
+    record = read_request(request)
+    if record.state not in (*PENDING_STATES, "approved"):
+        logger.info("%s is %s: nothing to do", record.number, record.state)
+        return record.state
+    run_id = current_flow_run_id()
+    if run_id:
+        record = link_request_run(record.id, run_id)
+    estate = read_estate()
+    try:
+        item = estate.catalog_item(record.item)
+        validate_inputs(item, record.inputs, estate)  # the estate may have changed since
+    except (KeyError, InvalidRequestError) as exc:
+        reason = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+        record = move_request(record.id, "failed", outcome=f"no longer valid: {reason}")
+    else:
+        if record.state in PENDING_STATES:
+            record = _decide(estate, item, record)
+        if record.state == "approved":
+            record = _fulfil(item, record)
+    _tell_requester(estate, record)
+    publish_request(record)
+    logger.info("%s %s: %s", record.number, record.state, record.outcome or "")
+    return record.state
+
+
+@flow(name="submit-service-request", flow_run_name="submit-{item}-for-{requester}")
+def submit_request(item: str, inputs: dict[str, Any], requester: str) -> str:
+    """Ask for a catalog item on someone's behalf (the Prefect UI's form) and fulfil it.
+
+    Nothing is recorded when the item, the requester or an input is refused; the run fails
+    with every problem named. Otherwise the request is recorded and fulfilled as a subflow.
+
+    Args:
+        item: the catalog item's name, e.g. restart-service.
+        inputs: the item's inputs by name, e.g. {"service": "app", "host": "lab02"}.
+        requester: the person asking, as people.yaml names them.
+
+    Returns the request's final state.
+    """
+    estate = read_estate()
+    found, person, valid = validate_request(estate, item, inputs, requester)
+    record = create_request(
+        found.name, valid, person.name, found.approval.policy, actor=f"{UI_APPROVER}:{requester}"
+    )
+    get_run_logger().info("%s submitted for %s", record.number, requester)
+    return fulfil_request(record.number)
+
+
+# -- approval ---------------------------------------------------------------------------
+
+
+def _decide(estate: Estate, item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
+    """Approve by policy, or wait for a decision until the window closes and policy decides."""
+    if item.approval.policy == "none":
+        return move_request(
+            record.id,
+            "approved",
+            approver="catalog",
+            decision_comment="standard request: pre-approved by the catalog",
+        )
+    logger = get_run_logger()
+    run_id = current_flow_run_id() or ""
+    window_s = item.approval.timeout_minutes * 60
+    escalated = record.escalated_at is not None
+    deadline = time.monotonic() + window_s
+    due = datetime.now(UTC) + timedelta(seconds=window_s)
+    changes = {"approval_run_id": run_id, "approval_due_at": due}
+    if record.state == "submitted":
+        record = move_request(record.id, "awaiting-approval", **changes)
+    else:
+        record = update_request(record.id, **changes)
+    pauses = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        decision: ApprovalDecision | None = None
+        if remaining > 0:
+            pauses += 1
+            decision = _wait_for_decision(record, item, math.ceil(remaining), pauses)
+        if decision is None:
+            if item.approval.on_timeout == "escalate" and not escalated:
+                escalated = True
+                deadline = time.monotonic() + window_s
+                now = datetime.now(UTC)
+                record = update_request(
+                    record.id,
+                    escalated_at=now,
+                    approval_due_at=now + timedelta(seconds=window_s),
+                )
+                _escalate(estate, item, record)
+                continue
+            minutes = f"{item.approval.timeout_minutes:g} minutes"
+            if item.approval.on_timeout == "reject":
+                return move_request(
+                    record.id,
+                    "rejected",
+                    approver=ACTOR,
+                    decision_comment=f"no decision within {minutes}: rejected by policy",
+                    outcome=f"rejected: nobody decided within {minutes}",
+                )
+            return move_request(
+                record.id,
+                "expired",
+                decision_comment=f"no decision within {minutes}, even after escalation",
+                outcome=f"expired: nobody decided within {minutes} of escalation",
+            )
+        approver = _accepted_approver(estate, item, record, decision, run_id)
+        if approver is None:
+            logger.warning("%s: decision not accepted; waiting for another", record.number)
+            continue
+        target: RequestState = "approved" if decision.decision == "approve" else "rejected"
+        extra = {} if target == "approved" else {"outcome": f"rejected by {approver}"}
+        return move_request(
+            record.id,
+            target,
+            actor=approver,
+            approver=approver,
+            decision_comment=decision.comment,
+            **extra,
+        )
+
+
+def _wait_for_decision(
+    record: ServiceRequest, item: CatalogItem, timeout_s: int, attempt: int
+) -> ApprovalDecision | None:
+    """Pause this run until a decision arrives; None when the window closes first."""
+    inputs = ", ".join(f"{k}={v}" for k, v in record.inputs.items()) or "no inputs"
+    form = ApprovalDecision.with_initial_data(
+        description=(
+            f"**{record.number}**: {record.requester} asks for **{item.name}** ({inputs}).\n\n"
+            f"{item.description}\n\nApprove through the service desk "
+            f"(`opsflow request approve {record.number}`); a decision given here counts "
+            "only if the estate sets `ui_approvals`."
+        )
+    )
+    try:
+        return pause_flow_run(
+            wait_for_input=form,
+            timeout=timeout_s,
+            poll_interval=POLL_INTERVAL_S,
+            key=f"approval-{attempt}",
+        )
+    except FlowPauseTimeout:
+        _run_again_after_pause_timeout()
+        return None
+
+
+def _run_again_after_pause_timeout() -> None:
+    """Set this run Running again: a timed-out pause leaves it Paused, where no task may run.
+
+    The server refuses to leave an expired pause through the usual rules (it would fail the
+    run), but here the timeout is an expected outcome the policy handles, so the move is
+    forced. This is the flow's own state, not I/O on anything it manages.
+    """
+    run_id = current_flow_run_id()
+    if run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(run_id), Running(), force=True)
+
+
+def _accepted_approver(
+    estate: Estate,
+    item: CatalogItem,
+    record: ServiceRequest,
+    decision: ApprovalDecision,
+    run_id: str,
+) -> str | None:
+    """Who decided, if the decision counts: desk-signed by a valid approver, or UI if allowed."""
+    key = load_approval_key()
+    detail = {"decision": decision.decision, "comment": decision.comment}
+    signed = key is not None and signature_valid(
+        key,
+        decision.signature,
+        record.id,
+        run_id,
+        decision.decision,
+        decision.approver,
+        decision.comment,
+    )
+    if signed and decision.approver:
+        person = estate.person(decision.approver)
+        try:
+            if person is None:
+                raise ApprovalRefusedError(f"{decision.approver} is not in the estate")
+            check_approver(person, record.requester, item.approval.approvers, record.number)
+        except ApprovalRefusedError as exc:
+            refused = {**detail, "why": str(exc)}
+            note_request(record.id, decision.approver, "decision_refused", refused)
+            return None
+        return decision.approver
+    if estate.settings.ui_approvals:
+        if decision.approver:
+            detail["claimed_approver"] = decision.approver
+        note_request(record.id, UI_APPROVER, "ui_decision_accepted", detail)
+        return UI_APPROVER
+    why = "unsigned decision (Prefect UI) and the estate does not allow ui_approvals"
+    note_request(record.id, UI_APPROVER, "ui_decision_refused", {**detail, "why": why})
+    return None
+
+
+def _escalate(estate: Estate, item: CatalogItem, record: ServiceRequest) -> None:
+    """Tell the approvers nobody decided in time; the run waits one more window."""
+    blocks: list[str] = []
+    for person in estate.people:
+        admitted = item.approval.approvers.admits(person)
+        if admitted and person.name != record.requester and person.notify_block:
+            blocks.append(person.notify_block)
+    for name in [*item.approval.approvers.teams, estate.settings.default_team]:
+        team = estate.team(name)
+        if team and team.notify_block:
+            blocks.append(team.notify_block)
+    subject = f"[opsflow] {record.number} needs an approver: {record.item} for {record.requester}"
+    body = (
+        f"Nobody decided on {record.number} ({record.item}, {record.inputs}) within "
+        f"{item.approval.timeout_minutes:g} minutes. Approve or reject it: "
+        f"opsflow request approve|reject {record.number}"
+    )
+    _notify(record, list(dict.fromkeys(blocks)), subject, body, "approvers_notified")
+
+
+# -- fulfilment and closing -------------------------------------------------------------
+
+
+def _fulfil(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
+    """Run the item's fulfilment flow as a subflow and record its outcome, runs and files."""
+    fulfilment = fulfilment_flows().get(item.fulfilment.flow)
+    if fulfilment is None:
+        return move_request(
+            record.id,
+            "failed",
+            outcome=f"fulfilment: no fulfilment flow {item.fulfilment.flow!r}",
+        )
+    parameters: dict[str, Any] = {**item.fulfilment.parameters, **record.inputs}
+    accepted = inspect.signature(fulfilment.fn).parameters
+    if "reference" in accepted:
+        parameters["reference"] = record.number
+    unknown = sorted(set(parameters) - set(accepted))
+    if unknown:
+        return move_request(
+            record.id,
+            "failed",
+            outcome=f"fulfilment: {item.fulfilment.flow} takes no parameter {', '.join(unknown)}",
+        )
+    within_s = item.fulfil_within_minutes * 60
+    record = move_request(
+        record.id,
+        "fulfilling",
+        fulfil_due_at=datetime.now(UTC) + timedelta(seconds=within_s),
+    )
+    state = fulfilment.with_options(timeout_seconds=within_s)(**parameters, return_state=True)
+    sub_run = state.state_details.flow_run_id
+    if sub_run is not None:
+        record = link_request_run(record.id, str(sub_run))
+    try:
+        result: FulfilmentResult = state.result()
+    except Exception as exc:
+        get_run_logger().warning("%s: fulfilment failed: %s", record.number, exc)
+        return move_request(record.id, "failed", outcome=f"{item.fulfilment.flow} failed: {exc}")
+    if result.attachments:
+        record = attach_files(record.id, result.attachments)
+    return move_request(record.id, "fulfilled", outcome=result.summary)
+
+
+def _tell_requester(estate: Estate, record: ServiceRequest) -> None:
+    """Notify the requester through their block, else their team's; audit either way."""
+    person = estate.person(record.requester)
+    block = person.notify_block if person else None
+    if block is None and person is not None and person.team:
+        team = estate.team(person.team)
+        block = team.notify_block if team else None
+    subject = f"[opsflow] {record.number} {record.item}: {record.state}"
+    lines = [f"{record.number} ({record.item}, {record.inputs}) is {record.state}."]
+    if record.approver:
+        lines.append(f"Decided by {record.approver}: {record.decision_comment or '-'}")
+    if record.outcome:
+        lines.append(f"Outcome: {record.outcome}")
+    lines += [f"Attached: {a.name} sha256 {a.sha256} at {a.path}" for a in record.attachments]
+    _notify(record, [block] if block else [], subject, "\n".join(lines), "requester_notified")
+
+
+def _notify(
+    record: ServiceRequest, blocks: list[str], subject: str, body: str, action: str
+) -> None:
+    """Send through each block; a failure is audited, never fatal to the request."""
+    if not blocks:
+        get_run_logger().warning("%s: no notification block to reach anyone", record.number)
+        note_request(record.id, ACTOR, "notification_skipped", {"subject": subject})
+        return
+    for block in blocks:
+        try:
+            send_notification(block, subject, body)
+        except Exception as exc:
+            get_run_logger().warning("%s: notifying %s failed: %s", record.number, block, exc)
+            note_request(
+                record.id, ACTOR, "notification_failed", {"block": block, "error": str(exc)}
+            )
+        else:
+            note_request(record.id, ACTOR, action, {"block": block, "subject": subject})
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
+def publish_request(record: ServiceRequest) -> None:
+    """A markdown artifact with the request's record and audit trail, for the Prefect UI."""
+    trail = request_store().audit_trail(record.id)
+    lines = [
+        f"# {record.number}: {record.item} ({record.state})",
+        "",
+        f"- requester: {record.requester}",
+        f"- inputs: {record.inputs}",
+        f"- approver: {record.approver or '-'} ({record.decision_comment or '-'})",
+        f"- outcome: {record.outcome or '-'}",
+        *(f"- attachment: `{a.name}` sha256 `{a.sha256}`" for a in record.attachments),
+        "",
+        "| at | actor | action |",
+        "|---|---|---|",
+        *(f"| {e.at:%H:%M:%S} | {e.actor} | {e.action} |" for e in trail),
+    ]
+    create_markdown_artifact(
+        key=f"request-{record.number.lower()}",
+        markdown="\n".join(lines),
+        description=f"Service request {record.number}",
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    fulfil_request(sys.argv[1])

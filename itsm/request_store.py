@@ -1,0 +1,377 @@
+"""Service requests in the records store, every change audited in the same transaction.
+
+The table lives on `itsm.store.metadata` next to incidents and the audit; `RequestStore`
+wraps a `Store` and creates the table on first use. Changes follow the incidents' pattern:
+the row is read under the write lock, the state machine in `itsm.requests` decides, and a
+version column guards against any writer that did not take the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+
+from itsm.records import AuditEntry
+from itsm.requests import (
+    TRANSITIONS,
+    Attachment,
+    InputValue,
+    RequestState,
+    ServiceRequest,
+    apply_transition,
+    parse_request_number,
+)
+from itsm.store import (
+    ConcurrentUpdateError,
+    RecordNotFoundError,
+    Store,
+    UtcDateTime,
+    _audit_row,
+    _Id,
+    _Json,
+    audit,
+    metadata,
+)
+
+RECORD_TYPE = "service_request"
+_RETRIES = 5
+_states = ", ".join(f"'{state}'" for state in TRANSITIONS)
+
+service_requests = Table(
+    "service_requests",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("item", String(63), nullable=False),
+    Column("inputs", _Json, nullable=False),
+    Column("requester", String(255), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("approval_policy", String(8), nullable=False),
+    Column("approver", String(255)),
+    Column("decision_comment", Text),
+    Column("decided_at", UtcDateTime),
+    Column("approval_due_at", UtcDateTime),
+    Column("escalated_at", UtcDateTime),
+    Column("approval_run_id", String(64)),
+    Column("submitted_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("fulfil_due_at", UtcDateTime),
+    Column("closed_at", UtcDateTime),
+    Column("outcome", Text),
+    Column("flow_run_ids", _Json, nullable=False),
+    Column("attachments", _Json, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    CheckConstraint(f"state IN ({_states})", name="ck_service_requests_state"),
+    sqlite_autoincrement=True,  # never reuse an id, so never reuse a request number
+)
+Index("ix_service_requests_state", service_requests.c.state)
+Index("ix_service_requests_requester", service_requests.c.requester)
+
+_COLUMNS = [c.name for c in service_requests.columns if c.name != "id"]
+_created: set[int] = set()
+_created_lock = threading.Lock()
+
+
+def _action(before: ServiceRequest, after: ServiceRequest) -> str:
+    """A short audit name for a change: the new state when it changed, else what changed."""
+    if before.state != after.state:
+        return f"{RECORD_TYPE}.{after.state.replace('-', '_')}"
+    if before.escalated_at != after.escalated_at:
+        return f"{RECORD_TYPE}.escalated"
+    if before.attachments != after.attachments:
+        return f"{RECORD_TYPE}.attached"
+    if before.flow_run_ids != after.flow_run_ids:
+        return f"{RECORD_TYPE}.flow_run_linked"
+    return f"{RECORD_TYPE}.updated"
+
+
+class RequestStore:
+    """Service requests over a `Store`: create, read, move through the state machine, audit.
+
+    Args:
+        store: the records store; the requests table is created in it if missing.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        with _created_lock:
+            if id(store.engine) not in _created:
+                with store.write() as conn:
+                    metadata.create_all(conn, tables=[service_requests])
+                _created.add(id(store.engine))
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _fetch(
+        self, conn: Connection, id_or_number: int | str, lock: bool = False
+    ) -> ServiceRequest:
+        request_id = _request_id(id_or_number)
+        row = None
+        if request_id is not None:
+            query = select(service_requests).where(service_requests.c.id == request_id)
+            if lock:
+                query = query.with_for_update()
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise RecordNotFoundError("service request", id_or_number)
+        return ServiceRequest.model_validate(dict(row))
+
+    def get(self, id_or_number: int | str) -> ServiceRequest:
+        """One request by id (42, "42") or number ("REQ0000042")."""
+        with self.store.read() as conn:
+            return self._fetch(conn, id_or_number)
+
+    def list(
+        self,
+        state: Sequence[str] | None = None,
+        requester: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[ServiceRequest]:
+        """Requests matching every filter given, newest first."""
+        query = select(service_requests)
+        if state:
+            query = query.where(service_requests.c.state.in_(list(state)))
+        if requester is not None:
+            query = query.where(service_requests.c.requester == requester)
+        query = query.order_by(service_requests.c.id.desc()).limit(limit).offset(offset)
+        with self.store.read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [ServiceRequest.model_validate(dict(row)) for row in rows]
+
+    def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
+        """Every recorded change to one request, oldest first."""
+        return self.store.audit_trail(RECORD_TYPE, self.get(id_or_number).id)
+
+    # -- changing -------------------------------------------------------------------------
+
+    def create(
+        self,
+        item: str,
+        inputs: dict[str, InputValue],
+        requester: str,
+        approval_policy: str,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None = None,
+    ) -> ServiceRequest:
+        """Record a submitted request (inputs already validated by `itsm.catalog`)."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        values: dict[str, Any] = {
+            "item": item,
+            "inputs": dict(inputs),
+            "requester": requester,
+            "state": "submitted",
+            "approval_policy": approval_policy,
+            "submitted_at": now,
+            "updated_at": now,
+            "flow_run_ids": [flow_run_id] if flow_run_id else [],
+            "attachments": [],
+            "version": 1,
+        }
+        ServiceRequest.model_validate({"id": 1, **values})  # refuse bad values before writing
+        with self.store.write() as conn:
+            new_id = conn.execute(
+                insert(service_requests).values(values).returning(service_requests.c.id)
+            ).scalar_one()
+            created = ServiceRequest.model_validate({"id": new_id, **values})
+            conn.execute(
+                insert(audit),
+                _audit_row(
+                    now,
+                    actor,
+                    f"{RECORD_TYPE}.submitted",
+                    RECORD_TYPE,
+                    new_id,
+                    None,
+                    created,
+                    flow_run_id,
+                ),
+            )
+        return created
+
+    def move(
+        self,
+        id_or_number: int | str,
+        target: RequestState,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None = None,
+        **changes: Any,
+    ) -> ServiceRequest:
+        """Move a request to `target` through the state machine, with field `changes`, audited.
+
+        Raises:
+            IllegalRequestTransitionError: the state machine does not allow the move.
+        """
+        return self._modify(
+            id_or_number,
+            lambda before: apply_transition(before, target, now, **changes),
+            actor,
+            now,
+            flow_run_id,
+        )
+
+    def update(
+        self,
+        id_or_number: int | str,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None = None,
+        **changes: Any,
+    ) -> ServiceRequest:
+        """Change fields that are not the state (approval window, escalation, outcome), audited."""
+        if "state" in changes:
+            raise ValueError("state: use move(), which checks the state machine")
+
+        def change(before: ServiceRequest) -> ServiceRequest:
+            if all(getattr(before, k) == v for k, v in changes.items()):
+                return before
+            return ServiceRequest.model_validate(
+                {**before.model_dump(), **changes, "updated_at": now}
+            )
+
+        return self._modify(id_or_number, change, actor, now, flow_run_id)
+
+    def link_flow_run(
+        self, id_or_number: int | str, flow_run_id: str, actor: str, now: datetime
+    ) -> ServiceRequest:
+        """Record that a flow run acted on the request; linking it twice changes nothing."""
+
+        def change(before: ServiceRequest) -> ServiceRequest:
+            if flow_run_id in before.flow_run_ids:
+                return before
+            return before.model_copy(
+                update={"flow_run_ids": [*before.flow_run_ids, flow_run_id], "updated_at": now}
+            )
+
+        return self._modify(id_or_number, change, actor, now, flow_run_id)
+
+    def attach(
+        self,
+        id_or_number: int | str,
+        attachments: Sequence[Attachment],
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None = None,
+    ) -> ServiceRequest:
+        """Attach files to the request; an attachment already there (same sha256) is skipped."""
+
+        def change(before: ServiceRequest) -> ServiceRequest:
+            known = {(a.sha256, a.path) for a in before.attachments}
+            new = [a for a in attachments if (a.sha256, a.path) not in known]
+            if not new:
+                return before
+            return before.model_copy(
+                update={"attachments": [*before.attachments, *new], "updated_at": now}
+            )
+
+        return self._modify(id_or_number, change, actor, now, flow_run_id)
+
+    def note(
+        self,
+        id_or_number: int | str,
+        actor: str,
+        action: str,
+        detail: dict[str, Any],
+        now: datetime,
+        flow_run_id: str | None = None,
+    ) -> None:
+        """Append an audit entry about the request that changes none of its fields.
+
+        Used for what happened to a request without moving it: a decision sent to its run,
+        a decision refused because it came from the Prefect UI.
+        """
+        with self.store.write() as conn:
+            request = self._fetch(conn, id_or_number)
+            conn.execute(
+                insert(audit),
+                {
+                    "at": now,
+                    "actor": actor,
+                    "action": f"{RECORD_TYPE}.{action}",
+                    "record_type": RECORD_TYPE,
+                    "record_id": request.id,
+                    "before": None,
+                    "after": detail,
+                    "flow_run_id": flow_run_id,
+                },
+            )
+
+    def _modify(
+        self,
+        id_or_number: int | str,
+        change: Callable[[ServiceRequest], ServiceRequest],
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None,
+    ) -> ServiceRequest:
+        """Change a request and audit it in one transaction, guarded by its version."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        for _attempt in range(_RETRIES):
+            with self.store.write() as conn:
+                before = self._fetch(conn, id_or_number, lock=True)
+                after = change(before)
+                if after is before or after == before:
+                    return before
+                after = after.model_copy(update={"version": before.version + 1})
+                values = after.model_dump(mode="json", include=set(_COLUMNS))
+                for field in (
+                    "decided_at",
+                    "approval_due_at",
+                    "escalated_at",
+                    "submitted_at",
+                    "updated_at",
+                    "fulfil_due_at",
+                    "closed_at",
+                ):
+                    values[field] = getattr(after, field)
+                result = conn.execute(
+                    update(service_requests)
+                    .where(
+                        service_requests.c.id == before.id,
+                        service_requests.c.version == before.version,
+                    )
+                    .values(values)
+                )
+                if result.rowcount != 1:
+                    continue
+                conn.execute(
+                    insert(audit),
+                    _audit_row(
+                        now,
+                        actor,
+                        _action(before, after),
+                        RECORD_TYPE,
+                        after.id,
+                        before,
+                        after,
+                        flow_run_id,
+                    ),
+                )
+                return after
+        raise ConcurrentUpdateError("service request", id_or_number, _RETRIES)
+
+
+def _request_id(id_or_number: int | str) -> int | None:
+    if isinstance(id_or_number, int):
+        return id_or_number
+    text = id_or_number.strip()
+    return int(text) if text.isdigit() else parse_request_number(text)

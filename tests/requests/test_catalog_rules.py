@@ -1,0 +1,201 @@
+"""The catalog's input rules and the request state machine, as pure functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from inventory.models import CatalogItem, Estate, Host, Person, Service
+from itsm.catalog import InvalidRequestError, NotEntitledError, validate_request
+from itsm.requests import (
+    IllegalRequestTransitionError,
+    ServiceRequest,
+    apply_transition,
+    decision_signature,
+    signature_valid,
+)
+from lab.catalog import lab_catalog
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def small_estate() -> Estate:
+    hosts = [
+        Host(name=f"lab0{i}", address=f"127.0.99.{i}", groups=["lab", "web" if i % 2 else "db"])
+        for i in (1, 2, 3)
+    ]
+    app = Service(
+        name="app",
+        hosts=["lab01", "lab02"],
+        health_check={"kind": "http", "port": 18080},
+        log_dir="/var/log/app",
+    )
+    people = [
+        Person(name="carol", roles=["requester"]),
+        Person(name="bob", roles=["approver"]),
+        Person(name="mon", roles=["monitor"]),
+    ]
+    catalog = [CatalogItem.model_validate(item) for item in lab_catalog()]
+    return Estate(hosts=hosts, services=[app], people=people, catalog=catalog)
+
+
+def problems(estate: Estate, item: str, inputs: dict, requester: str = "carol") -> dict:
+    with pytest.raises(InvalidRequestError) as caught:
+        validate_request(estate, item, inputs, requester)
+    return dict(caught.value.problems)
+
+
+def test_valid_inputs_are_normalised(small_estate: Estate) -> None:
+    item, person, inputs = validate_request(
+        small_estate, "clear-old-logs", {"service": "app", "older_than_days": "14"}, "carol"
+    )
+    assert (item.name, person.name, inputs) == (
+        "clear-old-logs",
+        "carol",
+        {"service": "app", "older_than_days": 14},
+    )
+    _, _, optional_left_out = validate_request(
+        small_estate, "clear-old-logs", {"service": "app"}, "carol"
+    )
+    assert optional_left_out == {"service": "app"}
+
+
+@pytest.mark.parametrize(
+    ("item", "inputs", "field", "reason"),
+    [
+        (
+            "restart-service",
+            {"service": "nope", "host": "lab01"},
+            "inputs.service",
+            "no service 'nope' in the estate (choices: app)",
+        ),
+        (
+            "restart-service",
+            {"service": "app", "host": "lab03"},
+            "inputs.host",
+            "host 'lab03' does not run service 'app' (its hosts: lab01, lab02)",
+        ),
+        (
+            "restart-service",
+            {"service": "app", "host": "lab09"},
+            "inputs.host",
+            "no host 'lab09' in the estate",
+        ),
+        ("restart-service", {"service": "app"}, "inputs.host", "required"),
+        (
+            "restart-service",
+            {"service": "app", "host": "lab01", "colour": "red"},
+            "inputs.colour",
+            "not an input of restart-service",
+        ),
+        (
+            "clear-old-logs",
+            {"service": "app", "older_than_days": 9999},
+            "inputs.older_than_days",
+            "9999 is above the maximum 365",
+        ),
+        (
+            "clear-old-logs",
+            {"service": "app", "older_than_days": 0},
+            "inputs.older_than_days",
+            "0 is below the minimum 1",
+        ),
+        (
+            "clear-old-logs",
+            {"service": "app", "older_than_days": "7; reboot"},
+            "inputs.older_than_days",
+            "is not an integer",
+        ),
+        (
+            "clear-old-logs",
+            {"service": "app", "older_than_days": True},
+            "inputs.older_than_days",
+            "expected an integer, got bool",
+        ),
+        (
+            "create-app-account",
+            {"service": "app", "username": "x; rm -rf /"},
+            "inputs.username",
+            "does not match the pattern",
+        ),
+        (
+            "create-app-account",
+            {"service": "app", "username": "$(reboot)"},
+            "inputs.username",
+            "does not match the pattern",
+        ),
+        (
+            "create-app-account",
+            {"service": "app", "username": "svc\nroot"},
+            "inputs.username",
+            "control character",
+        ),
+        (
+            "create-app-account",
+            {"service": "app", "username": "a" * 40},
+            "inputs.username",
+            "longer than 32 characters",
+        ),
+        ("diagnostic-bundle", {"host": ["lab01"]}, "inputs.host", "got list"),
+        ("no-such-item", {}, "item", "no catalog item 'no-such-item'"),
+    ],
+)
+def test_bad_requests_name_the_field_and_reason(small_estate, item, inputs, field, reason) -> None:
+    found = problems(small_estate, item, inputs)
+    assert field in found, found
+    assert reason in found[field]
+
+
+def test_every_problem_is_reported_at_once(small_estate: Estate) -> None:
+    found = problems(small_estate, "create-app-account", {"service": "x", "username": "A B"})
+    assert set(found) == {"inputs.service", "inputs.username"}
+
+
+def test_who_may_request(small_estate: Estate) -> None:
+    with pytest.raises(NotEntitledError, match="mon may not request restart-service"):
+        validate_request(
+            small_estate, "restart-service", {"service": "app", "host": "lab01"}, "mon"
+        )
+    assert "requester" in problems(small_estate, "restart-service", {}, requester="nobody")
+
+
+def _request(**fields) -> ServiceRequest:
+    base = {"id": 7, "item": "x", "requester": "carol", "submitted_at": NOW, "updated_at": NOW}
+    return ServiceRequest.model_validate({**base, **fields})
+
+
+def test_state_machine_allows_the_process_and_nothing_else() -> None:
+    record = _request()
+    assert record.number == "REQ0000007"
+    waiting = apply_transition(record, "awaiting-approval", NOW, approval_due_at=NOW)
+    approved = apply_transition(waiting, "approved", NOW + timedelta(seconds=5), approver="bob")
+    assert approved.decided_at == NOW + timedelta(seconds=5) and approved.approval_due_at is None
+    fulfilling = apply_transition(approved, "fulfilling", NOW)
+    done = apply_transition(fulfilling, "fulfilled", NOW, outcome="ok")
+    assert done.is_closed and done.closed_at == NOW
+    with pytest.raises(IllegalRequestTransitionError, match="allowed from fulfilled: none"):
+        apply_transition(done, "failed", NOW)
+    with pytest.raises(IllegalRequestTransitionError, match="from submitted to fulfilling"):
+        apply_transition(record, "fulfilling", NOW)
+    with pytest.raises(IllegalRequestTransitionError, match="from fulfilling to canceled"):
+        apply_transition(fulfilling, "canceled", NOW)
+    with pytest.raises(ValueError, match="needs an approver"):
+        apply_transition(waiting, "approved", NOW)
+
+
+def test_decision_signatures_bind_request_run_decision_approver_and_comment() -> None:
+    key = b"k" * 32
+    signature = decision_signature(key, 7, "run-1", "approve", "bob", "ok")
+    assert signature_valid(key, signature, 7, "run-1", "approve", "bob", "ok")
+    for changed in (
+        (8, "run-1", "approve", "bob", "ok"),
+        (7, "run-2", "approve", "bob", "ok"),
+        (7, "run-1", "reject", "bob", "ok"),
+        (7, "run-1", "approve", "eve", "ok"),
+        (7, "run-1", "approve", "bob", "ok!"),
+    ):
+        assert not signature_valid(key, signature, *changed)
+    assert not signature_valid(b"other" * 8, signature, 7, "run-1", "approve", "bob", "ok")
+    assert not signature_valid(key, None, 7, "run-1", "approve", "bob", "ok")
