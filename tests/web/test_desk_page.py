@@ -90,3 +90,30 @@ def test_a_wrong_token_is_refused_plainly(page, desk) -> None:
     page.click("#sign-in")
     page.wait_for_selector("#sign-in-result:has-text('Could not sign in')")
     assert page.is_hidden("#report-section")
+
+
+def test_an_approver_approves_and_the_requester_sees_it_fulfilled(browser, desk, lab) -> None:
+    requester = browser.new_context().new_page()
+    requester.set_default_timeout(20_000)
+    sign_in(requester, desk, lab, "carol")
+    requester.select_option("#catalog-item", "diagnostic-bundle")
+    requester.select_option("#input-host", lab.hosts[2].name)
+    requester.click("#request-submit")
+    requester.wait_for_selector("#request-result.ok")
+    number = requester.inner_text("#request-result").split("request is ")[1].split(" ")[0]
+    mine = requester.locator(f"#my-requests tr[data-number='{number}'] .state")
+    mine.wait_for()
+
+    approver = browser.new_context().new_page()
+    approver.set_default_timeout(20_000)
+    sign_in(approver, desk, lab, "bob")
+    row = approver.locator(f"#pending-approvals tr[data-number='{number}']")
+    row.locator("button[data-decision='approve']").click()
+    approver.wait_for_selector("#approval-result.ok")
+
+    requester.wait_for_function(
+        "n => document.querySelector(`#my-requests tr[data-number='${n}'] .state`)"
+        ".textContent === 'fulfilled'",
+        arg=number,
+        timeout=60_000,
+    )
