@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from desk.cli_incidents import event_app, incident_app
+from desk.cli_problems import known_error_app, problem_app
 from desk.cli_requests import request_app
 from inventory.loader import load_estate
 from opsflow.errors import OpsError
@@ -36,6 +37,8 @@ app.add_typer(_lab_app(), name="lab")
 app.add_typer(event_app, name="event")
 app.add_typer(incident_app, name="incident")
 app.add_typer(request_app, name="request")
+app.add_typer(problem_app, name="problem")
+app.add_typer(known_error_app, name="known-error")
 
 
 def _fail(error: Exception) -> typer.Exit:

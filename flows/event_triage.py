@@ -56,6 +56,7 @@ def event_triage(limit: int = 20_000, start_restoration: bool = True) -> list[di
             "action": d.action,
             "incident": d.incident_number or "",
             "runbook": d.runbook or "",
+            "known error": d.known_error or "",
         }
         for d in decisions[:ARTIFACT_ROWS]
     ]

@@ -3,7 +3,9 @@
 Runs for an incident whose CI and symptom have a runbook. The runbook's steps run inside a
 Prefect transaction, so a failed verification rolls back what remediation changed; a per-host
 concurrency slot keeps two flows from acting on one host; a per-service budget stops
-automatic remediation that keeps recurring and calls a human instead.
+automatic remediation that keeps recurring and calls a human instead. An incident triage
+linked to a known error runs that known error's workaround, resolves with the `workaround`
+code, and the known error counts whether its workaround worked.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from prefect.transactions import transaction
 from flows.runbooks import runbooks
 from flows.runbooks.free_disk_space import disk_ok
 from inventory.models import Estate
+from itsm.problems import KnownError
 from itsm.records import Incident, IncidentUpdate
 from itsm.timeline import render_timeline
 from opsflow.errors import OpsError, PermanentError
 from tasks.concurrency import host_slot
 from tasks.inventory import read_estate
 from tasks.notify import notify_on_call
+from tasks.problems import read_known_error, record_workaround_outcome
 from tasks.records import (
     change_incident,
     count_remediations,
@@ -63,7 +67,7 @@ def incident_restoration(incident: str, verify_deadline_s: float = 20.0) -> str:
         record = change_incident(record.id, IncidentUpdate(state="In Progress"), ACTOR)
     estate = read_estate()
     try:
-        _restore(estate, record, verify_deadline_s)
+        _restore(estate, record, verify_deadline_s, _workaround_of(record))
     except OpsError as exc:
         logger.warning("%s: escalating: %s", record.number, exc)
         record = _escalate(estate, record, str(exc))
@@ -73,7 +77,17 @@ def incident_restoration(incident: str, verify_deadline_s: float = 20.0) -> str:
     return record.state
 
 
-def _restore(estate: Estate, record: Incident, verify_deadline_s: float) -> None:
+def _workaround_of(record: Incident) -> KnownError | None:
+    """The known error whose workaround is this incident's runbook, if triage linked one."""
+    if record.known_error_id is None:
+        return None
+    known_error = read_known_error(record.known_error_id)
+    return known_error if known_error.workaround == record.runbook else None
+
+
+def _restore(
+    estate: Estate, record: Incident, verify_deadline_s: float, workaround: KnownError | None
+) -> None:
     runbook = runbooks().get(record.runbook or "")
     if runbook is None:
         raise RestorationError(f"no runbook for {record.number} (runbook {record.runbook!r})")
@@ -92,34 +106,51 @@ def _restore(estate: Estate, record: Incident, verify_deadline_s: float) -> None
     started = datetime.now(UTC)
     with host_slot(host.name):
         record_remediation(service.name, host.name, record.id)
-        write_worklog(record.id, ACTOR, f"runbook {runbook.name} started on {host.name}")
-        with transaction() as txn:
-            txn.set("incident_id", record.id)
-            diagnosis = runbook.diagnose(host, service)
-            write_worklog(record.id, ACTOR, f"diagnosis: {diagnosis.summary}")
-            remediation = runbook.remediate(host, service)
-            write_worklog(record.id, ACTOR, "remediation: " + "; ".join(remediation.actions))
-            health = verify_restored(host, service, verify_deadline_s)
-            detail = health.detail
-            if runbook.verify_disk:
-                ok, detail = disk_ok(host, service)
-                if not ok:
-                    raise RestorationError(f"verification failed: {detail}")
+        note = f"runbook {runbook.name} started on {host.name}"
+        if workaround is not None:
+            note += f" as the workaround of {workaround.number}"
+        write_worklog(record.id, ACTOR, note)
+        try:
+            with transaction() as txn:
+                txn.set("incident_id", record.id)
+                diagnosis = runbook.diagnose(host, service)
+                write_worklog(record.id, ACTOR, f"diagnosis: {diagnosis.summary}")
+                remediation = runbook.remediate(host, service)
+                write_worklog(record.id, ACTOR, "remediation: " + "; ".join(remediation.actions))
+                health = verify_restored(host, service, verify_deadline_s)
+                detail = health.detail
+                if runbook.verify_disk:
+                    ok, detail = disk_ok(host, service)
+                    if not ok:
+                        raise RestorationError(f"verification failed: {detail}")
+        except Exception:
+            if workaround is not None:
+                record_workaround_outcome(workaround.id, record.id, worked=False)
+            raise
     restored_in = (datetime.now(UTC) - started).total_seconds()
     write_worklog(record.id, ACTOR, f"verified: {detail}")
     change_incident(
         record.id,
         IncidentUpdate(
             state="Resolved",
-            resolution_code="auto-remediated",
+            resolution_code="workaround" if workaround else "auto-remediated",
             resolution_notes=(
-                f"{runbook.name}: {diagnosis.summary}; "
+                (f"workaround of {workaround.number}: " if workaround else "")
+                + f"{runbook.name}: {diagnosis.summary}; "
                 + "; ".join(remediation.actions)
                 + f"; verified in {restored_in:.1f}s ({detail})"
             ),
         ),
         ACTOR,
     )
+    if workaround is not None:
+        counted = record_workaround_outcome(workaround.id, record.id, worked=True)
+        write_worklog(
+            record.id,
+            ACTOR,
+            f"{counted.number}'s workaround has worked {counted.times_worked} of "
+            f"{counted.times_applied} times",
+        )
 
 
 def _escalate(estate: Estate, record: Incident, reason: str) -> Incident:

@@ -294,6 +294,14 @@ class EstateSettings(StrictModel):
         description="Automatic remediations per service per hour before escalating.",
     )
     default_team: Name = "ops"
+    problem_threshold: int = Field(
+        default=3,
+        ge=2,
+        description="Incidents of one service and symptom within the window that open a problem.",
+    )
+    problem_window_days: int = Field(
+        default=7, ge=1, description="How many days back the problem review looks."
+    )
 
 
 class Estate(StrictModel):

@@ -1,7 +1,9 @@
 """Event triage: classify each event, then record it, correlate it, or open an incident.
 
 Pure decisions over the estate's rules plus the store's writes, so the triage flow can run a
-micro-batch of thousands of events in one call, in milliseconds per event.
+micro-batch of thousands of events in one call, in milliseconds per event. The known-error
+database is read once per batch and consulted before the estate's runbooks: a new incident
+that shows a known error is linked to it and gets its workaround as its runbook.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from datetime import datetime
 from typing import Literal
 
 from inventory.models import Estate, EventRule
+from itsm.problem_store import ProblemStore
+from itsm.problems import KnownError, match_known_error
 from itsm.records import Event, EventClass, IncidentCreate, IncidentUpdate
 from itsm.store import Store
 
@@ -57,6 +61,7 @@ class Decision:
     incident_id: int | None = None
     incident_number: str | None = None
     runbook: str | None = None
+    known_error: str | None = None
 
 
 def _matches(rule: EventRule, labels: dict[str, str]) -> bool:
@@ -141,8 +146,11 @@ def triage(
     """Decide every event of a batch, write the outcomes, and return the decisions in order.
 
     Firing exceptions with the same correlation key go to one open incident; a resolved
-    alert closes the loop on the incident it raised.
+    alert closes the loop on the incident it raised; an incident opened for a known error
+    is linked to it and runs its workaround.
     """
+    problem_store = ProblemStore(store)
+    known_errors = problem_store.active_known_errors()
     decisions: list[Decision] = []
     by_key: dict[str, list[tuple[Event, Classification]]] = defaultdict(list)
     for event in events:
@@ -159,7 +167,11 @@ def triage(
         else:
             by_key[verdict.correlation_key].append((event, verdict))
     for key, group in by_key.items():
-        verdict = group[0][1]
+        first, verdict = group[0]
+        known_error = _known_error_for(first, verdict, known_errors)
+        runbook = verdict.runbook
+        if known_error is not None and _automatable(known_error.workaround, first, estate):
+            runbook = known_error.workaround
         for event, _ in group:
             incident, created = store.open_or_correlate(
                 IncidentCreate(
@@ -170,13 +182,19 @@ def triage(
                     impact=verdict.impact,
                     urgency=verdict.urgency,
                     correlation_key=key,
-                    runbook=verdict.runbook,
+                    runbook=runbook,
                     assignment_group=_team_for(event, estate),
                 ),
                 event.occurred_at,
                 actor="triage",
                 flow_run_id=flow_run_id,
             )
+            linked = None
+            if created and known_error is not None:
+                _apply_known_error(
+                    problem_store, incident.id, known_error, runbook, now, flow_run_id
+                )
+                linked = known_error.number
             decisions.append(
                 Decision(
                     event.id,
@@ -185,11 +203,51 @@ def triage(
                     "opened" if created else "correlated",
                     incident.id,
                     incident.number,
-                    verdict.runbook if created else None,
+                    runbook if created else None,
+                    linked,
                 )
             )
     store.mark_triaged([(d.event_id, d.event_class, d.rule, d.incident_id) for d in decisions], now)
     return decisions
+
+
+def _known_error_for(
+    event: Event, verdict: Classification, known_errors: list[KnownError]
+) -> KnownError | None:
+    """The known error an exception event shows, matched on service, symptom, host, labels."""
+    if not known_errors:
+        return None
+    return match_known_error(known_errors, event.service, verdict.symptom, event.host, event.labels)
+
+
+def _automatable(runbook: str, event: Event, estate: Estate) -> bool:
+    """Whether triage may hand `runbook` to restoration: a known runbook on a known host."""
+    return runbook in RUNBOOKS and not (event.host and not _known_host(event.host, estate))
+
+
+def _apply_known_error(
+    problem_store: ProblemStore,
+    incident_id: int,
+    known_error: KnownError,
+    runbook: str | None,
+    now: datetime,
+    flow_run_id: str | None,
+) -> None:
+    """Link a new incident to its known error and say in the worklog what that means."""
+    problem_store.link_incident_to_known_error(
+        incident_id, known_error.id, actor="triage", now=now, flow_run_id=flow_run_id
+    )
+    action = (
+        f"workaround {runbook} applied"
+        if runbook == known_error.workaround
+        else f"workaround {known_error.workaround} cannot run automatically here"
+    )
+    problem_store.store.add_worklog(
+        incident_id,
+        "triage",
+        f"known error {known_error.number}: {known_error.root_cause[:500]}; {action}",
+        now,
+    )
 
 
 def _team_for(event: Event, estate: Estate) -> str:

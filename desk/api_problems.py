@@ -1,0 +1,110 @@
+"""Problems and known errors through the desk: read problems, record and list known errors.
+
+Mounted by `create_app` with `app.include_router(router)`; it uses the app's store and the
+estate's people like every other desk route. Refusals are the store's permanent errors, which
+the app answers 404 (not found) or 409 (illegal move, duplicate, unknown workaround).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+
+from desk.auth import current_person, require
+from inventory.models import Person
+from itsm.problem_store import ProblemStore
+from itsm.problems import (
+    KnownError,
+    KnownErrorCreate,
+    Problem,
+    ProblemState,
+    ProblemUpdate,
+    UnknownRunbookError,
+    check_workaround,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["problems"])
+
+Anyone = Annotated[Person, Depends(current_person)]
+Operator = Annotated[Person, Depends(require("operator"))]
+
+
+def problem_store(request: Request) -> ProblemStore:
+    """The app's problem store, created with its tables on first use."""
+    state = request.app.state
+    if getattr(state, "problem_store", None) is None:
+        state.problem_store = ProblemStore(state.store)
+    return state.problem_store
+
+
+Problems = Annotated[ProblemStore, Depends(problem_store)]
+
+
+def workaround_runbooks() -> list[str]:
+    """The runbooks a known error's workaround may name: every runbook restoration can run."""
+    from flows.runbooks import runbooks
+
+    return sorted(runbooks())
+
+
+@router.get("/problems")
+def list_problems(
+    person: Anyone,
+    problems: Problems,
+    state: Annotated[list[ProblemState] | None, Query()] = None,
+    service: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Problem]:
+    """Problems, newest first, each with the incidents it explains; filter by state or service."""
+    return problems.list_problems(state=state, service=service, limit=limit, offset=offset)
+
+
+@router.get("/problems/{problem_id}")
+def show_problem(problem_id: str, person: Anyone, problems: Problems) -> Problem:
+    """One problem by id or number (PRB0000001), with its incidents and known errors."""
+    return problems.get_problem(problem_id)
+
+
+@router.patch("/problems/{problem_id}")
+def update_problem(
+    problem_id: str, body: ProblemUpdate, person: Operator, problems: Problems
+) -> Problem:
+    """Add root-cause notes or move the problem on; illegal moves are refused (409)."""
+    return problems.update_problem(problem_id, body, actor=person.name, now=datetime.now(UTC))
+
+
+@router.get("/known-errors")
+def list_known_errors(
+    person: Anyone,
+    problems: Problems,
+    service: str | None = None,
+    include_retired: bool = False,
+) -> list[KnownError]:
+    """Known errors with how often their workaround was applied and worked, oldest first."""
+    return problems.list_known_errors(service=service, include_retired=include_retired)
+
+
+@router.post("/known-errors", status_code=status.HTTP_201_CREATED)
+def add_known_error(body: KnownErrorCreate, person: Operator, problems: Problems) -> KnownError:
+    """Record a known error; triage applies its workaround to every new matching incident.
+
+    The workaround must be a runbook opsflow can run (422 otherwise); a duplicate signature
+    is refused (409).
+    """
+    available = workaround_runbooks()
+    try:
+        check_workaround(body.workaround, available)
+    except UnknownRunbookError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return problems.add_known_error(
+        body, actor=person.name, now=datetime.now(UTC), runbooks=available
+    )
+
+
+@router.get("/known-errors/{known_error_id}")
+def show_known_error(known_error_id: str, person: Anyone, problems: Problems) -> KnownError:
+    """One known error by id or number (KE0000001)."""
+    return problems.get_known_error(known_error_id)

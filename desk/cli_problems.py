@@ -1,0 +1,183 @@
+"""`opsflow problem` and `opsflow known-error`: Problem Management from the shell, via the desk."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from desk.client import DeskClient
+from opsflow.errors import OpsError
+from opsflow.settings import get_settings
+
+problem_app = typer.Typer(help="Problems: the causes behind recurring incidents.")
+known_error_app = typer.Typer(help="Known errors: diagnosed faults and their workarounds.")
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    """One desk API call as the CLI's user; a refusal is printed and exits 1."""
+    settings = get_settings()
+    try:
+        return DeskClient(settings.desk_url, settings.api_token()).call(method, path, **kwargs)
+    except OpsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            err_console.print(f"[bold red]error:[/] --label {pair!r}: expected NAME=VALUE")
+            raise typer.Exit(2)
+        labels[name] = value
+    return labels
+
+
+def _problem_table(problems: list[dict[str, Any]]) -> Table:
+    table = Table()
+    table.add_column("number", no_wrap=True)
+    for column in ("state", "service", "symptom", "incidents", "known errors", "opened"):
+        table.add_column(column)
+    for p in problems:
+        table.add_row(
+            p["number"],
+            p["state"],
+            p["service"],
+            p["symptom"],
+            str(len(p["incident_ids"])),
+            ", ".join(f"KE{i:07d}" for i in p["known_error_ids"]) or "-",
+            p["opened_at"][:19],
+        )
+    return table
+
+
+def _known_error_table(known_errors: list[dict[str, Any]]) -> Table:
+    table = Table()
+    table.add_column("number", no_wrap=True)
+    for column in ("signature", "workaround", "applied", "worked", "problem", "root cause"):
+        table.add_column(column)
+    for ke in known_errors:
+        signature = f"{ke['service']}/{ke['symptom']}" + (f" on {ke['host']}" if ke["host"] else "")
+        if ke["labels"]:
+            signature += " " + ",".join(f"{k}={v}" for k, v in sorted(ke["labels"].items()))
+        table.add_row(
+            ke["number"] + (" (retired)" if ke["retired_at"] else ""),
+            signature,
+            ke["workaround"],
+            str(ke["times_applied"]),
+            str(ke["times_worked"]),
+            f"PRB{ke['problem_id']:07d}" if ke["problem_id"] else "-",
+            ke["root_cause"][:60],
+        )
+    return table
+
+
+def _print(data: Any, as_json: bool, table: Table) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        console.print(table)
+
+
+@problem_app.command("list")
+def problem_list(
+    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    service: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Problems, newest first."""
+    params = {"state": state or [], "service": service, "limit": limit}
+    problems = _call("GET", "/problems", params={k: v for k, v in params.items() if v})
+    _print(problems, as_json, _problem_table(problems))
+
+
+@problem_app.command("show")
+def problem_show(
+    problem: Annotated[str, typer.Argument(help="Number (PRB0000001) or id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One problem with its root-cause notes and the incidents it explains."""
+    detail = _call("GET", f"/problems/{problem}")
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+        return
+    console.print(_problem_table([detail]))
+    console.print(f"summary: {detail['summary']}")
+    console.print(f"root cause: {detail['root_cause'] or '-'}")
+    if detail["resolution_notes"]:
+        console.print(f"resolution: {detail['resolution_notes']}")
+    incidents = ", ".join(f"INC{i:07d}" for i in detail["incident_ids"]) or "-"
+    console.print(f"incidents: {incidents}")
+
+
+@problem_app.command("update")
+def problem_update(
+    problem: Annotated[str, typer.Argument(help="Number (PRB0000001) or id.")],
+    state: Annotated[str | None, typer.Option(help="Move to this state.")] = None,
+    root_cause: Annotated[str | None, typer.Option(help="Root-cause notes.")] = None,
+    notes: Annotated[str | None, typer.Option(help="Resolution notes.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add root-cause notes or move a problem on (New → Root Cause Analysis → …)."""
+    body = {"state": state, "root_cause": root_cause, "resolution_notes": notes}
+    detail = _call(
+        "PATCH", f"/problems/{problem}", json={k: v for k, v in body.items() if v is not None}
+    )
+    if as_json:
+        typer.echo(json.dumps(detail, indent=2))
+    else:
+        console.print(f"{detail['number']} {detail['state']}")
+
+
+@known_error_app.command("add")
+def known_error_add(
+    service: Annotated[str, typer.Option(help="The service the fault shows on.")],
+    symptom: Annotated[str, typer.Option(help="The incidents' symptom, e.g. service-down.")],
+    root_cause: Annotated[str, typer.Option(help="What causes it.")],
+    workaround: Annotated[str, typer.Option(help="Runbook that restores service meanwhile.")],
+    host: Annotated[str | None, typer.Option(help="Only on this host.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE an event must carry, repeatable.")
+    ] = None,
+    problem: Annotated[str | None, typer.Option(help="The problem it comes from.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a known error; triage applies its workaround to matching new incidents."""
+    body = {
+        "service": service,
+        "symptom": symptom,
+        "host": host,
+        "labels": _labels(label or []),
+        "root_cause": root_cause,
+        "workaround": workaround,
+        "problem": problem,
+    }
+    known_error = _call("POST", "/known-errors", json=body)
+    if as_json:
+        typer.echo(json.dumps(known_error, indent=2))
+    else:
+        console.print(f"{known_error['number']} recorded: workaround {known_error['workaround']}")
+
+
+@known_error_app.command("list")
+def known_error_list(
+    service: Annotated[str | None, typer.Option()] = None,
+    retired: Annotated[bool, typer.Option("--retired", help="Include retired ones.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Known errors with how often their workaround was applied and worked."""
+    params: dict[str, Any] = {"include_retired": retired}
+    if service:
+        params["service"] = service
+    known_errors = _call("GET", "/known-errors", params=params)
+    _print(known_errors, as_json, _known_error_table(known_errors))
