@@ -120,9 +120,13 @@ def desk(lab, ssh_credentials, pager, generous_budget):
     thread.join(30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def monitoring(lab, desk):
-    """Real Prometheus and Alertmanager watching the lab, posting to the desk with a token."""
+    """Real Prometheus and Alertmanager watching the lab, posting to the desk with a token.
+
+    Module-scoped: while it runs, a service a test stops is restored within seconds, which
+    tests outside the closed loop must not see.
+    """
     from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
     from lab.people import token_file
 
