@@ -25,6 +25,7 @@ from itsm.records import Incident, IncidentUpdate
 from itsm.timeline import render_timeline
 from opsflow.errors import OpsError, PermanentError
 from tasks.concurrency import host_slot
+from tasks.events import emit_incident_event
 from tasks.inventory import read_estate
 from tasks.notify import notify_on_call
 from tasks.problems import read_known_error, record_workaround_outcome
@@ -71,8 +72,10 @@ def incident_restoration(incident: str, verify_deadline_s: float = 20.0) -> str:
     except OpsError as exc:
         logger.warning("%s: escalating: %s", record.number, exc)
         record = _escalate(estate, record, str(exc))
+        emit_incident_event(record.id, "escalated")
     else:
         record = read_incident(str(record.id))
+        emit_incident_event(record.id, "resolved")
     _publish_timeline(record)
     return record.state
 

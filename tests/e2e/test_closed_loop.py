@@ -7,7 +7,7 @@ import pytest
 from lab.hosts import SVC, break_host, run_on_host
 from tasks.records import open_store
 from tasks.services import probe_health
-from tests.support import wait_for
+from tests.support import prefect_events, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]
 
@@ -24,6 +24,18 @@ def incident_for(host: str, symptom: str):
 def resolved_incident(host: str, symptom: str):
     incident = incident_for(host, symptom)
     return incident if incident and incident.state == "Resolved" else None
+
+
+def incident_events(number: str, change: str) -> list[dict]:
+    return wait_for(
+        lambda: [
+            e
+            for e in prefect_events(f"opsflow.incident.{change}")
+            if e["payload"].get("number") == number
+        ],
+        30,
+        f"the {change} event of {number} in Prefect",
+    )
 
 
 def resolved_alert_triaged(incident) -> bool:
@@ -60,6 +72,9 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
     worklog = [w.text for w in open_store().worklog(incident.id)]
     assert any(t.startswith("diagnosis:") for t in worklog)
     assert any(t.startswith("verified:") for t in worklog)
+    assert [e["payload"]["state"] for e in incident_events(incident.number, "resolved")] == [
+        "Resolved"
+    ]
     wait_for(lambda: resolved_alert_triaged(incident), 30, "the resolved alert, triaged")
     assert open_store().get_incident(incident.id).state == "Resolved"
     if kind == "disk":
@@ -89,3 +104,4 @@ def test_unrecoverable_service_escalates_to_a_human(lab, pager) -> None:
     worklog = [w.text for w in open_store().worklog(incident.id)]
     assert any(t.startswith("stopped app on") for t in worklog), worklog
     assert any("escalated to ops" in t for t in worklog)
+    assert incident_events(incident.number, "escalated")

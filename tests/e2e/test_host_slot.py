@@ -21,8 +21,13 @@ def test_restoration_waits_for_the_hosts_slot(lab, desk) -> None:
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident, _ = open_store().open_or_correlate(
         IncidentCreate(
-            host=host, service="app", symptom="service-down", summary="slot test",
-            impact=2, urgency=1, runbook="restart-service",
+            host=host,
+            service="app",
+            symptom="service-down",
+            summary="slot test",
+            impact=2,
+            urgency=1,
+            runbook="restart-service",
             correlation_key=f"{host}/app/slot-test",
         ),
         datetime.now(UTC),
@@ -35,8 +40,11 @@ def test_restoration_waits_for_the_hosts_slot(lab, desk) -> None:
             target=lambda: result.append(incident_restoration(incident.number))
         )
         worker.start()
-        wait_for(lambda: open_store().get_incident(incident.id).state == "In Progress", 30,
-                 "the restoration to start")
+        wait_for(
+            lambda: open_store().get_incident(incident.id).state == "In Progress",
+            30,
+            "the restoration to start",
+        )
         time.sleep(max(0.0, HELD_S - (time.monotonic() - held_since)))
         worklog = [w.text for w in open_store().worklog(incident.id)]
         assert not any(t.startswith("runbook ") for t in worklog), "acted while the slot was held"

@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import requests
-from prefect.settings import PREFECT_API_URL
 
 from lab.people import token_file
-from tests.support import wait_for
-
-
-def prefect_events(prefix: str) -> list[dict]:
-    answer = requests.post(
-        f"{PREFECT_API_URL.value()}/events/filter",
-        json={"filter": {"event": {"prefix": [prefix]}}, "limit": 50},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return answer.json()["events"]
+from tests.support import prefect_events, wait_for
 
 
 def test_opened_and_resolved_incident_events(desk, lab) -> None:
