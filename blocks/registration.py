@@ -17,6 +17,13 @@ def register_block_types() -> None:
         block_type.register_type_and_schema()
 
 
+def save_desk_token(token: str, name: str = "opsflow-desk-token") -> None:
+    """Store the token routine jobs post events to the desk with, as a Secret block."""
+    from prefect.blocks.system import Secret
+
+    Secret(value=token).save(name, overwrite=True)
+
+
 def save_ssh_credentials(
     name: str,
     key_file: Path,

@@ -96,6 +96,17 @@ def inventory_check(
     )
 
 
+@inventory_app.command("show")
+def inventory_show_command(
+    host: Annotated[str, typer.Argument(help="Host name, as in the inventory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A host's inventory entry, latest facts, a short history of them, and its drift."""
+    from desk.cli_inventory import inventory_show
+
+    inventory_show(host, as_json)
+
+
 @credentials_app.command("add")
 def credentials_add(
     name: Annotated[str, typer.Argument(help="Block name the inventory's hosts refer to.")],

@@ -154,6 +154,10 @@ def _start_opsflow(
         stack.callback(_stop, pager)
         children.append(pager)
         save_webhook_pager("ops-pager", f"http://127.0.0.1:{PAGER_PORT}/page")
+        from blocks.registration import save_desk_token
+        from lab.people import token_file as lab_token_file
+
+        save_desk_token(lab_token_file(lab.directory, "routine-jobs").read_text())
     desk_port = int(settings.desk_url.rsplit(":", 1)[1].split("/")[0])
     console.print(f"[bold]Desk[/] starting on {settings.desk_url} …")
     desk = _start(

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 from inventory.models import Estate, EventRule
+from itsm.maintenance_store import declared_windows
 from itsm.problem_store import ProblemStore
 from itsm.problems import KnownError, match_known_error
 from itsm.records import Event, EventClass, IncidentCreate, IncidentUpdate
@@ -153,9 +154,12 @@ def triage(
     known_errors = problem_store.active_known_errors()
     decisions: list[Decision] = []
     by_key: dict[str, list[tuple[Event, Classification]]] = defaultdict(list)
+    declared = declared_windows(store, [e.occurred_at for e in events])
     for event in events:
         verdict = classify(event, estate)
-        window = in_maintenance(event, estate, event.occurred_at)
+        window = in_maintenance(event, estate, event.occurred_at) or declared.covering(
+            event.host, event.occurred_at
+        )
         if event.status == "resolved" and verdict.event_class != "informational":
             decisions.append(_close_loop(store, event, verdict, now, flow_run_id))
         elif verdict.event_class != "exception":

@@ -19,6 +19,7 @@ PEOPLE = [
     {"name": "bob", "full_name": "Bob Approver", "team": "ops", "roles": ["approver"]},
     {"name": "carol", "full_name": "Carol User", "team": "users", "roles": ["requester"]},
     {"name": "alertmanager", "full_name": "Lab Alertmanager", "team": "ops", "roles": ["monitor"]},
+    {"name": "routine-jobs", "full_name": "Routine jobs", "team": "ops", "roles": ["monitor"]},
 ]
 TEAMS = [
     {"name": "ops", "on_call": "alice", "notify_block": "custom-webhook/ops-pager"},

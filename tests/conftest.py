@@ -104,8 +104,13 @@ def generous_budget(lab) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def desk(lab, ssh_credentials, pager, generous_budget):
-    """The desk served by uvicorn on a free port, with its triage and restoration dispatcher."""
+    """The desk served by uvicorn on a free port, with its triage and restoration dispatcher.
+
+    Routine jobs find it through OPSFLOW_DESK_URL and the `opsflow-desk-token` Secret block.
+    """
+    from blocks.registration import save_desk_token
     from desk.server import build_desk
+    from lab.people import token_file
 
     app, dispatcher = build_desk(lab.estate_dir)
     port = free_port()
@@ -114,6 +119,8 @@ def desk(lab, ssh_credentials, pager, generous_budget):
     thread.start()
     wait_for(lambda: server.started, 30, "the desk to start")
     server.url = f"http://127.0.0.1:{port}"
+    os.environ["OPSFLOW_DESK_URL"] = server.url
+    save_desk_token(token_file(lab.directory, "routine-jobs").read_text())
     server.dispatcher = dispatcher
     yield server
     server.should_exit = True

@@ -1,0 +1,69 @@
+"""Drift between the inventory and the facts: what the estate says versus what the hosts show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel
+
+from inventory.models import Estate
+from itsm.facts_store import FactsSnapshot
+
+DriftKind = Literal["host-unreachable", "host-not-gathered", "service-missing", "service-stopped"]
+
+SERVICE_DRIFT: dict[str, DriftKind] = {"missing": "service-missing", "stopped": "service-stopped"}
+"""Service states that contradict the inventory placing the service on the host."""
+
+
+class Drift(BaseModel):
+    """One way a host differs from what the inventory says about it."""
+
+    host: str
+    kind: DriftKind
+    service: str | None = None
+    detail: str
+
+
+def find_drift(estate: Estate, snapshots: Iterable[FactsSnapshot]) -> list[Drift]:
+    """Compare the latest snapshot of every inventory host with what the inventory says.
+
+    A host with no snapshot, or an unreachable one, is drift; so is a service the inventory
+    places on a host whose status command says it is not installed (`missing`) or not
+    running (`stopped`).
+    """
+    latest: dict[str, FactsSnapshot] = {}
+    for snapshot in snapshots:
+        known = latest.get(snapshot.host)
+        if known is None or snapshot.gathered_at >= known.gathered_at:
+            latest[snapshot.host] = snapshot
+    drift: list[Drift] = []
+    for host in estate.hosts:
+        snapshot = latest.get(host.name)
+        if snapshot is None:
+            drift.append(Drift(host=host.name, kind="host-not-gathered", detail="no facts yet"))
+            continue
+        if not snapshot.reachable:
+            drift.append(
+                Drift(
+                    host=host.name,
+                    kind="host-unreachable",
+                    detail=snapshot.error or "no answer",
+                )
+            )
+            continue
+        for service in estate.services:
+            if host not in estate.hosts_of(service):
+                continue
+            state = snapshot.services.get(service.name, "unchecked")
+            kind = SERVICE_DRIFT.get(state.split(" ", 1)[0])
+            if kind is not None:
+                drift.append(
+                    Drift(
+                        host=host.name,
+                        kind=kind,
+                        service=service.name,
+                        detail=f"inventory places {service.name} here; status says {state}",
+                    )
+                )
+    return drift

@@ -1,0 +1,148 @@
+"""Read and change whether a service runs on a host, through its inventory control commands."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.logging import get_run_logger
+from pydantic import BaseModel
+
+from inventory.models import Host, Service, ServiceControl
+from opsflow.errors import CommandFailedError, PermanentError
+from tasks.retry import is_transient
+from tasks.ssh import execute
+
+STATUS_TIMEOUT_S = 30.0
+CONTROL_TIMEOUT_S = 90.0
+
+ServiceState = Literal["running", "stopped", "missing", "unknown", "unchecked"]
+
+
+def state_from_status(exit_status: int) -> ServiceState:
+    """The LSB meaning of a status command's exit status (126/127: the command is not there)."""
+    if exit_status == 0:
+        return "running"
+    if exit_status in (1, 2, 3):
+        return "stopped"
+    if exit_status in (126, 127):
+        return "missing"
+    return "unknown"
+
+
+def control_of(service: Service) -> ServiceControl:
+    """The service's control commands; PermanentError when the inventory has none."""
+    if service.control is None:
+        raise PermanentError(f"service {service.name} has no control commands in the inventory")
+    return service.control
+
+
+def service_state(host: Host, service: Service) -> ServiceState:
+    """Ask the service's status command on the host what state it is in."""
+    if service.control is None:
+        return "unchecked"
+    result = execute(host, service.control.status, timeout_s=STATUS_TIMEOUT_S, check=False)
+    return state_from_status(result.exit_status)
+
+
+class ServiceStates(BaseModel):
+    """The state of each service the inventory places on one host."""
+
+    host: str
+    states: dict[str, ServiceState]
+
+
+@task(
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[1, 3],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=is_transient,
+    timeout_seconds=180,
+    task_run_name="read_service_states[{host.name}]",
+)
+def read_service_states(host: Host, services: list[Service]) -> ServiceStates:
+    """Run every given service's status command on the host (reads only, so safe to retry)."""
+    return ServiceStates(host=host.name, states={s.name: service_state(host, s) for s in services})
+
+
+class ControlResult(BaseModel):
+    """What stopping or starting a service did on one host."""
+
+    host: str
+    service: str
+    action: Literal["stop", "start"]
+    changed: bool
+    detail: str
+
+
+def stop(host: Host, service: Service) -> ControlResult:
+    """Stop the service unless its status says it is already stopped."""
+    commands = control_of(service)
+    before = service_state(host, service)
+    if before != "running":
+        return ControlResult(
+            host=host.name,
+            service=service.name,
+            action="stop",
+            changed=False,
+            detail=f"status says {before}: nothing stopped",
+        )
+    result = execute(host, commands.stop, timeout_s=CONTROL_TIMEOUT_S)
+    return ControlResult(
+        host=host.name,
+        service=service.name,
+        action="stop",
+        changed=True,
+        detail=(result.stdout or result.stderr).strip()[-300:],
+    )
+
+
+def start(host: Host, service: Service) -> ControlResult:
+    """Start the service unless its status says it already runs."""
+    commands = control_of(service)
+    if service_state(host, service) == "running":
+        return ControlResult(
+            host=host.name,
+            service=service.name,
+            action="start",
+            changed=False,
+            detail="status says running: nothing started",
+        )
+    result = execute(host, commands.start, timeout_s=CONTROL_TIMEOUT_S)
+    return ControlResult(
+        host=host.name,
+        service=service.name,
+        action="start",
+        changed=True,
+        detail=(result.stdout or result.stderr).strip()[-300:],
+    )
+
+
+@task(
+    cache_policy=NONE,
+    timeout_seconds=180,
+    task_run_name="stop_service[{service.name}@{host.name}]",
+)
+def stop_service(host: Host, service: Service) -> ControlResult:
+    """Task form of `stop`; not retried, a stop half-done is not ours to repeat blindly."""
+    result = stop(host, service)
+    get_run_logger().info("%s: stop %s: %s", host.name, service.name, result.detail)
+    return result
+
+
+@task(
+    cache_policy=NONE,
+    timeout_seconds=180,
+    task_run_name="start_service[{service.name}@{host.name}]",
+)
+def start_service(host: Host, service: Service) -> ControlResult:
+    """Task form of `start`; not retried, a failed start is reported, not repeated."""
+    try:
+        result = start(host, service)
+    except CommandFailedError:
+        get_run_logger().exception("%s: %s did not start", host.name, service.name)
+        raise
+    get_run_logger().info("%s: start %s: %s", host.name, service.name, result.detail)
+    return result

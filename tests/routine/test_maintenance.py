@@ -1,0 +1,160 @@
+"""A job's own maintenance window suppresses the incident its stop causes, and only that one."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import itsm.triage
+from flows.routine_ops import backup_services, health_check, health_event
+from itsm.maintenance_store import (
+    active_windows,
+    close_window,
+    declare_window,
+    declared_windows,
+    get_window,
+)
+from itsm.store import Store
+from lab.hosts import SVC, run_on_host
+from tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
+from tasks.records import open_store
+from tasks.service_control import stop_service
+from tasks.services import HealthResult, probe_health
+from tests.support import wait_for
+
+T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+HOST = "lab04"
+
+TRIAGE_WIRED = "declared_windows" in inspect.getsource(itsm.triage) or (
+    "active_windows" in inspect.getsource(itsm.triage)
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'windows.db'}")
+
+
+def test_a_declared_window_covers_its_hosts_for_its_time_only(store: Store) -> None:
+    window = declare_window(
+        store, "backup-services", ["lab02", "lab01"], "cold backup", T0, T0 + timedelta(hours=1)
+    )
+    assert window.hosts == ["lab01", "lab02"]
+    assert active_windows(store, "lab01", T0 + timedelta(minutes=5)) == [window.label]
+    assert active_windows(store, "lab03", T0 + timedelta(minutes=5)) == []
+    assert active_windows(store, "lab01", T0 - timedelta(seconds=1)) == []
+    assert active_windows(store, "lab01", T0 + timedelta(hours=1)) == []
+
+    closed = close_window(store, window.id, T0 + timedelta(minutes=10), T0 + timedelta(minutes=9))
+    assert closed.end == T0 + timedelta(minutes=10)
+    assert active_windows(store, "lab01", T0 + timedelta(minutes=11)) == []
+    # Closing again, or later than declared, never extends it.
+    close_window(store, window.id, T0 + timedelta(hours=5), T0 + timedelta(hours=5))
+    assert get_window(store, window.id).end == T0 + timedelta(minutes=10)
+
+    batch = declared_windows(store, [T0 + timedelta(minutes=1), T0 + timedelta(minutes=30)])
+    assert batch.covering("lab02", T0 + timedelta(minutes=1)) == window.label
+    assert batch.covering("lab02", T0 + timedelta(minutes=30)) is None
+    assert batch.covering(None, T0 + timedelta(minutes=1)) is None
+
+
+def test_all_clear_only_where_an_incident_waits_and_nothing_refires() -> None:
+    def event(host: str, severity: str = "critical") -> DeskEvent:
+        return DeskEvent(
+            source="opsflow-certificates",
+            fingerprint=f"certificate/{host}/x",
+            host=host,
+            service="app",
+            severity=severity,
+            labels={"symptom": "certificate-expiring"},
+            occurred_at=T0,
+        )
+
+    waiting = [
+        OpenIncident(
+            number="INC1", host=h, service="app", symptom="certificate-expiring", state="New"
+        )
+        for h in ("lab01", "lab02")
+    ]
+    resolved = clearing_events(
+        waiting, [event("lab01"), event("lab02"), event("lab03")], [event("lab02")]
+    )
+    assert [(e.host, e.status) for e in resolved] == [("lab01", "resolved")]
+
+
+def decided(fingerprint: str, occurred_at: datetime):
+    """The triaged event of `fingerprint` that occurred at `occurred_at`, once triaged."""
+    for event in open_store().events_with_fingerprint(fingerprint):
+        if event.occurred_at == occurred_at and event.triaged_at is not None:
+            return event
+    return None
+
+
+@pytest.mark.skipif(
+    not TRIAGE_WIRED,
+    reason="needs itsm/triage.py to consult itsm.maintenance_store (the lead's wiring)",
+)
+@pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted:UserWarning")
+def test_a_job_s_window_suppresses_its_own_stop_but_not_the_same_stop_later(
+    lab, estate, desk_url: str, ssh_credentials, tmp_path: Path
+) -> None:
+    host, service = estate.host(HOST), estate.service("app")
+    seen: list[tuple[HealthResult, datetime]] = []
+    done = threading.Event()
+
+    def monitor() -> None:
+        """A monitor probing as fast as it can, reporting the first failure it sees."""
+        while not done.is_set() and not seen:
+            result = probe_health(host, service)
+            if not result.healthy:
+                seen.append((result, datetime.now(UTC)))
+                send_events([health_event(*seen[0])])
+
+    watcher = threading.Thread(target=monitor)
+    watcher.start()
+    try:
+        [backup] = backup_services(
+            {"app": ["/etc/app"]},
+            hosts=[HOST],
+            quiesce=True,
+            window_grace_s=0,
+            restore_tests=0,
+            backup_dir=str(tmp_path),
+        )
+    finally:
+        done.set()
+        watcher.join(30)
+    assert backup.quiesced and backup.downtime_s > 0
+    assert seen, "the monitor never saw the service stopped"
+    result, observed = seen[0]
+    fingerprint = health_event(result, observed).fingerprint
+    inside = wait_for(lambda: decided(fingerprint, observed), 20, "triage of the in-window event")
+    assert inside.incident_id is None
+    assert "[backup-services #" in (inside.rule or ""), inside.rule
+    assert probe_health(host, service).healthy, "the job did not start the service again"
+
+    # The same stop, outside any window: the health check's event opens an incident.
+    try:
+        assert stop_service(host, service).changed
+        [failed] = health_check(hosts=[HOST])
+        assert not failed.healthy
+        events = wait_for(
+            lambda: [
+                e
+                for e in open_store().events_with_fingerprint(fingerprint)
+                if e.occurred_at > observed and e.triaged_at is not None
+            ],
+            20,
+            "triage of the event outside the window",
+        )
+        assert events[0].incident_id is not None, events[0].rule
+        incident = open_store().get_incident(events[0].incident_id)
+        assert (incident.host, incident.symptom) == (HOST, "service-down")
+        # The desk restores it through the restart-service runbook.
+        wait_for(lambda: probe_health(host, service).healthy, 60, "the desk to restore the app")
+    finally:
+        run_on_host(HOST, [SVC, "start"])
