@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from prefect import tags
 
 from desk.app import create_app
 from desk.dispatch import Dispatcher, without_heartbeats
@@ -51,10 +52,16 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
 
     estate = EstateCache(estate_dir or get_settings().estate_dir)
     estate()
-    dispatcher = Dispatcher(
-        triage=lambda: without_heartbeats(event_triage, start_restoration=False),
-        restore=lambda number: without_heartbeats(incident_restoration, number),
-    )
+
+    def triage() -> list[dict]:
+        with tags("itil:event"):
+            return without_heartbeats(event_triage, start_restoration=False)
+
+    def restore(number: str) -> str:
+        with tags("itil:incident", f"incident:{number}"):
+            return without_heartbeats(incident_restoration, number)
+
+    dispatcher = Dispatcher(triage=triage, restore=restore)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
@@ -107,7 +107,7 @@ def _restore(
             "in the last hour"
         )
     started = datetime.now(UTC)
-    with host_slot(host.name):
+    with host_slot(host.name), tags(f"host:{host.name}"):
         record_remediation(service.name, host.name, record.id)
         note = f"runbook {runbook.name} started on {host.name}"
         if workaround is not None:

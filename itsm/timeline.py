@@ -37,6 +37,8 @@ def render_timeline(
     ]
     entries: list[tuple[object, str, str]] = []
     for entry in audit:
+        if entry.action == "incident.worklog_added":
+            continue
         before = (entry.before or {}).get("state")
         after = (entry.after or {}).get("state")
         what = entry.action + (f": {before} → {after}" if before != after and after else "")

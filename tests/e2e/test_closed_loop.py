@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 from lab.hosts import SVC, break_host, run_on_host
 from tasks.records import open_store
@@ -24,6 +26,14 @@ def incident_for(host: str, symptom: str):
 def resolved_incident(host: str, symptom: str):
     incident = incident_for(host, symptom)
     return incident if incident and incident.state == "Resolved" else None
+
+
+def restoration_tags(number: str) -> set[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"restore-{number}"]))
+        )
+    return {tag for run in runs for tag in run.tags}
 
 
 def incident_events(number: str, change: str) -> list[dict]:
@@ -75,6 +85,7 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
     assert [e["payload"]["state"] for e in incident_events(incident.number, "resolved")] == [
         "Resolved"
     ]
+    assert {"itil:incident", f"incident:{incident.number}"} <= restoration_tags(incident.number)
     wait_for(lambda: resolved_alert_triaged(incident), 30, "the resolved alert, triaged")
     assert open_store().get_incident(incident.id).state == "Resolved"
     if kind == "disk":
