@@ -575,6 +575,53 @@ class Store:
                 # A concurrent writer opened it first: the next attempt correlates to theirs.
         raise ConcurrentUpdateError("incident", key, _RETRIES)
 
+    def correlate_more(
+        self,
+        incident_id: int,
+        count: int,
+        last_event_at: datetime,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None = None,
+    ) -> Incident | None:
+        """Count `count` more events on an open incident in one write (a storm's repeats).
+
+        Returns the incident, or None when it is no longer open, so the caller correlates
+        those events one by one instead.
+        """
+        _require_aware(last_event_at, "last_event_at")
+        _require_aware(now, "now")
+        for _attempt in range(_RETRIES):
+            with self.write() as conn:
+                found = self._fetch_incident(conn, incident_id, lock=True)
+                if found.state not in OPEN_STATES:
+                    return None
+                after = found.model_copy(
+                    update={
+                        "event_count": found.event_count + count,
+                        "last_event_at": max(found.last_event_at or last_event_at, last_event_at),
+                        "updated_at": max(found.updated_at, now),
+                        "version": found.version + 1,
+                    }
+                )
+                if not self._write_incident(conn, found, after):
+                    continue
+                conn.execute(
+                    insert(audit),
+                    _audit_row(
+                        now,
+                        actor,
+                        "incident.correlated",
+                        "incident",
+                        after.id,
+                        found,
+                        after,
+                        flow_run_id,
+                    ),
+                )
+                return after
+        raise ConcurrentUpdateError("incident", str(incident_id), _RETRIES)
+
     def _insert_incident(
         self,
         conn: Connection,

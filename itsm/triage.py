@@ -17,7 +17,7 @@ from inventory.models import Estate, EventRule
 from itsm.maintenance_store import declared_windows
 from itsm.problem_store import ProblemStore
 from itsm.problems import KnownError, match_known_error
-from itsm.records import Event, EventClass, IncidentCreate, IncidentUpdate
+from itsm.records import Event, EventClass, Incident, IncidentCreate, IncidentUpdate
 from itsm.store import Store
 
 SEVERITY_CLASSES: dict[str, EventClass] = {
@@ -176,29 +176,52 @@ def triage(
         runbook = verdict.runbook
         if known_error is not None and _automatable(known_error.workaround, first, estate):
             runbook = known_error.workaround
-        for event, _ in group:
-            incident, created = store.open_or_correlate(
-                IncidentCreate(
-                    host=event.host,
-                    service=event.service,
-                    symptom=verdict.symptom,
-                    summary=event.summary or verdict.symptom,
-                    impact=verdict.impact,
-                    urgency=verdict.urgency,
-                    correlation_key=key,
-                    runbook=runbook,
-                    assignment_group=_team_for(event, estate),
-                ),
-                event.occurred_at,
-                actor="triage",
-                flow_run_id=flow_run_id,
+        first_incident, created = _open_or_correlate(
+            store, estate, first, verdict, key, runbook, flow_run_id
+        )
+        linked = None
+        if created and known_error is not None:
+            _apply_known_error(
+                problem_store, first_incident.id, known_error, runbook, now, flow_run_id
             )
-            linked = None
-            if created and known_error is not None:
-                _apply_known_error(
-                    problem_store, incident.id, known_error, runbook, now, flow_run_id
+            linked = known_error.number
+        decisions.append(
+            Decision(
+                first.id,
+                verdict.event_class,
+                verdict.rule,
+                "opened" if created else "correlated",
+                first_incident.id,
+                first_incident.number,
+                runbook if created else None,
+                linked,
+            )
+        )
+        rest = [event for event, _ in group[1:]]
+        if rest and store.correlate_more(
+            first_incident.id,
+            len(rest),
+            max(e.occurred_at for e in rest),
+            actor="triage",
+            now=now,
+            flow_run_id=flow_run_id,
+        ):
+            decisions += [
+                Decision(
+                    e.id,
+                    verdict.event_class,
+                    verdict.rule,
+                    "correlated",
+                    first_incident.id,
+                    first_incident.number,
                 )
-                linked = known_error.number
+                for e in rest
+            ]
+            continue
+        for event in rest:
+            incident, created = _open_or_correlate(
+                store, estate, event, verdict, key, runbook, flow_run_id
+            )
             decisions.append(
                 Decision(
                     event.id,
@@ -208,11 +231,38 @@ def triage(
                     incident.id,
                     incident.number,
                     runbook if created else None,
-                    linked,
                 )
             )
     store.mark_triaged([(d.event_id, d.event_class, d.rule, d.incident_id) for d in decisions], now)
     return decisions
+
+
+def _open_or_correlate(
+    store: Store,
+    estate: Estate,
+    event: Event,
+    verdict: Classification,
+    key: str,
+    runbook: str | None,
+    flow_run_id: str | None,
+) -> tuple[Incident, bool]:
+    """Open the incident an exception event calls for, or count it on the open one."""
+    return store.open_or_correlate(
+        IncidentCreate(
+            host=event.host,
+            service=event.service,
+            symptom=verdict.symptom,
+            summary=event.summary or verdict.symptom,
+            impact=verdict.impact,
+            urgency=verdict.urgency,
+            correlation_key=key,
+            runbook=runbook,
+            assignment_group=_team_for(event, estate),
+        ),
+        event.occurred_at,
+        actor="triage",
+        flow_run_id=flow_run_id,
+    )
 
 
 def _known_error_for(
