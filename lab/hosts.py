@@ -37,6 +37,7 @@ from typing import Any, Literal
 import yaml
 
 from lab.catalog import write_catalog
+from lab.entitlements import write_entitlements
 from lab.people import write_people_and_rules
 from opsflow.errors import LabError
 from opsflow.settings import get_settings
@@ -402,7 +403,7 @@ ListenAddress {plan.address}
 Port {SSH_PORT}
 HostKey /etc/ssh/ssh_host_ed25519_key
 PidFile /etc/ssh/sshd.pid
-AuthorizedKeysFile /etc/ssh/lab_authorized_keys
+AuthorizedKeysFile /etc/ssh/lab_authorized_keys .ssh/authorized_keys
 AuthenticationMethods publickey
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -513,6 +514,7 @@ def _write_estate(estate_dir: Path, plans: list[_Plan], host_keys: dict[str, str
     )
     write_people_and_rules(estate_dir, estate_dir.parent)
     write_catalog(estate_dir)
+    write_entitlements(estate_dir)
 
 
 @contextlib.contextmanager
@@ -1047,5 +1049,7 @@ def break_host(host: str, kind: BreakKind, directory: Path | None = None) -> str
         if _proc_state(pid) == "T":
             return f"{host}: the app (pid {pid}) is already frozen; nothing done"
         os.kill(pid, signal.SIGSTOP)
+        # The signal is delivered when the process is next scheduled: wait until it is.
+        _poll(f"{host}'s app to stop", lambda: _proc_state(pid) == "T", 5.0)
         return f"{host}: froze the app with SIGSTOP (pid {pid}); /health will time out"
     raise LabError(f"unknown kind of breakage {kind!r} (service, disk or hang)")
