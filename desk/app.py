@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ValidationError
 
+from desk.api_access import router as access_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
 from desk.auth import current_person, require
@@ -88,6 +89,7 @@ def create_app(
     app.state.store = store
     app.state.estate = estate
     app.include_router(requests_router)
+    app.include_router(access_router)
     app.include_router(problems_router)
 
     @app.middleware("http")

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from desk.cli_access import access_app
 from desk.cli_incidents import event_app, incident_app
 from desk.cli_problems import known_error_app, problem_app
 from desk.cli_requests import request_app
@@ -37,6 +38,7 @@ app.add_typer(_lab_app(), name="lab")
 app.add_typer(event_app, name="event")
 app.add_typer(incident_app, name="incident")
 app.add_typer(request_app, name="request")
+app.add_typer(access_app, name="access")
 app.add_typer(problem_app, name="problem")
 app.add_typer(known_error_app, name="known-error")
 

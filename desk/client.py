@@ -28,11 +28,11 @@ class DeskClient:
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, timeout_s: float = TIMEOUT_S, **kwargs: Any) -> Any:
         """One API call; raises `DeskError` naming the desk's reason on any 4xx/5xx."""
         try:
             response = self._session.request(
-                method, f"{self.url}/api/v1{path}", timeout=TIMEOUT_S, **kwargs
+                method, f"{self.url}/api/v1{path}", timeout=timeout_s, **kwargs
             )
         except requests.RequestException as exc:
             raise DeskUnreachableError(f"desk at {self.url} did not answer: {exc}") from None

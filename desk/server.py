@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 from prefect import tags
 
+from desk.api_access import AccessRunner
 from desk.app import create_app
 from desk.dispatch import Dispatcher, without_heartbeats
 from inventory.loader import load_estate
@@ -62,12 +63,14 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
             return without_heartbeats(incident_restoration, number)
 
     dispatcher = Dispatcher(triage=triage, restore=restore)
+    access_runner = AccessRunner()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher.start()
         yield
         dispatcher.stop()
+        access_runner.stop()
 
     app = create_app(
         open_store(),
@@ -76,6 +79,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         lifespan=lifespan,
         on_incident_change=publish_incident_change,
     )
+    app.state.access_runner = access_runner
     return app, dispatcher
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -55,6 +56,37 @@ RULES = [
 ]
 
 
+def key_file(lab_dir: Path, person: str) -> Path:
+    """Where the lab keeps `person`'s SSH private key; the public key is in people.yaml."""
+    return lab_dir / "keys" / person
+
+
+def _person_key(lab_dir: Path, person: str) -> str:
+    """Make a fresh ed25519 key for `person` and return its public half."""
+    path = key_file(lab_dir, person)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in (path, path.with_name(person + ".pub")):
+        stale.unlink(missing_ok=True)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            f"{person}@opsflow-lab",
+            "-f",
+            str(path),
+        ],
+        check=True,
+        timeout=30,
+        capture_output=True,
+    )
+    return path.with_name(person + ".pub").read_text().strip()
+
+
 def token_file(lab_dir: Path, person: str) -> Path:
     """Where the lab keeps `person`'s API token."""
     return lab_dir / "tokens" / person
@@ -72,7 +104,10 @@ def write_people_and_rules(estate_dir: Path, lab_dir: Path) -> dict[str, str]:
         path = token_file(lab_dir, person["name"])
         path.write_text(token)
         os.chmod(path, 0o600)
-        people.append({**person, "token_sha256": token_sha256(token)})
+        entry = {**person, "token_sha256": token_sha256(token)}
+        if "monitor" not in person["roles"]:
+            entry["ssh_public_key"] = _person_key(lab_dir, person["name"])
+        people.append(entry)
     (estate_dir / "people.yaml").write_text(
         yaml.safe_dump({"people": people, "teams": TEAMS}, sort_keys=False)
     )

@@ -1,0 +1,209 @@
+"""`opsflow access`: request, approve, reject, revoke, list and review access through the desk."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from desk.client import DeskClient
+from opsflow.errors import OpsError
+from opsflow.settings import get_settings
+
+access_app = typer.Typer(help="Access to hosts: request, approve, reject, revoke, list, review.")
+console = Console()
+err_console = Console(stderr=True)
+
+LIVE = ("approved", "active")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+WaitOption = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Wait until the hosts are done.")
+]
+TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait at most.")]
+
+
+def _client() -> DeskClient:
+    settings = get_settings()
+    return DeskClient(settings.desk_url, settings.api_token())
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return _client().call(method, path, **kwargs)
+    except OpsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _table(grants: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for column in ("id", "state", "entitlement", "user", "requester", "approver", "hosts", "ends"):
+        table.add_column(column)
+    for g in grants:
+        table.add_row(
+            str(g["id"]),
+            g["state"] + (" (revoking)" if g["revoke_requested_at"] and g["state"] in LIVE else ""),
+            g["entitlement"],
+            g["username"],
+            g["requester"],
+            g["approver"] or "",
+            ", ".join(g["hosts"]) or g["host_group"],
+            (g["ends_at"] or "")[:19],
+        )
+    return table
+
+
+def _wait(grant_id: int, done: tuple[str, ...], timeout_s: float) -> dict[str, Any]:
+    """Poll the grant until it reaches one of `done`, or a run reports an error."""
+    deadline = time.monotonic() + timeout_s
+    with err_console.status(f"waiting for access grant {grant_id}…"):
+        while True:
+            grant = _call("GET", f"/access-grants/{grant_id}")
+            if grant["state"] in done:
+                return grant
+            if grant.get("last_error"):
+                raise _fail(f"access grant {grant_id}: {grant['last_error']}")
+            if time.monotonic() > deadline:
+                raise _fail(
+                    f"access grant {grant_id} is still {grant['state']} after {timeout_s:g}s"
+                )
+            time.sleep(0.2)
+
+
+def _show(grant: dict[str, Any], as_json: bool, message: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(grant, indent=2))
+    else:
+        console.print(message)
+
+
+@access_app.command("request")
+def access_request(
+    entitlement: Annotated[str, typer.Argument(help="Entitlement name, e.g. web-login.")],
+    minutes: Annotated[float | None, typer.Option(help="How long; default the longest.")] = None,
+    hours: Annotated[float | None, typer.Option(help="How long, in hours.")] = None,
+    username: Annotated[str | None, typer.Option(help="Account name; default yours.")] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="Public key file; default yours in people.yaml.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the approver.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Ask for an entitlement for yourself; an approver then approves or rejects it."""
+    if minutes is not None and hours is not None:
+        raise _fail("give --minutes or --hours, not both")
+    body: dict[str, Any] = {"entitlement": entitlement, "reason": reason}
+    if hours is not None:
+        minutes = hours * 60
+    if minutes is not None:
+        body["duration_minutes"] = minutes
+    if username:
+        body["username"] = username
+    if key_file:
+        try:
+            body["ssh_public_key"] = key_file.read_text().strip()
+        except OSError as exc:
+            raise _fail(f"--key-file {key_file}: {exc.strerror}") from exc
+    grant = _call("POST", "/access-requests", json=body)
+    _show(
+        grant,
+        as_json,
+        f"access grant {grant['id']} requested: {grant['entitlement']} as {grant['username']} "
+        f"for {grant['duration_minutes']:g} min; waiting for an approver",
+    )
+
+
+@access_app.command("approve")
+def access_approve(
+    grant_id: Annotated[int, typer.Argument(help="The access grant's id.")],
+    comment: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 120.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve a request (never your own) and, by default, wait until the access is in place."""
+    grant = _call("POST", f"/access-requests/{grant_id}/approve", json={"comment": comment})
+    if wait:
+        grant = _wait(grant_id, ("active", "expired", "revoked"), timeout)
+    where = ""
+    if grant["hosts"] and grant["ends_at"]:
+        where = f" on {', '.join(grant['hosts'])} until {grant['ends_at'][:19]}Z"
+    _show(grant, as_json, f"access grant {grant_id} {grant['state']}{where}")
+
+
+@access_app.command("reject")
+def access_reject(
+    grant_id: Annotated[int, typer.Argument(help="The access grant's id.")],
+    comment: Annotated[str, typer.Option(help="Why, for the requester.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Deny a request (never your own)."""
+    grant = _call("POST", f"/access-requests/{grant_id}/reject", json={"comment": comment})
+    _show(grant, as_json, f"access grant {grant_id} {grant['state']}")
+
+
+@access_app.command("revoke")
+def access_revoke(
+    grant_id: Annotated[int, typer.Argument(help="The access grant's id.")],
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 120.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Take a grant's access away from its hosts now (or withdraw a pending request)."""
+    grant = _call("DELETE", f"/access-grants/{grant_id}")
+    if wait and grant["state"] in ("approved", "active"):
+        grant = _wait(grant_id, ("revoked", "expired"), timeout)
+    _show(grant, as_json, f"access grant {grant_id} {grant['state']}")
+
+
+@access_app.command("list")
+def access_list(
+    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    requester: Annotated[str | None, typer.Option(help="Only this person's.")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Access grants, newest first."""
+    params = {"state": state or [], "requester": requester, "limit": limit}
+    grants = _call("GET", "/access-grants", params={k: v for k, v in params.items() if v})
+    if as_json:
+        typer.echo(json.dumps(grants, indent=2))
+    else:
+        console.print(_table(grants))
+
+
+@access_app.command("review")
+def access_review(
+    enforce: Annotated[
+        bool, typer.Option("--enforce", help="Remove what no grant explains.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare every host's managed accounts, keys and sudo rules with the live grants."""
+    rows = _call("POST", "/access-reviews", json={"enforce": enforce})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table()
+        for column in ("host", "kind", "name", "explained by", "action", "detail"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r["host"], r["kind"], r["name"], r["explained_by"] or "-", r["action"], r["detail"]
+            )
+        console.print(table)
+        unexplained = [r for r in rows if r["explained_by"] is None]
+        console.print(f"{len(unexplained)} of {len(rows)} item(s) explained by no grant.")
+    if any(r["action"] == "failed" for r in rows):
+        raise typer.Exit(1)

@@ -1,0 +1,408 @@
+"""Access grants in the records store: one table, state changes guarded and audited.
+
+Every change reads the row under the store's write lock, checks the state machine, bumps the
+version and writes its audit row (record type "access_grant") in the same transaction, like
+incidents do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
+
+from itsm.access import (
+    FINAL_STATES,
+    LIVE_STATES,
+    AccessGrant,
+    AccessRequestInvalidError,
+    AccessState,
+    ResolvedRequest,
+    check_transition,
+)
+from itsm.store import (
+    ConcurrentUpdateError,
+    RecordNotFoundError,
+    Store,
+    UtcDateTime,
+    audit,
+    metadata,
+)
+
+RECORD_TYPE = "access_grant"
+_RETRIES = 5
+_Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+_Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
+_states = ", ".join(f"'{s}'" for s in ("requested", *LIVE_STATES, *FINAL_STATES))
+
+access_grants = Table(
+    "access_grants",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("entitlement", String(63), nullable=False),
+    Column("privilege", String(16), nullable=False),
+    Column("host_group", String(63), nullable=False),
+    Column("requester", String(255), nullable=False),
+    Column("username", String(32), nullable=False),
+    Column("ssh_public_key", Text, nullable=False),
+    Column("duration_minutes", Float, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("state", String(16), nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("approver", String(255)),
+    Column("decided_at", UtcDateTime),
+    Column("decision_comment", Text),
+    Column("hosts", _Json, nullable=False),
+    Column("starts_at", UtcDateTime),
+    Column("ends_at", UtcDateTime),
+    Column("revoke_requested_at", UtcDateTime),
+    Column("revoke_requested_by", String(255)),
+    Column("ended_at", UtcDateTime),
+    Column("last_error", Text),
+    Column("flow_run_ids", _Json, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    CheckConstraint(f"state IN ({_states})", name="ck_access_grants_state"),
+    CheckConstraint("privilege IN ('login', 'sudo')", name="ck_access_grants_privilege"),
+    CheckConstraint("duration_minutes > 0", name="ck_access_grants_duration"),
+    sqlite_autoincrement=True,  # never reuse an id: it names keys and sudo rules on hosts
+)
+Index("ix_access_grants_state", access_grants.c.state)
+Index("ix_access_grants_username", access_grants.c.username, access_grants.c.state)
+
+access_locks = Table(
+    "access_locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+"""Short leases that keep two flows from changing one account at once, across processes."""
+
+_COLUMNS = [c.name for c in access_grants.columns if c.name != "id"]
+
+
+class AccessStore:
+    """Access grants kept in `store`'s database; safe to share between threads."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        metadata.create_all(store.engine, tables=[access_grants, access_locks])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, grant_id: int) -> AccessGrant:
+        """One grant by id; `RecordNotFoundError` when there is none."""
+        with self.store.read() as conn:
+            return self._fetch(conn, grant_id)
+
+    def list(
+        self,
+        state: list[str] | None = None,
+        requester: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AccessGrant]:
+        """Grants, newest first, filtered by state and requester."""
+        query = select(access_grants)
+        if state:
+            query = query.where(access_grants.c.state.in_(state))
+        if requester:
+            query = query.where(access_grants.c.requester == requester)
+        query = query.order_by(access_grants.c.id.desc()).limit(limit).offset(offset)
+        with self.store.read() as conn:
+            return [_grant(row) for row in conn.execute(query).mappings()]
+
+    def live(self) -> list[AccessGrant]:
+        """Every approved or active grant: what explains access found on hosts."""
+        query = select(access_grants).where(access_grants.c.state.in_(LIVE_STATES))
+        with self.store.read() as conn:
+            rows = conn.execute(query.order_by(access_grants.c.id)).mappings()
+            return [_grant(row) for row in rows]
+
+    def due_for_removal(self, now: datetime) -> list[AccessGrant]:
+        """Live grants past their end, or whose revocation was asked for and not yet done."""
+        return [g for g in self.live() if g.revoke_requested_at is not None or g.due_end() <= now]
+
+    # -- changing --------------------------------------------------------------------------
+
+    def request(self, resolved: ResolvedRequest, requester: str, now: datetime) -> AccessGrant:
+        """Record a new request (state requested), audited.
+
+        Raises:
+            AccessRequestInvalidError: the username is held by another person's grant.
+        """
+        entitlement = resolved.entitlement
+        values: dict[str, Any] = {
+            "entitlement": entitlement.name,
+            "privilege": entitlement.privilege,
+            "host_group": entitlement.group,
+            "requester": requester,
+            "username": resolved.username,
+            "ssh_public_key": resolved.ssh_public_key,
+            "duration_minutes": resolved.duration_minutes,
+            "reason": resolved.reason,
+            "state": "requested",
+            "requested_at": now,
+            "hosts": [],
+            "flow_run_ids": [],
+            "version": 1,
+        }
+        with self.store.write() as conn:
+            holder = conn.execute(
+                select(access_grants.c.id, access_grants.c.requester).where(
+                    access_grants.c.username == resolved.username,
+                    access_grants.c.requester != requester,
+                    access_grants.c.state.not_in(FINAL_STATES),
+                )
+            ).first()
+            if holder is not None:
+                raise AccessRequestInvalidError(
+                    "username",
+                    f"{resolved.username!r} is the account of {holder.requester} "
+                    f"(access grant {holder.id})",
+                )
+            grant_id = conn.execute(
+                insert(access_grants).values(values).returning(access_grants.c.id)
+            ).scalar_one()
+            grant = AccessGrant.model_validate({"id": grant_id, **values})
+            conn.execute(
+                insert(audit),
+                _audit_row(now, requester, "access_grant.requested", grant_id, None, grant, None),
+            )
+        return grant
+
+    def decide(
+        self, grant_id: int, approve: bool, approver: str, comment: str, now: datetime
+    ) -> AccessGrant:
+        """Approve or deny a requested grant (the approver's right is checked by the caller)."""
+        target: AccessState = "approved" if approve else "denied"
+
+        def change(before: AccessGrant) -> dict[str, Any]:
+            check_transition(before.id, before.state, target)
+            extra: dict[str, Any] = {"ended_at": now} if target == "denied" else {}
+            return {
+                "state": target,
+                "approver": approver,
+                "decided_at": now,
+                "decision_comment": comment or None,
+                **extra,
+            }
+
+        return self._modify(grant_id, change, approver, now, None)
+
+    def activate(
+        self,
+        grant_id: int,
+        hosts: list[str],
+        now: datetime,
+        actor: str,
+        flow_run_id: str | None = None,
+    ) -> AccessGrant:
+        """Record the access as in place on `hosts` from `now`; an active grant keeps its end."""
+
+        def change(before: AccessGrant) -> dict[str, Any]:
+            if before.state == "active":
+                return {"hosts": sorted(set(before.hosts) | set(hosts)), "last_error": None}
+            check_transition(before.id, before.state, "active")
+            return {
+                "state": "active",
+                "hosts": sorted(hosts),
+                "starts_at": now,
+                "ends_at": now + timedelta(minutes=before.duration_minutes),
+                "last_error": None,
+            }
+
+        return self._modify(grant_id, change, actor, now, flow_run_id)
+
+    def record_error(
+        self, grant_id: int, error: str, now: datetime, actor: str, flow_run_id: str | None = None
+    ) -> AccessGrant:
+        """Keep why the last grant or revoke attempt failed, for the requester and the review."""
+        return self._modify(
+            grant_id, lambda _: {"last_error": error[-4000:]}, actor, now, flow_run_id
+        )
+
+    def request_revoke(self, grant_id: int, actor: str, now: datetime) -> AccessGrant:
+        """Mark a live grant for revocation, so it is removed even if this attempt fails."""
+
+        def change(before: AccessGrant) -> dict[str, Any]:
+            check_transition(before.id, before.state, "revoked")
+            if before.revoke_requested_at is not None:
+                return {}
+            return {"revoke_requested_at": now, "revoke_requested_by": actor}
+
+        return self._modify(grant_id, change, actor, now, None)
+
+    def end(
+        self,
+        grant_id: int,
+        state: AccessState,
+        now: datetime,
+        actor: str,
+        flow_run_id: str | None = None,
+    ) -> AccessGrant:
+        """Close a grant whose access is gone from its hosts: expired or revoked."""
+        if state not in ("expired", "revoked"):
+            raise ValueError(f"state: a grant ends expired or revoked, not {state}")
+
+        def change(before: AccessGrant) -> dict[str, Any]:
+            check_transition(before.id, before.state, state)
+            return {"state": state, "ended_at": now, "last_error": None}
+
+        return self._modify(grant_id, change, actor, now, flow_run_id)
+
+    def link_flow_run(self, grant_id: int, flow_run_id: str, now: datetime) -> AccessGrant:
+        """Record that a flow run acted on the grant; linking twice changes nothing."""
+
+        def change(before: AccessGrant) -> dict[str, Any]:
+            if flow_run_id in before.flow_run_ids:
+                return {}
+            return {"flow_run_ids": [*before.flow_run_ids, flow_run_id]}
+
+        return self._modify(grant_id, change, "opsflow", now, flow_run_id)
+
+    def try_lock(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
+        """Take the named lock for `lease_s` if it is free, expired or already `holder`'s."""
+        until = now + timedelta(seconds=lease_s)
+        try:
+            with self.store.write() as conn:
+                query = select(access_locks).where(access_locks.c.name == name)
+                if self.store.dialect == "postgresql":
+                    query = query.with_for_update()
+                row = conn.execute(query).first()
+                if row is None:
+                    conn.execute(
+                        insert(access_locks).values(name=name, holder=holder, expires_at=until)
+                    )
+                    return True
+                if row.holder != holder and row.expires_at > now:
+                    return False
+                conn.execute(
+                    update(access_locks)
+                    .where(access_locks.c.name == name)
+                    .values(holder=holder, expires_at=until)
+                )
+                return True
+        except IntegrityError:  # another holder inserted it first (PostgreSQL)
+            return False
+
+    def unlock(self, name: str, holder: str) -> None:
+        """Give the named lock back, if `holder` still has it."""
+        with self.store.write() as conn:
+            conn.execute(
+                delete(access_locks).where(
+                    access_locks.c.name == name, access_locks.c.holder == holder
+                )
+            )
+
+    def audit_trail(self, grant_id: int) -> list[Any]:
+        """Every recorded change to the grant, oldest first."""
+        return self.store.audit_trail(RECORD_TYPE, grant_id)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _fetch(self, conn: Connection, grant_id: int, lock: bool = False) -> AccessGrant:
+        query = select(access_grants).where(access_grants.c.id == grant_id)
+        if lock and self.store.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            raise RecordNotFoundError(RECORD_TYPE, grant_id)
+        return _grant(row)
+
+    def _modify(
+        self,
+        grant_id: int,
+        change: Callable[[AccessGrant], dict[str, Any]],
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None,
+    ) -> AccessGrant:
+        """Apply `change` (fields to set) under the write lock, version-guarded and audited."""
+        for _attempt in range(_RETRIES):
+            with self.store.write() as conn:
+                before = self._fetch(conn, grant_id, lock=True)
+                fields = change(before)
+                after = before.model_copy(update=fields)
+                if not fields or after == before:
+                    return before
+                after = AccessGrant.model_validate(
+                    {**after.model_dump(), "version": before.version + 1}
+                )
+                row = after.model_dump(include=set(_COLUMNS))
+                written = conn.execute(
+                    update(access_grants)
+                    .where(
+                        access_grants.c.id == before.id,
+                        access_grants.c.version == before.version,
+                    )
+                    .values(row)
+                ).rowcount
+                if written != 1:
+                    continue
+                conn.execute(
+                    insert(audit),
+                    _audit_row(
+                        now, actor, _action(before, after), before.id, before, after, flow_run_id
+                    ),
+                )
+                return after
+        raise ConcurrentUpdateError(RECORD_TYPE, grant_id, _RETRIES)
+
+
+def _grant(row: Any) -> AccessGrant:
+    return AccessGrant.model_validate(dict(row))
+
+
+def _action(before: AccessGrant, after: AccessGrant) -> str:
+    """A short name for a change: the new state when it changed, else what changed."""
+    if before.state != after.state:
+        return f"{RECORD_TYPE}.{after.state}"
+    if before.revoke_requested_at != after.revoke_requested_at:
+        return f"{RECORD_TYPE}.revoke_requested"
+    if before.flow_run_ids != after.flow_run_ids:
+        return f"{RECORD_TYPE}.flow_run_linked"
+    if after.last_error and before.last_error != after.last_error:
+        return f"{RECORD_TYPE}.failed"
+    return f"{RECORD_TYPE}.updated"
+
+
+def _audit_row(
+    at: datetime,
+    actor: str,
+    action: str,
+    record_id: int,
+    before: AccessGrant | None,
+    after: AccessGrant | None,
+    flow_run_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "record_type": RECORD_TYPE,
+        "record_id": record_id,
+        "before": None if before is None else before.model_dump(mode="json"),
+        "after": None if after is None else after.model_dump(mode="json"),
+        "flow_run_id": flow_run_id,
+    }

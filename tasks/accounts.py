@@ -1,0 +1,815 @@
+"""Accounts, SSH keys and sudo rules on hosts: what access grants put in place and take away.
+
+Each task reads the host's state and changes only what differs, in the same call, and returns
+an `AccessChange` saying changed or unchanged (and why); with `dry_run` it reports what it
+would do and changes nothing. Everything opsflow puts on a host is marked so review can tell
+it from the rest: accounts are members of the group `opsflow-access`, key lines end with the
+comment `opsflow-grant-<id>`, sudo rules live in `/etc/sudoers.d/opsflow-grant-<id>`.
+Nothing else on a host is ever removed.
+
+Scripts are constants; values reach them as positional arguments (quoted by `tasks.ssh`) or on
+standard input (key lines, sudoers text). A user's own files are read and written with that
+user's identity (`setpriv`), so a symlink planted in a home directory cannot make root
+overwrite or disclose another file.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from typing import Any, Literal
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+from prefect.transactions import Transaction, get_transaction
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from inventory.models import Host
+from inventory.types import Name, SSHPublicKey, Username
+from itsm.access import MARKER_PREFIX, marker
+from opsflow.errors import PermanentError
+from tasks.retry import is_transient
+from tasks.ssh import execute
+
+MANAGED_GROUP = "opsflow-access"
+"""Every account opsflow creates is in this group; accounts outside it are never touched."""
+
+SUDOERS_DIR = "/etc/sudoers.d"
+SUDO_RULE_NAME = re.compile(r"^opsflow-[A-Za-z0-9_-]+$")
+"""Sudoers files opsflow may remove: its own, named opsflow-* (no dot, so sudo reads them)."""
+
+_GRANT_COMMENT = re.compile(rf"^{MARKER_PREFIX}(\d+)$")
+_USERNAME: TypeAdapter[str] = TypeAdapter(Username)
+_NAME: TypeAdapter[str] = TypeAdapter(Name)
+_PUBLIC_KEY: TypeAdapter[str] = TypeAdapter(SSHPublicKey)
+
+
+def _valid(username: str, entitlement: str | None = None) -> None:
+    """Refuse values that are not plain names before they reach a host (ValueError)."""
+    _USERNAME.validate_python(username)
+    if entitlement is not None:
+        _NAME.validate_python(entitlement)
+
+
+_TIMEOUT_S = 60.0
+
+Action = Literal[
+    "ensure_account",
+    "install_key",
+    "install_sudo_rule",
+    "remove_account",
+    "remove_key",
+    "remove_sudo_rule",
+]
+
+
+class AccessChange(BaseModel):
+    """What one task did, or would do in a dry run, to one host."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str
+    action: Action
+    target: str = Field(description='What it acted on, e.g. "account carol".')
+    changed: bool = Field(description="True when the host changed (or would, in a dry run).")
+    dry_run: bool = False
+    detail: str = Field(description='What was done, or "unchanged: <why>".')
+
+
+class UnmanagedAccountError(PermanentError):
+    """An account by that name exists on the host and opsflow did not create it."""
+
+    def __init__(self, host: str, username: str):
+        super().__init__(
+            f"{host}: account {username!r} exists and is not in group {MANAGED_GROUP}: "
+            "opsflow does not manage it and will not grant access through it"
+        )
+
+
+class AccountMissingError(PermanentError):
+    """The account a key is for does not exist on the host."""
+
+
+class SudoRuleRejectedError(PermanentError):
+    """`visudo -c` refused the rule, so it was not put in place."""
+
+
+class Account(BaseModel):
+    """An account as the host's user database reports it, with its authorized keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    uid: int
+    gid: int
+    home: str
+    groups: list[str]
+    authorized_keys: list[str] = Field(description="Lines of ~/.ssh/authorized_keys.")
+
+    @property
+    def managed(self) -> bool:
+        """Whether opsflow created (and so may remove) this account."""
+        return MANAGED_GROUP in self.groups
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+_KEYS_SEPARATOR = "--opsflow-authorized-keys--"
+_ACCOUNT_SCRIPT = f"""
+entry=$(getent passwd "$1") || exit 2
+printf '%s\\n' "$entry"
+id -nG "$1"
+echo {_KEYS_SEPARATOR}
+uid=$(printf '%s' "$entry" | cut -d: -f3)
+gid=$(printf '%s' "$entry" | cut -d: -f4)
+home=$(printf '%s' "$entry" | cut -d: -f6)
+# As the user: a symlink in their home must not make root read another file.
+setpriv --reuid="$uid" --regid="$gid" --init-groups -- \\
+  cat -- "$home/.ssh/authorized_keys" 2>/dev/null || true
+"""
+
+
+def read_account(host: Host, username: str) -> Account | None:
+    """The account called `username` on `host` and its authorized keys, or None if none."""
+    result = execute(
+        host, ["sh", "-c", _ACCOUNT_SCRIPT, "opsflow", username], timeout_s=_TIMEOUT_S, check=False
+    )
+    if result.exit_status == 2:
+        return None
+    if not result.ok:
+        raise PermanentError(f"{host.name}: cannot read account {username!r}: {result.stderr}")
+    head, _, keys = result.stdout.partition(_KEYS_SEPARATOR + "\n")
+    entry, _, groups = head.partition("\n")
+    fields = entry.split(":")
+    return Account(
+        username=fields[0],
+        uid=int(fields[2]),
+        gid=int(fields[3]),
+        home=fields[5],
+        groups=groups.split(),
+        authorized_keys=keys.splitlines(),
+    )
+
+
+def _as_user(account: Account, argv: list[str]) -> list[str]:
+    """`argv` run with the account's uid, gid and groups, so file access is the user's own."""
+    return [
+        "setpriv",
+        f"--reuid={account.uid}",
+        f"--regid={account.gid}",
+        "--init-groups",
+        "--",
+        *argv,
+    ]
+
+
+def key_line(public_key: str, grant_id: int) -> str:
+    """The authorized_keys line for a grant: the key's type and body, and the grant's marker."""
+    key_type, body = public_key.split()[:2]
+    return f"{key_type} {body} {marker(grant_id)}"
+
+
+def grant_of_key_line(line: str) -> int | None:
+    """The grant id a key line is marked with, or None for a line opsflow did not write."""
+    parts = line.split()
+    match = _GRANT_COMMENT.match(parts[-1]) if len(parts) >= 3 else None
+    return int(match.group(1)) if match else None
+
+
+def sudo_rule_text(grant_id: int, username: str, entitlement: str) -> str:
+    """The sudoers file a sudo grant installs: the user may run anything as anyone, no password."""
+    return (
+        f"# {marker(grant_id)}: sudo for {username} through entitlement {entitlement}.\n"
+        "# Managed by opsflow: removed when the grant ends. Do not edit.\n"
+        f"{username} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+    )
+
+
+def read_file(host: Host, path: str) -> str | None:
+    """A root-owned file's content, or None when it does not exist."""
+    result = execute(
+        host, ["sh", "-c", 'cat -- "$1" 2>/dev/null || exit 2', "opsflow", path], check=False
+    )
+    if result.exit_status == 2:
+        return None
+    if not result.ok:
+        raise PermanentError(f"{host.name}: cannot read {path}: {result.stderr}")
+    return result.stdout
+
+
+class ManagedAccount(BaseModel):
+    """An account in the group opsflow-access."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    uid: int
+    home: str
+
+
+class GrantKey(BaseModel):
+    """A key line marked opsflow-grant-<id> in some account's authorized_keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    grant_id: int
+    key: str = Field(description="The key's type and body.")
+
+
+class SudoRule(BaseModel):
+    """A sudoers file named opsflow-* and its content."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    grant_id: int | None
+    content: str
+
+
+class AccessFacts(BaseModel):
+    """Everything opsflow manages on one host, as the host reports it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    accounts: list[ManagedAccount] = Field(default_factory=list)
+    # Not `keys`: Prefect's result handling takes anything with a `keys` attribute for a mapping.
+    ssh_keys: list[GrantKey] = Field(default_factory=list)
+    sudo_rules: list[SudoRule] = Field(default_factory=list)
+
+
+_FACTS_SCRIPT = """
+group=$(getent group "$1") || group=
+gid=$(printf '%s' "$group" | cut -d: -f3)
+members=$(printf '%s' "$group" | cut -d: -f4)
+getent passwd | while IFS=: read -r name _ uid pgid _ home _; do
+  case ",$members," in
+    *",$name,"*) printf 'account\\t%s\\t%s\\t%s\\n' "$name" "$uid" "$home" ;;
+    *) if [ -n "$gid" ] && [ "$pgid" = "$gid" ]; then
+         printf 'account\\t%s\\t%s\\t%s\\n' "$name" "$uid" "$home"
+       fi ;;
+  esac
+  f="$home/.ssh/authorized_keys"
+  if [ -f "$f" ] && [ ! -L "$f" ]; then
+    grep -E '[[:space:]]opsflow-grant-[0-9]+[[:space:]]*$' -- "$f" 2>/dev/null |
+      while IFS= read -r line; do printf 'key\\t%s\\t%s\\n' "$name" "$line"; done
+  fi
+done
+for f in "$2"/opsflow-*; do
+  [ -f "$f" ] && [ ! -L "$f" ] || continue
+  printf 'sudo\\t%s\\t%s\\n' "${f##*/}" "$(base64 -w0 < "$f")"
+done
+exit 0
+"""
+
+
+def parse_access_facts(host: str, output: str) -> AccessFacts:
+    """Turn the output of the facts script into `AccessFacts`."""
+    facts = AccessFacts(host=host)
+    for line in output.splitlines():
+        kind, _, rest = line.partition("\t")
+        if kind == "account":
+            name, uid, home = rest.split("\t", 2)
+            facts.accounts.append(ManagedAccount(username=name, uid=int(uid), home=home))
+        elif kind == "key":
+            name, _, key = rest.partition("\t")
+            grant_id = grant_of_key_line(key)
+            if grant_id is not None:
+                body = " ".join(key.split()[:2])
+                facts.ssh_keys.append(GrantKey(username=name, grant_id=grant_id, key=body))
+        elif kind == "sudo":
+            name, _, encoded = rest.partition("\t")
+            match = _GRANT_COMMENT.match(name)
+            facts.sudo_rules.append(
+                SudoRule(
+                    name=name,
+                    grant_id=int(match.group(1)) if match else None,
+                    content=base64.b64decode(encoded).decode("utf-8", "replace"),
+                )
+            )
+    return facts
+
+
+@task(
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[1, 3],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=is_transient,
+    timeout_seconds=120,
+    task_run_name="read_access_facts[{host.name}]",
+)
+def read_access_facts(host: Host) -> AccessFacts:
+    """The accounts, keys and sudo rules opsflow manages on a host, for review."""
+    result = execute(
+        host, ["sh", "-c", _FACTS_SCRIPT, "opsflow", MANAGED_GROUP, SUDOERS_DIR], timeout_s=120
+    )
+    return parse_access_facts(host.name, result.stdout)
+
+
+# --- changing --------------------------------------------------------------------------------
+
+_RETRYING: dict[str, Any] = {
+    "cache_policy": NONE,
+    "retries": 2,
+    "retry_delay_seconds": [1, 3],
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": is_transient,
+    "timeout_seconds": 120,
+}
+"""Every changing task is idempotent, so it retries on transient errors (and only on those).
+
+Inside a Prefect transaction use `.with_options(retries=0)`: a failed attempt rolls back
+the task's enclosing transaction at once, even if a retry then succeeds.
+"""
+
+
+def _remember(**undo: Any) -> None:
+    """Keep what a task changed on its transaction, for its rollback hook."""
+    transaction = get_transaction()
+    if transaction is not None:
+        transaction.set("undo", undo)
+
+
+def _undo_data(transaction: Transaction) -> dict[str, Any] | None:
+    return transaction.get("undo", None)
+
+
+def _log(message: str, *args: Any) -> None:
+    try:
+        logger: Any = get_run_logger()
+    except MissingContextError:  # called as a plain function, outside any run
+        logger = logging.getLogger(__name__)
+    logger.info(message, *args)
+
+
+_CREATE_ACCOUNT_SCRIPT = """
+set -e
+group=existed
+if ! getent group "$2" >/dev/null; then groupadd --force --system "$2"; group=created; fi
+if ! useradd --create-home --shell /bin/bash --password '*' --groups "$2" \\
+    --comment 'opsflow access grant' -- "$1"; then
+  [ "$group" = existed ] || groupdel "$2"
+  exit 1
+fi
+echo "$(id -u "$1") $group"
+"""
+# The password '*' matches no password yet leaves the account unlocked: sshd without PAM
+# refuses key logins to locked accounts ('!'), which is useradd's default.
+
+
+_DELETE_EMPTY_GROUP_SCRIPT = """
+entry=$(getent group "$1") || { echo "already gone"; exit 0; }
+gid=$(printf '%s' "$entry" | cut -d: -f3)
+if [ -n "$(printf '%s' "$entry" | cut -d: -f4)" ] || getent passwd | cut -d: -f4 | grep -qx "$gid"
+then echo "kept: it has members"; exit 0; fi
+groupdel "$1" && echo removed
+"""
+
+
+def create_account(host: Host, username: str, dry_run: bool = False) -> AccessChange:
+    """Create `username` in group opsflow-access unless it exists; refuse an unmanaged one."""
+    _valid(username)
+    target = f"account {username}"
+    account = read_account(host, username)
+    if account is not None:
+        if not account.managed:
+            raise UnmanagedAccountError(host.name, username)
+        return AccessChange(
+            host=host.name,
+            action="ensure_account",
+            target=target,
+            changed=False,
+            dry_run=dry_run,
+            detail=f"unchanged: {username} exists (uid {account.uid}) in group {MANAGED_GROUP}",
+        )
+    if dry_run:
+        return AccessChange(
+            host=host.name,
+            action="ensure_account",
+            target=target,
+            changed=True,
+            dry_run=True,
+            detail=f"would create {username} in group {MANAGED_GROUP}",
+        )
+    result = execute(
+        host,
+        ["sh", "-c", _CREATE_ACCOUNT_SCRIPT, "opsflow", username, MANAGED_GROUP],
+        timeout_s=_TIMEOUT_S,
+    )
+    uid, group = result.stdout.split()
+    _remember(host=host, username=username, group_created=group == "created")
+    return AccessChange(
+        host=host.name,
+        action="ensure_account",
+        target=target,
+        changed=True,
+        detail=f"created {username} (uid {uid}) in group {MANAGED_GROUP}"
+        + (" (group created)" if group == "created" else ""),
+    )
+
+
+@task(**_RETRYING, task_run_name="ensure_account[{username}@{host.name}]")
+def ensure_account(host: Host, username: str, dry_run: bool = False) -> AccessChange:
+    """Make sure a managed account exists, creating it if needed (never adopting another)."""
+    change = create_account(host, username, dry_run)
+    _log("%s: %s", host.name, change.detail)
+    return change
+
+
+@ensure_account.on_rollback
+def _undo_ensure_account(transaction: Transaction) -> None:
+    """The grant failed elsewhere: remove the account this task created, unless now in use."""
+    undo = _undo_data(transaction)
+    if not undo:
+        return
+    change = delete_account(undo["host"], undo["username"], only_if_unused=True)
+    _log("rollback %s: %s", change.host, change.detail)
+    if change.changed and undo["group_created"]:
+        result = execute(
+            undo["host"], ["sh", "-c", _DELETE_EMPTY_GROUP_SCRIPT, "opsflow", MANAGED_GROUP]
+        )
+        _log("rollback %s: group %s %s", change.host, MANAGED_GROUP, result.stdout.strip())
+
+
+_ADD_KEY_SCRIPT = """
+set -eu
+umask 077
+mkdir -p -- "$1/.ssh"
+f="$1/.ssh/authorized_keys"
+IFS= read -r line
+if [ -f "$f" ] && grep -qxF -- "$line" "$f"; then echo unchanged; exit 0; fi
+if [ -s "$f" ] && [ -n "$(tail -c 1 -- "$f")" ]; then echo >> "$f"; fi
+printf '%s\\n' "$line" >> "$f"
+echo changed
+"""
+
+
+def add_key(
+    host: Host, username: str, public_key: str, grant_id: int, dry_run: bool = False
+) -> AccessChange:
+    """Append the grant's key line to the account's authorized_keys unless it is there."""
+    _valid(username)
+    line = key_line(_PUBLIC_KEY.validate_python(public_key), grant_id)
+    target = f"key {marker(grant_id)} of {username}"
+    account = read_account(host, username)
+    if account is None:
+        if dry_run:
+            return AccessChange(
+                host=host.name,
+                action="install_key",
+                target=target,
+                changed=True,
+                dry_run=True,
+                detail=f"would add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
+            )
+        raise AccountMissingError(f"{host.name}: no account {username!r} to install a key for")
+    if not account.managed:
+        raise UnmanagedAccountError(host.name, username)
+    if line in account.authorized_keys:
+        return AccessChange(
+            host=host.name,
+            action="install_key",
+            target=target,
+            changed=False,
+            dry_run=dry_run,
+            detail=f"unchanged: {marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
+        )
+    if dry_run:
+        return AccessChange(
+            host=host.name,
+            action="install_key",
+            target=target,
+            changed=True,
+            dry_run=True,
+            detail=f"would add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
+        )
+    result = execute(
+        host,
+        _as_user(account, ["sh", "-c", _ADD_KEY_SCRIPT, "opsflow", account.home]),
+        timeout_s=_TIMEOUT_S,
+        stdin=(line + "\n").encode(),
+    )
+    changed = result.stdout.strip() == "changed"
+    if changed:
+        _remember(host=host, username=username, grant_id=grant_id)
+    return AccessChange(
+        host=host.name,
+        action="install_key",
+        target=target,
+        changed=changed,
+        detail=(
+            f"added {marker(grant_id)} to ~{username}/.ssh/authorized_keys"
+            if changed
+            else f"unchanged: {marker(grant_id)} already in ~{username}/.ssh/authorized_keys"
+        ),
+    )
+
+
+@task(**_RETRYING, task_run_name="install_key[{username}@{host.name}]")
+def install_key(
+    host: Host, username: str, public_key: str, grant_id: int, dry_run: bool = False
+) -> AccessChange:
+    """Authorize the grant's key for the account, marked with the grant's id."""
+    change = add_key(host, username, public_key, grant_id, dry_run)
+    _log("%s: %s", host.name, change.detail)
+    return change
+
+
+@install_key.on_rollback
+def _undo_install_key(transaction: Transaction) -> None:
+    """The grant failed elsewhere: take out the key line this task added."""
+    undo = _undo_data(transaction)
+    if undo:
+        change = delete_key(undo["host"], undo["username"], undo["grant_id"])
+        _log("rollback %s: %s", change.host, change.detail)
+
+
+_WRITE_SUDO_RULE_SCRIPT = """
+set -eu
+dir=$(dirname -- "$1")
+# A name with a dot: sudo skips it, so a rule is never read before visudo has passed it.
+tmp=$(mktemp -- "$dir/.opsflow.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+chmod 0440 -- "$tmp"
+if ! out=$(visudo -c -f "$tmp" 2>&1); then
+  printf 'visudo rejected the rule: %s\\n' "$out" >&2
+  exit 65
+fi
+mv -f -- "$tmp" "$1"
+trap - EXIT
+"""
+
+
+def write_sudo_rule(host: Host, name: str, content: str) -> None:
+    """Put `content` in /etc/sudoers.d/`name` atomically, only once `visudo -c` accepts it."""
+    if not SUDO_RULE_NAME.match(name):
+        raise ValueError(f"sudo rule name {name!r} is not opsflow-*")
+    path = f"{SUDOERS_DIR}/{name}"
+    result = execute(
+        host,
+        ["sh", "-c", _WRITE_SUDO_RULE_SCRIPT, "opsflow", path],
+        timeout_s=_TIMEOUT_S,
+        check=False,
+        stdin=content.encode(),
+    )
+    if result.exit_status == 65:
+        raise SudoRuleRejectedError(f"{host.name}: {path}: {result.stderr.strip()}")
+    if not result.ok:
+        raise PermanentError(
+            f"{host.name}: cannot install {path}: exit {result.exit_status}: "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
+
+
+def put_sudo_rule(
+    host: Host, username: str, grant_id: int, entitlement: str, dry_run: bool = False
+) -> AccessChange:
+    """Install the grant's sudoers file unless it is already there with the same content."""
+    _valid(username, entitlement)
+    name = marker(grant_id)
+    path = f"{SUDOERS_DIR}/{name}"
+    content = sudo_rule_text(grant_id, username, entitlement)
+    previous = read_file(host, path)
+    if previous == content:
+        return AccessChange(
+            host=host.name,
+            action="install_sudo_rule",
+            target=path,
+            changed=False,
+            dry_run=dry_run,
+            detail=f"unchanged: {path} already lets {username} sudo",
+        )
+    verb, done = ("replace", "replaced") if previous is not None else ("install", "installed")
+    if dry_run:
+        return AccessChange(
+            host=host.name,
+            action="install_sudo_rule",
+            target=path,
+            changed=True,
+            dry_run=True,
+            detail=f"would {verb} {path} letting {username} sudo (after visudo -c)",
+        )
+    write_sudo_rule(host, name, content)
+    _remember(host=host, name=name, previous=previous)
+    return AccessChange(
+        host=host.name,
+        action="install_sudo_rule",
+        target=path,
+        changed=True,
+        detail=f"{done} {path} letting {username} sudo (visudo -c passed)",
+    )
+
+
+@task(**_RETRYING, task_run_name="install_sudo_rule[{username}@{host.name}]")
+def install_sudo_rule(
+    host: Host, username: str, grant_id: int, entitlement: str, dry_run: bool = False
+) -> AccessChange:
+    """Let the account sudo through a sudoers.d file checked by `visudo -c` before it is used."""
+    change = put_sudo_rule(host, username, grant_id, entitlement, dry_run)
+    _log("%s: %s", host.name, change.detail)
+    return change
+
+
+@install_sudo_rule.on_rollback
+def _undo_install_sudo_rule(transaction: Transaction) -> None:
+    """The grant failed elsewhere: remove the rule this task installed, or put back the old one."""
+    undo = _undo_data(transaction)
+    if not undo:
+        return
+    if undo["previous"] is None:
+        change = delete_sudo_rule(undo["host"], undo["name"])
+        _log("rollback %s: %s", change.host, change.detail)
+    else:
+        write_sudo_rule(undo["host"], undo["name"], undo["previous"])
+        _log("rollback %s: restored %s/%s", undo["host"].name, SUDOERS_DIR, undo["name"])
+
+
+_REMOVE_KEY_SCRIPT = """
+set -eu
+f="$1/.ssh/authorized_keys"
+[ -f "$f" ] || { echo unchanged; exit 0; }
+tmp=$(mktemp -- "$f.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+awk -v m="$2" '$NF != m' "$f" > "$tmp"
+if cmp -s -- "$f" "$tmp"; then echo unchanged; exit 0; fi
+mv -f -- "$tmp" "$f"
+trap - EXIT
+echo changed
+"""
+
+
+def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> AccessChange:
+    """Remove the key lines marked with the grant from the account's authorized_keys."""
+    _valid(username)
+    tag = marker(grant_id)
+    target = f"key {tag} of {username}"
+
+    def unchanged(why: str) -> AccessChange:
+        return AccessChange(
+            host=host.name,
+            action="remove_key",
+            target=target,
+            changed=False,
+            dry_run=dry_run,
+            detail=f"unchanged: {why}",
+        )
+
+    account = read_account(host, username)
+    if account is None:
+        return unchanged(f"no account {username}")
+    if not any(grant_of_key_line(line) == grant_id for line in account.authorized_keys):
+        return unchanged(f"no {tag} line in ~{username}/.ssh/authorized_keys")
+    if dry_run:
+        return AccessChange(
+            host=host.name,
+            action="remove_key",
+            target=target,
+            changed=True,
+            dry_run=True,
+            detail=f"would remove {tag} from ~{username}/.ssh/authorized_keys",
+        )
+    result = execute(
+        host,
+        _as_user(account, ["sh", "-c", _REMOVE_KEY_SCRIPT, "opsflow", account.home, tag]),
+        timeout_s=_TIMEOUT_S,
+    )
+    if result.stdout.strip() != "changed":
+        return unchanged(f"no {tag} line in ~{username}/.ssh/authorized_keys")
+    return AccessChange(
+        host=host.name,
+        action="remove_key",
+        target=target,
+        changed=True,
+        detail=f"removed {tag} from ~{username}/.ssh/authorized_keys",
+    )
+
+
+@task(**_RETRYING, task_run_name="remove_key[{username}@{host.name}]")
+def remove_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> AccessChange:
+    """Take the grant's key out of the account's authorized_keys; other lines are kept."""
+    change = delete_key(host, username, grant_id, dry_run)
+    _log("%s: %s", host.name, change.detail)
+    return change
+
+
+def delete_sudo_rule(host: Host, name: str, dry_run: bool = False) -> AccessChange:
+    """Remove /etc/sudoers.d/`name` (an opsflow-* file) if it exists."""
+    if not SUDO_RULE_NAME.match(name):
+        raise ValueError(f"sudo rule name {name!r} is not opsflow-*: opsflow leaves it alone")
+    path = f"{SUDOERS_DIR}/{name}"
+    exists = execute(host, ["test", "-e", path], timeout_s=_TIMEOUT_S, check=False).ok
+    if not exists or dry_run:
+        return AccessChange(
+            host=host.name,
+            action="remove_sudo_rule",
+            target=path,
+            changed=exists,
+            dry_run=dry_run,
+            detail=f"would remove {path}" if exists else f"unchanged: no {path}",
+        )
+    execute(host, ["rm", "-f", "--", path], timeout_s=_TIMEOUT_S)
+    return AccessChange(
+        host=host.name,
+        action="remove_sudo_rule",
+        target=path,
+        changed=True,
+        detail=f"removed {path}",
+    )
+
+
+@task(**_RETRYING, task_run_name="remove_sudo_rule[{name}@{host.name}]")
+def remove_sudo_rule(host: Host, name: str, dry_run: bool = False) -> AccessChange:
+    """Remove an opsflow sudoers file, such as the one a grant installed."""
+    change = delete_sudo_rule(host, name, dry_run)
+    _log("%s: %s", host.name, change.detail)
+    return change
+
+
+_SUDO_RULES_OF_SCRIPT = """
+grep -lE "^$1[[:space:]]" "$2"/opsflow-* 2>/dev/null | wc -l
+"""
+
+
+_DELETE_ACCOUNT_SCRIPT = """
+set -e
+# Only processes in this host's mount namespace: on the lab's hosts, which share one PID
+# namespace, the same uid may belong to someone else on another host.
+pkill -KILL --ns $$ --nslist mnt -u "$1" || true
+userdel --force --remove -- "$1" 2>&1 | grep -v 'mail spool' >&2 || true
+! getent passwd "$1" >/dev/null
+"""
+
+
+def delete_account(
+    host: Host, username: str, only_if_unused: bool = True, dry_run: bool = False
+) -> AccessChange:
+    """Remove a managed account, its home and its processes; an unmanaged one is left alone.
+
+    With `only_if_unused`, the account stays while another grant's key or sudo rule needs it.
+    """
+    _valid(username)
+    target = f"account {username}"
+
+    def unchanged(why: str) -> AccessChange:
+        return AccessChange(
+            host=host.name,
+            action="remove_account",
+            target=target,
+            changed=False,
+            dry_run=dry_run,
+            detail=f"unchanged: {why}",
+        )
+
+    account = read_account(host, username)
+    if account is None:
+        return unchanged(f"no account {username}")
+    if not account.managed:
+        return unchanged(f"{username} is not in group {MANAGED_GROUP}: not opsflow's to remove")
+    if only_if_unused:
+        keys = sum(grant_of_key_line(line) is not None for line in account.authorized_keys)
+        rules = int(
+            execute(
+                host,
+                ["sh", "-c", _SUDO_RULES_OF_SCRIPT, "opsflow", username, SUDOERS_DIR],
+                timeout_s=_TIMEOUT_S,
+            ).stdout.strip()
+            or 0
+        )
+        if keys or rules:
+            return unchanged(
+                f"{username} still has {keys} opsflow key(s) and {rules} sudo rule(s) of other "
+                "grants"
+            )
+    if dry_run:
+        return AccessChange(
+            host=host.name,
+            action="remove_account",
+            target=target,
+            changed=True,
+            dry_run=True,
+            detail=f"would remove {username}, its home and its processes",
+        )
+    execute(host, ["sh", "-c", _DELETE_ACCOUNT_SCRIPT, "opsflow", username], timeout_s=_TIMEOUT_S)
+    return AccessChange(
+        host=host.name,
+        action="remove_account",
+        target=target,
+        changed=True,
+        detail=f"removed {username} (uid {account.uid}), its home and its processes",
+    )
+
+
+@task(**_RETRYING, task_run_name="remove_account[{username}@{host.name}]")
+def remove_account(
+    host: Host, username: str, only_if_unused: bool = True, dry_run: bool = False
+) -> AccessChange:
+    """Remove an account opsflow created once no grant needs it any more."""
+    change = delete_account(host, username, only_if_unused, dry_run)
+    _log("%s: %s", host.name, change.detail)
+    return change

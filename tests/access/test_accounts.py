@@ -1,0 +1,179 @@
+"""The account, key and sudo rule tasks on real lab hosts: idempotent, dry-runnable, careful."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from lab.hosts import run_on_host
+from tasks.accounts import (
+    MANAGED_GROUP,
+    SudoRuleRejectedError,
+    UnmanagedAccountError,
+    add_key,
+    create_account,
+    delete_account,
+    delete_key,
+    delete_sudo_rule,
+    ensure_account,
+    install_key,
+    install_sudo_rule,
+    put_sudo_rule,
+    read_access_facts,
+    write_sudo_rule,
+)
+from tests.access.conftest import Person, host_state, ssh_as
+
+pytestmark = pytest.mark.usefixtures("access_env")
+
+USER = "dave"
+GRANT = 9001
+
+
+@pytest.fixture
+def host(access_estate: Any) -> Any:
+    return access_estate.host("lab05")
+
+
+@pytest.fixture
+def clean(access_lab: Any, host: Any) -> Any:
+    """lab05 as it was, afterwards: dave and the test's sudo rules gone."""
+    yield
+    run_on_host(host.name, ["userdel", "--force", "--remove", USER], access_lab.directory)
+    run_on_host(
+        host.name,
+        ["sh", "-c", "rm -f /etc/sudoers.d/opsflow-grant-9001 /etc/sudoers.d/opsflow-bad"],
+        access_lab.directory,
+    )
+
+
+@flow
+def grant_dave(host: Any, public_key: str) -> list[bool]:
+    """The three grant tasks in a row, as a flow would run them."""
+    return [
+        ensure_account(host, USER).changed,
+        install_key(host, USER, public_key, GRANT).changed,
+        install_sudo_rule(host, USER, GRANT, "test").changed,
+    ]
+
+
+@pytest.mark.usefixtures("clean")
+def test_second_run_changes_nothing_and_access_works(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    dave_key = people["carol"]
+    assert grant_dave(host, dave_key.public_key) == [True, True, True]
+    state = host_state(access_lab, host.name)
+    assert grant_dave(host, dave_key.public_key) == [False, False, False]
+    assert host_state(access_lab, host.name) == state
+    assert ssh_as(host, USER, dave_key.key_file, "sudo -n true") == 0
+    facts = read_access_facts.fn(host)
+    assert [a.username for a in facts.accounts] == [USER]
+    assert [(k.username, k.grant_id) for k in facts.ssh_keys] == [(USER, GRANT)]
+    assert [r.name for r in facts.sudo_rules] == ["opsflow-grant-9001"]
+
+
+@pytest.mark.usefixtures("clean")
+def test_dry_run_reports_the_plan_and_changes_nothing(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    before = host_state(access_lab, host.name)
+    plan = [
+        create_account(host, USER, dry_run=True),
+        add_key(host, USER, people["carol"].public_key, GRANT, dry_run=True),
+        put_sudo_rule(host, USER, GRANT, "test", dry_run=True),
+    ]
+    assert all(c.changed and c.dry_run for c in plan)
+    assert [c.detail.split()[0] for c in plan] == ["would", "would", "would"]
+    assert host_state(access_lab, host.name) == before
+
+
+@pytest.mark.usefixtures("clean")
+def test_removal_takes_only_what_opsflow_put_there(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    create_account(host, USER)
+    add_key(host, USER, people["carol"].public_key, GRANT)
+    own = people["bob"].public_key
+    run_on_host(
+        host.name,
+        ["sh", "-c", f'echo "{own}" >> /home/{USER}/.ssh/authorized_keys'],
+        access_lab.directory,
+    )
+    assert delete_key(host, USER, GRANT).changed
+    assert not delete_key(host, USER, GRANT).changed
+    keys = run_on_host(
+        host.name, ["cat", f"/home/{USER}/.ssh/authorized_keys"], access_lab.directory
+    ).stdout
+    assert keys.strip() == own, "the user's own key line is kept"
+    assert delete_account(host, USER).changed
+    assert not delete_account(host, USER).changed
+    assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 2
+
+
+@pytest.mark.usefixtures("clean")
+def test_an_account_opsflow_did_not_create_is_never_adopted_or_removed(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    run_on_host(host.name, ["useradd", "--create-home", USER], access_lab.directory)
+    with pytest.raises(UnmanagedAccountError, match=f"not in group {MANAGED_GROUP}"):
+        create_account(host, USER)
+    with pytest.raises(UnmanagedAccountError):
+        add_key(host, USER, people["carol"].public_key, GRANT)
+    assert not delete_account(host, USER, only_if_unused=False).changed
+    assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 0
+
+
+@pytest.mark.usefixtures("clean")
+def test_visudo_rejects_a_bad_rule_before_it_is_in_place(access_lab: Any, host: Any) -> None:
+    before = host_state(access_lab, host.name)
+    with pytest.raises(SudoRuleRejectedError, match="visudo rejected"):
+        write_sudo_rule(host, "opsflow-bad", "dave ALL=(ALL NOPASSWD ALL\n")
+    assert host_state(access_lab, host.name) == before
+    sudo = run_on_host(host.name, ["sudo", "-n", "-l", "-U", "root"], access_lab.directory)
+    assert sudo.returncode == 0, "sudo still reads its configuration"
+    with pytest.raises(ValueError, match="not opsflow-"):
+        delete_sudo_rule(host, "README")
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_symlinked_authorized_keys_cannot_make_root_write_elsewhere(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    create_account(host, USER)
+    for argv in (
+        ["mkdir", "-p", f"/home/{USER}/.ssh"],
+        ["chown", f"{USER}:", f"/home/{USER}/.ssh"],
+    ):
+        run_on_host(host.name, argv, access_lab.directory)
+    run_on_host(
+        host.name,
+        ["ln", "-s", "/etc/shadow", f"/home/{USER}/.ssh/authorized_keys"],
+        access_lab.directory,
+    )
+    shadow = run_on_host(host.name, ["cat", "/etc/shadow"], access_lab.directory).stdout
+    with pytest.raises(Exception, match="Permission denied"):
+        add_key(host, USER, people["carol"].public_key, GRANT)
+    assert run_on_host(host.name, ["cat", "/etc/shadow"], access_lab.directory).stdout == shadow
+
+
+@pytest.mark.parametrize(
+    ("call", "args"),
+    [
+        (create_account, ("carol;id",)),
+        (create_account, ("-rf",)),
+        (delete_account, ("ALL",)),
+        (put_sudo_rule, ("dave", GRANT, "x\nALL ALL=(ALL) NOPASSWD: ALL")),
+        (put_sudo_rule, ("dave ALL", GRANT, "test")),
+        (add_key, ("dave", 'command="sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA', GRANT)),
+    ],
+)
+def test_tasks_refuse_values_that_are_not_plain_names(
+    access_lab: Any, host: Any, call: Any, args: tuple
+) -> None:
+    before = host_state(access_lab, host.name)
+    with pytest.raises(ValueError):
+        call(host, *args)
+    assert host_state(access_lab, host.name) == before
