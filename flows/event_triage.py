@@ -14,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 
-from tasks.events import emit_incident_event, triage_pending_events
+from tasks.events import emit_incident_events, triage_pending_events
 from tasks.inventory import read_estate
 
 ARTIFACT_ROWS = 200
@@ -37,8 +37,12 @@ def event_triage(limit: int = 20_000, start_restoration: bool = True) -> list[di
         return []
     per_incident = Counter(d.incident_id for d in decisions if d.incident_id is not None)
     opened = {d.incident_id for d in decisions if d.action == "opened"}
-    for incident_id, count in per_incident.items():
-        emit_incident_event(incident_id, "opened" if incident_id in opened else "updated", count)
+    emit_incident_events(
+        [
+            (incident_id, "opened" if incident_id in opened else "updated", count)
+            for incident_id, count in per_incident.items()
+        ]
+    )
     if start_restoration:
         for decision in decisions:
             if decision.action == "opened" and decision.runbook:

@@ -63,3 +63,11 @@ def publish_incident_change(incident: Incident, change: str, events: int = 1) ->
 def emit_incident_event(incident_id: int, change: str, events: int = 1) -> None:
     """Task form of `publish_incident_change`, reading the incident as it is now."""
     publish_incident_change(open_store().get_incident(str(incident_id)), change, events)
+
+
+@task(cache_policy=NONE, timeout_seconds=120)
+def emit_incident_events(changes: list[tuple[int, str, int]]) -> None:
+    """Publish a triage batch's incident changes (id, change, events counted) in one task."""
+    store = open_store()
+    for incident_id, change, events in changes:
+        publish_incident_change(store.get_incident(str(incident_id)), change, events)
