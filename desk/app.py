@@ -23,7 +23,11 @@ from desk.auth import current_person, require
 from desk.intake import AlertmanagerWebhook, GenericEvent, from_alertmanager, from_generic
 from desk.metrics import render_metrics
 from inventory.models import Estate, Person
+from itsm.access import AccessGrant
+from itsm.access_store import AccessStore
 from itsm.records import EventIn, Incident, IncidentCreate, IncidentUpdate, WorklogEntry
+from itsm.request_store import RequestStore
+from itsm.requests import ServiceRequest
 from itsm.store import Store
 from opsflow.errors import OpsError, PermanentError
 
@@ -51,6 +55,8 @@ class MyTickets(BaseModel):
     roles: list[str]
     team: str | None
     incidents: list[Incident]
+    requests: list[ServiceRequest]
+    access_grants: list[AccessGrant]
 
 
 class ServiceSummary(BaseModel):
@@ -178,13 +184,15 @@ def create_app(
 
     @app.get("/api/v1/me", tags=["desk"])
     def me(person: Anyone) -> MyTickets:
-        """Who the token belongs to, and the incidents they reported."""
+        """Who the token belongs to, and the incidents, requests and access they asked for."""
         return MyTickets(
             name=person.name,
             full_name=person.full_name,
             roles=list(person.roles),
             team=person.team,
             incidents=store.list_incidents(reported_by=person.name, limit=200),
+            requests=RequestStore(store).list(requester=person.name, limit=200),
+            access_grants=AccessStore(store).list(requester=person.name, limit=200),
         )
 
     @app.get("/api/v1/services", tags=["desk"])

@@ -180,3 +180,16 @@ def show_me(as_json: bool) -> None:
         return
     console.print(f"[bold]{me['full_name'] or me['name']}[/] ({', '.join(me['roles'])})")
     console.print(incident_table(me["incidents"], title="incidents you reported"))
+    requests = Table(title="requests you made")
+    for column in ("number", "item", "inputs", "state", "outcome"):
+        requests.add_column(column, no_wrap=column in ("number", "state"))
+    for r in me["requests"]:
+        inputs = ", ".join(f"{k}={v}" for k, v in r["inputs"].items())
+        requests.add_row(r["number"], r["item"], inputs, r["state"], (r["outcome"] or "")[:80])
+    console.print(requests)
+    grants = Table(title="your access")
+    for column in ("id", "entitlement", "state", "until"):
+        grants.add_column(column, no_wrap=True)
+    for g in me["access_grants"]:
+        grants.add_row(str(g["id"]), g["entitlement"], g["state"], str(g.get("ends_at") or "")[:16])
+    console.print(grants)
