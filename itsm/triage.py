@@ -155,22 +155,9 @@ def triage(
     decisions: list[Decision] = []
     by_key: dict[str, list[tuple[Event, Classification]]] = defaultdict(list)
     declared = declared_windows(store, [e.occurred_at for e in events])
-    for event in events:
-        verdict = classify(event, estate)
-        window = in_maintenance(event, estate, event.occurred_at) or declared.covering(
-            event.host, event.occurred_at
-        )
-        if event.status == "resolved" and verdict.event_class != "informational":
-            decisions.append(_close_loop(store, event, verdict, now, flow_run_id))
-        elif verdict.event_class != "exception":
-            decisions.append(Decision(event.id, verdict.event_class, verdict.rule, "recorded"))
-        elif window:
-            decisions.append(
-                Decision(event.id, verdict.event_class, f"{verdict.rule} [{window}]", "suppressed")
-            )
-        else:
-            by_key[verdict.correlation_key].append((event, verdict))
-    for key, group in by_key.items():
+
+    def settle(key: str, group: list[tuple[Event, Classification]]) -> None:
+        """Open or correlate the incident of one key's firing events, in order."""
         first, verdict = group[0]
         known_error = _known_error_for(first, verdict, known_errors)
         runbook = verdict.runbook
@@ -206,18 +193,20 @@ def triage(
             now=now,
             flow_run_id=flow_run_id,
         ):
-            decisions += [
-                Decision(
-                    e.id,
-                    verdict.event_class,
-                    verdict.rule,
-                    "correlated",
-                    first_incident.id,
-                    first_incident.number,
-                )
-                for e in rest
-            ]
-            continue
+            decisions.extend(
+                [
+                    Decision(
+                        e.id,
+                        verdict.event_class,
+                        verdict.rule,
+                        "correlated",
+                        first_incident.id,
+                        first_incident.number,
+                    )
+                    for e in rest
+                ]
+            )
+            return
         for event in rest:
             incident, created = _open_or_correlate(
                 store, estate, event, verdict, key, runbook, flow_run_id
@@ -233,6 +222,29 @@ def triage(
                     runbook if created else None,
                 )
             )
+
+    for event in events:
+        verdict = classify(event, estate)
+        window = in_maintenance(event, estate, event.occurred_at) or declared.covering(
+            event.host, event.occurred_at
+        )
+        if event.status == "resolved" and verdict.event_class != "informational":
+            # Firings of this key that came before the resolution go to their incident
+            # first: a batch holding both must open it and then close the loop, not leave
+            # an incident open for an alert that has already resolved.
+            if verdict.correlation_key in by_key:
+                settle(verdict.correlation_key, by_key.pop(verdict.correlation_key))
+            decisions.append(_close_loop(store, event, verdict, now, flow_run_id))
+        elif verdict.event_class != "exception":
+            decisions.append(Decision(event.id, verdict.event_class, verdict.rule, "recorded"))
+        elif window:
+            decisions.append(
+                Decision(event.id, verdict.event_class, f"{verdict.rule} [{window}]", "suppressed")
+            )
+        else:
+            by_key[verdict.correlation_key].append((event, verdict))
+    for key, group in by_key.items():
+        settle(key, group)
     store.mark_triaged([(d.event_id, d.event_class, d.rule, d.incident_id) for d in decisions], now)
     return decisions
 

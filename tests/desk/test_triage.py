@@ -127,3 +127,10 @@ def test_resolved_alert_after_restoration_leaves_it_resolved(store, estate) -> N
     [late] = run(store, estate, alert(status="resolved"))
     assert late.action == "no-open-incident"
     assert store.get_incident(opened.incident_number).resolution_code == "auto-remediated"
+
+
+def test_firing_and_resolution_in_one_batch_close_the_loop(store, estate) -> None:
+    decisions = run(store, estate, alert(), alert(status="resolved"))
+    assert [d.action for d in decisions] == ["opened", "alert-resolved"]
+    incident = store.get_incident(decisions[0].incident_number)
+    assert (incident.state, incident.resolution_code) == ("Resolved", "no-fault")
