@@ -59,7 +59,8 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
             return without_heartbeats(event_triage, start_restoration=False)
 
     def restore(number: str) -> str:
-        with tags("itil:incident", f"incident:{number}"):
+        # One fixed tag set: Prefect keeps a client thread per distinct set of tags.
+        with tags("itil:incident"):
             return without_heartbeats(incident_restoration, number)
 
     dispatcher = Dispatcher(triage=triage, restore=restore)

@@ -85,7 +85,7 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
     assert [e["payload"]["state"] for e in incident_events(incident.number, "resolved")] == [
         "Resolved"
     ]
-    assert {"itil:incident", f"incident:{incident.number}"} <= restoration_tags(incident.number)
+    assert "itil:incident" in restoration_tags(incident.number)
     wait_for(lambda: resolved_alert_triaged(incident), 30, "the resolved alert, triaged")
     assert open_store().get_incident(incident.id).state == "Resolved"
     if kind == "disk":
