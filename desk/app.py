@@ -35,6 +35,32 @@ WEB_PAGE = Path(__file__).with_name("web") / "index.html"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """Larger bodies are refused before they are read: a webhook of 10,000 alerts fits."""
 
+
+class BodyLimit:
+    """Refuse bodies declared larger than MAX_BODY_BYTES (413) before reading them.
+
+    A plain ASGI middleware: `@app.middleware("http")` (Starlette's BaseHTTPMiddleware)
+    wraps every request in a task group and a memory stream, ~20% of the intake's CPU.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (
+                    not value.isdigit() or int(value) > MAX_BODY_BYTES
+                ):
+                    response = JSONResponse(
+                        {"detail": f"body larger than {MAX_BODY_BYTES} bytes"},
+                        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 Sender = Annotated[Person, Depends(require("monitor", "operator"))]
 Operator = Annotated[Person, Depends(require("operator"))]
 Anyone = Annotated[Person, Depends(current_person)]
@@ -98,15 +124,7 @@ def create_app(
     app.include_router(access_router)
     app.include_router(problems_router)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(
-                {"detail": f"body larger than {MAX_BODY_BYTES} bytes"},
-                status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(PermanentError)
     async def refuse(request: Request, exc: PermanentError) -> JSONResponse:

@@ -16,8 +16,9 @@ process crashing, but a power cut or kernel crash may undo the last few commits.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,9 @@ class Store:
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self._engine = create_engine(self.url, pool_size=8, max_overflow=24)
+            # More pooled connections than the desk has worker threads (anyio's 40): with 8,
+            # every request beyond the 8th opened and closed a connection (and its PRAGMAs).
+            self._engine = create_engine(self.url, pool_size=48, max_overflow=16)
             _configure_sqlite(self._engine)
             self._insert_event: Any = str(
                 sqlite.insert(events)
@@ -318,6 +321,7 @@ class Store:
                 .returning(events.c.id)
             )
         self._writer = self._engine.execution_options(opsflow_write=True)
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else nullcontext()
         self.create_all()
 
     def create_all(self) -> None:
@@ -335,8 +339,14 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that will write: committed on success, rolled back on error."""
-        with self._writer.begin() as conn:
+        """A transaction that will write: committed on success, rolled back on error.
+
+        On SQLite the writers of this process queue on a lock first: SQLite's own busy
+        handler makes a waiting writer sleep in steps of up to 100 ms, so writers that
+        collide on the database lock wait far longer than the lock is held (p99 of the
+        intake 0.9-2 s instead of ~0.2 s at 8 connections).
+        """
+        with self._write_lock, self._writer.begin() as conn:
             yield conn
 
     @contextmanager
