@@ -538,29 +538,11 @@ class Store:
                 with self.write() as conn:
                     found = self._open_for_key(conn, key, lock=True)
                     if found is not None:
-                        after = found.model_copy(
-                            update={
-                                "event_count": found.event_count + 1,
-                                "last_event_at": max(found.last_event_at or event_time, event_time),
-                                "updated_at": max(found.updated_at, now),
-                                "version": found.version + 1,
-                            }
+                        after = self._count_events(
+                            conn, found, 1, event_time, actor, now, flow_run_id
                         )
-                        if not self._write_incident(conn, found, after):
+                        if after is None:
                             continue
-                        conn.execute(
-                            insert(audit),
-                            _audit_row(
-                                now,
-                                actor,
-                                "incident.correlated",
-                                "incident",
-                                after.id,
-                                found,
-                                after,
-                                flow_run_id,
-                            ),
-                        )
                         return after, False
                     incident = self._insert_incident(
                         conn, create, key, event_time, now, actor, flow_run_id
@@ -606,31 +588,41 @@ class Store:
                 found = self._fetch_incident(conn, incident_id, lock=True)
                 if found.state not in OPEN_STATES:
                     return None
-                after = found.model_copy(
-                    update={
-                        "event_count": found.event_count + count,
-                        "last_event_at": max(found.last_event_at or last_event_at, last_event_at),
-                        "updated_at": max(found.updated_at, now),
-                        "version": found.version + 1,
-                    }
+                after = self._count_events(
+                    conn, found, count, last_event_at, actor, now, flow_run_id
                 )
-                if not self._write_incident(conn, found, after):
-                    continue
-                conn.execute(
-                    insert(audit),
-                    _audit_row(
-                        now,
-                        actor,
-                        "incident.correlated",
-                        "incident",
-                        after.id,
-                        found,
-                        after,
-                        flow_run_id,
-                    ),
-                )
-                return after
+                if after is not None:
+                    return after
         raise ConcurrentUpdateError("incident", str(incident_id), _RETRIES)
+
+    def _count_events(
+        self,
+        conn: Connection,
+        found: Incident,
+        count: int,
+        last_event_at: datetime,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None,
+    ) -> Incident | None:
+        """Add `count` events to an open incident, audited; None if another writer beat us."""
+        after = found.model_copy(
+            update={
+                "event_count": found.event_count + count,
+                "last_event_at": max(found.last_event_at or last_event_at, last_event_at),
+                "updated_at": max(found.updated_at, now),
+                "version": found.version + 1,
+            }
+        )
+        if not self._write_incident(conn, found, after):
+            return None
+        conn.execute(
+            insert(audit),
+            _audit_row(
+                now, actor, "incident.correlated", "incident", after.id, found, after, flow_run_id
+            ),
+        )
+        return after
 
     def _insert_incident(
         self,
