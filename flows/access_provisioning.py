@@ -45,6 +45,7 @@ from tasks.accounts import (
 )
 from tasks.fanout import HostOutcome, map_hosts, raise_failures
 from tasks.inventory import read_estate
+from tasks.notify import notify_person
 from tasks.records import current_flow_run_id, open_store
 
 ACTOR = "access-provisioning"
@@ -277,6 +278,7 @@ def _grant(grant: AccessGrant, dry_run: bool) -> list[dict[str, Any]]:
             f"{what} active on {len(hosts)} host(s) until {grant.ends_at:%Y-%m-%d %H:%M:%S}Z: "
             f"{changed} change(s)."
         )
+        _tell_requester(estate, grant, f"active until {grant.ends_at:%Y-%m-%d %H:%M}Z", summary)
     logger.info(summary)
     _publish(f"access-grant-{grant.id}", changes, summary)
     return [c.model_dump() for c in changes]
@@ -314,6 +316,18 @@ def _take_away(
     return changes, failures
 
 
+def _tell_requester(estate: Estate, grant: AccessGrant, what: str, body: str) -> None:
+    """Tell the requester what became of their access; a failure to tell is only logged."""
+    try:
+        notify_person(
+            estate, grant.requester, f"[opsflow] access {grant.entitlement}: {what}", body
+        )
+    except Exception as exc:
+        get_run_logger().warning(
+            "telling %s about grant %s failed: %s", grant.requester, grant.id, exc
+        )
+
+
 def _close(estate: Estate, grant_id: int, state: AccessState | None) -> list[AccessChange] | None:
     """Under the account's slot, take a live grant's access away and close it.
 
@@ -338,6 +352,7 @@ def _close(estate: Estate, grant_id: int, state: AccessState | None) -> list[Acc
             record_failure(grant.id, str(exc))
             raise
         end_grant(grant.id, state)
+        _tell_requester(estate, grant, state, f"{marker(grant.id)} ({grant.entitlement}) {state}")
         return changes
 
 

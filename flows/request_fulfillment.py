@@ -24,7 +24,6 @@ from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
@@ -49,6 +48,7 @@ from itsm.requests import (
     signature_valid,
 )
 from tasks.inventory import read_estate
+from tasks.notify import person_block, send_notification
 from tasks.records import current_flow_run_id, open_store
 
 ACTOR = "request-fulfilment"
@@ -158,19 +158,6 @@ def note_request(request_id: int, actor: str, action: str, detail: dict[str, Any
 def load_approval_key() -> bytes | None:
     """The key desk-signed decisions are checked with; None before the desk made one."""
     return approval_key()
-
-
-@task(
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    timeout_seconds=60,
-    task_run_name="notify[{block}]",
-)
-def send_notification(block: str, subject: str, body: str) -> str:
-    """Send one message through a Prefect notification block (type/name); returns the block."""
-    Block.load(block).notify(body=body, subject=subject)
-    return block
 
 
 # -- the flows --------------------------------------------------------------------------
@@ -452,11 +439,7 @@ def _fulfil(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
 
 def _tell_requester(estate: Estate, record: ServiceRequest) -> None:
     """Notify the requester through their block, else their team's; audit either way."""
-    person = estate.person(record.requester)
-    block = person.notify_block if person else None
-    if block is None and person is not None and person.team:
-        team = estate.team(person.team)
-        block = team.notify_block if team else None
+    block = person_block(estate, record.requester)
     subject = f"[opsflow] {record.number} {record.item}: {record.state}"
     lines = [f"{record.number} ({record.item}, {record.inputs}) is {record.state}."]
     if record.approver:
