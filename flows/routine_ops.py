@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 
 from inventory.models import Estate, Host, Service
@@ -51,7 +50,7 @@ from tasks.desk_intake import (
 )
 from tasks.facts import HostFacts, read_host_facts
 from tasks.facts_history import record_facts_history
-from tasks.fanout import HostOutcome, map_hosts, raise_failures
+from tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures
 from tasks.inventory import read_estate
 from tasks.logs import CleanupPolicy, CleanupResult, RotationResult, clean_logs, rotate_log
 from tasks.maintenance import DEFAULT_GRACE_S, maintenance_window
@@ -93,28 +92,6 @@ def _hosts(estate: Estate, only: list[str] | None) -> list[Host]:
         return [estate.host(n) for n in only]
     except KeyError as exc:
         raise PermanentError(str(exc)) from None
-
-
-def _bounded(
-    task: Any, calls: list[tuple[Host, dict[str, Any]]], limit: int
-) -> list[HostOutcome[Any]]:
-    """Submit `task(host=…, **kwargs)` for each call, at most `limit` at a time, in order."""
-    outcomes: list[HostOutcome[Any] | None] = [None] * len(calls)
-    running: list[tuple[int, PrefectFuture[Any]]] = []
-
-    def settle(index: int, future: PrefectFuture[Any]) -> None:
-        try:
-            outcomes[index] = HostOutcome(calls[index][0], result=future.result())
-        except Exception as exc:
-            outcomes[index] = HostOutcome(calls[index][0], error=exc)
-
-    for index, (host, kwargs) in enumerate(calls):
-        if len(running) >= limit:
-            settle(*running.pop(0))
-        running.append((index, task.submit(host=host, **kwargs)))
-    for index, future in running:
-        settle(index, future)
-    return [o for o in outcomes if o is not None]
 
 
 def _failure_rows(outcomes: list[HostOutcome[Any]], **extra: Any) -> list[dict[str, Any]]:
@@ -294,7 +271,7 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
         h.name: [s for s in estate.services if h in estate.hosts_of(s)] for h in estate.hosts
     }
     reachable = [o.host for o in outcomes if o.ok]
-    state_outcomes = _bounded(
+    state_outcomes = map_calls(
         read_service_states, [(h, {"services": placement[h.name]}) for h in reachable], limit
     )
     states: dict[str, ServiceStates] = {o.host.name: o.result for o in state_outcomes if o.ok}
@@ -585,7 +562,7 @@ def backup_services(
         retention[(backup.service, backup.host)] = apply_retention(folder, keep)
     sample = _restore_sample(backups, restore_tests, datetime.now(UTC).toordinal())
     tests: dict[str, RestoreTest] = {}
-    restore_outcomes = _bounded(
+    restore_outcomes = map_calls(
         verify_restore, [(estate.host(b.host), {"backup": b}) for b in sample], limit
     )
     for backup, outcome in zip(sample, restore_outcomes, strict=True):
@@ -695,8 +672,8 @@ def check_certificates(
         file_calls = [(estate.host(f.host), {"cert_file": f}) for f in files or []]
     except KeyError as exc:
         raise PermanentError(str(exc)) from None
-    outcomes = _bounded(read_endpoint_certificate, calls, limit)
-    outcomes += _bounded(read_certificate_file, file_calls, limit)
+    outcomes = map_calls(read_endpoint_certificate, calls, limit)
+    outcomes += map_calls(read_certificate_file, file_calls, limit)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     firing: list[DeskEvent] = []

@@ -47,21 +47,31 @@ def map_hosts(
 
     Returns one outcome per host in inventory order; a failing host never stops the others.
     """
+    return map_calls(task, [(host, kwargs) for host in hosts], limit)
+
+
+def map_calls(
+    task: Any, calls: Sequence[tuple[Host, dict[str, Any]]], limit: int
+) -> list[HostOutcome[Any]]:
+    """Submit `task(host=…, **kwargs)` for each (host, kwargs), at most `limit` at a time.
+
+    Like `map_hosts`, for fan-outs whose arguments differ from host to host.
+    """
     if limit < 1:
         raise ValueError("limit: must be at least 1")
-    outcomes: list[HostOutcome[Any] | None] = [None] * len(hosts)
+    outcomes: list[HostOutcome[Any] | None] = [None] * len(calls)
     running: list[tuple[int, PrefectFuture[Any]]] = []
 
     def settle(index: int, future: PrefectFuture[Any]) -> None:
         try:
-            outcomes[index] = HostOutcome(hosts[index], result=future.result())
+            outcomes[index] = HostOutcome(calls[index][0], result=future.result())
         except Exception as exc:
-            outcomes[index] = HostOutcome(hosts[index], error=exc)
+            outcomes[index] = HostOutcome(calls[index][0], error=exc)
 
-    for index, host in enumerate(hosts):
+    for index, (host, host_kwargs) in enumerate(calls):
         if len(running) >= limit:
             settle(*running.pop(0))
-        running.append((index, task.submit(host=host, **kwargs)))
+        running.append((index, task.submit(host=host, **host_kwargs)))
     for index, future in running:
         settle(index, future)
     return [o for o in outcomes if o is not None]
