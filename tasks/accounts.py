@@ -31,7 +31,7 @@ from inventory.models import Host
 from inventory.types import Name, SSHPublicKey, Username
 from itsm.access import MARKER_PREFIX, marker
 from opsflow.errors import PermanentError
-from tasks.retry import is_transient
+from tasks.retry import RETRY_TRANSIENT, is_transient
 from tasks.ssh import execute
 
 MANAGED_GROUP = "opsflow-access"
@@ -77,6 +77,20 @@ class AccessChange(BaseModel):
     changed: bool = Field(description="True when the host changed (or would, in a dry run).")
     dry_run: bool = False
     detail: str = Field(description='What was done, or "unchanged: <why>".')
+
+    @classmethod
+    def unchanged(
+        cls, host: str, action: Action, target: str, dry_run: bool, why: str
+    ) -> AccessChange:
+        """The report of a task that found nothing to do, and why."""
+        return cls(
+            host=host,
+            action=action,
+            target=target,
+            changed=False,
+            dry_run=dry_run,
+            detail=f"unchanged: {why}",
+        )
 
 
 class UnmanagedAccountError(PermanentError):
@@ -296,10 +310,7 @@ def parse_access_facts(host: str, output: str) -> AccessFacts:
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=120,
     task_run_name="read_access_facts[{host.name}]",
 )
@@ -651,14 +662,7 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
     target = f"key {tag} of {username}"
 
     def unchanged(why: str) -> AccessChange:
-        return AccessChange(
-            host=host.name,
-            action="remove_key",
-            target=target,
-            changed=False,
-            dry_run=dry_run,
-            detail=f"unchanged: {why}",
-        )
+        return AccessChange.unchanged(host.name, "remove_key", target, dry_run, why)
 
     account = read_account(host, username)
     if account is None:
@@ -757,14 +761,7 @@ def delete_account(
     target = f"account {username}"
 
     def unchanged(why: str) -> AccessChange:
-        return AccessChange(
-            host=host.name,
-            action="remove_account",
-            target=target,
-            changed=False,
-            dry_run=dry_run,
-            detail=f"unchanged: {why}",
-        )
+        return AccessChange.unchanged(host.name, "remove_account", target, dry_run, why)
 
     account = read_account(host, username)
     if account is None:

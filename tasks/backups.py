@@ -25,7 +25,7 @@ from opsflow.errors import PermanentError
 from tasks.capture import run_captured
 from tasks.concurrency import host_slot
 from tasks.files import fetch_file
-from tasks.retry import is_transient
+from tasks.retry import RETRY_TRANSIENT, is_transient
 from tasks.service_control import start, stop
 from tasks.ssh import execute
 
@@ -93,10 +93,7 @@ class PathSizes(BaseModel):
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=120,
     task_run_name="measure_paths[{service.name}@{host.name}]",
 )
@@ -254,10 +251,7 @@ def read_manifest(host: Host, paths: list[str]) -> dict[str, tuple[str, float]]:
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=1800,
     task_run_name="verify_restore[{host.name}]",
 )

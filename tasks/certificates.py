@@ -19,7 +19,7 @@ from inventory.models import Host
 from inventory.types import Port
 from opsflow.errors import PermanentError, TransientError
 from tasks.files import fetch_file
-from tasks.retry import is_transient
+from tasks.retry import RETRY_TRANSIENT
 
 CONNECT_TIMEOUT_S = 10.0
 MAX_CERT_FILE_BYTES = 1 << 20
@@ -94,10 +94,7 @@ def parse_certificates(data: bytes, where: str) -> list[x509.Certificate]:
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=60,
     task_run_name="read_endpoint_certificate[{host.name}:{endpoint.port}]",
 )
@@ -135,10 +132,7 @@ def read_endpoint_certificate(host: Host, endpoint: TlsEndpoint) -> Certificate:
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=120,
     task_run_name="read_certificate_file[{host.name}:{cert_file.path}]",
 )

@@ -7,7 +7,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from inventory.models import Host
-from tasks.retry import is_transient
+from tasks.retry import RETRY_TRANSIENT
 from tasks.ssh import execute
 
 SEPARATOR = "--opsflow-facts--"
@@ -83,10 +83,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=120,
     task_run_name="read_host_facts[{host.name}]",
 )

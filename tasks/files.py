@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from inventory.models import Host
 from opsflow.errors import PermanentError, SSHTransientError
-from tasks.retry import is_transient
+from tasks.retry import RETRY_TRANSIENT
 from tasks.ssh import discard_connection, execute, pooled_client
 
 CHUNK = 1 << 20
@@ -74,10 +74,7 @@ def fetch_file(host: Host, remote_path: str, local_path: Path) -> FetchedFile:
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=900,
     task_run_name="fetch_file[{host.name}:{remote_path}]",
 )

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from inventory.models import Host
 from tasks.capture import run_captured
-from tasks.retry import is_transient
+from tasks.retry import RETRY_TRANSIENT
 
 _LINE = re.compile(
     r"^(?P<name>[^/\s]+)/(?P<suites>\S+) (?P<candidate>\S+) (?P<arch>\S+) "
@@ -72,10 +72,7 @@ def parse_upgradable(output: str) -> list[Upgradable]:
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=300,
     task_run_name="read_upgradable_packages[{host.name}]",
 )

@@ -11,3 +11,12 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect `retry_condition_fn`: retry only when the failure is a `TransientError`."""
     error = state.result(raise_on_failure=False)
     return isinstance(error, TransientError)
+
+
+RETRY_TRANSIENT: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": [1, 3],
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": is_transient,
+}
+"""Task options for idempotent tasks: two jittered retries, on transient errors only."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from inventory.models import Host, Service, ServiceControl
 from opsflow.errors import CommandFailedError, PermanentError
-from tasks.retry import is_transient
+from tasks.retry import RETRY_TRANSIENT
 from tasks.ssh import execute
 
 STATUS_TIMEOUT_S = 30.0
@@ -55,10 +55,7 @@ class ServiceStates(BaseModel):
 
 @task(
     cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 3],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT,
     timeout_seconds=180,
     task_run_name="read_service_states[{host.name}]",
 )
