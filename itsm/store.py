@@ -19,6 +19,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,23 @@ class ConcurrentUpdateError(TransientError):
 
     def __init__(self, record_type: str, key: int | str, attempts: int):
         super().__init__(f"{record_type} {key} changed concurrently {attempts} times in a row")
+
+
+TRIAGE_ACTOR = "event-triage"
+
+
+@dataclass(frozen=True)
+class EventLink:
+    """Triage's decision on the events that go to the incident it opens or counts them on.
+
+    Written in the same transaction as the incident, so an incident is never seen without
+    its events, and a triage interrupted in between cannot count the same events twice.
+    """
+
+    event_ids: Sequence[int]
+    event_class: EventClass
+    rule: str | None
+    at: datetime
 
 
 class StoreConfigError(PermanentError, ValueError):
@@ -459,7 +477,7 @@ class Store:
         self,
         updates: Sequence[tuple[int, EventClass, str | None, int | None]],
         at: datetime,
-        actor: str = "event-triage",
+        actor: str = TRIAGE_ACTOR,
         flow_run_id: str | None = None,
     ) -> int:
         """Record triage decisions (event id, class, rule, incident id) with their audit rows.
@@ -471,46 +489,8 @@ class Store:
         decisions = {event_id: (cls, rule, inc) for event_id, cls, rule, inc in updates}
         if not decisions:
             return 0
-        ids = list(decisions)
         with self.write() as conn:
-            befores: list[Event] = []
-            for start in range(0, len(ids), _CHUNK):
-                query = select(events).where(
-                    events.c.id.in_(ids[start : start + _CHUNK]), events.c.triaged_at.is_(None)
-                )
-                rows = conn.execute(query.with_for_update()).mappings().all()
-                befores.extend(Event.model_validate(dict(row)) for row in rows)
-            if not befores:
-                return 0
-            params, audits = [], []
-            for before in befores:
-                event_class, rule, incident_id = decisions[before.id]
-                after = Event.model_validate(
-                    {
-                        **before.model_dump(),
-                        "event_class": event_class,
-                        "rule": rule,
-                        "incident_id": incident_id,
-                        "triaged_at": at,
-                    }
-                )
-                params.append(
-                    {
-                        "b_id": before.id,
-                        "event_class": event_class,
-                        "rule": rule,
-                        "incident_id": incident_id,
-                        "triaged_at": at,
-                    }
-                )
-                audits.append(
-                    _audit_row(
-                        at, actor, "event.triaged", "event", before.id, before, after, flow_run_id
-                    )
-                )
-            conn.execute(update(events).where(events.c.id == bindparam("b_id")), params)
-            conn.execute(insert(audit), audits)
-        return len(params)
+            return _mark_triaged(conn, decisions, at, actor, flow_run_id)
 
     # -- incidents ------------------------------------------------------------------------
 
@@ -521,13 +501,15 @@ class Store:
         actor: str,
         flow_run_id: str | None = None,
         now: datetime | None = None,
+        link: EventLink | None = None,
     ) -> tuple[Incident, bool]:
         """Add an event to the open incident with the same correlation key, or open one.
 
         Returns (incident, created). A new incident is New, opened at `event_time`, with
         priority and due dates from impact, urgency and the SLA targets. `now` (default
-        `event_time`) stamps the change. If another writer opens the same incident at the
-        same moment, the unique index refuses ours and we join theirs.
+        `event_time`) stamps the change; `link` marks the event triaged to the incident in
+        the same transaction. If another writer opens the same incident at the same moment,
+        the unique index refuses ours and we join theirs.
         """
         _require_aware(event_time, "event_time")
         now = now or event_time
@@ -543,10 +525,12 @@ class Store:
                         )
                         if after is None:
                             continue
+                        _link_events(conn, link, after.id, flow_run_id)
                         return after, False
                     incident = self._insert_incident(
                         conn, create, key, event_time, now, actor, flow_run_id
                     )
+                    _link_events(conn, link, incident.id, flow_run_id)
                     conn.execute(
                         insert(audit),
                         _audit_row(
@@ -575,11 +559,12 @@ class Store:
         actor: str,
         now: datetime,
         flow_run_id: str | None = None,
+        link: EventLink | None = None,
     ) -> Incident | None:
         """Count `count` more events on an open incident in one write (a storm's repeats).
 
         Returns the incident, or None when it is no longer open, so the caller correlates
-        those events one by one instead.
+        those events one by one instead. `link` marks those events triaged in the same write.
         """
         _require_aware(last_event_at, "last_event_at")
         _require_aware(now, "now")
@@ -592,6 +577,7 @@ class Store:
                     conn, found, count, last_event_at, actor, now, flow_run_id
                 )
                 if after is not None:
+                    _link_events(conn, link, after.id, flow_run_id)
                     return after
         raise ConcurrentUpdateError("incident", str(incident_id), _RETRIES)
 
@@ -950,6 +936,54 @@ def _action(before: Incident, after: Incident) -> str:
     if before.flow_run_ids != after.flow_run_ids:
         return "incident.flow_run_linked"
     return "incident.updated"
+
+
+def _mark_triaged(
+    conn: Connection,
+    decisions: dict[int, tuple[EventClass, str | None, int | None]],
+    at: datetime,
+    actor: str,
+    flow_run_id: str | None,
+) -> int:
+    """Write triage decisions on events not yet triaged, with their audit rows; count them."""
+    ids = list(decisions)
+    befores: list[Event] = []
+    for start in range(0, len(ids), _CHUNK):
+        query = select(events).where(
+            events.c.id.in_(ids[start : start + _CHUNK]), events.c.triaged_at.is_(None)
+        )
+        rows = conn.execute(query.with_for_update()).mappings().all()
+        befores.extend(Event.model_validate(dict(row)) for row in rows)
+    if not befores:
+        return 0
+    params, audits = [], []
+    for before in befores:
+        event_class, rule, incident_id = decisions[before.id]
+        change = {
+            "event_class": event_class,
+            "rule": rule,
+            "incident_id": incident_id,
+            "triaged_at": at,
+        }
+        after = Event.model_validate({**before.model_dump(), **change})
+        params.append({"b_id": before.id, **change})
+        audits.append(
+            _audit_row(at, actor, "event.triaged", "event", before.id, before, after, flow_run_id)
+        )
+    conn.execute(update(events).where(events.c.id == bindparam("b_id")), params)
+    conn.execute(insert(audit), audits)
+    return len(params)
+
+
+def _link_events(
+    conn: Connection, link: EventLink | None, incident_id: int, flow_run_id: str | None
+) -> None:
+    """Record that triage sent `link`'s events to the incident, in the incident's transaction."""
+    if link is None:
+        return
+    decision = (link.event_class, link.rule, incident_id)
+    decisions = dict.fromkeys(link.event_ids, decision)
+    _mark_triaged(conn, decisions, link.at, TRIAGE_ACTOR, flow_run_id)
 
 
 def _audit_row(

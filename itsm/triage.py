@@ -18,7 +18,7 @@ from itsm.maintenance_store import declared_windows
 from itsm.problem_store import ProblemStore
 from itsm.problems import KnownError, match_known_error
 from itsm.records import Event, EventClass, Incident, IncidentCreate, IncidentUpdate
-from itsm.store import Store
+from itsm.store import EventLink, Store
 
 SEVERITY_CLASSES: dict[str, EventClass] = {
     "critical": "exception",
@@ -164,7 +164,7 @@ def triage(
         if known_error is not None and _automatable(known_error.workaround, first, estate):
             runbook = known_error.workaround
         first_incident, created = _open_or_correlate(
-            store, estate, first, verdict, key, runbook, flow_run_id
+            store, estate, first, verdict, key, runbook, now, flow_run_id
         )
         linked = None
         if created and known_error is not None:
@@ -192,6 +192,7 @@ def triage(
             actor="triage",
             now=now,
             flow_run_id=flow_run_id,
+            link=EventLink([e.id for e in rest], verdict.event_class, verdict.rule, now),
         ):
             decisions.extend(
                 [
@@ -209,7 +210,7 @@ def triage(
             return
         for event in rest:
             incident, created = _open_or_correlate(
-                store, estate, event, verdict, key, runbook, flow_run_id
+                store, estate, event, verdict, key, runbook, now, flow_run_id
             )
             decisions.append(
                 Decision(
@@ -256,9 +257,13 @@ def _open_or_correlate(
     verdict: Classification,
     key: str,
     runbook: str | None,
+    now: datetime,
     flow_run_id: str | None,
 ) -> tuple[Incident, bool]:
-    """Open the incident an exception event calls for, or count it on the open one."""
+    """Open the incident an exception event calls for, or count it on the open one.
+
+    The event is marked triaged to that incident in the same write.
+    """
     return store.open_or_correlate(
         IncidentCreate(
             host=event.host,
@@ -274,6 +279,7 @@ def _open_or_correlate(
         event.occurred_at,
         actor="triage",
         flow_run_id=flow_run_id,
+        link=EventLink([event.id], verdict.event_class, verdict.rule, now),
     )
 
 

@@ -22,6 +22,7 @@ from itsm.lifecycle import IllegalTransitionError, InvalidUpdateError
 from itsm.records import EventIn, IncidentCreate, IncidentUpdate
 from itsm.store import (
     ConcurrentUpdateError,
+    EventLink,
     RecordNotFoundError,
     StaleVersionError,
     Store,
@@ -241,6 +242,28 @@ def test_open_then_correlate(store: Store) -> None:
     assert trail[1].before == opened.model_dump(mode="json")
     assert trail[1].after == later.model_dump(mode="json")
     assert trail[0].flow_run_id == "run-1"
+
+
+def test_events_land_on_their_incident_in_the_same_write(store: Store) -> None:
+    store.store_events([alert(f"a{i}") for i in range(3)], T0)
+    first, *rest = [e.id for e in store.pending_events()]
+    opened, _ = store.open_or_correlate(
+        app_down(), T0, actor="triage", link=EventLink([first], "exception", "app-down", T0)
+    )
+    assert [e.id for e in store.incident_events(opened.id)] == [first]
+    counted = store.correlate_more(
+        opened.id,
+        len(rest),
+        minutes(1),
+        actor="triage",
+        now=minutes(1),
+        link=EventLink(rest, "exception", "app-down", minutes(1)),
+    )
+    assert counted is not None and counted.event_count == 3
+    assert sorted(e.id for e in store.incident_events(opened.id)) == [first, *rest]
+    # A triage stopped here finds nothing left to count again when it restarts.
+    assert store.pending_events() == []
+    assert store.audit_trail("event", first)[0].after["incident_id"] == opened.id
 
 
 def test_200_concurrent_reports_make_one_incident(store: Store) -> None:
