@@ -72,10 +72,16 @@ def test_approved_restart_really_restarts_and_the_requester_is_told(
     page = carol_pager.page_about(number)
     assert "fulfilled" in page["body"]["subject"]
     assert "restarted app on lab02" in page["body"]["body"]
-    trail = actions(desk.show(number))
+    # The page goes out before the run notes that it went out: wait for the note.
+    notified = ("request-fulfilment", "requester_notified")
+    trail = wait_for(
+        lambda: notified in actions(desk.show(number)) and actions(desk.show(number)),
+        15,
+        "the run to note that the requester was told",
+    )
+    assert trail[-1] == notified
     assert ("bob", "decision_sent") in trail
     assert ("bob", "approved") in trail
-    assert trail[-1] == ("request-fulfilment", "requester_notified")
     approved_entry = next(e for e in done["audit"] if e["action"].endswith(".approved"))
     assert approved_entry["after"]["decision_comment"] == "go ahead"
     assert approved_entry["flow_run_id"] == waiting["approval_run_id"]
