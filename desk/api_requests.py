@@ -11,12 +11,14 @@ records the decision and the desk answers once it has.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
@@ -35,6 +37,7 @@ from itsm.requests import (
     ServiceRequest,
     decision_signature,
 )
+from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.requests")
 
@@ -53,40 +56,150 @@ class RequestRunner:
     One thread per request, not a fixed pool: a request waiting for approval holds its
     thread while paused, and a small pool would let a few pending approvals block every
     standard request behind them. `max_running` bounds the threads instead.
+
+    Every request it runs is leased in the store and the lease renewed while it runs;
+    requests whose desk stopped (its lease lapsed) are taken over here: their dead run is
+    marked Crashed and a new one carries the request on, approval window and all.
     """
 
-    def __init__(self, run: Callable[[str], Any] | None = None, max_running: int = 200) -> None:
+    def __init__(
+        self,
+        requests: RequestStore,
+        run: Callable[[str], Any] | None = None,
+        max_running: int = 200,
+        lease_s: float | None = None,
+    ) -> None:
+        self._requests = requests
         self._run = run or _run_fulfilment
         self._changed = threading.Condition()
+        self._held: set[int] = set()
+        self._stopped = threading.Event()
+        self._keeper: threading.Thread | None = None
         self.running = 0
         self.max_running = max_running
+        self.lease_s = lease_s or get_settings().request_lease_seconds
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
 
-    def start(self, number: str) -> bool:
-        """Start fulfilling request `number`; False when `max_running` runs are in flight."""
-        with self._changed:
-            if self.running >= self.max_running:
-                return False
-            self.running += 1
-        thread = threading.Thread(
-            target=self._work, args=(number,), name=f"request-{number}", daemon=True
-        )
-        thread.start()
+    def start(self, record: ServiceRequest) -> bool:
+        """Start fulfilling a new request; False when `max_running` runs are in flight."""
+        if not self._reserve():
+            return False
+        now = datetime.now(UTC)
+        self._requests.claim(record.id, self.holder, self._lease_end(now), now)
+        self._launch(record)
         return True
+
+    def keep(self) -> None:
+        """Start renewing this desk's leases and taking over requests whose desk stopped."""
+        self._keeper = threading.Thread(target=self._keep, name="request-leases", daemon=True)
+        self._keeper.start()
+
+    def stop(self) -> None:
+        """Stop renewing and let this desk's leases lapse now: the process is going away, so
+        the next desk to look (another, or this one restarted) takes its requests over."""
+        self._stopped.set()
+        if self._keeper is not None:
+            self._keeper.join(10)
+        with self._changed:
+            held = sorted(self._held)
+        self._requests.renew(self.holder, held, datetime.now(UTC))
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no request runs here (e.g. before shutting down); False at the timeout."""
         with self._changed:
             return self._changed.wait_for(lambda: self.running == 0, timeout_s)
 
-    def _work(self, number: str) -> None:
+    def take_over_abandoned(self) -> list[str]:
+        """Carry on every request whose desk let its lease lapse; their numbers."""
+        taken = []
+        now = datetime.now(UTC)
+        for record, holder in self._requests.abandoned(now):
+            if not self._reserve():
+                break
+            if not self._requests.claim(record.id, self.holder, self._lease_end(now), now):
+                self._unreserve()
+                continue
+            try:
+                record = self._resume_after(record, holder)
+            except Exception:
+                self._requests.release(record.id, self.holder)
+                self._unreserve()
+                raise
+            self._launch(record)
+            taken.append(record.number)
+        return taken
+
+    def _resume_after(self, record: ServiceRequest, holder: str) -> ServiceRequest:
+        """Crash the stopped desk's runs of the request, audit the takeover, undo `fulfilling`."""
+        now = datetime.now(UTC)
+        crashed = _crash_runs(
+            record.flow_run_ids, f"{holder} stopped while carrying {record.number}"
+        )
+        self._requests.note(
+            record.id,
+            ACTOR,
+            "taken_over",
+            {"from": holder, "by": self.holder, "state": record.state, "crashed_runs": crashed},
+            now,
+        )
+        if record.state == "fulfilling":
+            # Fulfilment flows are idempotent: doing it again finishes what was interrupted.
+            record = self._requests.move(
+                record.id, "approved", ACTOR, now, decided_at=record.decided_at
+            )
+        logger.warning("took over %s (%s) from %s", record.number, record.state, holder)
+        return record
+
+    def _keep(self) -> None:
+        while True:
+            try:
+                with self._changed:
+                    held = sorted(self._held)
+                self._requests.renew(self.holder, held, self._lease_end(datetime.now(UTC)))
+                self.take_over_abandoned()
+            except Exception:
+                logger.exception("renewing request leases failed; trying again")
+            if self._stopped.wait(min(self.lease_s / 3, 5.0)):
+                return
+
+    def _lease_end(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.lease_s)
+
+    def _reserve(self) -> bool:
+        with self._changed:
+            if self.running >= self.max_running:
+                return False
+            self.running += 1
+            return True
+
+    def _unreserve(self) -> None:
+        with self._changed:
+            self.running -= 1
+            self._changed.notify_all()
+
+    def _launch(self, record: ServiceRequest) -> None:
+        with self._changed:
+            self._held.add(record.id)
+        thread = threading.Thread(
+            target=self._work, args=(record,), name=f"request-{record.number}", daemon=True
+        )
+        thread.start()
+
+    def _work(self, record: ServiceRequest) -> None:
         try:
-            self._run(number)
+            self._run(record.number)
         except Exception:
-            logger.exception("request fulfilment of %s failed", number)
+            logger.exception("request fulfilment of %s failed", record.number)
         finally:
             with self._changed:
-                self.running -= 1
-                self._changed.notify_all()
+                self._held.discard(record.id)
+            try:
+                self._requests.release(record.id, self.holder)
+            finally:
+                self._unreserve()
+
+
+ACTOR = "service-desk"
 
 
 def _run_fulfilment(number: str) -> Any:
@@ -95,20 +208,24 @@ def _run_fulfilment(number: str) -> Any:
     return fulfil_request(number)
 
 
-_default_runner: RequestRunner | None = None
-_default_runner_lock = threading.Lock()
+def _crash_runs(run_ids: list[str], message: str) -> list[str]:
+    """Mark the runs that are not finished Crashed (their process is gone); their ids."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    crashed = []
+    with get_client(sync_client=True) as client:
+        for run_id in run_ids:
+            run = client.read_flow_run(UUID(run_id))
+            if run.state is not None and not run.state.is_final():
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+                crashed.append(run_id)
+    return crashed
 
 
 def request_runner(request: Request) -> RequestRunner:
-    """The app's runner (`app.state.request_runner`), else one shared by this process."""
-    global _default_runner
-    runner = getattr(request.app.state, "request_runner", None)
-    if runner is not None:
-        return runner
-    with _default_runner_lock:
-        if _default_runner is None:
-            _default_runner = RequestRunner()
-        return _default_runner
+    """The app's runner (`app.state.request_runner`), which `build_desk` provides."""
+    return request.app.state.request_runner
 
 
 # -- payloads ---------------------------------------------------------------------------
@@ -230,7 +347,7 @@ def submit_request(body: RequestCreate, request: Request, person: Anyone) -> Req
     record = requests.create(
         item.name, inputs, person.name, item.approval.policy, person.name, datetime.now(UTC)
     )
-    if not runner.start(record.number):
+    if not runner.start(record):
         requests.move(
             record.id,
             "failed",

@@ -15,10 +15,12 @@ from fastapi import FastAPI
 from prefect import tags
 
 from desk.api_access import AccessRunner
+from desk.api_requests import RequestRunner
 from desk.app import create_app
 from desk.dispatch import Dispatcher, without_heartbeats
 from inventory.loader import load_estate
 from inventory.models import Estate
+from itsm.request_store import RequestStore
 from opsflow.settings import get_settings
 from tasks.events import publish_incident_change
 from tasks.records import open_store
@@ -77,11 +79,14 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
 
     dispatcher = Dispatcher(triage=triage, restore=restore)
     access_runner = AccessRunner()
+    request_runner = RequestRunner(RequestStore(open_store()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher.start()
+        request_runner.keep()
         yield
+        request_runner.stop()
         dispatcher.stop()
         access_runner.stop()
 
@@ -93,6 +98,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         on_incident_change=publish_incident_change,
     )
     app.state.access_runner = access_runner
+    app.state.request_runner = request_runner
     return app, dispatcher
 
 

@@ -238,8 +238,11 @@ def _decide(estate: Estate, item: CatalogItem, record: ServiceRequest) -> Servic
     run_id = current_flow_run_id() or ""
     window_s = item.approval.timeout_minutes * 60
     escalated = record.escalated_at is not None
-    deadline = time.monotonic() + window_s
-    due = datetime.now(UTC) + timedelta(seconds=window_s)
+    now = datetime.now(UTC)
+    due = now + timedelta(seconds=window_s)
+    if record.state == "awaiting-approval" and record.approval_due_at is not None:
+        due = record.approval_due_at  # a run taking over after its desk stopped: same window
+    deadline = time.monotonic() + (due - now).total_seconds()
     changes = {"approval_run_id": run_id, "approval_due_at": due}
     if record.state == "submitted":
         record = move_request(record.id, "awaiting-approval", **changes)

@@ -38,14 +38,17 @@ TRANSITIONS: dict[RequestState, tuple[RequestState, ...]] = {
     "submitted": ("awaiting-approval", "approved", "rejected", "failed", "canceled"),
     "awaiting-approval": ("approved", "rejected", "expired", "failed", "canceled"),
     "approved": ("fulfilling", "failed", "canceled"),
-    "fulfilling": ("fulfilled", "failed"),
+    "fulfilling": ("fulfilled", "failed", "approved"),
     "fulfilled": (),
     "failed": (),
     "rejected": (),
     "expired": (),
     "canceled": (),
 }
-"""Legal moves from each state; a request that has started fulfilment can no longer be canceled."""
+"""Legal moves from each state; a request that has started fulfilment can no longer be canceled.
+
+Fulfilling goes back to approved only when the desk carrying it stopped and another takes it
+over to fulfil it again (fulfilment flows are idempotent)."""
 
 FINAL_STATES: tuple[RequestState, ...] = tuple(s for s, moves in TRANSITIONS.items() if not moves)
 """States a request never leaves: it is closed."""

@@ -190,14 +190,15 @@ class Desk:
 @pytest.fixture(scope="package")
 def desk(request_estate: RequestEstate, ssh_credentials, carol_pager, ops_pager) -> Iterator[Desk]:
     """The desk with the requests API, served by uvicorn on a free port."""
-    from desk.api_requests import RequestRunner, router
+    from desk.api_requests import RequestRunner
     from desk.app import create_app
     from desk.server import EstateCache
+    from itsm.request_store import RequestStore
     from tasks.records import open_store
 
     app = create_app(open_store(), EstateCache(request_estate.directory))
-    app.include_router(router)
-    runner = app.state.request_runner = RequestRunner()
+    runner = app.state.request_runner = RequestRunner(RequestStore(open_store()))
+    runner.keep()
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -207,3 +208,4 @@ def desk(request_estate: RequestEstate, ssh_credentials, carol_pager, ops_pager)
     server.should_exit = True
     thread.join(30)
     assert runner.wait_idle(60), f"{runner.running} request runs still going after the tests"
+    runner.stop()
