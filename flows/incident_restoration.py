@@ -10,7 +10,7 @@ code, and the known error counts whether its workaround worked.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
@@ -30,18 +30,17 @@ from tasks.inventory import read_estate
 from tasks.notify import notify_on_call
 from tasks.problems import read_known_error, record_workaround_outcome
 from tasks.records import (
+    CLAIMABLE_STATES,
     change_incident,
-    count_remediations,
-    link_this_run,
+    claim_incident,
     open_store,
     read_incident,
-    record_remediation,
+    spend_remediation,
     write_worklog,
 )
 from tasks.services import verify_restored
 
 ACTOR = "incident-restoration"
-OPEN_STATES = ("New", "In Progress")
 
 
 class RestorationError(PermanentError):
@@ -59,13 +58,10 @@ def incident_restoration(incident: str, verify_deadline_s: float = 20.0) -> str:
     Returns the incident's state afterwards.
     """
     logger = get_run_logger()
-    record = read_incident(incident)
-    if record.state not in OPEN_STATES:
+    record = claim_incident(incident, ACTOR)
+    if record.state not in CLAIMABLE_STATES:
         logger.info("%s is %s: nothing to restore", record.number, record.state)
         return record.state
-    link_this_run(record.id)
-    if record.state == "New":
-        record = change_incident(record.id, IncidentUpdate(state="In Progress"), ACTOR)
     estate = read_estate()
     try:
         _restore(estate, record, verify_deadline_s, _workaround_of(record))
@@ -100,15 +96,13 @@ def _restore(
     except KeyError as exc:
         raise RestorationError(f"the incident's CI is not in the estate: {exc}") from None
     budget = estate.settings.remediation_budget
-    since = datetime.now(UTC) - timedelta(hours=1)
-    if count_remediations(service.name, since) >= budget:
+    if spend_remediation(service.name, host.name, record.id, budget) is None:
         raise RestorationError(
             f"remediation budget spent: {budget} automatic remediations of {service.name} "
             "in the last hour"
         )
     started = datetime.now(UTC)
     with host_slot(host.name), tags(f"host:{host.name}"):
-        record_remediation(service.name, host.name, record.id)
         note = f"runbook {runbook.name} started on {host.name}"
         if workaround is not None:
             note += f" as the workaround of {workaround.number}"

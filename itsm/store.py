@@ -829,24 +829,32 @@ class Store:
 
     # -- remediation budget ---------------------------------------------------------------
 
-    def record_remediation(self, service: str, host: str, incident_id: int, at: datetime) -> None:
-        """Count one automatic remediation of `service` (the circuit breaker's input)."""
+    def spend_remediation(
+        self, service: str, host: str, incident_id: int, budget: int, since: datetime, at: datetime
+    ) -> int | None:
+        """Count one automatic remediation of `service` if fewer than `budget` started since
+        `since`; the count with it, or None when the budget is spent.
+
+        Checking and counting are one write, so restorations of one service running at once
+        cannot spend more than the budget between them.
+        """
+        _require_aware(since, "since")
         _require_aware(at, "at")
+        used = select(func.count()).where(
+            remediations.c.service == service, remediations.c.at >= since
+        )
         with self.write() as conn:
+            if self.dialect == "postgresql":  # SQLite's writers are serialised already
+                conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(service))))
+            count = int(conn.execute(used).scalar_one())
+            if count >= budget:
+                return None
             conn.execute(
                 insert(remediations).values(
                     service=service, host=host, incident_id=incident_id, at=at
                 )
             )
-
-    def count_remediations(self, service: str, since: datetime) -> int:
-        """How many automatic remediations of `service` started at or after `since`."""
-        _require_aware(since, "since")
-        query = select(func.count()).where(
-            remediations.c.service == service, remediations.c.at >= since
-        )
-        with self.read() as conn:
-            return int(conn.execute(query).scalar_one())
+        return count + 1
 
     def add_worklog(
         self, incident_id: int | str, author: str, text: str, at: datetime

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from itsm.records import Incident, IncidentUpdate
+from itsm.records import Incident, IncidentState, IncidentUpdate
 from itsm.store import Store
 from opsflow.settings import get_settings
+
+CLAIMABLE_STATES: tuple[IncidentState, ...] = ("New", "In Progress")
+"""States in which a flow may take an incident on; On Hold means a human is holding it."""
 
 _stores: dict[str, Store] = {}
 _lock = threading.Lock()
@@ -39,6 +42,30 @@ def read_incident(incident: str) -> Incident:
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
+def claim_incident(incident: str, actor: str) -> Incident:
+    """Take an incident into this run's hands: linked to the run, In Progress if New.
+
+    An incident in any other state than CLAIMABLE_STATES is returned as it is, untouched.
+    """
+    store = open_store()
+    record = store.get_incident(incident)
+    if record.state not in CLAIMABLE_STATES:
+        return record
+    run_id = current_flow_run_id()
+    if run_id:
+        record = store.link_flow_run(record.id, run_id)
+    if record.state == "New":
+        record = store.update_incident(
+            record.id,
+            IncidentUpdate(state="In Progress"),
+            actor=actor,
+            now=datetime.now(UTC),
+            flow_run_id=run_id,
+        )
+    return record
+
+
+@task(cache_policy=NONE, timeout_seconds=60)
 def change_incident(incident_id: int, update: IncidentUpdate, actor: str) -> Incident:
     """Apply a state or field change through the lifecycle rules, audited with this run."""
     return open_store().update_incident(
@@ -53,20 +80,10 @@ def write_worklog(incident_id: int, author: str, text: str) -> None:
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
-def link_this_run(incident_id: int) -> None:
-    """Record this flow run on the incident, so the record leads to the run in the UI."""
-    run_id = current_flow_run_id()
-    if run_id:
-        open_store().link_flow_run(incident_id, run_id)
-
-
-@task(cache_policy=NONE, timeout_seconds=60)
-def count_remediations(service: str, since: datetime) -> int:
-    """How many automatic remediations of `service` started since `since` (the budget's use)."""
-    return open_store().count_remediations(service, since)
-
-
-@task(cache_policy=NONE, timeout_seconds=60)
-def record_remediation(service: str, host: str, incident_id: int) -> None:
-    """Count one automatic remediation against the service's hourly budget."""
-    open_store().record_remediation(service, host, incident_id, datetime.now(UTC))
+def spend_remediation(service: str, host: str, incident_id: int, budget: int) -> int | None:
+    """Count one automatic remediation against the service's hourly budget, if it allows;
+    the hour's count with it, or None when the budget is spent."""
+    now = datetime.now(UTC)
+    return open_store().spend_remediation(
+        service, host, incident_id, budget, since=now - timedelta(hours=1), at=now
+    )

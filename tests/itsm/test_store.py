@@ -623,3 +623,23 @@ def test_postgresql_ddl_uses_partial_indexes_and_on_conflict() -> None:
     assert "ON CONFLICT (dedup_key) DO NOTHING" in str(statement.compile(dialect=dialect))
     query = select(incidents).where(incidents.c.id == 1).with_for_update()
     assert "FOR UPDATE" in str(query.compile(dialect=dialect))
+
+
+def test_remediation_budget_is_never_overspent_by_concurrent_restorations(store: Store) -> None:
+    incident, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    hour_ago = minutes(-60)
+    spent: list[int | None] = []
+
+    def spend() -> None:
+        spent.append(store.spend_remediation("app", "lab01", incident.id, 3, hour_ago, T0))
+
+    threads = [threading.Thread(target=spend) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(s for s in spent if s is not None) == [1, 2, 3]
+    assert spent.count(None) == 17
+    assert store.spend_remediation("app", "lab01", incident.id, 3, minutes(1), minutes(2)) == 1, (
+        "remediations before the window do not count"
+    )
