@@ -27,9 +27,11 @@ from desk.auth import current_person
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
+from itsm.leases import Leases
 from itsm.records import AuditEntry
 from itsm.request_store import RequestStore
 from itsm.requests import (
+    CARRIED_STATES,
     PENDING_STATES,
     Decision,
     DecisionIn,
@@ -70,9 +72,10 @@ class RequestRunner:
         lease_s: float | None = None,
     ) -> None:
         self._requests = requests
+        self._leases = Leases(requests.store)
         self._run = run or _run_fulfilment
         self._changed = threading.Condition()
-        self._held: set[int] = set()
+        self._held: set[str] = set()
         self._stopped = threading.Event()
         self._keeper: threading.Thread | None = None
         self.running = 0
@@ -84,8 +87,7 @@ class RequestRunner:
         """Start fulfilling a new request; False when `max_running` runs are in flight."""
         if not self._reserve():
             return False
-        now = datetime.now(UTC)
-        self._requests.claim(record.id, self.holder, self._lease_end(now), now)
+        self._leases.take(_lease_name(record.id), self.holder, datetime.now(UTC), self.lease_s)
         self._launch(record)
         return True
 
@@ -102,7 +104,7 @@ class RequestRunner:
             self._keeper.join(10)
         with self._changed:
             held = sorted(self._held)
-        self._requests.renew(self.holder, held, datetime.now(UTC))
+        self._leases.renew(self.holder, held, datetime.now(UTC))
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no request runs here (e.g. before shutting down); False at the timeout."""
@@ -113,16 +115,20 @@ class RequestRunner:
         """Carry on every request whose desk let its lease lapse; their numbers."""
         taken = []
         now = datetime.now(UTC)
-        for record, holder in self._requests.abandoned(now):
+        for name, holder in self._leases.lapsed(LEASE_PREFIX, now):
+            record = self._requests.get(int(name.removeprefix(LEASE_PREFIX)))
+            if record.state not in CARRIED_STATES:
+                self._leases.release(name, holder)  # closed before its desk could say so
+                continue
             if not self._reserve():
                 break
-            if not self._requests.claim(record.id, self.holder, self._lease_end(now), now):
+            if not self._leases.take(name, self.holder, now, self.lease_s):
                 self._unreserve()
                 continue
             try:
                 record = self._resume_after(record, holder)
             except Exception:
-                self._requests.release(record.id, self.holder)
+                self._leases.release(name, self.holder)
                 self._unreserve()
                 raise
             self._launch(record)
@@ -155,15 +161,13 @@ class RequestRunner:
             try:
                 with self._changed:
                     held = sorted(self._held)
-                self._requests.renew(self.holder, held, self._lease_end(datetime.now(UTC)))
+                until = datetime.now(UTC) + timedelta(seconds=self.lease_s)
+                self._leases.renew(self.holder, held, until)
                 self.take_over_abandoned()
             except Exception:
                 logger.exception("renewing request leases failed; trying again")
             if self._stopped.wait(min(self.lease_s / 3, 5.0)):
                 return
-
-    def _lease_end(self, now: datetime) -> datetime:
-        return now + timedelta(seconds=self.lease_s)
 
     def _reserve(self) -> bool:
         with self._changed:
@@ -179,7 +183,7 @@ class RequestRunner:
 
     def _launch(self, record: ServiceRequest) -> None:
         with self._changed:
-            self._held.add(record.id)
+            self._held.add(_lease_name(record.id))
         thread = threading.Thread(
             target=self._work, args=(record,), name=f"request-{record.number}", daemon=True
         )
@@ -192,14 +196,19 @@ class RequestRunner:
             logger.exception("request fulfilment of %s failed", record.number)
         finally:
             with self._changed:
-                self._held.discard(record.id)
+                self._held.discard(_lease_name(record.id))
             try:
-                self._requests.release(record.id, self.holder)
+                self._leases.release(_lease_name(record.id), self.holder)
             finally:
                 self._unreserve()
 
 
 ACTOR = "service-desk"
+LEASE_PREFIX = "request:"
+
+
+def _lease_name(request_id: int) -> str:
+    return f"{LEASE_PREFIX}{request_id}"
 
 
 def _run_fulfilment(number: str) -> Any:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from inventory.models import Estate, Host
 from itsm.access import LIVE_STATES, MARKER_PREFIX, AccessGrant, AccessState, marker
 from itsm.access_store import AccessStore
+from itsm.leases import Leases
 from itsm.store import Store
 from opsflow.errors import OpsError, PermanentError
 from tasks.accounts import (
@@ -186,9 +187,9 @@ def _user_lock(username: str, timeout_s: float = LOCK_WAIT_S) -> Iterator[None]:
     being put on (its key not there yet to show the account is in use). The lock is a lease
     in the records store, so it holds across processes and frees itself if its holder dies.
     """
-    grants, name, holder = access_store(), f"user:{username}", uuid4().hex
+    leases, name, holder = Leases(access_store().store), f"user:{username}", uuid4().hex
     deadline = time.monotonic() + timeout_s
-    while not grants.try_lock(name, holder, datetime.now(UTC), LOCK_LEASE_S):
+    while not leases.take(name, holder, datetime.now(UTC), LOCK_LEASE_S):
         if time.monotonic() > deadline:
             raise AccessProvisioningError(
                 f"account {username!r} is still being changed by another run after {timeout_s:g}s"
@@ -197,7 +198,7 @@ def _user_lock(username: str, timeout_s: float = LOCK_WAIT_S) -> Iterator[None]:
     try:
         yield
     finally:
-        grants.unlock(name, holder)
+        leases.release(name, holder)
 
 
 def _grant_steps(grant: AccessGrant) -> list[tuple[Any, dict[str, Any]]]:

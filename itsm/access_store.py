@@ -23,13 +23,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     insert,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import IntegrityError
 
 from itsm.access import (
     FINAL_STATES,
@@ -89,15 +87,6 @@ access_grants = Table(
 Index("ix_access_grants_state", access_grants.c.state)
 Index("ix_access_grants_username", access_grants.c.username, access_grants.c.state)
 
-access_locks = Table(
-    "access_locks",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("holder", String(64), nullable=False),
-    Column("expires_at", UtcDateTime, nullable=False),
-)
-"""Short leases that keep two flows from changing one account at once, across processes."""
-
 _COLUMNS = [c.name for c in access_grants.columns if c.name != "id"]
 
 
@@ -106,7 +95,7 @@ class AccessStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        metadata.create_all(store.engine, tables=[access_grants, access_locks])
+        metadata.create_all(store.engine, tables=[access_grants])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -280,40 +269,6 @@ class AccessStore:
             return {"flow_run_ids": [*before.flow_run_ids, flow_run_id]}
 
         return self._modify(grant_id, change, "opsflow", now, flow_run_id)
-
-    def try_lock(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
-        """Take the named lock for `lease_s` if it is free, expired or already `holder`'s."""
-        until = now + timedelta(seconds=lease_s)
-        try:
-            with self.store.write() as conn:
-                query = select(access_locks).where(access_locks.c.name == name)
-                if self.store.dialect == "postgresql":
-                    query = query.with_for_update()
-                row = conn.execute(query).first()
-                if row is None:
-                    conn.execute(
-                        insert(access_locks).values(name=name, holder=holder, expires_at=until)
-                    )
-                    return True
-                if row.holder != holder and row.expires_at > now:
-                    return False
-                conn.execute(
-                    update(access_locks)
-                    .where(access_locks.c.name == name)
-                    .values(holder=holder, expires_at=until)
-                )
-                return True
-        except IntegrityError:  # another holder inserted it first (PostgreSQL)
-            return False
-
-    def unlock(self, name: str, holder: str) -> None:
-        """Give the named lock back, if `holder` still has it."""
-        with self.store.write() as conn:
-            conn.execute(
-                delete(access_locks).where(
-                    access_locks.c.name == name, access_locks.c.holder == holder
-                )
-            )
 
     def audit_trail(self, grant_id: int) -> list[Any]:
         """Every recorded change to the grant, oldest first."""

@@ -22,17 +22,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
-    delete,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from itsm.records import AuditEntry
 from itsm.requests import (
-    PENDING_STATES,
     TRANSITIONS,
     Attachment,
     InputValue,
@@ -86,19 +82,6 @@ service_requests = Table(
 Index("ix_service_requests_state", service_requests.c.state)
 Index("ix_service_requests_requester", service_requests.c.requester)
 
-request_leases = Table(
-    "request_leases",
-    metadata,
-    Column("request_id", _Id, primary_key=True),
-    Column("holder", String(255), nullable=False),
-    Column("until", UtcDateTime, nullable=False),
-)
-"""Which desk process carries each request's flow run, until when: a desk renews its leases
-while it runs them; a lease left to lapse means that desk stopped, and another takes over."""
-
-CARRIED_STATES: tuple[RequestState, ...] = (*PENDING_STATES, "approved", "fulfilling")
-"""States in which a flow run is carrying the request towards a final state."""
-
 _COLUMNS = [c.name for c in service_requests.columns if c.name != "id"]
 _created: set[int] = set()
 _created_lock = threading.Lock()
@@ -129,7 +112,7 @@ class RequestStore:
         with _created_lock:
             if id(store.engine) not in _created:
                 with store.write() as conn:
-                    metadata.create_all(conn, tables=[service_requests, request_leases])
+                    metadata.create_all(conn, tables=[service_requests])
                 _created.add(id(store.engine))
 
     # -- reading --------------------------------------------------------------------------
@@ -330,78 +313,6 @@ class RequestStore:
                     "flow_run_id": flow_run_id,
                 },
             )
-
-    # -- leases: which desk carries a request's run ---------------------------------------
-
-    def claim(self, request_id: int, holder: str, until: datetime, now: datetime) -> bool:
-        """Hold the request for `holder` until `until`; False while another holder's lease runs."""
-        try:
-            with self.store.write() as conn:
-                query = select(request_leases).where(request_leases.c.request_id == request_id)
-                lease = conn.execute(query.with_for_update()).mappings().first()
-                if lease is None:
-                    conn.execute(
-                        insert(request_leases).values(
-                            request_id=request_id, holder=holder, until=until
-                        )
-                    )
-                    return True
-                if lease["holder"] != holder and lease["until"] >= now:
-                    return False
-                conn.execute(
-                    update(request_leases)
-                    .where(request_leases.c.request_id == request_id)
-                    .values(holder=holder, until=until)
-                )
-                return True
-        except IntegrityError:
-            return False  # another desk inserted its lease at the same moment
-
-    def renew(self, holder: str, request_ids: Sequence[int], until: datetime) -> None:
-        """Extend `holder`'s leases on the requests it still carries."""
-        if not request_ids:
-            return
-        with self.store.write() as conn:
-            conn.execute(
-                update(request_leases)
-                .where(
-                    request_leases.c.holder == holder,
-                    request_leases.c.request_id.in_(list(request_ids)),
-                )
-                .values(until=until)
-            )
-
-    def release(self, request_id: int, holder: str) -> None:
-        """Give up `holder`'s lease: its run is over, whatever state it left the request in."""
-        with self.store.write() as conn:
-            conn.execute(
-                delete(request_leases).where(
-                    request_leases.c.request_id == request_id, request_leases.c.holder == holder
-                )
-            )
-
-    def abandoned(self, now: datetime) -> list[tuple[ServiceRequest, str]]:
-        """Requests still on their way whose holder let the lease lapse, with that holder."""
-        query = (
-            select(service_requests, request_leases.c.holder)
-            .join(request_leases, request_leases.c.request_id == service_requests.c.id)
-            .where(
-                and_(
-                    request_leases.c.until < now,
-                    service_requests.c.state.in_(CARRIED_STATES),
-                )
-            )
-            .order_by(service_requests.c.id)
-        )
-        with self.store.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [
-            (
-                ServiceRequest.model_validate({k: v for k, v in row.items() if k != "holder"}),
-                row["holder"],
-            )
-            for row in rows
-        ]
 
     def _modify(
         self,

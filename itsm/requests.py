@@ -56,6 +56,9 @@ FINAL_STATES: tuple[RequestState, ...] = tuple(s for s, moves in TRANSITIONS.ite
 PENDING_STATES: tuple[RequestState, ...] = ("submitted", "awaiting-approval")
 """States in which a decision about the request may still be taken."""
 
+CARRIED_STATES: tuple[RequestState, ...] = (*PENDING_STATES, "approved", "fulfilling")
+"""States in which a flow run is carrying the request towards a final state."""
+
 _NUMBER = re.compile(r"^REQ(\d{7,})$")
 
 

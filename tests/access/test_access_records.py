@@ -195,17 +195,3 @@ def test_a_username_belongs_to_one_person_at_a_time(
     grants.request(ask(estate, "carol", username="shared"), "carol", T0)
     with pytest.raises(AccessRequestInvalidError, match="account of carol"):
         grants.request(ask(estate, "j.doe", username="shared"), "j.doe", T0)
-
-
-def test_account_locks_are_exclusive_leases(grants: AccessStore) -> None:
-    assert grants.try_lock("user:carol", "run-a", T0, lease_s=60)
-    assert grants.try_lock("user:carol", "run-a", T0, lease_s=60), "re-entrant for its holder"
-    assert not grants.try_lock("user:carol", "run-b", T0 + timedelta(seconds=59), lease_s=60)
-    assert grants.try_lock("user:bob", "run-b", T0, lease_s=60), "one lock per account"
-    grants.unlock("user:carol", "run-b")  # not the holder: nothing happens
-    assert not grants.try_lock("user:carol", "run-b", T0, lease_s=60)
-    grants.unlock("user:carol", "run-a")
-    assert grants.try_lock("user:carol", "run-b", T0, lease_s=60)
-    assert grants.try_lock("user:carol", "run-c", T0 + timedelta(seconds=61), lease_s=60), (
-        "a dead holder's lease runs out"
-    )

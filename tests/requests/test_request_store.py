@@ -81,21 +81,3 @@ def test_linking_and_attaching_twice_changes_nothing_the_second_time(requests) -
         "service_request.decision_sent",
     ]
     assert [r.number for r in requests.list(state=["submitted"])] == ["REQ0000001"]
-
-
-def test_a_lease_is_held_until_it_lapses_and_only_then_taken_over(requests) -> None:
-    record = requests.create("restart-service", {"host": "lab02"}, "carol", "one", "carol", NOW)
-    until = NOW + timedelta(seconds=30)
-    assert requests.claim(record.id, "desk-a", until, NOW)
-    assert not requests.claim(record.id, "desk-b", until, NOW + timedelta(seconds=29))
-    assert requests.abandoned(NOW + timedelta(seconds=29)) == []
-    requests.renew("desk-a", [record.id], NOW + timedelta(seconds=60))
-    assert requests.abandoned(NOW + timedelta(seconds=59)) == []
-    [(lapsed, holder)] = requests.abandoned(NOW + timedelta(seconds=61))
-    assert (lapsed.number, holder) == (record.number, "desk-a")
-    later = NOW + timedelta(seconds=61)
-    assert requests.claim(record.id, "desk-b", later + timedelta(seconds=30), later)
-    requests.release(record.id, "desk-a")  # desk-a's late release takes nothing from desk-b
-    assert not requests.claim(record.id, "desk-a", later + timedelta(seconds=30), later)
-    requests.move(record.id, "canceled", "carol", later)
-    assert requests.abandoned(later + timedelta(hours=1)) == [], "closed requests stay closed"

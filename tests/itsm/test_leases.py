@@ -1,0 +1,59 @@
+"""Named leases in a real SQLite store: exclusive, renewable, and taken over once lapsed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from itsm.leases import Leases
+from itsm.store import Store
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def leases(tmp_path: Path) -> Leases:
+    return Leases(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_account_locks_are_exclusive_leases(leases: Leases) -> None:
+    assert leases.take("user:carol", "run-a", T0, lease_s=60)
+    assert leases.take("user:carol", "run-a", T0, lease_s=60), "re-entrant for its holder"
+    assert not leases.take("user:carol", "run-b", at(59), lease_s=60)
+    assert leases.take("user:bob", "run-b", T0, lease_s=60), "one lock per account"
+    leases.release("user:carol", "run-b")  # not the holder: nothing happens
+    assert not leases.take("user:carol", "run-b", T0, lease_s=60)
+    leases.release("user:carol", "run-a")
+    assert leases.take("user:carol", "run-b", T0, lease_s=60)
+    assert leases.take("user:carol", "run-c", at(61), lease_s=60), "a dead holder's lease runs out"
+
+
+def test_a_lease_is_held_while_renewed_and_listed_once_it_lapses(leases: Leases) -> None:
+    assert leases.take("request:1", "desk-a", T0, lease_s=30)
+    assert leases.take("request:2", "desk-a", T0, lease_s=30)
+    assert leases.take("user:carol", "run-a", T0, lease_s=1)
+    assert leases.lapsed("request:", at(29)) == []
+    leases.renew("desk-a", ["request:1"], at(60))
+    leases.renew("desk-b", ["request:2"], at(60))  # not desk-b's: nothing happens
+    assert leases.lapsed("request:", at(31)) == [("request:2", "desk-a")], (
+        "only the named prefix, only what lapsed"
+    )
+    assert leases.lapsed("request:", at(61)) == [
+        ("request:1", "desk-a"),
+        ("request:2", "desk-a"),
+    ]
+    assert leases.take("request:1", "desk-b", at(61), lease_s=30), "taken over once lapsed"
+    leases.release("request:1", "desk-a")  # desk-a's late release takes nothing from desk-b
+    assert not leases.take("request:1", "desk-a", at(62), lease_s=30)
+
+
+def test_prefix_is_matched_literally(leases: Leases) -> None:
+    assert leases.take("request_1", "desk-a", T0, lease_s=1)
+    assert leases.take("request:1", "desk-a", T0, lease_s=1)
+    assert leases.lapsed("request_", at(2)) == [("request_1", "desk-a")], "_ is no wildcard"
