@@ -95,7 +95,7 @@ class AccessStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        metadata.create_all(store.engine, tables=[access_grants])
+        store.ensure_tables(access_grants)
 
     # -- reading ---------------------------------------------------------------------------
 

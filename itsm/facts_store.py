@@ -7,7 +7,6 @@ inventory places on it), newest first, pruned by age rather than overwritten.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -48,18 +47,6 @@ host_facts = Table(
 )
 Index("ix_host_facts_host_at", host_facts.c.host, host_facts.c.gathered_at)
 
-_ready: set[int] = set()
-_ready_lock = threading.Lock()
-
-
-def ensure_facts_tables(store: Store) -> None:
-    """Create the facts table in `store` if this process has not made sure of it yet."""
-    key = id(store.engine)
-    with _ready_lock:
-        if key not in _ready:
-            metadata.create_all(store.engine, tables=[host_facts])
-            _ready.add(key)
-
 
 class FactsSnapshot(BaseModel):
     """One host at one fact gathering: its facts, or why there are none."""
@@ -89,7 +76,7 @@ def record_snapshots(store: Store, snapshots: Sequence[FactsSnapshot]) -> int:
     """Append one fact gathering's snapshots in one transaction; return how many."""
     if not snapshots:
         return 0
-    ensure_facts_tables(store)
+    store.ensure_tables(host_facts)
     with store.write() as conn:
         conn.execute(insert(host_facts), [s.model_dump() for s in snapshots])
     return len(snapshots)
@@ -103,7 +90,7 @@ def latest_snapshot(store: Store, host: str) -> StoredSnapshot | None:
 
 def snapshot_history(store: Store, host: str, limit: int = 10) -> list[StoredSnapshot]:
     """The newest `limit` snapshots of `host`, newest first."""
-    ensure_facts_tables(store)
+    store.ensure_tables(host_facts)
     query = (
         select(host_facts)
         .where(host_facts.c.host == host)
@@ -116,6 +103,6 @@ def snapshot_history(store: Store, host: str, limit: int = 10) -> list[StoredSna
 
 def prune_snapshots(store: Store, before: datetime) -> int:
     """Delete snapshots gathered before `before`; return how many went."""
-    ensure_facts_tables(store)
+    store.ensure_tables(host_facts)
     with store.write() as conn:
         return conn.execute(delete(host_facts).where(host_facts.c.gathered_at < before)).rowcount

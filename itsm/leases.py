@@ -8,7 +8,6 @@ never change one account at once; desks lease the requests they carry (`request:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -25,20 +24,13 @@ leases = Table(
     Column("until", UtcDateTime, nullable=False),
 )
 
-_created: set[int] = set()
-_created_lock = threading.Lock()
-
 
 class Leases:
     """The leases kept in `store`'s database (the table is created on first use)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        with _created_lock:
-            if id(store.engine) not in _created:
-                with store.write() as conn:
-                    metadata.create_all(conn, tables=[leases])
-                _created.add(id(store.engine))
+        store.ensure_tables(leases)
 
     def take(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
         """Hold `name` for `lease_s` from `now` if it is free, lapsed or `holder`'s already."""

@@ -8,7 +8,6 @@ if the job dies without closing it, the window still lapses at the bound it decl
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    Engine,
     Index,
     Integer,
     String,
@@ -47,23 +45,6 @@ maintenance_windows = Table(
     sqlite_autoincrement=True,
 )
 Index("ix_maintenance_windows_end", maintenance_windows.c.end)
-
-_ready: set[int] = set()
-_ready_lock = threading.Lock()
-
-
-def ensure_maintenance_tables(store: Store) -> None:
-    """Create the windows table in `store` if this process has not made sure of it yet."""
-    _ensure(store.engine)
-
-
-def _ensure(engine: Engine) -> None:
-    key = id(engine)
-    with _ready_lock:
-        if key in _ready:
-            return
-        metadata.create_all(engine, tables=[maintenance_windows])
-        _ready.add(key)
 
 
 class DeclaredWindow(BaseModel):
@@ -107,7 +88,7 @@ def declare_window(
         raise PermanentError("a maintenance window needs at least one host")
     if end <= start:
         raise PermanentError(f"maintenance window {name!r}: end {end} is not after start {start}")
-    ensure_maintenance_tables(store)
+    store.ensure_tables(maintenance_windows)
     row = {
         "name": name[:255],
         "reason": reason,
@@ -125,7 +106,7 @@ def close_window(
     store: Store, window_id: int, end: datetime, closed_at: datetime
 ) -> DeclaredWindow:
     """End a window at `end` (never later than it was declared to end); safe to repeat."""
-    ensure_maintenance_tables(store)
+    store.ensure_tables(maintenance_windows)
     table = maintenance_windows
     with store.write() as conn:
         row = conn.execute(select(table).where(table.c.id == window_id)).mappings().first()
@@ -145,7 +126,7 @@ def close_window(
 
 def get_window(store: Store, window_id: int) -> DeclaredWindow:
     """One declared window by id."""
-    ensure_maintenance_tables(store)
+    store.ensure_tables(maintenance_windows)
     query = select(maintenance_windows).where(maintenance_windows.c.id == window_id)
     with store.read() as conn:
         row = conn.execute(query).mappings().first()
@@ -156,7 +137,7 @@ def get_window(store: Store, window_id: int) -> DeclaredWindow:
 
 def windows_between(store: Store, start: datetime, end: datetime) -> list[DeclaredWindow]:
     """Every declared window that overlaps the interval [start, end], oldest first."""
-    ensure_maintenance_tables(store)
+    store.ensure_tables(maintenance_windows)
     table = maintenance_windows
     query = select(table).where(table.c.start <= end, table.c.end > start).order_by(table.c.id)
     with store.read() as conn:

@@ -154,7 +154,7 @@ class ProblemStore:
 
     def __init__(self, store: Store):
         self.store = store
-        metadata.create_all(store.engine, tables=TABLES)
+        store.ensure_tables(*TABLES)
 
     # -- problems -------------------------------------------------------------------------
 

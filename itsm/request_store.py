@@ -8,7 +8,6 @@ version column guards against any writer that did not take the lock.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -83,8 +82,6 @@ Index("ix_service_requests_state", service_requests.c.state)
 Index("ix_service_requests_requester", service_requests.c.requester)
 
 _COLUMNS = [c.name for c in service_requests.columns if c.name != "id"]
-_created: set[int] = set()
-_created_lock = threading.Lock()
 
 
 def _action(before: ServiceRequest, after: ServiceRequest) -> str:
@@ -109,11 +106,7 @@ class RequestStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        with _created_lock:
-            if id(store.engine) not in _created:
-                with store.write() as conn:
-                    metadata.create_all(conn, tables=[service_requests])
-                _created.add(id(store.engine))
+        store.ensure_tables(service_requests)
 
     # -- reading --------------------------------------------------------------------------
 

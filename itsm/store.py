@@ -340,11 +340,23 @@ class Store:
             )
         self._writer = self._engine.execution_options(opsflow_write=True)
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else nullcontext()
+        self._ensured: set[str] = set()
+        self._ensured_lock = threading.Lock()
         self.create_all()
 
     def create_all(self) -> None:
         """Create the tables and indexes that do not exist yet."""
         metadata.create_all(self._writer)
+        self._ensured.update(metadata.tables)
+
+    def ensure_tables(self, *tables: Table) -> None:
+        """Create `tables` if missing, once per store: the records of modules imported after
+        the store was opened (problems, requests, access, leases…) call it before first use."""
+        with self._ensured_lock:
+            missing = [t for t in tables if t.name not in self._ensured]
+            if missing:
+                metadata.create_all(self._writer, tables=missing)
+                self._ensured.update(t.name for t in missing)
 
     def dispose(self) -> None:
         """Close the pooled connections (the store can still be used afterwards)."""
