@@ -20,6 +20,7 @@ from desk.api_access import router as access_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
 from desk.auth import current_person, require
+from desk.group_commit import GroupCommit
 from desk.intake import AlertmanagerWebhook, GenericEvent, from_alertmanager, from_generic
 from desk.metrics import render_metrics
 from inventory.models import Estate, Person
@@ -131,12 +132,14 @@ def create_app(
         code = status.HTTP_404_NOT_FOUND if isinstance(exc, LookupError) else 409
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
-    def accept(convert: Callable[[], list[EventIn]]) -> Accepted:
+    intake = GroupCommit(store)
+
+    async def accept(convert: Callable[[], list[EventIn]]) -> Accepted:
         try:
             events = convert()
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
-        stored, duplicates = store.store_events(events, datetime.now(UTC))
+        stored, duplicates = await intake.store(events)
         if stored:
             on_events()
         return Accepted(stored=stored, duplicates=duplicates)
@@ -147,9 +150,9 @@ def create_app(
         tags=["events"],
         summary="Alertmanager webhook (format 4)",
     )
-    def receive_alertmanager(webhook: AlertmanagerWebhook, sender: Sender) -> Accepted:
+    async def receive_alertmanager(webhook: AlertmanagerWebhook, sender: Sender) -> Accepted:
         """Store every alert of the webhook; a repeated delivery stores nothing new."""
-        return accept(lambda: from_alertmanager(webhook))
+        return await accept(lambda: from_alertmanager(webhook))
 
     @app.post(
         "/api/v1/events",
@@ -157,11 +160,11 @@ def create_app(
         tags=["events"],
         summary="Generic events",
     )
-    def receive_events(body: GenericEvent | list[GenericEvent], sender: Sender) -> Accepted:
+    async def receive_events(body: GenericEvent | list[GenericEvent], sender: Sender) -> Accepted:
         """Store one generic event or a list of them."""
         now = datetime.now(UTC)
         events = body if isinstance(body, list) else [body]
-        return accept(lambda: [from_generic(e, now) for e in events])
+        return await accept(lambda: [from_generic(e, now) for e in events])
 
     @app.get("/api/v1/incidents", tags=["incidents"])
     def list_incidents(

@@ -392,10 +392,58 @@ class Store:
 
         Returns (stored, duplicates); when it returns, the new events are committed.
         """
+        return self.store_event_groups([events_in], received_at)[0]
+
+    def store_event_groups(
+        self, groups: Sequence[Sequence[EventIn]], received_at: datetime
+    ) -> list[tuple[int, int]]:
+        """Store the events of several requests in one transaction; (stored, duplicates) each.
+
+        One commit for many requests is what lets the intake keep up with many small
+        webhooks (group commit). An event already stored, by an earlier group too, counts
+        as a duplicate. When it returns, the new events are committed.
+        """
         _require_aware(received_at, "received_at")
+        batches = [self._event_rows(group, received_at) for group in groups]
+        counts = []
+        with self.write() as conn:
+            for rows in batches:
+                if not rows:
+                    counts.append(0)
+                elif self.dialect == "sqlite":
+                    counts.append(conn.exec_driver_sql(self._insert_event, rows).rowcount)
+                else:
+                    counts.append(len(conn.execute(self._insert_event, rows).all()))
+        return [(stored, len(group) - stored) for stored, group in zip(counts, groups, strict=True)]
+
+    def _event_rows(self, events_in: Sequence[EventIn], received_at: datetime) -> list[Any]:
+        """The rows to insert for a batch, one per dedup key.
+
+        On SQLite the intake goes straight through the driver's executemany, for throughput;
+        values are encoded exactly as SQLAlchemy's JSON and DATETIME types store them there,
+        so every other query reads these rows back unchanged.
+        """
+        rows: dict[str, Any] = {}
         if self.dialect == "sqlite":
-            return self._store_events_sqlite(events_in, received_at)
-        rows: dict[str, dict[str, Any]] = {}
+            received = _sqlite_datetime(received_at)
+            for item in events_in:
+                key = item.dedup_key()
+                if key not in rows:
+                    rows[key] = (
+                        key,
+                        item.source,
+                        item.fingerprint,
+                        item.status,
+                        item.host,
+                        item.service,
+                        json.dumps(item.labels),
+                        json.dumps(item.annotations),
+                        item.summary,
+                        _sqlite_datetime(item.occurred_at),
+                        None if item.ends_at is None else _sqlite_datetime(item.ends_at),
+                        received,
+                    )
+            return list(rows.values())
         for item in events_in:
             key = item.dedup_key()
             if key not in rows:
@@ -413,44 +461,7 @@ class Store:
                     "ends_at": item.ends_at,
                     "received_at": received_at,
                 }
-        if not rows:
-            return 0, len(events_in)
-        with self.write() as conn:
-            stored = len(conn.execute(self._insert_event, list(rows.values())).all())
-        return stored, len(events_in) - stored
-
-    def _store_events_sqlite(
-        self, events_in: Sequence[EventIn], received_at: datetime
-    ) -> tuple[int, int]:
-        """SQLite intake straight through the driver's executemany, for throughput.
-
-        Values are encoded exactly as SQLAlchemy's JSON and DATETIME types store them on
-        SQLite, so every other query reads these rows back unchanged.
-        """
-        received = _sqlite_datetime(received_at)
-        rows: dict[str, tuple[Any, ...]] = {}
-        for item in events_in:
-            key = item.dedup_key()
-            if key not in rows:
-                rows[key] = (
-                    key,
-                    item.source,
-                    item.fingerprint,
-                    item.status,
-                    item.host,
-                    item.service,
-                    json.dumps(item.labels),
-                    json.dumps(item.annotations),
-                    item.summary,
-                    _sqlite_datetime(item.occurred_at),
-                    None if item.ends_at is None else _sqlite_datetime(item.ends_at),
-                    received,
-                )
-        if not rows:
-            return 0, len(events_in)
-        with self.write() as conn:
-            stored = conn.exec_driver_sql(self._insert_event, list(rows.values())).rowcount
-        return stored, len(events_in) - stored
+        return list(rows.values())
 
     def pending_events(self, limit: int = 500) -> list[Event]:
         """The oldest events not triaged yet, in the order they were stored."""

@@ -1,0 +1,95 @@
+"""Group commit for the intake: events of requests that arrive together share one commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from itsm.records import EventIn
+from itsm.store import Store
+
+logger = logging.getLogger("opsflow.desk.intake")
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    events: list[EventIn]
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[tuple[int, int]]
+
+
+class GroupCommit:
+    """One writer thread storing, in one transaction, the events of every request that came
+    in while it was busy with the last: a commit (and SQLite's writer lock) is paid per group
+    of requests, not per request, and each request is answered only once its events are
+    committed; if the transaction fails, every request of the group gets the error.
+
+    Args:
+        store: the records store the events go to.
+        max_events: how many events one transaction takes at most (bounds the wait).
+    """
+
+    def __init__(self, store: Store, max_events: int = 10_000) -> None:
+        self._store = store
+        self._max_events = max_events
+        self._queue: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    async def store(self, events: list[EventIn]) -> tuple[int, int]:
+        """Store one request's events; (stored, duplicates) once they are committed."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[int, int]] = loop.create_future()
+        self._ensure_writer()
+        self._queue.put(_Waiting(events, loop, answer))
+        return await answer
+
+    def _ensure_writer(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_forever, name="intake-group-commit", daemon=True
+                )
+                self._thread.start()
+
+    def _write_forever(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            size = len(group[0].events)
+            while size < self._max_events:
+                try:
+                    waiting = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                group.append(waiting)
+                size += len(waiting.events)
+            self._write(group)
+
+    def _write(self, group: list[_Waiting]) -> None:
+        try:
+            counts = self._store.store_event_groups([w.events for w in group], datetime.now(UTC))
+        except Exception as exc:  # every request of the group is told: nothing of it is stored
+            logger.warning("storing the events of %d request(s) failed: %s", len(group), exc)
+            for waiting in group:
+                _answer(waiting, None, exc)
+            return
+        for waiting, count in zip(group, counts, strict=True):
+            _answer(waiting, count, None)
+
+
+def _answer(waiting: _Waiting, counts: tuple[int, int] | None, error: BaseException | None) -> None:
+    def settle() -> None:
+        if waiting.answer.done():
+            return  # the client went away
+        if error is not None:
+            waiting.answer.set_exception(error)
+        else:
+            waiting.answer.set_result(counts)
+
+    with suppress(RuntimeError):  # the event loop has closed: nobody is waiting any more
+        waiting.loop.call_soon_threadsafe(settle)
