@@ -92,6 +92,23 @@ class AccessChange(BaseModel):
             detail=f"unchanged: {why}",
         )
 
+    @classmethod
+    def planned(cls, host: str, action: Action, target: str, what: str) -> AccessChange:
+        """The report of a dry run: what the task would do."""
+        return cls(
+            host=host,
+            action=action,
+            target=target,
+            changed=True,
+            dry_run=True,
+            detail=f"would {what}",
+        )
+
+    @classmethod
+    def made(cls, host: str, action: Action, target: str, what: str) -> AccessChange:
+        """The report of a task that changed the host: what it did."""
+        return cls(host=host, action=action, target=target, changed=True, detail=what)
+
 
 class UnmanagedAccountError(PermanentError):
     """An account by that name exists on the host and opsflow did not create it."""
@@ -390,22 +407,16 @@ def create_account(host: Host, username: str, dry_run: bool = False) -> AccessCh
     if account is not None:
         if not account.managed:
             raise UnmanagedAccountError(host.name, username)
-        return AccessChange(
-            host=host.name,
-            action="ensure_account",
-            target=target,
-            changed=False,
-            dry_run=dry_run,
-            detail=f"unchanged: {username} exists (uid {account.uid}) in group {MANAGED_GROUP}",
+        return AccessChange.unchanged(
+            host.name,
+            "ensure_account",
+            target,
+            dry_run,
+            f"{username} exists (uid {account.uid}) in group {MANAGED_GROUP}",
         )
     if dry_run:
-        return AccessChange(
-            host=host.name,
-            action="ensure_account",
-            target=target,
-            changed=True,
-            dry_run=True,
-            detail=f"would create {username} in group {MANAGED_GROUP}",
+        return AccessChange.planned(
+            host.name, "ensure_account", target, f"create {username} in group {MANAGED_GROUP}"
         )
     result = execute(
         host,
@@ -414,13 +425,12 @@ def create_account(host: Host, username: str, dry_run: bool = False) -> AccessCh
     )
     uid, group = result.stdout.split()
     _remember(host=host, username=username, group_created=group == "created")
-    return AccessChange(
-        host=host.name,
-        action="ensure_account",
-        target=target,
-        changed=True,
-        detail=f"created {username} (uid {uid}) in group {MANAGED_GROUP}"
-        + (" (group created)" if group == "created" else ""),
+    created = " (group created)" if group == "created" else ""
+    return AccessChange.made(
+        host.name,
+        "ensure_account",
+        target,
+        f"created {username} (uid {uid}) in group {MANAGED_GROUP}{created}",
     )
 
 
@@ -470,34 +480,29 @@ def add_key(
     account = read_account(host, username)
     if account is None:
         if dry_run:
-            return AccessChange(
-                host=host.name,
-                action="install_key",
-                target=target,
-                changed=True,
-                dry_run=True,
-                detail=f"would add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
+            return AccessChange.planned(
+                host.name,
+                "install_key",
+                target,
+                f"add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
             )
         raise AccountMissingError(f"{host.name}: no account {username!r} to install a key for")
     if not account.managed:
         raise UnmanagedAccountError(host.name, username)
     if line in account.authorized_keys:
-        return AccessChange(
-            host=host.name,
-            action="install_key",
-            target=target,
-            changed=False,
-            dry_run=dry_run,
-            detail=f"unchanged: {marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
+        return AccessChange.unchanged(
+            host.name,
+            "install_key",
+            target,
+            dry_run,
+            f"{marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
         )
     if dry_run:
-        return AccessChange(
-            host=host.name,
-            action="install_key",
-            target=target,
-            changed=True,
-            dry_run=True,
-            detail=f"would add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
+        return AccessChange.planned(
+            host.name,
+            "install_key",
+            target,
+            f"add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
         )
     result = execute(
         host,
@@ -505,19 +510,20 @@ def add_key(
         timeout_s=_TIMEOUT_S,
         stdin=(line + "\n").encode(),
     )
-    changed = result.stdout.strip() == "changed"
-    if changed:
-        _remember(host=host, username=username, grant_id=grant_id)
-    return AccessChange(
-        host=host.name,
-        action="install_key",
-        target=target,
-        changed=changed,
-        detail=(
-            f"added {marker(grant_id)} to ~{username}/.ssh/authorized_keys"
-            if changed
-            else f"unchanged: {marker(grant_id)} already in ~{username}/.ssh/authorized_keys"
-        ),
+    if result.stdout.strip() != "changed":  # another run added it since it was read
+        return AccessChange.unchanged(
+            host.name,
+            "install_key",
+            target,
+            dry_run,
+            f"{marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
+        )
+    _remember(host=host, username=username, grant_id=grant_id)
+    return AccessChange.made(
+        host.name,
+        "install_key",
+        target,
+        f"added {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
     )
 
 
@@ -588,32 +594,24 @@ def put_sudo_rule(
     content = sudo_rule_text(grant_id, username, entitlement)
     previous = read_file(host, path)
     if previous == content:
-        return AccessChange(
-            host=host.name,
-            action="install_sudo_rule",
-            target=path,
-            changed=False,
-            dry_run=dry_run,
-            detail=f"unchanged: {path} already lets {username} sudo",
+        return AccessChange.unchanged(
+            host.name, "install_sudo_rule", path, dry_run, f"{path} already lets {username} sudo"
         )
     verb, done = ("replace", "replaced") if previous is not None else ("install", "installed")
     if dry_run:
-        return AccessChange(
-            host=host.name,
-            action="install_sudo_rule",
-            target=path,
-            changed=True,
-            dry_run=True,
-            detail=f"would {verb} {path} letting {username} sudo (after visudo -c)",
+        return AccessChange.planned(
+            host.name,
+            "install_sudo_rule",
+            path,
+            f"{verb} {path} letting {username} sudo (after visudo -c)",
         )
     write_sudo_rule(host, name, content)
     _remember(host=host, name=name, previous=previous)
-    return AccessChange(
-        host=host.name,
-        action="install_sudo_rule",
-        target=path,
-        changed=True,
-        detail=f"{done} {path} letting {username} sudo (visudo -c passed)",
+    return AccessChange.made(
+        host.name,
+        "install_sudo_rule",
+        path,
+        f"{done} {path} letting {username} sudo (visudo -c passed)",
     )
 
 
@@ -670,13 +668,8 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
     if not any(grant_of_key_line(line) == grant_id for line in account.authorized_keys):
         return unchanged(f"no {tag} line in ~{username}/.ssh/authorized_keys")
     if dry_run:
-        return AccessChange(
-            host=host.name,
-            action="remove_key",
-            target=target,
-            changed=True,
-            dry_run=True,
-            detail=f"would remove {tag} from ~{username}/.ssh/authorized_keys",
+        return AccessChange.planned(
+            host.name, "remove_key", target, f"remove {tag} from ~{username}/.ssh/authorized_keys"
         )
     result = execute(
         host,
@@ -685,12 +678,8 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
     )
     if result.stdout.strip() != "changed":
         return unchanged(f"no {tag} line in ~{username}/.ssh/authorized_keys")
-    return AccessChange(
-        host=host.name,
-        action="remove_key",
-        target=target,
-        changed=True,
-        detail=f"removed {tag} from ~{username}/.ssh/authorized_keys",
+    return AccessChange.made(
+        host.name, "remove_key", target, f"removed {tag} from ~{username}/.ssh/authorized_keys"
     )
 
 
@@ -708,23 +697,12 @@ def delete_sudo_rule(host: Host, name: str, dry_run: bool = False) -> AccessChan
         raise ValueError(f"sudo rule name {name!r} is not opsflow-*: opsflow leaves it alone")
     path = f"{SUDOERS_DIR}/{name}"
     exists = execute(host, ["test", "-e", path], timeout_s=_TIMEOUT_S, check=False).ok
-    if not exists or dry_run:
-        return AccessChange(
-            host=host.name,
-            action="remove_sudo_rule",
-            target=path,
-            changed=exists,
-            dry_run=dry_run,
-            detail=f"would remove {path}" if exists else f"unchanged: no {path}",
-        )
+    if not exists:
+        return AccessChange.unchanged(host.name, "remove_sudo_rule", path, dry_run, f"no {path}")
+    if dry_run:
+        return AccessChange.planned(host.name, "remove_sudo_rule", path, f"remove {path}")
     execute(host, ["rm", "-f", "--", path], timeout_s=_TIMEOUT_S)
-    return AccessChange(
-        host=host.name,
-        action="remove_sudo_rule",
-        target=path,
-        changed=True,
-        detail=f"removed {path}",
-    )
+    return AccessChange.made(host.name, "remove_sudo_rule", path, f"removed {path}")
 
 
 @task(**_RETRYING, task_run_name="remove_sudo_rule[{name}@{host.name}]")
@@ -784,21 +762,15 @@ def delete_account(
                 "grants"
             )
     if dry_run:
-        return AccessChange(
-            host=host.name,
-            action="remove_account",
-            target=target,
-            changed=True,
-            dry_run=True,
-            detail=f"would remove {username}, its home and its processes",
+        return AccessChange.planned(
+            host.name, "remove_account", target, f"remove {username}, its home and its processes"
         )
     execute(host, ["sh", "-c", _DELETE_ACCOUNT_SCRIPT, "opsflow", username], timeout_s=_TIMEOUT_S)
-    return AccessChange(
-        host=host.name,
-        action="remove_account",
-        target=target,
-        changed=True,
-        detail=f"removed {username} (uid {account.uid}), its home and its processes",
+    return AccessChange.made(
+        host.name,
+        "remove_account",
+        target,
+        f"removed {username} (uid {account.uid}), its home and its processes",
     )
 
 
