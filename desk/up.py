@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 from rich.console import Console
 
+from desk.supervisor import SupervisionError, Supervisor
 from opsflow.errors import OpsError
 from opsflow.settings import OpsflowSettings
 
@@ -39,30 +40,6 @@ def _wait_for(url: str, what: str, timeout_s: float, process: subprocess.Popen |
     raise UpError(f"{what} did not answer {url} within {timeout_s:.0f}s")
 
 
-def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-
-
-def _stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
 def prefect_env(settings: OpsflowSettings, port: int) -> dict[str, str]:
     """Environment for the Prefect server and every opsflow process `up` starts."""
     env = dict(os.environ)
@@ -82,10 +59,16 @@ def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -
     env = prefect_env(settings, port)
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "OPSFLOW_HOME")})
     logs = settings.home / "logs"
+
+    def restarting(name: str, status: int) -> None:
+        console.print(f"[yellow]{name} exited (status {status}); starting it again[/]")
+
+    supervisor = Supervisor(env, on_restart=restarting)
     with ExitStack() as stack:
         if not external_server:
             console.print(f"[bold]Prefect server[/] starting on 127.0.0.1:{port} …")
-            server = _start(
+            server = supervisor.start(
+                "the Prefect server",
                 [
                     sys.executable,
                     "-m",
@@ -98,38 +81,36 @@ def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -
                     str(port),
                 ],
                 logs / "prefect-server.log",
-                env,
             )
-            stack.callback(_stop, server)
+            stack.callback(supervisor.stop, "the Prefect server")
             _wait_for(
                 env["PREFECT_API_URL"] + "/health",
                 "the Prefect server",
                 SERVER_START_TIMEOUT_S,
                 server,
             )
-        children = _start_opsflow(settings, hosts, env, logs, stack, console)
+        _start_opsflow(settings, hosts, supervisor, logs, stack, console)
         console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
         from desk.jobs import run_job
 
         run_job("health-check", console)
         _print_where_to_look(console, settings, port)
-        _wait_until_interrupted(console, children)
+        _wait_until_interrupted(console, supervisor)
 
 
 def _start_opsflow(
     settings: OpsflowSettings,
     hosts: int,
-    env: dict[str, str],
+    supervisor: Supervisor,
     logs: Path,
     stack: ExitStack,
     console: Console,
-) -> list[subprocess.Popen]:
+) -> None:
     """Lab (when no estate is set), blocks, pager, desk, monitoring and the served deployments."""
     from blocks.notifications import save_webhook_pager
     from blocks.registration import register_block_types, save_ssh_credentials
 
     register_block_types()
-    children = []
     lab = None
     if settings.inventory is None:
         from lab.hosts import lab_down, lab_up
@@ -138,7 +119,8 @@ def _start_opsflow(
         lab = lab_up(settings.lab_dir, hosts=hosts)
         stack.callback(lab_down, settings.lab_dir)
         save_ssh_credentials("opsflow-lab", lab.client_key)
-        pager = _start(
+        supervisor.start(
+            "the pager",
             [
                 sys.executable,
                 "-m",
@@ -149,10 +131,8 @@ def _start_opsflow(
                 str(logs / "pages.log"),
             ],
             logs / "pager.log",
-            env,
         )
-        stack.callback(_stop, pager)
-        children.append(pager)
+        stack.callback(supervisor.stop, "the pager")
         save_webhook_pager("ops-pager", f"http://127.0.0.1:{PAGER_PORT}/page")
         from blocks.registration import save_desk_token
         from lab.people import token_file as lab_token_file
@@ -160,11 +140,12 @@ def _start_opsflow(
         save_desk_token(lab_token_file(lab.directory, "routine-jobs").read_text())
     desk_port = int(settings.desk_url.rsplit(":", 1)[1].split("/")[0])
     console.print(f"[bold]Desk[/] starting on {settings.desk_url} …")
-    desk = _start(
-        [sys.executable, "-m", "desk.server", "--port", str(desk_port)], logs / "desk.log", env
+    desk = supervisor.start(
+        "the desk",
+        [sys.executable, "-m", "desk.server", "--port", str(desk_port)],
+        logs / "desk.log",
     )
-    stack.callback(_stop, desk)
-    children.append(desk)
+    stack.callback(supervisor.stop, "the desk")
     _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", 60, desk)
     if lab is not None:
         from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
@@ -179,11 +160,11 @@ def _start_opsflow(
         stack.callback(monitoring_down, monitoring.directory)
         wait_until_scraped(monitoring, timeout_s=60)
     console.print("[bold]Deployments[/] serving every deployment of prefect.yaml …")
-    serving = _start([sys.executable, "-m", "desk.serve"], logs / "serve.log", env)
-    stack.callback(_stop, serving)
-    children.append(serving)
+    serving = supervisor.start(
+        "the deployments", [sys.executable, "-m", "desk.serve"], logs / "serve.log"
+    )
+    stack.callback(supervisor.stop, "the deployments")
     _wait_for_deployments(serving)
-    return children
 
 
 def _wait_for_deployments(serving: subprocess.Popen, timeout_s: float = 60.0) -> None:
@@ -227,11 +208,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _wait_until_interrupted(console: Console, children: list[subprocess.Popen]) -> None:
+def _wait_until_interrupted(console: Console, supervisor: Supervisor) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        while all(child.poll() is None for child in children):
+        while True:
+            supervisor.check()
             time.sleep(0.5)
-        console.print("[red]A process opsflow started has exited; stopping the rest.[/]")
+    except SupervisionError as exc:
+        console.print(f"[red]{exc}: stopping everything.[/]")
     except KeyboardInterrupt:
         console.print("\nStopping …")

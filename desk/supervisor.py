@@ -1,0 +1,102 @@
+"""The processes `opsflow up` keeps running: started, started again when one dies, stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from opsflow.errors import OpsError
+
+
+class SupervisionError(OpsError):
+    """A supervised process keeps exiting: starting it again will not help, a human must look."""
+
+
+@dataclass
+class _Child:
+    argv: list[str]
+    log: Path
+    process: subprocess.Popen
+    stopped: bool = False
+    restarts: list[float] = field(default_factory=list)
+
+
+class Supervisor:
+    """Runs named processes, each in a session of its own with its output in a log file.
+
+    One that exits is started again: the desk's requests and grants survive that (they are
+    in the records, leased), and the Prefect server keeps its state in SQLite. One that exits
+    `max_restarts` times within `window_s` is given up on.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        max_restarts: int = 3,
+        window_s: float = 300.0,
+        on_restart: Callable[[str, int], None] = lambda name, status: None,
+    ) -> None:
+        self._env = env
+        self._max_restarts = max_restarts
+        self._window_s = window_s
+        self._on_restart = on_restart
+        self._children: dict[str, _Child] = {}
+
+    def start(self, name: str, argv: list[str], log: Path) -> subprocess.Popen:
+        """Start `argv` as `name`, appending its output to `log`."""
+        process = _spawn(argv, log, self._env)
+        self._children[name] = _Child(argv, log, process)
+        return process
+
+    def process(self, name: str) -> subprocess.Popen:
+        """The process running as `name` now."""
+        return self._children[name].process
+
+    def check(self) -> None:
+        """Start again every process that exited; SupervisionError when one exits too often."""
+        now = time.monotonic()
+        for name, child in self._children.items():
+            status = child.process.poll()
+            if status is None or child.stopped:
+                continue
+            child.restarts = [t for t in child.restarts if now - t < self._window_s]
+            if len(child.restarts) >= self._max_restarts:
+                raise SupervisionError(
+                    f"{name} exited {len(child.restarts) + 1} times within "
+                    f"{self._window_s:.0f}s (last status {status}); see {child.log}"
+                )
+            child.restarts.append(now)
+            self._on_restart(name, status)
+            child.process = _spawn(child.argv, child.log, self._env)
+
+    def stop(self, name: str, timeout_s: float = 15.0) -> None:
+        """Stop `name` and everything it started (SIGTERM, then SIGKILL after `timeout_s`)."""
+        child = self._children[name]
+        child.stopped = True
+        process = child.process
+        if process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
