@@ -11,19 +11,18 @@ records the decision and the desk answers once it has.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from desk.auth import current_person
+from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
@@ -59,9 +58,9 @@ class RequestRunner:
     thread while paused, and a small pool would let a few pending approvals block every
     standard request behind them. `max_running` bounds the threads instead.
 
-    Every request it runs is leased in the store and the lease renewed while it runs;
-    requests whose desk stopped (its lease lapsed) are taken over here: their dead run is
-    marked Crashed and a new one carries the request on, approval window and all.
+    Every request it runs is leased in the store while it runs; requests whose desk stopped
+    (its lease lapsed) are taken over here: their dead run is marked Crashed and a new one
+    carries the request on, approval window and all.
     """
 
     def __init__(
@@ -72,71 +71,45 @@ class RequestRunner:
         lease_s: float | None = None,
     ) -> None:
         self._requests = requests
-        self._leases = Leases(requests.store)
         self._run = run or _run_fulfilment
         self._changed = threading.Condition()
-        self._held: set[str] = set()
-        self._stopped = threading.Event()
-        self._keeper: threading.Thread | None = None
         self.running = 0
         self.max_running = max_running
-        self.lease_s = lease_s or get_settings().request_lease_seconds
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        self.leases = LeaseKeeper(
+            Leases(requests.store),
+            LEASE_PREFIX,
+            lease_s or get_settings().request_lease_seconds,
+            self._take_over,
+        )
 
     def start(self, record: ServiceRequest) -> bool:
         """Start fulfilling a new request; False when `max_running` runs are in flight."""
         if not self._reserve():
             return False
-        self._leases.take(_lease_name(record.id), self.holder, datetime.now(UTC), self.lease_s)
+        self.leases.hold(_lease_name(record.id))
         self._launch(record)
         return True
 
     def keep(self) -> None:
         """Start renewing this desk's leases and taking over requests whose desk stopped."""
-        self._keeper = threading.Thread(target=self._keep, name="request-leases", daemon=True)
-        self._keeper.start()
+        self.leases.start()
 
     def stop(self) -> None:
-        """Stop renewing and let this desk's leases lapse now: the process is going away, so
-        the next desk to look (another, or this one restarted) takes its requests over."""
-        self._stopped.set()
-        if self._keeper is not None:
-            self._keeper.join(10)
-        with self._changed:
-            held = sorted(self._held)
-        self._leases.renew(self.holder, held, datetime.now(UTC))
+        """Stop renewing: the requests still running here are for the next desk to carry."""
+        self.leases.stop()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no request runs here (e.g. before shutting down); False at the timeout."""
         with self._changed:
             return self._changed.wait_for(lambda: self.running == 0, timeout_s)
 
-    def take_over_abandoned(self) -> list[str]:
-        """Carry on every request whose desk let its lease lapse; their numbers."""
-        taken = []
-        now = datetime.now(UTC)
-        for name, holder in self._leases.lapsed(LEASE_PREFIX, now):
-            record = self._requests.get(int(name.removeprefix(LEASE_PREFIX)))
-            if record.state not in CARRIED_STATES:
-                self._leases.release(name, holder)  # closed before its desk could say so
-                continue
-            if not self._reserve():
-                break
-            if not self._leases.take(name, self.holder, now, self.lease_s):
-                self._unreserve()
-                continue
-            try:
-                record = self._resume_after(record, holder)
-            except Exception:
-                self._leases.release(name, self.holder)
-                self._unreserve()
-                raise
-            self._launch(record)
-            taken.append(record.number)
-        return taken
-
-    def _resume_after(self, record: ServiceRequest, holder: str) -> ServiceRequest:
-        """Crash the stopped desk's runs of the request, audit the takeover, undo `fulfilling`."""
+    def _take_over(self, name: str, holder: str) -> TakeOver:
+        """Carry on a request whose desk stopped: crash its dead runs, audit, run it again."""
+        record = self._requests.get(int(name.removeprefix(LEASE_PREFIX)))
+        if record.state not in CARRIED_STATES:
+            return "finished"  # closed before its desk could give the lease back
+        if not self._reserve():
+            return "later"
         now = datetime.now(UTC)
         crashed = _crash_runs(
             record.flow_run_ids, f"{holder} stopped while carrying {record.number}"
@@ -145,7 +118,12 @@ class RequestRunner:
             record.id,
             ACTOR,
             "taken_over",
-            {"from": holder, "by": self.holder, "state": record.state, "crashed_runs": crashed},
+            {
+                "from": holder,
+                "by": self.leases.holder,
+                "state": record.state,
+                "crashed_runs": crashed,
+            },
             now,
         )
         if record.state == "fulfilling":
@@ -154,20 +132,8 @@ class RequestRunner:
                 record.id, "approved", ACTOR, now, decided_at=record.decided_at
             )
         logger.warning("took over %s (%s) from %s", record.number, record.state, holder)
-        return record
-
-    def _keep(self) -> None:
-        while True:
-            try:
-                with self._changed:
-                    held = sorted(self._held)
-                until = datetime.now(UTC) + timedelta(seconds=self.lease_s)
-                self._leases.renew(self.holder, held, until)
-                self.take_over_abandoned()
-            except Exception:
-                logger.exception("renewing request leases failed; trying again")
-            if self._stopped.wait(min(self.lease_s / 3, 5.0)):
-                return
+        self._launch(record)
+        return "carried"
 
     def _reserve(self) -> bool:
         with self._changed:
@@ -176,14 +142,7 @@ class RequestRunner:
             self.running += 1
             return True
 
-    def _unreserve(self) -> None:
-        with self._changed:
-            self.running -= 1
-            self._changed.notify_all()
-
     def _launch(self, record: ServiceRequest) -> None:
-        with self._changed:
-            self._held.add(_lease_name(record.id))
         thread = threading.Thread(
             target=self._work, args=(record,), name=f"request-{record.number}", daemon=True
         )
@@ -195,12 +154,12 @@ class RequestRunner:
         except Exception:
             logger.exception("request fulfilment of %s failed", record.number)
         finally:
-            with self._changed:
-                self._held.discard(_lease_name(record.id))
             try:
-                self._leases.release(_lease_name(record.id), self.holder)
+                self.leases.release(_lease_name(record.id))
             finally:
-                self._unreserve()
+                with self._changed:
+                    self.running -= 1
+                    self._changed.notify_all()
 
 
 ACTOR = "service-desk"
