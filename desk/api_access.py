@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
 from desk.auth import current_person, require
+from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import Entitlement, Estate, Person
 from itsm.access import (
     AccessDecision,
@@ -37,11 +38,15 @@ from itsm.access import (
 )
 from itsm.access_store import AccessStore
 from itsm.approvals import ApprovalRefusedError, check_approver
+from itsm.leases import Leases
 from opsflow.errors import OpsError
+from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.access")
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
+
+LEASE_PREFIX = "grant:"
 
 Anyone = Annotated[Person, Depends(current_person)]
 Operator = Annotated[Person, Depends(require("operator"))]
@@ -52,7 +57,9 @@ class AccessRunner:
 
     Expiry has one thread of its own, sleeping until the next active grant it knows of ends;
     each run takes away every grant due, so one run at a time is enough. Grants activated by
-    another process are the scheduled `expire-access` deployment's.
+    another process are the scheduled `expire-access` deployment's. Once `keep` is called,
+    each grant being put in place is leased, and one whose desk died between approval and
+    activation is put in place here once its lease lapses.
     """
 
     def __init__(
@@ -70,21 +77,46 @@ class AccessRunner:
         self._ends: list[tuple[float, int]] = []  # heap of (end as a UNIX time, grant id)
         self._expiry_thread: threading.Thread | None = None
         self._stopped = False
+        self._grants: AccessStore | None = None
+        self._leases: LeaseKeeper | None = None
+
+    def keep(self, grants: AccessStore, lease_s: float | None = None) -> None:
+        """Lease the grants put in place here, and take over those whose desk stopped."""
+        self._grants = grants
+        self._leases = LeaseKeeper(
+            Leases(grants.store),
+            LEASE_PREFIX,
+            lease_s or get_settings().lease_seconds,
+            self._take_over,
+        )
+        self._leases.start()
 
     def grant(self, grant_id: int, store: AccessStore) -> Future[Any]:
         """Put an approved grant in place; once active, arrange its expiry at its end."""
+        if self._leases is not None:
+            self._leases.hold(f"{LEASE_PREFIX}{grant_id}")
+        return self._pool.submit(self._put_in_place, grant_id, store)
 
-        def run() -> None:
-            try:
-                self._grant(grant_id)
-            except Exception:
-                logger.exception(
-                    "granting access grant %s failed (recorded on the grant)", grant_id
-                )
-                return
-            self.schedule_expiry(store.get(grant_id))
+    def _put_in_place(self, grant_id: int, store: AccessStore) -> None:
+        try:
+            self._grant(grant_id)
+        except Exception:
+            logger.exception("granting access grant %s failed (recorded on the grant)", grant_id)
+            return
+        finally:
+            if self._leases is not None:
+                self._leases.release(f"{LEASE_PREFIX}{grant_id}")
+        self.schedule_expiry(store.get(grant_id))
 
-        return self._pool.submit(run)
+    def _take_over(self, name: str, holder: str) -> TakeOver:
+        """Put in place a grant approved while a desk that stopped was carrying it."""
+        assert self._grants is not None  # set by keep(), which starts the take-overs
+        grant = self._grants.get(int(name.removeprefix(LEASE_PREFIX)))
+        if grant.state != "approved":
+            return "finished"
+        logger.warning("putting in place access grant %s, left approved by %s", grant.id, holder)
+        self._pool.submit(self._put_in_place, grant.id, self._grants)
+        return "carried"
 
     def revoke(self, grant_id: int, actor: str) -> Future[Any]:
         """Take a grant's access away; on failure the expiry deployment retries it."""
@@ -134,6 +166,8 @@ class AccessRunner:
         if self._expiry_thread is not None:
             self._expiry_thread.join(timeout_s)
         self._pool.shutdown(wait=True)
+        if self._leases is not None:
+            self._leases.stop()
 
 
 def _run_grant(grant_id: int) -> Any:

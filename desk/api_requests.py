@@ -78,7 +78,7 @@ class RequestRunner:
         self.leases = LeaseKeeper(
             Leases(requests.store),
             LEASE_PREFIX,
-            lease_s or get_settings().request_lease_seconds,
+            lease_s or get_settings().lease_seconds,
             self._take_over,
         )
 

@@ -20,6 +20,7 @@ from desk.app import create_app
 from desk.dispatch import Dispatcher, without_heartbeats
 from inventory.loader import load_estate
 from inventory.models import Estate
+from itsm.access_store import AccessStore
 from itsm.request_store import RequestStore
 from opsflow.settings import get_settings
 from tasks.events import publish_incident_change
@@ -85,6 +86,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher.start()
         request_runner.keep()
+        access_runner.keep(AccessStore(open_store()))
         yield
         request_runner.stop()
         dispatcher.stop()

@@ -33,12 +33,12 @@ class OpsflowSettings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the records store; SQLite under the home when unset.",
     )
-    request_lease_seconds: float = Field(
+    lease_seconds: float = Field(
         default=30.0,
         gt=0,
         description=(
-            "How long a desk holds a request it is carrying without renewing; when a desk "
-            "stops, another takes its requests over once their leases lapse."
+            "How long a desk holds a request or access grant it is carrying without renewing; "
+            "when a desk stops, another takes its work over once those leases lapse."
         ),
     )
 

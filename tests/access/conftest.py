@@ -203,14 +203,15 @@ def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
 
     import uvicorn
 
-    from desk.api_access import AccessRunner, router
+    from desk.api_access import AccessRunner
     from desk.app import create_app
     from desk.server import EstateCache
+    from itsm.access_store import AccessStore
     from tasks.records import open_store
 
     runner = AccessRunner()
+    runner.keep(AccessStore(open_store()))
     app = create_app(open_store(), EstateCache(access_estate_dir))
-    app.include_router(router)
     app.state.access_runner = runner
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -123,6 +123,29 @@ def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
     assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL)
     for name in WEB:
         assert on_host(name, ["getent", "passwd", "carol"]).returncode == 2
+
+
+def test_a_grant_approved_just_before_its_desk_died_is_put_in_place(
+    access_desk: Any, access_estate: Any, people: dict[str, Person]
+) -> None:
+    from itsm.access_store import AccessStore
+    from itsm.leases import Leases
+    from tasks.records import open_store
+
+    carol = people["carol"]
+    grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
+    # What a desk leaves behind when it dies between recording the approval and the grant's
+    # run: the grant approved, its lease held by a process that no longer renews it.
+    AccessStore(open_store()).decide(grant["id"], True, "bob", "ok", datetime.now(UTC))
+    lapsed = datetime.now(UTC) - timedelta(minutes=1)
+    assert Leases(open_store()).take(f"grant:{grant['id']}", "a-dead-desk", lapsed, lease_s=1)
+    assert logins(access_estate, WEB, carol) == dict.fromkeys(WEB)
+
+    active = grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
+    assert active["hosts"] == WEB
+    assert logins(access_estate, ALL, carol) == {n: 0 if n in WEB else None for n in ALL}
+    revoke(access_desk, carol, grant["id"])
+    assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL)
 
 
 def test_sudo_grant_gives_sudo_on_its_group_only(

@@ -39,7 +39,7 @@ def test_a_killed_process_is_started_again_then_given_up_on(tmp_path: Path) -> N
     supervisor.start("sleeper", SLEEPER, log)
     try:
         for round_ in (1, 2):
-            wait_for(lambda: log.read_text().count("up") == round_, 10, f"start {round_}")
+            wait_for(lambda n=round_: log.read_text().count("up") == n, 10, f"start {round_}")
             dead = kill(supervisor, "sleeper")
             supervisor.check()
             assert supervisor.process("sleeper").pid != dead

@@ -40,7 +40,7 @@ def second_desk(desk: Desk, request_estate: RequestEstate, tmp_path: Path) -> It
         **os.environ,
         "PREFECT_API_URL": PREFECT_API_URL.value(),
         "OPSFLOW_INVENTORY": str(request_estate.directory),
-        "OPSFLOW_REQUEST_LEASE_SECONDS": "2",
+        "OPSFLOW_LEASE_SECONDS": "2",
     }
     log = (tmp_path / "desk.log").open("w")
     process = subprocess.Popen(
