@@ -12,7 +12,7 @@ import pytest
 from desk.supervisor import SupervisionError, Supervisor
 from tests.support import wait_for
 
-SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"]
+SLEEPER = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
 
 
 def alive(pid: int) -> bool:
