@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from desk.cli_access import access_app
+from desk.cli_base import console, err_console, fail, print_json
 from desk.cli_incidents import event_app, incident_app
 from desk.cli_problems import known_error_app, problem_app
 from desk.cli_requests import request_app
@@ -23,9 +22,6 @@ inventory_app = typer.Typer(help="The estate: hosts, services and their checks."
 credentials_app = typer.Typer(help="SSH credentials, stored as Prefect blocks.")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(credentials_app, name="credentials")
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _lab_app() -> typer.Typer:
@@ -43,11 +39,6 @@ app.add_typer(problem_app, name="problem")
 app.add_typer(known_error_app, name="known-error")
 
 
-def _fail(error: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {error}")
-    return typer.Exit(1)
-
-
 @app.command()
 def up(
     hosts: Annotated[int, typer.Option(help="Lab hosts to bring up when no estate is set.")] = 5,
@@ -59,7 +50,7 @@ def up(
     try:
         run_up(get_settings(), hosts=hosts, port=port, console=console)
     except OpsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
 
 
 @inventory_app.command("check")
@@ -74,7 +65,7 @@ def inventory_check(
     try:
         estate = load_estate(directory)
     except OpsError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if as_json:
         console.print_json(estate.model_dump_json())
         return
@@ -122,7 +113,7 @@ def credentials_add(
         register_block_types()
         save_ssh_credentials(name, key_file, username=username)
     except (OSError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     console.print(f"SSH credentials block {name!r} saved.")
 
 
@@ -143,11 +134,11 @@ def run(
     from desk.jobs import run_job
 
     try:
-        rows = run_job(job, Console(stderr=True) if as_json else console)
+        rows = run_job(job, err_console if as_json else console)
     except (OpsError, KeyError) as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        print_json(rows)
     if any(row.get("healthy") is False for row in rows):
         raise typer.Exit(1)
 

@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from desk.client import DeskClient
-from opsflow.errors import OpsError
-from opsflow.settings import get_settings
+from desk.cli_base import JsonOption, call_desk, console, err_console, fail, print_json
 
 access_app = typer.Typer(help="Access to hosts: request, approve, reject, revoke, list, review.")
-console = Console()
-err_console = Console(stderr=True)
 
 LIVE = ("approved", "active")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 WaitOption = Annotated[
     bool, typer.Option("--wait/--no-wait", help="Wait until the hosts are done.")
 ]
 TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait at most.")]
-
-
-def _client() -> DeskClient:
-    settings = get_settings()
-    return DeskClient(settings.desk_url, settings.api_token())
-
-
-def _call(method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return _client().call(method, path, **kwargs)
-    except OpsError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(1)
 
 
 def _table(grants: list[dict[str, Any]]) -> Table:
@@ -69,13 +44,13 @@ def _wait(grant_id: int, done: tuple[str, ...], timeout_s: float) -> dict[str, A
     deadline = time.monotonic() + timeout_s
     with err_console.status(f"waiting for access grant {grant_id}…"):
         while True:
-            grant = _call("GET", f"/access-grants/{grant_id}")
+            grant = call_desk("GET", f"/access-grants/{grant_id}")
             if grant["state"] in done:
                 return grant
             if grant.get("last_error"):
-                raise _fail(f"access grant {grant_id}: {grant['last_error']}")
+                raise fail(f"access grant {grant_id}: {grant['last_error']}")
             if time.monotonic() > deadline:
-                raise _fail(
+                raise fail(
                     f"access grant {grant_id} is still {grant['state']} after {timeout_s:g}s"
                 )
             time.sleep(0.2)
@@ -83,7 +58,7 @@ def _wait(grant_id: int, done: tuple[str, ...], timeout_s: float) -> dict[str, A
 
 def _show(grant: dict[str, Any], as_json: bool, message: str) -> None:
     if as_json:
-        typer.echo(json.dumps(grant, indent=2))
+        print_json(grant)
     else:
         console.print(message)
 
@@ -102,7 +77,7 @@ def access_request(
 ) -> None:
     """Ask for an entitlement for yourself; an approver then approves or rejects it."""
     if minutes is not None and hours is not None:
-        raise _fail("give --minutes or --hours, not both")
+        raise fail("give --minutes or --hours, not both")
     body: dict[str, Any] = {"entitlement": entitlement, "reason": reason}
     if hours is not None:
         minutes = hours * 60
@@ -114,8 +89,8 @@ def access_request(
         try:
             body["ssh_public_key"] = key_file.read_text().strip()
         except OSError as exc:
-            raise _fail(f"--key-file {key_file}: {exc.strerror}") from exc
-    grant = _call("POST", "/access-requests", json=body)
+            raise fail(f"--key-file {key_file}: {exc.strerror}") from exc
+    grant = call_desk("POST", "/access-requests", json=body)
     _show(
         grant,
         as_json,
@@ -133,7 +108,7 @@ def access_approve(
     as_json: JsonOption = False,
 ) -> None:
     """Approve a request (never your own) and, by default, wait until the access is in place."""
-    grant = _call("POST", f"/access-requests/{grant_id}/approve", json={"comment": comment})
+    grant = call_desk("POST", f"/access-requests/{grant_id}/approve", json={"comment": comment})
     if wait:
         grant = _wait(grant_id, ("active", "expired", "revoked"), timeout)
     where = ""
@@ -149,7 +124,7 @@ def access_reject(
     as_json: JsonOption = False,
 ) -> None:
     """Deny a request (never your own)."""
-    grant = _call("POST", f"/access-requests/{grant_id}/reject", json={"comment": comment})
+    grant = call_desk("POST", f"/access-requests/{grant_id}/reject", json={"comment": comment})
     _show(grant, as_json, f"access grant {grant_id} {grant['state']}")
 
 
@@ -161,7 +136,7 @@ def access_revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Take a grant's access away from its hosts now (or withdraw a pending request)."""
-    grant = _call("DELETE", f"/access-grants/{grant_id}")
+    grant = call_desk("DELETE", f"/access-grants/{grant_id}")
     if wait and grant["state"] in ("approved", "active"):
         grant = _wait(grant_id, ("revoked", "expired"), timeout)
     _show(grant, as_json, f"access grant {grant_id} {grant['state']}")
@@ -176,9 +151,9 @@ def access_list(
 ) -> None:
     """Access grants, newest first."""
     params = {"state": state or [], "requester": requester, "limit": limit}
-    grants = _call("GET", "/access-grants", params={k: v for k, v in params.items() if v})
+    grants = call_desk("GET", "/access-grants", params={k: v for k, v in params.items() if v})
     if as_json:
-        typer.echo(json.dumps(grants, indent=2))
+        print_json(grants)
     else:
         console.print(_table(grants))
 
@@ -191,9 +166,9 @@ def access_review(
     as_json: JsonOption = False,
 ) -> None:
     """Compare every host's managed accounts, keys and sudo rules with the live grants."""
-    rows = _call("POST", "/access-reviews", json={"enforce": enforce})
+    rows = call_desk("POST", "/access-reviews", json={"enforce": enforce})
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        print_json(rows)
     else:
         table = Table()
         for column in ("host", "kind", "name", "explained by", "action", "detail"):

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from desk.client import DeskClient
-from opsflow.errors import OpsError
-from opsflow.settings import get_settings
+from desk.cli_base import JsonOption, call_desk, console, name_values, print_json
 
 event_app = typer.Typer(help="Send monitoring events to the desk.")
 incident_app = typer.Typer(help="Incidents: list, show, open, resolve.")
-console = Console()
-err_console = Console(stderr=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _client() -> DeskClient:
-    settings = get_settings()
-    return DeskClient(settings.desk_url, settings.api_token())
-
-
-def _call(method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return _client().call(method, path, **kwargs)
-    except OpsError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
-
-
-def _labels(pairs: list[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            err_console.print(f"[bold red]error:[/] --label {pair!r}: expected NAME=VALUE")
-            raise typer.Exit(2)
-        labels[name] = value
-    return labels
 
 
 @event_app.command("send")
@@ -63,12 +31,12 @@ def event_send(
         "service": service,
         "severity": severity,
         "summary": summary,
-        "labels": _labels(label or []),
+        "labels": name_values(label or [], "--label"),
         "status": "resolved" if resolved else "firing",
     }
-    answer = _call("POST", "/events", json=body)
+    answer = call_desk("POST", "/events", json=body)
     if as_json:
-        typer.echo(json.dumps(answer))
+        print_json(answer)
     else:
         console.print(f"stored {answer['stored']}, duplicates {answer['duplicates']}")
 
@@ -102,9 +70,9 @@ def incident_list(
 ) -> None:
     """Incidents, newest first."""
     params = {"state": state or [], "host": host, "service": service, "limit": limit}
-    incidents = _call("GET", "/incidents", params={k: v for k, v in params.items() if v})
+    incidents = call_desk("GET", "/incidents", params={k: v for k, v in params.items() if v})
     if as_json:
-        typer.echo(json.dumps(incidents, indent=2))
+        print_json(incidents)
     else:
         console.print(incident_table(incidents))
 
@@ -115,9 +83,9 @@ def incident_show(
     as_json: JsonOption = False,
 ) -> None:
     """One incident with its SLA state and worklog."""
-    detail = _call("GET", f"/incidents/{incident}")
+    detail = call_desk("GET", f"/incidents/{incident}")
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
         return
     console.print(incident_table([detail]))
     ttr = detail.get("time_to_restore_s")
@@ -149,9 +117,9 @@ def incident_open(
         "impact": impact,
         "urgency": urgency,
     }
-    incident = _call("POST", "/incidents", json=body)
+    incident = call_desk("POST", "/incidents", json=body)
     if as_json:
-        typer.echo(json.dumps(incident, indent=2))
+        print_json(incident)
     else:
         console.print(f"{incident['number']} P{incident['priority']} {incident['state']}")
 
@@ -165,18 +133,18 @@ def incident_resolve(
 ) -> None:
     """Resolve an incident by hand, with a resolution code and notes."""
     body = {"state": "Resolved", "resolution_code": code, "resolution_notes": notes}
-    detail = _call("PATCH", f"/incidents/{incident}", json=body)
+    detail = call_desk("PATCH", f"/incidents/{incident}", json=body)
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
     else:
         console.print(f"{detail['number']} {detail['state']}")
 
 
 def show_me(as_json: bool) -> None:
     """Print who the token belongs to and their own tickets."""
-    me = _call("GET", "/me")
+    me = call_desk("GET", "/me")
     if as_json:
-        typer.echo(json.dumps(me, indent=2))
+        print_json(me)
         return
     console.print(f"[bold]{me['full_name'] or me['name']}[/] ({', '.join(me['roles'])})")
     console.print(incident_table(me["incidents"], title="incidents you reported"))

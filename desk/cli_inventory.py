@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import typer
-from rich.console import Console
 from rich.table import Table
 
+from desk.cli_base import console, err_console, fail
 from inventory.loader import load_estate
 from inventory.models import Estate
 from itsm.drift import find_drift
@@ -19,9 +18,6 @@ from tasks.records import open_store
 
 HISTORY = 10
 """Snapshots shown in the short history."""
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 def _fullest(snapshot: StoredSnapshot) -> tuple[str, float] | None:
@@ -86,12 +82,10 @@ def inventory_show(host: str, as_json: bool) -> None:
     try:
         history = snapshot_history(open_store(), host, limit=HISTORY)
     except OpsError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(exc) from exc
     entry = _inventory_entry(estate, host)
     if entry is None and not history:
-        err_console.print(f"[bold red]error:[/] no host {host!r} in the inventory or the facts")
-        raise typer.Exit(1)
+        raise fail(f"no host {host!r} in the inventory or the facts")
     drift = []
     if estate is not None and entry is not None:
         drift = [d for d in find_drift(estate, history[:1]) if d.host == host]

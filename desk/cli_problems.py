@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from desk.client import DeskClient
-from opsflow.errors import OpsError
-from opsflow.settings import get_settings
+from desk.cli_base import JsonOption, call_desk, console, name_values, print_json
 
 problem_app = typer.Typer(help="Problems: the causes behind recurring incidents.")
 known_error_app = typer.Typer(help="Known errors: diagnosed faults and their workarounds.")
-console = Console()
-err_console = Console(stderr=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _call(method: str, path: str, **kwargs: Any) -> Any:
-    """One desk API call as the CLI's user; a refusal is printed and exits 1."""
-    settings = get_settings()
-    try:
-        return DeskClient(settings.desk_url, settings.api_token()).call(method, path, **kwargs)
-    except OpsError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
-
-
-def _labels(pairs: list[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            err_console.print(f"[bold red]error:[/] --label {pair!r}: expected NAME=VALUE")
-            raise typer.Exit(2)
-        labels[name] = value
-    return labels
 
 
 def _problem_table(problems: list[dict[str, Any]]) -> Table:
@@ -83,7 +54,7 @@ def _known_error_table(known_errors: list[dict[str, Any]]) -> Table:
 
 def _print(data: Any, as_json: bool, table: Table) -> None:
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        print_json(data)
     else:
         console.print(table)
 
@@ -97,7 +68,7 @@ def problem_list(
 ) -> None:
     """Problems, newest first."""
     params = {"state": state or [], "service": service, "limit": limit}
-    problems = _call("GET", "/problems", params={k: v for k, v in params.items() if v})
+    problems = call_desk("GET", "/problems", params={k: v for k, v in params.items() if v})
     _print(problems, as_json, _problem_table(problems))
 
 
@@ -107,9 +78,9 @@ def problem_show(
     as_json: JsonOption = False,
 ) -> None:
     """One problem with its root-cause notes and the incidents it explains."""
-    detail = _call("GET", f"/problems/{problem}")
+    detail = call_desk("GET", f"/problems/{problem}")
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
         return
     console.print(_problem_table([detail]))
     console.print(f"summary: {detail['summary']}")
@@ -130,11 +101,11 @@ def problem_update(
 ) -> None:
     """Add root-cause notes or move a problem on (New → Root Cause Analysis → …)."""
     body = {"state": state, "root_cause": root_cause, "resolution_notes": notes}
-    detail = _call(
+    detail = call_desk(
         "PATCH", f"/problems/{problem}", json={k: v for k, v in body.items() if v is not None}
     )
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
     else:
         console.print(f"{detail['number']} {detail['state']}")
 
@@ -157,14 +128,14 @@ def known_error_add(
         "service": service,
         "symptom": symptom,
         "host": host,
-        "labels": _labels(label or []),
+        "labels": name_values(label or [], "--label"),
         "root_cause": root_cause,
         "workaround": workaround,
         "problem": problem,
     }
-    known_error = _call("POST", "/known-errors", json=body)
+    known_error = call_desk("POST", "/known-errors", json=body)
     if as_json:
-        typer.echo(json.dumps(known_error, indent=2))
+        print_json(known_error)
     else:
         console.print(f"{known_error['number']} recorded: workaround {known_error['workaround']}")
 
@@ -179,5 +150,5 @@ def known_error_list(
     params: dict[str, Any] = {"include_retired": retired}
     if service:
         params["service"] = service
-    known_errors = _call("GET", "/known-errors", params=params)
+    known_errors = call_desk("GET", "/known-errors", params=params)
     _print(known_errors, as_json, _known_error_table(known_errors))

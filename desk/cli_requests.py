@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from desk.client import DeskClient
-from opsflow.errors import OpsError
-from opsflow.settings import get_settings
+from desk.cli_base import JsonOption, call_desk, console, name_values, print_json
 
 request_app = typer.Typer(
     help="Service requests: catalog, submit, list, show, approve, reject.", no_args_is_help=True
 )
-console = Console()
-err_console = Console(stderr=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 RequestArgument = Annotated[str, typer.Argument(help="Number (REQ0000001) or id.")]
 CommentOption = Annotated[str, typer.Option("--comment", "-m", help="Why; kept in the audit.")]
-
-
-def _call(method: str, path: str, **kwargs: Any) -> Any:
-    settings = get_settings()
-    try:
-        return DeskClient(settings.desk_url, settings.api_token()).call(method, path, **kwargs)
-    except OpsError as exc:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)))
-        raise typer.Exit(1) from exc
-
-
-def _inputs(pairs: list[str]) -> dict[str, str]:
-    inputs: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            err_console.print(Text(f"error: input {pair!r}: expected NAME=VALUE", style="red"))
-            raise typer.Exit(2)
-        inputs[name] = value
-    return inputs
 
 
 def _print_request(detail: dict[str, Any]) -> None:
@@ -70,9 +43,9 @@ def _print_request(detail: dict[str, Any]) -> None:
 @request_app.command("catalog")
 def catalog(as_json: JsonOption = False) -> None:
     """What may be requested: items, their inputs and who approves them."""
-    items = _call("GET", "/catalog")
+    items = call_desk("GET", "/catalog")
     if as_json:
-        typer.echo(json.dumps(items, indent=2))
+        print_json(items)
         return
     table = Table(title="service catalog")
     for column in ("item", "inputs", "approval", "you may ask"):
@@ -104,9 +77,11 @@ def submit(
     as_json: JsonOption = False,
 ) -> None:
     """Ask for a catalog item; prints the request's number to follow."""
-    detail = _call("POST", "/requests", json={"item": item, "inputs": _inputs(inputs or [])})
+    detail = call_desk(
+        "POST", "/requests", json={"item": item, "inputs": name_values(inputs or [], "input")}
+    )
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
     else:
         _print_request({**detail, "audit": []})
 
@@ -120,9 +95,9 @@ def list_requests(
 ) -> None:
     """Requests, newest first (e.g. --state awaiting-approval)."""
     params = {"state": state or [], "requester": requester, "limit": limit}
-    records = _call("GET", "/requests", params={k: v for k, v in params.items() if v})
+    records = call_desk("GET", "/requests", params={k: v for k, v in params.items() if v})
     if as_json:
-        typer.echo(json.dumps(records, indent=2))
+        print_json(records)
         return
     table = Table()
     for column in ("number", "item", "state", "requester", "inputs", "submitted"):
@@ -142,9 +117,9 @@ def list_requests(
 @request_app.command("show")
 def show(request: RequestArgument, as_json: JsonOption = False) -> None:
     """One request with its decision, outcome, attachments and audit trail."""
-    detail = _call("GET", f"/requests/{request}")
+    detail = call_desk("GET", f"/requests/{request}")
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
     else:
         _print_request(detail)
 
@@ -154,9 +129,9 @@ def approve(
     request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
 ) -> None:
     """Approve a request waiting for you (never your own); its fulfilment starts at once."""
-    detail = _call("POST", f"/requests/{request}/approve", json={"comment": comment})
+    detail = call_desk("POST", f"/requests/{request}/approve", json={"comment": comment})
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
     else:
         _print_request({**detail, "audit": []})
 
@@ -166,8 +141,8 @@ def reject(
     request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
 ) -> None:
     """Reject a request waiting for you; the requester is told why."""
-    detail = _call("POST", f"/requests/{request}/reject", json={"comment": comment})
+    detail = call_desk("POST", f"/requests/{request}/reject", json={"comment": comment})
     if as_json:
-        typer.echo(json.dumps(detail, indent=2))
+        print_json(detail)
     else:
         _print_request({**detail, "audit": []})
