@@ -148,23 +148,58 @@ class Account(BaseModel):
 
 # --- reading ---------------------------------------------------------------------------------
 
-_KEYS_SEPARATOR = "--opsflow-authorized-keys--"
-_ACCOUNT_SCRIPT = f"""
+_ACCOUNT_SCRIPT = """
 entry=$(getent passwd "$1") || exit 2
-printf '%s\\n' "$entry"
-id -nG "$1"
-echo {_KEYS_SEPARATOR}
+groups=$(id -nG "$1") || exit 3
+printf '%s\\n%s\\n' "$entry" "$groups"
 uid=$(printf '%s' "$entry" | cut -d: -f3)
 gid=$(printf '%s' "$entry" | cut -d: -f4)
 home=$(printf '%s' "$entry" | cut -d: -f6)
-# As the user: a symlink in their home must not make root read another file.
-setpriv --reuid="$uid" --regid="$gid" --init-groups -- \\
-  cat -- "$home/.ssh/authorized_keys" 2>/dev/null || true
+# As the user: a symlink in their home must not make root read another file. An unreadable
+# file reads as no keys, so a user cannot stop their own revocation by breaking it.
+{ setpriv --reuid="$uid" --regid="$gid" --init-groups -- \\
+    cat -- "$home/.ssh/authorized_keys" 2>/dev/null || true; } | base64 -w0
+echo
 """
+"""Three framed lines: the passwd entry and the groups (root's records, one line each), then
+the user's own authorized_keys in base64, so nothing the user writes can pass for a line."""
+
+
+def parse_account(host: str, username: str, output: str) -> Account:
+    """The `Account` in the account script's output.
+
+    Raises PermanentError unless the output is exactly three lines and its passwd entry is
+    for `username`: an account is never read as someone else's.
+    """
+    lines = output.split("\n")
+    fields = lines[0].split(":")
+    if len(lines) != 4 or lines[3] or len(fields) != 7 or fields[0] != username:
+        raise PermanentError(
+            f"{host}: account {username!r}: unexpected account data "
+            f"({len(lines) - 1} line(s), passwd entry for {fields[0]!r})"
+        )
+    if not (fields[2].isdigit() and fields[3].isdigit()):
+        raise PermanentError(f"{host}: account {username!r}: uid or gid is not a number")
+    try:
+        keys = base64.b64decode(lines[2], validate=True).decode("utf-8", "replace")
+    except ValueError as exc:
+        raise PermanentError(f"{host}: account {username!r}: keys unreadable: {exc}") from None
+    return Account(
+        username=username,
+        uid=int(fields[2]),
+        gid=int(fields[3]),
+        home=fields[5],
+        groups=lines[1].split(),
+        authorized_keys=keys.splitlines(),
+    )
 
 
 def read_account(host: Host, username: str) -> Account | None:
-    """The account called `username` on `host` and its authorized keys, or None if none."""
+    """The account called `username` on `host` and its authorized keys, or None if none.
+
+    Identity (uid, gid, home, groups) comes from the host's user database; only the key
+    lines come from the user's own file, and they are read whole and framed apart.
+    """
     result = execute(
         host, ["sh", "-c", _ACCOUNT_SCRIPT, "opsflow", username], timeout_s=_TIMEOUT_S, check=False
     )
@@ -172,17 +207,7 @@ def read_account(host: Host, username: str) -> Account | None:
         return None
     if not result.ok:
         raise PermanentError(f"{host.name}: cannot read account {username!r}: {result.stderr}")
-    head, _, keys = result.stdout.partition(_KEYS_SEPARATOR + "\n")
-    entry, _, groups = head.partition("\n")
-    fields = entry.split(":")
-    return Account(
-        username=fields[0],
-        uid=int(fields[2]),
-        gid=int(fields[3]),
-        home=fields[5],
-        groups=groups.split(),
-        authorized_keys=keys.splitlines(),
-    )
+    return parse_account(host.name, username, result.stdout)
 
 
 def _as_user(account: Account, argv: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tasks.accounts import (
     install_sudo_rule,
     put_sudo_rule,
     read_access_facts,
+    read_account,
     write_sudo_rule,
 )
 from tests.access.conftest import Person, host_state, ssh_as
@@ -177,3 +179,91 @@ def test_tasks_refuse_values_that_are_not_plain_names(
     with pytest.raises(ValueError):
         call(host, *args)
     assert host_state(access_lab, host.name) == before
+
+
+def _root_keys(access_lab: Any, host: Any) -> str | None:
+    found = run_on_host(host.name, ["cat", "/root/.ssh/authorized_keys"], access_lab.directory)
+    return found.stdout if found.returncode == 0 else None
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_crafted_authorized_keys_cannot_pass_for_root(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    """Dave writes a file whose last lines read like root's account; nothing believes it."""
+    create_account(host, USER)
+    add_key(host, USER, people["carol"].public_key, GRANT)
+    grant_line = next(iter(read_account(host, USER).authorized_keys))
+    # Exactly the last 4,000 characters a command result used to keep, shaped like the
+    # account script's output: a passwd entry for uid 0, the managed group, the separator.
+    forged = f"root:x:0:0:root:/root:/bin/bash\n{MANAGED_GROUP}\n--opsflow-authorized-keys--\n"
+    forged += grant_line + "\n"
+    while len(forged) < 4000:
+        forged += "#" + "x" * min(62, 4000 - len(forged) - 2) + "\n"
+    assert len(forged) == 4000
+    encoded = base64.b64encode(forged.encode()).decode()
+    written = f"echo {encoded} | base64 -d >> ~/.ssh/authorized_keys"
+    assert ssh_as(host, USER, people["carol"].key_file, written) == 0, "dave wrote his own file"
+    root_before = _root_keys(access_lab, host)
+    try:
+        second = add_key(host, USER, people["bob"].public_key, GRANT + 1)
+        assert second.changed
+        assert _root_keys(access_lab, host) == root_before, "root's keys were touched"
+        account = read_account(host, USER)
+        assert (account.username, account.home) == (USER, f"/home/{USER}")
+        assert account.uid != 0
+        bob_body = people["bob"].public_key.split()[1]
+        dave_keys = run_on_host(
+            host.name, ["cat", f"/home/{USER}/.ssh/authorized_keys"], access_lab.directory
+        ).stdout
+        assert bob_body in dave_keys
+
+        assert delete_key(host, USER, GRANT + 1).changed
+        kept = delete_account(host, USER)
+        assert not kept.changed and "opsflow key" in kept.detail, "grant 9001 still needs it"
+        assert delete_key(host, USER, GRANT).changed
+        assert delete_account(host, USER).changed
+        gone = run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory)
+        assert gone.returncode == 2
+    finally:
+        if _root_keys(access_lab, host) != root_before:
+            restore = (
+                "rm -f /root/.ssh/authorized_keys"
+                if root_before is None
+                else 'printf %s "$1" > /root/.ssh/authorized_keys'
+            )
+            run_on_host(
+                host.name, ["sh", "-c", restore, "sh", root_before or ""], access_lab.directory
+            )
+
+
+def test_review_reads_every_managed_account_and_key(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    """Eighty accounts, each with a key: far more output than any tail; all are read."""
+    names = [f"bulk{n:03d}" for n in range(80)]
+    key = people["carol"].public_key
+    script = """set -e
+group=$1 key=$2; shift 2
+getent group "$group" >/dev/null || groupadd --system "$group"
+n=9100
+for name in "$@"; do
+  useradd --create-home --groups "$group" -- "$name"
+  mkdir -p "/home/$name/.ssh"
+  printf '%s opsflow-grant-%s\\n' "$key" "$n" > "/home/$name/.ssh/authorized_keys"
+  n=$((n + 1))
+done
+"""
+    removal = 'for name in "$@"; do userdel --force --remove -- "$name" 2>/dev/null; done; true'
+    created = run_on_host(
+        host.name, ["sh", "-c", script, "sh", MANAGED_GROUP, key, *names], access_lab.directory
+    )
+    try:
+        assert created.returncode == 0, created.stderr
+        facts = read_access_facts.fn(host)
+        assert sorted(a.username for a in facts.accounts) == names
+        assert sorted((k.username, k.grant_id) for k in facts.ssh_keys) == [
+            (name, 9100 + n) for n, name in enumerate(names)
+        ]
+    finally:
+        run_on_host(host.name, ["sh", "-c", removal, "sh", *names], access_lab.directory)
