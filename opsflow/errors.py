@@ -60,4 +60,16 @@ class CommandFailedError(SSHPermanentError):
 
 
 class CommandTimeoutError(SSHPermanentError):
-    """A remote command ran past its timeout; not retried, as it may still be running there."""
+    """A remote command ran past its timeout and was killed there; not retried: it may have
+    done part of its work.
+    """
+
+
+class OutputTooLargeError(SSHPermanentError):
+    """A command printed more than the bound its caller set; its output is never truncated."""
+
+    def __init__(self, host: str, command: str, bound: int, what_happened: str):
+        self.bound = bound
+        super().__init__(
+            host, f"standard output over its bound of {bound} bytes; {what_happened}", command
+        )

@@ -22,7 +22,6 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from inventory.models import Host, Service
 from opsflow.errors import PermanentError
-from tasks.capture import run_captured
 from tasks.concurrency import host_slot
 from tasks.files import fetch_file
 from tasks.retry import RETRY_TRANSIENT, is_transient
@@ -41,6 +40,9 @@ tar -czf "$out" -C / -- "$@" || rc=$?
 # tar exits 1 when a file changed while it was read: the archive is still whole.
 if [ "$rc" -gt 1 ]; then rm -f -- "$out"; exit "$rc"; fi
 """
+
+MANIFEST_MAX_BYTES = 64 << 20
+"""A manifest larger than this fails the backup's verification rather than being cut short."""
 
 _MANIFEST_SCRIPT = """find "$@" -type f -exec sha256sum -- {} + 2>/dev/null
 echo --opsflow-times--
@@ -234,8 +236,13 @@ def _unpack(archive: Path, into: Path) -> dict[str, str]:
 
 def read_manifest(host: Host, paths: list[str]) -> dict[str, tuple[str, float]]:
     """The host's files under `paths`: `/path` → (SHA-256, mtime), read whole."""
-    captured = run_captured(host, ["sh", "-c", _MANIFEST_SCRIPT, "sh", *paths], timeout_s=600)
-    sums, _, times = captured.stdout.partition("--opsflow-times--\n")
+    result = execute(
+        host,
+        ["sh", "-c", _MANIFEST_SCRIPT, "sh", *paths],
+        timeout_s=600,
+        max_output_bytes=MANIFEST_MAX_BYTES,
+    )
+    sums, _, times = result.stdout.partition("--opsflow-times--\n")
     mtimes = {}
     for line in times.splitlines():
         stamp, _, path = line.partition(" ")

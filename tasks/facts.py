@@ -62,7 +62,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
         if len(fields) < 6 or not fields[1].isdigit():
             continue
         size, used = int(fields[1]), int(fields[2])
-        mount = fields[5]
+        mount = " ".join(fields[5:])
         disks[mount] = DiskUsage(
             mount=mount,
             size_kb=size,

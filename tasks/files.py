@@ -13,9 +13,12 @@ from pydantic import BaseModel
 from inventory.models import Host
 from opsflow.errors import PermanentError, SSHTransientError
 from tasks.retry import RETRY_TRANSIENT
-from tasks.ssh import discard_connection, execute, pooled_client
+from tasks.ssh import execute, open_sftp
 
 CHUNK = 1 << 20
+
+SFTP_TIMEOUT_S = 60.0
+"""Longest wait for any one SFTP reply: a stalled transfer fails instead of hanging."""
 
 
 class FetchedFile(BaseModel):
@@ -46,7 +49,7 @@ def fetch_file(host: Host, remote_path: str, local_path: Path) -> FetchedFile:
     local_path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     try:
-        with pooled_client(host).open_sftp() as sftp:
+        with open_sftp(host, SFTP_TIMEOUT_S) as sftp:
             if not stat.S_ISREG(sftp.stat(remote_path).st_mode or 0):
                 raise PermanentError(f"{host.name}: {remote_path} is not a regular file")
             with sftp.open(remote_path, "rb") as remote, local_path.open("wb") as local:
@@ -55,7 +58,6 @@ def fetch_file(host: Host, remote_path: str, local_path: Path) -> FetchedFile:
                     digest.update(chunk)
                     local.write(chunk)
     except OSError as exc:
-        discard_connection(host)
         raise SSHTransientError(host.name, f"SFTP copy of {remote_path} failed: {exc}") from None
     if digest.hexdigest() != expected:
         local_path.unlink(missing_ok=True)

@@ -9,13 +9,16 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, Field
 
 from inventory.models import Host
-from tasks.capture import run_captured
 from tasks.retry import RETRY_TRANSIENT
+from tasks.ssh import execute
 
 _LINE = re.compile(
     r"^(?P<name>[^/\s]+)/(?P<suites>\S+) (?P<candidate>\S+) (?P<arch>\S+) "
     r"\[upgradable from: (?P<current>[^\]]+)\]"
 )
+
+LIST_MAX_BYTES = 16 << 20
+"""Bound on apt's answer: far beyond any real list, and a loud failure rather than a cut one."""
 
 _SCRIPT = """apt list --upgradable 2>/dev/null || exit 3
 echo --opsflow-lists--
@@ -78,8 +81,8 @@ def parse_upgradable(output: str) -> list[Upgradable]:
 )
 def read_upgradable_packages(host: Host) -> PatchStatus:
     """Ask apt on the host which installed packages have a newer candidate (reads only)."""
-    captured = run_captured(host, ["sh", "-c", _SCRIPT], timeout_s=240)
-    listing, _, stamps = captured.stdout.partition("--opsflow-lists--\n")
+    result = execute(host, ["sh", "-c", _SCRIPT], timeout_s=240, max_output_bytes=LIST_MAX_BYTES)
+    listing, _, stamps = result.stdout.partition("--opsflow-lists--\n")
     age = None
     fields = stamps.split()
     if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():

@@ -1,17 +1,23 @@
 """Run commands on hosts over SSH: typed results, pinned host keys, bounded time, honest retries.
 
-Connections are pooled per process and reused by every task of a flow run; a pooled
-connection found dead is replaced. Commands are argument vectors, quoted here and nowhere
-else, so a value can never become shell syntax on the host.
+Connections are pooled per process and reused by every task of a flow run. Each host's
+connection carries at most `MAX_SESSIONS_PER_HOST` sessions at once (below sshd's default
+`MaxSessions` of 10); a failed command closes only its own channel, and the connection is
+replaced only when it is dead. Idle connections are closed by a reaper thread, which ends
+when no connection is open. A command's standard output is kept whole, up to a bound that
+fails loudly; a command that outlives its timeout is killed on the host. Commands are
+argument vectors, quoted here and nowhere else, so a value can never become shell syntax.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import paramiko
 from prefect import task
@@ -25,18 +31,33 @@ from opsflow.errors import (
     CommandFailedError,
     CommandTimeoutError,
     HostKeyMismatchError,
+    OutputTooLargeError,
     SSHPermanentError,
     SSHTransientError,
 )
 from tasks.retry import is_transient
 
 TAIL_CHARS = 4000
-"""How much of stdout and stderr a result keeps: the end, where errors are."""
+"""How much of stderr a result keeps: the end, where errors are."""
+
+MAX_OUTPUT_BYTES = 1 << 20
+"""Default bound on a command's standard output; more fails with `OutputTooLargeError`."""
+
+MAX_SESSIONS_PER_HOST = 8
+"""Sessions open at once on one host's connection, below sshd's default MaxSessions (10)."""
 
 IDLE_CLOSE_S = 60.0
-"""A pooled connection unused this long is closed rather than reused."""
+"""A pooled connection unused this long is closed (and its transport thread ends)."""
+
+BACKSTOP_S = 30.0
+"""The host kills a command this long after its timeout, should this process die first."""
+
+KILL_TIMEOUT_S = 5.0
+"""How long stopping a timed-out command on its host may take."""
 
 MASK = "********"
+
+_log = logging.getLogger(__name__)
 
 
 class CommandResult(BaseModel):
@@ -45,7 +66,7 @@ class CommandResult(BaseModel):
     host: str
     command: str = Field(description="The command as sent, secrets masked.")
     exit_status: int
-    stdout: str = Field(description=f"Last {TAIL_CHARS} characters of standard output.")
+    stdout: str = Field(description="The whole standard output (within the command's bound).")
     stderr: str = Field(description=f"Last {TAIL_CHARS} characters of standard error.")
     duration_s: float
     changed: bool | None = Field(
@@ -72,14 +93,29 @@ def _masked(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-class _ConnectionPool:
-    """Open SSH clients keyed by host identity; thread-safe, replaces dead or idle ones."""
+@dataclass
+class _HostConnection:
+    """One host's pooled connection, the sessions on it, and when it was last used."""
 
-    def __init__(self) -> None:
+    sessions: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_SESSIONS_PER_HOST)
+    )
+    connecting: threading.Lock = field(default_factory=threading.Lock)
+    client: paramiko.SSHClient | None = None
+    in_use: int = 0
+    last_used: float = 0.0
+
+
+class _ConnectionPool:
+    """Open SSH clients keyed by host identity; bounds sessions per host, reaps idle ones."""
+
+    def __init__(self, idle_close_s: float = IDLE_CLOSE_S) -> None:
+        self.idle_close_s = idle_close_s
         self._lock = threading.Lock()
-        self._host_locks: dict[tuple, threading.Lock] = {}
-        self._clients: dict[tuple, tuple[paramiko.SSHClient, float]] = {}
+        self._hosts: dict[tuple, _HostConnection] = {}
         self._credentials: dict[str, tuple[SshCredentials, float]] = {}
+        self._reaper: threading.Thread | None = None
+        self._wake = threading.Event()
 
     @staticmethod
     def _key(host: Host) -> tuple:
@@ -96,54 +132,99 @@ class _ConnectionPool:
             self._credentials[name] = (block, time.monotonic())
         return block
 
-    def get(self, host: Host) -> paramiko.SSHClient:
-        """A live, authenticated client for `host`, opening one if needed."""
-        key = self._key(host)
+    @contextmanager
+    def session(self, host: Host, deadline: float) -> Iterator[paramiko.SSHClient]:
+        """A live client for `host` with one of its session slots held until the block ends."""
         with self._lock:
-            host_lock = self._host_locks.setdefault(key, threading.Lock())
-        with host_lock:
+            entry = self._hosts.setdefault(self._key(host), _HostConnection())
+        if not entry.sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise SSHTransientError(
+                host.name, f"no free SSH session: {MAX_SESSIONS_PER_HOST} already in use"
+            )
+        try:
+            client = self._checkout(host, entry)
+            try:
+                yield client
+            finally:
+                with self._lock:
+                    entry.in_use -= 1
+                    entry.last_used = time.monotonic()
+        finally:
+            entry.sessions.release()
+
+    def _checkout(self, host: Host, entry: _HostConnection) -> paramiko.SSHClient:
+        """The entry's client, counted as in use; a dead or long-idle one is replaced."""
+        with entry.connecting:
             with self._lock:
-                entry = self._clients.get(key)
-            if entry is not None:
-                client, last_used = entry
-                transport = client.get_transport()
+                client = entry.client
+                transport = client.get_transport() if client is not None else None
                 alive = transport is not None and transport.is_active()
-                if alive and time.monotonic() - last_used < IDLE_CLOSE_S:
-                    with self._lock:
-                        self._clients[key] = (client, time.monotonic())
+                fresh = entry.in_use or time.monotonic() - entry.last_used < self.idle_close_s
+                if client is not None and alive and fresh:
+                    entry.in_use += 1
                     return client
+                entry.client = None
+            if client is not None:
                 client.close()
             client = _connect(host, self.credentials(host.credentials))
             with self._lock:
-                self._clients[key] = (client, time.monotonic())
+                entry.client = client
+                entry.in_use += 1
+                entry.last_used = time.monotonic()
+                if self._reaper is None:
+                    self._reaper = threading.Thread(
+                        target=self._reap, name="opsflow-ssh-reaper", daemon=True
+                    )
+                    self._reaper.start()
             return client
 
-    def discard(self, host: Host) -> None:
-        """Close and forget the client for `host`, so the next use reconnects."""
+    def discard(self, host: Host, client: paramiko.SSHClient) -> None:
+        """Close `client` after its connection died, and forget it if it is still pooled."""
         with self._lock:
-            entry = self._clients.pop(self._key(host), None)
-        if entry is not None:
-            entry[0].close()
+            entry = self._hosts.get(self._key(host))
+            if entry is not None and entry.client is client:
+                entry.client = None
+        client.close()
+
+    def _reap(self) -> None:
+        """Close connections idle for `idle_close_s`; return once none is open."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                idle: list[paramiko.SSHClient] = []
+                next_check: float | None = None
+                for entry in self._hosts.values():
+                    if entry.client is None:
+                        continue
+                    due = now + self.idle_close_s
+                    if not entry.in_use:
+                        due = entry.last_used + self.idle_close_s
+                        if due <= now:
+                            idle.append(entry.client)
+                            entry.client = None
+                            continue
+                    next_check = due if next_check is None else min(next_check, due)
+                if next_check is None:
+                    self._reaper = None
+                self._wake.clear()
+            for client in idle:
+                client.close()
+            if next_check is None:
+                return
+            self._wake.wait(max(0.01, next_check - time.monotonic()))
 
     def close_all(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (sessions still running on them fail)."""
         with self._lock:
-            entries, self._clients = list(self._clients.values()), {}
-        for client, _ in entries:
+            clients = [e.client for e in self._hosts.values() if e.client is not None]
+            for entry in self._hosts.values():
+                entry.client = None
+            self._wake.set()
+        for client in clients:
             client.close()
 
 
 _pool = _ConnectionPool()
-
-
-def pooled_client(host: Host) -> paramiko.SSHClient:
-    """The pooled, authenticated connection to `host` (for SFTP); do not close it."""
-    return _pool.get(host)
-
-
-def discard_connection(host: Host) -> None:
-    """Drop the pooled connection to `host` after a failure, so the next use reconnects."""
-    _pool.discard(host)
 
 
 def close_connections() -> None:
@@ -183,16 +264,57 @@ def _connect(host: Host, credentials: SshCredentials) -> paramiko.SSHClient:
         raise SSHPermanentError(host.name, f"credentials {host.credentials!r}: {exc}") from None
 
 
-@contextmanager
-def _channel_errors(host: Host, command: str) -> Iterator[None]:
+def _open_channel(host: Host, client: paramiko.SSHClient, timeout_s: float) -> paramiko.Channel:
+    """A new session channel on the pooled connection; refusals are transient, nothing ran."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        _pool.discard(host, client)
+        raise SSHTransientError(host.name, "connection closed before the command started")
     try:
-        yield
-    except TimeoutError:
-        _pool.discard(host)
-        raise CommandTimeoutError(host.name, "command timed out", command) from None
+        channel = transport.open_session(timeout=timeout_s)
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        _pool.discard(host)
-        raise SSHTransientError(host.name, f"connection lost: {exc!r}", command) from None
+        if not transport.is_active():
+            _pool.discard(host, client)
+        raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
+    channel.settimeout(timeout_s)
+    return channel
+
+
+@contextmanager
+def open_sftp(host: Host, timeout_s: float) -> Iterator[paramiko.SFTPClient]:
+    """An SFTP session on the pooled connection, each read or write bounded by `timeout_s`.
+
+    Holds one of the host's session slots; a stalled or broken transfer raises
+    `SSHTransientError` and closes only this session, unless the connection itself died.
+    """
+    with _pool.session(host, time.monotonic() + timeout_s) as client:
+        channel = _open_channel(host, client, timeout_s)
+        try:
+            channel.invoke_subsystem("sftp")
+            with paramiko.SFTPClient(channel) as sftp:
+                yield sftp
+        except (TimeoutError, paramiko.SSHException, EOFError) as exc:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                _pool.discard(host, client)
+            raise SSHTransientError(host.name, f"SFTP session failed: {exc!r}") from None
+        finally:
+            channel.close()
+
+
+class _OutputOverflow(Exception):
+    """Internal: standard output passed the command's bound."""
+
+
+def _wrapped(command: str, timeout_s: float) -> str:
+    """`command` as sent: print the session's process group first, run under a backstop.
+
+    sshd runs each session in its own session and process group led by the login shell, so
+    the id printed by `echo $$` lets a timed-out command be killed with all its children;
+    `timeout` kills it anyway `BACKSTOP_S` later if nobody is left to.
+    """
+    backstop = f"{timeout_s + BACKSTOP_S:.0f}"
+    return f"echo $$; exec timeout --signal=KILL {backstop} {command}"
 
 
 def execute(
@@ -202,66 +324,114 @@ def execute(
     check: bool = True,
     secrets: Iterable[str] = (),
     stdin: bytes | None = None,
+    max_output_bytes: int = MAX_OUTPUT_BYTES,
 ) -> CommandResult:
-    """Run `argv` on `host` and wait for it, within `timeout_s`.
+    """Run `argv` on `host` and wait for it, within `timeout_s`; its stdout is kept whole.
 
-    Raises `CommandFailedError` on a non-zero exit when `check`, `CommandTimeoutError` when
-    the command outlives its timeout, and `SSHTransientError` when the session's sshd died
-    (paramiko reports exit status -1) or the connection broke.
+    Raises `CommandFailedError` on a non-zero exit when `check`; `CommandTimeoutError` when
+    the command outlives its timeout (it is then killed on the host); `OutputTooLargeError`
+    when it prints more than `max_output_bytes` (it is killed too, nothing is truncated);
+    and `SSHTransientError` when no session could be had, the session's sshd died (paramiko
+    reports exit status -1) or the connection broke.
     """
     secrets = list(secrets)
     command = quote_command(argv)
     shown = _masked(command, secrets)
-    client = _pool.get(host)
     started = time.monotonic()
-    with _channel_errors(host, shown):
-        transport = client.get_transport()
-        if transport is None or not transport.is_active():
-            raise paramiko.SSHException("transport closed")
-        channel = transport.open_session(timeout=timeout_s)
+    deadline = started + timeout_s
+    with _pool.session(host, deadline) as client:
+        channel = _open_channel(host, client, timeout_s)
+        out = bytearray()
+        err = bytearray()
         try:
-            channel.settimeout(timeout_s)
-            channel.exec_command(command)
+            channel.exec_command(_wrapped(command, timeout_s))
             if stdin is not None:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            stdout, stderr = _drain(channel, started + timeout_s)
+            _drain(channel, deadline, out, err, max_output_bytes + 32)
             exit_status = channel.recv_exit_status()
+        except (TimeoutError, _OutputOverflow) as exc:
+            channel.close()
+            stopped = _stop(host, client, out)
+            if isinstance(exc, TimeoutError):
+                raise CommandTimeoutError(
+                    host.name, f"command timed out after {timeout_s:g}s; {stopped}", shown
+                ) from None
+            raise OutputTooLargeError(host.name, shown, max_output_bytes, stopped) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                _pool.discard(host, client)
+            raise SSHTransientError(host.name, f"connection lost: {exc!r}", shown) from None
         finally:
             channel.close()
-    duration = time.monotonic() - started
-    if exit_status == -1:
-        _pool.discard(host)
-        raise SSHTransientError(host.name, "session ended without an exit status", shown)
+        if exit_status == -1:
+            _pool.discard(host, client)
+            raise SSHTransientError(host.name, "session ended without an exit status", shown)
+    _, _, stdout = bytes(out).partition(b"\n")
+    if len(stdout) > max_output_bytes:
+        raise OutputTooLargeError(host.name, shown, max_output_bytes, "it had finished")
     result = CommandResult(
         host=host.name,
         command=shown,
         exit_status=exit_status,
-        stdout=_masked(stdout, secrets)[-TAIL_CHARS:],
-        stderr=_masked(stderr, secrets)[-TAIL_CHARS:],
-        duration_s=round(duration, 4),
+        stdout=_masked(stdout.decode("utf-8", "replace"), secrets),
+        stderr=_masked(bytes(err).decode("utf-8", "replace"), secrets)[-TAIL_CHARS:],
+        duration_s=round(time.monotonic() - started, 4),
     )
     if check and not result.ok:
         raise CommandFailedError(host.name, shown, exit_status, result.stderr or result.stdout)
     return result
 
 
-def _drain(channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
-    """Read stdout and stderr to their end once the command exits, never past `deadline`.
+def _stop(host: Host, client: paramiko.SSHClient, out: bytearray) -> str:
+    """Kill the process group whose id the command printed first; say what became of it."""
+    first, newline, _ = bytes(out).partition(b"\n")
+    if not newline or not first.isdigit():
+        return "it had not started"
+    group = int(first)
+    try:
+        channel = _open_channel(host, client, KILL_TIMEOUT_S)
+        try:
+            channel.exec_command(f"kill -KILL -- -{group} 2>/dev/null")
+            channel.recv_exit_status()
+        finally:
+            channel.close()
+    except (SSHTransientError, paramiko.SSHException, EOFError, OSError) as exc:
+        _log.warning("%s: could not kill process group %s: %r", host.name, group, exc)
+        return f"killing it on the host failed ({exc!r}); the host kills it {BACKSTOP_S:g}s later"
+    return f"its processes on the host were killed (process group {group})"
+
+
+def _drain(
+    channel: paramiko.Channel,
+    deadline: float,
+    out: bytearray,
+    err: bytearray,
+    limit: int,
+) -> None:
+    """Read stdout (up to `limit` bytes) and stderr (its tail) until end-of-file.
 
     sshd may send the exit status before the command's last output, so after the exit
-    status arrives both streams are still read to end-of-file.
+    status arrives both streams are still read to end-of-file, never past `deadline`.
     """
-    out: list[bytes] = []
-    err: list[bytes] = []
-    while not channel.exit_status_ready():
+    keep_err = 4 * TAIL_CHARS
+
+    def take() -> bool:
         progressed = False
         if channel.recv_ready():
-            out.append(channel.recv(65536))
+            out.extend(channel.recv(65536))
             progressed = True
         if channel.recv_stderr_ready():
-            err.append(channel.recv_stderr(65536))
+            err.extend(channel.recv_stderr(65536))
+            del err[:-keep_err]
             progressed = True
+        if len(out) > limit:
+            raise _OutputOverflow
+        return progressed
+
+    while not channel.exit_status_ready():
+        progressed = take()
         if channel.closed and not progressed:
             break
         if time.monotonic() > deadline:
@@ -270,13 +440,12 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[str, str]:
             channel.status_event.wait(0.01)
     channel.settimeout(max(0.1, deadline - time.monotonic()))
     while chunk := channel.recv(65536):
-        out.append(chunk)
+        out.extend(chunk)
+        if len(out) > limit:
+            raise _OutputOverflow
     while chunk := channel.recv_stderr(65536):
-        err.append(chunk)
-    return (
-        b"".join(out).decode("utf-8", "replace"),
-        b"".join(err).decode("utf-8", "replace"),
-    )
+        err.extend(chunk)
+        del err[:-keep_err]
 
 
 @task(
