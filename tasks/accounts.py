@@ -284,11 +284,13 @@ getent passwd | while IFS=: read -r name _ uid pgid _ home _; do
          printf 'account\\t%s\\t%s\\t%s\\n' "$name" "$uid" "$home"
        fi ;;
   esac
-  f="$home/.ssh/authorized_keys"
-  if [ -f "$f" ] && [ ! -L "$f" ]; then
-    grep -E '[[:space:]]opsflow-grant-[0-9]+[[:space:]]*$' -- "$f" 2>/dev/null |
-      while IFS= read -r line; do printf 'key\\t%s\\t%s\\n' "$name" "$line"; done
-  fi
+  # As the account itself: a link it planted in its home (~/.ssh -> /root/.ssh) must not
+  # make root read, and report as this account's, another account's keys.
+  setpriv --reuid="$uid" --regid="$pgid" --init-groups -- sh -c '
+    [ -f "$1" ] && [ ! -L "$1" ] || exit 0
+    grep -E "[[:space:]]opsflow-grant-[0-9]+[[:space:]]*\\$" -- "$1"
+  ' sh "$home/.ssh/authorized_keys" </dev/null 2>/dev/null |
+    while IFS= read -r line; do printf 'key\\t%s\\t%s\\n' "$name" "$line"; done
 done
 for f in "$2"/opsflow-*; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue
