@@ -2,10 +2,12 @@
 
 Every lab host is one OpenSSH daemon listening on its own loopback address, started inside
 its own mount and UTS namespace: an overlay over `/etc`, private `/home`, `/root` and
-`/var/lib/app`, a small tmpfs over `/var/log/app` and its own hostname. Changes made over SSH
-on one host (a new user, a full disk, a stopped service) are therefore invisible on the
-others and on the real machine, so opsflow's flows can be tested against real hosts and real
-failures. `lab_up` also writes the estate (hosts, services, pinned host keys) that
+`/var/lib/app` and cron spool, a small tmpfs over `/var/log/app` and its own hostname. Changes
+made over SSH on one host (a new user, a full disk, a stopped service) are therefore invisible
+on the others and on the real machine, so opsflow's flows can be tested against real hosts
+and real failures. The hosts share the machine's process table, so each gives new accounts
+uids no other host (nor the machine) uses: killing a user's processes by uid stays on its host.
+`lab_up` also writes the estate (hosts, services, pinned host keys) that
 `inventory.loader.load_estate` reads.
 
 Creating mount and UTS namespaces needs root; `require_root` says so plainly.
@@ -54,6 +56,10 @@ SVC = "/var/lib/app/bin/svc"
 CREDENTIALS = "opsflow-lab"
 SHARED_MOUNT_POINTS = ("/var/lib/app", "/var/log/app")
 """Directories every host mounts over; they must exist (empty) on the real filesystem."""
+CRON_SPOOL = Path("/var/spool/cron")
+"""Users' crontabs and at jobs: private per host when the machine has cron or at installed."""
+ACCOUNT_IDS_BASE = 1_000_000_000
+ACCOUNT_IDS_PER_HOST = 1000
 
 _CREATED_XATTR = "trusted.opsflow-lab"
 _PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -381,6 +387,58 @@ class _Plan:
     root: Path
 
 
+def account_ids(address: str) -> range:
+    """The uids and gids `useradd` gives new accounts on the lab host at `address`.
+
+    Lab hosts share the machine's one process table, and revoking access kills an
+    account's processes by uid in every namespace; so a uid must belong to one lab host
+    only. Each host's range is its own, from its loopback address (unique among running
+    labs), and lies far above the machine's own accounts and subordinate ids.
+    """
+    index = int(ipaddress.IPv4Address(address)) & 0xFFFFF
+    first = ACCOUNT_IDS_BASE + index * ACCOUNT_IDS_PER_HOST
+    return range(first, first + ACCOUNT_IDS_PER_HOST)
+
+
+def _login_defs(real: str, ids: range) -> str:
+    """The machine's login.defs with the host's own id range, and no lastlog entries.
+
+    /var/log/lastlog is the machine's, shared by every host; entries for ids this large
+    would make it a huge sparse file.
+    """
+    settings = {
+        "UID_MIN": ids.start,
+        "UID_MAX": ids.stop - 1,
+        "GID_MIN": ids.start,
+        "GID_MAX": ids.stop - 1,
+        "LASTLOG_UID_MAX": 0,
+    }
+    kept = [line for line in real.splitlines() if (line.split() or [""])[0] not in settings]
+    return "\n".join([*kept, *(f"{key}\t{value}" for key, value in settings.items())]) + "\n"
+
+
+def _private_cron_spool(root: Path) -> None:
+    """A copy of the machine's cron spool without users' jobs.
+
+    Its directories and dot files (at's job counter) keep their owners and modes, which
+    crontab and at check.
+    """
+    spool = root / "var-spool-cron"
+    spool.mkdir()
+    for entry in CRON_SPOOL.iterdir():
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        (spool / entry.name).mkdir()
+        shutil.copystat(entry, spool / entry.name)
+        info = entry.stat()
+        os.chown(spool / entry.name, info.st_uid, info.st_gid)
+        for state in entry.glob(".*"):
+            if state.is_file() and not state.is_symlink():
+                shutil.copy2(state, spool / entry.name / state.name)
+                info = state.stat()
+                os.chown(spool / entry.name / state.name, info.st_uid, info.st_gid)
+
+
 def _keygen(path: Path, comment: str) -> str:
     """Make an ed25519 key pair at `path` (no passphrase); return the public key line."""
     result = subprocess.run(
@@ -427,6 +485,8 @@ def _namespace_script(plan: _Plan, log_size_mib: int) -> str:
     root = plan.root
     overlay = f"lowerdir=/etc,upperdir={root}/etc-upper,workdir={root}/etc-work"
     binds = [(root / "home", "/home"), (root / "root", "/root")]
+    if (root / "var-spool-cron").is_dir():
+        binds.append((root / "var-spool-cron", str(CRON_SPOOL)))
     # Bind last whatever hides the lab directory itself, so every source is still reachable.
     binds.sort(key=lambda b: root.is_relative_to(b[1]))
     lines = [
@@ -456,6 +516,11 @@ def _write_host_files(
         f"ADDRESS={plan.address}\nPORT={APP_PORT}\nNAME={plan.name}\n"
     )
     (etc / "hostname").write_text(plan.name + "\n")
+    (etc / "login.defs").write_text(
+        _login_defs(Path("/etc/login.defs").read_text(), account_ids(plan.address))
+    )
+    if CRON_SPOOL.is_dir():
+        _private_cron_spool(root)
     (etc / "hosts").write_text(hosts_file + f"{plan.address}\t{plan.name}\n")
     bin_dir = root / "var-lib-app" / "bin"
     (bin_dir / "app-server").write_bytes(app_server)
@@ -853,6 +918,28 @@ def _stop_namespaces(targets: dict[int, Path]) -> None:
         raise LabError(f"lab processes survived SIGKILL: {left}")
 
 
+def _stop_accounts(addresses: Iterable[str]) -> None:
+    """SIGKILL every process running as one of the hosts' accounts, wherever it runs.
+
+    A user's process may have left its host's mount namespace (`unshare`, bwrap), where
+    stopping the namespace does not reach it; the host's own uid range does.
+    """
+    ranges = [account_ids(address) for address in addresses]
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry.name}/status").read_text()
+        except OSError:
+            continue
+        uids = next(
+            (line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), []
+        )
+        if any(int(uid) in ids for uid in uids for ids in ranges):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
 def _mount_points_in_use(paths: Iterable[str]) -> set[str]:
     """Which of `paths` are mount points in any live mount namespace (other labs')."""
     wanted = set(paths)
@@ -927,6 +1014,7 @@ def lab_down(directory: Path | None = None) -> None:
             for record in state.get("hosts", [])
             if record.get("mnt_ns")
         }
+        _stop_accounts(record["address"] for record in state.get("hosts", []))
         _stop_namespaces(targets)
         for record in state.get("hosts", []):
             child = _CHILDREN.pop(record.get("sshd_pid"), None)

@@ -124,6 +124,10 @@ class AccountMissingError(PermanentError):
     """The account a key is for does not exist on the host."""
 
 
+class ProcessesLeftError(PermanentError):
+    """The account's processes outlived SIGKILL, so the account was locked but not removed."""
+
+
 class SudoRuleRejectedError(PermanentError):
     """`visudo -c` refused the rule, so it was not put in place."""
 
@@ -309,11 +313,13 @@ getent passwd | while IFS=: read -r name _ uid pgid _ home _; do
          printf 'account\\t%s\\t%s\\t%s\\n' "$name" "$uid" "$home"
        fi ;;
   esac
-  f="$home/.ssh/authorized_keys"
-  if [ -f "$f" ] && [ ! -L "$f" ]; then
-    grep -E '[[:space:]]opsflow-grant-[0-9]+[[:space:]]*$' -- "$f" 2>/dev/null |
-      while IFS= read -r line; do printf 'key\\t%s\\t%s\\n' "$name" "$line"; done
-  fi
+  # As the account itself: a link it planted in its home (~/.ssh -> /root/.ssh) must not
+  # make root read, and report as this account's, another account's keys.
+  setpriv --reuid="$uid" --regid="$pgid" --init-groups -- sh -c '
+    [ -f "$1" ] && [ ! -L "$1" ] || exit 0
+    grep -E "[[:space:]]opsflow-grant-[0-9]+[[:space:]]*\\$" -- "$1"
+  ' sh "$home/.ssh/authorized_keys" </dev/null 2>/dev/null |
+    while IFS= read -r line; do printf 'key\\t%s\\t%s\\n' "$name" "$line"; done
 done
 for f in "$2"/opsflow-*; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue
@@ -743,11 +749,33 @@ grep -lE "^$1[[:space:]]" "$2"/opsflow-* 2>/dev/null | wc -l
 """
 
 
-_DELETE_ACCOUNT_SCRIPT = """
-set -e
-# Only processes in this host's mount namespace: on the lab's hosts, which share one PID
-# namespace, the same uid may belong to someone else on another host.
-pkill -KILL --ns $$ --nslist mnt -u "$1" || true
+PROCESSES_LEFT_EXIT = 75
+"""Exit status of the removal script when the account's processes outlive SIGKILL."""
+
+_DELETE_ACCOUNT_SCRIPT = f"""
+set -eu
+uid=$(id -u -- "$1")
+# Locked and expired first, so no new login or job starts while its processes are killed.
+usermod --lock --expiredate 1 -- "$1"
+if command -v crontab >/dev/null; then crontab -r -u "$1" 2>/dev/null || true; fi
+if command -v atq >/dev/null; then
+  atq | awk -v u="$1" '$NF == u {{ print $1 }}' | xargs -r atrm
+fi
+# By uid, whatever namespaces they run in (unshare, bwrap, rootless containers): real and
+# effective uid, so a setuid program the user started goes too.
+left() {{ ps -A -o pid=,stat=,ruid=,euid= | awk -v u="$uid" '($3 == u || $4 == u) && $2 !~ /^Z/'; }}
+i=0
+while [ -n "$(left)" ] && [ "$i" -lt 50 ]; do
+  pkill -KILL -U "$uid" || true
+  pkill -KILL -u "$uid" || true
+  sleep 0.1
+  i=$((i + 1))
+done
+if [ -n "$(left)" ]; then
+  pids=$(left | awk '{{ print $1 }}' | xargs)
+  echo "processes of $1 (uid $uid) still run after SIGKILL: $pids" >&2
+  exit {PROCESSES_LEFT_EXIT}
+fi
 userdel --force --remove -- "$1" 2>&1 | grep -v 'mail spool' >&2 || true
 ! getent passwd "$1" >/dev/null
 """
@@ -756,9 +784,12 @@ userdel --force --remove -- "$1" 2>&1 | grep -v 'mail spool' >&2 || true
 def delete_account(
     host: Host, username: str, only_if_unused: bool = True, dry_run: bool = False
 ) -> AccessChange:
-    """Remove a managed account, its home and its processes; an unmanaged one is left alone.
+    """Remove a managed account, its home, crontab, at jobs and every process it runs.
 
-    With `only_if_unused`, the account stays while another grant's key or sudo rule needs it.
+    The account is locked first and its processes killed by uid in every namespace; if any
+    survive, it stays locked and `ProcessesLeftError` says which. An unmanaged account is
+    left alone; with `only_if_unused`, the account stays while another grant's key or sudo
+    rule needs it.
     """
     _valid(username)
     target = f"account {username}"
@@ -788,14 +819,31 @@ def delete_account(
             )
     if dry_run:
         return AccessChange.planned(
-            host.name, "remove_account", target, f"remove {username}, its home and its processes"
+            host.name,
+            "remove_account",
+            target,
+            f"remove {username}, its home, crontab, at jobs and processes",
         )
-    execute(host, ["sh", "-c", _DELETE_ACCOUNT_SCRIPT, "opsflow", username], timeout_s=_TIMEOUT_S)
+    result = execute(
+        host,
+        ["sh", "-c", _DELETE_ACCOUNT_SCRIPT, "opsflow", username],
+        timeout_s=_TIMEOUT_S,
+        check=False,
+    )
+    if result.exit_status == PROCESSES_LEFT_EXIT:
+        raise ProcessesLeftError(
+            f"{host.name}: {username} locked but not removed: {result.stderr.strip()[-500:]}"
+        )
+    if not result.ok:
+        raise PermanentError(
+            f"{host.name}: cannot remove {username}: exit {result.exit_status}: "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
     return AccessChange.made(
         host.name,
         "remove_account",
         target,
-        f"removed {username} (uid {account.uid}), its home and its processes",
+        f"removed {username} (uid {account.uid}), its home, crontab, at jobs and processes",
     )
 
 

@@ -271,11 +271,76 @@ def clean_logs(
     )
 
 
-_ROTATE_SCRIPT = """set -eu
+UNSAFE_EXIT = 86
+"""Exit status of a host script that refused a path someone other than root could subvert."""
+ABSENT_EXIT = 87
+"""Exit status of `in_log_dir` when the log directory does not exist."""
+
+_IN_LOG_DIR = f"""set -eu
+dir=$1; shift
+refuse() {{ printf '%s\\n' "$*" >&2; exit {UNSAFE_EXIT}; }}
+[ -L "$dir" ] && refuse "$dir is a symbolic link"
+[ -d "$dir" ] || exit {ABSENT_EXIT}
+real=$(realpath -e -- "$dir")
+[ "$real" = "$dir" ] || refuse "$dir is reached through a symbolic link (it is $real)"
+info=$(stat -c '%u:%g:%a' -- "$dir")
+actor=${{info%%:*}} mode=${{info##*:}} group=${{info#*:}} group=${{group%%:*}}
+if [ $((0$mode & 02)) -ne 0 ] || {{ [ $((0$mode & 020)) -ne 0 ] && [ "$group" -ne 0 ]; }}; then
+    refuse "$dir is writable by others than its owner (mode $mode)"
+fi
+# Whoever can write a directory above could swap the log directory for a link.
+p=$dir
+while [ "$p" != / ]; do
+    p=$(dirname -- "$p")
+    info=$(stat -c '%u:%a' -- "$p")
+    owner=${{info%%:*}} pmode=${{info##*:}}
+    if [ "$owner" -ne 0 ] && [ "$owner" -ne "$actor" ]; then
+        refuse "$p, above $dir, belongs to uid $owner"
+    fi
+    if [ $((0$pmode & 022)) -ne 0 ] && [ $((0$pmode & 01000)) -eq 0 ]; then
+        refuse "$p, above $dir, is writable by others than its owner (mode $pmode)"
+    fi
+done
+[ "$actor" -eq 0 ] && exec "$@"
+if entry=$(getent passwd "$actor"); then
+    exec setpriv --reuid="$actor" --regid="$(printf '%s' "$entry" | cut -d: -f4)" \\
+        --init-groups -- "$@"
+fi
+exec setpriv --reuid="$actor" --regid="$group" --clear-groups -- "$@"
+"""
+
+
+def in_log_dir(directory: str, argv: list[str]) -> list[str]:
+    """`argv` run in `directory` as someone who gains nothing from links planted there.
+
+    That is root when only root can write the directory and every directory above it, and
+    otherwise the directory's owner: whatever a link there points at, the command reaches
+    only what that owner could reach anyway. A directory others can write too, or one
+    reached through a link, is refused with exit `UNSAFE_EXIT` and the reason on stderr; a
+    missing one exits `ABSENT_EXIT`.
+    """
+    return ["sh", "-c", _IN_LOG_DIR, "sh", directory, *argv]
+
+
+class UnsafeLogPathError(PermanentError):
+    """A log path was refused: acting on it could reach files its owner cannot."""
+
+
+def _refusal(host: Host, path: str, stderr: str) -> UnsafeLogPathError:
+    return UnsafeLogPathError(f"{host.name}: {path}: refused: {stderr.strip()[-500:]}")
+
+
+_ROTATE_SCRIPT = f"""set -eu
 log=$1 keep=$2 min_size=$3 dry=$4
-tmp="$log.1.gz.opsflow-tmp"
-trap 'rm -f -- "$tmp"' EXIT
-if [ ! -f "$log" ]; then echo "skip no live log $log"; exit 0; fi
+refuse() {{ printf '%s\\n' "$*" >&2; exit {UNSAFE_EXIT}; }}
+[ -L "$log" ] && refuse "$log is a symbolic link"
+if [ ! -e "$log" ]; then echo "skip no live log $log"; exit 0; fi
+[ -f "$log" ] || refuse "$log is not a regular file"
+[ "$(stat -c %h -- "$log")" -eq 1 ] || refuse "$log has other hard links"
+for f in "$log".[0-9]*; do
+    if [ -L "$f" ]; then refuse "$f is a symbolic link"; fi
+    if [ -e "$f" ] && [ ! -f "$f" ]; then refuse "$f is not a regular file"; fi
+done
 size=$(stat -c %s -- "$log")
 if [ "$size" -eq 0 ] || [ "$size" -lt "$min_size" ]; then
     echo "skip $size bytes, under the $min_size-byte minimum or empty"
@@ -283,15 +348,23 @@ else
     echo "rotate $size"
     for f in "$log".[0-9]*; do
         [ -e "$f" ] || continue
-        n=${f#"$log".}; n=${n%.gz}
+        n=${{f#"$log".}}; n=${{n%.gz}}
         case $n in '' | *[!0-9]*) continue ;; esac
         if [ "$n" -ge "$keep" ]; then
             echo "delete $f"
             [ "$dry" = 1 ] || rm -f -- "$f"
         fi
     done
-    # Compress first: if the disk is too full for it, nothing has moved yet.
-    [ "$dry" = 1 ] || gzip -c -- "$log" > "$tmp"
+    if [ "$dry" != 1 ]; then
+        # Compress first: if the disk is too full for it, nothing has moved yet. mktemp
+        # makes a new file only this identity can read until it has the log's owner and mode.
+        tmp=$(mktemp -- "$log.opsflow-XXXXXX")
+        trap 'rm -f -- "$tmp"' EXIT
+        gzip -c -- "$log" > "$tmp"
+        chown --reference="$log" -- "$tmp" 2>/dev/null ||
+            refuse "cannot give the archive the owner of $log (uid $(stat -c %u -- "$log"))"
+        chmod --reference="$log" -- "$tmp"
+    fi
     n=$((keep - 1))
     while [ "$n" -ge 1 ]; do
         for ext in "" .gz; do
@@ -305,6 +378,7 @@ else
     echo "new $log.1.gz"
     if [ "$dry" != 1 ]; then
         mv -f -- "$tmp" "$log.1.gz"
+        trap - EXIT
         # copytruncate: the service keeps its open file and writes on at the new end.
         : > "$log"
     fi
@@ -377,22 +451,25 @@ def rotate_log(
     if not service.log_dir:
         raise PermanentError(f"service {service.name} has no log_dir in the inventory")
     log = f"{service.log_dir}/{service.name}.log"
+    script = ["sh", "-c", _ROTATE_SCRIPT, "sh", log, str(keep), str(max(min_size_bytes, 1))]
     with _slot(host, dry_run):
         result = execute(
             host,
-            [
-                "sh",
-                "-c",
-                _ROTATE_SCRIPT,
-                "sh",
-                log,
-                str(keep),
-                str(max(min_size_bytes, 1)),
-                "1" if dry_run else "0",
-            ],
+            in_log_dir(service.log_dir, [*script, "1" if dry_run else "0"]),
             timeout_s=540,
+            check=False,
         )
-    status, size, deleted, moves, kept = parse_rotation(result.stdout)
+    if result.exit_status == UNSAFE_EXIT:
+        raise _refusal(host, log, result.stderr)
+    if result.exit_status == ABSENT_EXIT:
+        status, size, deleted, moves, kept = parse_rotation(f"skip no log directory {log}")
+    elif not result.ok:
+        raise PermanentError(
+            f"{host.name}: rotating {log} failed: exit {result.exit_status}: "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
+    else:
+        status, size, deleted, moves, kept = parse_rotation(result.stdout)
     rotated = status.startswith("rotate")
     if rotated and dry_run:
         detail = f"would rotate {size} bytes, delete {len(deleted)}, then keep {keep}"
@@ -419,3 +496,32 @@ def rotate_log(
 def _rotation_index(path: str) -> tuple[int, str]:
     suffix = path.rsplit(".log.", 1)[-1].removesuffix(".gz")
     return (int(suffix) if suffix.isdigit() else 10**9, path)
+
+
+_TAIL_SCRIPT = f"""set -eu
+[ -L "$1" ] && {{ printf '%s is a symbolic link\\n' "$1" >&2; exit {UNSAFE_EXIT}; }}
+[ -e "$1" ] || exit 0
+[ -f "$1" ] || {{ printf '%s is not a regular file\\n' "$1" >&2; exit {UNSAFE_EXIT}; }}
+exec tail -n "$2" -- "$1"
+"""
+
+
+def read_log_tail(host: Host, service: Service, lines: int = 20) -> str:
+    """The last `lines` lines of the service's live log, or why they were not read.
+
+    Read with `in_log_dir`'s identity and never through a link, so a link planted in the log
+    directory cannot show root's files in an incident's worklog.
+    """
+    if not service.log_dir:
+        return ""
+    log = f"{service.log_dir}/{service.name}.log"
+    result = execute(
+        host,
+        in_log_dir(service.log_dir, ["sh", "-c", _TAIL_SCRIPT, "sh", log, str(lines)]),
+        check=False,
+    )
+    if result.exit_status == UNSAFE_EXIT:
+        return f"not read: {result.stderr.strip()[-500:]}"
+    if result.exit_status == ABSENT_EXIT:
+        return f"not read: no directory {service.log_dir}"
+    return (result.stdout or result.stderr)[-2000:]

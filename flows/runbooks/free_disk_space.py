@@ -9,6 +9,7 @@ from prefect.transactions import Transaction, get_transaction
 from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
 from inventory.models import Host, Service
 from opsflow.errors import PermanentError
+from tasks.logs import in_log_dir
 from tasks.ssh import execute
 
 
@@ -46,26 +47,33 @@ def remediate(host: Host, service: Service) -> Remediation:
     directory, policy = _log_dir(service), service.log_policy
     get_transaction().set("target", (host, service))
     find = ["find", directory, "-maxdepth", "1", "-type", "f", "-name", policy.pattern]
+    # Both as the directory's keeper: gzip follows a file swapped for a link after find saw it.
     deleted = execute(
-        host, [*find, "-mtime", f"+{policy.delete_after_days - 1}", "-print", "-delete"]
+        host,
+        in_log_dir(
+            directory, [*find, "-mtime", f"+{policy.delete_after_days - 1}", "-print", "-delete"]
+        ),
     ).stdout.split()
     compressed = (
         execute(
             host,
-            [
-                *find,
-                "!",
-                "-name",
-                "*.gz",
-                "-mtime",
-                f"+{policy.compress_after_days - 1}",
-                "-print",
-                "-exec",
-                "gzip",
-                "-f",
-                "{}",
-                "+",
-            ],
+            in_log_dir(
+                directory,
+                [
+                    *find,
+                    "!",
+                    "-name",
+                    "*.gz",
+                    "-mtime",
+                    f"+{policy.compress_after_days - 1}",
+                    "-print",
+                    "-exec",
+                    "gzip",
+                    "-f",
+                    "{}",
+                    "+",
+                ],
+            ),
         ).stdout.split()
         if policy.compress_after_days
         else []

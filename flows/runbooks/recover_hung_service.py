@@ -7,8 +7,9 @@ from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
 from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
-from flows.runbooks.restart_service import control, log_tail
+from flows.runbooks.restart_service import control
 from inventory.models import Host, Service
+from tasks.logs import read_log_tail
 from tasks.services import probe_health
 from tasks.ssh import execute
 
@@ -23,7 +24,7 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
             f"{service.name} on {host.name}: status exit {status.exit_status}, "
             f"health {'ok' if health.healthy else 'failing'} ({health.detail})"
         ),
-        facts={"status": status.stdout.strip()[-500:], "log_tail": log_tail(host, service)},
+        facts={"status": status.stdout.strip()[-500:], "log_tail": read_log_tail(host, service)},
     )
 
 

@@ -9,6 +9,7 @@ from prefect.transactions import Transaction, get_transaction
 from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
 from inventory.models import Host, Service
 from opsflow.errors import PermanentError
+from tasks.logs import read_log_tail
 from tasks.ssh import execute
 
 
@@ -17,16 +18,6 @@ def control(service: Service):
     if service.control is None:
         raise PermanentError(f"service {service.name} has no control commands in the inventory")
     return service.control
-
-
-def log_tail(host: Host, service: Service, lines: int = 20) -> str:
-    """The end of the service's main log, for the incident's worklog."""
-    if not service.log_dir:
-        return ""
-    result = execute(
-        host, ["tail", "-n", str(lines), f"{service.log_dir}/{service.name}.log"], check=False
-    )
-    return (result.stdout or result.stderr)[-2000:]
 
 
 @task(cache_policy=NONE, timeout_seconds=120, task_run_name="diagnose[{service.name}@{host.name}]")
@@ -38,7 +29,7 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
         summary=f"{service.name} on {host.name}: {state}",
         facts={
             "status": (status.stdout + status.stderr).strip()[-500:],
-            "log_tail": log_tail(host, service),
+            "log_tail": read_log_tail(host, service),
         },
     )
 

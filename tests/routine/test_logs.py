@@ -1,12 +1,24 @@
-"""Disk clean-up removes only what the policy names; rotation keeps the configured count."""
+"""Log clean-up and rotation do only what the policy names, and nothing through planted links."""
 
 from __future__ import annotations
 
 import pytest
+from prefect import flow
 
 from flows.routine_ops import clean_disk, rotate_logs
+from inventory.models import Service
 from lab.hosts import run_on_host
-from tasks.logs import CleanupPolicy, Filesystem, LogFile, plan_cleanup
+from tasks.inventory import read_estate
+from tasks.logs import (
+    CleanupPolicy,
+    Filesystem,
+    LogFile,
+    RotationResult,
+    UnsafeLogPathError,
+    plan_cleanup,
+    read_log_tail,
+    rotate_log,
+)
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 
@@ -144,3 +156,101 @@ def test_rotation_keeps_the_configured_count(log_dir: str) -> None:
     assert next_day.changed
     assert sorted(n for n in listing() if n.startswith("app.log.")) == rotated
     assert sh('zcat "$1/app.log.2.gz"', log_dir) == live_before
+
+
+# --- links and owners in log directories others can write ------------------------------------
+
+TRAP_DIR = f"{LOG_DIR}/trap"
+VICTIM = "/etc/opsflow-victim"
+VICTIM_TEXT = "root's secret\n"
+AS_NOBODY = "setpriv --reuid=nobody --regid=nogroup --clear-groups --"
+
+
+@pytest.fixture
+def trap(estate):
+    """A service whose log directory belongs to `nobody`, and a root-only file to aim at."""
+    sh(
+        """rm -rf "$1"; mkdir "$1"; chown nobody:nogroup "$1"
+        printf %s "$3" > "$2"; chmod 0600 "$2" """,
+        TRAP_DIR,
+        VICTIM,
+        VICTIM_TEXT,
+    )
+    yield estate.service("app").model_copy(update={"name": "trap", "log_dir": TRAP_DIR})
+    sh('rm -rf "$1" "$2"', TRAP_DIR, VICTIM)
+
+
+@flow
+def rotate_trap(service: Service, keep: int = 3) -> RotationResult:
+    """rotate_log on lab05 inside a flow run, as rotate-logs runs it."""
+    return rotate_log(read_estate().host(HOST), service, keep=keep)
+
+
+def victim_state() -> str:
+    return sh('stat -c "%U %a %s" "$1"; cat "$1"', VICTIM)
+
+
+@pytest.mark.parametrize(
+    ("link", "refused"),
+    [
+        ("trap.log", "trap.log is a symbolic link"),
+        ("trap.log.1.gz.opsflow-tmp", "trap.log.1.gz.opsflow-tmp is a symbolic link"),
+        ("trap.log.1.gz", "trap.log.1.gz is a symbolic link"),
+    ],
+    ids=["live-log", "old-temporary-name", "rotated-file"],
+)
+def test_rotation_refuses_a_link_planted_in_the_log_directory(
+    estate, trap, link: str, refused: str
+) -> None:
+    before = victim_state()
+    sh(
+        f'cd "$1" && {AS_NOBODY} sh -c \'echo line >> trap.log; ln -sf "$1" "$2"\' sh "$2" "$3"',
+        TRAP_DIR,
+        VICTIM,
+        link,
+    )
+
+    with pytest.raises(UnsafeLogPathError, match=refused):
+        rotate_trap(trap)
+
+    assert victim_state() == before, "root wrote through the planted link"
+    assert not sh('find "$1" -name "*.gz" -type f', TRAP_DIR), "an archive was made anyway"
+
+
+@pytest.mark.parametrize("directory_owner", ["root", "nobody"])
+def test_an_archive_keeps_the_owner_and_mode_of_its_log(estate, trap, directory_owner: str) -> None:
+    sh(
+        """chown "$2" "$1"; cd "$1"
+        printf 'private line\\n' > trap.log; chown nobody:nogroup trap.log; chmod 0600 trap.log""",
+        TRAP_DIR,
+        directory_owner,
+    )
+
+    result = rotate_trap(trap)
+
+    assert result.changed
+    assert sh('stat -c "%U:%G %a" "$1/trap.log.1.gz"', TRAP_DIR).split() == [
+        "nobody:nogroup",
+        "600",
+    ]
+    assert sh('zcat "$1/trap.log.1.gz"', TRAP_DIR) == "private line\n"
+    assert sh('stat -c "%U %a %s" "$1/trap.log"', TRAP_DIR).split() == ["nobody", "600", "0"]
+
+
+def test_log_tail_does_not_read_through_a_planted_link(estate, trap) -> None:
+    sh(f'{AS_NOBODY} ln -s "$2" "$1/trap.log"', TRAP_DIR, VICTIM)
+
+    tail = read_log_tail(estate.host(HOST), trap)
+
+    assert "secret" not in tail
+    assert tail == f"not read: {TRAP_DIR}/trap.log is a symbolic link"
+    sh(f'{AS_NOBODY} sh -c \'rm "$1" && echo "own line" > "$1"\' sh "$1/trap.log"', TRAP_DIR)
+    assert read_log_tail(estate.host(HOST), trap) == "own line\n"
+
+
+def test_a_log_directory_others_can_write_is_refused(estate, trap) -> None:
+    sh('chmod 0777 "$1"; echo line > "$1/trap.log"', TRAP_DIR)
+
+    with pytest.raises(UnsafeLogPathError, match="writable by others than its owner"):
+        rotate_trap(trap)
+    assert read_log_tail(estate.host(HOST), trap).startswith("not read: ")
