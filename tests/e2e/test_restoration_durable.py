@@ -23,7 +23,7 @@ from prefect.settings import PREFECT_API_URL
 from desk.restorations import RestorationRunner
 from flows.incident_restoration import incident_restoration
 from itsm.leases import Leases, restoration_lease
-from itsm.records import Incident, IncidentCreate
+from itsm.records import Incident, IncidentCreate, IncidentUpdate
 from lab.hosts import SVC, run_on_host
 from lab.people import token_file
 from tasks.concurrency import host_slot
@@ -119,6 +119,31 @@ def test_two_restorations_of_one_incident_run_the_runbook_once(lab, desk) -> Non
     assert sorted(results) == ["In Progress", "Resolved"]
     assert runbook_starts(incident) == 1
     assert app_runs(lab, host)
+
+
+def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, desk) -> None:
+    host = lab.hosts[3].name
+    run_on_host(host, [SVC, "stop"], lab.directory)
+    incident = open_incident(host, "resolved meanwhile")
+    results: list[str] = []
+    worker = threading.Thread(target=lambda: results.append(incident_restoration(incident.number)))
+    with host_slot(host):
+        worker.start()
+        wait_for(lambda: lease_holder(incident), 30, "the restoration to claim the incident")
+        open_store().update_incident(
+            incident.id,
+            IncidentUpdate(state="Resolved", resolution_code="manual", resolution_notes="by hand"),
+            actor="alice",
+            now=datetime.now(UTC),
+        )
+    worker.join(60)
+    try:
+        assert results == ["Resolved"]
+        assert runbook_starts(incident) == 0
+        assert f"Resolved while waiting for {host}'s slot: runbook not run" in worklog(incident)
+        assert not app_runs(lab, host), "the runbook did not start it"
+    finally:
+        run_on_host(host, [SVC, "start"], lab.directory)
 
 
 def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> None:
