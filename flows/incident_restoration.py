@@ -94,8 +94,8 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
         reason += f" (and the estate cannot be read: {exc})"
         estate = None
     record = _escalate(estate, claim.incident, reason)
-    emit_incident_event(record.id, "escalated")
     leases.release(restoration_lease(record.id), holder)
+    _announce(record, "escalated")
 
 
 @flow(
@@ -137,6 +137,7 @@ def incident_restoration(
     lease = restoration_lease(record.id)
     with leases.renewing(lease, holder, get_settings().lease_seconds):
         estate = None
+        change = None
         try:
             estate = read_estate()
             restored = _restore(
@@ -145,13 +146,12 @@ def incident_restoration(
         except OpsError as exc:
             logger.warning("%s: escalating: %s", record.number, exc)
             record = _escalate(estate, record, str(exc))
-            emit_incident_event(record.id, "escalated")
+            change = "escalated"
         else:
             record = read_incident(str(record.id))
-            if restored:
-                emit_incident_event(record.id, "resolved")
+            change = "resolved" if restored else None
     leases.release(lease, holder)
-    _publish_timeline(record)
+    _announce(record, change)
     return record.state
 
 
@@ -277,6 +277,20 @@ def _escalate(estate: Estate | None, record: Incident, reason: str) -> Incident:
     except Exception as exc:
         write_worklog(record.id, ACTOR, f"paging failed: {exc}")
     return record
+
+
+def _announce(record: Incident, change: str | None) -> None:
+    """Tell Prefect's event feed what changed and publish the incident's timeline.
+
+    The outcome is recorded and the lease given back before this: a failure here is
+    logged, never escalated again.
+    """
+    try:
+        if change is not None:
+            emit_incident_event(record.id, change)
+        _publish_timeline(record)
+    except Exception:
+        get_run_logger().exception("%s: announcing %s failed", record.number, change)
 
 
 def _publish_timeline(record: Incident) -> None:
