@@ -220,6 +220,7 @@ def service_down_alert(host: str) -> dict:
     return body
 
 
+@pytest.mark.slow
 def test_desk_killed_mid_restoration_leaves_no_incident_behind(
     lab, desk, second_desk: DeskProcess
 ) -> None:
