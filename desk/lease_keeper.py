@@ -23,15 +23,19 @@ class LeaseKeeper:
 
     Every pass it also offers `take_over(name, holder)` the leases of that prefix whose
     holder stopped renewing (another desk, or this one before a restart), once this process
-    has taken them. `take_over` answers "carried" (it carries the work on, the lease stays
-    held), "finished" (nothing is left to do: the lease is given back) or "later" (it cannot
-    now: the lease lapses again for the next pass or another desk).
+    has taken them, and the work `unleased(now)` names that nobody has leased yet (holder
+    ""), such as incidents whose restoration was queued in a desk that stopped. `take_over`
+    answers "carried" (it carries the work on, the lease stays held), "finished" (nothing is
+    left to do: the lease is given back) or "later" (it cannot now: the lease lapses again
+    for the next pass or another desk).
 
     Args:
         leases: the records store's leases.
         prefix: the kind of work, e.g. "request:".
         lease_s: how long a lease lasts without renewal; renewed every third of it (<= 5 s).
         take_over: called with (name, previous holder) for each lease taken over.
+        unleased: lease names (of the prefix) of work that should be carried but that no
+            lease covers.
     """
 
     def __init__(
@@ -40,12 +44,14 @@ class LeaseKeeper:
         prefix: str,
         lease_s: float,
         take_over: Callable[[str, str], TakeOver],
+        unleased: Callable[[datetime], list[str]] = lambda now: [],
     ) -> None:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self.lease_s = lease_s
         self._leases = leases
         self._prefix = prefix
         self._take_over = take_over
+        self._unleased = unleased
         self._held: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -83,25 +89,30 @@ class LeaseKeeper:
         self._leases.renew(self.holder, held, datetime.now(UTC))
 
     def take_over_lapsed(self) -> list[str]:
-        """Offer `take_over` every lapsed lease of the prefix this process could take."""
+        """Offer `take_over` every lapsed lease of the prefix this process could take, and
+        the unleased work."""
+        now = datetime.now(UTC)
+        found = self._leases.lapsed(self._prefix, now)
+        found += [(name, "") for name in self._unleased(now)]
         taken = []
-        for name, holder in self._leases.lapsed(self._prefix, datetime.now(UTC)):
+        for name, holder in found:
             if not self.hold(name):
                 continue
             try:
                 outcome = self._take_over(name, holder)
             except Exception:
-                self._let_lapse(name)
+                self.let_lapse(name)
                 raise
             if outcome == "carried":
                 taken.append(name)
             elif outcome == "finished":
                 self.release(name)
             else:
-                self._let_lapse(name)
+                self.let_lapse(name)
         return taken
 
-    def _let_lapse(self, name: str) -> None:
+    def let_lapse(self, name: str) -> None:
+        """Stop renewing `name` and let it lapse now (if still held), for whoever looks next."""
         with self._lock:
             self._held.discard(name)
         self._leases.renew(self.holder, [name], datetime.now(UTC))

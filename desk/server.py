@@ -18,6 +18,7 @@ from desk.api_access import AccessRunner
 from desk.api_requests import RequestRunner
 from desk.app import create_app
 from desk.dispatch import Dispatcher, without_heartbeats
+from desk.restorations import RestorationRunner
 from inventory.loader import load_estate
 from inventory.models import Estate
 from itsm.access_store import AccessStore
@@ -73,23 +74,26 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         with tags("itil:event"):
             return without_heartbeats(event_triage, start_restoration=False)
 
-    def restore(number: str) -> str:
+    def restore(number: str, lease_holder: str | None) -> str:
         # One fixed tag set: Prefect keeps a client thread per distinct set of tags.
         with tags("itil:incident"):
-            return without_heartbeats(incident_restoration, number)
+            return without_heartbeats(incident_restoration, number, lease_holder=lease_holder)
 
-    dispatcher = Dispatcher(triage=triage, restore=restore)
+    restoration_runner = RestorationRunner(open_store(), restore)
+    dispatcher = Dispatcher(triage=triage, restore=restoration_runner.run)
     access_runner = AccessRunner()
     request_runner = RequestRunner(RequestStore(open_store()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher.start()
+        restoration_runner.keep()
         request_runner.keep()
         access_runner.keep(AccessStore(open_store()))
         yield
         request_runner.stop()
         dispatcher.stop()
+        restoration_runner.stop()
         access_runner.stop()
 
     app = create_app(

@@ -6,33 +6,48 @@ concurrency slot keeps two flows from acting on one host; a per-service budget s
 automatic remediation that keeps recurring and calls a human instead. An incident triage
 linked to a known error runs that known error's workaround, resolves with the `workaround`
 code, and the known error counts whether its workaround worked.
+
+Every restoration ends with the incident Resolved or escalated, whatever fails: the run
+leases its incident in the transaction that claims it (so one restoration at a time acts on
+an incident), renews the lease while it works and gives it back only once the outcome is
+recorded; an unexpected error or a crash escalates through the flow's hooks; a run whose
+process died leaves its lease to lapse, and a desk takes the restoration over
+(`desk.restorations`).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 
-from prefect import flow, tags
+from prefect import Flow, flow, tags
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_run_logger
+from prefect.states import State
 from prefect.transactions import transaction
 
+from flows.fulfilment import service_on_host
 from flows.runbooks import runbooks
 from flows.runbooks.free_disk_space import disk_ok
+from inventory.loader import load_estate
 from inventory.models import Estate
+from itsm.leases import Leases, restoration_lease
 from itsm.problems import KnownError
-from itsm.records import Incident, IncidentUpdate
+from itsm.records import CLAIMABLE_STATES, Incident, IncidentUpdate
 from itsm.timeline import render_timeline
 from opsflow.errors import OpsError, PermanentError
-from tasks.concurrency import host_slot
+from opsflow.settings import get_settings
+from tasks.concurrency import SLOT_WAIT_S, host_slot
 from tasks.events import emit_incident_event
 from tasks.inventory import read_estate
 from tasks.notify import notify_on_call
 from tasks.problems import read_known_error, record_workaround_outcome
 from tasks.records import (
-    CLAIMABLE_STATES,
     change_incident,
     claim_incident,
+    current_flow_run_id,
     open_store,
     read_incident,
     spend_remediation,
@@ -47,32 +62,96 @@ class RestorationError(PermanentError):
     """Restoration could not proceed or did not restore the service."""
 
 
-@flow(name="incident-restoration", flow_run_name="restore-{incident}")
-def incident_restoration(incident: str, verify_deadline_s: float = 20.0) -> str:
+def run_holder(flow_run_id: str | None) -> str:
+    """Who holds an incident's restoration lease for the run `flow_run_id` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{flow_run_id}"
+
+
+def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """Failure and crash hook: escalate an incident the run left unrestored.
+
+    Whatever went wrong (a host-slot timeout, a database error, an interrupt), the incident
+    must not stay In Progress with nobody told. The hook claims the incident again with the
+    run's lease, so it does nothing when the incident was resolved meanwhile or another
+    restoration has taken it over; if even this fails, the lease lapses and a desk takes
+    the restoration over.
+    """
+    holder = flow_run.parameters.get("lease_holder") or run_holder(str(flow_run.id))
+    leases = Leases(open_store())
+    claim = leases.claim_restoration(
+        flow_run.parameters["incident"],
+        holder,
+        get_settings().lease_seconds,
+        ACTOR,
+        str(flow_run.id),
+    )
+    if not claim.claimed:
+        return
+    reason = f"restoration run {flow_run.name} {state.name.lower()}: {state.message}"
+    try:
+        estate = load_estate(get_settings().estate_dir)
+    except OpsError as exc:
+        reason += f" (and the estate cannot be read: {exc})"
+        estate = None
+    record = _escalate(estate, claim.incident, reason)
+    leases.release(restoration_lease(record.id), holder)
+    _announce(record, "escalated")
+
+
+@flow(
+    name="incident-restoration",
+    flow_run_name="restore-{incident}",
+    on_failure=[escalate_unfinished],
+    on_crashed=[escalate_unfinished],
+)
+def incident_restoration(
+    incident: str,
+    verify_deadline_s: float = 20.0,
+    slot_wait_s: float = SLOT_WAIT_S,
+    lease_holder: str | None = None,
+) -> str:
     """Restore the service an incident is about, and resolve the incident or escalate it.
 
     Args:
         incident: the incident's id or number (INC0000001).
         verify_deadline_s: how long the health check may take to pass after remediation.
+        slot_wait_s: how long to wait for the host's slot while another flow acts on it.
+        lease_holder: who holds the incident's restoration lease for this run; a desk that
+            took a stopped restoration over passes its own, by default it is this run.
 
     Returns the incident's state afterwards.
     """
     logger = get_run_logger()
-    record = claim_incident(incident, ACTOR)
-    if record.state not in CLAIMABLE_STATES:
-        logger.info("%s is %s: nothing to restore", record.number, record.state)
+    holder = lease_holder or run_holder(current_flow_run_id())
+    claim = claim_incident(incident, ACTOR, holder)
+    record = claim.incident
+    if not claim.claimed:
+        if record.state in CLAIMABLE_STATES:
+            logger.info(
+                "%s is being restored by %s: not twice at once", record.number, claim.holder
+            )
+        else:
+            logger.info("%s is %s: nothing to restore", record.number, record.state)
         return record.state
-    estate = read_estate()
-    try:
-        _restore(estate, record, verify_deadline_s, _workaround_of(record))
-    except OpsError as exc:
-        logger.warning("%s: escalating: %s", record.number, exc)
-        record = _escalate(estate, record, str(exc))
-        emit_incident_event(record.id, "escalated")
-    else:
-        record = read_incident(str(record.id))
-        emit_incident_event(record.id, "resolved")
-    _publish_timeline(record)
+    leases = Leases(open_store())
+    lease = restoration_lease(record.id)
+    with leases.renewing(lease, holder, get_settings().lease_seconds):
+        estate = None
+        change = None
+        try:
+            estate = read_estate()
+            restored = _restore(
+                estate, record, verify_deadline_s, slot_wait_s, _workaround_of(record)
+            )
+        except OpsError as exc:
+            logger.warning("%s: escalating: %s", record.number, exc)
+            record = _escalate(estate, record, str(exc))
+            change = "escalated"
+        else:
+            record = read_incident(str(record.id))
+            change = "resolved" if restored else None
+    leases.release(lease, holder)
+    _announce(record, change)
     return record.state
 
 
@@ -85,24 +164,38 @@ def _workaround_of(record: Incident) -> KnownError | None:
 
 
 def _restore(
-    estate: Estate, record: Incident, verify_deadline_s: float, workaround: KnownError | None
-) -> None:
+    estate: Estate,
+    record: Incident,
+    verify_deadline_s: float,
+    slot_wait_s: float,
+    workaround: KnownError | None,
+) -> bool:
+    """Run the incident's runbook and resolve it; False when it needed nothing any more."""
     runbook = runbooks().get(record.runbook or "")
     if runbook is None:
         raise RestorationError(f"no runbook for {record.number} (runbook {record.runbook!r})")
+    if not record.host or not record.service:
+        raise RestorationError(f"{record.number} names no host or no service to restore")
     try:
-        host = estate.host(record.host or "")
-        service = estate.service(record.service or "")
-    except KeyError as exc:
-        raise RestorationError(f"the incident's CI is not in the estate: {exc}") from None
-    budget = estate.settings.remediation_budget
-    if spend_remediation(service.name, host.name, record.id, budget) is None:
-        raise RestorationError(
-            f"remediation budget spent: {budget} automatic remediations of {service.name} "
-            "in the last hour"
-        )
-    started = datetime.now(UTC)
-    with host_slot(host.name), tags(f"host:{host.name}"):
+        service, host = service_on_host(estate, record.service, record.host)
+    except OpsError as exc:
+        raise RestorationError(f"{record.number}'s CI cannot be restored: {exc}") from None
+    with host_slot(host.name, slot_wait_s), tags(f"host:{host.name}"):
+        current = read_incident(str(record.id))
+        if current.state not in CLAIMABLE_STATES:
+            write_worklog(
+                record.id,
+                ACTOR,
+                f"{current.state} while waiting for {host.name}'s slot: runbook not run",
+            )
+            return False
+        budget = estate.settings.remediation_budget
+        if spend_remediation(service.name, host.name, record.id, budget) is None:
+            raise RestorationError(
+                f"remediation budget spent: {budget} automatic remediations of {service.name} "
+                "in the last hour"
+            )
+        started = datetime.now(UTC)
         note = f"runbook {runbook.name} started on {host.name}"
         if workaround is not None:
             note += f" as the workaround of {workaround.number}"
@@ -148,12 +241,16 @@ def _restore(
             f"{counted.number}'s workaround has worked {counted.times_worked} of "
             f"{counted.times_applied} times",
         )
+    return True
 
 
-def _escalate(estate: Estate, record: Incident, reason: str) -> Incident:
-    team_name = record.assignment_group or estate.settings.default_team
-    team = estate.team(team_name)
-    write_worklog(record.id, ACTOR, f"escalated to {team_name}: {reason}")
+def _escalate(estate: Estate | None, record: Incident, reason: str) -> Incident:
+    """Hand the incident to its team's on-call: worklog, assignment, page (when the estate
+    is readable: without it the team and its pager are unknown)."""
+    default_team = estate.settings.default_team if estate else None
+    team_name = record.assignment_group or default_team
+    team = estate.team(team_name) if estate and team_name else None
+    write_worklog(record.id, ACTOR, f"escalated to {team_name or 'no team'}: {reason}")
     record = change_incident(
         record.id,
         IncidentUpdate(
@@ -163,6 +260,9 @@ def _escalate(estate: Estate, record: Incident, reason: str) -> Incident:
         ),
         ACTOR,
     )
+    if estate is None or team_name is None:
+        write_worklog(record.id, ACTOR, "paging failed: no estate to find the on-call in")
+        return record
     try:
         paged = notify_on_call(
             estate,
@@ -177,6 +277,20 @@ def _escalate(estate: Estate, record: Incident, reason: str) -> Incident:
     except Exception as exc:
         write_worklog(record.id, ACTOR, f"paging failed: {exc}")
     return record
+
+
+def _announce(record: Incident, change: str | None) -> None:
+    """Tell Prefect's event feed what changed and publish the incident's timeline.
+
+    The outcome is recorded and the lease given back before this: a failure here is
+    logged, never escalated again.
+    """
+    try:
+        if change is not None:
+            emit_incident_event(record.id, change)
+        _publish_timeline(record)
+    except Exception:
+        get_run_logger().exception("%s: announcing %s failed", record.number, change)
 
 
 def _publish_timeline(record: Incident) -> None:

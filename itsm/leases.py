@@ -3,18 +3,29 @@
 A lease is taken when it is free, lapsed or already the taker's; its holder renews it while
 it works and releases it at the end. A holder that dies simply stops renewing, and once the
 lease lapses anyone may take it over. Access grants lease accounts (`user:NAME`) so two runs
-never change one account at once; desks lease the requests they carry (`request:ID`).
+never change one account at once; desks lease the requests they carry (`request:ID`); a
+restoration leases its incident (`restoration:ID`) in the transaction that claims it, so
+one restoration at a time acts on an incident and a dead one is found and carried on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, String, Table, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, Connection, String, Table, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from itsm.store import Store, UtcDateTime, metadata
+from itsm.records import Incident
+from itsm.store import Store, UtcDateTime, incidents, metadata
+
+RESTORATION_PREFIX = "restoration:"
+
+logger = logging.getLogger("opsflow.itsm.leases")
 
 leases = Table(
     "leases",
@@ -34,24 +45,30 @@ class Leases:
 
     def take(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
         """Hold `name` for `lease_s` from `now` if it is free, lapsed or `holder`'s already."""
+        with self.store.write() as conn:
+            return self.take_in(conn, name, holder, now, lease_s)
+
+    def take_in(
+        self, conn: Connection, name: str, holder: str, now: datetime, lease_s: float
+    ) -> bool:
+        """`take`, inside the caller's transaction: the lease commits with what it guards."""
         until = now + timedelta(seconds=lease_s)
-        try:
-            with self.store.write() as conn:
-                query = select(leases).where(leases.c.name == name)
-                if self.store.dialect == "postgresql":
-                    query = query.with_for_update()
-                row = conn.execute(query).first()
-                if row is None:
-                    conn.execute(insert(leases).values(name=name, holder=holder, until=until))
-                    return True
-                if row.holder != holder and row.until > now:
-                    return False
-                conn.execute(
-                    update(leases).where(leases.c.name == name).values(holder=holder, until=until)
-                )
-                return True
-        except IntegrityError:  # another holder inserted it first (PostgreSQL)
+        dialect = postgresql if self.store.dialect == "postgresql" else sqlite
+        added = conn.execute(
+            dialect.insert(leases)
+            .values(name=name, holder=holder, until=until)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        if added.rowcount == 1:
+            return True
+        query = select(leases).where(leases.c.name == name)
+        if self.store.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one()
+        if row.holder != holder and row.until > now:
             return False
+        conn.execute(update(leases).where(leases.c.name == name).values(holder=holder, until=until))
+        return True
 
     def renew(self, holder: str, names: Sequence[str], until: datetime) -> None:
         """Move the end of `holder`'s leases on `names` to `until` (now, to let them lapse)."""
@@ -78,3 +95,92 @@ class Leases:
         )
         with self.store.read() as conn:
             return [(row.name, row.holder) for row in conn.execute(query)]
+
+    def holder(self, name: str, now: datetime) -> str | None:
+        """Who holds `name` now, if anyone does (a lapsed lease is held by nobody)."""
+        query = select(leases.c.holder).where(leases.c.name == name, leases.c.until > now)
+        with self.store.read() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    @contextmanager
+    def renewing(self, name: str, holder: str, lease_s: float) -> Iterator[None]:
+        """Renew `holder`'s lease on `name` from a thread while the block runs (every third
+        of `lease_s`, at most 5 s); the lease is left as it is afterwards."""
+        stopped = threading.Event()
+
+        def keep() -> None:
+            while not stopped.wait(min(lease_s / 3, 5.0)):
+                try:
+                    self.renew(holder, [name], datetime.now(UTC) + timedelta(seconds=lease_s))
+                except Exception:
+                    logger.warning("renewing lease %s failed; trying again", name, exc_info=True)
+
+        thread = threading.Thread(target=keep, name=f"lease-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stopped.set()
+            thread.join()
+
+    # -- restorations ---------------------------------------------------------------------
+
+    def claim_restoration(
+        self,
+        incident: int | str,
+        holder: str,
+        lease_s: float,
+        actor: str,
+        flow_run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> RestorationClaim:
+        """Claim an incident for a restoration and lease it to `holder`, in one transaction.
+
+        The claim (In Progress if New, the run linked) happens only when the incident is New
+        or In Progress and its restoration lease is free, lapsed or `holder`'s already.
+        """
+        now = now or datetime.now(UTC)
+
+        def hold(conn: Connection, record: Incident) -> bool:
+            return self.take_in(conn, restoration_lease(record.id), holder, now, lease_s)
+
+        record, claimed = self.store.claim_incident(incident, actor, now, flow_run_id, hold)
+        current = holder if claimed else self.holder(restoration_lease(record.id), now)
+        return RestorationClaim(record, claimed, current)
+
+    def unclaimed_restorations(self, opened_before: datetime) -> list[str]:
+        """Restoration lease names of the incidents opened with a runbook before
+        `opened_before` that are still New and that no restoration has leased."""
+        lease_name = RESTORATION_PREFIX + incidents.c.id.cast(String)
+        query = (
+            select(incidents.c.id)
+            .outerjoin(leases, leases.c.name == lease_name)
+            .where(
+                incidents.c.state == "New",
+                incidents.c.runbook.is_not(None),
+                incidents.c.opened_at < opened_before,
+                leases.c.name.is_(None),
+            )
+            .order_by(incidents.c.id)
+        )
+        with self.store.read() as conn:
+            return [restoration_lease(incident_id) for incident_id in conn.execute(query).scalars()]
+
+
+@dataclass(frozen=True)
+class RestorationClaim:
+    """An incident as a restoration found it, whether it claimed it, and who holds its lease."""
+
+    incident: Incident
+    claimed: bool
+    holder: str | None
+
+
+def restoration_lease(incident_id: int) -> str:
+    """The name of the lease a restoration of the incident holds."""
+    return f"{RESTORATION_PREFIX}{incident_id}"
+
+
+def incident_of(lease_name: str) -> int:
+    """The incident id a restoration lease is named after."""
+    return int(lease_name.removeprefix(RESTORATION_PREFIX))

@@ -21,6 +21,9 @@ ResolutionCode = Literal["auto-remediated", "manual", "no-fault", "workaround", 
 OPEN_STATES: tuple[IncidentState, ...] = ("New", "In Progress", "On Hold")
 """States in which an incident still needs work; at most one per correlation key."""
 
+CLAIMABLE_STATES: tuple[IncidentState, ...] = ("New", "In Progress")
+"""States in which a flow may take an incident on; On Hold means a human is holding it."""
+
 FINAL_STATES: tuple[IncidentState, ...] = ("Closed", "Canceled")
 """States an incident never leaves."""
 

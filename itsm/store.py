@@ -57,6 +57,7 @@ from sqlalchemy.types import TypeDecorator
 from itsm.lifecycle import apply_update
 from itsm.priority import SlaTargets, priority
 from itsm.records import (
+    CLAIMABLE_STATES,
     OPEN_STATES,
     AuditEntry,
     Event,
@@ -814,6 +815,42 @@ class Store:
 
         return self._modify(incident_id, change, actor, now, flow_run_id, None)
 
+    def claim_incident(
+        self,
+        incident_id: int | str,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None,
+        hold: Callable[[Connection, Incident], bool],
+    ) -> tuple[Incident, bool]:
+        """Take an incident on for a flow run: In Progress if New, linked to the run.
+
+        `hold(conn, incident)` runs first in the same transaction (a restoration takes its
+        lease there), so an incident is never claimed without what `hold` took, nor the
+        reverse. Returns the incident and whether it was claimed; one that is not in
+        CLAIMABLE_STATES, or that `hold` refuses, is returned unchanged.
+        """
+        _require_aware(now, "now")
+        claimed = False
+
+        def guard(conn: Connection, before: Incident) -> bool:
+            nonlocal claimed
+            claimed = before.state in CLAIMABLE_STATES and hold(conn, before)
+            return claimed
+
+        def change(before: Incident) -> Incident:
+            after = before
+            if before.state == "New":
+                after = apply_update(before, IncidentUpdate(state="In Progress"), now, self.sla)
+            if flow_run_id and flow_run_id not in after.flow_run_ids:
+                after = after.model_copy(
+                    update={"flow_run_ids": [*after.flow_run_ids, flow_run_id], "updated_at": now}
+                )
+            return after
+
+        incident = self._modify(incident_id, change, actor, now, flow_run_id, None, guard)
+        return incident, claimed
+
     def _modify(
         self,
         incident_id: int | str,
@@ -822,18 +859,22 @@ class Store:
         now: datetime,
         flow_run_id: str | None,
         expected_version: int | None,
+        guard: Callable[[Connection, Incident], bool] | None = None,
     ) -> Incident:
         """Change an incident and audit it in one transaction, guarded by its version.
 
         The row is read under the write lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on
         PostgreSQL), so concurrent writers queue rather than fail; the version condition on
-        the UPDATE is the backstop for any writer that does not take the lock.
+        the UPDATE is the backstop for any writer that does not take the lock. A `guard`
+        that answers False leaves the incident as it is (its own writes still commit).
         """
         for _attempt in range(_RETRIES):
             with self.write() as conn:
                 before = self._fetch_incident(conn, incident_id, lock=True)
                 if expected_version is not None and before.version != expected_version:
                     raise StaleVersionError("incident", before.id, expected_version, before.version)
+                if guard is not None and not guard(conn, before):
+                    return before
                 after = change(before)
                 if after is before or after == before:
                     return before

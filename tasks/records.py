@@ -9,12 +9,10 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from itsm.records import Incident, IncidentState, IncidentUpdate
+from itsm.leases import Leases, RestorationClaim
+from itsm.records import Incident, IncidentUpdate
 from itsm.store import Store
 from opsflow.settings import get_settings
-
-CLAIMABLE_STATES: tuple[IncidentState, ...] = ("New", "In Progress")
-"""States in which a flow may take an incident on; On Hold means a human is holding it."""
 
 _stores: dict[str, Store] = {}
 _lock = threading.Lock()
@@ -42,27 +40,15 @@ def read_incident(incident: str) -> Incident:
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
-def claim_incident(incident: str, actor: str) -> Incident:
-    """Take an incident into this run's hands: linked to the run, In Progress if New.
+def claim_incident(incident: str, actor: str, holder: str) -> RestorationClaim:
+    """Take an incident into this run's hands for a restoration, leased to `holder`.
 
-    An incident in any other state than CLAIMABLE_STATES is returned as it is, untouched.
+    Claimed (In Progress if New, linked to the run) only if it is New or In Progress and
+    no other live restoration holds its lease; otherwise returned as it is, untouched.
     """
-    store = open_store()
-    record = store.get_incident(incident)
-    if record.state not in CLAIMABLE_STATES:
-        return record
-    run_id = current_flow_run_id()
-    if run_id:
-        record = store.link_flow_run(record.id, run_id)
-    if record.state == "New":
-        record = store.update_incident(
-            record.id,
-            IncidentUpdate(state="In Progress"),
-            actor=actor,
-            now=datetime.now(UTC),
-            flow_run_id=run_id,
-        )
-    return record
+    return Leases(open_store()).claim_restoration(
+        incident, holder, get_settings().lease_seconds, actor, current_flow_run_id()
+    )
 
 
 @task(cache_policy=NONE, timeout_seconds=60)

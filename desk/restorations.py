@@ -1,0 +1,135 @@
+"""The desk's restorations: run in its threads, and carried on when their process stopped.
+
+Each restoration leases its incident in the transaction that claims it and renews the lease
+while it runs (`flows.incident_restoration`). This runner's `LeaseKeeper` looks every few
+seconds for restorations whose lease lapsed (their process died mid-restoration) and for
+incidents opened with a runbook that are still New and unleased (their restoration was
+queued in a desk that stopped); it takes the lease, marks the dead runs Crashed and runs the
+restoration again under that lease. Remediation may have half-run: the runbook's diagnosis
+and status checks decide what is left to do, and the lease keeps it to one run at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from desk.api_requests import _crash_runs as crash_runs
+from desk.lease_keeper import LeaseKeeper, TakeOver
+from itsm.leases import RESTORATION_PREFIX, Leases, incident_of
+from itsm.records import CLAIMABLE_STATES, Incident
+from itsm.store import Store
+from opsflow.settings import get_settings
+
+logger = logging.getLogger("opsflow.desk.restorations")
+
+ACTOR = "service-desk"
+
+Restore = Callable[[str, str | None], Any]
+"""Runs the restoration of an incident (number) in this thread, under a lease holder or its own."""
+
+
+class RestorationRunner:
+    """Runs restorations in the desk's threads and takes over those whose desk stopped.
+
+    Args:
+        store: the records store.
+        restore: runs one restoration flow in the calling thread.
+        lease_s: how long this desk's leases last without renewal (default: the settings').
+        max_running: most restorations taken over and running here at once.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        restore: Restore,
+        lease_s: float | None = None,
+        max_running: int = 8,
+    ) -> None:
+        self._store = store
+        self._restore = restore
+        self._leases = Leases(store)
+        self._changed = threading.Condition()
+        self.running = 0
+        self.max_running = max_running
+        self.leases = LeaseKeeper(
+            self._leases,
+            RESTORATION_PREFIX,
+            lease_s or get_settings().lease_seconds,
+            self._take_over,
+            self._unleased,
+        )
+
+    def run(self, number: str) -> Any:
+        """Restore the incident `number` now, in this thread (the dispatcher's pool)."""
+        return self._restore(number, None)
+
+    def keep(self) -> None:
+        """Start taking over restorations that lapsed or never started."""
+        self.leases.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Let the restorations taken over here finish (up to `timeout_s`), then stop looking;
+        any still running then are for the next desk to carry on."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.running == 0, timeout_s)
+        self.leases.stop()
+
+    def _unleased(self, now: datetime) -> list[str]:
+        """Incidents New for longer than a lease with no restoration: their start was lost."""
+        return self._leases.unclaimed_restorations(now - timedelta(seconds=self.leases.lease_s))
+
+    def _take_over(self, name: str, holder: str) -> TakeOver:
+        """Carry on the restoration `name`, whose lease this desk now holds."""
+        record = self._store.get_incident(incident_of(name))
+        if record.state not in CLAIMABLE_STATES or not record.runbook:
+            return "finished"  # resolved or escalated before its lease was given back
+        with self._changed:
+            if self.running >= self.max_running:
+                return "later"
+            self.running += 1
+        try:
+            self._note_take_over(record, holder)
+            threading.Thread(
+                target=self._work,
+                args=(record.number, name),
+                name=f"restore-{record.number}",
+                daemon=True,
+            ).start()
+        except BaseException:
+            self._done()
+            raise
+        return "carried"
+
+    def _note_take_over(self, record: Incident, holder: str) -> None:
+        """Crash the stopped holder's runs and say in the worklog why restoration starts again."""
+        if holder:
+            crashed = crash_runs(
+                record.flow_run_ids, f"{holder} stopped while restoring {record.number}"
+            )
+            note = f"restoration taken over from {holder}, which stopped"
+            if crashed:
+                note += f" (its runs {', '.join(crashed)} marked Crashed)"
+        else:
+            note = f"no restoration started while {record.number} was New: starting one"
+        self._store.add_worklog(record.id, ACTOR, note, datetime.now(UTC))
+        logger.warning("%s: %s", record.number, note)
+
+    def _work(self, number: str, name: str) -> None:
+        try:
+            self._restore(number, self.leases.holder)
+        except Exception:
+            logger.exception("the restoration of %s taken over here failed", number)
+        finally:
+            # Released by the flow once its outcome is recorded; if it could not record
+            # one, the lease lapses now and the next pass tries again.
+            self.leases.let_lapse(name)
+            self._done()
+
+    def _done(self) -> None:
+        with self._changed:
+            self.running -= 1
+            self._changed.notify_all()

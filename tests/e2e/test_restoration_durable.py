@@ -1,0 +1,262 @@
+"""Every incident opened with a runbook ends Resolved or escalated, whatever dies or fails."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+import requests
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
+
+from desk.restorations import RestorationRunner
+from flows.incident_restoration import incident_restoration
+from itsm.leases import Leases, restoration_lease
+from itsm.records import Incident, IncidentCreate, IncidentUpdate
+from lab.hosts import SVC, run_on_host
+from lab.people import token_file
+from tasks.concurrency import host_slot
+from tasks.records import open_store
+from tests.support import free_port, wait_for
+
+PROJECT = Path(__file__).resolve().parents[2]
+FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())
+
+
+def open_incident(host: str, summary: str) -> Incident:
+    """A service-down incident for app on `host` with the restart-service runbook, New."""
+    incident, _ = open_store().open_or_correlate(
+        IncidentCreate(
+            host=host,
+            service="app",
+            symptom="service-down",
+            summary=summary,
+            impact=2,
+            urgency=1,
+            runbook="restart-service",
+            assignment_group="ops",
+            correlation_key=f"{host}/app/{uuid4().hex}",
+        ),
+        datetime.now(UTC),
+        actor="test",
+    )
+    return incident
+
+
+def worklog(incident: Incident) -> list[str]:
+    return [w.text for w in open_store().worklog(incident.id)]
+
+
+def runbook_starts(incident: Incident) -> int:
+    return sum(t.startswith("runbook restart-service started") for t in worklog(incident))
+
+
+def state(incident: Incident) -> str:
+    return open_store().get_incident(incident.id).state
+
+
+def lease_holder(incident: Incident) -> str | None:
+    return Leases(open_store()).holder(restoration_lease(incident.id), datetime.now(UTC))
+
+
+def app_runs(lab, host: str) -> bool:
+    return run_on_host(host, [SVC, "status"], lab.directory).returncode == 0
+
+
+def run_state(flow_run_id: str) -> str:
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+    return run.state.type.value if run.state else "NONE"
+
+
+def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
+    host = lab.hosts[3].name
+    incident = open_incident(host, "slot timeout test")
+    pages_before = len(pager.pages)
+    with host_slot(host), pytest.raises(TimeoutError):
+        incident_restoration(incident.number, slot_wait_s=1.0)
+
+    after = open_store().get_incident(incident.id)
+    assert (after.state, after.assigned_to) == ("In Progress", "alice")
+    escalation = next(t for t in worklog(incident) if t.startswith("escalated to ops"))
+    assert "TimeoutError" in escalation, escalation
+    assert runbook_starts(incident) == 0
+    assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]
+    assert lease_holder(incident) is None, "the lease is given back once escalated"
+
+
+def test_two_restorations_of_one_incident_run_the_runbook_once(lab, desk) -> None:
+    host = lab.hosts[3].name
+    run_on_host(host, [SVC, "stop"], lab.directory)
+    incident = open_incident(host, "twice test")
+    start = threading.Barrier(2)
+    results: list[str] = []
+
+    def restore() -> None:
+        start.wait()
+        results.append(incident_restoration(incident.number))
+
+    workers = [threading.Thread(target=restore) for _ in range(2)]
+    with host_slot(host):
+        for worker in workers:
+            worker.start()
+        wait_for(lambda: results, 60, "the second restoration to step aside")
+        assert results == ["In Progress"], "it did not wait for the slot the first one holds"
+        assert runbook_starts(incident) == 0
+    for worker in workers:
+        worker.join(60)
+    assert sorted(results) == ["In Progress", "Resolved"]
+    assert runbook_starts(incident) == 1
+    assert app_runs(lab, host)
+
+
+def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, desk) -> None:
+    host = lab.hosts[3].name
+    run_on_host(host, [SVC, "stop"], lab.directory)
+    incident = open_incident(host, "resolved meanwhile")
+    results: list[str] = []
+    worker = threading.Thread(target=lambda: results.append(incident_restoration(incident.number)))
+    with host_slot(host):
+        worker.start()
+        wait_for(lambda: lease_holder(incident), 30, "the restoration to claim the incident")
+        open_store().update_incident(
+            incident.id,
+            IncidentUpdate(state="Resolved", resolution_code="manual", resolution_notes="by hand"),
+            actor="alice",
+            now=datetime.now(UTC),
+        )
+    worker.join(60)
+    try:
+        assert results == ["Resolved"]
+        assert runbook_starts(incident) == 0
+        assert f"Resolved while waiting for {host}'s slot: runbook not run" in worklog(incident)
+        assert not app_runs(lab, host), "the runbook did not start it"
+    finally:
+        run_on_host(host, [SVC, "start"], lab.directory)
+
+
+def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> None:
+    host = lab.hosts[3].name
+    run_on_host(host, [SVC, "stop"], lab.directory)
+    incident = open_incident(host, "queued when its desk stopped")
+
+    runner = RestorationRunner(
+        open_store(),
+        lambda number, holder: incident_restoration(number, lease_holder=holder),
+        lease_s=1.0,
+    )
+    runner.keep()
+    try:
+        wait_for(lambda: state(incident) == "Resolved", 60, f"{incident.number} to be restored")
+    finally:
+        runner.stop()
+    assert any(t.startswith("no restoration started") for t in worklog(incident))
+    assert runbook_starts(incident) == 1
+    assert app_runs(lab, host)
+
+
+@dataclass
+class DeskProcess:
+    """A desk in a process of its own, which the test may kill."""
+
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+
+@pytest.fixture
+def second_desk(lab, desk, tmp_path: Path) -> Iterator[DeskProcess]:
+    """Another desk process on the same records and Prefect server, with 2 s leases
+    (started as tests/requests/test_desk_stops.py starts its second desk)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "OPSFLOW_INVENTORY": str(lab.estate_dir),
+        "OPSFLOW_LEASE_SECONDS": "2",
+    }
+    log_path = tmp_path / "desk.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "desk.server", "--port", str(port)],
+            cwd=PROJECT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    other = DeskProcess(process, f"http://127.0.0.1:{port}", log_path)
+
+    def answers() -> bool:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            return requests.get(f"{other.url}/api/v1/health", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(answers, 60, "the second desk to start")
+    yield other
+    process.kill()
+    process.wait(10)
+
+
+def service_down_alert(host: str) -> dict:
+    """An Alertmanager webhook saying app is down on `host`, never sent before."""
+    body = copy.deepcopy(FIRING)
+    alert = body["alerts"][0]
+    alert["labels"].update(host=host, service="app", alertname="ServiceDown")
+    alert["fingerprint"] = uuid4().hex[:16]
+    alert["startsAt"] = datetime.now(UTC).isoformat()
+    return body
+
+
+@pytest.mark.slow
+def test_desk_killed_mid_restoration_leaves_no_incident_behind(
+    lab, desk, second_desk: DeskProcess
+) -> None:
+    host = lab.hosts[2].name
+    run_on_host(host, [SVC, "stop"], lab.directory)
+    token = token_file(lab.directory, "alertmanager").read_text()
+
+    def claimed_by_second_desk() -> Incident | None:
+        for found in open_store().list_incidents(host=host, state=["In Progress"], limit=5):
+            holder = lease_holder(found)
+            if found.runbook and holder and f":{second_desk.process.pid}:" in holder:
+                return found
+        return None
+
+    with host_slot(host):
+        answer = requests.post(
+            f"{second_desk.url}/api/v1/events/alertmanager",
+            json=service_down_alert(host),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 202, answer.text
+        incident = wait_for(claimed_by_second_desk, 60, "the second desk to claim the incident")
+        dead_run = incident.flow_run_ids[-1]  # after the triage run that opened it
+
+        second_desk.process.send_signal(signal.SIGKILL)
+        second_desk.process.wait(10)
+        wait_for(
+            lambda: any(t.startswith("restoration taken over from") for t in worklog(incident)),
+            30,
+            "a living desk to take the restoration over",
+        )
+        assert runbook_starts(incident) == 0, "the host's slot is still held"
+
+    wait_for(lambda: state(incident) == "Resolved", 60, f"{incident.number} to be resolved")
+    assert runbook_starts(incident) == 1
+    assert app_runs(lab, host)
+    assert run_state(dead_run) == "CRASHED"
+    assert lease_holder(incident) is None

@@ -1,0 +1,79 @@
+"""A restoration's claim and its incident's lease are one transaction (real SQLite store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from itsm.leases import Leases, restoration_lease
+from itsm.records import Incident, IncidentCreate, IncidentUpdate
+from itsm.store import Store
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def leases(tmp_path: Path) -> Leases:
+    return Leases(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+
+
+def open_incident(leases: Leases, key: str, runbook: str | None = "restart-service") -> Incident:
+    incident, _ = leases.store.open_or_correlate(
+        IncidentCreate(
+            host="lab01",
+            service="app",
+            symptom="service-down",
+            summary="down",
+            impact=2,
+            urgency=2,
+            runbook=runbook,
+            correlation_key=key,
+        ),
+        T0,
+        actor="test",
+    )
+    return incident
+
+
+def test_one_restoration_claims_an_incident_until_its_lease_lapses(leases: Leases) -> None:
+    incident = open_incident(leases, "k1")
+    first = leases.claim_restoration(incident.number, "run-a", 30, "test", "fr-a", now=at(1))
+    assert first.claimed and first.holder == "run-a"
+    assert (first.incident.state, first.incident.flow_run_ids) == ("In Progress", ["fr-a"])
+    assert leases.store.audit_trail("incident", incident.id)[-1].action == "incident.in_progress"
+
+    second = leases.claim_restoration(incident.number, "run-b", 30, "test", "fr-b", now=at(2))
+    assert (second.claimed, second.holder) == (False, "run-a")
+    assert second.incident.flow_run_ids == ["fr-a"], "a refused claim changes nothing"
+
+    again = leases.claim_restoration(incident.number, "run-a", 30, "test", "fr-a", now=at(3))
+    assert again.claimed, "its own holder may claim again (a failure hook does)"
+
+    taken = leases.claim_restoration(incident.number, "run-b", 30, "test", "fr-b", now=at(40))
+    assert taken.claimed, "a dead restoration's lease lapses and another takes it over"
+    assert taken.incident.flow_run_ids == ["fr-a", "fr-b"]
+
+
+def test_an_incident_not_new_or_in_progress_is_not_claimed_nor_leased(leases: Leases) -> None:
+    incident = open_incident(leases, "k2")
+    leases.store.update_incident(
+        incident.id, IncidentUpdate(state="On Hold", hold_reason="vendor"), "alice", at(1)
+    )
+    claim = leases.claim_restoration(incident.number, "run-a", 30, "test", "fr-a", now=at(2))
+    assert (claim.claimed, claim.holder, claim.incident.state) == (False, None, "On Hold")
+    assert leases.holder(restoration_lease(incident.id), at(2)) is None
+
+
+def test_new_incidents_with_a_runbook_and_no_lease_are_unclaimed(leases: Leases) -> None:
+    waiting = open_incident(leases, "k3")
+    claimed = open_incident(leases, "k4")
+    open_incident(leases, "k5", runbook=None)
+    leases.claim_restoration(claimed.number, "run-a", 30, "test", now=at(1))
+    assert leases.unclaimed_restorations(opened_before=T0) == [], "not before a grace period"
+    assert leases.unclaimed_restorations(opened_before=at(5)) == [restoration_lease(waiting.id)]
