@@ -334,6 +334,15 @@ class Correlation:
 
 
 @dataclass(frozen=True)
+class TriageBacklog:
+    """Events waiting for triage (and when the oldest arrived), and events that failed it."""
+
+    pending: int
+    oldest_received_at: datetime | None
+    failed: int
+
+
+@dataclass(frozen=True)
 class PruneResult:
     """What a retention clean-up deleted."""
 
@@ -541,18 +550,20 @@ class Store:
             rows = conn.execute(query.limit(limit)).mappings().all()
         return [Event.model_validate(dict(row)) for row in rows]
 
-    def triage_backlog(self) -> tuple[int, datetime | None]:
-        """How many events wait for triage, and when the oldest of them was received."""
-        query = select(func.count(), func.min(events.c.received_at)).where(
+    def triage_backlog(self) -> TriageBacklog:
+        """How many events wait for triage, since when, and how many triage could not handle."""
+        waiting = select(func.count(), func.min(events.c.received_at)).where(
             events.c.triaged_at.is_(None)
         )
+        failed = select(func.count()).select_from(event_failures)
         with self.read() as conn:
-            count, oldest = conn.execute(query).one()
-        if oldest is not None and not isinstance(oldest, datetime):
-            oldest = datetime.fromisoformat(str(oldest))
+            count, oldest = conn.execute(waiting).one()
+            failures = conn.execute(failed).scalar_one()
+        if isinstance(oldest, str):  # SQLite's MIN() drops the column type
+            oldest = datetime.fromisoformat(oldest)
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=UTC)
-        return int(count), oldest
+        return TriageBacklog(int(count), oldest, int(failures))
 
     def mark_failed(
         self,

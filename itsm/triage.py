@@ -23,8 +23,8 @@ from inventory.models import Estate, EventRule
 from itsm.maintenance_store import declared_windows
 from itsm.problem_store import ProblemStore
 from itsm.problems import KnownError, match_known_error
-from itsm.records import Event, EventClass, IncidentCreate, IncidentUpdate
-from itsm.store import EventLink, Store
+from itsm.records import Event, EventClass, IncidentCreate, IncidentReport, IncidentUpdate
+from itsm.store import Correlation, EventLink, Store
 from opsflow.errors import TransientError
 
 SEVERITY_CLASSES: dict[str, EventClass] = {
@@ -454,8 +454,55 @@ def _apply_known_error(
 
 
 def _team_for(event: Event, estate: Estate) -> str:
-    service = _known_service(event, estate)
+    return _team_of(event.service, estate)
+
+
+def _team_of(service_name: str | None, estate: Estate) -> str:
+    service = _service_named(service_name, estate)
     return (service.owner_team if service else None) or estate.settings.default_team
+
+
+def report_incident(
+    store: Store,
+    estate: Estate,
+    report: IncidentReport,
+    reporter: str,
+    assesses: bool,
+    now: datetime,
+) -> Correlation:
+    """Open or join the incident a person reports, classified as an event about the CI would be.
+
+    The correlation key and priority come from the estate's classification, so a report and
+    the alert for the same CI and symptom meet on one incident; no runbook starts from a
+    report (a later alert brings one, see `Store.correlate`'s adoption). The reporter's
+    impact and urgency apply when they `assesses` (operators); anyone else's are noted in
+    the worklog with their words. Every reporter is recorded on the incident.
+    """
+    labels = {"symptom": report.symptom}
+    labels.update({k: v for k, v in (("host", report.host), ("service", report.service)) if v})
+    verdict = classify_labels(labels, report.host, report.service, estate)
+    impact, urgency = verdict.impact, verdict.urgency
+    words = f"reported: {report.summary}"
+    if assesses:
+        impact, urgency = report.impact or impact, report.urgency or urgency
+    elif report.impact or report.urgency:
+        view = f"impact {report.impact or '-'}, urgency {report.urgency or '-'}"
+        words += f" (reporter's view: {view})"
+    return store.correlate(
+        IncidentCreate(
+            host=report.host,
+            service=report.service,
+            symptom=verdict.symptom,
+            summary=report.summary,
+            impact=impact,
+            urgency=urgency,
+            correlation_key=verdict.correlation_key,
+            assignment_group=_team_of(report.service, estate),
+        ),
+        now,
+        actor=reporter,
+        report=words,
+    )
 
 
 def _close_loop(

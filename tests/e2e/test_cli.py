@@ -43,7 +43,8 @@ def test_open_list_show_resolve(opsflow) -> None:
         )
     )
     number = opened["number"]
-    assert (opened["priority"], opened["reported_by"]) == (3, "carol")
+    # A requester's impact and urgency are noted, not applied: classification sets P4.
+    assert (opened["priority"], opened["reported_by"]) == (4, "carol")
     listed = json.loads(opsflow("alice", "incident", "list", "--state", "New", "--json"))
     assert number in [i["number"] for i in listed]
     refused = opsflow("carol", "incident", "resolve", number, "--notes", "x", code=1)
