@@ -64,7 +64,10 @@ def test_poison_events_do_not_stop_a_real_outage_from_being_restored(desk, lab) 
         f"b{run}",
     )
     first = requests.post(
-        f"{desk.url}/api/v1/events/alertmanager", json=webhook(future, bare), headers=headers, timeout=10
+        f"{desk.url}/api/v1/events/alertmanager",
+        json=webhook(future, bare),
+        headers=headers,
+        timeout=10,
     )
     assert first.status_code == 202, first.text
 
