@@ -43,7 +43,9 @@ def test_a_report_first_does_not_stop_the_runbook_of_the_real_alert(
 def test_a_reporter_chooses_neither_key_nor_runbook(desk) -> None:
     for field, value in (("correlation_key", "web1/app/service-down"), ("runbook", "x")):
         refused = desk.post(
-            "/api/v1/incidents", json={**SERVICE_DOWN, field: value}, headers=auth("rita")
+            "/api/v1/incidents",
+            json={**SERVICE_DOWN, "impact": 2, "urgency": 2, field: value},
+            headers=auth("rita"),
         )
         assert refused.status_code == 422 and field in refused.text
 
