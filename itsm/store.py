@@ -559,10 +559,6 @@ class Store:
         with self.read() as conn:
             count, oldest = conn.execute(waiting).one()
             failures = conn.execute(failed).scalar_one()
-        if isinstance(oldest, str):  # SQLite's MIN() drops the column type
-            oldest = datetime.fromisoformat(oldest)
-        if oldest is not None and oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=UTC)
         return TriageBacklog(int(count), oldest, int(failures))
 
     def mark_failed(
