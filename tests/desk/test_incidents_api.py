@@ -66,7 +66,7 @@ def test_health_and_metrics(desk) -> None:
         0,
     )
     metrics = desk.get("/metrics").text
-    assert 'opsflow_incidents_open{priority="P2"} 1' in metrics
+    assert 'opsflow_incidents_open{priority="P3"} 1' in metrics  # rita's report: I2/U2
     assert "opsflow_time_to_restore_seconds_count 0" in metrics
 
 
