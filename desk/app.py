@@ -17,19 +17,22 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ValidationError
 
 from desk.api_access import router as access_router
+from desk.api_events import router as events_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
 from desk.auth import current_person, require
+from desk.dispatch import triage_health
 from desk.group_commit import GroupCommit
 from desk.intake import AlertmanagerWebhook, GenericEvent, from_alertmanager, from_generic
 from desk.metrics import render_metrics
 from inventory.models import Estate, Person
 from itsm.access import AccessGrant
 from itsm.access_store import AccessStore
-from itsm.records import EventIn, Incident, IncidentCreate, IncidentUpdate, WorklogEntry
+from itsm.records import EventIn, Incident, IncidentReport, IncidentUpdate, WorklogEntry
 from itsm.request_store import RequestStore
 from itsm.requests import ServiceRequest
 from itsm.store import Store
+from itsm.triage import report_incident as classify_report
 from opsflow.errors import OpsError, PermanentError
 
 WEB_PAGE = Path(__file__).with_name("web") / "index.html"
@@ -124,6 +127,7 @@ def create_app(
     app.include_router(requests_router)
     app.include_router(access_router)
     app.include_router(problems_router)
+    app.include_router(events_router)
 
     app.add_middleware(BodyLimit)
 
@@ -181,11 +185,14 @@ def create_app(
         )
 
     @app.post("/api/v1/incidents", tags=["incidents"], status_code=status.HTTP_201_CREATED)
-    def report_incident(body: IncidentCreate, person: Anyone) -> Incident:
-        """Report an incident; one already open for the same CI and symptom is returned."""
-        incident, created = store.open_or_correlate(body, datetime.now(UTC), actor=person.name)
-        on_incident_change(incident, "opened" if created else "updated")
-        return incident
+    def report_incident(body: IncidentReport, person: Anyone) -> Incident:
+        """Report an incident on a CI; one already open for the same CI and symptom is returned,
+        with the report recorded on it. Classification sets the key and priority (operators'
+        impact and urgency apply, others' are noted); no runbook starts from a report."""
+        assesses = bool({"operator", "admin"} & set(person.roles))
+        found = classify_report(store, estate(), body, person.name, assesses, datetime.now(UTC))
+        on_incident_change(found.incident, "opened" if found.outcome == "opened" else "updated")
+        return found.incident
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
     def show_incident(incident_id: str, person: Anyone) -> IncidentDetail:
@@ -235,13 +242,16 @@ def create_app(
         return HTMLResponse(WEB_PAGE.read_text())
 
     @app.get("/api/v1/health", tags=["desk"])
-    def health() -> dict[str, Any]:
-        """Whether the desk can reach its store."""
+    def health(request: Request) -> dict[str, Any]:
+        """Whether the desk can reach its store, and "degraded" when triage fails or lags."""
         try:
             open_incidents = sum(store.count_open_by_priority().values())
+            status_of = getattr(request.app.state, "dispatcher", None)
+            triage = triage_health(store, status_of and status_of.status(), datetime.now(UTC))
         except OpsError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
-        return {"status": "ok", "open_incidents": open_incidents}
+        state = "degraded" if triage["degraded"] else "ok"
+        return {"status": state, "open_incidents": open_incidents, "triage": triage}
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["desk"])
     def metrics() -> str:

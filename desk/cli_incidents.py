@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from desk.cli_base import JsonOption, call_desk, console, name_values, print_json
 
@@ -39,6 +40,31 @@ def event_send(
         print_json(answer)
     else:
         console.print(f"stored {answer['stored']}, duplicates {answer['duplicates']}")
+
+
+@event_app.command("failed")
+def event_failed(
+    limit: Annotated[int, typer.Option(help="Most events to show, newest first.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Events triage could not handle (no incident came of them), each with its reason."""
+    failed = call_desk("GET", "/events/failed", params={"limit": limit})
+    if as_json:
+        print_json(failed)
+        return
+    table = Table(title="events triage could not handle")
+    for column in ("id", "received", "source", "CI", "alert", "reason"):
+        table.add_column(column, no_wrap=column in ("id", "received"))
+    for e in failed:
+        table.add_row(
+            str(e["id"]),
+            e["received_at"][:19].replace("T", " "),
+            Text(e["source"]),
+            Text(f"{e['service'] or '-'}@{e['host'] or '-'}"),
+            Text(e["labels"].get("alertname", "")),
+            Text(e["reason"]),
+        )
+    console.print(table)
 
 
 def incident_table(incidents: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -104,11 +130,16 @@ def incident_open(
     host: Annotated[str | None, typer.Option()] = None,
     service: Annotated[str | None, typer.Option()] = None,
     symptom: Annotated[str, typer.Option()] = "reported",
-    impact: Annotated[int, typer.Option(min=1, max=3)] = 2,
-    urgency: Annotated[int, typer.Option(min=1, max=3)] = 2,
+    impact: Annotated[
+        int | None, typer.Option(min=1, max=3, help="Applied for operators, noted for others.")
+    ] = None,
+    urgency: Annotated[
+        int | None, typer.Option(min=1, max=3, help="Applied for operators, noted for others.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Report an incident; prints its number to follow."""
+    """Report an incident; prints its number to follow. The desk classifies it like an alert
+    about the same CI and symptom, which sets its priority."""
     body = {
         "summary": summary,
         "host": host,

@@ -1,9 +1,12 @@
 """Start triage as soon as events are stored, and restoration as soon as incidents open.
 
 One background thread runs the event-triage flow over everything pending, again and again
-while events keep arriving, so a storm becomes a few flow runs. Restorations run in a small
-pool of threads in this process: a flow run starts in milliseconds instead of waiting for a
-runner to poll (the `incident-restoration` deployment remains for manual and remote runs).
+while events keep arriving, so a storm becomes a few flow runs. A triage run that fails
+(the database is down, say: single events that fail are isolated by triage itself) is
+retried after a delay that doubles up to a minute, not every second, and the failure is
+kept for the health endpoint. Restorations run in a small pool of threads in this process:
+a flow run starts in milliseconds instead of waiting for a runner to poll (the
+`incident-restoration` deployment remains for manual and remote runs).
 """
 
 from __future__ import annotations
@@ -12,9 +15,14 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from itsm.store import Store
+from itsm.triage import RESTORING_ACTIONS
 
 logger = logging.getLogger("opsflow.desk.dispatch")
 
@@ -31,17 +39,42 @@ def without_heartbeats(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
         return fn(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class TriageStatus:
+    """How the dispatcher's triage runs are going, for the health endpoint."""
+
+    failing: bool
+    consecutive_failures: int
+    last_error: str | None
+    last_error_at: datetime | None
+    last_success_at: datetime | None
+    retry_in_s: float
+
+
 class Dispatcher:
-    """Coalesces "events stored" signals into triage runs and launches restorations."""
+    """Coalesces "events stored" signals into triage runs and launches restorations.
+
+    Args:
+        triage: runs one triage batch and returns its decisions.
+        restore: runs the restoration of one incident, by number.
+        max_restorations: restorations running at once.
+        backoff_s: (first, longest) delay before retrying a triage run that failed.
+    """
 
     def __init__(
         self,
         triage: Callable[[], list[dict[str, Any]]],
         restore: Callable[[str], Any],
         max_restorations: int = 8,
+        backoff_s: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         self._triage = triage
         self._restore = restore
+        self._backoff_s = backoff_s
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_error_at: datetime | None = None
+        self._last_success_at: datetime | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_restorations, thread_name_prefix="restoration")
@@ -64,6 +97,22 @@ class Dispatcher:
         self._wake.set()
         self._thread.join(timeout_s)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def status(self) -> TriageStatus:
+        """Whether triage is failing now, since when and why, and when it last succeeded."""
+        with self._lock:
+            return TriageStatus(
+                failing=self._failures > 0,
+                consecutive_failures=self._failures,
+                last_error=self._last_error,
+                last_error_at=self._last_error_at,
+                last_success_at=self._last_success_at,
+                retry_in_s=self._delay() if self._failures else 0.0,
+            )
+
+    def _delay(self) -> float:
+        first, longest = self._backoff_s
+        return min(longest, first * 2 ** max(0, self._failures - 1))
 
     def running_restorations(self) -> int:
         """How many restorations are running or queued now."""
@@ -95,13 +144,51 @@ class Dispatcher:
                 return
             try:
                 decisions = self._triage()
-            except Exception:
-                logger.exception("event triage failed; the events stay pending for the next run")
-                self._stop.wait(1.0)
+            except Exception as exc:
+                with self._lock:
+                    self._failures += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    self._last_error_at = datetime.now(UTC)
+                    delay = self._delay()
+                logger.exception(
+                    "event triage failed (%d in a row); the events stay pending, retry in %.0f s",
+                    self._failures,
+                    delay,
+                )
+                self._stop.wait(delay)
                 self._wake.set()
                 continue
+            with self._lock:
+                self._failures = 0
+                self._last_success_at = datetime.now(UTC)
             for decision in decisions:
-                if decision["action"] == "opened" and decision["runbook"]:
+                if decision["action"] in RESTORING_ACTIONS and decision["runbook"]:
                     self._launch(decision["incident_number"])
             if decisions:
                 self._wake.set()
+
+
+TRIAGE_LAG_LIMIT_S = 60.0
+"""An event waiting longer than this for triage makes the desk's health "degraded"."""
+
+
+def triage_health(store: Store, status: TriageStatus | None, now: datetime) -> dict[str, Any]:
+    """What the health endpoint says about triage: backlog, failed events, the last error.
+
+    `degraded` is true when triage runs are failing or the oldest pending event has waited
+    longer than TRIAGE_LAG_LIMIT_S (triage is behind, or not running at all).
+    """
+    backlog = store.triage_backlog()
+    oldest = backlog.oldest_received_at
+    age = (now - oldest).total_seconds() if oldest is not None else None
+    failing = status is not None and status.failing
+    return {
+        "degraded": failing or (age is not None and age > TRIAGE_LAG_LIMIT_S),
+        "pending_events": backlog.pending,
+        "oldest_pending_age_s": None if age is None else round(age, 1),
+        "failed_events": backlog.failed,
+        "failing": failing,
+        "last_error": status.last_error if status else None,
+        "last_error_at": status.last_error_at if status else None,
+        "last_success_at": status.last_success_at if status else None,
+    }

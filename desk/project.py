@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,9 @@ class DeploymentSpec(BaseModel):
     tags: list[str] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
     schedules: list[CronSpec] = Field(default_factory=list)
+    concurrency_limit: ConcurrencyLimitConfig | None = Field(
+        default=None, description="Runs of the deployment at once, and what a run beyond does."
+    )
 
     def load_flow(self) -> Any:
         """Import the flow the entrypoint names (relative to the project directory)."""
@@ -68,11 +72,12 @@ def find_deployment(name: str, path: Path = PREFECT_YAML) -> DeploymentSpec:
 
 
 def to_runner_deployment(spec: DeploymentSpec) -> Any:
-    """The deployment ready for `prefect.serve`, with its schedules and tags."""
+    """The deployment ready for `prefect.serve`, with its schedules, tags and concurrency."""
     return spec.load_flow().to_deployment(
         name=spec.name,
         description=spec.description,
         tags=spec.tags,
         parameters=spec.parameters,
         schedules=[Cron(s.cron, timezone=s.timezone) for s in spec.schedules],
+        concurrency_limit=spec.concurrency_limit,
     )

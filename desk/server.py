@@ -104,6 +104,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         on_incident_change=publish_incident_change,
     )
     app.state.access_runner = access_runner
+    app.state.dispatcher = dispatcher
     app.state.request_runner = request_runner
     return app, dispatcher
 

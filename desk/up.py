@@ -48,6 +48,9 @@ def prefect_env(settings: OpsflowSettings, port: int) -> dict[str, str]:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     env.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+    # Prefect's vacuum service deletes flow runs (with their logs and artifacts) past its
+    # retention period (90 days by default), as prune-records does for opsflow's records.
+    env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", '["events", "flow_runs"]')
     env["OPSFLOW_HOME"] = str(settings.home)
     return env
 

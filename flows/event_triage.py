@@ -14,25 +14,30 @@ from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 
+from itsm.store import TRIAGE_BYTE_BUDGET
+from itsm.triage import RESTORING_ACTIONS
 from tasks.events import emit_incident_events, triage_pending_events
 from tasks.inventory import read_estate
 
 ARTIFACT_ROWS = 200
-"""Decisions shown in the artifact; a storm's counts are in its description."""
+"""Decisions shown in the artifact (failed ones first); a storm's counts are in its description."""
 
 
 @flow(name="event-triage")
-def event_triage(limit: int = 20_000, start_restoration: bool = True) -> list[dict]:
+def event_triage(
+    limit: int = 20_000, start_restoration: bool = True, max_bytes: int = TRIAGE_BYTE_BUDGET
+) -> list[dict]:
     """Classify, correlate and open incidents for pending events; start their runbooks.
 
     Args:
         limit: most events to take in this run.
         start_restoration: run the incident-restoration deployment for each incident opened
-            with a runbook (the desk passes False and starts restoration itself, faster).
+            (or adopted) with a runbook (the desk passes False and starts restoration itself).
+        max_bytes: most bytes of event labels, annotations and summaries to load.
     """
     logger = get_run_logger()
     estate = read_estate()
-    decisions = triage_pending_events(estate, limit)
+    decisions = triage_pending_events(estate, limit, max_bytes)
     if not decisions:
         return []
     per_incident = Counter(d.incident_id for d in decisions if d.incident_id is not None)
@@ -45,24 +50,29 @@ def event_triage(limit: int = 20_000, start_restoration: bool = True) -> list[di
     )
     if start_restoration:
         for decision in decisions:
-            if decision.action == "opened" and decision.runbook:
+            if decision.action in RESTORING_ACTIONS and decision.runbook:
                 run_deployment(
                     "incident-restoration/incident-restoration",
                     parameters={"incident": decision.incident_number},
                     timeout=0,
                 )
     actions = Counter(d.action for d in decisions)
+    failed = [d for d in decisions if d.action == "failed"]
+    for decision in failed[:ARTIFACT_ROWS]:
+        logger.warning("event %d failed triage: %s", decision.event_id, decision.reason)
+    shown = failed + [d for d in decisions if d.action != "failed"]
     rows = [
         {
             "event": d.event_id,
-            "class": d.event_class,
+            "class": d.event_class or "",
             "rule": d.rule,
             "action": d.action,
             "incident": d.incident_number or "",
             "runbook": d.runbook or "",
             "known error": d.known_error or "",
+            "reason": d.reason or "",
         }
-        for d in decisions[:ARTIFACT_ROWS]
+        for d in shown[:ARTIFACT_ROWS]
     ]
     create_table_artifact(
         key="event-triage",

@@ -302,6 +302,13 @@ class EstateSettings(StrictModel):
     problem_window_days: int = Field(
         default=7, ge=1, description="How many days back the problem review looks."
     )
+    retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="Days triaged events and the audit of closed records are kept "
+        "(the prune-records deployment deletes older ones; open incidents' are always kept).",
+    )
 
 
 class Estate(StrictModel):

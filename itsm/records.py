@@ -97,6 +97,45 @@ class EventIn(_EventFields):
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+EVENT_MAX_AGE = timedelta(days=30)
+"""How far before its arrival an event's time may lie; older times are clamped to this."""
+
+EVENT_MAX_SKEW = timedelta(minutes=5)
+"""How far after its arrival an event's time may lie (the sender's clock running ahead)."""
+
+ORIGINAL_TIME_ANNOTATION = "opsflow_original_times"
+"""The annotation that keeps an event's times as sent when intake clamped them."""
+
+
+def bound_event_times(event: EventIn, received_at: datetime) -> EventIn:
+    """The event with its times inside [received_at - EVENT_MAX_AGE, received_at + EVENT_MAX_SKEW].
+
+    A sender's clock or a hostile body can put `startsAt` anywhere from year 1 to 9999; such a
+    time would push SLA due dates out of range and the incident's history out of order.
+    Times outside the window are clamped to its nearest end (the end time never before the
+    start) and the times as sent are kept in the `opsflow_original_times` annotation; an
+    event inside the window is returned unchanged. The dedup key is the caller's to take
+    from the event as received, so a re-sent alert is still recognised.
+    """
+    earliest, latest = received_at - EVENT_MAX_AGE, received_at + EVENT_MAX_SKEW
+    occurred_at = min(max(event.occurred_at, earliest), latest)
+    ends_at = event.ends_at
+    if ends_at is not None:
+        ends_at = min(max(ends_at, occurred_at), latest)
+    if occurred_at == event.occurred_at and ends_at == event.ends_at:
+        return event
+    original = f"occurred_at={event.occurred_at.isoformat()}"
+    if event.ends_at is not None:
+        original += f" ends_at={event.ends_at.isoformat()}"
+    return event.model_copy(
+        update={
+            "occurred_at": occurred_at,
+            "ends_at": ends_at,
+            "annotations": {**event.annotations, ORIGINAL_TIME_ANNOTATION: original},
+        }
+    )
+
+
 class Event(_EventFields):
     """A stored event with the triage decision made about it."""
 
@@ -109,6 +148,13 @@ class Event(_EventFields):
     rule: str | None = Field(default=None, description="The rule that classified the event.")
     incident_id: int | None = None
     triaged_at: UtcDatetime | None = None
+
+
+class FailedEvent(Event):
+    """A stored event triage could not handle, with the reason it gave; other events went on."""
+
+    failed_at: UtcDatetime
+    reason: str
 
 
 class Incident(BaseModel):
@@ -222,6 +268,35 @@ class IncidentCreate(BaseModel):
         if self.correlation_key:
             return self.correlation_key
         return f"{self.host or '-'}/{self.service or '-'}/{self.symptom}"
+
+
+class IncidentReport(BaseModel):
+    """What a person says when reporting an incident: the CI and the symptom, in their words.
+
+    Triage's classification, not the reporter, sets the correlation key, the priority and
+    whether any runbook runs; impact and urgency are the reporter's view, applied only for
+    operators (whose role is to assess them) and recorded in the worklog for everyone else.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: CiName | None = None
+    service: CiName | None = None
+    symptom: str = Field(
+        default="reported",
+        min_length=1,
+        max_length=128,
+        description='What is wrong, e.g. "service-down".',
+    )
+    summary: str = Field(min_length=1, max_length=1000)
+    impact: Impact | None = None
+    urgency: Urgency | None = None
+
+    @model_validator(mode="after")
+    def _has_ci(self) -> IncidentReport:
+        if self.host is None and self.service is None:
+            raise ValueError("an incident needs a host or a service (or both)")
+        return self
 
 
 class IncidentUpdate(BaseModel):

@@ -22,7 +22,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -42,10 +42,13 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    cast,
     create_engine,
+    delete,
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -63,10 +66,12 @@ from itsm.records import (
     Event,
     EventClass,
     EventIn,
+    FailedEvent,
     Incident,
     IncidentCreate,
     IncidentUpdate,
     WorklogEntry,
+    bound_event_times,
     parse_incident_number,
 )
 from opsflow.errors import PermanentError, TransientError
@@ -266,6 +271,26 @@ audit = Table(
 )
 Index("ix_audit_record", audit.c.record_type, audit.c.record_id, audit.c.id)
 
+event_failures = Table(
+    "event_failures",
+    metadata,
+    Column("event_id", _Id, ForeignKey("events.id"), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+"""Events triage could not handle, with the reason; the event itself is marked triaged."""
+
+incident_reports = Table(
+    "incident_reports",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("incident_id", _Id, ForeignKey("incidents.id"), nullable=False),
+    Column("reporter", String(255), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+"""Who reported each incident, first or later, so everyone who did finds it in /me."""
+Index("ix_incident_reports_reporter", incident_reports.c.reporter, incident_reports.c.incident_id)
+
 remediations = Table(
     "remediations",
     metadata,
@@ -292,6 +317,38 @@ _EVENT_INSERT_COLUMNS = (
     "received_at",
 )
 _INCIDENT_COLUMNS = [c.name for c in incidents.columns if c.name != "id"]
+_PRUNE_BATCH = _CHUNK  # rows deleted per transaction, so pruning never holds the lock long
+
+TRIAGE_BYTE_BUDGET = 16 * 1024 * 1024
+"""Most bytes of labels, annotations and summaries one triage batch loads (at least one event)."""
+
+CorrelationOutcome = Literal["opened", "correlated", "adopted"]
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Where an event or report went: a new incident, an open one, or an open one that takes
+    the runbook the event calls for because no automation was working on it yet."""
+
+    incident: Incident
+    outcome: CorrelationOutcome
+
+
+@dataclass(frozen=True)
+class TriageBacklog:
+    """Events waiting for triage (and when the oldest arrived), and events that failed it."""
+
+    pending: int
+    oldest_received_at: datetime | None
+    failed: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What a retention clean-up deleted."""
+
+    events: int
+    audit_rows: int
 
 
 def default_database_url() -> str:
@@ -422,14 +479,16 @@ class Store:
 
         On SQLite the intake goes straight through the driver's executemany, for throughput;
         values are encoded exactly as SQLAlchemy's JSON and DATETIME types store them there,
-        so every other query reads these rows back unchanged.
+        so every other query reads these rows back unchanged. Times are bounded by
+        `bound_event_times` (the dedup key is taken from the times as sent).
         """
         rows: dict[str, Any] = {}
         if self.dialect == "sqlite":
             received = _sqlite_datetime(received_at)
-            for item in events_in:
-                key = item.dedup_key()
+            for sent in events_in:
+                key = sent.dedup_key()
                 if key not in rows:
+                    item = bound_event_times(sent, received_at)
                     rows[key] = (
                         key,
                         item.source,
@@ -445,9 +504,10 @@ class Store:
                         received,
                     )
             return list(rows.values())
-        for item in events_in:
-            key = item.dedup_key()
+        for sent in events_in:
+            key = sent.dedup_key()
             if key not in rows:
+                item = bound_event_times(sent, received_at)
                 rows[key] = {
                     "dedup_key": key,
                     "source": item.source,
@@ -464,12 +524,90 @@ class Store:
                 }
         return list(rows.values())
 
-    def pending_events(self, limit: int = 500) -> list[Event]:
-        """The oldest events not triaged yet, in the order they were stored."""
-        query = select(events).where(events.c.triaged_at.is_(None)).order_by(events.c.id)
+    def pending_events(self, limit: int = 500, max_bytes: int = TRIAGE_BYTE_BUDGET) -> list[Event]:
+        """The oldest events not triaged yet, in the order they were stored.
+
+        At most `limit` events and, beyond the first, at most `max_bytes` of labels,
+        annotations and summaries: a batch of large events stays within memory. Sizes are
+        measured in the database, so oversized rows are never loaded to be counted.
+        """
+        pending = events.c.triaged_at.is_(None)
+        size = (
+            func.length(cast(events.c.labels, Text))
+            + func.length(cast(events.c.annotations, Text))
+            + func.length(events.c.summary)
+        )
+        sizes = select(events.c.id, size).where(pending).order_by(events.c.id).limit(limit)
         with self.read() as conn:
+            last_id, total = None, 0
+            for event_id, event_size in conn.execute(sizes):
+                total += int(event_size or 0)
+                if last_id is not None and total > max_bytes:
+                    break
+                last_id = event_id
+            if last_id is None:
+                return []
+            query = select(events).where(pending, events.c.id <= last_id).order_by(events.c.id)
             rows = conn.execute(query.limit(limit)).mappings().all()
         return [Event.model_validate(dict(row)) for row in rows]
+
+    def triage_backlog(self) -> TriageBacklog:
+        """How many events wait for triage, since when, and how many triage could not handle."""
+        waiting = select(func.count(), func.min(events.c.received_at)).where(
+            events.c.triaged_at.is_(None)
+        )
+        failed = select(func.count()).select_from(event_failures)
+        with self.read() as conn:
+            count, oldest = conn.execute(waiting).one()
+            failures = conn.execute(failed).scalar_one()
+        return TriageBacklog(int(count), oldest, int(failures))
+
+    def mark_failed(
+        self,
+        failures: Sequence[tuple[int, str]],
+        at: datetime,
+        actor: str = TRIAGE_ACTOR,
+        flow_run_id: str | None = None,
+    ) -> int:
+        """Record that triage could not handle these events (event id, reason), with audit rows.
+
+        A failed event leaves the pending set, so the events after it are triaged; its reason
+        stays with it for operators (`failed_events`, `/metrics`). Events already triaged are
+        left alone. Returns how many events were marked.
+        """
+        _require_aware(at, "at")
+        reasons = {event_id: reason[:2000] for event_id, reason in failures}
+        if not reasons:
+            return 0
+        with self.write() as conn:
+            ids = _untriaged(conn, list(reasons))
+            if not ids:
+                return 0
+            conn.execute(
+                update(events).where(events.c.id == bindparam("b_id")),
+                [{"b_id": event_id, "triaged_at": at} for event_id in ids],
+            )
+            conn.execute(
+                insert(event_failures),
+                [{"event_id": event_id, "at": at, "reason": reasons[event_id]} for event_id in ids],
+            )
+            for event_id in ids:
+                decision = {"reason": reasons[event_id]}
+                row = _decision_audit(at, actor, "event.failed", event_id, flow_run_id, decision)
+                conn.execute(insert(audit), row)
+        return len(ids)
+
+    def failed_events(self, limit: int = 100) -> list[FailedEvent]:
+        """Events triage could not handle, newest first, each with its reason."""
+        query = (
+            select(events, event_failures.c.at.label("failed_at"), event_failures.c.reason)
+            .join(event_failures, event_failures.c.event_id == events.c.id)
+            .order_by(events.c.id.desc())
+            .limit(limit)
+        )
+        with self.read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [FailedEvent.model_validate(dict(row)) for row in rows]
 
     def get_event(self, event_id: int) -> Event:
         """One stored event."""
@@ -529,11 +667,34 @@ class Store:
     ) -> tuple[Incident, bool]:
         """Add an event to the open incident with the same correlation key, or open one.
 
-        Returns (incident, created). A new incident is New, opened at `event_time`, with
-        priority and due dates from impact, urgency and the SLA targets. `now` (default
-        `event_time`) stamps the change; `link` marks the event triaged to the incident in
-        the same transaction. If another writer opens the same incident at the same moment,
-        the unique index refuses ours and we join theirs.
+        Returns (incident, created); see `correlate`, which this calls without adopting
+        runbooks or recording a report.
+        """
+        found = self.correlate(create, event_time, actor, flow_run_id, now, link)
+        return found.incident, found.outcome == "opened"
+
+    def correlate(
+        self,
+        create: IncidentCreate,
+        event_time: datetime,
+        actor: str,
+        flow_run_id: str | None = None,
+        now: datetime | None = None,
+        link: EventLink | None = None,
+        adopt_runbook: bool = False,
+        report: str | None = None,
+    ) -> Correlation:
+        """Add an event to the open incident with the same correlation key, or open one.
+
+        A new incident is New, opened at `event_time`, with priority and due dates from
+        impact, urgency and the SLA targets. `now` (default `event_time`) stamps the change;
+        `link` marks the event triaged to the incident in the same transaction. With
+        `adopt_runbook`, an open incident still New and without a runbook (a person's report,
+        say) takes `create.runbook` ("adopted"), so the evidence of an alert starts the
+        automation a report alone does not. With `report`, `actor` is recorded as a reporter
+        of the incident and `report` (their words) goes to its worklog, in the same write.
+        If another writer opens the same incident at the same moment, the unique index
+        refuses ours and we join theirs.
         """
         _require_aware(event_time, "event_time")
         now = now or event_time
@@ -543,32 +704,48 @@ class Store:
             try:
                 with self.write() as conn:
                     found = self._open_for_key(conn, key, lock=True)
+                    outcome: CorrelationOutcome = "opened"
                     if found is not None:
-                        after = self._count_events(
-                            conn, found, 1, event_time, actor, now, flow_run_id
+                        adopt = (
+                            adopt_runbook
+                            and create.runbook is not None
+                            and found.runbook is None
+                            and found.state == "New"
                         )
-                        if after is None:
-                            continue
-                        _link_events(conn, link, after.id, flow_run_id)
-                        return after, False
-                    incident = self._insert_incident(
-                        conn, create, key, event_time, now, actor, flow_run_id
-                    )
-                    _link_events(conn, link, incident.id, flow_run_id)
-                    conn.execute(
-                        insert(audit),
-                        _audit_row(
-                            now,
+                        incident = self._count_events(
+                            conn,
+                            found,
+                            1,
+                            event_time,
                             actor,
-                            "incident.opened",
-                            "incident",
-                            incident.id,
-                            None,
-                            incident,
+                            now,
                             flow_run_id,
-                        ),
-                    )
-                    return incident, True
+                            runbook=create.runbook if adopt else None,
+                        )
+                        if incident is None:
+                            continue
+                        outcome = "adopted" if adopt else "correlated"
+                    else:
+                        incident = self._insert_incident(
+                            conn, create, key, event_time, now, actor, flow_run_id
+                        )
+                        conn.execute(
+                            insert(audit),
+                            _audit_row(
+                                now,
+                                actor,
+                                "incident.opened",
+                                "incident",
+                                incident.id,
+                                None,
+                                incident,
+                                flow_run_id,
+                            ),
+                        )
+                    _link_events(conn, link, incident.id, flow_run_id)
+                    if report is not None:
+                        _record_report(conn, incident.id, actor, report, now)
+                    return Correlation(incident, outcome)
             except IntegrityError as exc:
                 if not _is_open_key_violation(exc):
                     raise
@@ -614,23 +791,27 @@ class Store:
         actor: str,
         now: datetime,
         flow_run_id: str | None,
+        runbook: str | None = None,
     ) -> Incident | None:
-        """Add `count` events to an open incident, audited; None if another writer beat us."""
-        after = found.model_copy(
-            update={
-                "event_count": found.event_count + count,
-                "last_event_at": max(found.last_event_at or last_event_at, last_event_at),
-                "updated_at": max(found.updated_at, now),
-                "version": found.version + 1,
-            }
-        )
+        """Add `count` events to an open incident, audited; None if another writer beat us.
+
+        With `runbook`, the incident takes it in the same write (audited as adopted).
+        """
+        changes: dict[str, Any] = {
+            "event_count": found.event_count + count,
+            "last_event_at": max(found.last_event_at or last_event_at, last_event_at),
+            "updated_at": max(found.updated_at, now),
+            "version": found.version + 1,
+        }
+        if runbook is not None:
+            changes["runbook"] = runbook
+        after = found.model_copy(update=changes)
         if not self._write_incident(conn, found, after):
             return None
+        action = "incident.runbook_adopted" if runbook is not None else "incident.correlated"
         conn.execute(
             insert(audit),
-            _audit_row(
-                now, actor, "incident.correlated", "incident", after.id, found, after, flow_run_id
-            ),
+            _audit_row(now, actor, action, "incident", after.id, found, after, flow_run_id),
         )
         return after
 
@@ -727,10 +908,16 @@ class Store:
         offset: int = 0,
         reported_by: str | None = None,
     ) -> list[Incident]:
-        """Incidents matching every filter given, newest first."""
+        """Incidents matching every filter given, newest first; `reported_by` matches whoever
+        opened the incident and everyone who reported it after them."""
         query = select(incidents)
         if reported_by is not None:
-            query = query.where(incidents.c.reported_by == reported_by)
+            reports = select(incident_reports.c.incident_id).where(
+                incident_reports.c.reporter == reported_by
+            )
+            query = query.where(
+                or_(incidents.c.reported_by == reported_by, incidents.c.id.in_(reports))
+            )
         if state:
             query = query.where(incidents.c.state.in_(list(state)))
         if host is not None:
@@ -743,10 +930,24 @@ class Store:
         return [Incident.model_validate(dict(row)) for row in rows]
 
     def event_counts_by_class(self) -> dict[str, int]:
-        """How many events are stored per triage class ("pending" for not triaged yet)."""
-        query = select(events.c.event_class, func.count()).group_by(events.c.event_class)
+        """How many events are stored per triage class; "pending" for those not triaged yet
+        and "failed" for those triage could not handle."""
+        classes = (
+            select(events.c.event_class, func.count())
+            .where(events.c.event_class.is_not(None))
+            .group_by(events.c.event_class)
+        )
+        pending = select(func.count()).where(events.c.triaged_at.is_(None))
+        failed = select(func.count()).select_from(event_failures)
         with self.read() as conn:
-            return {cls or "pending": int(count) for cls, count in conn.execute(query)}
+            counts = {str(cls): int(count) for cls, count in conn.execute(classes)}
+            waiting = int(conn.execute(pending).scalar_one())
+            failures = int(conn.execute(failed).scalar_one())
+        if waiting:
+            counts["pending"] = waiting
+        if failures:
+            counts["failed"] = failures
+        return counts
 
     def restore_times(self) -> list[float]:
         """Time to restore, in seconds, of every incident that has been resolved."""
@@ -961,6 +1162,56 @@ class Store:
             rows = conn.execute(query).mappings().all()
         return [AuditEntry.model_validate(dict(row)) for row in rows]
 
+    # -- retention ------------------------------------------------------------------------
+
+    def prune(self, before: datetime) -> PruneResult:
+        """Delete triaged events received before `before` and audit rows older than it.
+
+        Kept whatever their age: events not triaged yet, events of incidents still open, and
+        the audit of open incidents and of records other than events and incidents (requests
+        and access grants keep their approvals while they matter). Deletes in batches, each
+        its own transaction, so intake and triage carry on meanwhile.
+        """
+        _require_aware(before, "before")
+        open_incidents = select(incidents.c.id).where(incidents.c.state.in_(OPEN_STATES))
+        old_events = (
+            select(events.c.id)
+            .where(
+                events.c.received_at < before,
+                events.c.triaged_at.is_not(None),
+                or_(events.c.incident_id.is_(None), events.c.incident_id.not_in(open_incidents)),
+            )
+            .limit(_PRUNE_BATCH)
+        )
+        old_audit = (
+            select(audit.c.id)
+            .where(
+                audit.c.at < before,
+                or_(
+                    audit.c.record_type == "event",
+                    (audit.c.record_type == "incident") & audit.c.record_id.not_in(open_incidents),
+                ),
+            )
+            .limit(_PRUNE_BATCH)
+        )
+        pruned_events = self._delete_in_batches(
+            old_events, [(event_failures, event_failures.c.event_id), (events, events.c.id)]
+        )
+        pruned_audit = self._delete_in_batches(old_audit, [(audit, audit.c.id)])
+        return PruneResult(events=pruned_events, audit_rows=pruned_audit)
+
+    def _delete_in_batches(self, ids: Any, tables: list[tuple[Table, Column]]) -> int:
+        """Delete the rows `ids` selects (a batch at a time) from each table, in order."""
+        deleted = 0
+        while True:
+            with self.write() as conn:
+                batch = list(conn.execute(ids).scalars())
+                if not batch:
+                    return deleted
+                for table, column in tables:
+                    conn.execute(delete(table).where(column.in_(batch)))
+            deleted += len(batch)
+
 
 def _configure_sqlite(engine: Engine) -> None:
     """WAL, NORMAL sync, 10 s busy timeout, foreign keys; we issue BEGIN ourselves."""
@@ -1017,34 +1268,77 @@ def _mark_triaged(
     actor: str,
     flow_run_id: str | None,
 ) -> int:
-    """Write triage decisions on events not yet triaged, with their audit rows; count them."""
-    ids = list(decisions)
-    befores: list[Event] = []
-    for start in range(0, len(ids), _CHUNK):
-        query = select(events).where(
-            events.c.id.in_(ids[start : start + _CHUNK]), events.c.triaged_at.is_(None)
-        )
-        rows = conn.execute(query.with_for_update()).mappings().all()
-        befores.extend(Event.model_validate(dict(row)) for row in rows)
-    if not befores:
+    """Write triage decisions on events not yet triaged, with their audit rows; count them.
+
+    The audit row holds the decision (class, rule, incident), not copies of the event:
+    the event row itself is the record of what arrived.
+    """
+    ids = _untriaged(conn, list(decisions))
+    if not ids:
         return 0
     params, audits = [], []
-    for before in befores:
-        event_class, rule, incident_id = decisions[before.id]
-        change = {
-            "event_class": event_class,
-            "rule": rule,
-            "incident_id": incident_id,
-            "triaged_at": at,
-        }
-        after = Event.model_validate({**before.model_dump(), **change})
-        params.append({"b_id": before.id, **change})
-        audits.append(
-            _audit_row(at, actor, "event.triaged", "event", before.id, before, after, flow_run_id)
-        )
+    for event_id in ids:
+        event_class, rule, incident_id = decisions[event_id]
+        decision = {"event_class": event_class, "rule": rule, "incident_id": incident_id}
+        params.append({"b_id": event_id, **decision, "triaged_at": at})
+        audits.append(_decision_audit(at, actor, "event.triaged", event_id, flow_run_id, decision))
     conn.execute(update(events).where(events.c.id == bindparam("b_id")), params)
     conn.execute(insert(audit), audits)
     return len(params)
+
+
+def _untriaged(conn: Connection, ids: list[int]) -> list[int]:
+    """Those of `ids` not triaged yet, locked for this transaction, in id order."""
+    found: list[int] = []
+    for start in range(0, len(ids), _CHUNK):
+        query = select(events.c.id).where(
+            events.c.id.in_(ids[start : start + _CHUNK]), events.c.triaged_at.is_(None)
+        )
+        found.extend(conn.execute(query.with_for_update()).scalars())
+    return sorted(found)
+
+
+def _decision_audit(
+    at: datetime,
+    actor: str,
+    action: str,
+    event_id: int,
+    flow_run_id: str | None,
+    decision: dict[str, Any],
+) -> dict[str, Any]:
+    """A compact audit row for a triage decision on one event: ids and the decision only."""
+    return {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "record_type": "event",
+        "record_id": event_id,
+        "before": None,
+        "after": decision,
+        "flow_run_id": flow_run_id,
+    }
+
+
+def _record_report(
+    conn: Connection, incident_id: int, reporter: str, text: str, at: datetime
+) -> None:
+    """Record `reporter` as a reporter of the incident and their words in its worklog."""
+    conn.execute(insert(incident_reports).values(incident_id=incident_id, reporter=reporter, at=at))
+    entry = {"incident_id": incident_id, "at": at, "author": reporter, "text": text}
+    entry_id = conn.execute(insert(worklog).values(entry).returning(worklog.c.id)).scalar_one()
+    conn.execute(
+        insert(audit),
+        _audit_row(
+            at,
+            reporter,
+            "incident.reported",
+            "incident",
+            incident_id,
+            None,
+            WorklogEntry.model_validate({"id": entry_id, **entry}),
+            None,
+        ),
+    )
 
 
 def _link_events(

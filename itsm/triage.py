@@ -4,6 +4,10 @@ Pure decisions over the estate's rules plus the store's writes, so the triage fl
 micro-batch of thousands of events in one call, in milliseconds per event. The known-error
 database is read once per batch and consulted before the estate's runbooks: a new incident
 that shows a known error is linked to it and gets its workaround as its runbook.
+
+Failures are isolated per event: an event triage cannot handle is marked failed with its
+reason and every other event of the batch goes on. Only an error of the database itself
+(unreachable, locked, contended) fails the batch, which is then retried whole.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from inventory.models import Estate, EventRule
 from itsm.maintenance_store import declared_windows
 from itsm.problem_store import ProblemStore
 from itsm.problems import KnownError, match_known_error
-from itsm.records import Event, EventClass, Incident, IncidentCreate, IncidentUpdate
-from itsm.store import EventLink, Store
+from itsm.records import Event, EventClass, IncidentCreate, IncidentReport, IncidentUpdate
+from itsm.store import Correlation, EventLink, Store
+from opsflow.errors import TransientError
 
 SEVERITY_CLASSES: dict[str, EventClass] = {
     "critical": "exception",
@@ -34,8 +41,23 @@ RUNBOOKS = frozenset({"restart-service", "free-disk-space", "recover-hung-servic
 """Runbooks opsflow can run; an event naming any other gets an incident but no automation."""
 
 Action = Literal[
-    "recorded", "suppressed", "opened", "correlated", "alert-resolved", "no-open-incident"
+    "recorded",
+    "suppressed",
+    "opened",
+    "correlated",
+    "adopted",
+    "alert-resolved",
+    "no-open-incident",
+    "failed",
 ]
+"""What triage did with an event; "adopted" is a correlation that gave an open incident
+without automation (a person's report) the runbook this event calls for."""
+
+RESTORING_ACTIONS = frozenset({"opened", "adopted"})
+"""Decisions after which the incident's runbook is started, when the decision names one."""
+
+BATCH_ERRORS = (TransientError, OperationalError, InterfaceError)
+"""Errors of the database or of contention, not of one event: the batch is retried whole."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +78,14 @@ class Decision:
     """What triage did with one event, for the flow's table artifact and its follow-ups."""
 
     event_id: int
-    event_class: EventClass
+    event_class: EventClass | None
     rule: str
     action: Action
     incident_id: int | None = None
     incident_number: str | None = None
     runbook: str | None = None
     known_error: str | None = None
+    reason: str | None = None
 
 
 def _matches(rule: EventRule, labels: dict[str, str]) -> bool:
@@ -78,29 +101,40 @@ def _render_key(template: str, values: dict[str, str]) -> str:
 
 def classify(event: Event, estate: Estate) -> Classification:
     """Classify by the first matching rule of the estate, else by the `severity` label."""
-    labels = event.labels
+    return classify_labels(event.labels, event.host, event.service, estate)
+
+
+def classify_labels(
+    labels: dict[str, str], host: str | None, service: str | None, estate: Estate
+) -> Classification:
+    """Classify what an event or a person's report says about a CI (host and/or service).
+
+    One classification for alerts and for people, so both get the same correlation key,
+    impact, urgency and runbook for the same CI and symptom.
+    """
     rule = next((r for r in estate.rules if _matches(r, labels)), None)
     symptom = (rule.symptom if rule and rule.symptom else None) or labels.get(
         "symptom", labels.get("alertname", "unspecified")
     )
-    service = _known_service(event, estate)
-    impact = (rule.impact if rule else None) or (service.impact if service else 2)
+    symptom = symptom[:128]
+    known_service = _service_named(service, estate)
+    impact = (rule.impact if rule else None) or (known_service.impact if known_service else 2)
     urgency = rule.urgency if rule else (1 if labels.get("severity") == "critical" else 2)
     runbook = (rule.runbook if rule else None) or (
-        service.runbooks.get(symptom) if service else None
+        known_service.runbooks.get(symptom) if known_service else None
     )
-    if runbook not in RUNBOOKS or (event.host and not _known_host(event.host, estate)):
+    if runbook not in RUNBOOKS or (host and not _known_host(host, estate)):
         runbook = None
     if rule is not None:
         event_class, rule_name = rule.event_class, rule.name
     else:
         severity = labels.get("severity", "none").lower()
         event_class = SEVERITY_CLASSES.get(severity, "warning")
-        rule_name = f"severity:{severity}"
+        rule_name = f"severity:{severity}"[:255]
     values = {
         **labels,
-        "host": event.host or "-",
-        "service": event.service or "-",
+        "host": host or "-",
+        "service": service or "-",
         "symptom": symptom,
     }
     template = rule.correlation_key if rule else "{host}/{service}/{symptom}"
@@ -120,9 +154,44 @@ def _known_host(name: str, estate: Estate) -> bool:
 
 
 def _known_service(event: Event, estate: Estate):
-    if not event.service:
+    return _service_named(event.service, estate)
+
+
+def _service_named(name: str | None, estate: Estate):
+    if not name:
         return None
-    return next((s for s in estate.services if s.name == event.service), None)
+    return next((s for s in estate.services if s.name == name), None)
+
+
+def with_ci(event: Event, estate: Estate) -> Event:
+    """The event with the host and service its labels imply when it names neither itself.
+
+    Most Prometheus alerts carry only `instance` (host:port) and `job`: the host is the
+    inventory host whose name or address is the instance's host part (else that host part,
+    a host outside the inventory, which gets no automation), and the service is the job.
+    """
+    if event.host and event.service:
+        return event
+    host = event.host or _host_of_instance(event.labels.get("instance", ""), estate)
+    service = event.service or (event.labels.get("job", "")[:255] or None)
+    if (host, service) == (event.host, event.service):
+        return event
+    return event.model_copy(update={"host": host, "service": service})
+
+
+def _host_of_instance(instance: str, estate: Estate) -> str | None:
+    """The inventory host an `instance` label (host, host:port, [v6]:port) points at."""
+    part = instance.strip()
+    if part.startswith("["):
+        part = part[1 : part.find("]")] if "]" in part else part[1:]
+    elif part.count(":") == 1:
+        part = part.split(":", 1)[0]
+    if not part:
+        return None
+    for host in estate.hosts:
+        if part in (host.name, host.address):
+            return host.name
+    return part[:255]
 
 
 def in_maintenance(event: Event, estate: Estate, at: datetime) -> str | None:
@@ -148,7 +217,12 @@ def triage(
 
     Firing exceptions with the same correlation key go to one open incident; a resolved
     alert closes the loop on the incident it raised; an incident opened for a known error
-    is linked to it and runs its workaround.
+    is linked to it and runs its workaround. An event that cannot be handled gets a
+    "failed" decision with its reason and is recorded as failed; the others go on.
+
+    Raises:
+        TransientError, OperationalError, InterfaceError: the database failed; nothing of
+            the events not yet written is lost, they stay pending for the next batch.
     """
     problem_store = ProblemStore(store)
     known_errors = problem_store.active_known_errors()
@@ -156,115 +230,156 @@ def triage(
     by_key: dict[str, list[tuple[Event, Classification]]] = defaultdict(list)
     declared = declared_windows(store, [e.occurred_at for e in events])
 
-    def settle(key: str, group: list[tuple[Event, Classification]]) -> None:
-        """Open or correlate the incident of one key's firing events, in order."""
-        first, verdict = group[0]
-        known_error = _known_error_for(first, verdict, known_errors)
-        runbook = verdict.runbook
-        if known_error is not None and _automatable(known_error.workaround, first, estate):
-            runbook = known_error.workaround
-        first_incident, created = _open_or_correlate(
-            store, estate, first, verdict, key, runbook, now, flow_run_id
-        )
-        linked = None
-        if created and known_error is not None:
-            _apply_known_error(
-                problem_store, first_incident.id, known_error, runbook, now, flow_run_id
-            )
-            linked = known_error.number
+    def failed(event: Event, verdict: Classification | None, exc: Exception) -> None:
+        if isinstance(exc, BATCH_ERRORS):
+            raise exc
         decisions.append(
             Decision(
-                first.id,
-                verdict.event_class,
-                verdict.rule,
-                "opened" if created else "correlated",
-                first_incident.id,
-                first_incident.number,
-                runbook if created else None,
-                linked,
+                event.id,
+                verdict.event_class if verdict else None,
+                verdict.rule if verdict else "",
+                "failed",
+                reason=_reason(exc),
             )
         )
-        rest = [event for event, _ in group[1:]]
-        if rest and store.correlate_more(
-            first_incident.id,
-            len(rest),
-            max(e.occurred_at for e in rest),
-            actor="triage",
-            now=now,
-            flow_run_id=flow_run_id,
-            link=EventLink([e.id for e in rest], verdict.event_class, verdict.rule, now),
-        ):
-            decisions.extend(
-                [
-                    Decision(
-                        e.id,
-                        verdict.event_class,
-                        verdict.rule,
-                        "correlated",
-                        first_incident.id,
-                        first_incident.number,
-                    )
-                    for e in rest
-                ]
-            )
-            return
-        for event in rest:
-            incident, created = _open_or_correlate(
-                store, estate, event, verdict, key, runbook, now, flow_run_id
-            )
-            decisions.append(
-                Decision(
-                    event.id,
-                    verdict.event_class,
-                    verdict.rule,
-                    "opened" if created else "correlated",
-                    incident.id,
-                    incident.number,
-                    runbook if created else None,
+
+    def open_first(
+        group: list[tuple[Event, Classification]], key: str
+    ) -> tuple[Decision, list[tuple[Event, Classification]]] | None:
+        """Open or correlate the incident for the first event of the group that allows it."""
+        for index, (event, verdict) in enumerate(group):
+            try:
+                decision = _settle_one(
+                    store,
+                    estate,
+                    problem_store,
+                    known_errors,
+                    event,
+                    verdict,
+                    key,
+                    now,
+                    flow_run_id,
                 )
-            )
+            except Exception as exc:  # any error of this one event is its failure
+                failed(event, verdict, exc)
+                continue
+            decisions.append(decision)
+            return decision, group[index + 1 :]
+        return None
+
+    def settle(key: str, group: list[tuple[Event, Classification]]) -> None:
+        """Open or correlate the incident of one key's firing events, in order."""
+        opened = open_first(group, key)
+        if opened is None:
+            return
+        first, rest = opened
+        verdict = group[0][1]
+        if rest and first.incident_id is not None:
+            try:
+                counted = store.correlate_more(
+                    first.incident_id,
+                    len(rest),
+                    max(e.occurred_at for e, _ in rest),
+                    actor="triage",
+                    now=now,
+                    flow_run_id=flow_run_id,
+                    link=EventLink([e.id for e, _ in rest], verdict.event_class, verdict.rule, now),
+                )
+            except Exception as exc:  # the events are then settled one by one
+                if isinstance(exc, BATCH_ERRORS):
+                    raise
+                counted = None
+            if counted is not None:
+                decisions.extend(
+                    Decision(e.id, v.event_class, v.rule, "correlated", counted.id, counted.number)
+                    for e, v in rest
+                )
+                return
+        while rest:
+            opened = open_first(rest, key)
+            rest = opened[1] if opened else []
 
     for event in events:
-        verdict = classify(event, estate)
-        window = in_maintenance(event, estate, event.occurred_at) or declared.covering(
-            event.host, event.occurred_at
-        )
-        if event.status == "resolved" and verdict.event_class != "informational":
-            # Firings of this key that came before the resolution go to their incident
-            # first: a batch holding both must open it and then close the loop, not leave
-            # an incident open for an alert that has already resolved.
-            if verdict.correlation_key in by_key:
-                settle(verdict.correlation_key, by_key.pop(verdict.correlation_key))
-            decisions.append(_close_loop(store, event, verdict, now, flow_run_id))
-        elif verdict.event_class != "exception":
-            decisions.append(Decision(event.id, verdict.event_class, verdict.rule, "recorded"))
-        elif window:
-            decisions.append(
-                Decision(event.id, verdict.event_class, f"{verdict.rule} [{window}]", "suppressed")
+        verdict = None
+        try:
+            event = with_ci(event, estate)
+            verdict = classify(event, estate)
+            window = in_maintenance(event, estate, event.occurred_at) or declared.covering(
+                event.host, event.occurred_at
             )
-        else:
-            by_key[verdict.correlation_key].append((event, verdict))
+            if event.status == "resolved" and verdict.event_class != "informational":
+                # Firings of this key that came before the resolution go to their incident
+                # first: a batch holding both must open it and then close the loop, not leave
+                # an incident open for an alert that has already resolved.
+                if verdict.correlation_key in by_key:
+                    settle(verdict.correlation_key, by_key.pop(verdict.correlation_key))
+                decisions.append(_close_loop(store, event, verdict, now, flow_run_id))
+            elif verdict.event_class != "exception":
+                decisions.append(Decision(event.id, verdict.event_class, verdict.rule, "recorded"))
+            elif window:
+                rule = f"{verdict.rule} [{window}]"[:255]
+                decisions.append(Decision(event.id, verdict.event_class, rule, "suppressed"))
+            elif not (event.host or event.service):
+                decisions.append(
+                    Decision(
+                        event.id,
+                        verdict.event_class,
+                        verdict.rule,
+                        "failed",
+                        reason="no CI: an incident needs a host or a service, and the event "
+                        "has no host, service, instance or job label",
+                    )
+                )
+            else:
+                by_key[verdict.correlation_key].append((event, verdict))
+        except Exception as exc:  # any error of this one event is its failure
+            failed(event, verdict, exc)
     for key, group in by_key.items():
         settle(key, group)
-    store.mark_triaged([(d.event_id, d.event_class, d.rule, d.incident_id) for d in decisions], now)
+    store.mark_triaged(
+        [
+            (d.event_id, d.event_class, d.rule, d.incident_id)
+            for d in decisions
+            if d.action != "failed" and d.event_class is not None
+        ],
+        now,
+        flow_run_id=flow_run_id,
+    )
+    store.mark_failed(
+        [(d.event_id, d.reason or "failed") for d in decisions if d.action == "failed"],
+        now,
+        flow_run_id=flow_run_id,
+    )
     return decisions
 
 
-def _open_or_correlate(
+def _reason(exc: Exception) -> str:
+    """A failure's reason in one line: the error's type and its first line."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"[:500]
+
+
+def _settle_one(
     store: Store,
     estate: Estate,
+    problem_store: ProblemStore,
+    known_errors: list[KnownError],
     event: Event,
     verdict: Classification,
     key: str,
-    runbook: str | None,
     now: datetime,
     flow_run_id: str | None,
-) -> tuple[Incident, bool]:
+) -> Decision:
     """Open the incident an exception event calls for, or count it on the open one.
 
-    The event is marked triaged to that incident in the same write.
+    A new incident that shows a known error is linked to it and runs its workaround when it
+    can; an open incident with no automation yet adopts this event's runbook.
     """
-    return store.open_or_correlate(
+    known_error = _known_error_for(event, verdict, known_errors)
+    runbook = verdict.runbook
+    if known_error is not None and _automatable(known_error.workaround, event, estate):
+        runbook = known_error.workaround
+    found = store.correlate(
         IncidentCreate(
             host=event.host,
             service=event.service,
@@ -280,6 +395,22 @@ def _open_or_correlate(
         actor="triage",
         flow_run_id=flow_run_id,
         link=EventLink([event.id], verdict.event_class, verdict.rule, now),
+        adopt_runbook=True,
+    )
+    incident = found.incident
+    linked = None
+    if found.outcome == "opened" and known_error is not None:
+        _apply_known_error(problem_store, incident.id, known_error, runbook, now, flow_run_id)
+        linked = known_error.number
+    return Decision(
+        event.id,
+        verdict.event_class,
+        verdict.rule,
+        found.outcome,
+        incident.id,
+        incident.number,
+        runbook if found.outcome in RESTORING_ACTIONS else None,
+        linked,
     )
 
 
@@ -323,8 +454,55 @@ def _apply_known_error(
 
 
 def _team_for(event: Event, estate: Estate) -> str:
-    service = _known_service(event, estate)
+    return _team_of(event.service, estate)
+
+
+def _team_of(service_name: str | None, estate: Estate) -> str:
+    service = _service_named(service_name, estate)
     return (service.owner_team if service else None) or estate.settings.default_team
+
+
+def report_incident(
+    store: Store,
+    estate: Estate,
+    report: IncidentReport,
+    reporter: str,
+    assesses: bool,
+    now: datetime,
+) -> Correlation:
+    """Open or join the incident a person reports, classified as an event about the CI would be.
+
+    The correlation key and priority come from the estate's classification, so a report and
+    the alert for the same CI and symptom meet on one incident; no runbook starts from a
+    report (a later alert brings one, see `Store.correlate`'s adoption). The reporter's
+    impact and urgency apply when they `assesses` (operators); anyone else's are noted in
+    the worklog with their words. Every reporter is recorded on the incident.
+    """
+    labels = {"symptom": report.symptom}
+    labels.update({k: v for k, v in (("host", report.host), ("service", report.service)) if v})
+    verdict = classify_labels(labels, report.host, report.service, estate)
+    impact, urgency = verdict.impact, verdict.urgency
+    words = f"reported: {report.summary}"
+    if assesses:
+        impact, urgency = report.impact or impact, report.urgency or urgency
+    elif report.impact or report.urgency:
+        view = f"impact {report.impact or '-'}, urgency {report.urgency or '-'}"
+        words += f" (reporter's view: {view})"
+    return store.correlate(
+        IncidentCreate(
+            host=report.host,
+            service=report.service,
+            symptom=verdict.symptom,
+            summary=report.summary,
+            impact=impact,
+            urgency=urgency,
+            correlation_key=verdict.correlation_key,
+            assignment_group=_team_of(report.service, estate),
+        ),
+        now,
+        actor=reporter,
+        report=words,
+    )
 
 
 def _close_loop(

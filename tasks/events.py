@@ -15,10 +15,11 @@ from tasks.records import current_flow_run_id, open_store
 
 
 @task(cache_policy=NONE, timeout_seconds=300)
-def triage_pending_events(estate: Estate, limit: int) -> list[Decision]:
-    """Classify and correlate up to `limit` stored, untriaged events, oldest first."""
+def triage_pending_events(estate: Estate, limit: int, max_bytes: int) -> list[Decision]:
+    """Classify and correlate up to `limit` stored, untriaged events (and `max_bytes` of
+    their labels, annotations and summaries), oldest first."""
     store = open_store()
-    events = store.pending_events(limit)
+    events = store.pending_events(limit, max_bytes)
     if not events:
         return []
     return triage(store, estate, events, datetime.now(UTC), current_flow_run_id())

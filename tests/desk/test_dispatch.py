@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -41,3 +42,65 @@ def test_a_burst_coalesces_and_opened_incidents_are_restored() -> None:
     dispatcher.stop()
     assert len(runs) < 50, f"{len(runs)} triage runs for one burst"
     assert restored and set(restored) == {"INC1"}
+
+
+def test_a_failing_triage_backs_off_and_says_so() -> None:
+    calls: list[float] = []
+
+    def triage() -> list[dict]:
+        calls.append(time.monotonic())
+        raise RuntimeError("database is on fire")
+
+    dispatcher = Dispatcher(triage, lambda number: None, backoff_s=(0.1, 0.4))
+    dispatcher.start()
+    try:
+        for _ in range(100):
+            dispatcher.notify()  # new events do not shorten the back-off
+        wait_for(lambda: len(calls) >= 5, 10, "five triage attempts")
+        status = dispatcher.status()
+    finally:
+        dispatcher.stop()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)][:4]
+    assert all(gap >= 0.9 * want for gap, want in zip(gaps, (0.1, 0.2, 0.4, 0.4), strict=True))
+    assert status.failing and status.consecutive_failures >= 5
+    assert status.last_error == "RuntimeError: database is on fire"
+
+
+def test_health_is_degraded_while_triage_fails_or_lags(store, desk_estate) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from fastapi.testclient import TestClient
+
+    from desk.app import create_app
+    from desk.server import EstateCache
+    from itsm.records import EventIn
+
+    def broken() -> list[dict]:
+        raise RuntimeError("boom")
+
+    failing = Dispatcher(broken, lambda number: None)
+    app = create_app(store, EstateCache(desk_estate))
+    client = TestClient(app)
+    assert client.get("/api/v1/health").json()["status"] == "ok"
+
+    app.state.dispatcher = failing
+    failing.start()
+    try:
+        wait_for(lambda: failing.status().failing, 10, "triage to fail")
+        health = client.get("/api/v1/health").json()
+    finally:
+        failing.stop()
+    assert health["status"] == "degraded"
+    assert health["triage"]["last_error"] == "RuntimeError: boom"
+
+    del app.state.dispatcher
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    event = EventIn(
+        source="t", fingerprint="f", status="firing", host="web1", occurred_at=old, labels={}
+    )
+    store.store_events([event], old)
+    lagging = client.get("/api/v1/health").json()
+    assert lagging["status"] == "degraded"
+    assert lagging["triage"]["pending_events"] == 1
+    assert lagging["triage"]["oldest_pending_age_s"] >= 299
+    assert "opsflow_triage_oldest_pending_seconds 3" in client.get("/metrics").text

@@ -18,7 +18,8 @@ def test_a_person_reports_and_follows_an_incident(desk) -> None:
     created = desk.post("/api/v1/incidents", json=REPORT, headers=auth("rita"))
     assert created.status_code == 201
     incident = created.json()
-    assert (incident["number"], incident["priority"], incident["state"]) == ("INC0000001", 2, "New")
+    # rita is a requester: her impact 1 is noted, the service's impact 2 applies (I2/U2: P3).
+    assert (incident["number"], incident["priority"], incident["state"]) == ("INC0000001", 3, "New")
     shown = desk.get(f"/api/v1/incidents/{incident['number']}", headers=auth("rita")).json()
     assert shown["sla_breached"] == {"response": False, "resolution": False}
     listed = desk.get("/api/v1/incidents", params={"state": "New"}, headers=auth("rita")).json()
@@ -47,7 +48,7 @@ def test_operator_moves_it_through_legal_states_only(desk, store) -> None:
     ).json()
     assert resolved["state"] == "Resolved" and resolved["time_to_restore_s"] >= 0
     actions = [a.actor for a in store.audit_trail("incident", resolved["id"])]
-    assert actions == ["rita", "olga", "olga"]
+    assert actions == ["rita", "rita", "olga", "olga"]  # opened, reported, two changes
 
 
 def test_unknown_fields_and_incidents_are_refused(desk) -> None:
@@ -58,9 +59,14 @@ def test_unknown_fields_and_incidents_are_refused(desk) -> None:
 
 def test_health_and_metrics(desk) -> None:
     desk.post("/api/v1/incidents", json=REPORT, headers=auth("rita"))
-    assert desk.get("/api/v1/health").json() == {"status": "ok", "open_incidents": 1}
+    health = desk.get("/api/v1/health").json()
+    assert (health["status"], health["open_incidents"], health["triage"]["pending_events"]) == (
+        "ok",
+        1,
+        0,
+    )
     metrics = desk.get("/metrics").text
-    assert 'opsflow_incidents_open{priority="P2"} 1' in metrics
+    assert 'opsflow_incidents_open{priority="P3"} 1' in metrics  # rita's report: I2/U2
     assert "opsflow_time_to_restore_seconds_count 0" in metrics
 
 

@@ -27,6 +27,7 @@ def alert(status="firing", at=NOW, fingerprint="f1", **labels) -> EventIn:
         "severity": "critical",
         **labels,
     }
+    labels = {name: value for name, value in labels.items() if value is not None}
     return EventIn(
         source="alertmanager",
         fingerprint=fingerprint,
@@ -134,3 +135,93 @@ def test_firing_and_resolution_in_one_batch_close_the_loop(store, estate) -> Non
     assert [d.action for d in decisions] == ["opened", "alert-resolved"]
     incident = store.get_incident(decisions[0].incident_number)
     assert (incident.state, incident.resolution_code) == ("Resolved", "no-fault")
+
+
+# -- one event never stops triage (issue 8, finding 5) --------------------------------------
+
+
+def stored_as_before_the_clamp(store, event: EventIn) -> int:
+    """Store `event` with its times as sent, as intake did before times were bounded."""
+    from sqlalchemy import insert
+
+    from itsm.store import events
+
+    row = {
+        "dedup_key": event.dedup_key(),
+        **event.model_dump(include={"source", "fingerprint", "status", "host", "service"}),
+        "labels": event.labels,
+        "annotations": event.annotations,
+        "summary": event.summary,
+        "occurred_at": event.occurred_at,
+        "received_at": NOW,
+    }
+    with store.write() as conn:
+        return conn.execute(insert(events).values(row).returning(events.c.id)).scalar_one()
+
+
+def test_events_triage_cannot_handle_are_marked_failed_and_the_rest_go_on(store, estate) -> None:
+    far_future = stored_as_before_the_clamp(
+        store, alert(fingerprint="y9999", at=datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
+    )
+    no_ci = alert(fingerprint="noci", alertname="Mystery", host=None, service=None)
+    store.store_events([no_ci, alert(fingerprint="real", host="web2")], NOW)
+    decisions = triage(store, estate, store.pending_events(100), NOW)
+    by_event = {d.event_id: d for d in decisions}
+    assert by_event[far_future].action == "failed"
+    assert "OverflowError" in (by_event[far_future].reason or "")
+    [real] = [d for d in decisions if d.action == "opened"]
+    assert store.get_incident(real.incident_number).host == "web2"
+    assert store.pending_events(10) == []
+    failed = {e.id: e.reason for e in store.failed_events()}
+    assert set(failed) == {
+        far_future,
+        next(d.event_id for d in decisions if d.rule == "severity:critical"),
+    }
+    assert "no CI" in failed[max(failed)]
+    assert store.event_counts_by_class()["failed"] == 2
+    # A second run has nothing left to retry: the failures are recorded, not pending.
+    assert triage(store, estate, store.pending_events(100), NOW) == []
+
+
+def test_far_future_time_is_clamped_at_intake_and_the_original_kept(store, estate) -> None:
+    from itsm.records import EVENT_MAX_SKEW, ORIGINAL_TIME_ANNOTATION
+
+    sent = alert(fingerprint="y9999", at=datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
+    assert store.store_events([sent], NOW) == (1, 0)
+    assert store.store_events([sent], NOW + timedelta(seconds=30)) == (0, 1)  # still deduped
+    [event] = store.pending_events(10)
+    assert event.occurred_at == NOW + EVENT_MAX_SKEW
+    assert "9999-12-31T23:00:00+00:00" in event.annotations[ORIGINAL_TIME_ANNOTATION]
+    [decision] = triage(store, estate, [event], NOW)
+    assert decision.action == "opened"
+
+
+def test_ancient_time_is_clamped_to_the_oldest_allowed(store) -> None:
+    from itsm.records import EVENT_MAX_AGE
+
+    store.store_events([alert(at=datetime(1, 1, 2, tzinfo=UTC))], NOW)
+    [event] = store.pending_events(10)
+    assert event.occurred_at == NOW - EVENT_MAX_AGE
+
+
+def test_alert_with_only_instance_and_job_gets_the_ci_it_names(store, estate) -> None:
+    labels = {"alertname": "InstanceDown", "instance": "127.0.99.2:9100", "job": "app"}
+    unknown = {"alertname": "InstanceDown", "instance": "10.9.9.9:9100", "job": "node"}
+    decisions = run(
+        store,
+        estate,
+        alert(fingerprint="known", host=None, service=None, **labels),
+        alert(fingerprint="unknown", host=None, service=None, **unknown),
+    )
+    assert [d.action for d in decisions] == ["opened", "opened"]
+    known, other = (store.get_incident(d.incident_number) for d in decisions)
+    assert (known.host, known.service) == ("web2", "app")
+    assert (other.host, other.service, other.runbook) == ("10.9.9.9", "node", None)
+
+
+def test_a_batch_is_bounded_by_bytes(store) -> None:
+    big = {f"l{i}": "x" * 2000 for i in range(10)}  # ~20 kB of labels each
+    store.store_events([alert(fingerprint=f"b{i}", **big) for i in range(10)], NOW)
+    assert len(store.pending_events(100, max_bytes=50_000)) == 2
+    assert len(store.pending_events(100, max_bytes=10)) == 1  # never zero: progress is made
+    assert len(store.pending_events(100)) == 10

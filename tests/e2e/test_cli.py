@@ -43,7 +43,8 @@ def test_open_list_show_resolve(opsflow) -> None:
         )
     )
     number = opened["number"]
-    assert (opened["priority"], opened["reported_by"]) == (3, "carol")
+    # A requester's impact and urgency are noted, not applied: classification's I2/U2 is P3.
+    assert (opened["priority"], opened["impact"], opened["reported_by"]) == (3, 2, "carol")
     listed = json.loads(opsflow("alice", "incident", "list", "--state", "New", "--json"))
     assert number in [i["number"] for i in listed]
     refused = opsflow("carol", "incident", "resolve", number, "--notes", "x", code=1)
@@ -54,6 +55,7 @@ def test_open_list_show_resolve(opsflow) -> None:
     assert resolved["state"] == "Resolved"
     shown = json.loads(opsflow("carol", "incident", "show", number, "--json"))
     assert shown["resolution_notes"] == "extinguished"
+    assert "reporter's view: impact 3, urgency 1" in shown["worklog"][0]["text"]
     mine = json.loads(opsflow("carol", "me", "--json"))
     assert number in [i["number"] for i in mine["incidents"]]
 

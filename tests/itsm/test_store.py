@@ -201,8 +201,13 @@ def test_triage_marks_events_once_and_audits_them(store: Store) -> None:
         "event-triage",
         "run-1",
     )
-    assert entry.before is not None and entry.before["triaged_at"] is None
-    assert entry.after is not None and entry.after["incident_id"] == incident.id
+    # The audit holds the decision, not copies of the event (finding 9: two per event).
+    assert entry.before is None
+    assert entry.after == {
+        "event_class": "exception",
+        "rule": "app-down",
+        "incident_id": incident.id,
+    }
     assert store.event_counts_by_class() == {
         "exception": 1,
         "informational": 1,
