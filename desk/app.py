@@ -6,6 +6,8 @@ over micro-batches, started through the `on_events` callback.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,55 +16,136 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from desk.api_access import router as access_router
 from desk.api_events import router as events_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
-from desk.auth import current_person, require
+from desk.auth import current_person, header_person, optional_person, require
 from desk.dispatch import triage_health
-from desk.group_commit import GroupCommit
-from desk.intake import AlertmanagerWebhook, GenericEvent, from_alertmanager, from_generic
+from desk.estate import EstateCache, EstateUnavailableError
+from desk.group_commit import (
+    RETRY_AFTER_S,
+    GroupCommit,
+    IntakeBusyError,
+    IntakeStoreError,
+)
+from desk.intake import (
+    GENERIC_BODY,
+    AlertmanagerWebhook,
+    BodyRefusedError,
+    Delivery,
+    Rejected,
+    field_errors,
+    read_alertmanager,
+    read_generic,
+)
 from desk.metrics import render_metrics
-from inventory.models import Estate, Person
+from inventory.models import Person
 from itsm.access import AccessGrant
 from itsm.access_store import AccessStore
-from itsm.records import EventIn, Incident, IncidentReport, IncidentUpdate, WorklogEntry
+from itsm.records import (
+    Incident,
+    IncidentReport,
+    IncidentUpdate,
+    WorklogEntry,
+)
 from itsm.request_store import RequestStore
 from itsm.requests import ServiceRequest
 from itsm.store import Store
 from itsm.triage import report_incident as classify_report
 from opsflow.errors import OpsError, PermanentError
 
+logger = logging.getLogger("opsflow.desk.intake")
+
 WEB_PAGE = Path(__file__).with_name("web") / "index.html"
 MAX_BODY_BYTES = 8 * 1024 * 1024
-"""Larger bodies are refused before they are read: a webhook of 10,000 alerts fits."""
+"""Larger bodies are refused (413) as soon as they are seen: a webhook of 10,000 alerts fits."""
+BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 class BodyLimit:
-    """Refuse bodies declared larger than MAX_BODY_BYTES (413) before reading them.
+    """Refuse bodies larger than MAX_BODY_BYTES (413) without reading them whole.
 
-    A plain ASGI middleware: `@app.middleware("http")` (Starlette's BaseHTTPMiddleware)
-    wraps every request in a task group and a memory stream, ~20% of the intake's CPU.
+    A declared Content-Length is checked before anything is read; a chunked body has none,
+    so its bytes are counted as the app receives them and the request is refused as soon as
+    they pass the limit. A plain ASGI middleware: `@app.middleware("http")` (Starlette's
+    BaseHTTPMiddleware) wraps every request in a task group and a memory stream, ~20% of
+    the intake's CPU.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and (
-                    not value.isdigit() or int(value) > MAX_BODY_BYTES
-                ):
-                    response = JSONResponse(
-                        {"detail": f"body larger than {MAX_BODY_BYTES} bytes"},
-                        status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-                    )
-                    await response(scope, receive, send)
-                    return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                response = JSONResponse(
+                    {"detail": f"body larger than {MAX_BODY_BYTES} bytes"},
+                    status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                # Starlette's HTTPException: FastAPI lets it through its body parsing as is.
+                raise StarletteHTTPException(
+                    status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {MAX_BODY_BYTES} bytes"
+                )
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class SenderFirst:
+    """Refuse (401) a request to the API that comes with a body but no known bearer token.
+
+    FastAPI reads and parses a route's body before it resolves the route's dependencies,
+    authentication included: without this, anyone could make the desk read and parse
+    8 MiB. Roles are still checked by the routes; this only turns strangers away early.
+    """
+
+    def __init__(self, app: Any, estate: EstateCache) -> None:
+        self.app = app
+        self.estate = estate
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in BODY_METHODS
+            and scope["path"].startswith("/api/")
+        ):
+            headers = dict(scope["headers"])
+            has_body = headers.get(b"content-length", b"0") != b"0" or (
+                b"transfer-encoding" in headers
+            )
+            if has_body and not self._known(headers.get(b"authorization")):
+                response = JSONResponse(
+                    {"detail": "bearer token required (or unknown)"},
+                    status_code=status.HTTP_401_UNAUTHORIZED,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    def _known(self, authorization: bytes | None) -> bool:
+        try:
+            estate = self.estate()
+        except EstateUnavailableError:
+            return True  # the route answers 503 itself
+        value = authorization.decode("latin-1") if authorization else None
+        return header_person(estate, value) is not None
 
 
 Sender = Annotated[Person, Depends(require("monitor", "operator"))]
@@ -71,10 +154,14 @@ Anyone = Annotated[Person, Depends(current_person)]
 
 
 class Accepted(BaseModel):
-    """The answer to an event delivery: how many were new and how many were repeats."""
+    """The answer to an event delivery: what was stored, what repeated, what was refused."""
 
-    stored: int
-    duplicates: int
+    accepted: int = Field(description="Alerts or events that were valid (stored or repeats).")
+    stored: int = Field(description="Of those, how many were new.")
+    duplicates: int = Field(description="Of those, how many were already stored.")
+    rejected: list[Rejected] = Field(
+        default_factory=list, description="Items not stored, with the field at fault."
+    )
 
 
 class MyTickets(BaseModel):
@@ -106,15 +193,17 @@ class IncidentDetail(Incident):
 
 def create_app(
     store: Store,
-    estate: Callable[[], Estate],
+    estate: EstateCache,
     on_events: Callable[[], None] = lambda: None,
     lifespan: Any = None,
     on_incident_change: Callable[[Incident, str], None] = lambda incident, change: None,
+    max_waiting_events: int = 50_000,
 ) -> FastAPI:
     """The desk API over `store`, authenticating against `estate()`'s people.
 
     `on_events` is told when new events are stored; `on_incident_change` when a person
-    opens or changes an incident (the server publishes both to Prefect).
+    opens or changes an incident (the server publishes both to Prefect). Past
+    `max_waiting_events` events waiting for their commit, intake answers 503.
     """
     app = FastAPI(
         lifespan=lifespan,
@@ -130,45 +219,82 @@ def create_app(
     app.include_router(events_router)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(SenderFirst, estate=estate)
 
     @app.exception_handler(PermanentError)
     async def refuse(request: Request, exc: PermanentError) -> JSONResponse:
         code = status.HTTP_404_NOT_FOUND if isinstance(exc, LookupError) else 409
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
-    intake = GroupCommit(store)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
 
-    async def accept(convert: Callable[[], list[EventIn]]) -> Accepted:
-        try:
-            events = convert()
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
-        stored, duplicates = await intake.store(events)
+    @app.exception_handler(BodyRefusedError)
+    async def unusable(request: Request, exc: BodyRefusedError) -> JSONResponse:
+        detail = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(IntakeBusyError)
+    @app.exception_handler(EstateUnavailableError)
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return _retry_later(str(exc))
+
+    @app.exception_handler(IntakeStoreError)
+    async def not_stored(request: Request, exc: IntakeStoreError) -> JSONResponse:
+        return _retry_later("the events could not be stored (the desk's log says why)")
+
+    intake = GroupCommit(store, max_waiting=max_waiting_events)
+    rejected_total: Counter[str] = Counter()
+
+    async def accept(delivery: Delivery, source: str, sender: Person) -> Accepted:
+        stored, duplicates = await intake.store(delivery.events) if delivery.events else (0, 0)
         if stored:
             on_events()
-        return Accepted(stored=stored, duplicates=duplicates)
+        rejected = delivery.rejected()
+        if rejected:
+            rejected_total[source] += len(rejected)
+            logger.warning(
+                "%s sent %d %s item(s) that were not stored: %r",
+                sender.name,
+                len(rejected),
+                source,
+                [r.reason for r in rejected[:20]],
+            )
+        return Accepted(
+            accepted=len(delivery.events),
+            stored=stored,
+            duplicates=duplicates,
+            rejected=rejected,
+        )
 
     @app.post(
         "/api/v1/events/alertmanager",
         status_code=status.HTTP_202_ACCEPTED,
         tags=["events"],
         summary="Alertmanager webhook (format 4)",
+        openapi_extra=_json_body(AlertmanagerWebhook.model_json_schema()),
+        responses=INTAKE_RESPONSES,
     )
-    async def receive_alertmanager(webhook: AlertmanagerWebhook, sender: Sender) -> Accepted:
-        """Store every alert of the webhook; a repeated delivery stores nothing new."""
-        return await accept(lambda: from_alertmanager(webhook))
+    async def receive_alertmanager(request: Request, sender: Sender) -> Accepted:
+        """Store every valid alert of the webhook and name the others; a repeat stores nothing.
+
+        The body is read only once the sender is known. 422 only when no alert is usable.
+        """
+        return await accept(read_alertmanager(await request.body()), "alertmanager", sender)
 
     @app.post(
         "/api/v1/events",
         status_code=status.HTTP_202_ACCEPTED,
         tags=["events"],
         summary="Generic events",
+        openapi_extra=_json_body(GENERIC_BODY.json_schema()),
+        responses=INTAKE_RESPONSES,
     )
-    async def receive_events(body: GenericEvent | list[GenericEvent], sender: Sender) -> Accepted:
-        """Store one generic event or a list of them."""
-        now = datetime.now(UTC)
-        events = body if isinstance(body, list) else [body]
-        return await accept(lambda: [from_generic(e, now) for e in events])
+    async def receive_events(request: Request, sender: Sender) -> Accepted:
+        """Store one generic event or each valid one of a list, naming the others."""
+        delivery = read_generic(await request.body(), datetime.now(UTC))
+        return await accept(delivery, "generic", sender)
 
     @app.get("/api/v1/incidents", tags=["incidents"])
     def list_incidents(
@@ -242,8 +368,11 @@ def create_app(
         return HTMLResponse(WEB_PAGE.read_text())
 
     @app.get("/api/v1/health", tags=["desk"])
-    def health(request: Request) -> dict[str, Any]:
-        """Whether the desk can reach its store, and "degraded" when triage fails or lags."""
+    def health(
+        request: Request, person: Annotated[Person | None, Depends(optional_person)]
+    ) -> dict[str, Any]:
+        """Whether the desk can reach its store, triage keeps up and the estate loads
+        ("degraded" otherwise; the estate's problems are shown to operators only)."""
         try:
             open_incidents = sum(store.count_open_by_priority().values())
             status_of = getattr(request.app.state, "dispatcher", None)
@@ -251,14 +380,87 @@ def create_app(
         except OpsError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
         state = "degraded" if triage["degraded"] else "ok"
-        return {"status": state, "open_incidents": open_incidents, "triage": triage}
+        return {
+            "status": state,
+            "open_incidents": open_incidents,
+            "triage": triage,
+        } | estate_health(estate, person)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["desk"])
     def metrics() -> str:
         """Prometheus text: events by class, open incidents by priority, time to restore."""
-        return render_metrics(store)
+        return (
+            render_metrics(store)
+            + "\n".join([*estate.status().metrics(), *intake_metrics(intake, rejected_total)])
+            + "\n"
+        )
 
     return app
+
+
+INTAKE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Nothing in the body can be stored: each problem with its location",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    },
+    503: {"description": "Too many events waiting, or no store or estate: retry after a while"},
+}
+
+
+def _retry_later(detail: str) -> JSONResponse:
+    """503 with Retry-After: Alertmanager and opsflow's own senders retry it."""
+    return JSONResponse(
+        {"detail": detail},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI request body for a route that reads its own body, with `$defs` inlined."""
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    body = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": body}}
+
+
+def estate_health(estate: EstateCache, person: Person | None) -> dict[str, Any]:
+    """The health fields about the estate: "degraded" while its files do not load, and why,
+    to operators only (the problems name files, people and hosts).
+    """
+    status_now = estate.status()
+    if not status_now.failing:
+        return {}
+    if person is not None and {"operator", "admin"} & set(person.roles):
+        return {"status": "degraded", "estate": status_now.detail()}
+    return {"status": "degraded"}
+
+
+def intake_metrics(intake: GroupCommit, rejected_total: Counter[str]) -> list[str]:
+    """Prometheus text lines: items refused at intake by source, and events awaiting commit."""
+    lines = [
+        "# HELP opsflow_events_rejected_total Alerts and events refused at intake, by source.",
+        "# TYPE opsflow_events_rejected_total counter",
+    ]
+    for source in ("alertmanager", "generic"):
+        lines.append(f'opsflow_events_rejected_total{{source="{source}"}} {rejected_total[source]}')
+    return [
+        *lines,
+        "# HELP opsflow_intake_waiting_events Events accepted and waiting for their commit.",
+        "# TYPE opsflow_intake_waiting_events gauge",
+        f"opsflow_intake_waiting_events {intake.waiting}",
+    ]
 
 
 def _detail(store: Store, incident_id: str) -> IncidentDetail:

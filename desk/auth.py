@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
-from inventory.models import Person, token_sha256
+from desk.estate import EstateUnavailableError
+from inventory.models import Estate, Person, token_sha256
 
 bearer = HTTPBearer(auto_error=False, description="A person's opsflow API token.")
 
@@ -31,6 +33,35 @@ async def current_person(
     if person is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token", challenge)
     return person
+
+
+async def optional_person(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Person | None:
+    """The person the bearer token belongs to, or None (no token, unknown, or no estate yet).
+
+    For answers that anyone may read but that say more to some roles (the health detail).
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return None
+    try:
+        estate = request.app.state.estate()
+    except EstateUnavailableError:
+        return None
+    return estate.person_with_token_hash(token_sha256(credentials.credentials))
+
+
+def header_person(estate: Estate, authorization: str | None) -> Person | None:
+    """The person whose bearer token an `Authorization` header value carries, if any.
+
+    The same reading of the header as `current_person`'s, for code that runs before
+    FastAPI's dependencies (refusing an unknown sender before its body is read).
+    """
+    scheme, token = get_authorization_scheme_param(authorization)
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return estate.person_with_token_hash(token_sha256(token))
 
 
 def require(*roles: str) -> Callable[[Person], Awaitable[Person]]:

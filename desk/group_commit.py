@@ -12,8 +12,21 @@ from datetime import UTC, datetime
 
 from itsm.records import EventIn
 from itsm.store import Store
+from opsflow.errors import TransientError
 
 logger = logging.getLogger("opsflow.desk.intake")
+
+
+RETRY_AFTER_S = 1
+"""What a refused sender is told to wait before it tries again (Alertmanager retries 5xx)."""
+
+
+class IntakeBusyError(TransientError):
+    """Too many events are waiting to be committed: the sender should retry shortly."""
+
+
+class IntakeStoreError(TransientError):
+    """The store could not commit a group of events; none of them is stored."""
 
 
 @dataclass(frozen=True)
@@ -29,20 +42,45 @@ class GroupCommit:
     of requests, not per request, and each request is answered only once its events are
     committed; if the transaction fails, every request of the group gets the error.
 
+    The events accepted but not yet committed are bounded: past `max_waiting` a request is
+    refused at once with `IntakeBusyError` (nothing of it stored), rather than memory and
+    answer times growing without limit while the store is slow or stuck.
+
     Args:
         store: the records store the events go to.
         max_events: how many events one transaction takes at most (bounds the wait).
+        max_waiting: how many events may wait for their commit; a request alone in the
+            queue is taken whatever its size.
     """
 
-    def __init__(self, store: Store, max_events: int = 10_000) -> None:
+    def __init__(self, store: Store, max_events: int = 10_000, max_waiting: int = 50_000) -> None:
         self._store = store
         self._max_events = max_events
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Waiting] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
+    @property
+    def waiting(self) -> int:
+        """Events accepted and not yet committed (or refused by the store)."""
+        return self._waiting
+
     async def store(self, events: list[EventIn]) -> tuple[int, int]:
-        """Store one request's events; (stored, duplicates) once they are committed."""
+        """Store one request's events; (stored, duplicates) once they are committed.
+
+        Raises:
+            IntakeBusyError: too many events wait already; nothing of this request is queued.
+            IntakeStoreError: the transaction failed; nothing of this request is stored.
+        """
+        with self._waiting_lock:
+            if self._waiting and self._waiting + len(events) > self._max_waiting:
+                raise IntakeBusyError(
+                    f"{self._waiting} events are waiting to be stored; retry in {RETRY_AFTER_S} s"
+                )
+            self._waiting += len(events)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[int, int]] = loop.create_future()
         self._ensure_writer()
@@ -69,14 +107,17 @@ class GroupCommit:
                 group.append(waiting)
                 size += len(waiting.events)
             self._write(group)
+            with self._waiting_lock:
+                self._waiting -= size
 
     def _write(self, group: list[_Waiting]) -> None:
         try:
             counts = self._store.store_event_groups([w.events for w in group], datetime.now(UTC))
         except Exception as exc:  # every request of the group is told: nothing of it is stored
             logger.warning("storing the events of %d request(s) failed: %s", len(group), exc)
+            error = IntakeStoreError(f"storing the events failed: {exc}")
             for waiting in group:
-                _answer(waiting, None, exc)
+                _answer(waiting, None, error)
             return
         for waiting, count in zip(group, counts, strict=True):
             _answer(waiting, count, None)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import uvicorn
@@ -18,9 +16,8 @@ from desk.api_access import AccessRunner
 from desk.api_requests import RequestRunner
 from desk.app import create_app
 from desk.dispatch import Dispatcher, without_heartbeats
+from desk.estate import EstateCache, EstateUnavailableError
 from desk.restorations import RestorationRunner
-from inventory.loader import load_estate
-from inventory.models import Estate
 from itsm.access_store import AccessStore
 from itsm.request_store import RequestStore
 from opsflow.settings import get_settings
@@ -30,45 +27,14 @@ from tasks.records import open_store
 DEFAULT_PORT = 8765
 
 
-class EstateCache:
-    """The estate, reloaded when one of its files changes, so new people and rules apply.
-
-    The files are looked at no more than once every `recheck_s` seconds: every request
-    asks for the estate (to authenticate), and listing and stat-ing the directory each time
-    cost the intake ~10% of its CPU.
-    """
-
-    def __init__(self, directory: Path, recheck_s: float = 1.0) -> None:
-        self._directory = directory
-        self._lock = threading.Lock()
-        self._stamp: tuple[tuple[str, float], ...] = ()
-        self._estate: Estate | None = None
-        self._recheck_s = recheck_s
-        self._checked = 0.0
-
-    def _current_stamp(self) -> tuple[tuple[str, float], ...]:
-        return tuple(sorted((p.name, p.stat().st_mtime) for p in self._directory.iterdir()))
-
-    def __call__(self) -> Estate:
-        estate = self._estate
-        if estate is not None and time.monotonic() - self._checked < self._recheck_s:
-            return estate
-        self._checked = time.monotonic()
-        stamp = self._current_stamp()
-        with self._lock:
-            if self._estate is None or stamp != self._stamp:
-                self._estate = load_estate(self._directory)
-                self._stamp = stamp
-            return self._estate
-
-
 def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     """The desk app wired to the store, the estate and a dispatcher (not yet started)."""
     from flows.event_triage import event_triage
     from flows.incident_restoration import incident_restoration
 
     estate = EstateCache(estate_dir or get_settings().estate_dir)
-    estate()
+    with suppress(EstateUnavailableError):
+        estate()  # load it now; if it does not, the desk answers 503 until it does
 
     def triage() -> list[dict]:
         with tags("itil:event"):

@@ -1,4 +1,5 @@
-"""Event intake: durable 202, deduplication, authentication, and refusal of bad bodies."""
+"""Event intake: durable 202, deduplication, authentication, alert-by-alert acceptance and
+refusal of bodies with nothing usable in them."""
 
 from __future__ import annotations
 
@@ -28,12 +29,32 @@ def stored_events(store) -> list:
     return store.pending_events(10_000)
 
 
+def accepted(stored: int = 0, duplicates: int = 0, rejected: list | None = None) -> dict:
+    """The 202 body for a delivery whose valid items were `stored` new and `duplicates`."""
+    return {
+        "accepted": stored + duplicates,
+        "stored": stored,
+        "duplicates": duplicates,
+        "rejected": rejected or [],
+    }
+
+
+def post_raw(desk, path: str, body: dict | list, person: str = "max"):
+    """Post `body` as ASCII JSON: a lone surrogate goes out as the escape `\\ud800`, as
+    Python's encoder writes it for a hostile sender (httpx's own encoder refuses it)."""
+    return desk.post(
+        path,
+        content=json.dumps(body).encode(),
+        headers={**auth(person), "content-type": "application/json"},
+    )
+
+
 def test_alertmanager_webhook_is_stored_once(desk, store) -> None:
     body = firing()
     first = desk.post("/api/v1/events/alertmanager", json=body, headers=auth("max"))
     again = desk.post("/api/v1/events/alertmanager", json=body, headers=auth("max"))
-    assert (first.status_code, first.json()) == (202, {"stored": 1, "duplicates": 0})
-    assert (again.status_code, again.json()) == (202, {"stored": 0, "duplicates": 1})
+    assert (first.status_code, first.json()) == (202, accepted(stored=1))
+    assert (again.status_code, again.json()) == (202, accepted(duplicates=1))
     [event] = stored_events(store)
     assert (event.source, event.status, event.host) == ("alertmanager", "firing", "h1")
     assert event.fingerprint == body["alerts"][0]["fingerprint"]
@@ -44,7 +65,7 @@ def test_resolved_delivery_is_a_new_event(desk, store) -> None:
     answer = desk.post(
         "/api/v1/events/alertmanager", json=load("resolved.json"), headers=auth("max")
     )
-    assert answer.json() == {"stored": 1, "duplicates": 0}
+    assert answer.json() == accepted(stored=1)
     assert [e.status for e in stored_events(store)] == ["firing", "resolved"]
 
 
@@ -105,6 +126,102 @@ def test_malformed_bodies_are_refused_naming_the_field(desk, store, case, mangle
     answer = desk.post("/api/v1/events/alertmanager", json=mangle(firing()), headers=auth("max"))
     assert answer.status_code == 422, answer.text
     assert field in json.dumps(answer.json()["detail"])
+    assert stored_events(store) == []
+
+
+def _alert(**changes: object) -> dict:
+    """The fixture's alert with a fingerprint of its own and `changes` applied; a `labels`
+    change is merged into the alert's labels."""
+    alert = copy.deepcopy(load("firing.json")["alerts"][0])
+    labels = changes.pop("labels", {})
+    alert.update(changes)
+    alert["labels"].update(labels)
+    return alert
+
+
+HOSTILE_ALERTS = [
+    ("far-east-offset-before-year-1", _alert(startsAt="0001-01-01T00:00:00+23:59"), "startsAt"),
+    ("far-west-offset-after-9999", _alert(endsAt="9999-12-31T23:59:59-23:59"), "endsAt"),
+    ("host-over-255", _alert(labels={"host": "x" * 300}), "host"),
+    ("lone-surrogate-label", _alert(labels={"service": "app\ud800"}), "labels.service"),
+    ("lone-surrogate-label-name", _alert(labels={"a\ud800": "x"}), "labels"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "hostile", "field"), HOSTILE_ALERTS, ids=[h[0] for h in HOSTILE_ALERTS]
+)
+def test_a_bad_alert_costs_only_itself(desk, store, case, hostile, field) -> None:
+    good = [_alert(fingerprint=f"{i:016x}", labels={"host": f"web{i}"}) for i in (1, 2)]
+    body = {**load("firing.json"), "alerts": [good[0], hostile, good[1]]}
+
+    answer = post_raw(desk, "/api/v1/events/alertmanager", body)
+
+    assert answer.status_code == 202, answer.text
+    result = answer.json()
+    assert (result["accepted"], result["stored"]) == (2, 2)
+    [rejected] = result["rejected"]
+    assert rejected["index"] == 1
+    assert rejected["reason"].startswith(f"alerts[1].{field}"), rejected
+    assert sorted(e.host for e in stored_events(store)) == ["web1", "web2"]
+    metrics = desk.get("/metrics").text
+    assert 'opsflow_events_rejected_total{source="alertmanager"} 1' in metrics
+
+
+def test_a_bad_generic_event_costs_only_itself(desk, store) -> None:
+    good = {"source": "backup-script", "host": "web1", "severity": "warning"}
+    body = [
+        good,
+        {**good, "occurred_at": "0001-01-01T00:00:00+23:59"},
+        {**good, "host": "h" * 300},
+        {**good, "summary": "\ud800", "fingerprint": "other"},
+        "not an event",
+        {**good, "fingerprint": "second"},
+    ]
+
+    answer = post_raw(desk, "/api/v1/events", body)
+
+    assert answer.status_code == 202, answer.text
+    result = answer.json()
+    assert (result["accepted"], result["stored"]) == (2, 2)
+    reasons = {r["index"]: r["reason"] for r in result["rejected"]}
+    assert sorted(reasons) == [1, 2, 3, 4]
+    assert reasons[1].startswith("[1].occurred_at: ")
+    assert reasons[2].startswith("[2].host: ")
+    assert reasons[3].startswith("[3].summary: ")
+    fingerprints = [e.fingerprint for e in stored_events(store)]
+    assert len(fingerprints) == 2 and "second" in fingerprints
+
+
+NOTHING_USABLE = [
+    ("every-alert-bad", "/api/v1/events/alertmanager", [a for _, a, _ in HOSTILE_ALERTS]),
+    ("one-bad-generic", "/api/v1/events", {"source": "x", "summary": "\ud800"}),
+    ("all-generic-bad", "/api/v1/events", [{"source": "x", "host": "h" * 300}, 5]),
+    ("generic-not-an-object", "/api/v1/events", 42),
+    ("nested-too-deep", "/api/v1/events", "[" * 100_000 + "]" * 100_000),
+    ("not-utf-8", "/api/v1/events", b'{"source": "\xff"}'),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "body"), NOTHING_USABLE, ids=[n[0] for n in NOTHING_USABLE]
+)
+def test_a_body_with_nothing_usable_is_refused_with_a_json_detail(
+    desk, store, case, path, body
+) -> None:
+    if case == "every-alert-bad":
+        body = {**load("firing.json"), "alerts": body}
+    if isinstance(body, bytes | str):
+        content = body if isinstance(body, bytes) else body.encode()
+    else:
+        content = json.dumps(body).encode()
+    answer = desk.post(
+        path, content=content, headers={**auth("max"), "content-type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert detail and all({"loc", "msg", "type"} <= set(problem) for problem in detail)
+    assert all(problem["loc"][0] == "body" for problem in detail)
     assert stored_events(store) == []
 
 
