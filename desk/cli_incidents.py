@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from desk.cli_base import JsonOption, call_desk, console, name_values, print_json
 
@@ -95,7 +96,11 @@ def incident_show(
         f"SLA breached: {', '.join(k for k, v in detail['sla_breached'].items() if v) or 'no'}"
     )
     for entry in detail["worklog"]:
-        console.print(f"  {entry['at'][:23]}  [bold]{entry['author']}[/]  {entry['text']}")
+        console.print(
+            Text.assemble(
+                f"  {entry['at'][:23]}  ", (entry["author"], "bold"), f"  {entry['text']}"
+            )
+        )
 
 
 @incident_app.command("open")
@@ -146,7 +151,9 @@ def show_me(as_json: bool) -> None:
     if as_json:
         print_json(me)
         return
-    console.print(f"[bold]{me['full_name'] or me['name']}[/] ({', '.join(me['roles'])})")
+    console.print(
+        Text.assemble((me["full_name"] or me["name"], "bold"), f" ({', '.join(me['roles'])})")
+    )
     console.print(incident_table(me["incidents"], title="incidents you reported"))
     requests = Table(title="requests you made")
     for column in ("number", "item", "inputs", "state", "outcome"):

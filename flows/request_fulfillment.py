@@ -38,6 +38,7 @@ from flows.fulfilment import FulfilmentResult, fulfilment_flows
 from inventory.models import CatalogItem, Estate
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, validate_inputs, validate_request
+from itsm.markdown import md_text
 from itsm.request_store import RequestStore
 from itsm.requests import (
     PENDING_STATES,
@@ -480,15 +481,16 @@ def publish_request(record: ServiceRequest) -> None:
     lines = [
         f"# {record.number}: {record.item} ({record.state})",
         "",
-        f"- requester: {record.requester}",
-        f"- inputs: {record.inputs}",
-        f"- approver: {record.approver or '-'} ({record.decision_comment or '-'})",
-        f"- outcome: {record.outcome or '-'}",
-        *(f"- attachment: `{a.name}` sha256 `{a.sha256}`" for a in record.attachments),
+        f"- requester: {md_text(record.requester)}",
+        f"- inputs: {md_text(record.inputs)}",
+        f"- approver: {md_text(record.approver or '-')} "
+        f"({md_text(record.decision_comment or '-')})",
+        f"- outcome: {md_text(record.outcome or '-')}",
+        *(f"- attachment: {md_text(a.name)} sha256 {a.sha256}" for a in record.attachments),
         "",
         "| at | actor | action |",
         "|---|---|---|",
-        *(f"| {e.at:%H:%M:%S} | {e.actor} | {e.action} |" for e in trail),
+        *(f"| {e.at:%H:%M:%S} | {md_text(e.actor)} | {md_text(e.action)} |" for e in trail),
     ]
     create_markdown_artifact(
         key=f"request-{record.number.lower()}",
