@@ -38,7 +38,7 @@ from itsm.access import (
 )
 from itsm.access_store import AccessStore
 from itsm.approvals import ApprovalRefusedError, check_approver
-from itsm.leases import Leases
+from itsm.leases import LeaseClaim, Leases
 from opsflow.errors import OpsError
 from opsflow.settings import get_settings
 
@@ -91,10 +91,17 @@ class AccessRunner:
         )
         self._leases.start()
 
+    def lease_claim(self) -> LeaseClaim | None:
+        """The lease an approval takes in its own transaction for this desk (once `keep`)."""
+        return None if self._leases is None else self._leases.claim()
+
     def grant(self, grant_id: int, store: AccessStore) -> Future[Any]:
-        """Put an approved grant in place; once active, arrange its expiry at its end."""
+        """Put an approved grant in place; once active, arrange its expiry at its end.
+
+        The grant's lease was taken for this desk with the approval (`lease_claim`).
+        """
         if self._leases is not None:
-            self._leases.hold(f"{LEASE_PREFIX}{grant_id}")
+            self._leases.adopt(f"{LEASE_PREFIX}{grant_id}")
         return self._pool.submit(self._put_in_place, grant_id, store)
 
     def _put_in_place(self, grant_id: int, store: AccessStore) -> None:
@@ -278,7 +285,12 @@ def approve_access(
     with _refusals():
         check_approver(person, grant.requester, entitlement.approvers, _what(grant))
     approved = grants.decide(
-        grant_id, True, person.name, (body or AccessDecision()).comment, datetime.now(UTC)
+        grant_id,
+        True,
+        person.name,
+        (body or AccessDecision()).comment,
+        datetime.now(UTC),
+        lease=runner.lease_claim(),
     )
     runner.grant(grant_id, grants)
     return approved

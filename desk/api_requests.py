@@ -26,9 +26,9 @@ from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
-from itsm.leases import Leases
+from itsm.leases import LeaseClaim, Leases
 from itsm.records import AuditEntry
-from itsm.request_store import RequestStore
+from itsm.request_store import RequestQuotaError, RequestStore
 from itsm.requests import (
     CARRIED_STATES,
     PENDING_STATES,
@@ -82,13 +82,24 @@ class RequestRunner:
             self._take_over,
         )
 
-    def start(self, record: ServiceRequest) -> bool:
-        """Start fulfilling a new request; False when `max_running` runs are in flight."""
+    def start(self, create: Callable[[LeaseClaim], ServiceRequest]) -> ServiceRequest | None:
+        """Record a new request with `create` and start fulfilling it.
+
+        `create` records the request and takes this desk's lease on it in one transaction,
+        so a desk that dies right after leaves a leased request for another to take over,
+        never one carried by nobody. None, with nothing recorded, when `max_running` runs
+        are in flight.
+        """
         if not self._reserve():
-            return False
-        self.leases.hold(_lease_name(record.id))
+            return None
+        try:
+            record = create(self.leases.claim())
+        except BaseException:
+            self._unreserve()
+            raise
+        self.leases.adopt(_lease_name(record.id))
         self._launch(record)
-        return True
+        return record
 
     def keep(self) -> None:
         """Start renewing this desk's leases and taking over requests whose desk stopped."""
@@ -142,6 +153,11 @@ class RequestRunner:
             self.running += 1
             return True
 
+    def _unreserve(self) -> None:
+        with self._changed:
+            self.running -= 1
+            self._changed.notify_all()
+
     def _launch(self, record: ServiceRequest) -> None:
         thread = threading.Thread(
             target=self._work, args=(record,), name=f"request-{record.number}", daemon=True
@@ -157,9 +173,7 @@ class RequestRunner:
             try:
                 self.leases.release(_lease_name(record.id))
             finally:
-                with self._changed:
-                    self.running -= 1
-                    self._changed.notify_all()
+                self._unreserve()
 
 
 ACTOR = "service-desk"
@@ -312,20 +326,29 @@ def submit_request(body: RequestCreate, request: Request, person: Anyone) -> Req
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     runner = request_runner(request)
     requests = _store(request)
-    record = requests.create(
-        item.name, inputs, person.name, item.approval.policy, person.name, datetime.now(UTC)
-    )
-    if not runner.start(record):
-        requests.move(
-            record.id,
-            "failed",
-            "desk",
+
+    def create(lease: LeaseClaim) -> ServiceRequest:
+        return requests.create(
+            item.name,
+            inputs,
+            person.name,
+            item.approval.policy,
+            person.name,
             datetime.now(UTC),
-            outcome=f"the desk is running {runner.max_running} requests already; submit again",
+            lease=lease,
+            max_open=estate.settings.max_open_requests_per_person,
         )
+
+    try:
+        record = runner.start(create)
+    except RequestQuotaError as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
+    if record is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"{record.number} not started: the desk is at its limit of running requests",
+            f"not recorded: the desk is running its limit of {runner.max_running} requests; "
+            "submit again later",
+            {"Retry-After": "60"},
         )
     return _detail(requests, record.id)
 

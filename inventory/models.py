@@ -302,6 +302,11 @@ class EstateSettings(StrictModel):
     problem_window_days: int = Field(
         default=7, ge=1, description="How many days back the problem review looks."
     )
+    max_open_requests_per_person: int = Field(
+        default=10,
+        ge=1,
+        description="Service requests one person may have open at once (429 beyond it).",
+    )
 
 
 class Estate(StrictModel):

@@ -3,18 +3,23 @@
 A lease is taken when it is free, lapsed or already the taker's; its holder renews it while
 it works and releases it at the end. A holder that dies simply stops renewing, and once the
 lease lapses anyone may take it over. Access grants lease accounts (`user:NAME`) so two runs
-never change one account at once; desks lease the requests they carry (`request:ID`).
+never change one account at once; desks lease the requests (`request:ID`) and approved
+grants (`grant:ID`) they carry. Those two leases are taken by the record store in the very
+transaction that records the request or the approval (`LeaseClaim`, `take_lease`), so no
+crash can leave such a record committed with nobody carrying it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, String, Table, delete, insert, select, update
+from sqlalchemy import Column, Connection, String, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from itsm.store import Store, UtcDateTime, metadata
+from opsflow.errors import TransientError
 
 leases = Table(
     "leases",
@@ -23,6 +28,50 @@ leases = Table(
     Column("holder", String(255), nullable=False),
     Column("until", UtcDateTime, nullable=False),
 )
+
+
+class LeaseHeldError(TransientError):
+    """A lease a record's transaction needed is held by another holder: nothing was written."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"lease {name} is held by another process; nothing was recorded")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class LeaseClaim:
+    """A lease to take in the transaction that writes a record: `prefix` + the record's id."""
+
+    prefix: str
+    holder: str
+    lease_s: float
+
+    def take(self, conn: Connection, record_id: int, now: datetime) -> str:
+        """Take the record's lease in `conn`'s transaction; its name.
+
+        Raises:
+            LeaseHeldError: someone else holds it, so the transaction must not commit.
+        """
+        name = f"{self.prefix}{record_id}"
+        if not take_lease(conn, name, self.holder, now, self.lease_s):
+            raise LeaseHeldError(name)
+        return name
+
+
+def take_lease(conn: Connection, name: str, holder: str, now: datetime, lease_s: float) -> bool:
+    """In `conn`'s transaction, hold `name` for `lease_s` if free, lapsed or `holder`'s already."""
+    until = now + timedelta(seconds=lease_s)
+    query = select(leases).where(leases.c.name == name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        conn.execute(insert(leases).values(name=name, holder=holder, until=until))
+        return True
+    if row.holder != holder and row.until > now:
+        return False
+    conn.execute(update(leases).where(leases.c.name == name).values(holder=holder, until=until))
+    return True
 
 
 class Leases:
@@ -34,22 +83,9 @@ class Leases:
 
     def take(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
         """Hold `name` for `lease_s` from `now` if it is free, lapsed or `holder`'s already."""
-        until = now + timedelta(seconds=lease_s)
         try:
             with self.store.write() as conn:
-                query = select(leases).where(leases.c.name == name)
-                if self.store.dialect == "postgresql":
-                    query = query.with_for_update()
-                row = conn.execute(query).first()
-                if row is None:
-                    conn.execute(insert(leases).values(name=name, holder=holder, until=until))
-                    return True
-                if row.holder != holder and row.until > now:
-                    return False
-                conn.execute(
-                    update(leases).where(leases.c.name == name).values(holder=holder, until=until)
-                )
-                return True
+                return take_lease(conn, name, holder, now, lease_s)
         except IntegrityError:  # another holder inserted it first (PostgreSQL)
             return False
 
