@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from desk.api_access import router as access_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
-from desk.auth import current_person, require
+from desk.auth import READER_ROLES, require, sees_everything
 from desk.group_commit import GroupCommit
 from desk.intake import AlertmanagerWebhook, GenericEvent, from_alertmanager, from_generic
 from desk.metrics import render_metrics
@@ -29,7 +29,7 @@ from itsm.access_store import AccessStore
 from itsm.records import EventIn, Incident, IncidentCreate, IncidentUpdate, WorklogEntry
 from itsm.request_store import RequestStore
 from itsm.requests import ServiceRequest
-from itsm.store import Store
+from itsm.store import RecordNotFoundError, Store
 from opsflow.errors import OpsError, PermanentError
 
 WEB_PAGE = Path(__file__).with_name("web") / "index.html"
@@ -64,7 +64,7 @@ class BodyLimit:
 
 Sender = Annotated[Person, Depends(require("monitor", "operator"))]
 Operator = Annotated[Person, Depends(require("operator"))]
-Anyone = Annotated[Person, Depends(current_person)]
+Reader = Annotated[Person, Depends(require(*READER_ROLES))]
 
 
 class Accepted(BaseModel):
@@ -168,28 +168,38 @@ def create_app(
 
     @app.get("/api/v1/incidents", tags=["incidents"])
     def list_incidents(
-        person: Anyone,
+        person: Reader,
         state: Annotated[list[str] | None, Query()] = None,
         host: str | None = None,
         service: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[Incident]:
-        """Incidents, newest first, filtered by state, host or service."""
+        """Incidents, newest first, filtered by state, host or service (operators: all of
+        them; anyone else: those they reported)."""
         return store.list_incidents(
-            state=state, host=host, service=service, limit=limit, offset=offset
+            state=state,
+            host=host,
+            service=service,
+            limit=limit,
+            offset=offset,
+            reported_by=None if sees_everything(person) else person.name,
         )
 
     @app.post("/api/v1/incidents", tags=["incidents"], status_code=status.HTTP_201_CREATED)
-    def report_incident(body: IncidentCreate, person: Anyone) -> Incident:
+    def report_incident(body: IncidentCreate, person: Reader) -> Incident:
         """Report an incident; one already open for the same CI and symptom is returned."""
         incident, created = store.open_or_correlate(body, datetime.now(UTC), actor=person.name)
         on_incident_change(incident, "opened" if created else "updated")
         return incident
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
-    def show_incident(incident_id: str, person: Anyone) -> IncidentDetail:
-        """One incident by id or number (INC0000001), with its worklog and SLA state."""
+    def show_incident(incident_id: str, person: Reader) -> IncidentDetail:
+        """One incident by id or number (INC0000001), with its worklog and SLA state; 404
+        for an incident someone else reported, unless an operator asks."""
+        incident = store.get_incident(incident_id)
+        if not sees_everything(person) and incident.reported_by != person.name:
+            raise RecordNotFoundError("incident", incident_id)
         return _detail(store, incident_id)
 
     @app.patch("/api/v1/incidents/{incident_id}", tags=["incidents"])
@@ -204,7 +214,7 @@ def create_app(
         return _detail(store, incident_id)
 
     @app.get("/api/v1/me", tags=["desk"])
-    def me(person: Anyone) -> MyTickets:
+    def me(person: Reader) -> MyTickets:
         """Who the token belongs to, and the incidents, requests and access they asked for."""
         return MyTickets(
             name=person.name,
@@ -217,7 +227,7 @@ def create_app(
         )
 
     @app.get("/api/v1/services", tags=["desk"])
-    def services(person: Anyone) -> list[ServiceSummary]:
+    def services(person: Reader) -> list[ServiceSummary]:
         """The estate's services and their hosts, to say what an incident is about."""
         current = estate()
         return [

@@ -7,7 +7,7 @@ incidents do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    or_,
     select,
     update,
 )
@@ -111,9 +112,22 @@ class AccessStore:
         requester: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        visible_to: str | None = None,
+        entitlements: Sequence[str] = (),
     ) -> list[AccessGrant]:
-        """Grants, newest first, filtered by state and requester."""
+        """Grants, newest first, filtered by state and requester.
+
+        With `visible_to`, only that person's grants and those of `entitlements` (what they
+        may approve).
+        """
         query = select(access_grants)
+        if visible_to is not None:
+            query = query.where(
+                or_(
+                    access_grants.c.requester == visible_to,
+                    access_grants.c.entitlement.in_(list(entitlements)),
+                )
+            )
         if state:
             query = query.where(access_grants.c.state.in_(state))
         if requester:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -150,9 +151,22 @@ class RequestStore:
         requester: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        visible_to: str | None = None,
+        items: Sequence[str] = (),
     ) -> list[ServiceRequest]:
-        """Requests matching every filter given, newest first."""
+        """Requests matching every filter given, newest first.
+
+        With `visible_to`, only that person's requests and those for `items` (what they may
+        approve).
+        """
         query = select(service_requests)
+        if visible_to is not None:
+            query = query.where(
+                or_(
+                    service_requests.c.requester == visible_to,
+                    service_requests.c.item.in_(list(items)),
+                )
+            )
         if state:
             query = query.where(service_requests.c.state.in_(list(state)))
         if requester is not None:
