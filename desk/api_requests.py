@@ -451,7 +451,7 @@ def _decide(
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     record = _paused(requests, record)
     run_id = record.approval_run_id or ""
-    from flows.request_fulfillment import approval_key
+    from flows.request_fulfillment import approval_key, decision_sent
 
     key = approval_key(create=True) or b""
     run_input = {
@@ -461,6 +461,7 @@ def _decide(
         "signature": decision_signature(key, record.id, run_id, decision, person.name, comment),
     }
     _resume(record, run_id, run_input)
+    decision_sent(run_id)  # the run waits in this desk's process, most often: wake it now
     requests.note(
         record.id,
         person.name,
