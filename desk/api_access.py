@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
-from desk.auth import current_person, require
+from desk.auth import READER_ROLES, require, sees_everything
 from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import Entitlement, Estate, Person
 from itsm.access import (
@@ -33,12 +33,12 @@ from itsm.access import (
     AccessNotEntitledError,
     AccessRequestCreate,
     AccessRequestInvalidError,
-    describe_audience,
     resolve_request,
 )
 from itsm.access_store import AccessStore
 from itsm.approvals import ApprovalRefusedError, check_approver
-from itsm.leases import Leases
+from itsm.leases import LeaseClaim, Leases
+from itsm.store import RecordNotFoundError
 from opsflow.errors import OpsError
 from opsflow.settings import get_settings
 
@@ -48,7 +48,7 @@ router = APIRouter(prefix="/api/v1", tags=["access"])
 
 LEASE_PREFIX = "grant:"
 
-Anyone = Annotated[Person, Depends(current_person)]
+Reader = Annotated[Person, Depends(require(*READER_ROLES))]
 Operator = Annotated[Person, Depends(require("operator"))]
 
 
@@ -91,10 +91,17 @@ class AccessRunner:
         )
         self._leases.start()
 
+    def lease_claim(self) -> LeaseClaim | None:
+        """The lease an approval takes in its own transaction for this desk (once `keep`)."""
+        return None if self._leases is None else self._leases.claim()
+
     def grant(self, grant_id: int, store: AccessStore) -> Future[Any]:
-        """Put an approved grant in place; once active, arrange its expiry at its end."""
+        """Put an approved grant in place; once active, arrange its expiry at its end.
+
+        The grant's lease was taken for this desk with the approval (`lease_claim`).
+        """
         if self._leases is not None:
-            self._leases.hold(f"{LEASE_PREFIX}{grant_id}")
+            self._leases.adopt(f"{LEASE_PREFIX}{grant_id}")
         return self._pool.submit(self._put_in_place, grant_id, store)
 
     def _put_in_place(self, grant_id: int, store: AccessStore) -> None:
@@ -239,6 +246,24 @@ def _entitlement(request: Request, grant: AccessGrant) -> Entitlement:
         ) from None
 
 
+def _approvable_entitlements(estate: Estate, person: Person) -> list[str]:
+    """The entitlements whose grants `person` may approve (their own excepted)."""
+    return [e.name for e in estate.entitlements if e.approvers.admits(person)]
+
+
+def _visible(grants: AccessStore, grant_id: int, estate: Estate, person: Person) -> AccessGrant:
+    """The grant if `person` may see it (theirs, one they may approve, or an operator);
+    otherwise 404, exactly as if there were none."""
+    grant = grants.get(grant_id)
+    if (
+        sees_everything(person)
+        or grant.requester == person.name
+        or grant.entitlement in _approvable_entitlements(estate, person)
+    ):
+        return grant
+    raise RecordNotFoundError("access_grant", grant_id)
+
+
 def _what(grant: AccessGrant) -> str:
     """A grant as approval messages name it: "#12 (web-login for carol)"."""
     return f"#{grant.id} ({grant.entitlement} for {grant.username})"
@@ -254,7 +279,7 @@ class ReviewRequest(BaseModel):
 
 @router.post("/access-requests", status_code=status.HTTP_201_CREATED)
 def request_access(
-    body: AccessRequestCreate, request: Request, person: Anyone, grants: Grants
+    body: AccessRequestCreate, request: Request, person: Reader, grants: Grants
 ) -> AccessGrant:
     """Ask for an entitlement for yourself; it waits for an approver (state requested)."""
     estate = _estate(request)
@@ -267,18 +292,23 @@ def request_access(
 def approve_access(
     grant_id: int,
     request: Request,
-    person: Anyone,
+    person: Reader,
     grants: Grants,
     runner: Runner,
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Approve a request (not your own; the entitlement names who may) and start the grant."""
-    grant = grants.get(grant_id)
+    grant = _visible(grants, grant_id, _estate(request), person)
     entitlement = _entitlement(request, grant)
     with _refusals():
         check_approver(person, grant.requester, entitlement.approvers, _what(grant))
     approved = grants.decide(
-        grant_id, True, person.name, (body or AccessDecision()).comment, datetime.now(UTC)
+        grant_id,
+        True,
+        person.name,
+        (body or AccessDecision()).comment,
+        datetime.now(UTC),
+        lease=runner.lease_claim(),
     )
     runner.grant(grant_id, grants)
     return approved
@@ -288,12 +318,12 @@ def approve_access(
 def reject_access(
     grant_id: int,
     request: Request,
-    person: Anyone,
+    person: Reader,
     grants: Grants,
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Deny a request (not your own; the entitlement names who may)."""
-    grant = grants.get(grant_id)
+    grant = _visible(grants, grant_id, _estate(request), person)
     entitlement = _entitlement(request, grant)
     with _refusals():
         check_approver(person, grant.requester, entitlement.approvers, _what(grant))
@@ -304,49 +334,48 @@ def reject_access(
 
 @router.get("/access-grants")
 def list_access_grants(
-    person: Anyone,
+    request: Request,
+    person: Reader,
     grants: Grants,
     state: Annotated[list[str] | None, Query()] = None,
     requester: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[AccessGrant]:
-    """Access grants, newest first, filtered by state or requester."""
-    return grants.list(state=state, requester=requester, limit=limit, offset=offset)
+    """Access grants, newest first, filtered by state or requester.
+
+    Operators see every grant; others their own and those they may approve.
+    """
+    everything = sees_everything(person)
+    return grants.list(
+        state=state,
+        requester=requester,
+        limit=limit,
+        offset=offset,
+        visible_to=None if everything else person.name,
+        entitlements=() if everything else _approvable_entitlements(_estate(request), person),
+    )
 
 
 @router.get("/access-grants/{grant_id}")
-def show_access_grant(grant_id: int, person: Anyone, grants: Grants) -> AccessGrant:
-    """One access grant: its state, hosts, end, and the last error if a run failed."""
-    return grants.get(grant_id)
+def show_access_grant(
+    grant_id: int, request: Request, person: Reader, grants: Grants
+) -> AccessGrant:
+    """One access grant: its state, hosts, end, and the last error if a run failed (404 if
+    it is neither yours nor one you may approve)."""
+    return _visible(grants, grant_id, _estate(request), person)
 
 
 @router.delete("/access-grants/{grant_id}", status_code=status.HTTP_202_ACCEPTED)
 def revoke_access_grant(
-    grant_id: int, request: Request, person: Anyone, grants: Grants, runner: Runner
+    grant_id: int, request: Request, person: Reader, grants: Grants, runner: Runner
 ) -> AccessGrant:
-    """Revoke a grant (its requester, its approvers, operators); a pending request is withdrawn.
+    """Revoke a grant (its requester, its approvers, operators: 404 for anyone else, who may
+    not see it); a pending request is withdrawn.
 
     The revocation is recorded at once and carried out on the hosts in the background.
     """
-    grant = grants.get(grant_id)
-    estate = _estate(request)
-    try:
-        approvers = estate.entitlement(grant.entitlement).approvers
-    except KeyError:
-        approvers = None
-    allowed = (
-        person.name == grant.requester
-        or bool({"operator", "admin"} & set(person.roles))
-        or (approvers is not None and approvers.admits(person))
-    )
-    if not allowed:
-        wanted = "" if approvers is None else f" or approvers ({describe_audience(approvers)})"
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"{person.name} may not revoke access grant {grant_id}: only its requester "
-            f"{grant.requester}, operators{wanted}",
-        )
+    grant = _visible(grants, grant_id, _estate(request), person)
     now = datetime.now(UTC)
     if grant.state == "requested":
         return grants.decide(grant_id, False, person.name, "withdrawn", now)

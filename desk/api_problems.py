@@ -1,8 +1,10 @@
 """Problems and known errors through the desk: read problems, record and list known errors.
 
 Mounted by `create_app` with `app.include_router(router)`; it uses the app's store and the
-estate's people like every other desk route. Refusals are the store's permanent errors, which
-the app answers 404 (not found) or 409 (illegal move, duplicate, unknown workaround).
+estate's people like every other desk route. Problems and known errors are operators' work
+(they name incidents and hosts): other roles are refused (403). Refusals are the store's
+permanent errors, which the app answers 404 (not found) or 409 (illegal move, duplicate,
+unknown workaround).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from desk.auth import current_person, require
+from desk.auth import require
 from inventory.models import Person
 from itsm.problem_store import ProblemStore
 from itsm.problems import (
@@ -27,7 +29,6 @@ from itsm.problems import (
 
 router = APIRouter(prefix="/api/v1", tags=["problems"])
 
-Anyone = Annotated[Person, Depends(current_person)]
 Operator = Annotated[Person, Depends(require("operator"))]
 
 
@@ -51,7 +52,7 @@ def workaround_runbooks() -> list[str]:
 
 @router.get("/problems")
 def list_problems(
-    person: Anyone,
+    person: Operator,
     problems: Problems,
     state: Annotated[list[ProblemState] | None, Query()] = None,
     service: str | None = None,
@@ -63,7 +64,7 @@ def list_problems(
 
 
 @router.get("/problems/{problem_id}")
-def show_problem(problem_id: str, person: Anyone, problems: Problems) -> Problem:
+def show_problem(problem_id: str, person: Operator, problems: Problems) -> Problem:
     """One problem by id or number (PRB0000001), with its incidents and known errors."""
     return problems.get_problem(problem_id)
 
@@ -78,7 +79,7 @@ def update_problem(
 
 @router.get("/known-errors")
 def list_known_errors(
-    person: Anyone,
+    person: Operator,
     problems: Problems,
     service: str | None = None,
     include_retired: bool = False,
@@ -105,6 +106,6 @@ def add_known_error(body: KnownErrorCreate, person: Operator, problems: Problems
 
 
 @router.get("/known-errors/{known_error_id}")
-def show_known_error(known_error_id: str, person: Anyone, problems: Problems) -> KnownError:
+def show_known_error(known_error_id: str, person: Operator, problems: Problems) -> KnownError:
     """One known error by id or number (KE0000001)."""
     return problems.get_known_error(known_error_id)

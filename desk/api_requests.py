@@ -21,14 +21,14 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
-from desk.auth import current_person
+from desk.auth import READER_ROLES, require, sees_everything
 from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
-from itsm.leases import Leases
+from itsm.leases import LeaseClaim, Leases
 from itsm.records import AuditEntry
-from itsm.request_store import RequestStore
+from itsm.request_store import RequestQuotaError, RequestStore
 from itsm.requests import (
     CARRIED_STATES,
     PENDING_STATES,
@@ -38,12 +38,13 @@ from itsm.requests import (
     ServiceRequest,
     decision_signature,
 )
+from itsm.store import RecordNotFoundError
 from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.requests")
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
-Anyone = Annotated[Person, Depends(current_person)]
+Reader = Annotated[Person, Depends(require(*READER_ROLES))]
 
 PAUSE_WAIT_S = 10.0
 """How long an approval waits for a just-submitted request's run to reach its pause."""
@@ -82,13 +83,24 @@ class RequestRunner:
             self._take_over,
         )
 
-    def start(self, record: ServiceRequest) -> bool:
-        """Start fulfilling a new request; False when `max_running` runs are in flight."""
+    def start(self, create: Callable[[LeaseClaim], ServiceRequest]) -> ServiceRequest | None:
+        """Record a new request with `create` and start fulfilling it.
+
+        `create` records the request and takes this desk's lease on it in one transaction,
+        so a desk that dies right after leaves a leased request for another to take over,
+        never one carried by nobody. None, with nothing recorded, when `max_running` runs
+        are in flight.
+        """
         if not self._reserve():
-            return False
-        self.leases.hold(_lease_name(record.id))
+            return None
+        try:
+            record = create(self.leases.claim())
+        except BaseException:
+            self._unreserve()
+            raise
+        self.leases.adopt(_lease_name(record.id))
         self._launch(record)
-        return True
+        return record
 
     def keep(self) -> None:
         """Start renewing this desk's leases and taking over requests whose desk stopped."""
@@ -142,6 +154,11 @@ class RequestRunner:
             self.running += 1
             return True
 
+    def _unreserve(self) -> None:
+        with self._changed:
+            self.running -= 1
+            self._changed.notify_all()
+
     def _launch(self, record: ServiceRequest) -> None:
         thread = threading.Thread(
             target=self._work, args=(record,), name=f"request-{record.number}", daemon=True
@@ -157,9 +174,7 @@ class RequestRunner:
             try:
                 self.leases.release(_lease_name(record.id))
             finally:
-                with self._changed:
-                    self.running -= 1
-                    self._changed.notify_all()
+                self._unreserve()
 
 
 ACTOR = "service-desk"
@@ -282,6 +297,29 @@ def _detail(requests: RequestStore, id_or_number: str | int) -> RequestDetail:
     return RequestDetail(**record.model_dump(), audit=requests.audit_trail(record.id))
 
 
+def _approvable_items(estate: Estate, person: Person) -> list[str]:
+    """The catalog items whose requests `person` may approve (their own excepted)."""
+    return [
+        item.name
+        for item in estate.catalog
+        if item.approval.policy != "none" and item.approval.approvers.admits(person)
+    ]
+
+
+def _visible(
+    requests: RequestStore, id_or_number: str, estate: Estate, person: Person
+) -> ServiceRequest:
+    """The request if `person` may read it; otherwise 404, exactly as if there were none."""
+    record = requests.get(id_or_number)
+    if (
+        sees_everything(person)
+        or record.requester == person.name
+        or record.item in _approvable_items(estate, person)
+    ):
+        return record
+    raise RecordNotFoundError("service request", id_or_number)
+
+
 def _unprocessable(exc: InvalidRequestError) -> HTTPException:
     detail = [
         {"loc": ["body", *field.split(".")], "msg": reason, "type": "invalid_request"}
@@ -294,14 +332,14 @@ def _unprocessable(exc: InvalidRequestError) -> HTTPException:
 
 
 @router.get("/catalog")
-def list_catalog(request: Request, person: Anyone) -> list[CatalogEntry]:
+def list_catalog(request: Request, person: Reader) -> list[CatalogEntry]:
     """Every catalog item, its inputs with the estate's current choices, and its approval."""
     estate: Estate = request.app.state.estate()
     return [_entry(item, estate, person) for item in estate.catalog]
 
 
 @router.post("/requests", status_code=status.HTTP_201_CREATED)
-def submit_request(body: RequestCreate, request: Request, person: Anyone) -> RequestDetail:
+def submit_request(body: RequestCreate, request: Request, person: Reader) -> RequestDetail:
     """Ask for a catalog item; refused with every bad field named (422) and nothing recorded."""
     estate: Estate = request.app.state.estate()
     try:
@@ -312,20 +350,29 @@ def submit_request(body: RequestCreate, request: Request, person: Anyone) -> Req
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     runner = request_runner(request)
     requests = _store(request)
-    record = requests.create(
-        item.name, inputs, person.name, item.approval.policy, person.name, datetime.now(UTC)
-    )
-    if not runner.start(record):
-        requests.move(
-            record.id,
-            "failed",
-            "desk",
+
+    def create(lease: LeaseClaim) -> ServiceRequest:
+        return requests.create(
+            item.name,
+            inputs,
+            person.name,
+            item.approval.policy,
+            person.name,
             datetime.now(UTC),
-            outcome=f"the desk is running {runner.max_running} requests already; submit again",
+            lease=lease,
+            max_open=estate.settings.max_open_requests_per_person,
         )
+
+    try:
+        record = runner.start(create)
+    except RequestQuotaError as exc:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
+    if record is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"{record.number} not started: the desk is at its limit of running requests",
+            f"not recorded: the desk is running its limit of {runner.max_running} requests; "
+            "submit again later",
+            {"Retry-After": "60"},
         )
     return _detail(requests, record.id)
 
@@ -333,24 +380,37 @@ def submit_request(body: RequestCreate, request: Request, person: Anyone) -> Req
 @router.get("/requests")
 def list_requests(
     request: Request,
-    person: Anyone,
+    person: Reader,
     state: Annotated[list[str] | None, Query()] = None,
     requester: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ServiceRequest]:
-    """Service requests, newest first, filtered by state or requester."""
-    return _store(request).list(state=state, requester=requester, limit=limit)
+    """Service requests, newest first, filtered by state or requester.
+
+    Operators see every request; others their own and those they may approve.
+    """
+    estate: Estate = request.app.state.estate()
+    everything = sees_everything(person)
+    return _store(request).list(
+        state=state,
+        requester=requester,
+        limit=limit,
+        visible_to=None if everything else person.name,
+        items=() if everything else _approvable_items(estate, person),
+    )
 
 
 @router.get("/requests/{request_id}")
-def show_request(request_id: str, request: Request, person: Anyone) -> RequestDetail:
-    """One request by id or number (REQ0000001), with its audit trail."""
-    return _detail(_store(request), request_id)
+def show_request(request_id: str, request: Request, person: Reader) -> RequestDetail:
+    """One request by id or number (REQ0000001), with its audit trail (404 if not yours)."""
+    requests = _store(request)
+    record = _visible(requests, request_id, request.app.state.estate(), person)
+    return _detail(requests, record.id)
 
 
 @router.post("/requests/{request_id}/approve")
 def approve_request(
-    request_id: str, request: Request, person: Anyone, body: DecisionIn | None = None
+    request_id: str, request: Request, person: Reader, body: DecisionIn | None = None
 ) -> RequestDetail:
     """Approve a request waiting for approval: the policy's approvers only, never the requester."""
     return _decide(request, request_id, person, "approve", (body or DecisionIn()).comment)
@@ -358,7 +418,7 @@ def approve_request(
 
 @router.post("/requests/{request_id}/reject")
 def reject_request(
-    request_id: str, request: Request, person: Anyone, body: DecisionIn | None = None
+    request_id: str, request: Request, person: Reader, body: DecisionIn | None = None
 ) -> RequestDetail:
     """Reject a request waiting for approval: the policy's approvers only, never the requester."""
     return _decide(request, request_id, person, "reject", (body or DecisionIn()).comment)
@@ -369,8 +429,8 @@ def _decide(
 ) -> RequestDetail:
     """Check the approver, wait for the run's pause, resume it with a signed decision."""
     requests = _store(request)
-    record = requests.get(request_id)
     estate: Estate = request.app.state.estate()
+    record = _visible(requests, request_id, estate, person)
     try:
         item = estate.catalog_item(record.item)
     except KeyError:
@@ -391,7 +451,7 @@ def _decide(
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     record = _paused(requests, record)
     run_id = record.approval_run_id or ""
-    from flows.request_fulfillment import approval_key
+    from flows.request_fulfillment import approval_key, decision_sent
 
     key = approval_key(create=True) or b""
     run_input = {
@@ -401,6 +461,7 @@ def _decide(
         "signature": decision_signature(key, record.id, run_id, decision, person.name, comment),
     }
     _resume(record, run_id, run_input)
+    decision_sent(run_id)  # the run waits in this desk's process, most often: wake it now
     requests.note(
         record.id,
         person.name,

@@ -23,7 +23,13 @@ from desk.api_access import router as access_router
 from desk.api_events import router as events_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
-from desk.auth import current_person, header_person, optional_person, require
+from desk.auth import (
+    READER_ROLES,
+    header_person,
+    optional_person,
+    require,
+    sees_everything,
+)
 from desk.dispatch import triage_health
 from desk.estate import EstateCache, EstateUnavailableError
 from desk.group_commit import (
@@ -54,7 +60,7 @@ from itsm.records import (
 )
 from itsm.request_store import RequestStore
 from itsm.requests import ServiceRequest
-from itsm.store import Store
+from itsm.store import RecordNotFoundError, Store
 from itsm.triage import report_incident as classify_report
 from opsflow.errors import OpsError, PermanentError
 
@@ -150,7 +156,7 @@ class SenderFirst:
 
 Sender = Annotated[Person, Depends(require("monitor", "operator"))]
 Operator = Annotated[Person, Depends(require("operator"))]
-Anyone = Annotated[Person, Depends(current_person)]
+Reader = Annotated[Person, Depends(require(*READER_ROLES))]
 
 
 class Accepted(BaseModel):
@@ -298,20 +304,26 @@ def create_app(
 
     @app.get("/api/v1/incidents", tags=["incidents"])
     def list_incidents(
-        person: Anyone,
+        person: Reader,
         state: Annotated[list[str] | None, Query()] = None,
         host: str | None = None,
         service: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[Incident]:
-        """Incidents, newest first, filtered by state, host or service."""
+        """Incidents, newest first, filtered by state, host or service (operators: all of
+        them; anyone else: those they reported)."""
         return store.list_incidents(
-            state=state, host=host, service=service, limit=limit, offset=offset
+            state=state,
+            host=host,
+            service=service,
+            limit=limit,
+            offset=offset,
+            reported_by=None if sees_everything(person) else person.name,
         )
 
     @app.post("/api/v1/incidents", tags=["incidents"], status_code=status.HTTP_201_CREATED)
-    def report_incident(body: IncidentReport, person: Anyone) -> Incident:
+    def report_incident(body: IncidentReport, person: Reader) -> Incident:
         """Report an incident on a CI; one already open for the same CI and symptom is returned,
         with the report recorded on it. Classification sets the key and priority (operators'
         impact and urgency apply, others' are noted); no runbook starts from a report."""
@@ -321,8 +333,12 @@ def create_app(
         return found.incident
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
-    def show_incident(incident_id: str, person: Anyone) -> IncidentDetail:
-        """One incident by id or number (INC0000001), with its worklog and SLA state."""
+    def show_incident(incident_id: str, person: Reader) -> IncidentDetail:
+        """One incident by id or number (INC0000001), with its worklog and SLA state; 404
+        for an incident someone else reported, unless an operator asks."""
+        incident = store.get_incident(incident_id)
+        if not sees_everything(person) and not store.reported_by(incident.id, person.name):
+            raise RecordNotFoundError("incident", incident_id)
         return _detail(store, incident_id)
 
     @app.patch("/api/v1/incidents/{incident_id}", tags=["incidents"])
@@ -337,7 +353,7 @@ def create_app(
         return _detail(store, incident_id)
 
     @app.get("/api/v1/me", tags=["desk"])
-    def me(person: Anyone) -> MyTickets:
+    def me(person: Reader) -> MyTickets:
         """Who the token belongs to, and the incidents, requests and access they asked for."""
         return MyTickets(
             name=person.name,
@@ -350,7 +366,7 @@ def create_app(
         )
 
     @app.get("/api/v1/services", tags=["desk"])
-    def services(person: Anyone) -> list[ServiceSummary]:
+    def services(person: Reader) -> list[ServiceSummary]:
         """The estate's services and their hosts, to say what an incident is about."""
         current = estate()
         return [

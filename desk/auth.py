@@ -1,4 +1,8 @@
-"""Bearer tokens to people and roles, from the estate's people.yaml (which holds only hashes)."""
+"""Bearer tokens to people and roles, from the estate's people.yaml (which holds only hashes).
+
+Role checks are dependencies (`require`); which records a person may read is `sees_everything`
+plus each resource's own rule (their own, or what they may approve).
+"""
 
 from __future__ import annotations
 
@@ -77,3 +81,16 @@ def require(*roles: str) -> Callable[[Person], Awaitable[Person]]:
         return person
 
     return check
+
+
+READER_ROLES = ("requester", "approver", "operator")
+"""Roles that read the desk's records; a monitor only posts events."""
+
+
+def sees_everything(person: Person) -> bool:
+    """Whether `person` reads every incident, request and grant (operators and admins).
+
+    Everyone else reads what they reported or asked for, and approvers also what they may
+    approve; another person's record is answered 404, as if it did not exist.
+    """
+    return bool({"operator", "admin"} & set(person.roles))

@@ -13,8 +13,11 @@ from desk.client import DeskClient
 from opsflow.errors import OpsError
 from opsflow.settings import get_settings
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup and emoji codes off: what the consoles print (symptoms, hosts, summaries, worklogs)
+# comes from alerts and people, and "[/]" or ":x:" in it must print as typed, never as style.
+# Styled text is built with rich.text.Text instead.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

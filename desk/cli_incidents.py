@@ -121,7 +121,11 @@ def incident_show(
         f"SLA breached: {', '.join(k for k, v in detail['sla_breached'].items() if v) or 'no'}"
     )
     for entry in detail["worklog"]:
-        console.print(f"  {entry['at'][:23]}  [bold]{entry['author']}[/]  {entry['text']}")
+        console.print(
+            Text.assemble(
+                f"  {entry['at'][:23]}  ", (entry["author"], "bold"), f"  {entry['text']}"
+            )
+        )
 
 
 @incident_app.command("open")
@@ -177,7 +181,9 @@ def show_me(as_json: bool) -> None:
     if as_json:
         print_json(me)
         return
-    console.print(f"[bold]{me['full_name'] or me['name']}[/] ({', '.join(me['roles'])})")
+    console.print(
+        Text.assemble((me["full_name"] or me["name"], "bold"), f" ({', '.join(me['roles'])})")
+    )
     console.print(incident_table(me["incidents"], title="incidents you reported"))
     requests = Table(title="requests you made")
     for column in ("number", "item", "inputs", "state", "outcome"):

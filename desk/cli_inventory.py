@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from desk.cli_base import console, err_console, fail
 from inventory.loader import load_estate
@@ -60,12 +61,14 @@ def _history_table(host: str, history: list[StoredSnapshot]) -> Table:
         fullest = _fullest(snap)
         table.add_row(
             f"{snap.gathered_at:%Y-%m-%d %H:%M:%S}",
-            "yes" if snap.reachable else f"[red]no[/]: {(snap.error or '')[:60]}",
+            "yes"
+            if snap.reachable
+            else Text.assemble(("no", "red"), f": {(snap.error or '')[:60]}"),
             str(facts.get("load", ["", ""])[0]) if facts else "",
             str(_mem_percent(facts) or "") if facts else "",
             f"{fullest[0]} {fullest[1]}%" if fullest else "",
-            ", ".join(
-                f"{name} {'[red]' + state + '[/]' if state != 'running' else state}"
+            Text(", ").join(
+                Text.assemble(f"{name} ", (state, "" if state == "running" else "red"))
                 for name, state in sorted(snap.services.items())
             ),
         )
@@ -77,7 +80,7 @@ def inventory_show(host: str, as_json: bool) -> None:
     try:
         estate: Estate | None = load_estate(get_settings().estate_dir)
     except OpsError as exc:
-        err_console.print(f"[yellow]warning:[/] inventory not loaded: {exc}")
+        err_console.print(Text.assemble(("warning:", "yellow"), f" inventory not loaded: {exc}"))
         estate = None
     try:
         history = snapshot_history(open_store(), host, limit=HISTORY)
@@ -104,12 +107,19 @@ def inventory_show(host: str, as_json: bool) -> None:
         )
         return
     if entry is None:
-        console.print(f"[yellow]{host} is not in the inventory[/] (facts from earlier runs)")
+        console.print(
+            Text.assemble(
+                (f"{host} is not in the inventory", "yellow"), " (facts from earlier runs)"
+            )
+        )
     else:
         console.print(
-            f"[bold]{host}[/] {entry['address']}:{entry['port']} as {entry['user']}; "
-            f"groups {', '.join(entry['groups']) or '-'}; "
-            f"services {', '.join(entry['services']) or '-'}"
+            Text.assemble(
+                (host, "bold"),
+                f" {entry['address']}:{entry['port']} as {entry['user']}; "
+                f"groups {', '.join(entry['groups']) or '-'}; "
+                f"services {', '.join(entry['services']) or '-'}",
+            )
         )
     if latest is None:
         console.print("No facts gathered yet: run `opsflow run gather-facts`.")
@@ -136,12 +146,17 @@ def inventory_show(host: str, as_json: bool) -> None:
         console.print(table)
     else:
         console.print(
-            f"[red]unreachable[/] at {latest.gathered_at:%Y-%m-%d %H:%M:%S} UTC: {latest.error}"
+            Text.assemble(
+                ("unreachable", "red"),
+                f" at {latest.gathered_at:%Y-%m-%d %H:%M:%S} UTC: {latest.error}",
+            )
         )
     if history:
         console.print(_history_table(host, history))
     if drift:
         for item in drift:
-            console.print(f"[red]drift[/] {item.kind} {item.service or ''}: {item.detail}")
+            console.print(
+                Text.assemble(("drift", "red"), f" {item.kind} {item.service or ''}: {item.detail}")
+            )
     elif latest is not None and entry is not None:
         console.print("No drift: the host answered and runs what the inventory says.")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import uuid4
 
-from itsm.leases import Leases
+from itsm.leases import LeaseClaim, Leases
 
 logger = logging.getLogger("opsflow.desk.leases")
 
@@ -64,6 +64,15 @@ class LeaseKeeper:
         with self._lock:
             self._held.add(name)
         return True
+
+    def claim(self) -> LeaseClaim:
+        """This process's lease for a record store to take in the record's own transaction."""
+        return LeaseClaim(self._prefix, self.holder, self.lease_s)
+
+    def adopt(self, name: str) -> None:
+        """Renew from now on `name`, taken for this process through `claim` and committed."""
+        with self._lock:
+            self._held.add(name)
 
     def release(self, name: str) -> None:
         """The work on `name` is over: give the lease back."""

@@ -1,7 +1,7 @@
 """Request fulfilment: validate against the catalog, approve where policy asks, fulfil, tell, close.
 
 `fulfil_request` carries one stored service request to a final state. When its catalog item
-asks for an approver, the run pauses (`pause_flow_run(wait_for_input=ApprovalDecision)`)
+asks for an approver, the run pauses (a Prefect Paused state waiting for `ApprovalDecision`)
 until the desk resumes it with a decision signed by a key only opsflow holds, or until the
 approval window closes and the item's `on_timeout` policy decides (reject, or escalate to
 the approvers once and then expire). A decision typed into the Prefect UI carries no
@@ -9,15 +9,23 @@ identity in OSS Prefect, so it counts only if the estate sets `ui_approvals`.
 
 `submit_request` is the same process started from the Prefect UI's typed form: it
 validates, records the request, and runs `fulfil_request` as a subflow.
+
+A run waiting for a decision costs nothing per second: the desk that resumes it wakes it at
+once (`decision_sent`), and one shared check per process every RESUME_CHECK_S finds the runs
+resumed elsewhere (another desk, the Prefect UI), however many are waiting. Prefect's own
+`pause_flow_run` polls the API once a second per paused run instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import secrets
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -27,17 +35,21 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.input.run_input import keyset_from_paused_state, run_input_subclass_from_type
 from prefect.logging import get_run_logger
-from prefect.states import Running
+from prefect.states import Paused, Running
+from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from flows.fulfilment import FulfilmentResult, fulfilment_flows
 from inventory.models import CatalogItem, Estate
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, validate_inputs, validate_request
+from itsm.markdown import md_text
 from itsm.request_store import RequestStore
 from itsm.requests import (
     PENDING_STATES,
@@ -55,8 +67,10 @@ ACTOR = "request-fulfilment"
 APPROVAL_KEY_BLOCK = "opsflow-approval-key"
 """The Prefect Secret block holding the key the desk signs approval decisions with."""
 UI_APPROVER = "prefect-ui"
-POLL_INTERVAL_S = 1
-"""How often a paused run asks whether it was resumed (Prefect's default is 10 s)."""
+RESUME_CHECK_S = 2.0
+"""How often one check per process looks for paused runs resumed by someone else."""
+
+logger = logging.getLogger("opsflow.flows.request_fulfillment")
 
 
 class ApprovalDecision(RunInput):
@@ -70,6 +84,76 @@ class ApprovalDecision(RunInput):
     signature: str | None = Field(
         default=None, description="The service desk's signature; leave empty in the Prefect UI."
     )
+
+
+class ResumeWaiters:
+    """The paused runs of this process, each woken when it is resumed.
+
+    `decision_sent` wakes a run at once; a thread of its own, alive only while some run
+    waits, reads every waiting run in one API call each RESUME_CHECK_S to find those
+    resumed elsewhere. `checks` counts those calls.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[UUID, threading.Event] = {}
+        self._thread: threading.Thread | None = None
+        self.checks = 0
+
+    @contextlib.contextmanager
+    def waiting(self, run_id: UUID) -> Iterator[threading.Event]:
+        """Register `run_id` (before pausing, so no wake is missed) while the block runs."""
+        event = threading.Event()
+        with self._lock:
+            self._events[run_id] = event
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._check, name="request-resumes", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield event
+        finally:
+            with self._lock:
+                self._events.pop(run_id, None)
+
+    def wake(self, run_id: UUID) -> None:
+        """The run was resumed: let it go on now."""
+        with self._lock:
+            event = self._events.get(run_id)
+        if event is not None:
+            event.set()
+
+    def _check(self) -> None:
+        while True:
+            time.sleep(RESUME_CHECK_S)
+            with self._lock:
+                ids = [run_id for run_id, event in self._events.items() if not event.is_set()]
+                if not self._events:
+                    self._thread = None
+                    return
+            if not ids:
+                continue
+            try:
+                self.checks += 1
+                with get_client(sync_client=True) as client:
+                    runs = client.read_flow_runs(
+                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+                    )
+            except Exception:
+                logger.exception("checking %d paused runs failed; trying again", len(ids))
+                continue
+            for run in runs:
+                if run.state is not None and not run.state.is_paused():
+                    self.wake(run.id)
+
+
+RESUMES = ResumeWaiters()
+
+
+def decision_sent(run_id: str) -> None:
+    """The desk resumed `run_id` with a decision: wake it now if it waits in this process."""
+    RESUMES.wake(UUID(run_id))
 
 
 def approval_key(create: bool = False) -> bytes | None:
@@ -312,15 +396,44 @@ def _wait_for_decision(
         )
     )
     try:
-        return pause_flow_run(
-            wait_for_input=form,
-            timeout=timeout_s,
-            poll_interval=POLL_INTERVAL_S,
-            key=f"approval-{attempt}",
-        )
+        return _pause_for_input(form, timeout_s, f"approval-{attempt}")
     except FlowPauseTimeout:
         _run_again_after_pause_timeout()
         return None
+
+
+def _pause_for_input(form: type[ApprovalDecision], timeout_s: int, key: str) -> ApprovalDecision:
+    """Pause this run for `form`'s input, as `pause_flow_run` does, but wait without polling.
+
+    The Paused state, its timeout and the input form in the Prefect UI are Prefect's own;
+    only the wait differs: woken by `decision_sent` or the shared check (`RESUMES`).
+
+    Raises:
+        FlowPauseTimeout: nobody resumed the run within `timeout_s`.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("only a flow run can pause for a decision")
+    run_id = context.flow_run.id
+    proposed = Paused(timeout_seconds=timeout_s, reschedule=False, pause_key=key)
+    decision_type = run_input_subclass_from_type(form)
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset
+    with RESUMES.waiting(run_id) as resumed, get_client(sync_client=True) as client:
+        state = propose_state_sync(client, proposed, flow_run_id=run_id)
+        if state.is_running():  # this pause happened before and was resumed already
+            return decision_type.load(keyset)
+        if not state.is_paused():
+            raise RuntimeError(f"the run could not pause: Prefect answered {state.type}")
+        decision_type.save(keyset)
+        get_run_logger().info("waiting for a decision (key %s)", key)
+        woken = resumed.wait(timeout_s)
+        run = client.read_flow_run(run_id)  # resumed, or at the very end of the window?
+        if run.state is None or not run.state.is_running():
+            if not woken:
+                raise FlowPauseTimeout("the run was paused and nobody resumed it in time")
+            raise RuntimeError(f"the run left its pause as {run.state and run.state.type}")
+    return decision_type.load(keyset)
 
 
 def _run_again_after_pause_timeout() -> None:
@@ -480,15 +593,16 @@ def publish_request(record: ServiceRequest) -> None:
     lines = [
         f"# {record.number}: {record.item} ({record.state})",
         "",
-        f"- requester: {record.requester}",
-        f"- inputs: {record.inputs}",
-        f"- approver: {record.approver or '-'} ({record.decision_comment or '-'})",
-        f"- outcome: {record.outcome or '-'}",
-        *(f"- attachment: `{a.name}` sha256 `{a.sha256}`" for a in record.attachments),
+        f"- requester: {md_text(record.requester)}",
+        f"- inputs: {md_text(record.inputs)}",
+        f"- approver: {md_text(record.approver or '-')} "
+        f"({md_text(record.decision_comment or '-')})",
+        f"- outcome: {md_text(record.outcome or '-')}",
+        *(f"- attachment: {md_text(a.name)} sha256 {a.sha256}" for a in record.attachments),
         "",
         "| at | actor | action |",
         "|---|---|---|",
-        *(f"| {e.at:%H:%M:%S} | {e.actor} | {e.action} |" for e in trail),
+        *(f"| {e.at:%H:%M:%S} | {md_text(e.actor)} | {md_text(e.action)} |" for e in trail),
     ]
     create_markdown_artifact(
         key=f"request-{record.number.lower()}",

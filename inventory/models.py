@@ -309,6 +309,11 @@ class EstateSettings(StrictModel):
         description="Days triaged events and the audit of closed records are kept "
         "(the prune-records deployment deletes older ones; open incidents' are always kept).",
     )
+    max_open_requests_per_person: int = Field(
+        default=10,
+        ge=1,
+        description="Service requests one person may have open at once (429 beyond it).",
+    )
 
 
 class Estate(StrictModel):

@@ -7,7 +7,7 @@ incidents do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    or_,
     select,
     update,
 )
@@ -38,6 +39,7 @@ from itsm.access import (
     ResolvedRequest,
     check_transition,
 )
+from itsm.leases import LeaseClaim, leases
 from itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
@@ -95,7 +97,7 @@ class AccessStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(access_grants)
+        store.ensure_tables(access_grants, leases)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -110,9 +112,22 @@ class AccessStore:
         requester: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        visible_to: str | None = None,
+        entitlements: Sequence[str] = (),
     ) -> list[AccessGrant]:
-        """Grants, newest first, filtered by state and requester."""
+        """Grants, newest first, filtered by state and requester.
+
+        With `visible_to`, only that person's grants and those of `entitlements` (what they
+        may approve).
+        """
         query = select(access_grants)
+        if visible_to is not None:
+            query = query.where(
+                or_(
+                    access_grants.c.requester == visible_to,
+                    access_grants.c.entitlement.in_(list(entitlements)),
+                )
+            )
         if state:
             query = query.where(access_grants.c.state.in_(state))
         if requester:
@@ -181,9 +196,19 @@ class AccessStore:
         return grant
 
     def decide(
-        self, grant_id: int, approve: bool, approver: str, comment: str, now: datetime
+        self,
+        grant_id: int,
+        approve: bool,
+        approver: str,
+        comment: str,
+        now: datetime,
+        lease: LeaseClaim | None = None,
     ) -> AccessGrant:
-        """Approve or deny a requested grant (the approver's right is checked by the caller)."""
+        """Approve or deny a requested grant (the approver's right is checked by the caller).
+
+        `lease`, for an approval, is the lease of whoever puts the access in place: taken in
+        the approval's transaction, so an approved grant is never left carried by nobody.
+        """
         target: AccessState = "approved" if approve else "denied"
 
         def change(before: AccessGrant) -> dict[str, Any]:
@@ -197,7 +222,11 @@ class AccessStore:
                 **extra,
             }
 
-        return self._modify(grant_id, change, approver, now, None)
+        def take_lease(conn: Connection, after: AccessGrant) -> None:
+            if lease is not None and after.state == "approved":
+                lease.take(conn, after.id, now)
+
+        return self._modify(grant_id, change, approver, now, None, take_lease)
 
     def activate(
         self,
@@ -292,8 +321,10 @@ class AccessStore:
         actor: str,
         now: datetime,
         flow_run_id: str | None,
+        also: Callable[[Connection, AccessGrant], None] | None = None,
     ) -> AccessGrant:
-        """Apply `change` (fields to set) under the write lock, version-guarded and audited."""
+        """Apply `change` (fields to set) under the write lock, version-guarded and audited;
+        `also` writes what must commit with the change (a lease) in the same transaction."""
         for _attempt in range(_RETRIES):
             with self.store.write() as conn:
                 before = self._fetch(conn, grant_id, lock=True)
@@ -321,6 +352,8 @@ class AccessStore:
                         now, actor, _action(before, after), before.id, before, after, flow_run_id
                     ),
                 )
+                if also is not None:
+                    also(conn, after)
                 return after
         raise ConcurrentUpdateError(RECORD_TYPE, grant_id, _RETRIES)
 

@@ -3,9 +3,11 @@
 A lease is taken when it is free, lapsed or already the taker's; its holder renews it while
 it works and releases it at the end. A holder that dies simply stops renewing, and once the
 lease lapses anyone may take it over. Access grants lease accounts (`user:NAME`) so two runs
-never change one account at once; desks lease the requests they carry (`request:ID`); a
-restoration leases its incident (`restoration:ID`) in the transaction that claims it, so
-one restoration at a time acts on an incident and a dead one is found and carried on.
+never change one account at once; desks lease the requests (`request:ID`) and approved
+grants (`grant:ID`) they carry, and a restoration leases its incident (`restoration:ID`).
+Each of these three is taken in the very transaction that records the request, the approval
+or the claim (`LeaseClaim`, `take_lease`), so no crash can leave such a record committed with
+nobody carrying it, and one restoration at a time acts on an incident.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from itsm.records import Incident
 from itsm.store import Store, UtcDateTime, incidents, metadata
+from opsflow.errors import TransientError
 
 RESTORATION_PREFIX = "restoration:"
 
@@ -36,6 +39,59 @@ leases = Table(
 )
 
 
+class LeaseHeldError(TransientError):
+    """A lease a record's transaction needed is held by another holder: nothing was written."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"lease {name} is held by another process; nothing was recorded")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class LeaseClaim:
+    """A lease to take in the transaction that writes a record: `prefix` + the record's id."""
+
+    prefix: str
+    holder: str
+    lease_s: float
+
+    def take(self, conn: Connection, record_id: int, now: datetime) -> str:
+        """Take the record's lease in `conn`'s transaction; its name.
+
+        Raises:
+            LeaseHeldError: someone else holds it, so the transaction must not commit.
+        """
+        name = f"{self.prefix}{record_id}"
+        if not take_lease(conn, name, self.holder, now, self.lease_s):
+            raise LeaseHeldError(name)
+        return name
+
+
+def take_lease(conn: Connection, name: str, holder: str, now: datetime, lease_s: float) -> bool:
+    """In `conn`'s transaction, hold `name` for `lease_s` if free, lapsed or `holder`'s already.
+
+    The insert does nothing on a conflict, so two takers racing for a new lease never fail
+    their transaction: the loser reads the winner's row (locked on PostgreSQL) and is refused.
+    """
+    until = now + timedelta(seconds=lease_s)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    added = conn.execute(
+        dialect.insert(leases)
+        .values(name=name, holder=holder, until=until)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    if added.rowcount == 1:
+        return True
+    query = select(leases).where(leases.c.name == name)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).one()
+    if row.holder != holder and row.until > now:
+        return False
+    conn.execute(update(leases).where(leases.c.name == name).values(holder=holder, until=until))
+    return True
+
+
 class Leases:
     """The leases kept in `store`'s database (the table is created on first use)."""
 
@@ -46,29 +102,7 @@ class Leases:
     def take(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
         """Hold `name` for `lease_s` from `now` if it is free, lapsed or `holder`'s already."""
         with self.store.write() as conn:
-            return self.take_in(conn, name, holder, now, lease_s)
-
-    def take_in(
-        self, conn: Connection, name: str, holder: str, now: datetime, lease_s: float
-    ) -> bool:
-        """`take`, inside the caller's transaction: the lease commits with what it guards."""
-        until = now + timedelta(seconds=lease_s)
-        dialect = postgresql if self.store.dialect == "postgresql" else sqlite
-        added = conn.execute(
-            dialect.insert(leases)
-            .values(name=name, holder=holder, until=until)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
-        if added.rowcount == 1:
-            return True
-        query = select(leases).where(leases.c.name == name)
-        if self.store.dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).one()
-        if row.holder != holder and row.until > now:
-            return False
-        conn.execute(update(leases).where(leases.c.name == name).values(holder=holder, until=until))
-        return True
+            return take_lease(conn, name, holder, now, lease_s)
 
     def renew(self, holder: str, names: Sequence[str], until: datetime) -> None:
         """Move the end of `holder`'s leases on `names` to `until` (now, to let them lapse)."""
@@ -142,7 +176,7 @@ class Leases:
         now = now or datetime.now(UTC)
 
         def hold(conn: Connection, record: Incident) -> bool:
-            return self.take_in(conn, restoration_lease(record.id), holder, now, lease_s)
+            return take_lease(conn, restoration_lease(record.id), holder, now, lease_s)
 
         record, claimed = self.store.claim_incident(incident, actor, now, flow_run_id, hold)
         current = holder if claimed else self.holder(restoration_lease(record.id), now)

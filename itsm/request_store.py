@@ -21,13 +21,17 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
+    or_,
     select,
     update,
 )
 
+from itsm.leases import LeaseClaim, leases
 from itsm.records import AuditEntry
 from itsm.requests import (
+    CARRIED_STATES,
     TRANSITIONS,
     Attachment,
     InputValue,
@@ -47,6 +51,7 @@ from itsm.store import (
     audit,
     metadata,
 )
+from opsflow.errors import PermanentError
 
 RECORD_TYPE = "service_request"
 _RETRIES = 5
@@ -84,6 +89,17 @@ Index("ix_service_requests_requester", service_requests.c.requester)
 _COLUMNS = [c.name for c in service_requests.columns if c.name != "id"]
 
 
+class RequestQuotaError(PermanentError):
+    """A person already has as many open requests as the estate allows: nothing recorded."""
+
+    def __init__(self, requester: str, open_requests: int, limit: int) -> None:
+        super().__init__(
+            f"{requester} has {open_requests} open requests, the most the estate allows "
+            f"(max_open_requests_per_person = {limit}); wait for one to finish, then submit again"
+        )
+        self.limit = limit
+
+
 def _action(before: ServiceRequest, after: ServiceRequest) -> str:
     """A short audit name for a change: the new state when it changed, else what changed."""
     if before.state != after.state:
@@ -106,7 +122,7 @@ class RequestStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(service_requests)
+        store.ensure_tables(service_requests, leases)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -135,9 +151,22 @@ class RequestStore:
         requester: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        visible_to: str | None = None,
+        items: Sequence[str] = (),
     ) -> list[ServiceRequest]:
-        """Requests matching every filter given, newest first."""
+        """Requests matching every filter given, newest first.
+
+        With `visible_to`, only that person's requests and those for `items` (what they may
+        approve).
+        """
         query = select(service_requests)
+        if visible_to is not None:
+            query = query.where(
+                or_(
+                    service_requests.c.requester == visible_to,
+                    service_requests.c.item.in_(list(items)),
+                )
+            )
         if state:
             query = query.where(service_requests.c.state.in_(list(state)))
         if requester is not None:
@@ -162,8 +191,21 @@ class RequestStore:
         actor: str,
         now: datetime,
         flow_run_id: str | None = None,
+        lease: LeaseClaim | None = None,
+        max_open: int | None = None,
     ) -> ServiceRequest:
-        """Record a submitted request (inputs already validated by `itsm.catalog`)."""
+        """Record a submitted request (inputs already validated by `itsm.catalog`).
+
+        Args:
+            lease: the lease of whoever will carry the request, taken in the same
+                transaction: the request is never recorded without it.
+            max_open: the most open (not yet final) requests one requester may have,
+                counted in the same transaction.
+
+        Raises:
+            RequestQuotaError: the requester has `max_open` open requests already.
+            LeaseHeldError: the new request's lease is someone else's (nothing recorded).
+        """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         values: dict[str, Any] = {
@@ -180,9 +222,22 @@ class RequestStore:
         }
         ServiceRequest.model_validate({"id": 1, **values})  # refuse bad values before writing
         with self.store.write() as conn:
+            if max_open is not None:
+                if conn.dialect.name == "postgresql":  # SQLite's writers are serial already
+                    conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(requester))))
+                open_requests = conn.execute(
+                    select(func.count()).where(
+                        service_requests.c.requester == requester,
+                        service_requests.c.state.in_(CARRIED_STATES),
+                    )
+                ).scalar_one()
+                if open_requests >= max_open:
+                    raise RequestQuotaError(requester, open_requests, max_open)
             new_id = conn.execute(
                 insert(service_requests).values(values).returning(service_requests.c.id)
             ).scalar_one()
+            if lease is not None:
+                lease.take(conn, new_id, now)
             created = ServiceRequest.model_validate({"id": new_id, **values})
             conn.execute(
                 insert(audit),

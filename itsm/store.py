@@ -929,6 +929,18 @@ class Store:
             rows = conn.execute(query).mappings().all()
         return [Incident.model_validate(dict(row)) for row in rows]
 
+    def reported_by(self, incident_id: int, person: str) -> bool:
+        """Whether `person` opened the incident or reported it after whoever did."""
+        reports = select(incident_reports.c.incident_id).where(
+            incident_reports.c.incident_id == incident_id, incident_reports.c.reporter == person
+        )
+        query = select(incidents.c.id).where(
+            incidents.c.id == incident_id,
+            or_(incidents.c.reported_by == person, incidents.c.id.in_(reports)),
+        )
+        with self.read() as conn:
+            return conn.execute(query).first() is not None
+
     def event_counts_by_class(self) -> dict[str, int]:
         """How many events are stored per triage class; "pending" for those not triaged yet
         and "failed" for those triage could not handle."""

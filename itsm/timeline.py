@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from itsm.markdown import md_text
 from itsm.records import AuditEntry, Incident, WorklogEntry
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")[:300]
 
 
 def render_timeline(
@@ -15,20 +12,21 @@ def render_timeline(
     """Markdown for the incident's Prefect artifact: summary table, then the timeline."""
     ttr = f"{incident.time_to_restore_s:.1f} s" if incident.time_to_restore_s is not None else "-"
     lines = [
-        f"# {incident.number}: {_cell(incident.summary)}",
+        f"# {incident.number}: {md_text(incident.summary)}",
         "",
         "| field | value |",
         "|---|---|",
-        f"| CI | {incident.service or '-'} on {incident.host or '-'} |",
-        f"| symptom | {incident.symptom} |",
+        f"| CI | {md_text(incident.service or '-')} on {md_text(incident.host or '-')} |",
+        f"| symptom | {md_text(incident.symptom)} |",
         f"| priority | P{incident.priority} "
         f"(impact {incident.impact}, urgency {incident.urgency}) |",
         f"| state | **{incident.state}** |",
-        f"| assigned | {incident.assignment_group or '-'} / {incident.assigned_to or '-'} |",
+        f"| assigned | {md_text(incident.assignment_group or '-')} / "
+        f"{md_text(incident.assigned_to or '-')} |",
         f"| events correlated | {incident.event_count} |",
         f"| time to restore | {ttr} |",
         f"| resolution | {incident.resolution_code or '-'}: "
-        f"{_cell(incident.resolution_notes or '-')} |",
+        f"{md_text(incident.resolution_notes or '-')} |",
         "",
         "## Timeline",
         "",
@@ -46,5 +44,5 @@ def render_timeline(
     entries += [(w.at, w.author, w.text) for w in worklog]
     for at, who, what in sorted(entries, key=lambda e: e[0]):
         stamp = f"{at:%Y-%m-%d %H:%M:%S.%f}"[:-3]
-        lines.append(f"| {stamp} | {_cell(who)} | {_cell(what)} |")
+        lines.append(f"| {stamp} | {md_text(who)} | {md_text(what)} |")
     return "\n".join(lines) + "\n"

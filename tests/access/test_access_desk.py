@@ -307,7 +307,7 @@ def test_refusals_are_clear_and_change_nothing(
 
     for grant in (own, carols):
         assert (
-            call(access_desk, carol, "GET", f"/access-grants/{grant['id']}").json()["state"]
+            call(access_desk, alice, "GET", f"/access-grants/{grant['id']}").json()["state"]
             == "requested"
         )
         rejected = call(access_desk, bob, "POST", f"/access-requests/{grant['id']}/reject", json={})
