@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from desk.api_access import router as access_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
+from desk.api_schema import ERROR_RESPONSES, Offset
 from desk.auth import current_person, require
 from desk.group_commit import GroupCommit
 from desk.intake import AlertmanagerWebhook, GenericEvent, from_alertmanager, from_generic
@@ -118,6 +119,7 @@ def create_app(
         title="opsflow service desk",
         version="1",
         description="One point of contact for events, incidents, requests and access.",
+        responses=ERROR_RESPONSES,
     )
     app.state.store = store
     app.state.estate = estate
@@ -173,7 +175,7 @@ def create_app(
         host: str | None = None,
         service: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> list[Incident]:
         """Incidents, newest first, filtered by state, host or service."""
         return store.list_incidents(
