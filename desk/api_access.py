@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
+from desk.api_schema import Offset, RecordId
 from desk.auth import current_person, require
 from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import Entitlement, Estate, Person
@@ -265,7 +266,7 @@ def request_access(
 
 @router.post("/access-requests/{grant_id}/approve", status_code=status.HTTP_202_ACCEPTED)
 def approve_access(
-    grant_id: int,
+    grant_id: RecordId,
     request: Request,
     person: Anyone,
     grants: Grants,
@@ -286,7 +287,7 @@ def approve_access(
 
 @router.post("/access-requests/{grant_id}/reject")
 def reject_access(
-    grant_id: int,
+    grant_id: RecordId,
     request: Request,
     person: Anyone,
     grants: Grants,
@@ -309,21 +310,21 @@ def list_access_grants(
     state: Annotated[list[str] | None, Query()] = None,
     requester: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AccessGrant]:
     """Access grants, newest first, filtered by state or requester."""
     return grants.list(state=state, requester=requester, limit=limit, offset=offset)
 
 
 @router.get("/access-grants/{grant_id}")
-def show_access_grant(grant_id: int, person: Anyone, grants: Grants) -> AccessGrant:
+def show_access_grant(grant_id: RecordId, person: Anyone, grants: Grants) -> AccessGrant:
     """One access grant: its state, hosts, end, and the last error if a run failed."""
     return grants.get(grant_id)
 
 
 @router.delete("/access-grants/{grant_id}", status_code=status.HTTP_202_ACCEPTED)
 def revoke_access_grant(
-    grant_id: int, request: Request, person: Anyone, grants: Grants, runner: Runner
+    grant_id: RecordId, request: Request, person: Anyone, grants: Grants, runner: Runner
 ) -> AccessGrant:
     """Revoke a grant (its requester, its approvers, operators); a pending request is withdrawn.
 
