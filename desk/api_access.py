@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
+from desk.api_schema import Offset, RecordId
 from desk.auth import READER_ROLES, require, sees_everything
 from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import Entitlement, Estate, Person
@@ -290,7 +291,7 @@ def request_access(
 
 @router.post("/access-requests/{grant_id}/approve", status_code=status.HTTP_202_ACCEPTED)
 def approve_access(
-    grant_id: int,
+    grant_id: RecordId,
     request: Request,
     person: Reader,
     grants: Grants,
@@ -316,7 +317,7 @@ def approve_access(
 
 @router.post("/access-requests/{grant_id}/reject")
 def reject_access(
-    grant_id: int,
+    grant_id: RecordId,
     request: Request,
     person: Reader,
     grants: Grants,
@@ -340,7 +341,7 @@ def list_access_grants(
     state: Annotated[list[str] | None, Query()] = None,
     requester: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AccessGrant]:
     """Access grants, newest first, filtered by state or requester.
 
@@ -359,7 +360,7 @@ def list_access_grants(
 
 @router.get("/access-grants/{grant_id}")
 def show_access_grant(
-    grant_id: int, request: Request, person: Reader, grants: Grants
+    grant_id: RecordId, request: Request, person: Reader, grants: Grants
 ) -> AccessGrant:
     """One access grant: its state, hosts, end, and the last error if a run failed (404 if
     it is neither yours nor one you may approve)."""
@@ -368,7 +369,7 @@ def show_access_grant(
 
 @router.delete("/access-grants/{grant_id}", status_code=status.HTTP_202_ACCEPTED)
 def revoke_access_grant(
-    grant_id: int, request: Request, person: Reader, grants: Grants, runner: Runner
+    grant_id: RecordId, request: Request, person: Reader, grants: Grants, runner: Runner
 ) -> AccessGrant:
     """Revoke a grant (its requester, its approvers, operators: 404 for anyone else, who may
     not see it); a pending request is withdrawn.

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
+from desk.api_schema import Offset
 from desk.auth import require
 from inventory.models import Person
 from itsm.problem_store import ProblemStore
@@ -57,7 +58,7 @@ def list_problems(
     state: Annotated[list[ProblemState] | None, Query()] = None,
     service: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[Problem]:
     """Problems, newest first, each with the incidents it explains; filter by state or service."""
     return problems.list_problems(state=state, service=service, limit=limit, offset=offset)

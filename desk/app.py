@@ -23,6 +23,7 @@ from desk.api_access import router as access_router
 from desk.api_events import router as events_router
 from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
+from desk.api_schema import ERROR_RESPONSES, Offset
 from desk.auth import (
     READER_ROLES,
     header_person,
@@ -216,6 +217,7 @@ def create_app(
         title="opsflow service desk",
         version="1",
         description="One point of contact for events, incidents, requests and access.",
+        responses=ERROR_RESPONSES,
     )
     app.state.store = store
     app.state.estate = estate
@@ -309,7 +311,7 @@ def create_app(
         host: str | None = None,
         service: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> list[Incident]:
         """Incidents, newest first, filtered by state, host or service (operators: all of
         them; anyone else: those they reported)."""

@@ -39,6 +39,15 @@ app.add_typer(problem_app, name="problem")
 app.add_typer(known_error_app, name="known-error")
 
 
+@app.callback()
+def _find_what_up_started(ctx: typer.Context) -> None:
+    # Before any command imports prefect: other shells reach the Prefect API `up` started.
+    if ctx.invoked_subcommand != "up":
+        from desk.up import use_up_env
+
+        use_up_env(get_settings().home)
+
+
 @app.command()
 def up(
     hosts: Annotated[int, typer.Option(help="Lab hosts to bring up when no estate is set.")] = 5,

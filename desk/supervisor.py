@@ -21,6 +21,7 @@ class SupervisionError(OpsError):
 class _Child:
     argv: list[str]
     log: Path
+    env: dict[str, str]
     process: subprocess.Popen
     stopped: bool = False
     restarts: list[float] = field(default_factory=list)
@@ -47,10 +48,18 @@ class Supervisor:
         self._on_restart = on_restart
         self._children: dict[str, _Child] = {}
 
-    def start(self, name: str, argv: list[str], log: Path) -> subprocess.Popen:
-        """Start `argv` as `name`, appending its output to `log`."""
-        process = _spawn(argv, log, self._env)
-        self._children[name] = _Child(argv, log, process)
+    def start(
+        self, name: str, argv: list[str], log: Path, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start `argv` as `name`, appending its output to `log`.
+
+        `extra_env` is added to the supervisor's environment for this process only (and its
+        restarts): secrets travel in the environment, never on a command line that any local
+        user can read in `/proc`.
+        """
+        env = {**self._env, **(extra_env or {})}
+        process = _spawn(argv, log, env)
+        self._children[name] = _Child(argv, log, env, process)
         return process
 
     def process(self, name: str) -> subprocess.Popen:
@@ -72,7 +81,7 @@ class Supervisor:
                 )
             child.restarts.append(now)
             self._on_restart(name, status)
-            child.process = _spawn(child.argv, child.log, self._env)
+            child.process = _spawn(child.argv, child.log, child.env)
 
     def stop(self, name: str, timeout_s: float = 15.0) -> None:
         """Stop `name` and everything it started (SIGTERM, then SIGKILL after `timeout_s`)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +20,11 @@ from opsflow.errors import OpsError
 from opsflow.settings import OpsflowSettings
 
 SERVER_START_TIMEOUT_S = 90.0
+AUTH_STRING_FILE = "prefect-api-auth"
+"""In the opsflow home: the auth string every caller of the Prefect API `up` starts must send."""
+UP_ENV_FILE = "up.env"
+"""In the opsflow home: where `up`'s Prefect API is and how to reach it, for other shells."""
+UP_ENV_KEYS = ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING")
 PAGER_PORT = 19099
 """The lab's stand-in pager (lab/pager.py) listens here; escalations land in logs/pages.log."""
 
@@ -40,27 +47,115 @@ def _wait_for(url: str, what: str, timeout_s: float, process: subprocess.Popen |
     raise UpError(f"{what} did not answer {url} within {timeout_s:.0f}s")
 
 
-def prefect_env(settings: OpsflowSettings, port: int) -> dict[str, str]:
-    """Environment for the Prefect server and every opsflow process `up` starts."""
+def secure_home(home: Path) -> None:
+    """Make the opsflow home private to its owner (0700): it holds keys, tokens and records."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
+
+
+def prefect_auth_string(home: Path) -> str:
+    """The auth string protecting the Prefect API `up` starts, made once and kept 0600.
+
+    Kept across runs, so a browser given it once and flow runs still going keep working.
+    """
+    path = home / AUTH_STRING_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(f"opsflow:{secrets.token_urlsafe(32)}\n")
+    auth_string = path.read_text().strip()
+    if not auth_string:
+        raise UpError(f"{path} is empty: remove it and `opsflow up` makes a new auth string")
+    return auth_string
+
+
+def prefect_env(settings: OpsflowSettings, port: int, auth_string: str | None) -> dict[str, str]:
+    """Environment for every opsflow process `up` starts, as clients of the Prefect API.
+
+    With `auth_string`, `up` runs its own Prefect server on `port`, which refuses callers
+    without it; without, the API is the one PREFECT_API_URL names and its auth is the caller's.
+    """
     env = dict(os.environ)
     env.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
-    env.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     env.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     # Prefect's vacuum service deletes flow runs (with their logs and artifacts) past its
     # retention period (90 days by default), as prune-records does for opsflow's records.
     env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", '["events", "flow_runs"]')
+    if auth_string is not None:
+        env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+        env["PREFECT_API_AUTH_STRING"] = auth_string
+        # An API key takes precedence over the auth string and our server would refuse it.
+        env.pop("PREFECT_API_KEY", None)
     env["OPSFLOW_HOME"] = str(settings.home)
     return env
+
+
+def start_prefect_server(supervisor: Supervisor, env: dict[str, str], log: Path) -> None:
+    """Start the Prefect server at env's PREFECT_API_URL, requiring its auth string; wait for it.
+
+    The server alone is given PREFECT_SERVER_API_AUTH_STRING; its health endpoint stays open.
+    """
+    url = env["PREFECT_API_URL"]
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    server = supervisor.start(
+        "the Prefect server",
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
+        log,
+        extra_env={"PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]},
+    )
+    try:
+        _wait_for(url + "/health", "the Prefect server", SERVER_START_TIMEOUT_S, server)
+    except UpError:
+        supervisor.stop("the Prefect server")
+        raise
+
+
+def write_up_env(home: Path, env: dict[str, str]) -> Path:
+    """Write where `up`'s Prefect API is, with its auth string, to a 0600 file in the home.
+
+    Shell syntax, so `set -a; . ~/.opsflow/up.env` also serves the `prefect` command.
+    """
+    path = home / UP_ENV_FILE
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        for key in UP_ENV_KEYS:
+            if key in env:
+                out.write(f"{key}={shlex.quote(env[key])}\n")
+    partial.replace(path)
+    return path
+
+
+def use_up_env(home: Path) -> None:
+    """Point this process's Prefect client at what `up` started, unless the environment says.
+
+    Must run before `prefect` is imported: Prefect reads its settings once, at import.
+    """
+    path = home / UP_ENV_FILE
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        for word in shlex.split(line):
+            key, _, value = word.partition("=")
+            if key in UP_ENV_KEYS:
+                os.environ.setdefault(key, value)
 
 
 def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -> None:
     """Bring everything up, run the health check once, then wait for Ctrl-C and stop it all."""
     started = time.monotonic()
     external_server = "PREFECT_API_URL" in os.environ
-    env = prefect_env(settings, port)
-    os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "OPSFLOW_HOME")})
+    secure_home(settings.home)
+    auth_string = None if external_server else prefect_auth_string(settings.home)
+    env = prefect_env(settings, port, auth_string)
+    os.environ.update({k: env[k] for k in (*UP_ENV_KEYS, "OPSFLOW_HOME") if k in env})
     logs = settings.home / "logs"
 
     def restarting(name: str, status: int) -> None:
@@ -70,28 +165,9 @@ def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -
     with ExitStack() as stack:
         if not external_server:
             console.print(f"[bold]Prefect server[/] starting on 127.0.0.1:{port} …")
-            server = supervisor.start(
-                "the Prefect server",
-                [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                logs / "prefect-server.log",
-            )
+            start_prefect_server(supervisor, env, logs / "prefect-server.log")
             stack.callback(supervisor.stop, "the Prefect server")
-            _wait_for(
-                env["PREFECT_API_URL"] + "/health",
-                "the Prefect server",
-                SERVER_START_TIMEOUT_S,
-                server,
-            )
+        stack.callback(write_up_env(settings.home, env).unlink, missing_ok=True)
         _start_opsflow(settings, hosts, supervisor, logs, stack, console)
         console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
         from desk.jobs import run_job
@@ -193,6 +269,7 @@ def _print_where_to_look(console: Console, settings: OpsflowSettings, port: int)
 
     console.print()
     console.print(f"[bold green]opsflow is up.[/] Prefect UI: http://127.0.0.1:{port}")
+    console.print(f"  UI and API auth string: {settings.home / AUTH_STRING_FILE}")
     console.print(f"  runs:      http://127.0.0.1:{port}/runs")
     console.print(f"  artifacts: http://127.0.0.1:{port}/artifacts")
     if settings.inventory is None:
