@@ -303,7 +303,7 @@ def _take_away(
         steps.append((remove_sudo_rule, {"name": marker(grant.id)}))
     steps += [
         (remove_key, {"username": grant.username, "grant_id": grant.id}),
-        (remove_account, {"username": grant.username, "only_if_unused": True}),
+        (remove_account, {"username": grant.username, "still_granted": _other_live(grant)}),
     ]
     changes: list[AccessChange] = []
     failures: list[HostOutcome[Any]] = []
@@ -315,6 +315,11 @@ def _take_away(
         failures += [o for o in outcomes if not o.ok]
         hosts = [o.host for o in outcomes if o.ok]
     return changes, failures
+
+
+def _other_live(grant: AccessGrant) -> list[int]:
+    """Ids of the other live grants for the same account: only their keys keep it."""
+    return [g.id for g in read_live_grants() if g.username == grant.username and g.id != grant.id]
 
 
 def _tell_requester(estate: Estate, grant: AccessGrant, what: str, body: str) -> None:
@@ -521,7 +526,7 @@ def _enforce(estate: Estate, items: list[ReviewItem]) -> None:
                 grant_id = int(tag.removeprefix(MARKER_PREFIX))
                 future = remove_key.submit(host=host, username=username, grant_id=grant_id)
             else:
-                future = remove_account.submit(host=host, username=item.name, only_if_unused=False)
+                future = remove_account.submit(host=host, username=item.name, still_granted=None)
             futures.append((item, future))
         for item, future in futures:
             try:

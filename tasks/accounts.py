@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from collections.abc import Collection
 from typing import Any, Literal
 
 from prefect import task
@@ -479,7 +480,7 @@ def _undo_ensure_account(transaction: Transaction) -> None:
     undo = _undo_data(transaction)
     if not undo:
         return
-    change = delete_account(undo["host"], undo["username"], only_if_unused=True)
+    change = delete_account(undo["host"], undo["username"], still_granted=())
     _log("rollback %s: %s", change.host, change.detail)
     if change.changed and undo["group_created"]:
         result = execute(
@@ -782,14 +783,19 @@ userdel --force --remove -- "$1" 2>&1 | grep -v 'mail spool' >&2 || true
 
 
 def delete_account(
-    host: Host, username: str, only_if_unused: bool = True, dry_run: bool = False
+    host: Host,
+    username: str,
+    still_granted: Collection[int] | None = (),
+    dry_run: bool = False,
 ) -> AccessChange:
     """Remove a managed account, its home, crontab, at jobs and every process it runs.
 
     The account is locked first and its processes killed by uid in every namespace; if any
     survive, it stays locked and `ProcessesLeftError` says which. An unmanaged account is
-    left alone; with `only_if_unused`, the account stays while another grant's key or sudo
-    rule needs it.
+    left alone. The account stays while an opsflow sudo rule names it or its keys hold a key
+    of a grant in `still_granted` (the records' live grants): markers in its own
+    `authorized_keys` are the user's to write, so they alone keep nothing. `still_granted`
+    None removes the account whatever it holds (review --enforce).
     """
     _valid(username)
     target = f"account {username}"
@@ -802,8 +808,9 @@ def delete_account(
         return unchanged(f"no account {username}")
     if not account.managed:
         return unchanged(f"{username} is not in group {MANAGED_GROUP}: not opsflow's to remove")
-    if only_if_unused:
-        keys = sum(grant_of_key_line(line) is not None for line in account.authorized_keys)
+    if still_granted is not None:
+        granted = set(still_granted)
+        keys = sum(grant_of_key_line(line) in granted for line in account.authorized_keys)
         rules = int(
             execute(
                 host,
@@ -814,7 +821,7 @@ def delete_account(
         )
         if keys or rules:
             return unchanged(
-                f"{username} still has {keys} opsflow key(s) and {rules} sudo rule(s) of other "
+                f"{username} still has {keys} opsflow key(s) and {rules} sudo rule(s) of live "
                 "grants"
             )
     if dry_run:
@@ -849,9 +856,10 @@ def delete_account(
 
 @task(**_RETRYING, task_run_name="remove_account[{username}@{host.name}]")
 def remove_account(
-    host: Host, username: str, only_if_unused: bool = True, dry_run: bool = False
+    host: Host, username: str, still_granted: list[int] | None, dry_run: bool = False
 ) -> AccessChange:
-    """Remove an account opsflow created once no grant needs it any more."""
-    change = delete_account(host, username, only_if_unused, dry_run)
+    """Remove an account opsflow created once no live grant in `still_granted` needs it
+    (None: whatever it holds)."""
+    change = delete_account(host, username, still_granted, dry_run)
     _log("%s: %s", host.name, change.detail)
     return change

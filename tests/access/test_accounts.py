@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from prefect import flow
 
+from itsm.access import marker
 from lab.hosts import run_on_host
 from tasks.accounts import (
     MANAGED_GROUP,
@@ -116,6 +117,23 @@ def test_removal_takes_only_what_opsflow_put_there(
 
 
 @pytest.mark.usefixtures("clean")
+def test_a_marker_the_user_wrote_does_not_keep_the_account(
+    access_lab: Any, host: Any, people: dict[str, Person]
+) -> None:
+    """A granted user copies the grant's marker onto a key of their own: once the grant is
+    gone, the account goes too, because only the records say which grants are live."""
+    create_account(host, USER)
+    add_key(host, USER, people["carol"].public_key, GRANT)
+    own = people["bob"].public_key.split()[:2]
+    planted = " ".join([*own, marker(GRANT + 7)])
+    written = f"echo '{planted}' >> ~/.ssh/authorized_keys"
+    assert ssh_as(host, USER, people["carol"].key_file, written) == 0
+    assert delete_key(host, USER, GRANT).changed
+    assert delete_account(host, USER, still_granted=[]).changed
+    assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 2
+
+
+@pytest.mark.usefixtures("clean")
 def test_an_account_opsflow_did_not_create_is_never_adopted_or_removed(
     access_lab: Any, host: Any, people: dict[str, Person]
 ) -> None:
@@ -124,7 +142,7 @@ def test_an_account_opsflow_did_not_create_is_never_adopted_or_removed(
         create_account(host, USER)
     with pytest.raises(UnmanagedAccountError):
         add_key(host, USER, people["carol"].public_key, GRANT)
-    assert not delete_account(host, USER, only_if_unused=False).changed
+    assert not delete_account(host, USER, still_granted=None).changed
     assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 0
 
 
@@ -219,7 +237,7 @@ def test_a_crafted_authorized_keys_cannot_pass_for_root(
         assert bob_body in dave_keys
 
         assert delete_key(host, USER, GRANT + 1).changed
-        kept = delete_account(host, USER)
+        kept = delete_account(host, USER, still_granted=[GRANT])
         assert not kept.changed and "opsflow key" in kept.detail, "grant 9001 still needs it"
         assert delete_key(host, USER, GRANT).changed
         assert delete_account(host, USER).changed
