@@ -45,7 +45,7 @@ from itsm.problems import (
     parse_problem_id,
     path_to,
 )
-from itsm.records import Incident, parse_incident_number
+from itsm.records import Incident, parse_incident_id
 from itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
@@ -660,11 +660,7 @@ def _require_aware(value: datetime) -> None:
 
 
 def _fetch_incident(conn: Connection, id_or_number: int | str, lock: bool = False) -> Incident:
-    if isinstance(id_or_number, int):
-        incident_id: int | None = id_or_number
-    else:
-        text = id_or_number.strip()
-        incident_id = int(text) if text.isdigit() else parse_incident_number(text)
+    incident_id = parse_incident_id(id_or_number)
     row = None
     if incident_id is not None:
         query = select(incidents).where(incidents.c.id == incident_id)

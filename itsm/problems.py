@@ -7,7 +7,6 @@ new matching incident. Everything here is a pure function of the records and the
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from itsm.numbering import parse_record_id
 from itsm.records import CiName, Incident, LongText, UtcDatetime
 from opsflow.errors import PermanentError
 
@@ -36,9 +36,6 @@ OPEN_PROBLEM_STATES: tuple[ProblemState, ...] = ("New", "Root Cause Analysis", "
 
 Symptom = Annotated[str, Field(min_length=1, max_length=128)]
 
-_PROBLEM_NUMBER = re.compile(r"^PRB(\d{7,})$")
-_KNOWN_ERROR_NUMBER = re.compile(r"^KE(\d{7,})$")
-
 
 def problem_number(problem_id: int) -> str:
     """The human-facing number of a problem, e.g. PRB0000007 for id 7."""
@@ -50,24 +47,14 @@ def known_error_number(known_error_id: int) -> str:
     return f"KE{known_error_id:07d}"
 
 
-def _parse(pattern: re.Pattern[str], key: int | str) -> int | None:
-    if isinstance(key, int):
-        return key
-    text = key.strip().upper()
-    if text.isdigit():
-        return int(text)
-    match = pattern.match(text)
-    return int(match.group(1)) if match else None
-
-
 def parse_problem_id(key: int | str) -> int | None:
     """The id in 7, "7" or "PRB0000007"; None when it is none of those."""
-    return _parse(_PROBLEM_NUMBER, key)
+    return parse_record_id(key, "PRB")
 
 
 def parse_known_error_id(key: int | str) -> int | None:
     """The id in 3, "3" or "KE0000003"; None when it is none of those."""
-    return _parse(_KNOWN_ERROR_NUMBER, key)
+    return parse_record_id(key, "KE")
 
 
 class IllegalProblemTransitionError(PermanentError, ValueError):

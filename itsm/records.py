@@ -7,11 +7,12 @@ Datetimes are always timezone-aware and normalised to UTC.
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from itsm.numbering import parse_record_id
 
 EventClass = Literal["informational", "warning", "exception"]
 EventStatus = Literal["firing", "resolved"]
@@ -42,18 +43,15 @@ CiName = Annotated[str, Field(min_length=1, max_length=255)]
 ShortText = Annotated[str, Field(min_length=1, max_length=500)]
 LongText = Annotated[str, Field(max_length=10_000)]
 
-_NUMBER = re.compile(r"^INC(\d{7,})$")
-
 
 def incident_number(incident_id: int) -> str:
     """The human-facing number of an incident, e.g. INC0000042 for id 42."""
     return f"INC{incident_id:07d}"
 
 
-def parse_incident_number(number: str) -> int | None:
-    """The id inside an incident number such as INC0000042, or None if it is not one."""
-    match = _NUMBER.match(number.strip().upper())
-    return int(match.group(1)) if match else None
+def parse_incident_id(key: int | str) -> int | None:
+    """The id in 7, "7" or "INC0000007"; None when it is none of those."""
+    return parse_record_id(key, "INC")
 
 
 class _EventFields(BaseModel):

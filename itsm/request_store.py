@@ -38,7 +38,7 @@ from itsm.requests import (
     RequestState,
     ServiceRequest,
     apply_transition,
-    parse_request_number,
+    parse_request_id,
 )
 from itsm.store import (
     ConcurrentUpdateError,
@@ -129,7 +129,7 @@ class RequestStore:
     def _fetch(
         self, conn: Connection, id_or_number: int | str, lock: bool = False
     ) -> ServiceRequest:
-        request_id = _request_id(id_or_number)
+        request_id = parse_request_id(id_or_number)
         row = None
         if request_id is not None:
             query = select(service_requests).where(service_requests.c.id == request_id)
@@ -416,10 +416,3 @@ class RequestStore:
                 )
                 return after
         raise ConcurrentUpdateError("service request", id_or_number, _RETRIES)
-
-
-def _request_id(id_or_number: int | str) -> int | None:
-    if isinstance(id_or_number, int):
-        return id_or_number
-    text = id_or_number.strip()
-    return int(text) if text.isdigit() else parse_request_number(text)

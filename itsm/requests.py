@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from itsm.numbering import parse_record_id
 from itsm.records import UtcDatetime
 from opsflow.errors import PermanentError
 
@@ -59,18 +59,15 @@ PENDING_STATES: tuple[RequestState, ...] = ("submitted", "awaiting-approval")
 CARRIED_STATES: tuple[RequestState, ...] = (*PENDING_STATES, "approved", "fulfilling")
 """States in which a flow run is carrying the request towards a final state."""
 
-_NUMBER = re.compile(r"^REQ(\d{7,})$")
-
 
 def request_number(request_id: int) -> str:
     """The human-facing number of a request, e.g. REQ0000042 for id 42."""
     return f"REQ{request_id:07d}"
 
 
-def parse_request_number(number: str) -> int | None:
-    """The id inside a request number such as REQ0000042, or None if it is not one."""
-    match = _NUMBER.match(number.strip().upper())
-    return int(match.group(1)) if match else None
+def parse_request_id(key: int | str) -> int | None:
+    """The id in 7, "7" or "REQ0000007"; None when it is none of those."""
+    return parse_record_id(key, "REQ")
 
 
 class Attachment(BaseModel):

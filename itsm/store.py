@@ -72,7 +72,7 @@ from itsm.records import (
     IncidentUpdate,
     WorklogEntry,
     bound_event_times,
-    parse_incident_number,
+    parse_incident_id,
 )
 from opsflow.errors import PermanentError, TransientError
 from opsflow.settings import get_settings
@@ -878,7 +878,7 @@ class Store:
     def _fetch_incident(
         self, conn: Connection, id_or_number: int | str, lock: bool = False
     ) -> Incident:
-        incident_id = _incident_id(id_or_number)
+        incident_id = parse_incident_id(id_or_number)
         row = None
         if incident_id is not None:
             query = select(incidents).where(incidents.c.id == incident_id)
@@ -1255,13 +1255,6 @@ def _sqlite_datetime(value: datetime) -> str:
 def _require_aware(value: datetime, name: str) -> None:
     if value.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware, got {value!r}")
-
-
-def _incident_id(id_or_number: int | str) -> int | None:
-    if isinstance(id_or_number, int):
-        return id_or_number
-    text = id_or_number.strip()
-    return int(text) if text.isdigit() else parse_incident_number(text)
 
 
 def _action(before: Incident, after: Incident) -> str:
