@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from desk.auth import READER_ROLES, require, sees_everything
-from desk.lease_keeper import LeaseKeeper, TakeOver
+from desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
@@ -123,7 +123,7 @@ class RequestRunner:
         if not self._reserve():
             return "later"
         now = datetime.now(UTC)
-        crashed = _crash_runs(
+        crashed = crash_runs(
             record.flow_run_ids, f"{holder} stopped while carrying {record.number}"
         )
         self._requests.note(
@@ -189,21 +189,6 @@ def _run_fulfilment(number: str) -> Any:
     from flows.request_fulfillment import fulfil_request
 
     return fulfil_request(number)
-
-
-def _crash_runs(run_ids: list[str], message: str) -> list[str]:
-    """Mark the runs that are not finished Crashed (their process is gone); their ids."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    crashed = []
-    with get_client(sync_client=True) as client:
-        for run_id in run_ids:
-            run = client.read_flow_run(UUID(run_id))
-            if run.state is not None and not run.state.is_final():
-                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-                crashed.append(run_id)
-    return crashed
 
 
 def request_runner(request: Request) -> RequestRunner:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from itsm.leases import LeaseClaim, Leases
 
@@ -138,3 +138,18 @@ class LeaseKeeper:
                 logger.exception("keeping the %s leases failed; trying again", self._prefix)
             if self._stopped.wait(min(self.lease_s / 3, 5.0)):
                 return
+
+
+def crash_runs(run_ids: list[str], message: str) -> list[str]:
+    """Mark the runs that are not finished Crashed (their process is gone); their ids."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    crashed = []
+    with get_client(sync_client=True) as client:
+        for run_id in run_ids:
+            run = client.read_flow_run(UUID(run_id))
+            if run.state is not None and not run.state.is_final():
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+                crashed.append(run_id)
+    return crashed

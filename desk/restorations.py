@@ -17,8 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from desk.api_requests import _crash_runs as crash_runs
-from desk.lease_keeper import LeaseKeeper, TakeOver
+from desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
 from itsm.leases import RESTORATION_PREFIX, Leases, incident_of
 from itsm.records import CLAIMABLE_STATES, Incident
 from itsm.store import Store

@@ -28,7 +28,6 @@ from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.transactions import transaction
 
-from flows.fulfilment import service_on_host
 from flows.runbooks import runbooks
 from flows.runbooks.free_disk_space import disk_ok
 from inventory.loader import load_estate
@@ -177,9 +176,9 @@ def _restore(
     if not record.host or not record.service:
         raise RestorationError(f"{record.number} names no host or no service to restore")
     try:
-        service, host = service_on_host(estate, record.service, record.host)
-    except OpsError as exc:
-        raise RestorationError(f"{record.number}'s CI cannot be restored: {exc}") from None
+        service, host = estate.service_on(record.service, record.host)
+    except KeyError as exc:
+        raise RestorationError(f"{record.number}'s CI cannot be restored: {exc.args[0]}") from None
     with host_slot(host.name, slot_wait_s), tags(f"host:{host.name}"):
         current = read_incident(str(record.id))
         if current.state not in CLAIMABLE_STATES:

@@ -381,6 +381,24 @@ class Estate(StrictModel):
         """The team called `name`, if the estate defines it."""
         return next((t for t in self.teams if t.name == name), None)
 
+    def service_on(self, service: str, host: str) -> tuple[Service, Host]:
+        """The named service and host, where the service runs on that host; KeyError naming
+        the field (`service:` or `host:`) and why otherwise."""
+        try:
+            target_service = self.service(service)
+        except KeyError:
+            raise KeyError(f"service: no service {service!r} in the estate") from None
+        try:
+            target_host = self.host(host)
+        except KeyError:
+            raise KeyError(f"host: no host {host!r} in the estate") from None
+        names = [h.name for h in self.hosts_of(target_service)]
+        if target_host.name not in names:
+            raise KeyError(
+                f"host: {host} does not run {service} (its hosts: {', '.join(names) or 'none'})"
+            )
+        return target_service, target_host
+
     def hosts_of(self, service: Service) -> list[Host]:
         """The hosts a service runs on, named directly or through its group."""
         names = list(service.hosts)

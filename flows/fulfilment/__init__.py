@@ -41,17 +41,10 @@ class FulfilmentError(PermanentError):
 
 def service_on_host(estate: Estate, service: str, host: str) -> tuple[Service, Host]:
     """The service and host a request names, refusing a host the service does not run on."""
-    target_service = find_service(estate, service)
     try:
-        target_host = estate.host(host)
-    except KeyError:
-        raise FulfilmentError(f"host: no host {host!r} in the estate") from None
-    names = [h.name for h in estate.hosts_of(target_service)]
-    if target_host.name not in names:
-        raise FulfilmentError(
-            f"host: {host} does not run {service} (its hosts: {', '.join(names) or 'none'})"
-        )
-    return target_service, target_host
+        return estate.service_on(service, host)
+    except KeyError as exc:
+        raise FulfilmentError(exc.args[0]) from None
 
 
 def find_service(estate: Estate, service: str) -> Service:

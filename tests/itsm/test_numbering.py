@@ -19,8 +19,8 @@ from itsm.store import RecordNotFoundError, Store
         ("INC42", None),  # a number has seven digits at least
         ("REQ0000042", None),  # another kind's number
         ("³", None),  # isdigit() says yes, int() refuses it
-        ("٤٢", None),  # Arabic-Indic digits: not an id anyone typed here
-        ("INC٠٠٠٠٠٤٢", None),
+        ("\u0664\u0662", None),  # Arabic-Indic digits: not an id anyone typed here
+        ("INC" + "\u0660" * 5 + "\u0664\u0662", None),
         (str(MAX_RECORD_ID + 1), None),
         ("9" * 400, None),
         (0, None),
