@@ -1,16 +1,54 @@
-"""Read the estate the flows act on."""
+"""Read the estate the flows act on, keeping the last good one through a broken edit."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from pathlib import Path
+
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from inventory.loader import load_estate
 from inventory.models import Estate
+from opsflow.errors import InventoryError
 from opsflow.settings import get_settings
+
+_last_good: dict[Path, Estate] = {}
+_lock = threading.Lock()
 
 
 @task(timeout_seconds=60, cache_policy=NONE)
 def read_estate(estate_dir: str | None = None) -> Estate:
-    """Load and validate the estate: `estate_dir`, else `OPSFLOW_INVENTORY`, else the lab's."""
-    return load_estate(estate_dir or get_settings().estate_dir)
+    """Load and validate the estate: `estate_dir`, else `OPSFLOW_INVENTORY`, else the lab's.
+
+    A typo in one file must not stop triage and restoration in a process that already ran
+    on a good estate: then that estate is used, and every run says so in a warning. A process
+    that never loaded one fails with the problems (`InventoryError`).
+    """
+    directory = Path(estate_dir or get_settings().estate_dir).resolve()
+    try:
+        estate = load_estate(directory)
+    except InventoryError as exc:
+        with _lock:
+            last = _last_good.get(directory)
+        if last is None:
+            raise
+        _logger().warning(
+            "estate %s does not load; acting on the last good one this process read: %s",
+            directory,
+            exc,
+        )
+        return last
+    with _lock:
+        _last_good[directory] = estate
+    return estate
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("opsflow.tasks.inventory")
