@@ -44,5 +44,5 @@ def test_a_process_that_never_read_the_estate_is_told_what_is_wrong(
     fresh = tmp_path / "never-read"
     shutil.copytree(estate_dir, fresh)
     _break(fresh)
-    with pytest.raises(InventoryError, match="people.yaml"):
+    with pytest.raises(InventoryError, match=r"people\.yaml"):
         read_estate(str(fresh))
