@@ -31,10 +31,21 @@ from itsm.records import EventIn
 MAX_LABELS = 64
 MAX_ITEMS = 10_000
 """Alerts in one webhook, or generic events in one list: 10,000 fit in the 8 MiB body limit."""
+
+
+def _no_nul(value: str) -> str:
+    """Refuse NUL: PostgreSQL stores no text with it, and one such alert would fail the
+    commit of every alert grouped with it."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+Clean = AfterValidator(_no_nul)
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")]
-LabelValue = Annotated[str, StringConstraints(max_length=2048)]
+LabelValue = Annotated[str, StringConstraints(max_length=2048), Clean]
 LabelSet = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS)]
-Text = Annotated[str, StringConstraints(max_length=4096)]
+Text = Annotated[str, StringConstraints(max_length=4096), Clean]
 
 
 def _in_utc(value: datetime) -> datetime:
@@ -92,9 +103,11 @@ class GenericEvent(Incoming):
 
     source: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
     status: Literal["firing", "resolved"] = "firing"
-    fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    host: Annotated[str, StringConstraints(max_length=253)] | None = None
-    service: Annotated[str, StringConstraints(max_length=128)] | None = None
+    fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=128), Clean] | None = (
+        None
+    )
+    host: Annotated[str, StringConstraints(max_length=253), Clean] | None = None
+    service: Annotated[str, StringConstraints(max_length=128), Clean] | None = None
     severity: Literal["info", "warning", "critical"] | None = None
     summary: Text = ""
     labels: LabelSet = Field(default_factory=dict)

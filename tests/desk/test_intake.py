@@ -145,6 +145,8 @@ HOSTILE_ALERTS = [
     ("host-over-255", _alert(labels={"host": "x" * 300}), "host"),
     ("lone-surrogate-label", _alert(labels={"service": "app\ud800"}), "labels.service"),
     ("lone-surrogate-label-name", _alert(labels={"a\ud800": "x"}), "labels"),
+    ("nul-in-label", _alert(labels={"service": "app\x00"}), "labels.service"),
+    ("nul-in-annotation", _alert(annotations={"summary": "down\x00"}), "annotations.summary"),
 ]
 
 
