@@ -114,17 +114,32 @@ def send_events(
     desk_url: str | None = None,
     token_block: str = DESK_TOKEN_BLOCK,
 ) -> Delivery:
-    """Post events to the desk's intake in batches; retried, as the desk stores a repeat once."""
+    """Post events to the desk's intake in batches; retried, as the desk stores a repeat once.
+
+    Raises:
+        PermanentError: the desk refused some events (the others are stored): a finding that
+            opens no incident must fail its job where operators see it, not vanish.
+    """
     if not events:
         return Delivery(sent=0, stored=0, duplicates=0)
     url, headers = _desk(desk_url, token_block)
     stored = duplicates = 0
+    rejected: list[str] = []
     for start in range(0, len(events), BATCH):
-        body = [e.model_dump(mode="json") for e in events[start : start + BATCH]]
+        batch = events[start : start + BATCH]
+        body = [e.model_dump(mode="json") for e in batch]
         answer = _call("POST", f"{url}/api/v1/events", headers, json=body)
         stored += int(answer.get("stored", 0))
         duplicates += int(answer.get("duplicates", 0))
-    get_run_logger().info("sent %d events to %s: %d new", len(events), url, stored)
+        for refused in answer.get("rejected", []):
+            event = batch[int(refused["index"])]
+            rejected.append(f"{event.fingerprint}: {refused['reason']}")
+    logger = get_run_logger()
+    logger.info("sent %d events to %s: %d new", len(events), url, stored)
+    if rejected:
+        for reason in rejected:
+            logger.error("the desk refused event %s", reason)
+        raise PermanentError(f"the desk refused {len(rejected)} of {len(events)} event(s)")
     return Delivery(sent=len(events), stored=stored, duplicates=duplicates)
 
 
