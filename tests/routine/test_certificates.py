@@ -10,6 +10,7 @@ import requests
 
 from flows.routine_ops import check_certificates
 from lab.hosts import run_on_host
+from lab.people import token_file
 from tasks.certificates import CertificateFile, TlsEndpoint, classify_expiry
 from tasks.records import open_store
 from tests.routine.conftest import latest_artifact
@@ -105,9 +106,10 @@ def open_incidents(desk_url: str, token: str) -> list[dict]:
 
 
 def test_expiring_certificate_raises_an_incident(
-    tls_service, desk_url: str, desk_token: str
+    tls_service, lab, desk_url: str, desk_token: str
 ) -> None:
     address, pids = tls_service
+    operator = token_file(lab.directory, "alice").read_text().strip()  # monitors only post
     endpoint = TlsEndpoint(host=HOST, port=TLS_PORT, service="app")
     files = [
         CertificateFile(host=HOST, path=f"{TLS_DIR}/expiring.pem", service="app"),
@@ -126,7 +128,7 @@ def test_expiring_certificate_raises_an_incident(
     ]
 
     [incident] = wait_for(
-        lambda: [i for i in open_incidents(desk_url, desk_token) if i["state"] == "New"],
+        lambda: [i for i in open_incidents(desk_url, operator) if i["state"] == "New"],
         20,
         "the desk to open an incident for the expiring certificate",
     )
