@@ -18,6 +18,7 @@ from prefect.deployments import run_deployment
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from desk.project import find_deployment
 from inventory.loader import load_estate
@@ -86,7 +87,9 @@ def run_job(job: str, console: Console) -> list[dict[str, Any]]:
         rows = _table_rows(client, flow_run.id)
     _print_rows(console, job, rows)
     state = run.state
-    console.print(f"{job}: run [bold]{run.name}[/] {state.name if state else 'unknown'}")
+    console.print(
+        Text.assemble(f"{job}: run ", (run.name, "bold"), f" {state.name if state else 'unknown'}")
+    )
     if state is None or not state.is_completed():
         raise JobError(
             f"{job}: run {run.name} ended {state.name if state else 'unknown'}: "
@@ -119,9 +122,8 @@ def _print_rows(console: Console, job: str, rows: list[dict[str, Any]]) -> None:
         cells = []
         for column in columns:
             value = row.get(column)
-            text = "" if value is None else str(value)
-            if value is False:
-                text = "[red]False[/]"
-            cells.append(text)
+            cells.append(
+                Text("" if value is None else str(value), style="red" if value is False else "")
+            )
         table.add_row(*cells)
     console.print(table)

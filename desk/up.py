@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 from rich.console import Console
+from rich.text import Text
 
 from desk.supervisor import SupervisionError, Supervisor
 from opsflow.errors import OpsError
@@ -159,12 +160,14 @@ def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -
     logs = settings.home / "logs"
 
     def restarting(name: str, status: int) -> None:
-        console.print(f"[yellow]{name} exited (status {status}); starting it again[/]")
+        console.print(Text(f"{name} exited (status {status}); starting it again", style="yellow"))
 
     supervisor = Supervisor(env, on_restart=restarting)
     with ExitStack() as stack:
         if not external_server:
-            console.print(f"[bold]Prefect server[/] starting on 127.0.0.1:{port} …")
+            console.print(
+                Text.assemble(("Prefect server", "bold"), f" starting on 127.0.0.1:{port} …")
+            )
             start_prefect_server(supervisor, env, logs / "prefect-server.log")
             stack.callback(supervisor.stop, "the Prefect server")
         stack.callback(write_up_env(settings.home, env).unlink, missing_ok=True)
@@ -194,7 +197,7 @@ def _start_opsflow(
     if settings.inventory is None:
         from lab.hosts import lab_down, lab_up
 
-        console.print(f"[bold]Lab[/] bringing up {hosts} hosts …")
+        console.print(Text.assemble(("Lab", "bold"), f" bringing up {hosts} hosts …"))
         lab = lab_up(settings.lab_dir, hosts=hosts)
         stack.callback(lab_down, settings.lab_dir)
         save_ssh_credentials("opsflow-lab", lab.client_key)
@@ -218,7 +221,7 @@ def _start_opsflow(
 
         save_desk_token(lab_token_file(lab.directory, "routine-jobs").read_text())
     desk_port = int(settings.desk_url.rsplit(":", 1)[1].split("/")[0])
-    console.print(f"[bold]Desk[/] starting on {settings.desk_url} …")
+    console.print(Text.assemble(("Desk", "bold"), f" starting on {settings.desk_url} …"))
     desk = supervisor.start(
         "the desk",
         [sys.executable, "-m", "desk.server", "--port", str(desk_port)],
@@ -230,7 +233,9 @@ def _start_opsflow(
         from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
         from lab.people import token_file
 
-        console.print("[bold]Monitoring[/] Prometheus and Alertmanager watching the lab …")
+        console.print(
+            Text.assemble(("Monitoring", "bold"), " Prometheus and Alertmanager watching the lab …")
+        )
         monitoring = monitoring_up(
             lab,
             webhook_url=f"{settings.desk_url}/api/v1/events/alertmanager",
@@ -238,7 +243,9 @@ def _start_opsflow(
         )
         stack.callback(monitoring_down, monitoring.directory)
         wait_until_scraped(monitoring, timeout_s=60)
-    console.print("[bold]Deployments[/] serving every deployment of prefect.yaml …")
+    console.print(
+        Text.assemble(("Deployments", "bold"), " serving every deployment of prefect.yaml …")
+    )
     serving = supervisor.start(
         "the deployments", [sys.executable, "-m", "desk.serve"], logs / "serve.log"
     )
@@ -268,7 +275,9 @@ def _print_where_to_look(console: Console, settings: OpsflowSettings, port: int)
     from lab.hosts import lab_status
 
     console.print()
-    console.print(f"[bold green]opsflow is up.[/] Prefect UI: http://127.0.0.1:{port}")
+    console.print(
+        Text.assemble(("opsflow is up.", "bold green"), f" Prefect UI: http://127.0.0.1:{port}")
+    )
     console.print(f"  UI and API auth string: {settings.home / AUTH_STRING_FILE}")
     console.print(f"  runs:      http://127.0.0.1:{port}/runs")
     console.print(f"  artifacts: http://127.0.0.1:{port}/artifacts")
@@ -295,6 +304,6 @@ def _wait_until_interrupted(console: Console, supervisor: Supervisor) -> None:
             supervisor.check()
             time.sleep(0.5)
     except SupervisionError as exc:
-        console.print(f"[red]{exc}: stopping everything.[/]")
+        console.print(Text(f"{exc}: stopping everything.", style="red"))
     except KeyboardInterrupt:
         console.print("\nStopping …")
