@@ -220,6 +220,7 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     app.state.store = store
+    app.state.on_events = on_events
     app.state.estate = estate
     app.include_router(requests_router)
     app.include_router(access_router)

@@ -67,6 +67,21 @@ def event_failed(
     console.print(table)
 
 
+@event_app.command("retry")
+def event_retry(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Failed event ids; none retries every one.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Triage failed events again, once what made them fail (an estate file, a rule) is mended."""
+    answer = call_desk("POST", "/events/failed/retry", json={"ids": ids or None})
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(f"{len(answer['retried'])} event(s) back before triage")
+
+
 def incident_table(incidents: list[dict[str, Any]], title: str | None = None) -> Table:
     """Incidents as a table that keeps numbers and states whole on narrow terminals."""
     table = Table(title=title)

@@ -597,6 +597,27 @@ class Store:
                 conn.execute(insert(audit), row)
         return len(ids)
 
+    def retry_failed(self, event_ids: Sequence[int] | None, at: datetime, actor: str) -> list[int]:
+        """Put failed events back before triage (all of them when `event_ids` is None), once
+        what made them fail is mended (an estate file, a rule); the ids put back, audited."""
+        _require_aware(at, "at")
+        query = select(event_failures.c.event_id).order_by(event_failures.c.event_id)
+        if event_ids is not None:
+            query = query.where(event_failures.c.event_id.in_(list(event_ids)))
+        with self.write() as conn:
+            ids = list(conn.execute(query.with_for_update()).scalars())
+            if not ids:
+                return []
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                conn.execute(delete(event_failures).where(event_failures.c.event_id.in_(chunk)))
+                conn.execute(update(events).where(events.c.id.in_(chunk)).values(triaged_at=None))
+            conn.execute(
+                insert(audit),
+                [_decision_audit(at, actor, "event.retried", i, None, {}) for i in ids],
+            )
+        return ids
+
     def failed_events(self, limit: int = 100) -> list[FailedEvent]:
         """Events triage could not handle, newest first, each with its reason."""
         query = (

@@ -1,0 +1,44 @@
+"""Operators put failed events back before triage once the cause is mended."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from inventory.loader import load_estate
+from itsm.records import EventIn
+from itsm.triage import triage
+from tests.desk.conftest import auth
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def test_an_operator_retries_failed_events_and_nobody_else_can(desk, store, desk_estate) -> None:
+    nowhere = EventIn(
+        source="alertmanager",
+        fingerprint="noci",
+        status="firing",
+        labels={"alertname": "Mystery", "severity": "critical"},
+        summary="something somewhere",
+        occurred_at=NOW,
+    )
+    store.store_events([nowhere], NOW)
+    estate = load_estate(desk_estate)
+    [decision] = triage(store, estate, store.pending_events(10), NOW)
+    assert decision.action == "failed"
+    failed_id = decision.event_id
+
+    refused = desk.post("/api/v1/events/failed/retry", json={}, headers=auth("rita"))
+    assert refused.status_code == 403
+    assert [e.id for e in store.failed_events()] == [failed_id]
+
+    answer = desk.post("/api/v1/events/failed/retry", json={}, headers=auth("olga"))
+    assert (answer.status_code, answer.json()) == (200, {"retried": [failed_id]})
+    assert store.failed_events() == []
+    assert [e.id for e in store.pending_events(10)] == [failed_id]
+    assert desk.post("/api/v1/events/failed/retry", json={}, headers=auth("olga")).json() == {
+        "retried": []
+    }
+    [again] = triage(store, estate, store.pending_events(10), NOW)
+    assert again.action == "failed", "still no CI: it fails again, with its reason"
+    actions = [row.action for row in store.audit_trail("event", failed_id)]
+    assert actions == ["event.failed", "event.retried", "event.failed"]
