@@ -270,12 +270,22 @@ def _open_channel(host: Host, client: paramiko.SSHClient, timeout_s: float) -> p
     if transport is None or not transport.is_active():
         _pool.discard(host, client)
         raise SSHTransientError(host.name, "connection closed before the command started")
-    try:
-        channel = transport.open_session(timeout=timeout_s)
-    except (paramiko.SSHException, EOFError, OSError) as exc:
-        if not transport.is_active():
-            _pool.discard(host, client)
-        raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
+    deadline, pause = time.monotonic() + timeout_s, 0.05
+    while True:
+        try:
+            channel = transport.open_session(timeout=timeout_s)
+            break
+        except paramiko.ChannelException as exc:
+            # sshd still counts sessions whose close it has not processed against
+            # MaxSessions: nothing ran, so asking again shortly is safe.
+            if not transport.is_active() or time.monotonic() + pause > deadline:
+                raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if not transport.is_active():
+                _pool.discard(host, client)
+            raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
     channel.settimeout(timeout_s)
     return channel
 
