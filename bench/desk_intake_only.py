@@ -13,7 +13,7 @@ import argparse
 import uvicorn
 
 from desk.app import create_app
-from desk.server import EstateCache
+from desk.estate import EstateCache
 from opsflow.settings import get_settings
 from tasks.records import open_store
 

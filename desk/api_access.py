@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
 from desk.api_schema import Offset, RecordId
-from desk.auth import READER_ROLES, require, sees_everything
+from desk.auth import Operator, Reader, sees_everything
 from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import Entitlement, Estate, Person
 from itsm.access import (
@@ -48,9 +48,6 @@ logger = logging.getLogger("opsflow.desk.access")
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
 LEASE_PREFIX = "grant:"
-
-Reader = Annotated[Person, Depends(require(*READER_ROLES))]
-Operator = Annotated[Person, Depends(require("operator"))]
 
 
 class AccessRunner:

@@ -10,17 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from desk.auth import require
-from inventory.models import Person
+from desk.auth import Operator
 from itsm.numbering import MAX_RECORD_ID
 from itsm.records import FailedEvent
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
-
-Operator = Annotated[Person, Depends(require("operator"))]
 
 
 @router.get("/events/failed")

@@ -15,8 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from desk.api_schema import Offset
-from desk.auth import require
-from inventory.models import Person
+from desk.auth import Operator
 from itsm.problem_store import ProblemStore
 from itsm.problems import (
     KnownError,
@@ -29,8 +28,6 @@ from itsm.problems import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["problems"])
-
-Operator = Annotated[Person, Depends(require("operator"))]
 
 
 def problem_store(request: Request) -> ProblemStore:

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
-from desk.auth import READER_ROLES, require, sees_everything
+from desk.auth import Reader, sees_everything
 from desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
@@ -44,7 +44,6 @@ from opsflow.settings import get_settings
 logger = logging.getLogger("opsflow.desk.requests")
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
-Reader = Annotated[Person, Depends(require(*READER_ROLES))]
 
 PAUSE_WAIT_S = 10.0
 """How long an approval waits for a just-submitted request's run to reach its pause."""

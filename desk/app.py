@@ -25,7 +25,8 @@ from desk.api_problems import router as problems_router
 from desk.api_requests import router as requests_router
 from desk.api_schema import ERROR_RESPONSES, Offset
 from desk.auth import (
-    READER_ROLES,
+    Operator,
+    Reader,
     header_person,
     optional_person,
     require,
@@ -156,8 +157,6 @@ class SenderFirst:
 
 
 Sender = Annotated[Person, Depends(require("monitor", "operator"))]
-Operator = Annotated[Person, Depends(require("operator"))]
-Reader = Annotated[Person, Depends(require(*READER_ROLES))]
 
 
 class Accepted(BaseModel):
@@ -172,7 +171,8 @@ class Accepted(BaseModel):
 
 
 class MyTickets(BaseModel):
-    """A person and what they have asked the desk for."""
+    """A person and what they have asked the desk for (incidents as `Incident.reporter_view`
+    shows them to anyone but operators)."""
 
     name: str
     full_name: str
@@ -192,7 +192,11 @@ class ServiceSummary(BaseModel):
 
 
 class IncidentDetail(Incident):
-    """An incident with its worklog and whether its SLA targets are breached now."""
+    """An incident with its worklog and whether its SLA targets are breached now.
+
+    Anyone but an operator reads the reporter's view: the fields `Incident.reporter_view`
+    empties are null and the worklog holds only their own entries (their reports).
+    """
 
     worklog: list[WorklogEntry]
     sla_breached: dict[str, bool]
@@ -315,8 +319,8 @@ def create_app(
         offset: Offset = 0,
     ) -> list[Incident]:
         """Incidents, newest first, filtered by state, host or service (operators: all of
-        them; anyone else: those they reported)."""
-        return store.list_incidents(
+        them; anyone else: those they reported, in the reporter's view)."""
+        found = store.list_incidents(
             state=state,
             host=host,
             service=service,
@@ -324,25 +328,28 @@ def create_app(
             offset=offset,
             reported_by=None if sees_everything(person) else person.name,
         )
+        return [_view(i, person) for i in found]
 
     @app.post("/api/v1/incidents", tags=["incidents"], status_code=status.HTTP_201_CREATED)
     def report_incident(body: IncidentReport, person: Reader) -> Incident:
         """Report an incident on a CI; one already open for the same CI and symptom is returned,
         with the report recorded on it. Classification sets the key and priority (operators'
-        impact and urgency apply, others' are noted); no runbook starts from a report."""
-        assesses = bool({"operator", "admin"} & set(person.roles))
+        impact and urgency apply, others' are noted); no runbook starts from a report.
+        Anyone but an operator gets the reporter's view of it."""
+        assesses = sees_everything(person)
         found = classify_report(store, estate(), body, person.name, assesses, datetime.now(UTC))
         on_incident_change(found.incident, "opened" if found.outcome == "opened" else "updated")
-        return found.incident
+        return _view(found.incident, person)
 
     @app.get("/api/v1/incidents/{incident_id}", tags=["incidents"])
     def show_incident(incident_id: str, person: Reader) -> IncidentDetail:
         """One incident by id or number (INC0000001), with its worklog and SLA state; 404
-        for an incident someone else reported, unless an operator asks."""
+        for an incident someone else reported, unless an operator asks. Its reporters read
+        the reporter's view: no automation's worklog, notes or assignee."""
         incident = store.get_incident(incident_id)
         if not sees_everything(person) and not store.reported_by(incident.id, person.name):
             raise RecordNotFoundError("incident", incident_id)
-        return _detail(store, incident_id)
+        return _detail(store, incident_id, person)
 
     @app.patch("/api/v1/incidents/{incident_id}", tags=["incidents"])
     def update_incident(incident_id: str, body: IncidentUpdate, person: Operator) -> IncidentDetail:
@@ -353,7 +360,7 @@ def create_app(
             on_incident_change(after, after.state.lower())
         elif after.version != incident.version:
             on_incident_change(after, "updated")
-        return _detail(store, incident_id)
+        return _detail(store, incident_id, person)
 
     @app.get("/api/v1/me", tags=["desk"])
     def me(person: Reader) -> MyTickets:
@@ -363,7 +370,9 @@ def create_app(
             full_name=person.full_name,
             roles=list(person.roles),
             team=person.team,
-            incidents=store.list_incidents(reported_by=person.name, limit=200),
+            incidents=[
+                _view(i, person) for i in store.list_incidents(reported_by=person.name, limit=200)
+            ],
             requests=RequestStore(store).list(requester=person.name, limit=200),
             access_grants=AccessStore(store).list(requester=person.name, limit=200),
         )
@@ -391,13 +400,19 @@ def create_app(
         request: Request, person: Annotated[Person | None, Depends(optional_person)]
     ) -> dict[str, Any]:
         """Whether the desk can reach its store, triage keeps up and the estate loads
-        ("degraded" otherwise; the estate's problems are shown to operators only)."""
+        ("degraded" otherwise). Anyone reads the status, counts and ages; why it is degraded
+        (triage's last error, the store's error, the estate's problems) only operators, as
+        it names hosts, users, files and people."""
+        detailed = sees_everything(person)
         try:
             open_incidents = sum(store.count_open_by_priority().values())
             status_of = getattr(request.app.state, "dispatcher", None)
-            triage = triage_health(store, status_of and status_of.status(), datetime.now(UTC))
+            triage = triage_health(
+                store, status_of and status_of.status(), datetime.now(UTC), detailed=detailed
+            )
         except OpsError as exc:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+            detail = str(exc) if detailed else "the desk cannot read its store"
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from exc
         state = "degraded" if triage["degraded"] else "ok"
         return {
             "status": state,
@@ -461,7 +476,7 @@ def estate_health(estate: EstateCache, person: Person | None) -> dict[str, Any]:
     status_now = estate.status()
     if not status_now.failing:
         return {}
-    if person is not None and {"operator", "admin"} & set(person.roles):
+    if sees_everything(person):
         return {"status": "degraded", "estate": status_now.detail()}
     return {"status": "degraded"}
 
@@ -482,10 +497,18 @@ def intake_metrics(intake: GroupCommit, rejected_total: Counter[str]) -> list[st
     ]
 
 
-def _detail(store: Store, incident_id: str) -> IncidentDetail:
+def _view(incident: Incident, person: Person) -> Incident:
+    """The incident as `person` may read it: whole for operators, else the reporter's view."""
+    return incident if sees_everything(person) else incident.reporter_view()
+
+
+def _detail(store: Store, incident_id: str, person: Person) -> IncidentDetail:
+    """The incident with its SLA state and the worklog `person` may read: all of it for
+    operators, their own entries (their reports) for anyone else."""
     incident = store.get_incident(incident_id)
+    author = None if sees_everything(person) else person.name
     return IncidentDetail(
-        **incident.model_dump(),
-        worklog=store.worklog(incident.id),
+        **_view(incident, person).model_dump(),
+        worklog=store.worklog(incident.id, author=author),
         sla_breached=incident.sla_breaches(datetime.now(UTC)),
     )

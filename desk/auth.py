@@ -86,11 +86,16 @@ def require(*roles: str) -> Callable[[Person], Awaitable[Person]]:
 READER_ROLES = ("requester", "approver", "operator")
 """Roles that read the desk's records; a monitor only posts events."""
 
+Reader = Annotated[Person, Depends(require(*READER_ROLES))]
+"""A route parameter: the person asking, who holds a role that reads the desk's records."""
+Operator = Annotated[Person, Depends(require("operator"))]
+"""A route parameter: the person asking, an operator (or admin)."""
 
-def sees_everything(person: Person) -> bool:
+
+def sees_everything(person: Person | None) -> bool:
     """Whether `person` reads every incident, request and grant (operators and admins).
 
     Everyone else reads what they reported or asked for, and approvers also what they may
     approve; another person's record is answered 404, as if it did not exist.
     """
-    return bool({"operator", "admin"} & set(person.roles))
+    return person is not None and bool({"operator", "admin"} & set(person.roles))

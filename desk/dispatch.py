@@ -172,23 +172,29 @@ TRIAGE_LAG_LIMIT_S = 60.0
 """An event waiting longer than this for triage makes the desk's health "degraded"."""
 
 
-def triage_health(store: Store, status: TriageStatus | None, now: datetime) -> dict[str, Any]:
+def triage_health(
+    store: Store, status: TriageStatus | None, now: datetime, detailed: bool = False
+) -> dict[str, Any]:
     """What the health endpoint says about triage: backlog, failed events, the last error.
 
     `degraded` is true when triage runs are failing or the oldest pending event has waited
-    longer than TRIAGE_LAG_LIMIT_S (triage is behind, or not running at all).
+    longer than TRIAGE_LAG_LIMIT_S (triage is behind, or not running at all). The last
+    error's text (`last_error`) is given only when `detailed` (to operators): it can name
+    the database's host, user and name.
     """
     backlog = store.triage_backlog()
     oldest = backlog.oldest_received_at
     age = (now - oldest).total_seconds() if oldest is not None else None
     failing = status is not None and status.failing
-    return {
+    health: dict[str, Any] = {
         "degraded": failing or (age is not None and age > TRIAGE_LAG_LIMIT_S),
         "pending_events": backlog.pending,
         "oldest_pending_age_s": None if age is None else round(age, 1),
         "failed_events": backlog.failed,
         "failing": failing,
-        "last_error": status.last_error if status else None,
         "last_error_at": status.last_error_at if status else None,
         "last_success_at": status.last_success_at if status else None,
     }
+    if detailed:
+        health["last_error"] = status.last_error if status else None
+    return health

@@ -19,6 +19,16 @@ EventStatus = Literal["firing", "resolved"]
 IncidentState = Literal["New", "In Progress", "On Hold", "Resolved", "Closed", "Canceled"]
 ResolutionCode = Literal["auto-remediated", "manual", "no-fault", "workaround", "duplicate"]
 
+REPORTER_HIDDEN = (
+    "hold_reason",
+    "resolution_notes",
+    "assigned_to",
+    "runbook",
+    "problem_id",
+    "known_error_id",
+)
+"""Incident fields emptied (null) in the reporter's view, with `flow_run_ids`."""
+
 OPEN_STATES: tuple[IncidentState, ...] = ("New", "In Progress", "On Hold")
 """States in which an incident still needs work; at most one per correlation key."""
 
@@ -209,6 +219,15 @@ class Incident(BaseModel):
         if self.number != incident_number(self.id):
             raise ValueError(f"number {self.number!r} does not match id {self.id}")
         return self
+
+    def reporter_view(self) -> Incident:
+        """The incident as a person who reported it, but does not operate, may read it.
+
+        How it is handled stays with operators: the resolution and hold notes (they may
+        quote host output), who is assigned, the runbook, its flow runs and problem links
+        are emptied. State, number, CI, symptom, priority and times remain.
+        """
+        return self.model_copy(update=dict.fromkeys(REPORTER_HIDDEN) | {"flow_run_ids": []})
 
     @property
     def is_open(self) -> bool:

@@ -1176,11 +1176,14 @@ class Store:
             )
         return entry
 
-    def worklog(self, incident_id: int | str) -> list[WorklogEntry]:
-        """An incident's worklog, oldest first."""
+    def worklog(self, incident_id: int | str, author: str | None = None) -> list[WorklogEntry]:
+        """An incident's worklog, oldest first; only `author`'s entries when given (what a
+        reporter may read of it: their own reports)."""
         with self.read() as conn:
             incident = self._fetch_incident(conn, incident_id)
             query = select(worklog).where(worklog.c.incident_id == incident.id)
+            if author is not None:
+                query = query.where(worklog.c.author == author)
             rows = conn.execute(query.order_by(worklog.c.at, worklog.c.id)).mappings().all()
         return [WorklogEntry.model_validate(dict(row)) for row in rows]
 

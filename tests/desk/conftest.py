@@ -10,7 +10,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from desk.app import create_app
-from desk.server import EstateCache
+from desk.estate import EstateCache
 from inventory.models import token_sha256
 from itsm.store import Store
 

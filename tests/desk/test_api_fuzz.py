@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from desk.app import create_app
-from desk.server import EstateCache
+from desk.estate import EstateCache
 from inventory.models import token_sha256
 from itsm.store import Store
 from lab.people import PEOPLE, write_people_and_rules

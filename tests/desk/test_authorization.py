@@ -22,7 +22,7 @@ from desk.api_access import AccessRunner
 from desk.api_requests import RequestRunner
 from desk.app import create_app
 from desk.cli import app as opsflow
-from desk.server import EstateCache
+from desk.estate import EstateCache
 from itsm.records import IncidentCreate
 from itsm.request_store import RequestStore
 from itsm.store import Store

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from desk.app import create_app
 from desk.cli import app as opsflow
-from desk.server import EstateCache
+from desk.estate import EstateCache
 from itsm.records import IncidentCreate
 from itsm.store import Store
 from itsm.timeline import render_timeline

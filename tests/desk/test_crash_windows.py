@@ -17,7 +17,7 @@ from sqlalchemy import select
 from desk.api_access import AccessRunner
 from desk.api_requests import RequestRunner
 from desk.app import create_app
-from desk.server import EstateCache
+from desk.estate import EstateCache
 from itsm.access_store import AccessStore, access_grants
 from itsm.leases import leases
 from itsm.request_store import RequestStore, service_requests

@@ -7,6 +7,7 @@ import threading
 import time
 
 from desk.dispatch import Dispatcher
+from tests.desk.conftest import auth
 from tests.support import wait_for
 
 
@@ -72,7 +73,7 @@ def test_health_is_degraded_while_triage_fails_or_lags(store, desk_estate) -> No
     from fastapi.testclient import TestClient
 
     from desk.app import create_app
-    from desk.server import EstateCache
+    from desk.estate import EstateCache
     from itsm.records import EventIn
 
     def broken() -> list[dict]:
@@ -87,9 +88,12 @@ def test_health_is_degraded_while_triage_fails_or_lags(store, desk_estate) -> No
     failing.start()
     try:
         wait_for(lambda: failing.status().failing, 10, "triage to fail")
-        health = client.get("/api/v1/health").json()
+        anonymous = client.get("/api/v1/health").json()
+        health = client.get("/api/v1/health", headers=auth("olga")).json()
     finally:
         failing.stop()
+    assert (anonymous["status"], anonymous["triage"]["failing"]) == ("degraded", True)
+    assert "last_error" not in anonymous["triage"] and "boom" not in str(anonymous)
     assert health["status"] == "degraded"
     assert health["triage"]["last_error"] == "RuntimeError: boom"
 

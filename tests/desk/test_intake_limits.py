@@ -16,7 +16,7 @@ import requests
 import uvicorn
 
 from desk.app import MAX_BODY_BYTES, create_app
-from desk.server import EstateCache
+from desk.estate import EstateCache
 from itsm.store import Store
 from tests.desk.conftest import TOKENS, auth
 from tests.desk.test_intake import _alert, load, stored_events

@@ -73,3 +73,44 @@ def test_a_second_report_is_recorded_and_shown_to_its_reporter(desk) -> None:
     ]
     mine = desk.get("/api/v1/me", headers=auth("olga")).json()
     assert [i["number"] for i in mine["incidents"]] == [first["number"]]
+
+
+def test_a_reporter_reads_where_the_alerts_incident_stands_not_how_it_is_handled(
+    desk, store, desk_estate
+) -> None:
+    store.store_events([real_alert()], datetime.now(UTC))
+    [decision] = triage(
+        store, load_estate(desk_estate), store.pending_events(10), datetime.now(UTC)
+    )
+    assert decision.action == "opened"
+    root_output = "restart failed: sudo: /usr/sbin/svc: Permission denied (stderr of web1)"
+    for text in (root_output, "paged olga"):
+        store.add_worklog(decision.incident_id, "restoration", text, datetime.now(UTC))
+    joined = desk.post("/api/v1/incidents", json=SERVICE_DOWN, headers=auth("rita"))
+    assert joined.json()["id"] == decision.incident_id and joined.json()["runbook"] is None
+    url = f"/api/v1/incidents/{joined.json()['number']}"
+    for change in (
+        {"state": "In Progress", "assigned_to": "olga"},
+        {"state": "Resolved", "resolution_code": "manual", "resolution_notes": root_output},
+    ):
+        assert desk.patch(url, json=change, headers=auth("olga")).status_code == 200
+
+    shown = desk.get(url, headers=auth("rita")).json()
+    assert (shown["state"], shown["host"], shown["symptom"]) == ("Resolved", "web1", "service-down")
+    assert shown["resolution_code"] == "manual"
+    assert [(w["author"], w["text"]) for w in shown["worklog"]] == [("rita", "reported: app down")]
+    listed = desk.get("/api/v1/incidents", headers=auth("rita")).json()
+    mine = desk.get("/api/v1/me", headers=auth("rita")).json()["incidents"]
+    for seen in (shown, *listed, *mine):
+        assert seen["resolution_notes"] is None and seen["assigned_to"] is None
+        assert seen["runbook"] is None and seen["flow_run_ids"] == []
+        assert root_output not in str(seen) and "paged" not in str(seen)
+
+    operator = desk.get(url, headers=auth("olga")).json()
+    assert operator["resolution_notes"] == root_output and operator["assigned_to"] == "olga"
+    assert operator["runbook"] == "restart-service"
+    assert [w["text"] for w in operator["worklog"]] == [
+        root_output,
+        "paged olga",
+        "reported: app down",
+    ]
