@@ -30,7 +30,6 @@ from prefect.transactions import transaction
 
 from flows.runbooks import runbooks
 from flows.runbooks.free_disk_space import disk_ok
-from inventory.loader import load_estate
 from inventory.models import Estate
 from itsm.leases import Leases, restoration_lease
 from itsm.problems import KnownError
@@ -40,7 +39,7 @@ from opsflow.errors import OpsError, PermanentError
 from opsflow.settings import get_settings
 from tasks.concurrency import SLOT_WAIT_S, host_slot
 from tasks.events import emit_incident_event
-from tasks.inventory import read_estate
+from tasks.inventory import last_good_estate, read_estate
 from tasks.notify import notify_on_call
 from tasks.problems import read_known_error, record_workaround_outcome
 from tasks.records import (
@@ -73,7 +72,8 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
     must not stay In Progress with nobody told. The hook claims the incident again with the
     run's lease, so it does nothing when the incident was resolved meanwhile or another
     restoration has taken it over; if even this fails, the lease lapses and a desk takes
-    the restoration over.
+    the restoration over. The estate is the last good one this process read, so a broken
+    estate file does not leave the on-call unpaged.
     """
     holder = flow_run.parameters.get("lease_holder") or run_holder(str(flow_run.id))
     leases = Leases(open_store())
@@ -88,7 +88,7 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
         return
     reason = f"restoration run {flow_run.name} {state.name.lower()}: {state.message}"
     try:
-        estate = load_estate(get_settings().estate_dir)
+        estate = last_good_estate()
     except OpsError as exc:
         reason += f" (and the estate cannot be read: {exc})"
         estate = None

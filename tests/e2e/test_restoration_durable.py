@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from itsm.records import Incident, IncidentCreate, IncidentUpdate
 from lab.hosts import SVC, run_on_host
 from lab.people import token_file
 from tasks.concurrency import host_slot
+from tasks.inventory import read_estate
 from tasks.records import open_store
 from tests.support import free_port, wait_for
 
@@ -94,6 +96,27 @@ def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
     assert runbook_starts(incident) == 0
     assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]
     assert lease_holder(incident) is None, "the lease is given back once escalated"
+
+
+def test_the_crash_hook_pages_from_the_last_good_estate(
+    lab, desk, pager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    estate_dir = tmp_path / "estate"
+    shutil.copytree(lab.estate_dir, estate_dir)
+    monkeypatch.setenv("OPSFLOW_INVENTORY", str(estate_dir))
+    read_estate.fn()
+    with (estate_dir / "people.yaml").open("a") as people:
+        people.write("  - name: [unclosed\n")
+
+    host = lab.hosts[3].name
+    incident = open_incident(host, "slot timeout with a broken estate")
+    pages_before = len(pager.pages)
+    with host_slot(host), pytest.raises(TimeoutError):
+        incident_restoration(incident.number, slot_wait_s=1.0)
+
+    assert open_store().get_incident(incident.id).assigned_to == "alice"
+    assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]
+    assert not any("estate cannot be read" in t for t in worklog(incident))
 
 
 def test_two_restorations_of_one_incident_run_the_runbook_once(lab, desk) -> None:
