@@ -19,7 +19,7 @@ from typing import Any
 
 from desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
 from itsm.leases import RESTORATION_PREFIX, Leases, incident_of
-from itsm.records import CLAIMABLE_STATES, Incident
+from itsm.records import Incident, left_to_automation
 from itsm.store import Store
 from opsflow.settings import get_settings
 
@@ -84,7 +84,7 @@ class RestorationRunner:
     def _take_over(self, name: str, holder: str) -> TakeOver:
         """Carry on the restoration `name`, whose lease this desk now holds."""
         record = self._store.get_incident(incident_of(name))
-        if record.state not in CLAIMABLE_STATES or not record.runbook:
+        if not left_to_automation(record) or not record.runbook:
             return "finished"  # resolved or escalated before its lease was given back
         with self._changed:
             if self.running >= self.max_running:

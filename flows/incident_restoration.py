@@ -12,7 +12,8 @@ leases its incident in the transaction that claims it (so one restoration at a t
 an incident), renews the lease while it works and gives it back only once the outcome is
 recorded; an unexpected error or a crash escalates through the flow's hooks; a run whose
 process died leaves its lease to lapse, and a desk takes the restoration over
-(`desk.restorations`).
+(`desk.restorations`). An escalated incident belongs to its on-call: no restoration claims
+it again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from flows.runbooks.free_disk_space import disk_ok
 from inventory.models import Estate
 from itsm.leases import Leases, restoration_lease
 from itsm.problems import KnownError
-from itsm.records import CLAIMABLE_STATES, Incident, IncidentUpdate
+from itsm.records import CLAIMABLE_STATES, Incident, IncidentUpdate, left_to_automation
 from itsm.timeline import render_timeline
 from opsflow.errors import OpsError, PermanentError
 from opsflow.settings import get_settings
@@ -70,10 +71,10 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
 
     Whatever went wrong (a host-slot timeout, a database error, an interrupt), the incident
     must not stay In Progress with nobody told. The hook claims the incident again with the
-    run's lease, so it does nothing when the incident was resolved meanwhile or another
-    restoration has taken it over; if even this fails, the lease lapses and a desk takes
-    the restoration over. The estate is the last good one this process read, so a broken
-    estate file does not leave the on-call unpaged.
+    run's lease, so it does nothing when the incident was resolved or escalated meanwhile
+    or another restoration has taken it over; if even this fails, the lease lapses and a
+    desk takes the restoration over. The estate is the last good one this process read, so
+    a broken estate file does not leave the on-call unpaged.
     """
     holder = flow_run.parameters.get("lease_holder") or run_holder(str(flow_run.id))
     leases = Leases(open_store())
@@ -125,10 +126,12 @@ def incident_restoration(
     claim = claim_incident(incident, ACTOR, holder)
     record = claim.incident
     if not claim.claimed:
-        if record.state in CLAIMABLE_STATES:
+        if left_to_automation(record):
             logger.info(
                 "%s is being restored by %s: not twice at once", record.number, claim.holder
             )
+        elif record.state in CLAIMABLE_STATES:
+            logger.info("%s is assigned to %s: left to them", record.number, record.assigned_to)
         else:
             logger.info("%s is %s: nothing to restore", record.number, record.state)
         return record.state
@@ -181,11 +184,12 @@ def _restore(
         raise RestorationError(f"{record.number}'s CI cannot be restored: {exc.args[0]}") from None
     with host_slot(host.name, slot_wait_s), tags(f"host:{host.name}"):
         current = read_incident(str(record.id))
-        if current.state not in CLAIMABLE_STATES:
+        if not left_to_automation(current):
+            became = current.state
+            if current.state in CLAIMABLE_STATES:
+                became = f"assigned to {current.assigned_to}"
             write_worklog(
-                record.id,
-                ACTOR,
-                f"{current.state} while waiting for {host.name}'s slot: runbook not run",
+                record.id, ACTOR, f"{became} while waiting for {host.name}'s slot: runbook not run"
             )
             return False
         budget = estate.settings.remediation_budget

@@ -170,8 +170,9 @@ class Leases:
     ) -> RestorationClaim:
         """Claim an incident for a restoration and lease it to `holder`, in one transaction.
 
-        The claim (In Progress if New, the run linked) happens only when the incident is New
-        or In Progress and its restoration lease is free, lapsed or `holder`'s already.
+        The claim (In Progress if New, the run linked) happens only when the incident is left
+        to automation (New or In Progress, not escalated to a person) and its restoration
+        lease is free, lapsed or `holder`'s already.
         """
         now = now or datetime.now(UTC)
 
@@ -184,13 +185,14 @@ class Leases:
 
     def unclaimed_restorations(self, opened_before: datetime) -> list[str]:
         """Restoration lease names of the incidents opened with a runbook before
-        `opened_before` that are still New and that no restoration has leased."""
+        `opened_before` that are still New, assigned to nobody and leased by no restoration."""
         lease_name = RESTORATION_PREFIX + incidents.c.id.cast(String)
         query = (
             select(incidents.c.id)
             .outerjoin(leases, leases.c.name == lease_name)
             .where(
                 incidents.c.state == "New",
+                incidents.c.assigned_to.is_(None),
                 incidents.c.runbook.is_not(None),
                 incidents.c.opened_at < opened_before,
                 leases.c.name.is_(None),

@@ -35,6 +35,17 @@ OPEN_STATES: tuple[IncidentState, ...] = ("New", "In Progress", "On Hold")
 CLAIMABLE_STATES: tuple[IncidentState, ...] = ("New", "In Progress")
 """States in which a flow may take an incident on; On Hold means a human is holding it."""
 
+
+def left_to_automation(incident: Incident) -> bool:
+    """Whether a flow may take the incident on: in CLAIMABLE_STATES and assigned to nobody.
+
+    Escalation leaves an incident In Progress and assigns its team's on-call: from then on
+    a person owns it, and no restoration (a desk's takeover, a failure hook, a correlated
+    alert) may run its runbook or page again.
+    """
+    return incident.state in CLAIMABLE_STATES and incident.assigned_to is None
+
+
 FINAL_STATES: tuple[IncidentState, ...] = ("Closed", "Canceled")
 """States an incident never leaves."""
 

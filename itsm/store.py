@@ -60,7 +60,6 @@ from sqlalchemy.types import TypeDecorator
 from itsm.lifecycle import apply_update
 from itsm.priority import SlaTargets, priority
 from itsm.records import (
-    CLAIMABLE_STATES,
     OPEN_STATES,
     AuditEntry,
     Event,
@@ -72,6 +71,7 @@ from itsm.records import (
     IncidentUpdate,
     WorklogEntry,
     bound_event_times,
+    left_to_automation,
     parse_incident_id,
 )
 from opsflow.errors import PermanentError, TransientError
@@ -1061,15 +1061,16 @@ class Store:
 
         `hold(conn, incident)` runs first in the same transaction (a restoration takes its
         lease there), so an incident is never claimed without what `hold` took, nor the
-        reverse. Returns the incident and whether it was claimed; one that is not in
-        CLAIMABLE_STATES, or that `hold` refuses, is returned unchanged.
+        reverse. Returns the incident and whether it was claimed; one not left to automation
+        (`left_to_automation`: not in CLAIMABLE_STATES, or escalated to a person), or that
+        `hold` refuses, is returned unchanged.
         """
         _require_aware(now, "now")
         claimed = False
 
         def guard(conn: Connection, before: Incident) -> bool:
             nonlocal claimed
-            claimed = before.state in CLAIMABLE_STATES and hold(conn, before)
+            claimed = left_to_automation(before) and hold(conn, before)
             return claimed
 
         def change(before: Incident) -> Incident:

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -23,7 +23,7 @@ from prefect.settings import PREFECT_API_URL
 
 from desk.restorations import RestorationRunner
 from flows.incident_restoration import incident_restoration
-from itsm.leases import Leases, restoration_lease
+from itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
 from itsm.records import Incident, IncidentCreate, IncidentUpdate
 from lab.hosts import SVC, run_on_host
 from lab.people import token_file
@@ -96,6 +96,44 @@ def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
     assert runbook_starts(incident) == 0
     assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]
     assert lease_holder(incident) is None, "the lease is given back once escalated"
+
+
+def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:
+    host = lab.hosts[3].name
+    incident = open_incident(host, "escalated, then its lease lapsed")
+    pages_before = len(pager.pages)
+    with host_slot(host), pytest.raises(TimeoutError):
+        incident_restoration(incident.number, slot_wait_s=1.0)
+    pages = len(pager.wait_for(pages_before + 1, 20))
+    assert pages == pages_before + 1
+
+    # The escalating run crashed before it gave its lease back: the lease lapses.
+    leases = Leases(open_store())
+    name = restoration_lease(incident.id)
+    assert leases.take(name, "crashed-run", datetime.now(UTC) - timedelta(minutes=1), 1)
+    runner = RestorationRunner(
+        open_store(),
+        lambda number, holder: incident_restoration(number, lease_holder=holder),
+        lease_s=1.0,
+    )
+    runner.keep()
+    try:
+        everything = datetime.now(UTC) + timedelta(days=1)
+        wait_for(
+            lambda: name not in {n for n, _ in leases.lapsed(RESTORATION_PREFIX, everything)},
+            30,
+            "a desk to take the lapsed lease and give it back",
+        )
+    finally:
+        runner.stop()
+    assert incident_restoration(incident.number) == "In Progress", "as for a correlated alert"
+
+    after = open_store().get_incident(incident.id)
+    assert (after.state, after.assigned_to) == ("In Progress", "alice")
+    assert runbook_starts(incident) == 0
+    assert not any("taken over" in t for t in worklog(incident))
+    assert sum(t.startswith("escalated to ops") for t in worklog(incident)) == 1
+    assert len(pager.pages) == pages, "the on-call is paged once"
 
 
 def test_the_crash_hook_pages_from_the_last_good_estate(

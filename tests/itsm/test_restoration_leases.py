@@ -77,3 +77,19 @@ def test_new_incidents_with_a_runbook_and_no_lease_are_unclaimed(leases: Leases)
     leases.claim_restoration(claimed.number, "run-a", 30, "test", now=at(1))
     assert leases.unclaimed_restorations(opened_before=T0) == [], "not before a grace period"
     assert leases.unclaimed_restorations(opened_before=at(5)) == [restoration_lease(waiting.id)]
+
+
+def test_an_escalated_incident_is_left_to_its_on_call(leases: Leases) -> None:
+    incident = open_incident(leases, "k7")
+    leases.claim_restoration(incident.number, "run-a", 30, "test", now=at(1))
+    leases.store.update_incident(
+        incident.id, IncidentUpdate(state="In Progress", assigned_to="alice"), "test", at(2)
+    )
+    claim = leases.claim_restoration(incident.number, "run-a", 30, "test", now=at(3))
+    assert not claim.claimed, "not even by the run that escalated it (its failure hook)"
+    later = leases.claim_restoration(incident.number, "desk-b", 30, "test", now=at(60))
+    assert not later.claimed, "nor by a desk once the lease lapsed"
+
+    assigned = open_incident(leases, "k8")
+    leases.store.update_incident(assigned.id, IncidentUpdate(assigned_to="bob"), "bob", at(2))
+    assert leases.unclaimed_restorations(opened_before=at(5)) == []
