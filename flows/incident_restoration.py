@@ -12,8 +12,9 @@ leases its incident in the transaction that claims it (so one restoration at a t
 an incident), renews the lease while it works and gives it back only once the outcome is
 recorded; an unexpected error or a crash escalates through the flow's hooks; a run whose
 process died leaves its lease to lapse, and a desk takes the restoration over
-(`desk.restorations`). An escalated incident belongs to its on-call: no restoration claims
-it again.
+(`desk.restorations`). A run that stalled longer than its lease may have lost it to such a
+takeover: it asks before it remediates, escalates or resolves, and steps aside if so. An
+escalated incident belongs to its on-call: no restoration claims it again.
 """
 
 from __future__ import annotations
@@ -143,12 +144,15 @@ def incident_restoration(
         try:
             estate = read_estate()
             restored = _restore(
-                estate, record, verify_deadline_s, slot_wait_s, _workaround_of(record)
+                estate, record, holder, verify_deadline_s, slot_wait_s, _workaround_of(record)
             )
         except OpsError as exc:
-            logger.warning("%s: escalating: %s", record.number, exc)
-            record = _escalate(estate, record, str(exc))
-            change = "escalated"
+            if _lease_kept(record, holder, f"not escalated ({exc})"):
+                logger.warning("%s: escalating: %s", record.number, exc)
+                record = _escalate(estate, record, str(exc))
+                change = "escalated"
+            else:
+                record = read_incident(str(record.id))
         else:
             record = read_incident(str(record.id))
             change = "resolved" if restored else None
@@ -168,11 +172,13 @@ def _workaround_of(record: Incident) -> KnownError | None:
 def _restore(
     estate: Estate,
     record: Incident,
+    holder: str,
     verify_deadline_s: float,
     slot_wait_s: float,
     workaround: KnownError | None,
 ) -> bool:
-    """Run the incident's runbook and resolve it; False when it needed nothing any more."""
+    """Run the incident's runbook and resolve it, as long as `holder` holds its lease; False
+    when it needed nothing any more or was left to another restoration."""
     runbook = runbooks().get(record.runbook or "")
     if runbook is None:
         raise RestorationError(f"no runbook for {record.number} (runbook {record.runbook!r})")
@@ -191,6 +197,8 @@ def _restore(
             write_worklog(
                 record.id, ACTOR, f"{became} while waiting for {host.name}'s slot: runbook not run"
             )
+            return False
+        if not _lease_kept(record, holder, f"runbook not run after waiting for {host.name}'s slot"):
             return False
         budget = estate.settings.remediation_budget
         if spend_remediation(service.name, host.name, record.id, budget) is None:
@@ -222,6 +230,8 @@ def _restore(
             raise
     restored_in = (datetime.now(UTC) - started).total_seconds()
     write_worklog(record.id, ACTOR, f"verified: {detail}")
+    if not _lease_kept(record, holder, "not resolved"):
+        return False
     change_incident(
         record.id,
         IncidentUpdate(
@@ -245,6 +255,24 @@ def _restore(
             f"{counted.times_applied} times",
         )
     return True
+
+
+def _lease_kept(record: Incident, holder: str, instead: str) -> bool:
+    """Whether `holder` still holds the incident's restoration lease (renewing it).
+
+    A run that stalled longer than its lease (a database outage, a long wait for the host's
+    slot) may have lost it to a desk that took the restoration over; then this run must
+    not act on the incident: it says in the worklog what it did `instead` and steps aside.
+    """
+    leases = Leases(open_store())
+    lease = restoration_lease(record.id)
+    if leases.holds(lease, holder, get_settings().lease_seconds):
+        return True
+    taker = leases.holder(lease, datetime.now(UTC)) or "nobody"
+    note = f"restoration lease lost to {taker}: {instead}, left to its holder"
+    write_worklog(record.id, ACTOR, note)
+    get_run_logger().warning("%s: %s", record.number, note)
+    return False
 
 
 def _escalate(estate: Estate | None, record: Incident, reason: str) -> Incident:

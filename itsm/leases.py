@@ -104,16 +104,16 @@ class Leases:
         with self.store.write() as conn:
             return take_lease(conn, name, holder, now, lease_s)
 
-    def renew(self, holder: str, names: Sequence[str], until: datetime) -> None:
-        """Move the end of `holder`'s leases on `names` to `until` (now, to let them lapse)."""
+    def renew(self, holder: str, names: Sequence[str], until: datetime) -> set[str]:
+        """Move the end of `holder`'s leases on `names` to `until` (now, to let them lapse);
+        the names `holder` still holds. A lease missing from the answer lapsed and was taken
+        over, or given back: whoever renewed it must stop acting on what it covers."""
         if not names:
-            return
+            return set()
+        mine = (leases.c.holder == holder) & leases.c.name.in_(list(names))
         with self.store.write() as conn:
-            conn.execute(
-                update(leases)
-                .where(leases.c.holder == holder, leases.c.name.in_(list(names)))
-                .values(until=until)
-            )
+            conn.execute(update(leases).where(mine).values(until=until))
+            return set(conn.execute(select(leases.c.name).where(mine)).scalars())
 
     def release(self, name: str, holder: str) -> None:
         """Give the lease back, if `holder` still has it."""
@@ -136,16 +136,28 @@ class Leases:
         with self.store.read() as conn:
             return conn.execute(query).scalar_one_or_none()
 
+    def holds(self, name: str, holder: str, lease_s: float) -> bool:
+        """Renew `holder`'s lease on `name` for `lease_s`; whether `holder` still holds it.
+
+        Ask before acting on what the lease covers: a holder that stalled longer than the
+        lease (a database outage, a long wait) may have lost it to another.
+        """
+        until = datetime.now(UTC) + timedelta(seconds=lease_s)
+        return name in self.renew(holder, [name], until)
+
     @contextmanager
     def renewing(self, name: str, holder: str, lease_s: float) -> Iterator[None]:
         """Renew `holder`'s lease on `name` from a thread while the block runs (every third
-        of `lease_s`, at most 5 s); the lease is left as it is afterwards."""
+        of `lease_s`, at most 5 s); the lease is left as it is afterwards. Once the lease is
+        found lost the renewals stop with a warning; the block learns it through `holds`."""
         stopped = threading.Event()
 
         def keep() -> None:
             while not stopped.wait(min(lease_s / 3, 5.0)):
                 try:
-                    self.renew(holder, [name], datetime.now(UTC) + timedelta(seconds=lease_s))
+                    if not self.holds(name, holder, lease_s):
+                        logger.warning("lease %s is no longer %s's: not renewing it", name, holder)
+                        return
                 except Exception:
                     logger.warning("renewing lease %s failed; trying again", name, exc_info=True)
 

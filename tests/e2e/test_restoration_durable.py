@@ -27,6 +27,7 @@ from itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
 from itsm.records import Incident, IncidentCreate, IncidentUpdate
 from lab.hosts import SVC, run_on_host
 from lab.people import token_file
+from opsflow.settings import get_settings
 from tasks.concurrency import host_slot
 from tasks.inventory import read_estate
 from tasks.records import open_store
@@ -96,6 +97,38 @@ def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
     assert runbook_starts(incident) == 0
     assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]
     assert lease_holder(incident) is None, "the lease is given back once escalated"
+
+
+def test_a_restoration_that_lost_its_lease_while_waiting_steps_aside(lab, desk, pager) -> None:
+    host = lab.hosts[3].name
+    run_on_host(host, [SVC, "stop"], lab.directory)
+    incident = open_incident(host, "lease lost while waiting for the slot")
+    name = restoration_lease(incident.id)
+    leases = Leases(open_store())
+    pages_before = len(pager.pages)
+    results: list[str] = []
+    worker = threading.Thread(target=lambda: results.append(incident_restoration(incident.number)))
+    try:
+        with host_slot(host):
+            worker.start()
+            wait_for(lambda: lease_holder(incident), 30, "the restoration to claim the incident")
+            # It stalls longer than its lease; a desk takes the restoration over.
+            lapsed = datetime.now(UTC) + timedelta(seconds=get_settings().lease_seconds + 1)
+            assert leases.take(name, "another-desk", lapsed, 600)
+        worker.join(60)
+        assert results == ["In Progress"]
+        assert runbook_starts(incident) == 0
+        assert not app_runs(lab, host), "the runbook did not run"
+        assert not any(t.startswith("escalated") for t in worklog(incident))
+        assert (
+            "restoration lease lost to another-desk: runbook not run after waiting for "
+            f"{host}'s slot, left to its holder"
+        ) in worklog(incident)
+        assert lease_holder(incident) == "another-desk", "left to the new holder"
+        assert len(pager.pages) == pages_before
+    finally:
+        leases.release(name, "another-desk")
+        run_on_host(host, [SVC, "start"], lab.directory)
 
 
 def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:

@@ -79,6 +79,17 @@ def test_new_incidents_with_a_runbook_and_no_lease_are_unclaimed(leases: Leases)
     assert leases.unclaimed_restorations(opened_before=at(5)) == [restoration_lease(waiting.id)]
 
 
+def test_renewing_tells_a_holder_whether_it_still_holds_its_lease(leases: Leases) -> None:
+    incident = open_incident(leases, "k6")
+    name = restoration_lease(incident.id)
+    leases.claim_restoration(incident.number, "run-a", 30, "test", now=at(1))
+    assert leases.renew("run-a", [name], at(31)) == {name}
+
+    assert leases.take(name, "desk-b", at(40), 30), "run-a stalled: its lease lapsed"
+    assert leases.renew("run-a", [name], at(45)) == set(), "taken over: run-a must stop"
+    assert leases.holder(name, at(45)) == "desk-b"
+
+
 def test_an_escalated_incident_is_left_to_its_on_call(leases: Leases) -> None:
     incident = open_incident(leases, "k7")
     leases.claim_restoration(incident.number, "run-a", 30, "test", now=at(1))
