@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 from prefect.settings import PREFECT_API_URL
@@ -37,3 +43,51 @@ def prefect_events(prefix: str) -> list[dict]:
     )
     answer.raise_for_status()
     return answer.json()["events"]
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DeskProcess:
+    """A desk in a process of its own, which the test may kill."""
+
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+
+@contextmanager
+def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[DeskProcess]:
+    """Another desk (`python -m desk.server`) on the same records and Prefect server, with
+    short leases, once it answers; killed at the end."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "OPSFLOW_INVENTORY": str(estate_dir),
+        "OPSFLOW_LEASE_SECONDS": str(lease_s),
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "desk.server", "--port", str(port)],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    desk = DeskProcess(process, f"http://127.0.0.1:{port}", log)
+
+    def answers() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return requests.get(f"{desk.url}/api/v1/health", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(answers, 60, "the other desk to start")
+        yield desk
+    finally:
+        process.kill()
+        process.wait(10)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -19,7 +15,6 @@ from uuid import UUID, uuid4
 import pytest
 import requests
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL
 
 from desk.restorations import RestorationRunner
 from flows.incident_restoration import incident_restoration
@@ -31,7 +26,7 @@ from opsflow.settings import get_settings
 from tasks.concurrency import host_slot
 from tasks.inventory import read_estate
 from tasks.records import open_store
-from tests.support import free_port, wait_for
+from tests.support import DeskProcess, desk_process, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())
@@ -260,48 +255,11 @@ def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> N
     assert app_runs(lab, host)
 
 
-@dataclass
-class DeskProcess:
-    """A desk in a process of its own, which the test may kill."""
-
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-
 @pytest.fixture
 def second_desk(lab, desk, tmp_path: Path) -> Iterator[DeskProcess]:
-    """Another desk process on the same records and Prefect server, with 2 s leases
-    (started as tests/requests/test_desk_stops.py starts its second desk)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "OPSFLOW_INVENTORY": str(lab.estate_dir),
-        "OPSFLOW_LEASE_SECONDS": "2",
-    }
-    log_path = tmp_path / "desk.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "desk.server", "--port", str(port)],
-            cwd=PROJECT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    other = DeskProcess(process, f"http://127.0.0.1:{port}", log_path)
-
-    def answers() -> bool:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            return requests.get(f"{other.url}/api/v1/health", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-
-    wait_for(answers, 60, "the second desk to start")
-    yield other
-    process.kill()
-    process.wait(10)
+    """Another desk process on the same records and Prefect server, with 2 s leases."""
+    with desk_process(lab.estate_dir, tmp_path / "desk.log") as other:
+        yield other
 
 
 def service_down_alert(host: str) -> dict:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
-from prefect.settings import PREFECT_API_URL
 
 from lab.hosts import app_health
 from tests.requests.conftest import Desk, RequestEstate, wait_for
 from tests.requests.test_fulfilment import actions, paused_request, run_state
-from tests.support import free_port
+from tests.support import desk_process
 
 pytestmark = pytest.mark.slow
-
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -35,35 +29,8 @@ class SecondDesk:
 @pytest.fixture
 def second_desk(desk: Desk, request_estate: RequestEstate, tmp_path: Path) -> Iterator[SecondDesk]:
     """Another desk process on the same records and Prefect server, with 2 s leases."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "OPSFLOW_INVENTORY": str(request_estate.directory),
-        "OPSFLOW_LEASE_SECONDS": "2",
-    }
-    log = (tmp_path / "desk.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "desk.server", "--port", str(port)],
-        cwd=PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    other = SecondDesk(process, Desk(f"http://127.0.0.1:{port}", request_estate.tokens))
-
-    def answers() -> bool:
-        assert process.poll() is None, (tmp_path / "desk.log").read_text()
-        try:
-            return requests.get(f"{other.desk.url}/api/v1/health", timeout=1).ok
-        except requests.ConnectionError:
-            return False
-
-    wait_for(answers, 60, "the second desk to start")
-    yield other
-    process.kill()
-    process.wait(10)
-    log.close()
+    with desk_process(request_estate.directory, tmp_path / "desk.log") as other:
+        yield SecondDesk(other.process, Desk(other.url, request_estate.tokens))
 
 
 def test_request_waiting_for_approval_survives_its_desk_dying(
