@@ -27,7 +27,16 @@ from prefect.transactions import transaction
 from pydantic import BaseModel, ConfigDict
 
 from inventory.models import Estate, Host
-from itsm.access import LIVE_STATES, MARKER_PREFIX, AccessGrant, AccessState, marker
+from itsm.access import (
+    LIVE_STATES,
+    MARKER_PREFIX,
+    AccessGrant,
+    AccessState,
+    explains_key,
+    explains_sudo_rule,
+    grant_covers,
+    marker,
+)
 from itsm.access_store import AccessStore
 from itsm.leases import Leases
 from itsm.store import Store
@@ -42,9 +51,8 @@ from tasks.accounts import (
     remove_account,
     remove_key,
     remove_sudo_rule,
-    sudo_rule_text,
 )
-from tasks.fanout import HostOutcome, map_hosts, raise_failures
+from tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures
 from tasks.inventory import read_estate
 from tasks.notify import notify_person
 from tasks.records import current_flow_run_id, open_store
@@ -294,32 +302,41 @@ def _take_away(
     """Remove the grant's sudo rule, key and (if unused) account on each host, in that order.
 
     Every host is attempted; a host stops at its first failed step, so its account is never
-    removed while the grant's key or rule may still be there.
+    removed while the grant's key or rule may still be there. On each host the account is
+    kept only for the other live grants of the same account that cover that host.
     """
     hosts = _grant_hosts(estate, grant)
     limit = estate.settings.ssh_concurrency
-    steps: list[tuple[Any, dict[str, Any]]] = []
+    others = _other_live(grant)
+    steps: list[tuple[Any, Any]] = []
     if grant.privilege == "sudo":
-        steps.append((remove_sudo_rule, {"name": marker(grant.id)}))
+        steps.append((remove_sudo_rule, lambda _: {"name": marker(grant.id)}))
     steps += [
-        (remove_key, {"username": grant.username, "grant_id": grant.id}),
-        (remove_account, {"username": grant.username, "still_granted": _other_live(grant)}),
+        (remove_key, lambda _: {"username": grant.username, "grant_id": grant.id}),
+        (
+            remove_account,
+            lambda host: {
+                "username": grant.username,
+                "still_granted": [g for g in others if grant_covers(g, host.name, estate.groups)],
+            },
+        ),
     ]
     changes: list[AccessChange] = []
     failures: list[HostOutcome[Any]] = []
-    for step, kwargs in steps:
+    for step, kwargs_for in steps:
         if not hosts:
             break
-        outcomes = map_hosts(step, hosts, limit, dry_run=dry_run, **kwargs)
+        calls = [(host, {**kwargs_for(host), "dry_run": dry_run}) for host in hosts]
+        outcomes = map_calls(step, calls, limit)
         changes += _changes(outcomes)
         failures += [o for o in outcomes if not o.ok]
         hosts = [o.host for o in outcomes if o.ok]
     return changes, failures
 
 
-def _other_live(grant: AccessGrant) -> list[int]:
-    """Ids of the other live grants for the same account: only their keys keep it."""
-    return [g.id for g in read_live_grants() if g.username == grant.username and g.id != grant.id]
+def _other_live(grant: AccessGrant) -> list[AccessGrant]:
+    """The other live grants for the same account: only what they installed keeps it."""
+    return [g for g in read_live_grants() if g.username == grant.username and g.id != grant.id]
 
 
 def _tell_requester(estate: Estate, grant: AccessGrant, what: str, body: str) -> None:
@@ -433,12 +450,16 @@ def expire_access() -> list[dict[str, Any]]:
 
 
 class ReviewItem(BaseModel):
-    """Something opsflow manages found on a host, and the grant that explains it, if any."""
+    """Something opsflow manages found on a host, and the grant that explains it, if any.
+
+    Kind `authorized_keys` is an account's file review could not read whole (oversized, or
+    too many marked lines): never explained, always reported, never removed by enforce.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     host: str
-    kind: Literal["account", "key", "sudo_rule"]
+    kind: Literal["account", "key", "sudo_rule", "authorized_keys"]
     name: str
     explained_by: str | None
     action: Literal["kept", "reported", "removed", "failed"] = "kept"
@@ -450,10 +471,9 @@ def explain(
 ) -> list[ReviewItem]:
     """Match each managed account, key and sudo rule on each host with a live grant."""
     live = [g for g in grants if g.state in LIVE_STATES]
-    group_hosts = estate.groups
 
     def covers(grant: AccessGrant, host: str) -> bool:
-        return host in (grant.hosts or group_hosts.get(grant.host_group, []))
+        return grant_covers(grant, host, estate.groups)
 
     by_id = {g.id: g for g in live}
     items: list[ReviewItem] = []
@@ -475,8 +495,7 @@ def explain(
             grant = by_id.get(key.grant_id)
             ok = (
                 grant is not None
-                and grant.username == key.username
-                and " ".join(grant.ssh_public_key.split()[:2]) == key.key
+                and explains_key(grant, key.username, key.grant_id, key.key)
                 and covers(grant, host)
             )
             items.append(
@@ -491,9 +510,8 @@ def explain(
             grant = by_id.get(rule.grant_id) if rule.grant_id is not None else None
             ok = (
                 grant is not None
-                and grant.privilege == "sudo"
+                and explains_sudo_rule(grant, rule.name, rule.content)
                 and covers(grant, host)
-                and rule.content == sudo_rule_text(grant.id, grant.username, grant.entitlement)
             )
             items.append(
                 ReviewItem(
@@ -503,10 +521,20 @@ def explain(
                     explained_by=marker(grant.id) if ok and grant else None,
                 )
             )
+        for unread in found.unread_keys:
+            items.append(
+                ReviewItem(
+                    host=host,
+                    kind="authorized_keys",
+                    name=unread.username,
+                    explained_by=None,
+                    detail=unread.reason,
+                )
+            )
     for item in items:
         if item.explained_by is None:
             item.action = "reported"
-            item.detail = "no live grant explains it"
+            item.detail = item.detail or "no live grant explains it"
     return items
 
 

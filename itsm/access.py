@@ -8,6 +8,7 @@ the desk, the flows and the tests get the same answer for the same inputs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -50,6 +51,20 @@ MARKER_PREFIX = "opsflow-grant-"
 def marker(grant_id: int) -> str:
     """The tag on everything a grant puts on a host: authorized_keys comment, sudoers file name."""
     return f"{MARKER_PREFIX}{grant_id}"
+
+
+def key_body(public_key: str) -> str:
+    """A key's type and base64 body: what identifies it, without its comment."""
+    return " ".join(public_key.split()[:2])
+
+
+def sudo_rule_text(grant_id: int, username: str, entitlement: str) -> str:
+    """The sudoers file a sudo grant installs: the user may run anything as anyone, no password."""
+    return (
+        f"# {marker(grant_id)}: sudo for {username} through entitlement {entitlement}.\n"
+        "# Managed by opsflow: removed when the grant ends. Do not edit.\n"
+        f"{username} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+    )
 
 
 class AccessError(PermanentError):
@@ -246,3 +261,36 @@ def describe_audience(audience: Audience) -> str:
         + [f"person {p}" for p in audience.people]
     )
     return ", ".join(parts) or "nobody"
+
+
+# --- what a live grant explains on a host ------------------------------------------------------
+# Review and revocation ask the same questions: a marker a user can write is not enough, the
+# grant must be live, cover the host, and have put exactly that key or rule there.
+
+
+def grant_covers(grant: AccessGrant, host: str, groups: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the grant's access is on `host`: the hosts recorded at activation, else its
+    group's hosts in the estate (`groups`, group name to host names)."""
+    return host in (grant.hosts or groups.get(grant.host_group, []))
+
+
+def explains_key(grant: AccessGrant, username: str, grant_id: int, key: str) -> bool:
+    """Whether a key line marked `grant_id` holding `key` (type and body) in `username`'s
+    authorized_keys is exactly the line this live grant installed (host coverage apart)."""
+    return (
+        grant.is_live
+        and grant.id == grant_id
+        and grant.username == username
+        and key_body(grant.ssh_public_key) == key
+    )
+
+
+def explains_sudo_rule(grant: AccessGrant, name: str, content: str) -> bool:
+    """Whether the sudoers file `name` holding `content` is exactly the rule this live sudo
+    grant installed (host coverage apart)."""
+    return (
+        grant.is_live
+        and grant.privilege == "sudo"
+        and name == marker(grant.id)
+        and content == sudo_rule_text(grant.id, grant.username, grant.entitlement)
+    )

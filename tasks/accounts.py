@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Collection
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from prefect import task
@@ -30,13 +30,31 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from inventory.models import Host
 from inventory.types import Name, SSHPublicKey, Username
-from itsm.access import MARKER_PREFIX, marker
+from itsm.access import (
+    MARKER_PREFIX,
+    AccessGrant,
+    explains_key,
+    explains_sudo_rule,
+    key_body,
+    marker,
+    sudo_rule_text,
+)
 from opsflow.errors import PermanentError
 from tasks.retry import RETRY_TRANSIENT, is_transient
 from tasks.ssh import execute
 
 MANAGED_GROUP = "opsflow-access"
 """Every account opsflow creates is in this group; accounts outside it are never touched."""
+
+AUTHORIZED_KEYS_MAX_BYTES = 256 * 1024
+"""The largest authorized_keys opsflow reads. The file is the user's to write: a bigger one is
+reported as oversized and holds no key opsflow trusts, so it can neither overflow a command's
+output nor block the user's own revocation."""
+
+KEY_LINES_MAX = 32
+KEY_LINES_MAX_BYTES = 16 * 1024
+"""Review lists at most this many opsflow-marked key lines (and bytes) per account; more is
+reported as an overflow, so one user's file cannot make the review of a whole host fail."""
 
 SUDOERS_DIR = "/etc/sudoers.d"
 SUDO_RULE_NAME = re.compile(r"^opsflow-[A-Za-z0-9_-]+$")
@@ -144,6 +162,11 @@ class Account(BaseModel):
     home: str
     groups: list[str]
     authorized_keys: list[str] = Field(description="Lines of ~/.ssh/authorized_keys.")
+    keys_oversized: bool = Field(
+        default=False,
+        description="authorized_keys is over AUTHORIZED_KEYS_MAX_BYTES: not read, so "
+        "authorized_keys is empty and no key in the file is trusted.",
+    )
 
     @property
     def managed(self) -> bool:
@@ -161,13 +184,16 @@ uid=$(printf '%s' "$entry" | cut -d: -f3)
 gid=$(printf '%s' "$entry" | cut -d: -f4)
 home=$(printf '%s' "$entry" | cut -d: -f6)
 # As the user: a symlink in their home must not make root read another file. An unreadable
-# file reads as no keys, so a user cannot stop their own revocation by breaking it.
+# file reads as no keys, so a user cannot stop their own revocation by breaking it; at most
+# $2 bytes are read, so nor can an endless or huge one.
 { setpriv --reuid="$uid" --regid="$gid" --init-groups -- \\
-    cat -- "$home/.ssh/authorized_keys" 2>/dev/null || true; } | base64 -w0
+    sh -c '[ -f "$1" ] && exec head -c "$2" -- "$1"' sh "$home/.ssh/authorized_keys" "$2" \\
+    2>/dev/null || true; } | base64 -w0
 echo
 """
 """Three framed lines: the passwd entry and the groups (root's records, one line each), then
-the user's own authorized_keys in base64, so nothing the user writes can pass for a line."""
+the start of the user's own authorized_keys in base64 (one byte over the bound at most, to
+tell an oversized file), so nothing the user writes can pass for a line."""
 
 
 def parse_account(host: str, username: str, output: str) -> Account:
@@ -186,16 +212,18 @@ def parse_account(host: str, username: str, output: str) -> Account:
     if not (fields[2].isdigit() and fields[3].isdigit()):
         raise PermanentError(f"{host}: account {username!r}: uid or gid is not a number")
     try:
-        keys = base64.b64decode(lines[2], validate=True).decode("utf-8", "replace")
+        raw = base64.b64decode(lines[2], validate=True)
     except ValueError as exc:
         raise PermanentError(f"{host}: account {username!r}: keys unreadable: {exc}") from None
+    oversized = len(raw) > AUTHORIZED_KEYS_MAX_BYTES
     return Account(
         username=username,
         uid=int(fields[2]),
         gid=int(fields[3]),
         home=fields[5],
         groups=lines[1].split(),
-        authorized_keys=keys.splitlines(),
+        authorized_keys=[] if oversized else raw.decode("utf-8", "replace").splitlines(),
+        keys_oversized=oversized,
     )
 
 
@@ -203,11 +231,11 @@ def read_account(host: Host, username: str) -> Account | None:
     """The account called `username` on `host` and its authorized keys, or None if none.
 
     Identity (uid, gid, home, groups) comes from the host's user database; only the key
-    lines come from the user's own file, and they are read whole and framed apart.
+    lines come from the user's own file, read whole up to `AUTHORIZED_KEYS_MAX_BYTES` and
+    framed apart. A bigger file reads as no keys (`Account.keys_oversized`).
     """
-    result = execute(
-        host, ["sh", "-c", _ACCOUNT_SCRIPT, "opsflow", username], timeout_s=_TIMEOUT_S, check=False
-    )
+    argv = ["sh", "-c", _ACCOUNT_SCRIPT, "opsflow", username, str(AUTHORIZED_KEYS_MAX_BYTES + 1)]
+    result = execute(host, argv, timeout_s=_TIMEOUT_S, check=False)
     if result.exit_status == 2:
         return None
     if not result.ok:
@@ -238,15 +266,6 @@ def grant_of_key_line(line: str) -> int | None:
     parts = line.split()
     match = _GRANT_COMMENT.match(parts[-1]) if len(parts) >= 3 else None
     return int(match.group(1)) if match else None
-
-
-def sudo_rule_text(grant_id: int, username: str, entitlement: str) -> str:
-    """The sudoers file a sudo grant installs: the user may run anything as anyone, no password."""
-    return (
-        f"# {marker(grant_id)}: sudo for {username} through entitlement {entitlement}.\n"
-        "# Managed by opsflow: removed when the grant ends. Do not edit.\n"
-        f"{username} ALL=(ALL:ALL) NOPASSWD: ALL\n"
-    )
 
 
 def read_file(host: Host, path: str) -> str | None:
@@ -281,6 +300,15 @@ class GrantKey(BaseModel):
     key: str = Field(description="The key's type and body.")
 
 
+class UnreadKeys(BaseModel):
+    """An account whose authorized_keys review could not read whole, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    reason: str
+
+
 class SudoRule(BaseModel):
     """A sudoers file named opsflow-* and its content."""
 
@@ -301,6 +329,11 @@ class AccessFacts(BaseModel):
     # Not `keys`: Prefect's result handling takes anything with a `keys` attribute for a mapping.
     ssh_keys: list[GrantKey] = Field(default_factory=list)
     sudo_rules: list[SudoRule] = Field(default_factory=list)
+    unread_keys: list[UnreadKeys] = Field(
+        default_factory=list,
+        description="Accounts whose authorized_keys is oversized or holds more marked lines "
+        "than review lists: some of their keys are not in `ssh_keys`.",
+    )
 
 
 _FACTS_SCRIPT = """
@@ -316,11 +349,8 @@ getent passwd | while IFS=: read -r name _ uid pgid _ home _; do
   esac
   # As the account itself: a link it planted in its home (~/.ssh -> /root/.ssh) must not
   # make root read, and report as this account's, another account's keys.
-  setpriv --reuid="$uid" --regid="$pgid" --init-groups -- sh -c '
-    [ -f "$1" ] && [ ! -L "$1" ] || exit 0
-    grep -E "[[:space:]]opsflow-grant-[0-9]+[[:space:]]*\\$" -- "$1"
-  ' sh "$home/.ssh/authorized_keys" </dev/null 2>/dev/null |
-    while IFS= read -r line; do printf 'key\\t%s\\t%s\\n' "$name" "$line"; done
+  setpriv --reuid="$uid" --regid="$pgid" --init-groups -- sh -c "$3" sh \\
+    "$home/.ssh/authorized_keys" "$name" "$4" "$5" "$6" </dev/null 2>/dev/null
 done
 for f in "$2"/opsflow-*; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue
@@ -328,6 +358,21 @@ for f in "$2"/opsflow-*; do
 done
 exit 0
 """
+
+
+_KEY_LINES_SCRIPT = """
+[ -f "$1" ] && [ ! -L "$1" ] || exit 0
+size=$(wc -c < "$1") || exit 0
+if [ "$size" -gt "$3" ]; then printf 'keys-oversized\\t%s\\t%s\\n' "$2" "$size"; exit 0; fi
+grep -E '[[:space:]]opsflow-grant-[0-9]+[[:space:]]*$' -- "$1" |
+  LC_ALL=C awk -v name="$2" -v lines="$4" -v bytes="$5" '
+    { n++; b += length($0) + 1 }
+    n <= lines && b <= bytes { print "key\\t" name "\\t" $0; next }
+    { over = 1 }
+    END { if (over) print "keys-overflow\\t" name "\\t" n }'
+"""
+"""Run as the account: its marked key lines, or a line saying its file is over the size bound,
+and one saying how many marked lines it holds when they pass the listing bounds."""
 
 
 def parse_access_facts(host: str, output: str) -> AccessFacts:
@@ -342,8 +387,21 @@ def parse_access_facts(host: str, output: str) -> AccessFacts:
             name, _, key = rest.partition("\t")
             grant_id = grant_of_key_line(key)
             if grant_id is not None:
-                body = " ".join(key.split()[:2])
-                facts.ssh_keys.append(GrantKey(username=name, grant_id=grant_id, key=body))
+                facts.ssh_keys.append(GrantKey(username=name, grant_id=grant_id, key=key_body(key)))
+        elif kind == "keys-oversized":
+            name, _, size = rest.partition("\t")
+            reason = (
+                f"authorized_keys is {size} bytes, over the {AUTHORIZED_KEYS_MAX_BYTES}-byte "
+                "bound: not read, no key in it is trusted"
+            )
+            facts.unread_keys.append(UnreadKeys(username=name, reason=reason))
+        elif kind == "keys-overflow":
+            name, _, count = rest.partition("\t")
+            reason = (
+                f"authorized_keys holds {count} opsflow-marked lines, over the {KEY_LINES_MAX}"
+                f"-line or {KEY_LINES_MAX_BYTES}-byte bound: only the first are listed"
+            )
+            facts.unread_keys.append(UnreadKeys(username=name, reason=reason))
         elif kind == "sudo":
             name, _, encoded = rest.partition("\t")
             match = _GRANT_COMMENT.match(name)
@@ -365,9 +423,9 @@ def parse_access_facts(host: str, output: str) -> AccessFacts:
 )
 def read_access_facts(host: Host) -> AccessFacts:
     """The accounts, keys and sudo rules opsflow manages on a host, for review."""
-    result = execute(
-        host, ["sh", "-c", _FACTS_SCRIPT, "opsflow", MANAGED_GROUP, SUDOERS_DIR], timeout_s=120
-    )
+    bounds = [str(n) for n in (AUTHORIZED_KEYS_MAX_BYTES, KEY_LINES_MAX, KEY_LINES_MAX_BYTES)]
+    argv = ["sh", "-c", _FACTS_SCRIPT, "opsflow", MANAGED_GROUP, SUDOERS_DIR, _KEY_LINES_SCRIPT]
+    result = execute(host, [*argv, *bounds], timeout_s=120)
     return parse_access_facts(host.name, result.stdout)
 
 
@@ -686,7 +744,11 @@ echo changed
 
 
 def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> AccessChange:
-    """Remove the key lines marked with the grant from the account's authorized_keys."""
+    """Remove the key lines marked with the grant from the account's authorized_keys.
+
+    An oversized file (not read) is filtered on the host all the same, as the user, line by
+    line: the grant's key goes whatever else the user put in the file.
+    """
     _valid(username)
     tag = marker(grant_id)
     target = f"key {tag} of {username}"
@@ -697,11 +759,13 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
     account = read_account(host, username)
     if account is None:
         return unchanged(f"no account {username}")
-    if not any(grant_of_key_line(line) == grant_id for line in account.authorized_keys):
+    marked = any(grant_of_key_line(line) == grant_id for line in account.authorized_keys)
+    if not (marked or account.keys_oversized):
         return unchanged(f"no {tag} line in ~{username}/.ssh/authorized_keys")
     if dry_run:
+        lines = f"any {tag} line" if account.keys_oversized else tag
         return AccessChange.planned(
-            host.name, "remove_key", target, f"remove {tag} from ~{username}/.ssh/authorized_keys"
+            host.name, "remove_key", target, f"remove {lines} from ~{username}/.ssh/authorized_keys"
         )
     result = execute(
         host,
@@ -745,11 +809,6 @@ def remove_sudo_rule(host: Host, name: str, dry_run: bool = False) -> AccessChan
     return change
 
 
-_SUDO_RULES_OF_SCRIPT = """
-grep -lE "^$1[[:space:]]" "$2"/opsflow-* 2>/dev/null | wc -l
-"""
-
-
 PROCESSES_LEFT_EXIT = 75
 """Exit status of the removal script when the account's processes outlive SIGKILL."""
 
@@ -785,17 +844,17 @@ userdel --force --remove -- "$1" 2>&1 | grep -v 'mail spool' >&2 || true
 def delete_account(
     host: Host,
     username: str,
-    still_granted: Collection[int] | None = (),
+    still_granted: Sequence[AccessGrant] | None = (),
     dry_run: bool = False,
 ) -> AccessChange:
     """Remove a managed account, its home, crontab, at jobs and every process it runs.
 
     The account is locked first and its processes killed by uid in every namespace; if any
     survive, it stays locked and `ProcessesLeftError` says which. An unmanaged account is
-    left alone. The account stays while an opsflow sudo rule names it or its keys hold a key
-    of a grant in `still_granted` (the records' live grants): markers in its own
-    `authorized_keys` are the user's to write, so they alone keep nothing. `still_granted`
-    None removes the account whatever it holds (review --enforce).
+    left alone. The account stays only while it holds exactly the key line or the sudo rule
+    that a grant in `still_granted` installed: the caller passes the live grants covering
+    this host, and a marker the user wrote on some other key keeps nothing (`explains_key`,
+    as review decides). `still_granted` None removes it whatever it holds (review --enforce).
     """
     _valid(username)
     target = f"account {username}"
@@ -809,15 +868,17 @@ def delete_account(
     if not account.managed:
         return unchanged(f"{username} is not in group {MANAGED_GROUP}: not opsflow's to remove")
     if still_granted is not None:
-        granted = set(still_granted)
-        keys = sum(grant_of_key_line(line) in granted for line in account.authorized_keys)
-        rules = int(
-            execute(
-                host,
-                ["sh", "-c", _SUDO_RULES_OF_SCRIPT, "opsflow", username, SUDOERS_DIR],
-                timeout_s=_TIMEOUT_S,
-            ).stdout.strip()
-            or 0
+        keys = sum(
+            any(explains_key(g, username, grant_id, key_body(line)) for g in still_granted)
+            for line in account.authorized_keys
+            if (grant_id := grant_of_key_line(line)) is not None
+        )
+        rules = sum(
+            explains_sudo_rule(
+                g, marker(g.id), read_file(host, f"{SUDOERS_DIR}/{marker(g.id)}") or ""
+            )
+            for g in still_granted
+            if g.privilege == "sudo" and g.username == username
         )
         if keys or rules:
             return unchanged(
@@ -856,10 +917,10 @@ def delete_account(
 
 @task(**_RETRYING, task_run_name="remove_account[{username}@{host.name}]")
 def remove_account(
-    host: Host, username: str, still_granted: list[int] | None, dry_run: bool = False
+    host: Host, username: str, still_granted: list[AccessGrant] | None, dry_run: bool = False
 ) -> AccessChange:
-    """Remove an account opsflow created once no live grant in `still_granted` needs it
-    (None: whatever it holds)."""
+    """Remove an account opsflow created once no live grant covering this host, of those in
+    `still_granted`, needs it (None: whatever it holds)."""
     change = delete_account(host, username, still_granted, dry_run)
     _log("%s: %s", host.name, change.detail)
     return change

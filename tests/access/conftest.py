@@ -280,6 +280,30 @@ find /home -path '*/.ssh/authorized_keys' -exec sh -c 'echo "== $1"; cat "$1"' s
     return {"users": users, "sudoers": sudoers, "homes": homes, "keys": keys}
 
 
+def live_grant(grant_id: int, username: str, public_key: str, hosts: list[str]) -> Any:
+    """An active login grant record, as the store would hand it to revocation."""
+    from datetime import UTC, datetime, timedelta
+
+    from itsm.access import AccessGrant
+
+    now = datetime.now(UTC)
+    return AccessGrant(
+        id=grant_id,
+        entitlement="lab-login",
+        privilege="login",
+        host_group="lab",
+        requester="carol",
+        username=username,
+        ssh_public_key=public_key,
+        duration_minutes=60,
+        state="active",
+        requested_at=now,
+        hosts=hosts,
+        starts_at=now,
+        ends_at=now + timedelta(hours=1),
+    )
+
+
 def lab_state(lab: Any) -> dict[str, dict[str, str]]:
     """Every host's `host_state`."""
     return {h.name: host_state(lab, h.name) for h in lab.hosts}

@@ -27,7 +27,7 @@ from tasks.accounts import (
     read_account,
     write_sudo_rule,
 )
-from tests.access.conftest import Person, host_state, ssh_as
+from tests.access.conftest import Person, host_state, live_grant, ssh_as
 
 pytestmark = pytest.mark.usefixtures("access_env")
 
@@ -237,7 +237,8 @@ def test_a_crafted_authorized_keys_cannot_pass_for_root(
         assert bob_body in dave_keys
 
         assert delete_key(host, USER, GRANT + 1).changed
-        kept = delete_account(host, USER, still_granted=[GRANT])
+        carol_grant = live_grant(GRANT, USER, people["carol"].public_key, [host.name])
+        kept = delete_account(host, USER, still_granted=[carol_grant])
         assert not kept.changed and "opsflow key" in kept.detail, "grant 9001 still needs it"
         assert delete_key(host, USER, GRANT).changed
         assert delete_account(host, USER).changed
