@@ -21,13 +21,15 @@ ResolutionCode = Literal["auto-remediated", "manual", "no-fault", "workaround", 
 
 REPORTER_HIDDEN = (
     "hold_reason",
-    "resolution_notes",
     "assigned_to",
     "runbook",
     "problem_id",
     "known_error_id",
 )
 """Incident fields emptied (null) in the reporter's view, with `flow_run_ids`."""
+
+RUNBOOK_RESOLUTIONS = ("auto-remediated", "workaround")
+"""Resolutions a runbook writes: their notes quote host output, so reporters don't see them."""
 
 OPEN_STATES: tuple[IncidentState, ...] = ("New", "In Progress", "On Hold")
 """States in which an incident still needs work; at most one per correlation key."""
@@ -234,11 +236,15 @@ class Incident(BaseModel):
     def reporter_view(self) -> Incident:
         """The incident as a person who reported it, but does not operate, may read it.
 
-        How it is handled stays with operators: the resolution and hold notes (they may
-        quote host output), who is assigned, the runbook, its flow runs and problem links
-        are emptied. State, number, CI, symptom, priority and times remain.
+        How it is handled stays with operators: the hold notes and a runbook's resolution
+        notes (they quote host output), who is assigned, the runbook, its flow runs and
+        problem links are emptied. State, number, CI, symptom, priority, times and the
+        resolution notes a person wrote remain.
         """
-        return self.model_copy(update=dict.fromkeys(REPORTER_HIDDEN) | {"flow_run_ids": []})
+        hidden = dict.fromkeys(REPORTER_HIDDEN) | {"flow_run_ids": []}
+        if self.resolution_code in RUNBOOK_RESOLUTIONS:
+            hidden["resolution_notes"] = None
+        return self.model_copy(update=hidden)
 
     @property
     def is_open(self) -> bool:

@@ -91,13 +91,14 @@ def test_a_reporter_reads_where_the_alerts_incident_stands_not_how_it_is_handled
     url = f"/api/v1/incidents/{joined.json()['number']}"
     for change in (
         {"state": "In Progress", "assigned_to": "olga"},
-        {"state": "Resolved", "resolution_code": "manual", "resolution_notes": root_output},
+        # A runbook's resolution (here applied by hand) quotes host output.
+        {"state": "Resolved", "resolution_code": "workaround", "resolution_notes": root_output},
     ):
         assert desk.patch(url, json=change, headers=auth("olga")).status_code == 200
 
     shown = desk.get(url, headers=auth("rita")).json()
     assert (shown["state"], shown["host"], shown["symptom"]) == ("Resolved", "web1", "service-down")
-    assert shown["resolution_code"] == "manual"
+    assert shown["resolution_code"] == "workaround"
     assert [(w["author"], w["text"]) for w in shown["worklog"]] == [("rita", "reported: app down")]
     listed = desk.get("/api/v1/incidents", headers=auth("rita")).json()
     mine = desk.get("/api/v1/me", headers=auth("rita")).json()["incidents"]
