@@ -59,9 +59,9 @@ class CrashDesk:
 
 
 @pytest.fixture
-def crash_desk(lab, tmp_path: Path) -> Iterator[CrashDesk]:
-    """The desk's app over a fresh SQLite file; its runs wait until the test ends."""
-    store = Store(f"sqlite:///{tmp_path / 'records.db'}")
+def crash_desk(lab, records_url: str) -> Iterator[CrashDesk]:
+    """The desk's app over a fresh records database; its runs wait until the test ends."""
+    store = Store(records_url)
     done = threading.Event()
     app = create_app(store, EstateCache(lab.estate_dir))
     requests = app.state.request_runner = RequestRunner(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def leases(tmp_path: Path) -> Leases:
-    return Leases(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+def leases(records_url: str) -> Leases:
+    return Leases(Store(records_url))
 
 
 def at(seconds: float) -> datetime:

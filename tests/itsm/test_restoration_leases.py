@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,8 @@ def at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def leases(tmp_path: Path) -> Leases:
-    return Leases(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+def leases(records_url: str) -> Leases:
+    return Leases(Store(records_url))
 
 
 def open_incident(leases: Leases, key: str, runbook: str | None = "restart-service") -> Incident:
