@@ -87,15 +87,18 @@ def records_database(postgres: PostgresCluster) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty records database for one test, on each backend: SQLite in the test's
-    directory, a new database on the session's PostgreSQL."""
+    directory, or a new database on the session's PostgreSQL, dropped after the test with
+    the connections the test's stores left open."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'records.db'}"
+        yield f"sqlite:///{tmp_path / 'records.db'}"
+        return
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     name = f"records_{next(_database_numbers)}"
     cluster.create_database(name)
-    return cluster.url(name)
+    yield cluster.url(name)
+    cluster.drop_database(name)
 
 
 @pytest.fixture(scope="session")

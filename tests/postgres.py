@@ -49,6 +49,11 @@ class PostgresCluster:
         with psycopg.connect(self._dsn("postgres"), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
 
+    def drop_database(self, name: str) -> None:
+        """Drop database `name`, closing whatever connections to it are still open."""
+        with psycopg.connect(self._dsn("postgres"), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self) -> None:
         """Stop the server at once (fast shutdown) and delete its files."""
         try:
