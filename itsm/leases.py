@@ -72,20 +72,24 @@ def take_lease(conn: Connection, name: str, holder: str, now: datetime, lease_s:
 
     The insert does nothing on a conflict, so two takers racing for a new lease never fail
     their transaction: the loser reads the winner's row (locked on PostgreSQL) and is refused.
+    On PostgreSQL a release may delete that row between the insert and the read: then the
+    lease is free and the insert is tried again.
     """
     until = now + timedelta(seconds=lease_s)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    added = conn.execute(
+    insert_lease = (
         dialect.insert(leases)
         .values(name=name, holder=holder, until=until)
         .on_conflict_do_nothing(index_elements=["name"])
     )
-    if added.rowcount == 1:
-        return True
     query = select(leases).where(leases.c.name == name)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    row = conn.execute(query).one()
+    row = None
+    while row is None:
+        if conn.execute(insert_lease).rowcount == 1:
+            return True
+        row = conn.execute(query).one_or_none()
     if row.holder != holder and row.until > now:
         return False
     conn.execute(update(leases).where(leases.c.name == name).values(holder=holder, until=until))

@@ -1,7 +1,8 @@
-"""Session-wide real components: a lab of sshd hosts and a Prefect test server."""
+"""Session-wide real components: a lab of sshd hosts, a PostgreSQL cluster, a Prefect server."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -11,11 +12,13 @@ import pytest
 import uvicorn
 import yaml
 
+from tests.postgres import PostgresCluster, start_cluster
 from tests.support import free_port, wait_for
 
 LAB_HOSTS = 5
 LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]
 """Where the test lab may live; a run takes the first free one, so runs can overlap."""
+_database_numbers = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +30,75 @@ def opsflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    """One Prefect test server (SQLite) for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
+def postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL 15 cluster for the session, stopped and deleted at its end."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
+
+@pytest.fixture(scope="session")
+def prefect_server(postgres: PostgresCluster) -> Iterator[None]:
+    """One Prefect server for the whole session, its database on the session's PostgreSQL.
+
+    What `prefect_test_harness` does, but it forces a SQLite database, whose lock makes the
+    server answer 503 under the desk's load: a subprocess server on PostgreSQL instead, made
+    the default for this process's threads too (they do not inherit the main context).
+    """
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    postgres.create_database("prefect")
+    database = postgres.url("prefect", driver="asyncpg")
+    with temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: database}):
+        server = SubprocessASGIServer(port=free_port())
+        server.start(timeout=90)
+        try:
+            with (
+                temporary_settings({PREFECT_API_URL: server.api_url}),
+                prefect.context._temporary_global_settings_context(
+                    prefect.context.get_settings_context()
+                ),
+            ):
+                yield
+                APILogWorker.drain_all()
+                EventsWorker.drain_all()
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def records_database(postgres: PostgresCluster) -> str:
+    """The session desk's records database on PostgreSQL, set as OPSFLOW_DATABASE_URL so the
+    desk and every desk process a test starts share it."""
+    postgres.create_database("records")
+    url = postgres.url("records")
+    os.environ["OPSFLOW_DATABASE_URL"] = url
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty records database for one test, on each backend: SQLite in the test's
+    directory, or a new database on the session's PostgreSQL, dropped after the test with
+    the connections the test's stores left open."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'records.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    name = f"records_{next(_database_numbers)}"
+    cluster.create_database(name)
+    yield cluster.url(name)
+    cluster.drop_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +169,9 @@ def generous_budget(lab) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def desk(lab, ssh_credentials, pager, generous_budget):
-    """The desk served by uvicorn on a free port, with its triage and restoration dispatcher.
+def desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
+    """The desk served by uvicorn on a free port, with its triage and restoration dispatcher,
+    its records on the session's PostgreSQL.
 
     Routine jobs find it through OPSFLOW_DESK_URL and the `opsflow-desk-token` Secret block.
     """

@@ -24,6 +24,8 @@ import paramiko
 import pytest
 import yaml
 
+from tests.postgres import PostgresCluster
+
 ACCESS_LAB_ADDRESS = os.environ.get("OPSFLOW_TEST_ACCESS_LAB_ADDRESS", "127.0.44.1")
 """Where the access lab listens; another address lets two test sessions run side by side."""
 ACCESS_CREDENTIALS = "opsflow-access-lab"
@@ -168,16 +170,18 @@ def access_estate_dir(access_lab: Any, people: dict[str, Person]) -> Path:
 
 @pytest.fixture(scope="package")
 def access_env(
-    access_estate_dir: Path, opsflow_home: Path, prefect_server: None, access_lab: Any
+    access_estate_dir: Path, postgres: PostgresCluster, prefect_server: None, access_lab: Any
 ) -> Iterator[None]:
-    """Point opsflow at the access estate, its own records database and credentials block."""
+    """Point opsflow at the access estate, its own records database (on the session's
+    PostgreSQL) and credentials block."""
     from blocks.registration import register_block_types, save_ssh_credentials
 
     register_block_types()
     save_ssh_credentials(ACCESS_CREDENTIALS, access_lab.client_key)
     saved = {k: os.environ.get(k) for k in ("OPSFLOW_INVENTORY", "OPSFLOW_DATABASE_URL")}
     os.environ["OPSFLOW_INVENTORY"] = str(access_estate_dir)
-    os.environ["OPSFLOW_DATABASE_URL"] = f"sqlite:///{opsflow_home / 'access-records.db'}"
+    postgres.create_database("access_records")
+    os.environ["OPSFLOW_DATABASE_URL"] = postgres.url("access_records")
     try:
         yield
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -65,8 +64,8 @@ def estate(public_key: str) -> Estate:
 
 
 @pytest.fixture
-def grants(tmp_path: Path) -> AccessStore:
-    return AccessStore(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+def grants(records_url: str) -> AccessStore:
+    return AccessStore(Store(records_url))
 
 
 def ask(estate: Estate, who: str, **fields: object) -> object:

@@ -68,8 +68,8 @@ def desk_estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'desk.db'}")
+def store(records_url: str) -> Store:
+    return Store(records_url)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A request and an approved grant are recorded together with the lease of the desk carrying
-them, in one transaction of a real (SQLite file) database: no crash between the two can leave
-one carried by nobody. The lease write is made to fail by a trigger in the database itself.
+them, in one transaction of a real database (SQLite and PostgreSQL): no crash between the two
+can leave one carried by nobody. The lease write is made to fail by a trigger in the database
+itself.
 """
 
 from __future__ import annotations
@@ -24,10 +25,22 @@ from itsm.request_store import RequestStore, service_requests
 from itsm.store import Store
 from lab.people import token_file
 
-FAIL_LEASE_WRITES = (
-    "CREATE TRIGGER fail_lease_writes BEFORE INSERT ON leases "
-    "BEGIN SELECT RAISE(ABORT, 'lease write failed'); END"
-)
+FAIL_LEASE_WRITES = {
+    "sqlite": [
+        "CREATE TRIGGER fail_lease_writes BEFORE INSERT ON leases "
+        "BEGIN SELECT RAISE(ABORT, 'lease write failed'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_lease_write() RETURNS trigger LANGUAGE plpgsql "
+        "AS $$ BEGIN RAISE EXCEPTION 'lease write failed'; END $$",
+        "CREATE TRIGGER fail_lease_writes BEFORE INSERT ON leases "
+        "FOR EACH ROW EXECUTE FUNCTION fail_lease_write()",
+    ],
+}
+STOP_FAILING_LEASE_WRITES = {
+    "sqlite": ["DROP TRIGGER IF EXISTS fail_lease_writes"],
+    "postgresql": ["DROP FUNCTION IF EXISTS fail_lease_write CASCADE"],
+}
 
 
 @dataclass
@@ -45,9 +58,11 @@ class CrashDesk:
 
     def lease_writes_fail(self, failing: bool) -> None:
         with self.store.write() as conn:
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS fail_lease_writes")
+            statements = STOP_FAILING_LEASE_WRITES[self.store.dialect]
             if failing:
-                conn.exec_driver_sql(FAIL_LEASE_WRITES)
+                statements = statements + FAIL_LEASE_WRITES[self.store.dialect]
+            for statement in statements:
+                conn.exec_driver_sql(statement)
 
     def rows(self) -> tuple[list, list, dict[str, str]]:
         """Requests, grants and leases as one read transaction sees them."""
@@ -59,9 +74,9 @@ class CrashDesk:
 
 
 @pytest.fixture
-def crash_desk(lab, tmp_path: Path) -> Iterator[CrashDesk]:
-    """The desk's app over a fresh SQLite file; its runs wait until the test ends."""
-    store = Store(f"sqlite:///{tmp_path / 'records.db'}")
+def crash_desk(lab, records_url: str) -> Iterator[CrashDesk]:
+    """The desk's app over a fresh records database; its runs wait until the test ends."""
+    store = Store(records_url)
     done = threading.Event()
     app = create_app(store, EstateCache(lab.estate_dir))
     requests = app.state.request_runner = RequestRunner(

@@ -37,7 +37,9 @@ def test_concurrent_requests_share_commits_and_are_each_answered(store: Store) -
 def test_a_failed_commit_reaches_every_request_of_its_group(store: Store) -> None:
     intake = GroupCommit(store)
     with store.write() as conn:
-        conn.exec_driver_sql("DROP TABLE events")
+        conn.exec_driver_sql(
+            "DROP TABLE events" + (" CASCADE" if store.dialect == "postgresql" else "")
+        )
 
     async def deliver() -> list[object]:
         return await asyncio.gather(

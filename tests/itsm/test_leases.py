@@ -1,9 +1,10 @@
-"""Named leases in a real SQLite store: exclusive, renewable, and taken over once lapsed."""
+"""Named leases in real stores (SQLite and PostgreSQL): exclusive, renewable, and taken over
+once lapsed."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +15,8 @@ T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def leases(tmp_path: Path) -> Leases:
-    return Leases(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+def leases(records_url: str) -> Leases:
+    return Leases(Store(records_url))
 
 
 def at(seconds: float) -> datetime:
@@ -57,3 +58,34 @@ def test_prefix_is_matched_literally(leases: Leases) -> None:
     assert leases.take("request_1", "desk-a", T0, lease_s=1)
     assert leases.take("request:1", "desk-a", T0, lease_s=1)
     assert leases.lapsed("request_", at(2)) == [("request_1", "desk-a")], "_ is no wildcard"
+
+
+def test_racing_takers_and_releasers_never_fail_and_never_share_a_lease(leases: Leases) -> None:
+    """On PostgreSQL the row a taker's insert found can be deleted by a release before the
+    taker reads it; the taker must then try again, not fail."""
+    errors: list[BaseException] = []
+    overlaps: list[str] = []
+    holding: set[str] = set()
+    guard = threading.Lock()
+
+    def contend(holder: str) -> None:
+        try:
+            for _ in range(40):
+                if leases.take("user:carol", holder, T0, lease_s=60):
+                    with guard:
+                        if holding:
+                            overlaps.append(holder)
+                        holding.add(holder)
+                    with guard:
+                        holding.discard(holder)
+                    leases.release("user:carol", holder)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(f"run-{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert overlaps == []

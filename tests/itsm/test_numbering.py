@@ -33,7 +33,7 @@ def test_ids_are_ascii_digits_within_64_bits(key: int | str, expected: int | Non
 
 
 @pytest.mark.parametrize("key", ["³", "9" * 40, "INC" + "9" * 30])
-def test_a_hostile_id_is_not_found_rather_than_a_crash(tmp_path, key: str) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'records.db'}")
+def test_a_hostile_id_is_not_found_rather_than_a_crash(records_url: str, key: str) -> None:
+    store = Store(records_url)
     with pytest.raises(RecordNotFoundError):
         store.get_incident(key)

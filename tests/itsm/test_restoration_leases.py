@@ -1,9 +1,9 @@
-"""A restoration's claim and its incident's lease are one transaction (real SQLite store)."""
+"""A restoration's claim and its incident's lease are one transaction (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +19,8 @@ def at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def leases(tmp_path: Path) -> Leases:
-    return Leases(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+def leases(records_url: str) -> Leases:
+    return Leases(Store(records_url))
 
 
 def open_incident(leases: Leases, key: str, runbook: str | None = "restart-service") -> Incident:
@@ -104,3 +104,23 @@ def test_an_escalated_incident_is_left_to_its_on_call(leases: Leases) -> None:
     assigned = open_incident(leases, "k8")
     leases.store.update_incident(assigned.id, IncidentUpdate(assigned_to="bob"), "bob", at(2))
     assert leases.unclaimed_restorations(opened_before=at(5)) == []
+
+
+def test_racing_restorations_claim_an_incident_once(leases: Leases) -> None:
+    incident = open_incident(leases, "k-race")
+    claims: list[tuple[str, bool]] = []
+
+    def claim(holder: str) -> None:
+        result = leases.claim_restoration(incident.number, holder, 30, "test", holder, now=at(1))
+        claims.append((holder, result.claimed))
+
+    threads = [threading.Thread(target=claim, args=(f"run-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [holder for holder, claimed in claims if claimed]
+    assert len(claims) == 8 and len(winners) == 1
+    record = leases.store.get_incident(incident.id)
+    assert record.flow_run_ids == winners
+    assert leases.holder(restoration_lease(incident.id), at(2)) == winners[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from itsm.records import EventIn, IncidentCreate, IncidentUpdate
 from itsm.store import EventLink, Store
@@ -26,9 +25,9 @@ def incident(store: Store, key: str, event_id: int, at: datetime):
 
 
 def test_prune_deletes_old_rows_and_keeps_recent_pending_and_open_incidents(
-    tmp_path: Path,
+    records_url: str,
 ) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'records.db'}")
+    store = Store(records_url)
     old, recent = T0, T0 + timedelta(days=100)
     store.store_events([event(f"old{i}", old) for i in range(4)], old)
     store.store_events([event("recent", recent)], recent)

@@ -1,12 +1,8 @@
-"""The records store against a real database: SQLite in a temporary directory.
-
-Set OPSFLOW_TEST_POSTGRES_URL (postgresql+psycopg://…, a database the tests may wipe) to
-run every test against PostgreSQL as well.
-"""
+"""The records store against real databases: each test that takes `store` runs on SQLite in
+a temporary directory and on a new database of the session's PostgreSQL."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -29,26 +25,19 @@ from itsm.store import (
     StoreConfigError,
     events,
     incidents,
-    metadata,
 )
 from opsflow.errors import PermanentError, TransientError
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("OPSFLOW_TEST_POSTGRES_URL") else [])
 
 
 def minutes(n: float) -> datetime:
     return T0 + timedelta(minutes=n)
 
 
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        records = Store(f"sqlite:///{tmp_path / 'records.db'}")
-    else:
-        records = Store(os.environ["OPSFLOW_TEST_POSTGRES_URL"])
-        metadata.drop_all(records._writer)
-        records.create_all()
+@pytest.fixture
+def store(records_url: str) -> Iterator[Store]:
+    records = Store(records_url)
     yield records
     records.dispose()
 
@@ -168,8 +157,8 @@ def test_intake_refuses_naive_times(store: Store) -> None:
         alert(occurred_at=datetime(2024, 5, 1))
 
 
-def test_events_are_durable_for_another_store_on_the_same_database(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'records.db'}"
+def test_events_are_durable_for_another_store_on_the_same_database(records_url: str) -> None:
+    url = records_url
     Store(url).store_events([alert("a1"), alert("a2")], T0)
     assert [e.fingerprint for e in Store(url).pending_events()] == ["a1", "a2"]
 
@@ -648,3 +637,13 @@ def test_remediation_budget_is_never_overspent_by_concurrent_restorations(store:
     assert store.spend_remediation("app", "lab01", incident.id, 3, minutes(1), minutes(2)) == 1, (
         "remediations before the window do not count"
     )
+
+
+def test_triage_batches_stay_within_the_byte_budget(store: Store) -> None:
+    """Sizes are measured by the database (JSON cast to text on both backends)."""
+    store.store_events([alert(f"a{i}", summary="x" * 1000) for i in range(5)], T0)
+    assert [e.fingerprint for e in store.pending_events(max_bytes=2500)] == ["a0", "a1"]
+    assert [e.fingerprint for e in store.pending_events(max_bytes=10)] == ["a0"], (
+        "the first event goes however large, so triage never stalls"
+    )
+    assert len(store.pending_events(limit=4, max_bytes=10**6)) == 4

@@ -20,8 +20,8 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'problems.db'}")
+def store(records_url: str) -> Store:
+    return Store(records_url)
 
 
 @pytest.fixture

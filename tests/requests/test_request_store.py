@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from itsm.request_store import RequestStore
+from itsm.request_store import RequestQuotaError, RequestStore
 from itsm.requests import Attachment, IllegalRequestTransitionError
 from itsm.store import RecordNotFoundError, Store
 
@@ -15,8 +15,8 @@ NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def requests(tmp_path: Path) -> RequestStore:
-    return RequestStore(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+def requests(records_url: str) -> RequestStore:
+    return RequestStore(Store(records_url))
 
 
 def test_a_request_moves_through_approval_and_every_change_is_audited(requests) -> None:
@@ -81,3 +81,25 @@ def test_linking_and_attaching_twice_changes_nothing_the_second_time(requests) -
         "service_request.decision_sent",
     ]
     assert [r.number for r in requests.list(state=["submitted"])] == ["REQ0000001"]
+
+
+def test_concurrent_submissions_never_exceed_a_requesters_quota(requests) -> None:
+    """Counting open requests and inserting is one serialised step per requester, on
+    PostgreSQL too (where concurrent transactions would otherwise all count the same)."""
+    outcomes: list[str] = []
+
+    def submit() -> None:
+        try:
+            requests.create("x", {}, "carol", "none", "carol", NOW, max_open=2)
+            outcomes.append("created")
+        except RequestQuotaError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["created"] * 2 + ["refused"] * 10
+    assert len(requests.list(requester="carol")) == 2
+    assert requests.create("x", {}, "dave", "none", "dave", NOW, max_open=2).requester == "dave"

@@ -65,7 +65,7 @@ def test_waiting_requests_do_not_poll_and_wake_on_a_decision(
 
 
 @pytest.fixture
-def quota_desk(lab, tmp_path: Path) -> Iterator[TestClient]:
+def quota_desk(lab, tmp_path: Path, records_url: str) -> Iterator[TestClient]:
     """A desk over a copy of the lab's estate allowing 2 open requests a person; its runs
     wait until the test ends, so every request stays open."""
     estate = tmp_path / "estate"
@@ -73,7 +73,7 @@ def quota_desk(lab, tmp_path: Path) -> Iterator[TestClient]:
     settings = yaml.safe_load((estate / "estate.yaml").read_text()) or {}
     settings["max_open_requests_per_person"] = 2
     (estate / "estate.yaml").write_text(yaml.safe_dump(settings))
-    store = Store(f"sqlite:///{tmp_path / 'records.db'}")
+    store = Store(records_url)
     done = threading.Event()
     app = create_app(store, EstateCache(estate))
     runner = app.state.request_runner = RequestRunner(

@@ -35,8 +35,8 @@ TRIAGE_WIRED = "declared_windows" in inspect.getsource(itsm.triage) or (
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'windows.db'}")
+def store(records_url: str) -> Store:
+    return Store(records_url)
 
 
 def test_a_declared_window_covers_its_hosts_for_its_time_only(store: Store) -> None:
