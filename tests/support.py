@@ -10,10 +10,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import uuid4
 
 import requests
 from prefect.settings import PREFECT_API_URL
+
+from itsm.records import Incident, IncidentCreate
 
 
 def free_port() -> int:
@@ -91,3 +95,25 @@ def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[De
     finally:
         process.kill()
         process.wait(10)
+
+
+def open_service_down(host: str, summary: str) -> Incident:
+    """A New service-down incident for app on `host`, with the restart-service runbook."""
+    from tasks.records import open_store
+
+    incident, _ = open_store().open_or_correlate(
+        IncidentCreate(
+            host=host,
+            service="app",
+            symptom="service-down",
+            summary=summary,
+            impact=2,
+            urgency=1,
+            runbook="restart-service",
+            assignment_group="ops",
+            correlation_key=f"{host}/app/{uuid4().hex}",
+        ),
+        datetime.now(UTC),
+        actor="test",
+    )
+    return incident

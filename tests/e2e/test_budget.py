@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 import yaml
 
 from flows.incident_restoration import incident_restoration
-from itsm.records import IncidentCreate
 from lab.hosts import run_on_host
 from tasks.records import open_store
+from tests.support import open_service_down
 
 
 @pytest.fixture
@@ -29,21 +27,7 @@ def app_pid(lab, host: str) -> str:
 def test_spent_budget_escalates_without_acting(lab, pager, no_budget) -> None:
     host = lab.hosts[1].name
     pid_before = app_pid(lab, host)
-    incident, _ = open_store().open_or_correlate(
-        IncidentCreate(
-            host=host,
-            service="app",
-            symptom="service-down",
-            summary="budget test",
-            impact=2,
-            urgency=1,
-            runbook="restart-service",
-            assignment_group="ops",
-            correlation_key=f"{host}/app/budget-test",
-        ),
-        datetime.now(UTC),
-        actor="test",
-    )
+    incident = open_service_down(host, "budget test")
     pages_before = len(pager.pages)
     assert incident_restoration(incident.number) == "In Progress"
     after = open_store().get_incident(incident.id)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 
 from flows.incident_restoration import incident_restoration
-from itsm.records import IncidentCreate
 from lab.hosts import SVC, run_on_host
 from tasks.concurrency import host_slot
 from tasks.records import open_store
-from tests.support import wait_for
+from tests.support import open_service_down, wait_for
 
 HELD_S = 4.0
 
@@ -19,20 +17,7 @@ HELD_S = 4.0
 def test_restoration_waits_for_the_hosts_slot(lab, desk) -> None:
     host = lab.hosts[0].name
     run_on_host(host, [SVC, "stop"], lab.directory)
-    incident, _ = open_store().open_or_correlate(
-        IncidentCreate(
-            host=host,
-            service="app",
-            symptom="service-down",
-            summary="slot test",
-            impact=2,
-            urgency=1,
-            runbook="restart-service",
-            correlation_key=f"{host}/app/slot-test",
-        ),
-        datetime.now(UTC),
-        actor="test",
-    )
+    incident = open_service_down(host, "slot test")
     result: list[str] = []
     with host_slot(host):
         held_since = time.monotonic()

@@ -19,37 +19,17 @@ from prefect.client.orchestration import get_client
 from desk.restorations import RestorationRunner
 from flows.incident_restoration import incident_restoration
 from itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
-from itsm.records import Incident, IncidentCreate, IncidentUpdate
+from itsm.records import Incident, IncidentUpdate
 from lab.hosts import SVC, run_on_host
 from lab.people import token_file
 from opsflow.settings import get_settings
 from tasks.concurrency import host_slot
 from tasks.inventory import read_estate
 from tasks.records import open_store
-from tests.support import DeskProcess, desk_process, wait_for
+from tests.support import DeskProcess, desk_process, open_service_down, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())
-
-
-def open_incident(host: str, summary: str) -> Incident:
-    """A service-down incident for app on `host` with the restart-service runbook, New."""
-    incident, _ = open_store().open_or_correlate(
-        IncidentCreate(
-            host=host,
-            service="app",
-            symptom="service-down",
-            summary=summary,
-            impact=2,
-            urgency=1,
-            runbook="restart-service",
-            assignment_group="ops",
-            correlation_key=f"{host}/app/{uuid4().hex}",
-        ),
-        datetime.now(UTC),
-        actor="test",
-    )
-    return incident
 
 
 def worklog(incident: Incident) -> list[str]:
@@ -80,7 +60,7 @@ def run_state(flow_run_id: str) -> str:
 
 def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
     host = lab.hosts[3].name
-    incident = open_incident(host, "slot timeout test")
+    incident = open_service_down(host, "slot timeout test")
     pages_before = len(pager.pages)
     with host_slot(host), pytest.raises(TimeoutError):
         incident_restoration(incident.number, slot_wait_s=1.0)
@@ -97,7 +77,7 @@ def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
 def test_a_restoration_that_lost_its_lease_while_waiting_steps_aside(lab, desk, pager) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
-    incident = open_incident(host, "lease lost while waiting for the slot")
+    incident = open_service_down(host, "lease lost while waiting for the slot")
     name = restoration_lease(incident.id)
     leases = Leases(open_store())
     pages_before = len(pager.pages)
@@ -128,7 +108,7 @@ def test_a_restoration_that_lost_its_lease_while_waiting_steps_aside(lab, desk, 
 
 def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:
     host = lab.hosts[3].name
-    incident = open_incident(host, "escalated, then its lease lapsed")
+    incident = open_service_down(host, "escalated, then its lease lapsed")
     pages_before = len(pager.pages)
     with host_slot(host), pytest.raises(TimeoutError):
         incident_restoration(incident.number, slot_wait_s=1.0)
@@ -175,7 +155,7 @@ def test_the_crash_hook_pages_from_the_last_good_estate(
         people.write("  - name: [unclosed\n")
 
     host = lab.hosts[3].name
-    incident = open_incident(host, "slot timeout with a broken estate")
+    incident = open_service_down(host, "slot timeout with a broken estate")
     pages_before = len(pager.pages)
     with host_slot(host), pytest.raises(TimeoutError):
         incident_restoration(incident.number, slot_wait_s=1.0)
@@ -188,7 +168,7 @@ def test_the_crash_hook_pages_from_the_last_good_estate(
 def test_two_restorations_of_one_incident_run_the_runbook_once(lab, desk) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
-    incident = open_incident(host, "twice test")
+    incident = open_service_down(host, "twice test")
     start = threading.Barrier(2)
     results: list[str] = []
 
@@ -213,7 +193,7 @@ def test_two_restorations_of_one_incident_run_the_runbook_once(lab, desk) -> Non
 def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, desk) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
-    incident = open_incident(host, "resolved meanwhile")
+    incident = open_service_down(host, "resolved meanwhile")
     results: list[str] = []
     worker = threading.Thread(target=lambda: results.append(incident_restoration(incident.number)))
     with host_slot(host):
@@ -238,7 +218,7 @@ def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, desk
 def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
-    incident = open_incident(host, "queued when its desk stopped")
+    incident = open_service_down(host, "queued when its desk stopped")
 
     runner = RestorationRunner(
         open_store(),

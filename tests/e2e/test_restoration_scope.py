@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.incident_restoration import incident_restoration
-from itsm.records import IncidentCreate
 from lab.hosts import SVC, run_on_host
 from tasks.records import open_store
+from tests.support import open_service_down
 
 
 @pytest.fixture
@@ -35,21 +34,7 @@ def test_alert_for_a_host_outside_the_service_runs_nothing_there(
 ) -> None:
     host = app_not_on_last_host
     run_on_host(host, [SVC, "stop"], lab.directory)
-    incident, _ = open_store().open_or_correlate(
-        IncidentCreate(
-            host=host,
-            service="app",
-            symptom="service-down",
-            summary="app down where it does not run",
-            impact=2,
-            urgency=1,
-            runbook="restart-service",
-            assignment_group="ops",
-            correlation_key=f"{host}/app/outside-test",
-        ),
-        datetime.now(UTC),
-        actor="test",
-    )
+    incident = open_service_down(host, "app down where it does not run")
     pages_before = len(pager.pages)
     try:
         assert incident_restoration(incident.number) == "In Progress"
