@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
 from desk.api_schema import Offset, RecordId
-from desk.auth import Operator, Reader, sees_everything
+from desk.auth import Operator, Reader, may_read, sees_everything
 from desk.lease_keeper import LeaseKeeper, TakeOver
 from inventory.models import Entitlement, Estate, Person
 from itsm.access import (
@@ -253,11 +253,8 @@ def _visible(grants: AccessStore, grant_id: int, estate: Estate, person: Person)
     """The grant if `person` may see it (theirs, one they may approve, or an operator);
     otherwise 404, exactly as if there were none."""
     grant = grants.get(grant_id)
-    if (
-        sees_everything(person)
-        or grant.requester == person.name
-        or grant.entitlement in _approvable_entitlements(estate, person)
-    ):
+    approvable = _approvable_entitlements(estate, person)
+    if may_read(person, grant.requester, grant.entitlement, approvable):
         return grant
     raise RecordNotFoundError("access_grant", grant_id)
 

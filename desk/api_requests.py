@@ -21,7 +21,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
-from desk.auth import Reader, sees_everything
+from desk.auth import Reader, may_read, sees_everything
 from desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
@@ -295,11 +295,7 @@ def _visible(
 ) -> ServiceRequest:
     """The request if `person` may read it; otherwise 404, exactly as if there were none."""
     record = requests.get(id_or_number)
-    if (
-        sees_everything(person)
-        or record.requester == person.name
-        or record.item in _approvable_items(estate, person)
-    ):
+    if may_read(person, record.requester, record.item, _approvable_items(estate, person)):
         return record
     raise RecordNotFoundError("service request", id_or_number)
 

@@ -6,7 +6,7 @@ plus each resource's own rule (their own, or what they may approve).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -99,3 +99,9 @@ def sees_everything(person: Person | None) -> bool:
     approve; another person's record is answered 404, as if it did not exist.
     """
     return person is not None and bool({"operator", "admin"} & set(person.roles))
+
+
+def may_read(person: Person, requester: str, kind: str, approvable: Collection[str]) -> bool:
+    """Whether `person` reads a request or grant of `requester` for catalog item or
+    entitlement `kind`: operators and admins, its requester, and who may approve `kind`."""
+    return sees_everything(person) or requester == person.name or kind in approvable

@@ -32,6 +32,15 @@ PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())
 
 
+def keeper() -> RestorationRunner:
+    """A desk's keeper of restorations with 1 s leases, restoring in this process."""
+    return RestorationRunner(
+        open_store(),
+        lambda number, holder: incident_restoration(number, lease_holder=holder),
+        lease_s=1.0,
+    )
+
+
 def worklog(incident: Incident) -> list[str]:
     return [w.text for w in open_store().worklog(incident.id)]
 
@@ -119,11 +128,7 @@ def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:
     leases = Leases(open_store())
     name = restoration_lease(incident.id)
     assert leases.take(name, "crashed-run", datetime.now(UTC) - timedelta(minutes=1), 1)
-    runner = RestorationRunner(
-        open_store(),
-        lambda number, holder: incident_restoration(number, lease_holder=holder),
-        lease_s=1.0,
-    )
+    runner = keeper()
     runner.keep()
     try:
         everything = datetime.now(UTC) + timedelta(days=1)
@@ -220,11 +225,7 @@ def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> N
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "queued when its desk stopped")
 
-    runner = RestorationRunner(
-        open_store(),
-        lambda number, holder: incident_restoration(number, lease_holder=holder),
-        lease_s=1.0,
-    )
+    runner = keeper()
     runner.keep()
     try:
         wait_for(lambda: state(incident) == "Resolved", 60, f"{incident.number} to be restored")
