@@ -1,4 +1,4 @@
-"""Run the desk: HTTP API plus triage and restoration dispatcher (`python -m desk.server`)."""
+"""Run the desk: HTTP API and intake; triage goes to the workers (`python -m desk.server`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from prefect import tags
 
 from desk.api_access import AccessRunner
 from desk.api_requests import RequestRunner
 from desk.app import create_app
-from desk.dispatch import Dispatcher, without_heartbeats
+from desk.dispatch import Dispatcher
 from desk.estate import EstateCache, EstateUnavailableError
-from desk.restorations import RestorationRunner
+from flows.work import triage_events
 from itsm.access_store import AccessStore
 from itsm.request_store import RequestStore
 from opsflow.settings import get_settings
@@ -28,38 +27,27 @@ DEFAULT_PORT = 8765
 
 
 def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
-    """The desk app wired to the store, the estate and a dispatcher (not yet started)."""
-    from flows.event_triage import event_triage
-    from flows.incident_restoration import incident_restoration
+    """The desk app wired to the store, the estate and a dispatcher (not yet started).
 
+    The desk only stores events and hands triage to the workers (`opsflow worker`) through
+    Prefect; it triages and restores nothing itself.
+    """
     estate = EstateCache(estate_dir or get_settings().estate_dir)
     with suppress(EstateUnavailableError):
         estate()  # load it now; if it does not, the desk answers 503 until it does
 
-    def triage() -> list[dict]:
-        with tags("itil:event"):
-            return without_heartbeats(event_triage, start_restoration=False)
-
-    def restore(number: str, lease_holder: str | None) -> str:
-        # One fixed tag set: Prefect keeps a client thread per distinct set of tags.
-        with tags("itil:incident"):
-            return without_heartbeats(incident_restoration, number, lease_holder=lease_holder)
-
-    restoration_runner = RestorationRunner(open_store(), restore)
-    dispatcher = Dispatcher(triage=triage, restore=restoration_runner.run)
+    dispatcher = Dispatcher(triage=wake_triage)
     access_runner = AccessRunner()
     request_runner = RequestRunner(RequestStore(open_store()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher.start()
-        restoration_runner.keep()
         request_runner.keep()
         access_runner.keep(AccessStore(open_store()))
         yield
         request_runner.stop()
         dispatcher.stop()
-        restoration_runner.stop()
         access_runner.stop()
 
     app = create_app(
@@ -73,6 +61,12 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     app.state.dispatcher = dispatcher
     app.state.request_runner = request_runner
     return app, dispatcher
+
+
+def wake_triage() -> bool:
+    """Ask Prefect for a triage pass in one of the workers; the workers coalesce them."""
+    triage_events.delay()
+    return False
 
 
 def main() -> None:

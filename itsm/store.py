@@ -416,6 +416,10 @@ class Store:
                 metadata.create_all(self._writer, tables=missing)
                 self._ensured.update(t.name for t in missing)
 
+    def own_connection(self) -> Connection:
+        """A connection of the caller's own, in autocommit, for locks held across statements."""
+        return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
     def dispose(self) -> None:
         """Close the pooled connections (the store can still be used afterwards)."""
         self._engine.dispose()

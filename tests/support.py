@@ -97,6 +97,37 @@ def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[De
         process.wait(10)
 
 
+@contextmanager
+def worker_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[subprocess.Popen]:
+    """A worker (`python -m opsflow.runtime.worker`) on the same records and Prefect server,
+    with short leases, once it serves; killed at the end."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "OPSFLOW_INVENTORY": str(estate_dir),
+        "OPSFLOW_LEASE_SECONDS": str(lease_s),
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "opsflow.runtime.worker"],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def serving() -> bool:
+        assert process.poll() is None, log.read_text()
+        return "worker serving" in log.read_text()
+
+    try:
+        wait_for(serving, 60, "the worker to serve")
+        yield process
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 def open_service_down(host: str, summary: str) -> Incident:
     """A New service-down incident for app on `host`, with the restart-service runbook."""
     from tasks.records import open_store

@@ -1,0 +1,1 @@
+"""Running opsflow: its processes, and what starts and keeps them."""
