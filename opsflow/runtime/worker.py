@@ -3,10 +3,11 @@
 Any number of workers, on any machines that reach the records database and the Prefect
 server, subscribe to the wake-ups of `flows.work` as Prefect task workers; Prefect hands each
 wake-up to one of them. Triage runs in one worker at a time (a lock on the records database,
-released if its holder dies); restorations spread over the workers, each under a lease that
-another worker takes over if this one dies. Every worker also sweeps: events left pending
-and incidents left New (their wake-up went to a worker that died) are picked up within a
-few seconds, so no wake-up has to be delivered exactly once.
+released if its holder dies); the worker that opened an incident restores it at once while
+it has room, and wakes another through Prefect when it has not; each restoration runs under
+a lease that another worker takes over if this one dies. Every worker also sweeps: events
+left pending and incidents left New (their wake-up went to a worker that died) are picked
+up within a few seconds, so no wake-up has to be delivered exactly once.
 """
 
 from __future__ import annotations
@@ -125,8 +126,16 @@ class Worker:
             decisions = without_heartbeats(event_triage, start_restoration=False)
         for decision in decisions:
             if decision["action"] in RESTORING_ACTIONS and decision["runbook"]:
-                work.restore_incident.delay()
+                self._start_restoration()
         return bool(decisions)
+
+    def _start_restoration(self) -> None:
+        """Restore here at once while this worker has room (a hop through Prefect to another
+        worker costs ~0.15 s of the closed loop); when full, wake another worker."""
+        if self.restorations.running >= self._limit:
+            work.restore_incident.delay()
+            return
+        threading.Thread(target=self.restorations.run_next, name="restore", daemon=True).start()
 
     def _restore(self, number: str, lease_holder: str | None) -> str:
         from flows.incident_restoration import incident_restoration
