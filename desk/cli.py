@@ -62,6 +62,20 @@ def up(
         raise fail(exc) from exc
 
 
+@app.command()
+def worker(
+    limit: Annotated[int, typer.Option(help="Restorations and triage passes at once.")] = 16,
+) -> None:
+    """Triage events and restore incidents as Prefect hands out the work, until Ctrl-C.
+
+    Run as many as the estate needs, on any machines that reach the records database and
+    the Prefect server (see the README's "Scaling out").
+    """
+    from opsflow.runtime.worker import run_worker
+
+    run_worker(limit)
+
+
 @inventory_app.command("check")
 def inventory_check(
     directory: Annotated[

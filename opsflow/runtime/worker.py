@@ -145,17 +145,14 @@ class Worker:
             return without_heartbeats(incident_restoration, number, lease_holder=lease_holder)
 
 
-def main() -> None:
-    """Run a worker until SIGTERM or Ctrl-C."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="wake-ups at once")
-    args = parser.parse_args()
+def run_worker(limit: int = DEFAULT_LIMIT) -> None:
+    """Run a worker in this process until SIGTERM or Ctrl-C."""
     # Prefect configured logging at import: basicConfig would do nothing now.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("opsflow").addHandler(handler)
     logging.getLogger("opsflow").setLevel(logging.INFO)
-    worker = Worker(limit=args.limit)
+    worker = Worker(limit=limit)
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -167,6 +164,13 @@ def main() -> None:
     logger.info("worker serving %s", ", ".join(t.name for t in work.WAKE_UPS))
     stopping.wait()
     worker.stop()
+
+
+def main() -> None:
+    """`python -m opsflow.runtime.worker [--limit N]`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="wake-ups at once")
+    run_worker(parser.parse_args().limit)
 
 
 if __name__ == "__main__":
