@@ -170,7 +170,8 @@ def _known(revision: str | None) -> None:
     except CommandError as exc:
         raise SchemaTooNewError(
             f"the records database is at revision {revision}, which this opsflow does not "
-            f"know (its newest is {head()}): a newer opsflow migrated it; run that one"
+            f"know (its newest is {head()}): a newer opsflow migrated it (run that one), or "
+            "it is another application's database"
         ) from exc
 
 
