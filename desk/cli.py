@@ -10,6 +10,7 @@ from rich.table import Table
 
 from desk.cli_access import access_app
 from desk.cli_base import console, err_console, fail, print_json
+from desk.cli_db import db_app
 from desk.cli_incidents import event_app, incident_app
 from desk.cli_problems import known_error_app, problem_app
 from desk.cli_requests import request_app
@@ -37,6 +38,7 @@ app.add_typer(request_app, name="request")
 app.add_typer(access_app, name="access")
 app.add_typer(problem_app, name="problem")
 app.add_typer(known_error_app, name="known-error")
+app.add_typer(db_app, name="db")
 
 
 @app.callback()

@@ -39,7 +39,7 @@ from itsm.access import (
     ResolvedRequest,
     check_transition,
 )
-from itsm.leases import LeaseClaim, leases
+from itsm.leases import LeaseClaim
 from itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
@@ -97,7 +97,6 @@ class AccessStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(access_grants, leases)
 
     # -- reading ---------------------------------------------------------------------------
 

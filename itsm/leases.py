@@ -97,11 +97,10 @@ def take_lease(conn: Connection, name: str, holder: str, now: datetime, lease_s:
 
 
 class Leases:
-    """The leases kept in `store`'s database (the table is created on first use)."""
+    """The leases kept in `store`'s database."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(leases)
 
     def take(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
         """Hold `name` for `lease_s` from `now` if it is free, lapsed or `holder`'s already."""

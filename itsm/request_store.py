@@ -1,7 +1,7 @@
 """Service requests in the records store, every change audited in the same transaction.
 
 The table lives on `itsm.store.metadata` next to incidents and the audit; `RequestStore`
-wraps a `Store` and creates the table on first use. Changes follow the incidents' pattern:
+wraps a `Store` (which made the table when it opened). Changes follow the incidents' pattern:
 the row is read under the write lock, the state machine in `itsm.requests` decides, and a
 version column guards against any writer that did not take the lock.
 """
@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-from itsm.leases import LeaseClaim, leases
+from itsm.leases import LeaseClaim
 from itsm.records import AuditEntry
 from itsm.requests import (
     CARRIED_STATES,
@@ -117,12 +117,11 @@ class RequestStore:
     """Service requests over a `Store`: create, read, move through the state machine, audit.
 
     Args:
-        store: the records store; the requests table is created in it if missing.
+        store: the records store.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(service_requests, leases)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 
 from itsm.lifecycle import apply_update
+from itsm.migrations import upgrade_engine
 from itsm.priority import SlaTargets, priority
 from itsm.records import (
     OPEN_STATES,
@@ -360,6 +361,9 @@ def default_database_url() -> str:
 class Store:
     """The ITIL records in one database; safe to share between threads.
 
+    Opening it brings the database to the newest schema (`itsm.migrations`), every record
+    table included, whichever record modules this process uses; `schema` says what changed.
+
     Args:
         url: SQLAlchemy URL (`sqlite:///path`, `postgresql+psycopg://…`); by default
             `OPSFLOW_DATABASE_URL`, else `opsflow.db` in the opsflow home.
@@ -398,23 +402,11 @@ class Store:
             )
         self._writer = self._engine.execution_options(opsflow_write=True)
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else nullcontext()
-        self._ensured: set[str] = set()
-        self._ensured_lock = threading.Lock()
-        self.create_all()
-
-    def create_all(self) -> None:
-        """Create the tables and indexes that do not exist yet."""
-        metadata.create_all(self._writer)
-        self._ensured.update(metadata.tables)
-
-    def ensure_tables(self, *tables: Table) -> None:
-        """Create `tables` if missing, once per store: the records of modules imported after
-        the store was opened (problems, requests, access, leases…) call it before first use."""
-        with self._ensured_lock:
-            missing = [t for t in tables if t.name not in self._ensured]
-            if missing:
-                metadata.create_all(self._writer, tables=missing)
-                self._ensured.update(t.name for t in missing)
+        try:
+            self.schema = upgrade_engine(self._writer)
+        except BaseException:
+            self._engine.dispose()  # a store that cannot open keeps no connections
+            raise
 
     def own_connection(self) -> Connection:
         """A connection of the caller's own, in autocommit, for locks held across statements."""
