@@ -27,6 +27,9 @@ class Workshop(Protocol):
     def restore_next(self) -> str | None:
         """Restore the next incident nobody carries, here; its number or None."""
 
+    def restore_here(self) -> bool:
+        """Start restoring the next incident nobody carries in this process, unless full."""
+
 
 @dataclass
 class _Installed:
@@ -57,6 +60,15 @@ def triage_events() -> None:
 def restore_incident() -> str | None:
     """An incident waits for its runbook: restore the oldest such incident nobody carries."""
     return _workshop().restore_next()
+
+
+def restore_soon() -> None:
+    """An incident now waits for its runbook: restore it in this process if it is a worker
+    with room (a hop through Prefect to another costs ~0.15 s of the closed loop), else wake
+    a worker."""
+    workshop = _installed.workshop
+    if workshop is None or not workshop.restore_here():
+        restore_incident.delay()
 
 
 WAKE_UPS = (triage_events, restore_incident)

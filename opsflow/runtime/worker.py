@@ -28,7 +28,6 @@ from desk.restorations import RestorationRunner
 from flows import work
 from itsm.exclusive import exclusive
 from itsm.store import Store
-from itsm.triage import RESTORING_ACTIONS
 from tasks.records import open_store
 
 logger = logging.getLogger("opsflow.worker")
@@ -119,23 +118,18 @@ class Worker:
             if oldest is not None and (datetime.now(UTC) - oldest).total_seconds() > SWEEP_S:
                 self.triage.notify()
 
-    def _triage_pass(self) -> bool:
-        with exclusive(self.store, "event-triage"), tags("itil:event"):
-            from flows.event_triage import event_triage
-
-            decisions = without_heartbeats(event_triage, start_restoration=False)
-        for decision in decisions:
-            if decision["action"] in RESTORING_ACTIONS and decision["runbook"]:
-                self._start_restoration()
-        return bool(decisions)
-
-    def _start_restoration(self) -> None:
-        """Restore here at once while this worker has room (a hop through Prefect to another
-        worker costs ~0.15 s of the closed loop); when full, wake another worker."""
+    def restore_here(self) -> bool:
+        """Start restoring the next incident nobody carries in a thread here, unless full."""
         if self.restorations.running >= self._limit:
-            work.restore_incident.delay()
-            return
+            return False
         threading.Thread(target=self.restorations.run_next, name="restore", daemon=True).start()
+        return True
+
+    def _triage_pass(self) -> bool:
+        from flows.event_triage import event_triage
+
+        with exclusive(self.store, "event-triage"), tags("itil:event"):
+            return bool(without_heartbeats(event_triage))
 
     def _restore(self, number: str, lease_holder: str | None) -> str:
         from flows.incident_restoration import incident_restoration
