@@ -34,7 +34,8 @@ class Supervisor:
     One that exits is started again: the desk's requests and grants survive that (they are
     in the records, leased), the Prefect server keeps its state in PostgreSQL, and
     PostgreSQL replays its WAL. One that exits `max_restarts` times within `window_s` is
-    given up on.
+    given up on. If the supervising thread dies without stopping them (`opsflow up` killed),
+    the kernel sends each its stop signal, so none is left holding a port or a database.
     """
 
     def __init__(
@@ -71,9 +72,9 @@ class Supervisor:
         group is sent SIGTERM.
         """
         env = {**(self._env if env is None else env), **(extra_env or {})}
-        process = _spawn(argv, log, env)
-        self._children[name] = _Child(argv, log, env, process, stop_signal)
-        return process
+        child = _Child(argv, log, env, _spawn(argv, log, env, stop_signal), stop_signal)
+        self._children[name] = child
+        return child.process
 
     def process(self, name: str) -> subprocess.Popen:
         """The process running as `name` now."""
@@ -94,7 +95,7 @@ class Supervisor:
                 )
             child.restarts.append(now)
             self._on_restart(name, status)
-            child.process = _spawn(child.argv, child.log, child.env)
+            child.process = _spawn(child.argv, child.log, child.env, child.stop_signal)
 
     def stop(self, name: str, timeout_s: float = 15.0) -> None:
         """Stop `name` and everything it started (its stop signal, by default SIGTERM to its
@@ -115,11 +116,15 @@ class Supervisor:
             process.wait()
 
 
-def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(
+    argv: list[str], log: Path, env: dict[str, str], stop_signal: signal.Signals | None
+) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
+    # setpriv sets the parent-death signal, then execs argv in the same process.
+    death_signal = (stop_signal or signal.SIGTERM).name
     with log.open("ab") as out:
         return subprocess.Popen(
-            argv,
+            ["setpriv", "--pdeathsig", death_signal, "--", *argv],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
