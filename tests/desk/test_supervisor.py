@@ -68,7 +68,7 @@ import os, sys, time
 from pathlib import Path
 from desk.supervisor import Supervisor
 
-sleeper = [sys.executable, "-c", "import signal; signal.pause()"]
+sleeper = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
 process = Supervisor(dict(os.environ)).start("sleeper", sleeper, Path(sys.argv[1]))
 print(process.pid, flush=True)
 time.sleep(600)
@@ -82,9 +82,11 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
         text=True,
         cwd=Path(__file__).resolve().parents[2],
     )
+    log = tmp_path / "sleeper.log"
     try:
         pid = int(supervising.stdout.readline())
-        assert alive(pid)
+        # Running its own code: setpriv has set the parent-death signal before exec'ing it.
+        wait_for(lambda: log.is_file() and "up" in log.read_text(), 30, "the sleeper to start")
         supervising.send_signal(signal.SIGKILL)
         supervising.wait(10)
         wait_for(lambda: not alive(pid), 10, "the sleeper to be stopped with its supervisor")

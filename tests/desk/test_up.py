@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +37,9 @@ from tests.support import free_port
 UP_TIMEOUT_S = 300.0
 """A fresh cluster, Prefect's migrations, a lab host, monitoring and every deployment, on a
 machine busy with the rest of the suite."""
-LAB_ADDRESSES = [f"127.0.{octet}.1" for octet in range(40, 50)]
+LAB_ADDRESSES = [f"127.0.{octet}.1" for octet in range(60, 70)]
+"""Clear of the fixed addresses of other tests (127.0.20-31, 40, 44, 50-51, 99) and `make up`
+(127.0.10)."""
 
 
 @dataclass
@@ -133,11 +137,13 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+def up() -> Iterator[Up]:
     """`opsflow up --hosts 2` in a fresh home (a one-host lab has no `db` group, which its
     entitlements name), on free ports, with a shell's environment:
     nothing the test session set (its Prefect server, desk, estate or records)."""
-    home = tmp_path_factory.mktemp("up") / "home"
+    # Not under pytest's temporary root: every pytest session that starts makes that 0700
+    # again, and a chmod takes back the traverse an ACL granted the cluster's user.
+    home = Path(tempfile.mkdtemp(prefix="opsflow-up-")) / "home"
     prefect_port, postgres_port = free_port(), free_port()
     desk_url = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OPSFLOW_"))}
@@ -184,6 +190,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         monitoring_down(home / "lab" / "monitoring")
         lab_down(home / "lab")
         stop_cluster(started.cluster)
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def test_the_api_refuses_callers_without_the_auth_string(up: Up) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,11 +66,17 @@ def count_rows(cluster: Cluster) -> int:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private opsflow home (0700, under pytest's 0700 temporary root when run as root)."""
-    home = tmp_path_factory.mktemp("runtime") / "home"
+def home() -> Iterator[Path]:
+    """A private opsflow home (0700) in a 0700 directory of its own.
+
+    Not under pytest's temporary root: every pytest session that starts makes that 0700
+    again, and a chmod takes back the traverse an ACL granted the cluster's user.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="opsflow-runtime-"))
+    home = parent / "home"
     home.mkdir(mode=0o700)
-    return home
+    yield home
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
