@@ -158,8 +158,13 @@ def make_cluster(
     directory.chmod(0o700)
     if owner is not None:
         _grant_traverse(directory, owner)
-    _ensure_password(directory / PASSWORD_FILE)
     cluster = Cluster(directory, port, bin_dir)
+    if (cluster.data / "PG_VERSION").is_file() and not cluster.password_file.exists():
+        raise PostgresError(
+            f"{cluster.password_file} is gone, and with it the password of the cluster in "
+            f"{cluster.data}: restore it, or move {cluster.data} away to make a new, empty one"
+        )
+    _ensure_password(cluster.password_file)
     if not (cluster.data / "PG_VERSION").is_file():
         _initdb(cluster, owner, durable)
     settings = DURABLE_SETTINGS if durable else SCRATCH_SETTINGS
@@ -232,6 +237,12 @@ def wait_until_ready(
                 return
         except psycopg.OperationalError as exc:
             last = str(exc).strip()
+            if "password authentication failed" in last:
+                raise PostgresError(
+                    f"PostgreSQL on 127.0.0.1:{cluster.port} refused the password in "
+                    f"{cluster.password_file}: is it another cluster's port, or was the "
+                    "file replaced?"
+                ) from None
         time.sleep(0.2)
     raise _start_failure(
         cluster, f"PostgreSQL did not accept connections within {timeout_s:.0f}s ({last})", log

@@ -129,6 +129,11 @@ def test_password_logins_only_as_an_unprivileged_user(cluster: Cluster, running)
                 host="127.0.0.1", port=cluster.port, user="opsflow", password=password,
                 dbname="postgres", connect_timeout=5,
             )  # fmt: skip
+    impostor = Cluster(cluster.directory.parent / "impostor", cluster.port)
+    impostor.directory.mkdir(exist_ok=True)
+    impostor.password_file.write_text("not the role's password\n")
+    with pytest.raises(PostgresError, match="refused the password in"):
+        wait_until_ready(impostor, timeout_s=30)
     pid = running_pid(cluster)
     assert pid is not None
     uid = int(Path(f"/proc/{pid}/status").read_text().split("\nUid:")[1].split()[0])
@@ -240,6 +245,17 @@ def test_a_killed_supervisor_leaves_no_server_behind(cluster: Cluster, tmp_path:
     finally:
         supervising.kill()
         supervising.wait(10)
+
+
+def test_a_lost_password_is_named_not_replaced(cluster: Cluster) -> None:
+    kept = cluster.password_file.with_name("kept")
+    cluster.password_file.rename(kept)
+    try:
+        with pytest.raises(PostgresError, match="is gone, and with it the password"):
+            make_cluster(cluster.directory, cluster.port)
+        assert not cluster.password_file.exists(), "no new password for an old cluster"
+    finally:
+        kept.rename(cluster.password_file)
 
 
 def test_missing_binaries_name_the_package(tmp_path: Path) -> None:
