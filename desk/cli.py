@@ -54,12 +54,28 @@ def _find_what_up_started(ctx: typer.Context) -> None:
 def up(
     hosts: Annotated[int, typer.Option(help="Lab hosts to bring up when no estate is set.")] = 5,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server and UI.")] = 4200,
+    lab_address: Annotated[
+        str, typer.Option(help="Loopback address of the first lab host; the next ones follow.")
+    ] = "127.0.10.1",
+    monitoring_port: Annotated[
+        int,
+        typer.Option(
+            help="The lab's Prometheus port; its exporter, Alertmanager and the stand-in pager "
+            "listen on this +2, +3 and +9."
+        ),
+    ] = 19090,
 ) -> None:
-    """Start everything on this machine and run the health check once; Ctrl-C stops it all."""
-    from desk.up import run_up
+    """Start everything on this machine and run the health check once; Ctrl-C stops it all.
 
+    PostgreSQL (a cluster in the opsflow home, port OPSFLOW_POSTGRES_PORT) holds the Prefect
+    server's database and the records, unless PREFECT_API_URL or OPSFLOW_DATABASE_URL name
+    others.
+    """
+    from desk.up import LabPlaces, run_up
+
+    places = LabPlaces(base_address=lab_address, prometheus_port=monitoring_port)
     try:
-        run_up(get_settings(), hosts=hosts, port=port, console=console)
+        run_up(get_settings(), hosts=hosts, port=port, console=console, lab_places=places)
     except OpsError as exc:
         raise fail(exc) from exc
 

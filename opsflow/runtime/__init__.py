@@ -1,1 +1,1 @@
-"""Running opsflow: its processes, and what starts and keeps them."""
+"""Running opsflow: its processes (the worker), the PostgreSQL it owns, what starts them."""
