@@ -64,6 +64,9 @@ def up(
             "listen on this +2, +3 and +9."
         ),
     ] = 19090,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes: triage, restorations, requests, access.")
+    ] = 2,
 ) -> None:
     """Start everything on this machine and run the health check once; Ctrl-C stops it all.
 
@@ -75,7 +78,14 @@ def up(
 
     places = LabPlaces(base_address=lab_address, prometheus_port=monitoring_port)
     try:
-        run_up(get_settings(), hosts=hosts, port=port, console=console, lab_places=places)
+        run_up(
+            get_settings(),
+            hosts=hosts,
+            port=port,
+            console=console,
+            lab_places=places,
+            workers=workers,
+        )
     except OpsError as exc:
         raise fail(exc) from exc
 

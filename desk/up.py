@@ -189,10 +189,10 @@ def prepare_records(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from itsm.store import Store
+    from itsm.migrations import upgrade
 
     try:
-        Store(url).dispose()
+        upgrade(url)
     except SQLAlchemyError as exc:
         where = make_url(url).render_as_string(hide_password=True)
         raise UpError(f"cannot open the records at {where}: {getattr(exc, 'orig', exc)}") from exc
@@ -239,6 +239,7 @@ def run_up(
     port: int,
     console: Console,
     lab_places: LabPlaces | None = None,
+    workers: int = 2,
 ) -> None:
     """Bring everything up, run the health check once, then wait for Ctrl-C and stop it all.
 
@@ -298,7 +299,7 @@ def run_up(
             )
             stack.callback(supervisor.stop, "the Prefect server")
         stack.callback(write_up_env(settings.home, env).unlink, missing_ok=True)
-        _start_opsflow(settings, hosts, supervisor, logs, stack, console, lab_places)
+        _start_opsflow(settings, hosts, workers, supervisor, logs, stack, console, lab_places)
         console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
         from desk.jobs import run_job
 
@@ -310,13 +311,15 @@ def run_up(
 def _start_opsflow(
     settings: OpsflowSettings,
     hosts: int,
+    workers: int,
     supervisor: Supervisor,
     logs: Path,
     stack: ExitStack,
     console: Console,
     places: LabPlaces,
 ) -> None:
-    """Lab (when no estate is set), blocks, pager, desk, monitoring and the served deployments."""
+    """Lab (when no estate is set), blocks, pager, desk, workers, monitoring and the served
+    deployments."""
     from blocks.notifications import save_webhook_pager
     from blocks.registration import register_block_types, save_ssh_credentials
 
@@ -357,6 +360,14 @@ def _start_opsflow(
     )
     stack.callback(supervisor.stop, "the desk")
     _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", 60, desk)
+    console.print(Text.assemble(("Workers", "bold"), f" starting {workers} …"))
+    for number in range(1, workers + 1):
+        name = f"worker {number}"
+        log = logs / f"worker-{number}.log"
+        written = log.stat().st_size if log.is_file() else 0  # the log is appended to
+        worker = supervisor.start(name, [sys.executable, "-m", "opsflow.runtime.worker"], log)
+        stack.callback(supervisor.stop, name)
+        _wait_for_log(log, written, "worker serving", name, worker)
     if lab is not None:
         from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
         from lab.people import token_file
@@ -382,6 +393,21 @@ def _start_opsflow(
     )
     stack.callback(supervisor.stop, "the deployments")
     _wait_for_deployments(serving)
+
+
+def _wait_for_log(
+    log: Path, offset: int, line: str, what: str, process: subprocess.Popen, timeout_s: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UpError(f"{what} exited with status {process.returncode} before it was ready")
+        with log.open("rb") as written:
+            written.seek(offset)
+            if line.encode() in written.read():
+                return
+        time.sleep(0.25)
+    raise UpError(f"{what} did not say {line!r} in {log} within {timeout_s:.0f}s")
 
 
 def _wait_for_deployments(serving: subprocess.Popen, timeout_s: float = 60.0) -> None:

@@ -305,6 +305,27 @@ def test_another_shell_finds_what_up_started(up: Up) -> None:
     assert not (up.home / "opsflow.db").exists()
 
 
+def test_ups_workers_restore_what_monitoring_finds_down(up: Up) -> None:
+    workers = [c for c in children(up.process.pid).values() if "opsflow.runtime.worker" in c]
+    assert len(workers) == 2, "up starts two workers by default"
+    started = datetime.now(UTC)
+    up.opsflow("lab", "break", "lab02", "service")
+
+    def resolved() -> bool:
+        listed = json.loads(up.opsflow("incident", "list", "--json").stdout)
+        return any(
+            i["host"] == "lab02"
+            and i["state"] == "Resolved"
+            and datetime.fromisoformat(i["opened_at"]) >= started
+            for i in listed
+        )
+
+    deadline = time.monotonic() + 120
+    while not resolved():
+        assert time.monotonic() < deadline, "lab02's app was not restored by up's workers"
+        time.sleep(1)
+
+
 def test_sigterm_stops_everything_up_started(up: Up) -> None:
     postmaster = running_pid(up.cluster)
     assert postmaster is not None
