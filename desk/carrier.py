@@ -119,7 +119,12 @@ class Carrier(ABC):
             if not self.leases.hold(name):
                 continue
             # Re-read under the lease: another worker may have carried it since the listing.
-            if self.needs_carrying(item_id):
+            try:
+                needed = self.needs_carrying(item_id)
+            except BaseException:
+                self.leases.let_lapse(name)
+                raise
+            if needed:
                 return item_id
             self.leases.release(name)
         return None
