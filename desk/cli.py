@@ -94,7 +94,8 @@ def up(
 def worker(
     limit: Annotated[int, typer.Option(help="Restorations and triage passes at once.")] = 16,
 ) -> None:
-    """Triage events and restore incidents as Prefect hands out the work, until Ctrl-C.
+    """Triage, restore, fulfil requests and change access as Prefect hands out the work,
+    until Ctrl-C.
 
     Run as many as the estate needs, on any machines that reach the records database and
     the Prefect server (see the README's "Scaling out").

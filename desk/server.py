@@ -11,14 +11,10 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from desk.api_access import AccessRunner
-from desk.api_requests import RequestRunner
 from desk.app import create_app
 from desk.dispatch import Dispatcher
 from desk.estate import EstateCache, EstateUnavailableError
 from flows.work import triage_events
-from itsm.access_store import AccessStore
-from itsm.request_store import RequestStore
 from opsflow.settings import get_settings
 from tasks.events import publish_incident_change
 from tasks.records import open_store
@@ -29,26 +25,21 @@ DEFAULT_PORT = 8765
 def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     """The desk app wired to the store, the estate and a dispatcher (not yet started).
 
-    The desk only stores events and hands triage to the workers (`opsflow worker`) through
-    Prefect; it triages and restores nothing itself.
+    The desk records and answers; it runs no flow. It hands triage to the workers
+    (`opsflow worker`) through Prefect, and wakes them for the requests and access changes
+    it records (`desk.wake_ups`).
     """
     estate = EstateCache(estate_dir or get_settings().estate_dir)
     with suppress(EstateUnavailableError):
         estate()  # load it now; if it does not, the desk answers 503 until it does
 
     dispatcher = Dispatcher(triage=wake_triage)
-    access_runner = AccessRunner()
-    request_runner = RequestRunner(RequestStore(open_store()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher.start()
-        request_runner.keep()
-        access_runner.keep(AccessStore(open_store()))
         yield
-        request_runner.stop()
         dispatcher.stop()
-        access_runner.stop()
 
     app = create_app(
         open_store(),
@@ -57,9 +48,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         lifespan=lifespan,
         on_incident_change=publish_incident_change,
     )
-    app.state.access_runner = access_runner
     app.state.dispatcher = dispatcher
-    app.state.request_runner = request_runner
     return app, dispatcher
 
 

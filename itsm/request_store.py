@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-from itsm.leases import LeaseClaim
+from itsm.leases import LeaseClaim, leases
 from itsm.records import AuditEntry
 from itsm.requests import (
     CARRIED_STATES,
@@ -54,6 +54,8 @@ from itsm.store import (
 from opsflow.errors import PermanentError
 
 RECORD_TYPE = "service_request"
+LEASE_PREFIX = "request:"
+"""Requests are leased as `request:ID` by whoever carries them."""
 _RETRIES = 5
 _states = ", ".join(f"'{state}'" for state in TRANSITIONS)
 
@@ -174,6 +176,21 @@ class RequestStore:
         with self.store.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [ServiceRequest.model_validate(dict(row)) for row in rows]
+
+    def unclaimed(self, changed_before: datetime | None = None) -> list[int]:
+        """Ids of the requests not yet final that no lease covers (nobody carries them),
+        oldest first; with `changed_before`, only those unchanged since then."""
+        lease_name = LEASE_PREFIX + service_requests.c.id.cast(String)
+        query = (
+            select(service_requests.c.id)
+            .outerjoin(leases, leases.c.name == lease_name)
+            .where(service_requests.c.state.in_(CARRIED_STATES), leases.c.name.is_(None))
+            .order_by(service_requests.c.id)
+        )
+        if changed_before is not None:
+            query = query.where(service_requests.c.updated_at < changed_before)
+        with self.store.read() as conn:
+            return list(conn.execute(query).scalars())
 
     def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
         """Every recorded change to one request, oldest first."""

@@ -47,8 +47,9 @@ class OpsflowSettings(BaseSettings):
         default=30.0,
         gt=0,
         description=(
-            "How long a desk holds a request or access grant it is carrying without renewing; "
-            "when a desk stops, another takes its work over once those leases lapse."
+            "How long a worker holds a restoration, request or access change it is carrying "
+            "without renewing; when a worker stops, another takes its work over once those "
+            "leases lapse (and takes up work nobody leased within one)."
         ),
     )
 
