@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -20,6 +24,7 @@ from desk.estate import EstateCache, EstateUnavailableError
 from desk.restorations import RestorationRunner
 from itsm.access_store import AccessStore
 from itsm.request_store import RequestStore
+from itsm.store import Store
 from opsflow.settings import get_settings
 from tasks.events import publish_incident_change
 from tasks.records import open_store
@@ -75,15 +80,84 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     return app, dispatcher
 
 
+DEFAULT_PROCESSES = 2
+"""Desk processes serving the port by default: on two cores, two carry about twice the
+intake of one (bench/results/README.md, 2026-12-02); the group commit, the store's pool and
+the lifespan are per process."""
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal this process gets when the process that started it dies."""
+
+
+def desk_app() -> FastAPI:
+    """The desk app of one serving process: uvicorn's factory, called in each process."""
+    if multiprocessing.parent_process() is not None:
+        _exit_with_parent()
+    logging.basicConfig(level=logging.INFO)
+    app, _ = build_desk()
+    return app
+
+
+def create_records() -> None:
+    """Create the records' tables before several processes open them at once.
+
+    Each `Store` creates the tables it misses when it opens; on a new PostgreSQL database,
+    processes doing so together collide (the check and the CREATE are not one step).
+    """
+    import itsm.access_store
+    import itsm.facts_store
+    import itsm.leases
+    import itsm.maintenance_store
+    import itsm.problem_store
+    import itsm.request_store  # noqa: F401  (each defines tables of the records)
+
+    Store().dispose()
+
+
+def _exit_with_parent() -> None:
+    """Make this serving process die with the one that started it (Linux).
+
+    If the starting process is killed outright it cannot stop its serving processes; they
+    would go on answering on the port as an orphaned desk, holding their leases.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # it died before the signal was asked for
+
+
 def main() -> None:
-    """Serve the desk on 127.0.0.1 until interrupted."""
+    """Serve the desk on 127.0.0.1 until interrupted, from one or several processes.
+
+    With `--processes N` above 1, uvicorn binds the port once and N processes accept on it,
+    each with its own desk (group commit, store connections, runners); uvicorn replaces a
+    process that dies, and the processes die with it.
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=DEFAULT_PROCESSES,
+        help=f"processes serving the port (default {DEFAULT_PROCESSES})",
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    app, _ = build_desk()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    if args.processes == 1:
+        uvicorn.run(desk_app(), host=args.host, port=args.port, log_level="warning")
+        return
+    create_records()
+    uvicorn.run(
+        "desk.server:desk_app",
+        factory=True,
+        workers=args.processes,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":
