@@ -322,12 +322,12 @@ _PRUNE_BATCH = _CHUNK  # rows deleted per transaction, so pruning never holds th
 _PG_INSERT_EVENTS = (
     "INSERT INTO events (dedup_key, source, fingerprint, status, host, service, labels,"
     " annotations, summary, occurred_at, ends_at, received_at)"
-    " SELECT dedup_key, source, fingerprint, status, host, service, labels,"
-    " annotations, summary, occurred_at, ends_at, %s"
-    " FROM jsonb_populate_recordset(NULL::events, %s::jsonb)"
+    " SELECT *, %b FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::text[], %b::text[]::jsonb[], %b::text[]::jsonb[], %b::text[], %b::timestamptz[],"
+    " %b::timestamptz[])"
     " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key"
 )
-"""New events on PostgreSQL, however many: received_at, then the rows as a JSON array."""
+"""New events on PostgreSQL, however many: received_at, then one array per column (binary)."""
 
 TRIAGE_BYTE_BUDGET = 16 * 1024 * 1024
 """Most bytes of labels, annotations and summaries one triage batch loads (at least one event)."""
@@ -514,14 +514,15 @@ class Store:
     ) -> list[tuple[int, int]]:
         """`store_event_groups` on PostgreSQL: the events of every group in one statement.
 
-        The rows travel as one JSON document (`jsonb_populate_recordset`), so the statement's
-        text is the same whatever the number of rows and psycopg prepares it once; a
-        multi-row VALUES list was parsed again by psycopg on every execution (a third of the
-        intake's CPU) and its parameters adapted one by one. The keys it returns say which
+        The rows travel as one array per column (`unnest`), in binary: the statement's text
+        is the same whatever the number of rows, so psycopg prepares it once (a multi-row
+        VALUES list was parsed again by psycopg on every execution, a third of the intake's
+        CPU), and the server parses no text but the JSON columns (less than half the
+        server's work per row of `jsonb_populate_recordset`). The keys it returns say which
         group stored what: a key sent by several groups is stored for the first and a
         duplicate for the others, as with one insert per group.
         """
-        rows: list[dict[str, Any]] = []
+        columns: list[list[Any]] = [[] for _ in range(11)]
         owner: dict[str, int] = {}
         for index, group in enumerate(groups):
             for sent in group:
@@ -530,27 +531,27 @@ class Store:
                     continue
                 owner[key] = index
                 item = bound_event_times(sent, received_at)
-                rows.append(
-                    {
-                        "dedup_key": key,
-                        "source": item.source,
-                        "fingerprint": item.fingerprint,
-                        "status": item.status,
-                        "host": item.host,
-                        "service": item.service,
-                        "labels": item.labels,
-                        "annotations": item.annotations,
-                        "summary": item.summary,
-                        "occurred_at": item.occurred_at.isoformat(),
-                        "ends_at": None if item.ends_at is None else item.ends_at.isoformat(),
-                    }
+                values = (
+                    key,
+                    item.source,
+                    item.fingerprint,
+                    item.status,
+                    item.host,
+                    item.service,
+                    json.dumps(item.labels),
+                    json.dumps(item.annotations),
+                    item.summary,
+                    item.occurred_at,
+                    item.ends_at,
                 )
+                for column, value in zip(columns, values, strict=True):
+                    column.append(value)
         stored = [0] * len(groups)
-        if rows:
+        if owner:
             # One statement is its own transaction: in autocommit it is one round trip to
             # the server instead of three (BEGIN, INSERT, COMMIT), and durable when it returns.
             with self._autocommit.connect() as conn:
-                new = conn.exec_driver_sql(self._insert_event, (received_at, json.dumps(rows)))
+                new = conn.exec_driver_sql(self._insert_event, (received_at, *columns))
                 for (key,) in new:
                     stored[owner[key]] += 1
         return [(count, len(group) - count) for count, group in zip(stored, groups, strict=True)]
