@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from desk.app import create_app
 from desk.estate import EstateCache
-from desk.server import DEFAULT_PROCESSES, create_records
+from desk.server import DEFAULT_PROCESSES, create_records, freeze_startup_objects
 from opsflow.settings import get_settings
 from tasks.records import open_store
 
@@ -25,7 +25,9 @@ def intake_app() -> FastAPI:
     """The desk's app without dispatcher or runners, for one serving process."""
     estate = EstateCache(get_settings().estate_dir)
     estate()
-    return create_app(open_store(), estate)
+    app = create_app(open_store(), estate)
+    freeze_startup_objects()
+    return app
 
 
 def main() -> None:
