@@ -3,14 +3,18 @@
 A stand-in for the desk's triage leaving the desk process (the intake benchmark's
 `desk-front` target): while events wait, it runs `event_triage(start_restoration=False)`
 as the desk's dispatcher does, then looks again every 50 ms. One such process, so its runs
-never overlap (two triage runs over the same pending events double-count them).
+never overlap (two triage runs over the same pending events double-count them). It runs at
+a lower CPU priority (`--nice`, 10 by default): a backlog of triage can wait, a sender
+waiting for its 202 cannot, and on two cores they compete.
 
     OPSFLOW_DATABASE_URL=... PREFECT_API_URL=... .venv/bin/python -m bench.triage_loop
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import time
 
 from prefect import tags
@@ -24,6 +28,9 @@ IDLE_S = 0.05
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nice", type=int, default=10, help="added to the CPU niceness")
+    os.nice(parser.parse_args().nice)
     store = open_store()
     while True:
         if not store.triage_backlog().pending:
