@@ -60,6 +60,19 @@ class DeskProcess:
     url: str
     log: Path
 
+    def pids(self) -> set[int]:
+        """Its process and those it started (the processes serving its port, by default
+        two): any of them may hold a lease."""
+        found = {self.process.pid}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == self.process.pid:
+                found.add(int(pid))
+        return found
+
 
 @contextmanager
 def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[DeskProcess]:
