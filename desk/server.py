@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import logging
+import multiprocessing
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -58,15 +63,84 @@ def wake_triage() -> bool:
     return False
 
 
+DEFAULT_PROCESSES = 2
+"""Desk processes serving the port by default: on two cores, two carry about twice the
+intake of one (bench/results/README.md, 2026-12-02); the group commit, the store's pool and
+the lifespan are per process."""
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal this process gets when the process that started it dies."""
+
+
+def desk_app() -> FastAPI:
+    """The desk app of one serving process: uvicorn's factory, called in each process."""
+    if multiprocessing.parent_process() is not None:
+        _exit_with_parent()
+    logging.basicConfig(level=logging.INFO)
+    app, _ = build_desk()
+    freeze_startup_objects()
+    return app
+
+
+def freeze_startup_objects() -> None:
+    """Leave what startup made (Prefect, FastAPI, pydantic: ~170,000 objects) out of the
+    garbage collector's full passes: each such pass scanned them all, ~0.1 s in which the
+    process answered nothing, about once a second under intake load."""
+    gc.collect()
+    gc.freeze()
+
+
+def create_records() -> None:
+    """Bring the records' schema up to date once, before the serving processes open them."""
+    from itsm.migrations import upgrade
+
+    upgrade()
+
+
+def _exit_with_parent() -> None:
+    """Make this serving process die with the one that started it (Linux).
+
+    If the starting process is killed outright it cannot stop its serving processes; they
+    would go on answering on the port as an orphaned desk, holding their leases.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # it died before the signal was asked for
+
+
 def main() -> None:
-    """Serve the desk on 127.0.0.1 until interrupted."""
+    """Serve the desk on 127.0.0.1 until interrupted, from one or several processes.
+
+    With `--processes N` above 1, uvicorn binds the port once and N processes accept on it,
+    each with its own desk (group commit, store connections, triage wake-ups); uvicorn replaces a
+    process that dies, and the processes die with it.
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=DEFAULT_PROCESSES,
+        help=f"processes serving the port (default {DEFAULT_PROCESSES})",
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    app, _ = build_desk()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    if args.processes == 1:
+        uvicorn.run(desk_app(), host=args.host, port=args.port, log_level="warning")
+        return
+    create_records()
+    uvicorn.run(
+        "desk.server:desk_app",
+        factory=True,
+        workers=args.processes,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":
