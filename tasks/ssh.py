@@ -269,6 +269,10 @@ def _connect(host: Host, credentials: SshCredentials) -> paramiko.SSHClient:
         raise SSHPermanentError(host.name, f"credentials {host.credentials!r}: {exc}") from None
 
 
+_REFUSED = "Unable to open channel."
+"""paramiko's message for a channel the server refused, when the refusal itself was lost."""
+
+
 def _open_channel(host: Host, client: paramiko.SSHClient, timeout_s: float) -> paramiko.Channel:
     """A new session channel on the pooled connection; refusals are transient, nothing ran."""
     transport = client.get_transport()
@@ -278,16 +282,21 @@ def _open_channel(host: Host, client: paramiko.SSHClient, timeout_s: float) -> p
     deadline, pause = time.monotonic() + timeout_s, 0.05
     while True:
         try:
-            channel = transport.open_session(timeout=timeout_s)
+            channel = transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
             break
-        except paramiko.ChannelException as exc:
+        except paramiko.SSHException as exc:
             # sshd still counts sessions whose close it has not processed against
-            # MaxSessions: nothing ran, so asking again shortly is safe.
-            if not transport.is_active() or time.monotonic() + pause > deadline:
+            # MaxSessions: nothing ran, so asking again shortly is safe. paramiko keeps the
+            # refusal (a ChannelException) on the transport, where a refusal of another
+            # thread's channel can take it: a plain "Unable to open channel." is one too.
+            refused = isinstance(exc, paramiko.ChannelException) or str(exc) == _REFUSED
+            if not refused or not transport.is_active() or time.monotonic() + pause > deadline:
+                if not transport.is_active():
+                    _pool.discard(host, client)
                 raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
             time.sleep(pause)
             pause = min(2 * pause, 0.5)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
+        except (EOFError, OSError) as exc:
             if not transport.is_active():
                 _pool.discard(host, client)
             raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
