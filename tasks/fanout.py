@@ -90,10 +90,10 @@ def map_calls(
     return fan_out(task_.name, len(calls), quote(task_), quote(list(calls)), limit)
 
 
-@task(cache_policy=NONE, task_run_name="{name}[{hosts} hosts]")
+@task(cache_policy=NONE, task_run_name="{name}[{host_count} hosts]")
 def fan_out(
     name: str,
-    hosts: int,
+    host_count: int,
     task_: Task[..., Any],
     calls: list[tuple[Host, dict[str, Any]]],
     limit: int,
@@ -102,14 +102,15 @@ def fan_out(
 
     Args:
         name: The task's name, which names this run.
-        hosts: How many calls there are, for the run's name.
+        host_count: How many calls there are, for the run's name.
         task_: The task whose function and retry policy each host gets.
         calls: (host, keyword arguments) per call.
         limit: Calls running at once.
     """
     logger = get_run_logger()
     started = time.monotonic()
-    with ThreadPoolExecutor(min(limit, hosts), thread_name_prefix="opsflow-fan-out") as pool:
+    threads = max(1, min(limit, len(calls)))
+    with ThreadPoolExecutor(threads, thread_name_prefix="opsflow-fan-out") as pool:
         # Each call runs in a copy of this run's context: its logs are this run's logs.
         futures = [
             pool.submit(contextvars.copy_context().run, _call_with_retries, task_, host, kwargs)
@@ -120,7 +121,10 @@ def fan_out(
     for outcome in failures:
         logger.error("%s: %s failed: %s", outcome.host.name, name, outcome.error)
     elapsed = time.monotonic() - started
-    summary = f"{name} on {hosts} hosts: {hosts - len(failures)} succeeded, {len(failures)} failed"
+    summary = (
+        f"{name} on {len(calls)} hosts: "
+        f"{len(calls) - len(failures)} succeeded, {len(failures)} failed"
+    )
     logger.info("%s in %.2fs", summary, elapsed)
     create_table_artifact(
         table=[_row(o) for o in outcomes],
