@@ -2,7 +2,8 @@
 
 A lab of 200 real sshd hosts (127.0.50.1-200) and a private Prefect server (for the
 `opsflow-lab` SSH credentials block and the flow runs). Each round, in rotating order,
-new connections every time (opsflow's connection pool is emptied before each round):
+new connections every time (opsflow's connection pool is emptied before each way, and each
+way starts once the hosts' sshd have ended the sessions of the last one):
 
 - `paramiko` (the baseline): ThreadPoolExecutor(50), each job SSHClient.connect with the
   lab key and the host's pinned key, exec `uname -a`, read, close;
@@ -110,6 +111,28 @@ def make_flow():
     return fanout
 
 
+def settle(lab, timeout_s: float = 30.0) -> None:
+    """Wait until no host's sshd has a session left, so no way pays for the last one's.
+
+    Closing 200 connections leaves 200 sshd processes to exit and be reaped after the
+    client has moved on; whichever way ran next paid for them (the flows, more often).
+    """
+    pids = [h.sshd_pid for h in lab.hosts if h.sshd_pid is not None]
+
+    def sessions() -> int:
+        count = 0
+        for pid in pids:
+            try:
+                count += len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+            except OSError:
+                continue
+        return count
+
+    deadline = time.monotonic() + timeout_s
+    while sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts", type=int, default=200)
@@ -157,6 +180,7 @@ def main() -> None:
                     shift = round_ % len(ways)
                     for way in ways[shift:] + ways[:shift]:
                         close_connections()
+                        settle(lab)
                         t0 = time.perf_counter()
                         if way == "paramiko":
                             outputs = plain_paramiko(hosts, lab.client_key, args.concurrency)
@@ -175,6 +199,7 @@ def main() -> None:
                         times[way].append(elapsed)
                         print(f"round {round_ + 1} {way}: {elapsed:.2f} s")
                     close_connections()
+                    settle(lab)
                     opsflow_execute(hosts, args.concurrency)  # opens the connections
                     t0 = time.perf_counter()
                     opsflow_execute(hosts, args.concurrency)
