@@ -140,8 +140,13 @@ class _ConnectionPool:
     @contextmanager
     def session(self, host: Host, deadline: float) -> Iterator[paramiko.SSHClient]:
         """A live client for `host` with one of its session slots held until the block ends."""
+        key = self._key(host)
         with self._lock:
-            entry = self._hosts.setdefault(self._key(host), _HostConnection())
+            # Not setdefault: building an entry (two locks) under the pool's lock on every
+            # command made a fan-out's threads queue here for the GIL.
+            entry = self._hosts.get(key)
+            if entry is None:
+                entry = self._hosts[key] = _HostConnection()
         if not entry.sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise SSHTransientError(
                 host.name, f"no free SSH session: {MAX_SESSIONS_PER_HOST} already in use"
