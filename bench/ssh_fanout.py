@@ -1,17 +1,23 @@
 """SSH fan-out benchmark: `uname -a` on 200 lab hosts, opsflow vs a plain paramiko thread pool.
 
 A lab of 200 real sshd hosts (127.0.50.1-200) and a private Prefect server (for the
-`opsflow-lab` SSH credentials block and the flow runs). Each round, in alternating order,
-new connections every time (opsflow's connection pool is emptied before each round):
+`opsflow-lab` SSH credentials block and the flow runs). Each round, in rotating order,
+new connections every time (opsflow's connection pool is emptied before each way, and each
+way starts once the hosts' sshd have ended the sessions of the last one):
 
 - `paramiko` (the baseline): ThreadPoolExecutor(50), each job SSHClient.connect with the
   lab key and the host's pinned key, exec `uname -a`, read, close;
 - `execute`: opsflow's `tasks.ssh.execute` in the same ThreadPoolExecutor(50);
-- `flow`: a flow calling `tasks.fanout.map_hosts(run_command, hosts, limit=50, argv=...)`,
-  timed from the call to its return (flow run creation included), and inside the flow (the
-  fan-out alone).
+- `flow`: a flow calling `tasks.fanout.map_hosts(run_command, hosts, limit=50, argv=...)`
+  (one task run for the fan-out, a table artifact), timed from the call to its return
+  (flow run creation included), and inside the flow (the fan-out alone). Run as the desk
+  runs its flows, without Prefect's flow heartbeat: its thread sleeps in 1 s steps and is
+  joined when a sync flow returns, which adds 0-1 s to the call (after the run is already
+  Completed in Prefect, so not to the run's recorded duration);
+- `flow_heartbeat`: the same flow with Prefect's default settings, heartbeat included.
 
-Plus `execute (warm)`: the same as `execute` with the pool's connections already open.
+Plus `execute (warm)`: `execute` again right after an untimed `execute` opened the pool's
+connections.
 The figure is the median of 3 rounds per way; the ratio is against `paramiko`.
 
     .venv/bin/python -m bench.ssh_fanout [--hosts 200] [--rounds 3] [--concurrency 50]
@@ -88,7 +94,7 @@ def opsflow_execute(hosts: list, concurrency: int) -> list[str]:
 
 
 def make_flow():
-    """The flow under test: `map_hosts(run_command, …)` as routine ops use it."""
+    """The flow under test: `map_hosts(run_command, …)` as routine jobs fan out."""
     from prefect import flow
 
     from tasks.fanout import map_hosts, raise_failures
@@ -103,6 +109,28 @@ def make_flow():
         return {"inside_s": inside, "outputs": [o.result.stdout for o in outcomes]}
 
     return fanout
+
+
+def settle(lab, timeout_s: float = 30.0) -> None:
+    """Wait until no host's sshd has a session left, so no way pays for the last one's.
+
+    Closing 200 connections leaves 200 sshd processes to exit and be reaped after the
+    client has moved on; whichever way ran next paid for them (the flows, more often).
+    """
+    pids = [h.sshd_pid for h in lab.hosts if h.sshd_pid is not None]
+
+    def sessions() -> int:
+        count = 0
+        for pid in pids:
+            try:
+                count += len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+            except OSError:
+                continue
+        return count
+
+    deadline = time.monotonic() + timeout_s
+    while sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def main() -> None:
@@ -121,12 +149,14 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="opsflow-bench-ssh-"))
     load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()
-    times: dict[str, list[float]] = {"paramiko": [], "execute": [], "flow": [], "flow_inside": []}
-    times["execute_warm"] = []
+    ways = ["paramiko", "execute", "flow", "flow_heartbeat"]
+    times: dict[str, list[float]] = {way: [] for way in [*ways, "flow_inside", "execute_warm"]}
     lab_seconds = None
     try:
         with prefect_server(root) as prefect_url:
             use_prefect_api(prefect_url, root / "prefect-client")
+            from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
             from blocks.registration import register_block_types, save_ssh_credentials
             from inventory.loader import load_estate
             from lab.hosts import lab_down, lab_up
@@ -147,26 +177,32 @@ def main() -> None:
                 plain_paramiko(hosts[:5], lab.client_key, 5)
                 expected = {h.name for h in hosts}
                 for round_ in range(args.rounds):
-                    order = ["paramiko", "execute", "flow"]
-                    order = order[round_ % 3 :] + order[: round_ % 3]
-                    for way in order:
+                    shift = round_ % len(ways)
+                    for way in ways[shift:] + ways[:shift]:
                         close_connections()
+                        settle(lab)
                         t0 = time.perf_counter()
                         if way == "paramiko":
                             outputs = plain_paramiko(hosts, lab.client_key, args.concurrency)
                         elif way == "execute":
                             outputs = opsflow_execute(hosts, args.concurrency)
-                        else:
-                            result = fanout(hosts, args.concurrency)
+                        elif way == "flow":
+                            with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                                result = fanout(hosts, args.concurrency)
                             outputs = result["outputs"]
                             times["flow_inside"].append(result["inside_s"])
+                        else:
+                            outputs = fanout(hosts, args.concurrency)["outputs"]
                         elapsed = time.perf_counter() - t0
                         names = {o.split()[1] for o in outputs}
                         assert names == expected, f"{way}: wrong hosts answered"
                         times[way].append(elapsed)
                         print(f"round {round_ + 1} {way}: {elapsed:.2f} s")
+                    close_connections()
+                    settle(lab)
+                    opsflow_execute(hosts, args.concurrency)  # opens the connections
                     t0 = time.perf_counter()
-                    opsflow_execute(hosts, args.concurrency)  # connections open from above
+                    opsflow_execute(hosts, args.concurrency)
                     times["execute_warm"].append(time.perf_counter() - t0)
                     print(f"round {round_ + 1} execute (warm): {times['execute_warm'][-1]:.2f} s")
             finally:
@@ -189,7 +225,9 @@ def main() -> None:
         f"uname -a on {args.hosts} hosts: paramiko {summary['paramiko_s']} s, opsflow execute "
         f"{summary['execute_s']} s ({summary['execute_ratio']}x), flow {summary['flow_s']} s "
         f"({summary['flow_ratio']}x; fan-out inside the flow {summary['flow_inside_s']} s = "
-        f"{summary['flow_inside_ratio']}x), warm execute {summary['execute_warm_s']} s"
+        f"{summary['flow_inside_ratio']}x; with Prefect's flow heartbeat "
+        f"{summary['flow_heartbeat_s']} s = {summary['flow_heartbeat_ratio']}x), "
+        f"warm execute {summary['execute_warm_s']} s"
     )
     write_result(
         "ssh_fanout",

@@ -7,7 +7,7 @@ import io
 
 import paramiko
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 
 CONNECT_TIMEOUT_S = 10.0
 """Upper bound for TCP connect, SSH banner and authentication, each."""
@@ -46,6 +46,8 @@ class SshCredentials(Block):
         description="known_hosts lines trusted in addition to the keys pinned in the inventory.",
     )
 
+    _parsed: tuple[tuple[str, str | None], paramiko.PKey] | None = PrivateAttr(default=None)
+
     def load_key(self) -> paramiko.PKey:
         """Parse the private key; ValueError (naming no secret) when it is not a usable key."""
         password = self.passphrase.get_secret_value() if self.passphrase else None
@@ -60,6 +62,17 @@ class SshCredentials(Block):
             except paramiko.SSHException:
                 continue
         raise ValueError("private_key: not an ed25519, ECDSA or RSA private key in OpenSSH format")
+
+    def _parsed_key(self) -> paramiko.PKey:
+        """The key, parsed once while the fields hold the same key: a fan-out opens a
+        connection per host, and parsing costs ~0.5 ms each time."""
+        source = (
+            self.private_key.get_secret_value(),
+            self.passphrase.get_secret_value() if self.passphrase else None,
+        )
+        if self._parsed is None or self._parsed[0] != source:
+            self._parsed = (source, self.load_key())
+        return self._parsed[1]
 
     def get_client(
         self,
@@ -93,7 +106,7 @@ class SshCredentials(Block):
                 hostname,
                 port=port,
                 username=username or self.username,
-                pkey=self.load_key(),
+                pkey=self._parsed_key(),
                 timeout=timeout,
                 banner_timeout=timeout,
                 auth_timeout=timeout,

@@ -35,14 +35,18 @@ class JobError(OpsError):
 
 
 def _expected_tasks(job: str) -> int | None:
-    """How many task runs the job will make on the current estate, for the progress bar."""
+    """How many task runs the job will make on the current estate, for the progress bar.
+
+    Reading the estate is one; each fan-out over hosts is one (its table lists the hosts).
+    """
     try:
         estate = load_estate(get_settings().estate_dir)
     except OpsError:
         return None
     per_job = {
-        "health-check": sum(len(estate.hosts_of(s)) for s in estate.services),
-        "gather-facts": len(estate.hosts),
+        "health-check": sum(1 for s in estate.services if estate.hosts_of(s)),
+        # facts, then service states; then the facts history is written
+        "gather-facts": 3,
     }
     count = per_job.get(job)
     return None if count is None else count + 1
@@ -124,10 +128,11 @@ def _run_once(
 
 
 def _table_rows(client: Any, flow_run_id: UUID) -> list[dict[str, Any]]:
+    """The rows of the job's own table: the keyed one, not its fan-outs' (which have no key)."""
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
     )
-    for artifact in artifacts:
+    for artifact in sorted(artifacts, key=lambda a: a.key is None):
         if artifact.type == "table" and isinstance(artifact.data, list | str):
             data = artifact.data
             if isinstance(data, str):

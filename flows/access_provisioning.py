@@ -54,7 +54,7 @@ from tasks.accounts import (
     remove_key,
     remove_sudo_rule,
 )
-from tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures
+from tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures, submit_calls
 from tasks.inventory import read_estate
 from tasks.notify import notify_person
 from tasks.records import current_flow_run_id, open_store
@@ -281,7 +281,8 @@ def _grant(grant: AccessGrant, dry_run: bool) -> tuple[list[dict[str, Any]], Cal
     try:
         with transaction():
             for step, kwargs in _grant_steps(grant):
-                outcomes = map_hosts(_Isolated(step), hosts, limit, dry_run=dry_run, **kwargs)
+                calls = [(host, {**kwargs, "dry_run": dry_run}) for host in hosts]
+                outcomes = submit_calls(_Isolated(step), calls, limit)
                 changes += _changes(outcomes)
                 raise_failures(what, outcomes)
     except OpsError as exc:

@@ -78,6 +78,11 @@ class CommandResult(BaseModel):
         """True when the command exited 0."""
         return self.exit_status == 0
 
+    @property
+    def detail(self) -> str:
+        """One line for a report: the command, its exit status and how long it took."""
+        return f"{self.command} -> exit {self.exit_status} in {self.duration_s:.2f}s"
+
 
 def quote_command(argv: list[str]) -> str:
     """The shell command line for an argument vector, every argument quoted."""
@@ -135,8 +140,13 @@ class _ConnectionPool:
     @contextmanager
     def session(self, host: Host, deadline: float) -> Iterator[paramiko.SSHClient]:
         """A live client for `host` with one of its session slots held until the block ends."""
+        key = self._key(host)
         with self._lock:
-            entry = self._hosts.setdefault(self._key(host), _HostConnection())
+            # Not setdefault: building an entry (two locks) under the pool's lock on every
+            # command made a fan-out's threads queue here for the GIL.
+            entry = self._hosts.get(key)
+            if entry is None:
+                entry = self._hosts[key] = _HostConnection()
         if not entry.sessions.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise SSHTransientError(
                 host.name, f"no free SSH session: {MAX_SESSIONS_PER_HOST} already in use"
@@ -264,6 +274,10 @@ def _connect(host: Host, credentials: SshCredentials) -> paramiko.SSHClient:
         raise SSHPermanentError(host.name, f"credentials {host.credentials!r}: {exc}") from None
 
 
+_REFUSED = "Unable to open channel."
+"""paramiko's message for a channel the server refused, when the refusal itself was lost."""
+
+
 def _open_channel(host: Host, client: paramiko.SSHClient, timeout_s: float) -> paramiko.Channel:
     """A new session channel on the pooled connection; refusals are transient, nothing ran."""
     transport = client.get_transport()
@@ -273,16 +287,21 @@ def _open_channel(host: Host, client: paramiko.SSHClient, timeout_s: float) -> p
     deadline, pause = time.monotonic() + timeout_s, 0.05
     while True:
         try:
-            channel = transport.open_session(timeout=timeout_s)
+            channel = transport.open_session(timeout=max(0.1, deadline - time.monotonic()))
             break
-        except paramiko.ChannelException as exc:
+        except paramiko.SSHException as exc:
             # sshd still counts sessions whose close it has not processed against
-            # MaxSessions: nothing ran, so asking again shortly is safe.
-            if not transport.is_active() or time.monotonic() + pause > deadline:
+            # MaxSessions: nothing ran, so asking again shortly is safe. paramiko keeps the
+            # refusal (a ChannelException) on the transport, where a refusal of another
+            # thread's channel can take it: a plain "Unable to open channel." is one too.
+            refused = isinstance(exc, paramiko.ChannelException) or str(exc) == _REFUSED
+            if not refused or not transport.is_active() or time.monotonic() + pause > deadline:
+                if not transport.is_active():
+                    _pool.discard(host, client)
                 raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
             time.sleep(pause)
             pause = min(2 * pause, 0.5)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
+        except (EOFError, OSError) as exc:
             if not transport.is_active():
                 _pool.discard(host, client)
             raise SSHTransientError(host.name, f"no session opened: {exc!r}") from None
@@ -493,11 +512,7 @@ def run_command(
     except Exception:
         logger.exception("%s: %s failed", host.name, quote_command(argv))
         raise
-    logger.info(
-        "%s: %s -> exit %s in %.2fs",
-        host.name,
-        result.command,
-        result.exit_status,
-        result.duration_s,
-    )
+    # Debug, not info: a fan-out's table already has this line for every host, and 200
+    # info lines cost the flow more than its task run (~0.2 s: the console and the API).
+    logger.debug("%s: %s", host.name, result.detail)
     return result
