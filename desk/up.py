@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from opsflow.runtime.postgres import Cluster
 
 SERVER_START_TIMEOUT_S = 90.0
+PROCESS_START_TIMEOUT_S = 180.0
+"""How long the desk, a worker or the served deployments may take to be ready: each imports
+Prefect (and the desk starts two serving processes), ~10 s apiece on a busy 2-core machine
+and over a minute when the machine runs much else (seen in CI)."""
 AUTH_STRING_FILE = "prefect-api-auth"
 """In the opsflow home: the auth string every caller of the Prefect API `up` starts must send."""
 UP_ENV_FILE = "up.env"
@@ -359,7 +363,7 @@ def _start_opsflow(
         logs / "desk.log",
     )
     stack.callback(supervisor.stop, "the desk")
-    _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", 60, desk)
+    _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", PROCESS_START_TIMEOUT_S, desk)
     console.print(Text.assemble(("Workers", "bold"), f" starting {workers} …"))
     for number in range(1, workers + 1):
         name = f"worker {number}"
@@ -396,7 +400,12 @@ def _start_opsflow(
 
 
 def _wait_for_log(
-    log: Path, offset: int, line: str, what: str, process: subprocess.Popen, timeout_s: float = 60
+    log: Path,
+    offset: int,
+    line: str,
+    what: str,
+    process: subprocess.Popen,
+    timeout_s: float = PROCESS_START_TIMEOUT_S,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -410,7 +419,9 @@ def _wait_for_log(
     raise UpError(f"{what} did not say {line!r} in {log} within {timeout_s:.0f}s")
 
 
-def _wait_for_deployments(serving: subprocess.Popen, timeout_s: float = 60.0) -> None:
+def _wait_for_deployments(
+    serving: subprocess.Popen, timeout_s: float = PROCESS_START_TIMEOUT_S
+) -> None:
     from prefect.client.orchestration import get_client
 
     from desk.project import read_deployments
