@@ -64,14 +64,14 @@ def test_a_stopped_process_stays_stopped(tmp_path: Path) -> None:
 
 
 SUPERVISING = """
-import os, sys, time
+import os, signal, sys
 from pathlib import Path
 from desk.supervisor import Supervisor
 
 sleeper = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
 process = Supervisor(dict(os.environ)).start("sleeper", sleeper, Path(sys.argv[1]))
 print(process.pid, flush=True)
-time.sleep(600)
+signal.pause()  # until the test kills this process
 """
 
 

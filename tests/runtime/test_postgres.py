@@ -204,7 +204,7 @@ def test_a_killed_server_is_started_again_despite_its_pid_file(cluster: Cluster,
 
 
 SUPERVISING = """
-import signal, sys, time
+import signal, sys
 from pathlib import Path
 from desk.supervisor import Supervisor
 from opsflow.runtime.postgres import make_cluster, server_command, wait_until_ready
@@ -215,7 +215,7 @@ process = Supervisor({}).start("PostgreSQL", argv, Path(sys.argv[3]), env=env,
                                stop_signal=signal.SIGINT)
 wait_until_ready(cluster, process)
 print("ready", flush=True)
-time.sleep(600)
+signal.pause()  # until the test kills this process
 """
 
 
