@@ -64,9 +64,10 @@ def wake_triage() -> bool:
 
 
 DEFAULT_PROCESSES = 2
-"""Desk processes serving the port by default: on two cores, two carry about twice the
-intake of one (bench/results/README.md, 2026-12-02); the group commit, the store's pool and
-the lifespan are per process."""
+"""Desk processes serving the port by default: one per core of the 2-core machines we
+measure on (each is one Python thread's worth of intake, the GIL's); a third measured no
+better (bench/results/README.md, 2026-12-01). The group commit, the store's connections
+and the lifespan are per process."""
 PR_SET_PDEATHSIG = 1
 """prctl option: the signal this process gets when the process that started it dies."""
 
