@@ -488,19 +488,11 @@ class Store:
         for sent in events_in:
             key = sent.dedup_key()
             if key not in rows:
-                item = bound_event_times(sent, received_at)
+                *values, occurred_at, ends_at = _event_values(key, sent, received_at)
                 rows[key] = (
-                    key,
-                    item.source,
-                    item.fingerprint,
-                    item.status,
-                    item.host,
-                    item.service,
-                    json.dumps(item.labels),
-                    json.dumps(item.annotations),
-                    item.summary,
-                    _sqlite_datetime(item.occurred_at),
-                    None if item.ends_at is None else _sqlite_datetime(item.ends_at),
+                    *values,
+                    _sqlite_datetime(occurred_at),
+                    None if ends_at is None else _sqlite_datetime(ends_at),
                     received,
                 )
         return list(rows.values())
@@ -526,20 +518,7 @@ class Store:
                 if key in owner:
                     continue
                 owner[key] = index
-                item = bound_event_times(sent, received_at)
-                values = (
-                    key,
-                    item.source,
-                    item.fingerprint,
-                    item.status,
-                    item.host,
-                    item.service,
-                    json.dumps(item.labels),
-                    json.dumps(item.annotations),
-                    item.summary,
-                    item.occurred_at,
-                    item.ends_at,
-                )
+                values = _event_values(key, sent, received_at)
                 for column, value in zip(columns, values, strict=True):
                     column.append(value)
         stored = [0] * len(groups)
@@ -1298,6 +1277,25 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("opsflow_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _event_values(key: str, sent: EventIn, received_at: datetime) -> tuple[Any, ...]:
+    """An event's column values for intake's insert, times bounded (`bound_event_times`),
+    ending with occurred_at and ends_at as datetimes for each backend to encode."""
+    item = bound_event_times(sent, received_at)
+    return (
+        key,
+        item.source,
+        item.fingerprint,
+        item.status,
+        item.host,
+        item.service,
+        json.dumps(item.labels),
+        json.dumps(item.annotations),
+        item.summary,
+        item.occurred_at,
+        item.ends_at,
+    )
 
 
 def _sqlite_datetime(value: datetime) -> str:
