@@ -235,9 +235,15 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 @contextlib.contextmanager
-def prefect_server(directory: Path, timeout_s: float = 120.0) -> Iterator[str]:
-    """A Prefect server (SQLite, no UI) in its own PREFECT_HOME; yields its API URL."""
-    port = free_port()
+def prefect_server(
+    directory: Path,
+    timeout_s: float = 120.0,
+    database_url: str | None = None,
+    port: int | None = None,
+) -> Iterator[str]:
+    """A Prefect server (no UI) in its own PREFECT_HOME, on `database_url` (an asyncpg URL)
+    or else SQLite, on `port` or a free one; yields its API URL."""
+    port = port or free_port()
     home = directory / "prefect-server"
     home.mkdir(parents=True, exist_ok=True)
     env = {
@@ -248,6 +254,8 @@ def prefect_server(directory: Path, timeout_s: float = 120.0) -> Iterator[str]:
         # Log the errors it answers 503 for (clients then back off ~2 s): see the log.
         "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
     }
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     argv = [
         str(Path(PYTHON).parent / "prefect"),
         "server",
@@ -270,6 +278,46 @@ def prefect_server(directory: Path, timeout_s: float = 120.0) -> Iterator[str]:
 
         wait_until(healthy, timeout_s, "the Prefect server", interval=0.25)
         yield url
+
+
+@contextlib.contextmanager
+def postgres(*databases: str) -> Iterator[Any]:
+    """A throwaway PostgreSQL 15 cluster (the tests' own) with `databases` made in it."""
+    from tests.postgres import start_cluster
+
+    cluster = start_cluster()
+    try:
+        for name in databases:
+            cluster.create_database(name)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextlib.contextmanager
+def workers(count: int, env: dict[str, str], logs: Path) -> Iterator[list[subprocess.Popen]]:
+    """`count` opsflow workers (`python -m opsflow.runtime.worker`), each serving."""
+    with contextlib.ExitStack() as stack:
+        started = []
+        for n in range(count):
+            log = logs / f"worker-{n + 1}.log"
+            started.append(
+                (
+                    stack.enter_context(
+                        process([PYTHON, "-m", "opsflow.runtime.worker"], log, env)
+                    ),
+                    log,
+                )
+            )
+        for proc, log in started:
+
+            def serving(proc: subprocess.Popen = proc, log: Path = log) -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a worker exited:\n{tail(log)}")
+                return "worker serving" in log.read_text(errors="replace")
+
+            wait_until(serving, 60, "the workers to serve", interval=0.1)
+        yield [proc for proc, _ in started]
 
 
 def use_prefect_api(url: str, client_home: Path) -> None:

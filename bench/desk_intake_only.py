@@ -1,7 +1,8 @@
 """The real desk app (store, estate, auth, intake) served like `desk.server`, minus the dispatcher.
 
-Isolates the intake path from the triage thread that `python -m desk.server` runs in the
-same process (and the same GIL), so the intake benchmark can tell their costs apart.
+Isolates the intake path from the triage that `python -m desk.server` runs in its processes,
+so the intake benchmark can tell their costs apart. Served from `--processes` processes on
+one port, as the desk is.
 
     OPSFLOW_HOME=... OPSFLOW_INVENTORY=... .venv/bin/python -m bench.desk_intake_only --port N
 """
@@ -11,21 +12,38 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
+from fastapi import FastAPI
 
 from desk.app import create_app
 from desk.estate import EstateCache
+from desk.server import DEFAULT_PROCESSES, create_records, freeze_startup_objects
 from opsflow.settings import get_settings
 from tasks.records import open_store
+
+
+def intake_app() -> FastAPI:
+    """The desk's app without dispatcher or runners, for one serving process."""
+    estate = EstateCache(get_settings().estate_dir)
+    estate()
+    app = create_app(open_store(), estate)
+    freeze_startup_objects()
+    return app
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES)
     args = parser.parse_args()
-    estate = EstateCache(get_settings().estate_dir)
-    estate()
-    app = create_app(open_store(), estate)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    create_records()
+    uvicorn.run(
+        "bench.desk_intake_only:intake_app",
+        factory=True,
+        workers=args.processes,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Restoration latency: webhook arrival → the runbook's first command on the host, and
 service killed → incident Resolved through real Prometheus and Alertmanager.
 
-Real parts: a lab of 5 sshd hosts (127.0.51.1-5), a private Prefect server, the desk
-(`python -m desk.server`, its dispatcher running triage and restoration flows), the
-`opsflow-lab` SSH credentials block, a local pager. The estate's remediation budget is
+Real parts: a lab of 5 sshd hosts (127.0.51.1-5), a throwaway PostgreSQL 15 cluster holding
+the Prefect server's database and the records, the desk (`python -m desk.server`, handing
+triage to the workers), `--workers` opsflow workers (`python -m opsflow.runtime.worker`),
+the `opsflow-lab` SSH credentials block, a local pager. The estate's remediation budget is
 raised to 1000 so repeated runs are not stopped by the circuit breaker.
 
 The first command is detected on the host itself: each host's `svc` (the service control
@@ -18,6 +19,8 @@ the host's private /var/lib/app before running the real one. Same machine, same 
 (b) With Prometheus + Alertmanager watching the lab and posting to the desk: stop the app
     (`break_host(service)`), measure until the incident opened for it is Resolved (its
     `resolved_at`), and the first command after the kill.
+(c) Baseline, same server: `run_deployment` of a served deployment whose flow runs the same
+    first command over SSH (`bench.served_first_command`), timed the same way.
 
     .venv/bin/python -m bench.restore_latency [--runs 10] [--monitored-runs 5]
 """
@@ -43,7 +46,9 @@ from bench.common import (
     http_get,
     http_post_json,
     loadavg,
+    postgres,
     prefect_server,
+    process,
     server,
     set_budget,
     summarize,
@@ -51,13 +56,14 @@ from bench.common import (
     wait_for_quiet,
     wait_until,
     webhook,
+    workers,
     write_result,
 )
 
 BASE_ADDRESS = "127.0.51.1"
-TARGET_P50_S = 1.0
-TARGET_P99_S = 3.0
-TARGET_RESOLVED_S = 5.0
+TARGET_P50_S = 0.5
+TARGET_P99_S = 1.5
+TARGET_RESOLVED_S = 3.0
 CALLS = "/var/lib/app/svc-calls.log"
 WRAPPER = f"""#!/bin/sh
 # bench: record when svc runs (epoch seconds) and with what, then run the real svc.
@@ -144,21 +150,25 @@ def new_incident(desk: Desk, host: str, known: set[int], state: str | None = Non
     return None
 
 
-def breakdown(db: Path, incident: dict, posted_at: float, first: float, worklog_at: float | None):
+def breakdown(
+    records_url: str, incident: dict, posted_at: float, first: float, worklog_at: float | None
+):
     """Where the time went: POST → triaged → restoration flow running → runbook → command.
 
-    The event's `triaged_at` comes from the desk's store (read only), the restoration flow
+    The event's `triaged_at` comes from the records database, the restoration flow
     run's start from the Prefect API, the runbook start from the incident's worklog.
     """
-    import sqlite3
-
     from prefect.client.orchestration import get_client
+    from sqlalchemy import create_engine, text
 
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    engine = create_engine(records_url)
+    with engine.connect() as conn:
         row = conn.execute(
-            "SELECT min(triaged_at) FROM events WHERE incident_id = ?", (incident["id"],)
-        ).fetchone()
-    triaged = parse_time(row[0]) if row and row[0] else None
+            text("SELECT min(triaged_at) FROM events WHERE incident_id = :id"),
+            {"id": incident["id"]},
+        ).one_or_none()
+    engine.dispose()
+    triaged = row[0].timestamp() if row and row[0] else None
     started = None
     with get_client(sync_client=True) as client:
         for run_id in incident.get("flow_run_ids", []):
@@ -188,7 +198,7 @@ def wait_app_up(lab, host: str, timeout_s: float = 30.0) -> None:
     )
 
 
-def direct_runs(lab, desk: Desk, runs: int, db: Path) -> list[dict[str, Any]]:
+def direct_runs(lab, desk: Desk, runs: int, records_url: str) -> list[dict[str, Any]]:
     """(a) webhook → first command, the webhook posted by us."""
     from lab.hosts import SVC, run_on_host
 
@@ -243,7 +253,7 @@ def direct_runs(lab, desk: Desk, runs: int, db: Path) -> list[dict[str, Any]]:
         }
         try:
             result["breakdown"] = breakdown(
-                db,
+                records_url,
                 incident,
                 posted_at,
                 first,
@@ -259,6 +269,29 @@ def direct_runs(lab, desk: Desk, runs: int, db: Path) -> list[dict[str, Any]]:
         )
         wait_app_up(lab, host)
         time.sleep(0.5)
+    return results
+
+
+def served_runs(lab, runs: int) -> list[float]:
+    """Baseline: `run_deployment` of a served deployment → the same first command on the host."""
+    from prefect.deployments import run_deployment
+
+    from bench.served_first_command import DEPLOYMENT
+
+    results = []
+    for run in range(runs):
+        host = lab.hosts[run % len(lab.hosts)].name
+        triggered_at = time.time()
+        run_deployment(DEPLOYMENT, parameters={"host": host}, timeout=0)
+        first = wait_until(
+            lambda h=host, t=triggered_at: first_call_after(lab, h, t),
+            60,
+            f"the served deployment's command on {host}",
+            interval=0.01,
+        )
+        results.append(first - triggered_at)
+        print(f"(baseline) run {run + 1} {host}: first command +{results[-1]:.3f} s")
+        time.sleep(1.0)
     return results
 
 
@@ -299,6 +332,21 @@ def monitored_runs(lab, desk: Desk, runs: int) -> list[dict[str, Any]]:
     return results
 
 
+def deployment_exists() -> bool:
+    """Whether the baseline's served deployment is registered yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from bench.served_first_command import DEPLOYMENT
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(DEPLOYMENT)
+        except ObjectNotFound:
+            return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
@@ -309,6 +357,7 @@ def main() -> None:
         help="how the desk is started (after the interpreter, before --port): to compare a "
         "candidate desk",
     )
+    parser.add_argument("--workers", type=int, default=2, help="opsflow worker processes")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
         "--quiet-load",
@@ -322,9 +371,18 @@ def main() -> None:
     load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()
     direct: list[dict] = []
     monitored: list[dict] = []
+    served: list[float] = []
     try:
-        with prefect_server(root) as prefect_url:
-            use_prefect_api(prefect_url, root / "prefect-client")
+        prefect_port = free_port()
+        # Before the cluster's code imports prefect, which reads its settings once.
+        use_prefect_api(f"http://127.0.0.1:{prefect_port}/api", root / "prefect-client")
+        with (
+            postgres("prefect", "records") as cluster,
+            prefect_server(
+                root, database_url=cluster.url("prefect", "asyncpg"), port=prefect_port
+            ) as prefect_url,
+        ):
+            records_url = cluster.url("records")
             from blocks.notifications import save_webhook_pager
             from blocks.registration import register_block_types, save_ssh_credentials
             from lab.hosts import lab_down, lab_up
@@ -347,11 +405,15 @@ def main() -> None:
                 url = f"http://127.0.0.1:{port}"
                 argv = [PYTHON, *args.desk_command.split(), "--port", str(port)]
                 env = desk_env(home, lab.estate_dir, prefect_url)
+                env["OPSFLOW_DATABASE_URL"] = records_url
                 token = token_file(lab.directory, "alertmanager").read_text()
-                with server(argv, env, root / "desk.log", url + "/api/v1/health"):
+                with (
+                    server(argv, env, root / "desk.log", url + "/api/v1/health"),
+                    workers(args.workers, env, root),
+                ):
                     desk = Desk(url, token, token_file(lab.directory, "alice").read_text())
                     if args.runs:
-                        direct = direct_runs(lab, desk, args.runs, home / "opsflow.db")
+                        direct = direct_runs(lab, desk, args.runs, records_url)
                     if args.monitored_runs:
                         watch = monitoring_up(
                             lab,
@@ -366,6 +428,15 @@ def main() -> None:
                             monitored = monitored_runs(lab, desk, args.monitored_runs)
                         finally:
                             monitoring_down(watch.directory)
+                if args.runs:
+                    served_env = env | {"PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+                    with process(
+                        [PYTHON, "-m", "bench.served_first_command"],
+                        root / "served.log",
+                        served_env,
+                    ):
+                        wait_until(deployment_exists, 60, "the served deployment", interval=0.25)
+                        served = served_runs(lab, args.runs)
             finally:
                 pager.shutdown()
                 from tasks.ssh import close_connections
@@ -383,12 +454,17 @@ def main() -> None:
     )
     resolved = summarize([r["resolved_s"] for r in monitored])
     monitored_first = summarize([r["first_command_s"] for r in monitored if r["first_command_s"]])
+    baseline = summarize(served)
     summary = {
+        "workers": args.workers,
         "runs": len(direct),
         "first_command_p50_s": round(first["p50"], 3),
         "first_command_p99_s": round(first["p99"], 3),
         "first_command_max_s": round(first["max"], 3),
         "worklog_started_p50_s": round(worklog["p50"], 3),
+        "served_deployment_first_command_p50_s": round(baseline["p50"], 3),
+        "served_deployment_first_command_p99_s": round(baseline["p99"], 3),
+        "ratio_p50_opsflow_to_served": round(first["p50"] / baseline["p50"], 3),
         "post_to_resolved_p50_s": round(resolved_direct["p50"], 3),
         "monitored_runs": len(monitored),
         "killed_to_first_command_p50_s": round(monitored_first["p50"], 3),
@@ -410,7 +486,10 @@ def main() -> None:
         f"p99 {summary['first_command_p99_s']} s ({len(direct)} runs; POST → Resolved p50 "
         f"{summary['post_to_resolved_p50_s']} s); killed → Resolved p50 "
         f"{summary['killed_to_resolved_p50_s']} s, max {summary['killed_to_resolved_max_s']} s "
-        f"({len(monitored)} runs, Prometheus + Alertmanager)"
+        f"({len(monitored)} runs, Prometheus + Alertmanager); {args.workers} workers on "
+        f"PostgreSQL; served deployment first command p50 "
+        f"{summary['served_deployment_first_command_p50_s']} s (opsflow/served "
+        f"{summary['ratio_p50_opsflow_to_served']})"
     )
     write_result(
         "restore_latency" if not candidate else "restore_latency_candidate",

@@ -8,11 +8,11 @@ through the desk's own conversion (`desk.intake.from_alertmanager`) into fresh S
 
 - `direct` (the baseline, no Prefect): `itsm.triage.triage(store, estate, pending, now)` until
   nothing is pending;
-- `flow`: the real `event-triage` flow (`event_triage(start_restoration=False)`, as the desk
+- `flow`: the real `event-triage` flow (`event_triage()`, as a worker
   runs it) against a private Prefect server, until nothing is pending;
 - `desk` (end to end): the storm posted to the real desk (`python -m desk.server`, 100
   webhooks of 100 alerts from 4 threads), timed from the first POST until the last event is
-  triaged by the desk's dispatcher.
+  triaged by a worker (`python -m opsflow.runtime.worker`).
 
     .venv/bin/python -m bench.triage [--repeats 2]
 """
@@ -45,6 +45,7 @@ from bench.common import (
     wait_for_quiet,
     wait_until,
     webhook,
+    workers,
     write_bench_estate,
     write_result,
 )
@@ -107,7 +108,7 @@ def run_flow(db: Path, estate_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     while True:
         run_started = time.perf_counter()
-        decisions = event_triage(start_restoration=False)
+        decisions = event_triage()
         runs.append(time.perf_counter() - run_started)
         if not decisions:
             break
@@ -126,7 +127,7 @@ def run_flow(db: Path, estate_dir: Path) -> dict[str, Any]:
 def run_desk(
     root: Path, estate_dir: Path, token: str, prefect_url: str, alerts: list, timeout_s: float
 ) -> dict:
-    """The storm posted to the real desk; time until its dispatcher has triaged every event."""
+    """The storm posted to the real desk; time until its worker has triaged every event."""
     home = root / "desk-home"
     home.mkdir()
     port = free_port()
@@ -136,7 +137,10 @@ def run_desk(
     bodies = [webhook(alerts[i : i + 100]) for i in range(0, len(alerts), 100)]
     headers = {"Authorization": f"Bearer {token}"}
     argv = [PYTHON, "-m", "desk.server", "--port", str(port)]
-    with server(argv, env, home / "desk.log", base + "/api/v1/health"):
+    with (
+        server(argv, env, home / "desk.log", base + "/api/v1/health"),
+        workers(1, env, home),
+    ):
         url = base + "/api/v1/events/alertmanager"
         started = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:

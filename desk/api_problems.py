@@ -31,7 +31,7 @@ router = APIRouter(prefix="/api/v1", tags=["problems"])
 
 
 def problem_store(request: Request) -> ProblemStore:
-    """The app's problem store, created with its tables on first use."""
+    """The app's problem store, made on first use."""
     state = request.app.state
     if getattr(state, "problem_store", None) is None:
         state.problem_store = ProblemStore(state.store)

@@ -1,19 +1,18 @@
 """The desk's service requests: the catalog, submitting, following, approving and rejecting.
 
-A new request is recorded and answered at once (201); its `request-fulfilment` flow runs in
-a thread of the desk process (`RequestRunner`), so it starts in milliseconds instead of
-waiting for a runner to poll for a deployment run. An approval is authenticated here,
-checked against the item's policy (never the requester), signed with the key in the
-`opsflow-approval-key` Secret block, and sent to the paused run as its run input; the flow
-records the decision and the desk answers once it has.
+A new request is recorded and answered at once (201), and a worker is woken to carry it
+(`fulfil-request`): its `request-fulfilment` flow runs in a thread of that worker
+(`desk.fulfilments`), so it starts in milliseconds instead of waiting for a runner to poll
+for a deployment run. An approval is authenticated here, checked against the item's policy
+(never the requester), signed with the key in the `opsflow-approval-key` Secret block, and
+sent through the Prefect API to the paused run, in whichever worker it waits, as its run
+input; the flow records the decision and the desk answers once it has.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -22,15 +21,13 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from desk.auth import Reader, may_read, sees_everything
-from desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
+from desk.wake_ups import wake_ups
 from inventory.models import CatalogItem, Estate, Person
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
-from itsm.leases import LeaseClaim, Leases
 from itsm.records import AuditEntry
 from itsm.request_store import RequestQuotaError, RequestStore
 from itsm.requests import (
-    CARRIED_STATES,
     PENDING_STATES,
     Decision,
     DecisionIn,
@@ -39,7 +36,6 @@ from itsm.requests import (
     decision_signature,
 )
 from itsm.store import RecordNotFoundError
-from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.requests")
 
@@ -49,150 +45,6 @@ PAUSE_WAIT_S = 10.0
 """How long an approval waits for a just-submitted request's run to reach its pause."""
 DECISION_WAIT_S = 10.0
 """How long an approval waits for the resumed run to record the decision before answering."""
-
-
-class RequestRunner:
-    """Runs each request's fulfilment flow in its own daemon thread of the desk process.
-
-    One thread per request, not a fixed pool: a request waiting for approval holds its
-    thread while paused, and a small pool would let a few pending approvals block every
-    standard request behind them. `max_running` bounds the threads instead.
-
-    Every request it runs is leased in the store while it runs; requests whose desk stopped
-    (its lease lapsed) are taken over here: their dead run is marked Crashed and a new one
-    carries the request on, approval window and all.
-    """
-
-    def __init__(
-        self,
-        requests: RequestStore,
-        run: Callable[[str], Any] | None = None,
-        max_running: int = 200,
-        lease_s: float | None = None,
-    ) -> None:
-        self._requests = requests
-        self._run = run or _run_fulfilment
-        self._changed = threading.Condition()
-        self.running = 0
-        self.max_running = max_running
-        self.leases = LeaseKeeper(
-            Leases(requests.store),
-            LEASE_PREFIX,
-            lease_s or get_settings().lease_seconds,
-            self._take_over,
-        )
-
-    def start(self, create: Callable[[LeaseClaim], ServiceRequest]) -> ServiceRequest | None:
-        """Record a new request with `create` and start fulfilling it.
-
-        `create` records the request and takes this desk's lease on it in one transaction,
-        so a desk that dies right after leaves a leased request for another to take over,
-        never one carried by nobody. None, with nothing recorded, when `max_running` runs
-        are in flight.
-        """
-        if not self._reserve():
-            return None
-        try:
-            record = create(self.leases.claim())
-        except BaseException:
-            self._unreserve()
-            raise
-        self.leases.adopt(_lease_name(record.id))
-        self._launch(record)
-        return record
-
-    def keep(self) -> None:
-        """Start renewing this desk's leases and taking over requests whose desk stopped."""
-        self.leases.start()
-
-    def stop(self) -> None:
-        """Stop renewing: the requests still running here are for the next desk to carry."""
-        self.leases.stop()
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no request runs here (e.g. before shutting down); False at the timeout."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self.running == 0, timeout_s)
-
-    def _take_over(self, name: str, holder: str) -> TakeOver:
-        """Carry on a request whose desk stopped: crash its dead runs, audit, run it again."""
-        record = self._requests.get(int(name.removeprefix(LEASE_PREFIX)))
-        if record.state not in CARRIED_STATES:
-            return "finished"  # closed before its desk could give the lease back
-        if not self._reserve():
-            return "later"
-        now = datetime.now(UTC)
-        crashed = crash_runs(
-            record.flow_run_ids, f"{holder} stopped while carrying {record.number}"
-        )
-        self._requests.note(
-            record.id,
-            ACTOR,
-            "taken_over",
-            {
-                "from": holder,
-                "by": self.leases.holder,
-                "state": record.state,
-                "crashed_runs": crashed,
-            },
-            now,
-        )
-        if record.state == "fulfilling":
-            # Fulfilment flows are idempotent: doing it again finishes what was interrupted.
-            record = self._requests.move(
-                record.id, "approved", ACTOR, now, decided_at=record.decided_at
-            )
-        logger.warning("took over %s (%s) from %s", record.number, record.state, holder)
-        self._launch(record)
-        return "carried"
-
-    def _reserve(self) -> bool:
-        with self._changed:
-            if self.running >= self.max_running:
-                return False
-            self.running += 1
-            return True
-
-    def _unreserve(self) -> None:
-        with self._changed:
-            self.running -= 1
-            self._changed.notify_all()
-
-    def _launch(self, record: ServiceRequest) -> None:
-        thread = threading.Thread(
-            target=self._work, args=(record,), name=f"request-{record.number}", daemon=True
-        )
-        thread.start()
-
-    def _work(self, record: ServiceRequest) -> None:
-        try:
-            self._run(record.number)
-        except Exception:
-            logger.exception("request fulfilment of %s failed", record.number)
-        finally:
-            try:
-                self.leases.release(_lease_name(record.id))
-            finally:
-                self._unreserve()
-
-
-ACTOR = "service-desk"
-LEASE_PREFIX = "request:"
-
-
-def _lease_name(request_id: int) -> str:
-    return f"{LEASE_PREFIX}{request_id}"
-
-
-def _run_fulfilment(number: str) -> Any:
-    from flows.request_fulfillment import fulfil_request
-
-    return fulfil_request(number)
-
-
-def request_runner(request: Request) -> RequestRunner:
-    """The app's runner (`app.state.request_runner`), which `build_desk` provides."""
-    return request.app.state.request_runner
 
 
 # -- payloads ---------------------------------------------------------------------------
@@ -328,32 +180,20 @@ def submit_request(body: RequestCreate, request: Request, person: Reader) -> Req
         raise _unprocessable(exc) from None
     except NotEntitledError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
-    runner = request_runner(request)
     requests = _store(request)
-
-    def create(lease: LeaseClaim) -> ServiceRequest:
-        return requests.create(
+    try:
+        record = requests.create(
             item.name,
             inputs,
             person.name,
             item.approval.policy,
             person.name,
             datetime.now(UTC),
-            lease=lease,
             max_open=estate.settings.max_open_requests_per_person,
         )
-
-    try:
-        record = runner.start(create)
     except RequestQuotaError as exc:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
-    if record is None:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"not recorded: the desk is running its limit of {runner.max_running} requests; "
-            "submit again later",
-            {"Retry-After": "60"},
-        )
+    wake_ups(request).request_submitted()
     return _detail(requests, record.id)
 
 
@@ -441,7 +281,9 @@ def _decide(
         "signature": decision_signature(key, record.id, run_id, decision, person.name, comment),
     }
     _resume(record, run_id, run_input)
-    decision_sent(run_id)  # the run waits in this desk's process, most often: wake it now
+    # A run waiting in this process is woken now; one in a worker finds it resumed at its
+    # process's next shared check (RESUME_CHECK_S), well within DECISION_WAIT_S.
+    decision_sent(run_id)
     requests.note(
         record.id,
         person.name,

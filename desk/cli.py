@@ -10,6 +10,7 @@ from rich.table import Table
 
 from desk.cli_access import access_app
 from desk.cli_base import console, err_console, fail, print_json
+from desk.cli_db import db_app
 from desk.cli_incidents import event_app, incident_app
 from desk.cli_problems import known_error_app, problem_app
 from desk.cli_requests import request_app
@@ -37,6 +38,7 @@ app.add_typer(request_app, name="request")
 app.add_typer(access_app, name="access")
 app.add_typer(problem_app, name="problem")
 app.add_typer(known_error_app, name="known-error")
+app.add_typer(db_app, name="db")
 
 
 @app.callback()
@@ -52,14 +54,55 @@ def _find_what_up_started(ctx: typer.Context) -> None:
 def up(
     hosts: Annotated[int, typer.Option(help="Lab hosts to bring up when no estate is set.")] = 5,
     port: Annotated[int, typer.Option(help="Port of the local Prefect server and UI.")] = 4200,
+    lab_address: Annotated[
+        str, typer.Option(help="Loopback address of the first lab host; the next ones follow.")
+    ] = "127.0.10.1",
+    monitoring_port: Annotated[
+        int,
+        typer.Option(
+            help="The lab's Prometheus port; its exporter, Alertmanager and the stand-in pager "
+            "listen on this +2, +3 and +9."
+        ),
+    ] = 19090,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes: triage, restorations, requests, access.")
+    ] = 2,
 ) -> None:
-    """Start everything on this machine and run the health check once; Ctrl-C stops it all."""
-    from desk.up import run_up
+    """Start everything on this machine and run the health check once; Ctrl-C stops it all.
 
+    PostgreSQL (a cluster in the opsflow home, port OPSFLOW_POSTGRES_PORT) holds the Prefect
+    server's database and the records, unless PREFECT_API_URL or OPSFLOW_DATABASE_URL name
+    others.
+    """
+    from desk.up import LabPlaces, run_up
+
+    places = LabPlaces(base_address=lab_address, prometheus_port=monitoring_port)
     try:
-        run_up(get_settings(), hosts=hosts, port=port, console=console)
+        run_up(
+            get_settings(),
+            hosts=hosts,
+            port=port,
+            console=console,
+            lab_places=places,
+            workers=workers,
+        )
     except OpsError as exc:
         raise fail(exc) from exc
+
+
+@app.command()
+def worker(
+    limit: Annotated[int, typer.Option(help="Restorations and triage passes at once.")] = 16,
+) -> None:
+    """Triage, restore, fulfil requests and change access as Prefect hands out the work,
+    until Ctrl-C.
+
+    Run as many as the estate needs, on any machines that reach the records database and
+    the Prefect server (see the README's "Scaling out").
+    """
+    from opsflow.runtime.worker import run_worker
+
+    run_worker(limit)
 
 
 @inventory_app.command("check")

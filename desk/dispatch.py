@@ -1,12 +1,11 @@
-"""Start triage as soon as events are stored, and restoration as soon as incidents open.
+"""Turn bursts of "events stored" into a few triage passes, with back-off when they fail.
 
-One background thread runs the event-triage flow over everything pending, again and again
-while events keep arriving, so a storm becomes a few flow runs. A triage run that fails
-(the database is down, say: single events that fail are isolated by triage itself) is
-retried after a delay that doubles up to a minute, not every second, and the failure is
-kept for the health endpoint. Restorations run in a small pool of threads in this process:
-a flow run starts in milliseconds instead of waiting for a runner to poll (the
-`incident-restoration` deployment remains for manual and remote runs).
+One background thread runs a triage pass whenever it is told events arrived, again and again
+while a pass finds work, so a storm becomes a few passes. In the desk a pass hands triage to
+Prefect's task workers; in a worker it triages (`opsflow.runtime.worker`). A pass that fails
+(the database or the Prefect API is down, say: single events that fail are isolated by triage
+itself) is retried after a delay that doubles up to a minute, not every second, and the
+failure is kept for the health endpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +20,6 @@ from typing import Any
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from itsm.store import Store
-from itsm.triage import RESTORING_ACTIONS
 
 logger = logging.getLogger("opsflow.desk.dispatch")
 
@@ -32,8 +29,8 @@ def without_heartbeats(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
 
     The heartbeat thread is joined when a sync flow ends and sleeps in 1 s steps, which
     adds up to a second to every run (measured: 1.1 s per trivial flow run with it, 0.09 s
-    without). In-process triage and restoration need that second; a desk that dies mid-run
-    leaves its run Running instead of being marked crashed by the heartbeat timeout.
+    without). Triage and restoration need that second; a process that dies mid-run leaves
+    its run Running until the lease's takeover marks it Crashed.
     """
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return fn(*args, **kwargs)
@@ -41,7 +38,7 @@ def without_heartbeats(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
 
 @dataclass(frozen=True)
 class TriageStatus:
-    """How the dispatcher's triage runs are going, for the health endpoint."""
+    """How the dispatcher's triage passes are going, for the health endpoint."""
 
     failing: bool
     consecutive_failures: int
@@ -52,24 +49,19 @@ class TriageStatus:
 
 
 class Dispatcher:
-    """Coalesces "events stored" signals into triage runs and launches restorations.
+    """Coalesces "events stored" signals into triage passes.
 
     Args:
-        triage: runs one triage batch and returns its decisions.
-        restore: runs the restoration of one incident, by number.
-        max_restorations: restorations running at once.
-        backoff_s: (first, longest) delay before retrying a triage run that failed.
+        triage: runs one pass; True when it found work (another pass follows at once).
+        backoff_s: (first, longest) delay before retrying a pass that failed.
     """
 
     def __init__(
         self,
-        triage: Callable[[], list[dict[str, Any]]],
-        restore: Callable[[str], Any],
-        max_restorations: int = 8,
+        triage: Callable[[], bool],
         backoff_s: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         self._triage = triage
-        self._restore = restore
         self._backoff_s = backoff_s
         self._failures = 0
         self._last_error: str | None = None
@@ -77,9 +69,7 @@ class Dispatcher:
         self._last_success_at: datetime | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_restorations, thread_name_prefix="restoration")
         self._thread = threading.Thread(target=self._loop, name="triage", daemon=True)
-        self._running: set[Future[Any]] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -88,15 +78,14 @@ class Dispatcher:
         self._wake.set()
 
     def notify(self) -> None:
-        """Events were stored: make sure a triage run follows."""
+        """Events were stored: make sure a triage pass follows."""
         self._wake.set()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Finish the current triage run and the running restorations, then stop."""
+        """Finish the current pass, then stop."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout_s)
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def status(self) -> TriageStatus:
         """Whether triage is failing now, since when and why, and when it last succeeded."""
@@ -114,28 +103,6 @@ class Dispatcher:
         first, longest = self._backoff_s
         return min(longest, first * 2 ** max(0, self._failures - 1))
 
-    def running_restorations(self) -> int:
-        """How many restorations are running or queued now."""
-        with self._lock:
-            return len(self._running)
-
-    def _launch(self, incident_number: str) -> None:
-        future = self._pool.submit(self._restore, incident_number)
-        with self._lock:
-            self._running.add(future)
-        future.add_done_callback(lambda done: self._finished(incident_number, done))
-
-    def _finished(self, incident_number: str, future: Future[Any]) -> None:
-        with self._lock:
-            self._running.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            logger.error(
-                "restoration of %s failed: %s",
-                incident_number,
-                future.exception(),
-                exc_info=future.exception(),
-            )
-
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait()
@@ -143,7 +110,7 @@ class Dispatcher:
             if self._stop.is_set():
                 return
             try:
-                decisions = self._triage()
+                found_work = self._triage()
             except Exception as exc:
                 with self._lock:
                     self._failures += 1
@@ -161,10 +128,7 @@ class Dispatcher:
             with self._lock:
                 self._failures = 0
                 self._last_success_at = datetime.now(UTC)
-            for decision in decisions:
-                if decision["action"] in RESTORING_ACTIONS and decision["runbook"]:
-                    self._launch(decision["incident_number"])
-            if decisions:
+            if found_work:
                 self._wake.set()
 
 

@@ -26,6 +26,8 @@ from opsflow.errors import OpsError
 from opsflow.settings import get_settings
 
 RUN_TIMEOUT_S = 1800.0
+BUSY_PAUSE_S = 2.0
+"""How long to wait before starting a job again that another run of it kept from running."""
 
 
 class JobError(OpsError):
@@ -54,14 +56,48 @@ def run_job(job: str, console: Console) -> list[dict[str, Any]]:
     """Start the deployment `job` on the Prefect server, show progress, print its table.
 
     Returns the rows of the table artifact the run published; raises `JobError` if the
-    run did not complete.
+    run did not complete. A job that runs one at a time (its deployment's concurrency limit
+    cancels a new run while one is going, a scheduled one say) is started again once the
+    other run is over: asked to run now, it runs.
     """
     spec = find_deployment(job)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        run, rows = _run_once(spec.full_name, job, console, deadline)
+        state = run.state
+        busy = (
+            state is not None
+            and state.is_cancelled()
+            and "concurrency limit reached" in (state.message or "")
+        )
+        if not busy or time.monotonic() > deadline:
+            break
+        console.print(
+            Text(f"{job}: another run of it is going; starting again when it ends", style="yellow")
+        )
+        time.sleep(BUSY_PAUSE_S)
+    _print_rows(console, job, rows)
+    console.print(
+        Text.assemble(f"{job}: run ", (run.name, "bold"), f" {state.name if state else 'unknown'}")
+    )
+    if state is None or not state.is_completed():
+        raise JobError(
+            f"{job}: run {run.name} ended {state.name if state else 'unknown'}: "
+            f"{state.message if state else ''}"
+        )
+    return rows
+
+
+def _run_once(
+    deployment: str, job: str, console: Console, deadline: float
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Start one run of `deployment`, follow it with a progress bar until it ends, and return
+    it with the rows of its table artifact."""
     try:
-        flow_run = run_deployment(spec.full_name, timeout=0)
+        flow_run = run_deployment(deployment, timeout=0)
     except Exception as exc:
         raise JobError(
-            f"cannot start {spec.full_name}: {exc} (is `make up` serving the deployments?)"
+            f"cannot start {deployment}: {exc} (is `make up` serving the deployments?)"
         ) from exc
     with (
         get_client(sync_client=True) as client,
@@ -75,7 +111,6 @@ def run_job(job: str, console: Console) -> list[dict[str, Any]]:
         ) as progress,
     ):
         bar = progress.add_task(f"{job} ({flow_run.name})", total=_expected_tasks(job))
-        deadline = time.monotonic() + RUN_TIMEOUT_S
         while True:
             run = client.read_flow_run(flow_run.id)
             tasks = client.read_task_runs(
@@ -89,17 +124,7 @@ def run_job(job: str, console: Console) -> list[dict[str, Any]]:
                 raise JobError(f"{job}: run {run.name} still {run.state_name} after timeout")
             time.sleep(0.3)
         rows = _table_rows(client, flow_run.id)
-    _print_rows(console, job, rows)
-    state = run.state
-    console.print(
-        Text.assemble(f"{job}: run ", (run.name, "bold"), f" {state.name if state else 'unknown'}")
-    )
-    if state is None or not state.is_completed():
-        raise JobError(
-            f"{job}: run {run.name} ended {state.name if state else 'unknown'}: "
-            f"{state.message if state else ''}"
-        )
-    return rows
+    return run, rows
 
 
 def _table_rows(client: Any, flow_run_id: UUID) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Leases on the work a desk process carries, renewed while it lives, taken over when it dies."""
+"""Leases on the work a worker process carries, renewed while it lives, taken over when it dies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID, uuid4
 
-from itsm.leases import LeaseClaim, Leases
+from itsm.leases import Leases
 
 logger = logging.getLogger("opsflow.desk.leases")
 
@@ -22,12 +22,12 @@ class LeaseKeeper:
     """Holds `prefix…` leases for this process and renews them from a thread of its own.
 
     Every pass it also offers `take_over(name, holder)` the leases of that prefix whose
-    holder stopped renewing (another desk, or this one before a restart), once this process
+    holder stopped renewing (another worker, or this one before a restart), once this process
     has taken them, and the work `unleased(now)` names that nobody has leased yet (holder
-    ""), such as incidents whose restoration was queued in a desk that stopped. `take_over`
+    ""), such as incidents or requests whose wake-up reached no worker. `take_over`
     answers "carried" (it carries the work on, the lease stays held), "finished" (nothing is
     left to do: the lease is given back) or "later" (it cannot now: the lease lapses again
-    for the next pass or another desk).
+    for the next pass or another worker).
 
     Args:
         leases: the records store's leases.
@@ -53,26 +53,27 @@ class LeaseKeeper:
         self._take_over = take_over
         self._unleased = unleased
         self._held: set[str] = set()
+        self._taking: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
     def hold(self, name: str) -> bool:
-        """Take the lease on `name` for this process; False while another holder's runs."""
-        if not self._leases.take(name, self.holder, datetime.now(UTC), self.lease_s):
-            return False
+        """Take the lease on `name` for this process; False while another holder's runs, or
+        while a thread of this process holds it already (its work is being carried here)."""
         with self._lock:
-            self._held.add(name)
-        return True
-
-    def claim(self) -> LeaseClaim:
-        """This process's lease for a record store to take in the record's own transaction."""
-        return LeaseClaim(self._prefix, self.holder, self.lease_s)
-
-    def adopt(self, name: str) -> None:
-        """Renew from now on `name`, taken for this process through `claim` and committed."""
-        with self._lock:
-            self._held.add(name)
+            if name in self._held or name in self._taking:
+                return False
+            self._taking.add(name)
+        taken = False
+        try:
+            taken = self._leases.take(name, self.holder, datetime.now(UTC), self.lease_s)
+        finally:
+            with self._lock:
+                self._taking.discard(name)
+                if taken:
+                    self._held.add(name)
+        return taken
 
     def release(self, name: str) -> None:
         """The work on `name` is over: give the lease back."""
@@ -89,7 +90,7 @@ class LeaseKeeper:
 
     def stop(self) -> None:
         """Stop renewing and let this process's leases lapse now: it is going away, so the
-        next desk to look (another, or this one restarted) takes its work over at once."""
+        next worker to look (another, or this one restarted) takes its work over at once."""
         self._stopped.set()
         if self._thread is not None:
             self._thread.join(10)

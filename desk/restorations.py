@@ -1,12 +1,13 @@
-"""The desk's restorations: run in its threads, and carried on when their process stopped.
+"""Restorations in a worker's threads, and carried on when their process stopped.
 
-Each restoration leases its incident in the transaction that claims it and renews the lease
-while it runs (`flows.incident_restoration`). This runner's `LeaseKeeper` looks every few
-seconds for restorations whose lease lapsed (their process died mid-restoration) and for
-incidents opened with a runbook that are still New and unleased (their restoration was
-queued in a desk that stopped); it takes the lease, marks the dead runs Crashed and runs the
-restoration again under that lease. Remediation may have half-run: the runbook's diagnosis
-and status checks decide what is left to do, and the lease keeps it to one run at a time.
+A worker woken for an incident leases it before its restoration flow starts (`run_next`),
+and the flow renews the lease while it runs (`flows.incident_restoration`). This runner's
+`LeaseKeeper` looks every few seconds for restorations whose lease lapsed (their worker died
+mid-restoration) and for incidents opened with a runbook that are still New and unleased
+(their wake-up reached no worker); it takes the lease, marks the dead runs Crashed and runs
+the restoration again under that lease. Remediation may have half-run: the runbook's
+diagnosis and status checks decide what is left to do, and the lease keeps it to one run at
+a time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ Restore = Callable[[str, str | None], Any]
 
 
 class RestorationRunner:
-    """Runs restorations in the desk's threads and takes over those whose desk stopped.
+    """Runs restorations in a worker's threads and takes over those whose worker stopped.
 
     Args:
         store: the records store.
@@ -62,9 +63,23 @@ class RestorationRunner:
             self._unleased,
         )
 
-    def run(self, number: str) -> Any:
-        """Restore the incident `number` now, in this thread (the dispatcher's pool)."""
-        return self._restore(number, None)
+    def run_next(self) -> str | None:
+        """Restore, here and now, the oldest incident waiting for a restoration nobody carries;
+        its number, or None when there is none (another worker took it first).
+
+        The lease is taken before the flow starts, so two workers woken for the same incident
+        never both start a run: the loser moves on to the next incident or returns.
+        """
+        for name in self._leases.unclaimed_restorations(datetime.now(UTC)):
+            if not self.leases.hold(name):
+                continue
+            record = self._store.get_incident(incident_of(name))
+            if not left_to_automation(record) or not record.runbook or not self._reserve():
+                self.leases.let_lapse(name)
+                return None
+            self._work(record.number, name)
+            return record.number
+        return None
 
     def keep(self) -> None:
         """Start taking over restorations that lapsed or never started."""
@@ -86,10 +101,8 @@ class RestorationRunner:
         record = self._store.get_incident(incident_of(name))
         if not left_to_automation(record) or not record.runbook:
             return "finished"  # resolved or escalated before its lease was given back
-        with self._changed:
-            if self.running >= self.max_running:
-                return "later"
-            self.running += 1
+        if not self._reserve():
+            return "later"
         try:
             self._note_take_over(record, holder)
             threading.Thread(
@@ -127,6 +140,13 @@ class RestorationRunner:
             # one, the lease lapses now and the next pass tries again.
             self.leases.let_lapse(name)
             self._done()
+
+    def _reserve(self) -> bool:
+        with self._changed:
+            if self.running >= self.max_running:
+                return False
+            self.running += 1
+            return True
 
     def _done(self) -> None:
         with self._changed:

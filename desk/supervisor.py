@@ -23,6 +23,7 @@ class _Child:
     log: Path
     env: dict[str, str]
     process: subprocess.Popen
+    stop_signal: signal.Signals | None = None
     stopped: bool = False
     restarts: list[float] = field(default_factory=list)
 
@@ -31,8 +32,10 @@ class Supervisor:
     """Runs named processes, each in a session of its own with its output in a log file.
 
     One that exits is started again: the desk's requests and grants survive that (they are
-    in the records, leased), and the Prefect server keeps its state in SQLite. One that exits
-    `max_restarts` times within `window_s` is given up on.
+    in the records, leased), the Prefect server keeps its state in PostgreSQL, and
+    PostgreSQL replays its WAL. One that exits `max_restarts` times within `window_s` is
+    given up on. If the supervising thread dies without stopping them (`opsflow up` killed),
+    the kernel sends each its stop signal, so none is left holding a port or a database.
     """
 
     def __init__(
@@ -49,18 +52,29 @@ class Supervisor:
         self._children: dict[str, _Child] = {}
 
     def start(
-        self, name: str, argv: list[str], log: Path, extra_env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        stop_signal: signal.Signals | None = None,
     ) -> subprocess.Popen:
         """Start `argv` as `name`, appending its output to `log`.
 
         `extra_env` is added to the supervisor's environment for this process only (and its
         restarts): secrets travel in the environment, never on a command line that any local
-        user can read in `/proc`.
+        user can read in `/proc`. `env` replaces the supervisor's environment instead, for a
+        process that must get none of opsflow's secrets (PostgreSQL). `stop_signal` is what
+        stops the process cleanly, sent to it alone (PostgreSQL's fast shutdown is SIGINT to
+        the postmaster, which then stops its own children); by default every process of its
+        group is sent SIGTERM.
         """
-        env = {**self._env, **(extra_env or {})}
-        process = _spawn(argv, log, env)
-        self._children[name] = _Child(argv, log, env, process)
-        return process
+        env = {**(self._env if env is None else env), **(extra_env or {})}
+        child = _Child(argv, log, env, _spawn(argv, log, env, stop_signal), stop_signal)
+        self._children[name] = child
+        return child.process
 
     def process(self, name: str) -> subprocess.Popen:
         """The process running as `name` now."""
@@ -81,16 +95,20 @@ class Supervisor:
                 )
             child.restarts.append(now)
             self._on_restart(name, status)
-            child.process = _spawn(child.argv, child.log, child.env)
+            child.process = _spawn(child.argv, child.log, child.env, child.stop_signal)
 
     def stop(self, name: str, timeout_s: float = 15.0) -> None:
-        """Stop `name` and everything it started (SIGTERM, then SIGKILL after `timeout_s`)."""
+        """Stop `name` and everything it started (its stop signal, by default SIGTERM to its
+        group; then SIGKILL to its group after `timeout_s`)."""
         child = self._children[name]
         child.stopped = True
         process = child.process
         if process.poll() is not None:
             return
-        os.killpg(process.pid, signal.SIGTERM)
+        if child.stop_signal is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(child.stop_signal)
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -98,11 +116,15 @@ class Supervisor:
             process.wait()
 
 
-def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(
+    argv: list[str], log: Path, env: dict[str, str], stop_signal: signal.Signals | None
+) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
+    # setpriv sets the parent-death signal, then execs argv in the same process.
+    death_signal = (stop_signal or signal.SIGTERM).name
     with log.open("ab") as out:
         return subprocess.Popen(
-            argv,
+            ["setpriv", "--pdeathsig", death_signal, "--", *argv],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""`opsflow up`: Prefect server, lab, blocks and deployments on one machine, until Ctrl-C."""
+"""`opsflow up`: PostgreSQL, the Prefect server, lab, blocks and deployments on one machine,
+until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 from rich.console import Console
@@ -20,14 +23,53 @@ from desk.supervisor import SupervisionError, Supervisor
 from opsflow.errors import OpsError
 from opsflow.settings import OpsflowSettings
 
+if TYPE_CHECKING:
+    from opsflow.runtime.postgres import Cluster
+
 SERVER_START_TIMEOUT_S = 90.0
+PROCESS_START_TIMEOUT_S = 180.0
+"""How long the desk, a worker or the served deployments may take to be ready: each imports
+Prefect (and the desk starts two serving processes), ~10 s apiece on a busy 2-core machine
+and over a minute when the machine runs much else (seen in CI)."""
 AUTH_STRING_FILE = "prefect-api-auth"
 """In the opsflow home: the auth string every caller of the Prefect API `up` starts must send."""
 UP_ENV_FILE = "up.env"
-"""In the opsflow home: where `up`'s Prefect API is and how to reach it, for other shells."""
-UP_ENV_KEYS = ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING")
-PAGER_PORT = 19099
-"""The lab's stand-in pager (lab/pager.py) listens here; escalations land in logs/pages.log."""
+"""In the opsflow home: where what `up` started is and how to reach it, for other shells."""
+UP_ENV_KEYS = (
+    "PREFECT_HOME",
+    "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
+    "OPSFLOW_DATABASE_URL",
+    "OPSFLOW_DESK_URL",
+    "OPSFLOW_INVENTORY",
+)
+POSTGRES = "PostgreSQL"
+"""The supervised server's name, as `up` reports it."""
+POSTGRES_STOP_TIMEOUT_S = 60.0
+"""Fast shutdown still writes a checkpoint: let it finish rather than make the next start
+replay the WAL."""
+
+
+@dataclass(frozen=True)
+class LabPlaces:
+    """Where the lab `up` brings up listens: its hosts from `base_address` (ports 2222 and
+    18080 on each), Prometheus, the exporter, Alertmanager, and the stand-in pager
+    (lab/pager.py; escalations land in logs/pages.log)."""
+
+    base_address: str = "127.0.10.1"
+    prometheus_port: int = 19090
+
+    @property
+    def exporter_port(self) -> int:
+        return self.prometheus_port + 2
+
+    @property
+    def alertmanager_port(self) -> int:
+        return self.prometheus_port + 3
+
+    @property
+    def pager_port(self) -> int:
+        return self.prometheus_port + 9
 
 
 class UpError(OpsError):
@@ -96,19 +138,26 @@ def prefect_env(settings: OpsflowSettings, port: int, auth_string: str | None) -
     return env
 
 
-def start_prefect_server(supervisor: Supervisor, env: dict[str, str], log: Path) -> None:
+def start_prefect_server(
+    supervisor: Supervisor, env: dict[str, str], log: Path, database_url: str | None = None
+) -> None:
     """Start the Prefect server at env's PREFECT_API_URL, requiring its auth string; wait for it.
 
-    The server alone is given PREFECT_SERVER_API_AUTH_STRING; its health endpoint stays open.
+    The server alone is given PREFECT_SERVER_API_AUTH_STRING, and `database_url` (an
+    `postgresql+asyncpg://` URL) as its database; without, its database is the environment's
+    choice (SQLite under PREFECT_HOME by default). Its health endpoint stays open.
     """
     url = env["PREFECT_API_URL"]
     host_port = url.split("//", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")
+    server_env = {"PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]}
+    if database_url is not None:
+        server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     server = supervisor.start(
         "the Prefect server",
         [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
         log,
-        extra_env={"PREFECT_SERVER_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]},
+        extra_env=server_env,
     )
     try:
         _wait_for(url + "/health", "the Prefect server", SERVER_START_TIMEOUT_S, server)
@@ -117,8 +166,45 @@ def start_prefect_server(supervisor: Supervisor, env: dict[str, str], log: Path)
         raise
 
 
+def start_postgres(cluster: Cluster, supervisor: Supervisor, log: Path) -> None:
+    """Run the cluster's server under the supervisor, which starts it again if it dies; wait
+    until it takes logins, then create the databases `up` keeps in it that are missing."""
+    from opsflow.runtime.postgres import (
+        check_can_start,
+        create_databases,
+        server_command,
+        wait_until_ready,
+    )
+
+    check_can_start(cluster)
+    argv, env = server_command(cluster)
+    server = supervisor.start(POSTGRES, argv, log, env=env, stop_signal=signal.SIGINT)
+    try:
+        wait_until_ready(cluster, server, log)
+        create_databases(cluster)
+    except OpsError:
+        supervisor.stop(POSTGRES, POSTGRES_STOP_TIMEOUT_S)
+        raise
+
+
+def prepare_records(url: str) -> None:
+    """The records database exists and answers: bring its schema up to date here, once,
+    before any process that uses it starts. The one place `up` readies the records."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from itsm.migrations import upgrade
+
+    try:
+        upgrade(url)
+    except SQLAlchemyError as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        raise UpError(f"cannot open the records at {where}: {getattr(exc, 'orig', exc)}") from exc
+
+
 def write_up_env(home: Path, env: dict[str, str]) -> Path:
-    """Write where `up`'s Prefect API is, with its auth string, to a 0600 file in the home.
+    """Write where what `up` started is, with the secrets to reach it, to a 0600 file in the
+    home: the Prefect API and its auth string, the records' URL, the desk, the estate.
 
     Shell syntax, so `set -a; . ~/.opsflow/up.env` also serves the `prefect` command.
     """
@@ -135,9 +221,11 @@ def write_up_env(home: Path, env: dict[str, str]) -> Path:
 
 
 def use_up_env(home: Path) -> None:
-    """Point this process's Prefect client at what `up` started, unless the environment says.
+    """Point this process at what `up` started (Prefect API, records, desk, estate), unless
+    the environment already says otherwise.
 
     Must run before `prefect` is imported: Prefect reads its settings once, at import.
+    opsflow's settings are read afresh by every `get_settings()`.
     """
     path = home / UP_ENV_FILE
     if not path.is_file():
@@ -149,13 +237,40 @@ def use_up_env(home: Path) -> None:
                 os.environ.setdefault(key, value)
 
 
-def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -> None:
-    """Bring everything up, run the health check once, then wait for Ctrl-C and stop it all."""
+def run_up(
+    settings: OpsflowSettings,
+    hosts: int,
+    port: int,
+    console: Console,
+    lab_places: LabPlaces | None = None,
+    workers: int = 2,
+) -> None:
+    """Bring everything up, run the health check once, then wait for Ctrl-C and stop it all.
+
+    PostgreSQL first, in a cluster under the home, holding the Prefect server's database and
+    the records; a Prefect server (PREFECT_API_URL), a Prefect database
+    (PREFECT_SERVER_DATABASE_CONNECTION_URL) or records (OPSFLOW_DATABASE_URL) that the
+    environment names are used instead.
+    """
     started = time.monotonic()
+    # From here on SIGTERM unwinds like Ctrl-C: what was started so far is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    lab_places = lab_places or LabPlaces()
     external_server = "PREFECT_API_URL" in os.environ
+    own_prefect_database = not (
+        external_server or "PREFECT_SERVER_DATABASE_CONNECTION_URL" in os.environ
+    )
+    own_records = settings.database_url is None
     secure_home(settings.home)
     auth_string = None if external_server else prefect_auth_string(settings.home)
     env = prefect_env(settings, port, auth_string)
+    cluster = None
+    if own_prefect_database or own_records:
+        from opsflow.runtime.postgres import make_cluster
+
+        cluster = make_cluster(settings.home / "postgres", settings.postgres_port)
+        if own_records:
+            env["OPSFLOW_DATABASE_URL"] = cluster.url("records")
     os.environ.update({k: env[k] for k in (*UP_ENV_KEYS, "OPSFLOW_HOME") if k in env})
     logs = settings.home / "logs"
 
@@ -164,31 +279,51 @@ def run_up(settings: OpsflowSettings, hosts: int, port: int, console: Console) -
 
     supervisor = Supervisor(env, on_restart=restarting)
     with ExitStack() as stack:
+        if cluster is not None:
+            console.print(
+                Text.assemble(
+                    ("PostgreSQL", "bold"),
+                    f" starting on 127.0.0.1:{cluster.port} (cluster in {cluster.directory}) …",
+                )
+            )
+            start_postgres(cluster, supervisor, logs / "postgres.log")
+            stack.callback(supervisor.stop, POSTGRES, POSTGRES_STOP_TIMEOUT_S)
+        prepare_records(env["OPSFLOW_DATABASE_URL"])
         if not external_server:
             console.print(
                 Text.assemble(("Prefect server", "bold"), f" starting on 127.0.0.1:{port} …")
             )
-            start_prefect_server(supervisor, env, logs / "prefect-server.log")
+            start_prefect_server(
+                supervisor,
+                env,
+                logs / "prefect-server.log",
+                cluster.url("prefect", driver="asyncpg")
+                if cluster is not None and own_prefect_database
+                else None,
+            )
             stack.callback(supervisor.stop, "the Prefect server")
         stack.callback(write_up_env(settings.home, env).unlink, missing_ok=True)
-        _start_opsflow(settings, hosts, supervisor, logs, stack, console)
+        _start_opsflow(settings, hosts, workers, supervisor, logs, stack, console, lab_places)
         console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
         from desk.jobs import run_job
 
         run_job("health-check", console)
-        _print_where_to_look(console, settings, port)
+        _print_where_to_look(console, settings, port, lab_places, cluster)
         _wait_until_interrupted(console, supervisor)
 
 
 def _start_opsflow(
     settings: OpsflowSettings,
     hosts: int,
+    workers: int,
     supervisor: Supervisor,
     logs: Path,
     stack: ExitStack,
     console: Console,
+    places: LabPlaces,
 ) -> None:
-    """Lab (when no estate is set), blocks, pager, desk, monitoring and the served deployments."""
+    """Lab (when no estate is set), blocks, pager, desk, workers, monitoring and the served
+    deployments."""
     from blocks.notifications import save_webhook_pager
     from blocks.registration import register_block_types, save_ssh_credentials
 
@@ -198,7 +333,7 @@ def _start_opsflow(
         from lab.hosts import lab_down, lab_up
 
         console.print(Text.assemble(("Lab", "bold"), f" bringing up {hosts} hosts …"))
-        lab = lab_up(settings.lab_dir, hosts=hosts)
+        lab = lab_up(settings.lab_dir, hosts=hosts, base_address=places.base_address)
         stack.callback(lab_down, settings.lab_dir)
         save_ssh_credentials("opsflow-lab", lab.client_key)
         supervisor.start(
@@ -208,14 +343,14 @@ def _start_opsflow(
                 "-m",
                 "lab.pager",
                 "--port",
-                str(PAGER_PORT),
+                str(places.pager_port),
                 "--log",
                 str(logs / "pages.log"),
             ],
             logs / "pager.log",
         )
         stack.callback(supervisor.stop, "the pager")
-        save_webhook_pager("ops-pager", f"http://127.0.0.1:{PAGER_PORT}/page")
+        save_webhook_pager("ops-pager", f"http://127.0.0.1:{places.pager_port}/page")
         from blocks.registration import save_desk_token
         from lab.people import token_file as lab_token_file
 
@@ -228,7 +363,15 @@ def _start_opsflow(
         logs / "desk.log",
     )
     stack.callback(supervisor.stop, "the desk")
-    _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", 60, desk)
+    _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", PROCESS_START_TIMEOUT_S, desk)
+    console.print(Text.assemble(("Workers", "bold"), f" starting {workers} …"))
+    for number in range(1, workers + 1):
+        name = f"worker {number}"
+        log = logs / f"worker-{number}.log"
+        written = log.stat().st_size if log.is_file() else 0  # the log is appended to
+        worker = supervisor.start(name, [sys.executable, "-m", "opsflow.runtime.worker"], log)
+        stack.callback(supervisor.stop, name)
+        _wait_for_log(log, written, "worker serving", name, worker)
     if lab is not None:
         from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
         from lab.people import token_file
@@ -240,6 +383,9 @@ def _start_opsflow(
             lab,
             webhook_url=f"{settings.desk_url}/api/v1/events/alertmanager",
             webhook_token=token_file(lab.directory, "alertmanager").read_text(),
+            prometheus_port=places.prometheus_port,
+            alertmanager_port=places.alertmanager_port,
+            exporter_port=places.exporter_port,
         )
         stack.callback(monitoring_down, monitoring.directory)
         wait_until_scraped(monitoring, timeout_s=60)
@@ -253,7 +399,29 @@ def _start_opsflow(
     _wait_for_deployments(serving)
 
 
-def _wait_for_deployments(serving: subprocess.Popen, timeout_s: float = 60.0) -> None:
+def _wait_for_log(
+    log: Path,
+    offset: int,
+    line: str,
+    what: str,
+    process: subprocess.Popen,
+    timeout_s: float = PROCESS_START_TIMEOUT_S,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise UpError(f"{what} exited with status {process.returncode} before it was ready")
+        with log.open("rb") as written:
+            written.seek(offset)
+            if line.encode() in written.read():
+                return
+        time.sleep(0.25)
+    raise UpError(f"{what} did not say {line!r} in {log} within {timeout_s:.0f}s")
+
+
+def _wait_for_deployments(
+    serving: subprocess.Popen, timeout_s: float = PROCESS_START_TIMEOUT_S
+) -> None:
     from prefect.client.orchestration import get_client
 
     from desk.project import read_deployments
@@ -271,7 +439,13 @@ def _wait_for_deployments(serving: subprocess.Popen, timeout_s: float = 60.0) ->
     raise UpError(f"deployments {sorted(names)} were not registered within {timeout_s:.0f}s")
 
 
-def _print_where_to_look(console: Console, settings: OpsflowSettings, port: int) -> None:
+def _print_where_to_look(
+    console: Console,
+    settings: OpsflowSettings,
+    port: int,
+    places: LabPlaces,
+    cluster: Cluster | None,
+) -> None:
     from lab.hosts import lab_status
 
     console.print()
@@ -287,8 +461,18 @@ def _print_where_to_look(console: Console, settings: OpsflowSettings, port: int)
         console.print(f"  client key: {settings.lab_dir / 'client_key'}")
     console.print(f"  desk API: {settings.desk_url}/docs  (token: {settings.lab_dir}/tokens/alice)")
     if settings.inventory is None:
-        console.print("  Prometheus: http://127.0.0.1:19090   Alertmanager: http://127.0.0.1:19093")
+        console.print(
+            f"  Prometheus: http://127.0.0.1:{places.prometheus_port}   "
+            f"Alertmanager: http://127.0.0.1:{places.alertmanager_port}"
+        )
         console.print(f"  pages to the on-call: {settings.home / 'logs' / 'pages.log'}")
+    if cluster is not None:
+        from opsflow.runtime.postgres import ROLE
+
+        console.print(
+            f"  PostgreSQL: 127.0.0.1:{cluster.port}, cluster in {cluster.data}, "
+            f"role {ROLE}, password in {cluster.password_file}"
+        )
     console.print(f"  logs: {settings.home / 'logs'}")
     console.print("Press Ctrl-C to stop everything opsflow started.")
 
@@ -298,7 +482,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _wait_until_interrupted(console: Console, supervisor: Supervisor) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             supervisor.check()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 from uuid import uuid4
 
@@ -41,6 +42,7 @@ from itsm.access_store import AccessStore
 from itsm.leases import Leases
 from itsm.store import Store
 from opsflow.errors import OpsError, PermanentError
+from opsflow.settings import get_settings
 from tasks.accounts import (
     AccessChange,
     AccessFacts,
@@ -59,8 +61,7 @@ from tasks.records import current_flow_run_id, open_store
 
 ACTOR = "access-provisioning"
 LOCK_WAIT_S = 300.0
-LOCK_LEASE_S = 900.0
-"""Longer than any grant or revocation takes; a dead holder's lock frees itself after it."""
+"""How long a change waits for its account's lock before it fails, recorded on the grant."""
 
 
 class AccessProvisioningError(PermanentError):
@@ -193,18 +194,22 @@ def _user_lock(username: str, timeout_s: float = LOCK_WAIT_S) -> Iterator[None]:
 
     Otherwise revoking one grant could remove an account another grant of the same person is
     being put on (its key not there yet to show the account is in use). The lock is a lease
-    in the records store, so it holds across processes and frees itself if its holder dies.
+    in the records store, renewed while it is held, so it holds across processes and lapses
+    within a lease (`OPSFLOW_LEASE_SECONDS`) of its holder dying: the worker that takes the
+    dead one's change over gets the account well before `timeout_s`.
     """
     leases, name, holder = Leases(access_store().store), f"user:{username}", uuid4().hex
+    lease_s = get_settings().lease_seconds
     deadline = time.monotonic() + timeout_s
-    while not leases.take(name, holder, datetime.now(UTC), LOCK_LEASE_S):
+    while not leases.take(name, holder, datetime.now(UTC), lease_s):
         if time.monotonic() > deadline:
             raise AccessProvisioningError(
                 f"account {username!r} is still being changed by another run after {timeout_s:g}s"
             )
         time.sleep(0.05)
     try:
-        yield
+        with leases.renewing(name, holder, lease_s):
+            yield
     finally:
         leases.release(name, holder)
 
@@ -245,13 +250,22 @@ def grant_access(grant_id: int, dry_run: bool = False) -> list[dict[str, Any]]:
     """
     grant = read_grant(grant_id)
     if dry_run:
-        return _grant(grant, dry_run=True)
+        return _grant(grant, dry_run=True)[0]
+    link_run(grant.id)  # before waiting for the account: whoever takes over finds this run
     with _user_lock(grant.username):
-        return _grant(read_grant(grant_id), dry_run=False)
+        rows, tell = _grant(read_grant(grant_id), dry_run=False)
+    tell()  # outside the account's lock: a slow channel must not hold up its next change
+    return rows
 
 
-def _grant(grant: AccessGrant, dry_run: bool) -> list[dict[str, Any]]:
+def _tell_nobody() -> None:
+    """A dry run, or a grant that failed, tells nobody (a failure is on the grant)."""
+
+
+def _grant(grant: AccessGrant, dry_run: bool) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+    """The grant put in place (or its dry run): its changes, and how to tell the requester."""
     logger = get_run_logger()
+    tell: Callable[[], None] = _tell_nobody
     if not dry_run and grant.state not in LIVE_STATES:
         raise AccessProvisioningError(
             f"access grant {grant.id} is {grant.state}: only an approved or active grant "
@@ -262,8 +276,6 @@ def _grant(grant: AccessGrant, dry_run: bool) -> list[dict[str, Any]]:
     estate = read_estate()
     hosts = _hosts_of_group(estate, grant.host_group)
     limit = estate.settings.ssh_concurrency
-    if not dry_run:
-        link_run(grant.id)
     changes: list[AccessChange] = []
     what = f"grant {marker(grant.id)} ({grant.entitlement} for {grant.username})"
     try:
@@ -288,10 +300,12 @@ def _grant(grant: AccessGrant, dry_run: bool) -> list[dict[str, Any]]:
             f"{what} active on {len(hosts)} host(s) until {grant.ends_at:%Y-%m-%d %H:%M:%S}Z: "
             f"{changed} change(s)."
         )
-        _tell_requester(estate, grant, f"active until {grant.ends_at:%Y-%m-%d %H:%M}Z", summary)
+        tell = partial(
+            _tell_requester, estate, grant, f"active until {grant.ends_at:%Y-%m-%d %H:%M}Z", summary
+        )
     logger.info(summary)
     _publish(f"access-grant-{grant.id}", changes, summary)
-    return [c.model_dump() for c in changes]
+    return [c.model_dump() for c in changes], tell
 
 
 # --- revoke and expire -----------------------------------------------------------------------
@@ -376,8 +390,9 @@ def _close(estate: Estate, grant_id: int, state: AccessState | None) -> list[Acc
             record_failure(grant.id, str(exc))
             raise
         end_grant(grant.id, state)
-        _tell_requester(estate, grant, state, f"{marker(grant.id)} ({grant.entitlement}) {state}")
-        return changes
+    # Outside the account's lock: a slow channel must not hold up its next change.
+    _tell_requester(estate, grant, state, f"{marker(grant.id)} ({grant.entitlement}) {state}")
+    return changes
 
 
 @flow(name="revoke-access", flow_run_name="revoke-access-{grant_id}")

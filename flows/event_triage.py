@@ -1,6 +1,6 @@
 """Event Management: triage a micro-batch of stored events into incidents, decisions audited.
 
-The desk starts this flow whenever new events are stored (at most a few runs a second, each
+A worker runs this flow whenever new events are stored (at most a few runs a second, each
 taking every pending event), so a storm of alerts costs a handful of flow runs, not one each.
 """
 
@@ -11,9 +11,9 @@ from dataclasses import asdict
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 
+from flows.work import restore_soon
 from itsm.store import TRIAGE_BYTE_BUDGET
 from itsm.triage import RESTORING_ACTIONS
 from tasks.events import emit_incident_events, triage_pending_events
@@ -24,22 +24,24 @@ ARTIFACT_ROWS = 200
 
 
 @flow(name="event-triage")
-def event_triage(
-    limit: int = 20_000, start_restoration: bool = True, max_bytes: int = TRIAGE_BYTE_BUDGET
-) -> list[dict]:
+def event_triage(limit: int = 20_000, max_bytes: int = TRIAGE_BYTE_BUDGET) -> list[dict]:
     """Classify, correlate and open incidents for pending events; start their runbooks.
+
+    The runbooks start as soon as the decisions are stored, before this run reports them:
+    in a worker, in its own threads while it has room, else in another worker.
 
     Args:
         limit: most events to take in this run.
-        start_restoration: run the incident-restoration deployment for each incident opened
-            (or adopted) with a runbook (the desk passes False and starts restoration itself).
         max_bytes: most bytes of event labels, annotations and summaries to load.
     """
     logger = get_run_logger()
-    estate = read_estate()
-    decisions = triage_pending_events(estate, limit, max_bytes)
+    estate = read_estate.fn()
+    decisions = triage_pending_events.fn(estate, limit, max_bytes)
     if not decisions:
         return []
+    for decision in decisions:
+        if decision.action in RESTORING_ACTIONS and decision.runbook:
+            restore_soon()
     per_incident = Counter(d.incident_id for d in decisions if d.incident_id is not None)
     opened = {d.incident_id for d in decisions if d.action == "opened"}
     emit_incident_events(
@@ -48,14 +50,6 @@ def event_triage(
             for incident_id, count in per_incident.items()
         ]
     )
-    if start_restoration:
-        for decision in decisions:
-            if decision.action in RESTORING_ACTIONS and decision.runbook:
-                run_deployment(
-                    "incident-restoration/incident-restoration",
-                    parameters={"incident": decision.incident_number},
-                    timeout=0,
-                )
     actions = Counter(d.action for d in decisions)
     failed = [d for d in decisions if d.action == "failed"]
     for decision in failed[:ARTIFACT_ROWS]:

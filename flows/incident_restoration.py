@@ -7,6 +7,10 @@ automatic remediation that keeps recurring and calls a human instead. An inciden
 linked to a known error runs that known error's workaround, resolves with the `workaround`
 code, and the known error counts whether its workaround worked.
 
+Only what acts on hosts (diagnose, remediate, verify, page) runs as Prefect tasks: the
+record keeping is plain calls, each audited in the records with this flow run's id, because
+a task run costs the closed loop tens of milliseconds it has not got.
+
 Every restoration ends with the incident Resolved or escalated, whatever fails: the run
 leases its incident in the transaction that claims it (so one restoration at a time acts on
 an incident), renews the lease while it works and gives it back only once the outcome is
@@ -124,7 +128,7 @@ def incident_restoration(
     """
     logger = get_run_logger()
     holder = lease_holder or run_holder(current_flow_run_id())
-    claim = claim_incident(incident, ACTOR, holder)
+    claim = claim_incident.fn(incident, ACTOR, holder)
     record = claim.incident
     if not claim.claimed:
         if left_to_automation(record):
@@ -142,7 +146,7 @@ def incident_restoration(
         estate = None
         change = None
         try:
-            estate = read_estate()
+            estate = read_estate.fn()
             restored = _restore(
                 estate, record, holder, verify_deadline_s, slot_wait_s, _workaround_of(record)
             )
@@ -152,9 +156,9 @@ def incident_restoration(
                 record = _escalate(estate, record, str(exc))
                 change = "escalated"
             else:
-                record = read_incident(str(record.id))
+                record = read_incident.fn(str(record.id))
         else:
-            record = read_incident(str(record.id))
+            record = read_incident.fn(str(record.id))
             change = "resolved" if restored else None
     leases.release(lease, holder)
     _announce(record, change)
@@ -165,7 +169,7 @@ def _workaround_of(record: Incident) -> KnownError | None:
     """The known error whose workaround is this incident's runbook, if triage linked one."""
     if record.known_error_id is None:
         return None
-    known_error = read_known_error(record.known_error_id)
+    known_error = read_known_error.fn(record.known_error_id)
     return known_error if known_error.workaround == record.runbook else None
 
 
@@ -189,19 +193,19 @@ def _restore(
     except KeyError as exc:
         raise RestorationError(f"{record.number}'s CI cannot be restored: {exc.args[0]}") from None
     with host_slot(host.name, slot_wait_s), tags(f"host:{host.name}"):
-        current = read_incident(str(record.id))
+        current = read_incident.fn(str(record.id))
         if not left_to_automation(current):
             became = current.state
             if current.state in CLAIMABLE_STATES:
                 became = f"assigned to {current.assigned_to}"
-            write_worklog(
+            write_worklog.fn(
                 record.id, ACTOR, f"{became} while waiting for {host.name}'s slot: runbook not run"
             )
             return False
         if not _lease_kept(record, holder, f"runbook not run after waiting for {host.name}'s slot"):
             return False
         budget = estate.settings.remediation_budget
-        if spend_remediation(service.name, host.name, record.id, budget) is None:
+        if spend_remediation.fn(service.name, host.name, record.id, budget) is None:
             raise RestorationError(
                 f"remediation budget spent: {budget} automatic remediations of {service.name} "
                 "in the last hour"
@@ -210,14 +214,14 @@ def _restore(
         note = f"runbook {runbook.name} started on {host.name}"
         if workaround is not None:
             note += f" as the workaround of {workaround.number}"
-        write_worklog(record.id, ACTOR, note)
+        write_worklog.fn(record.id, ACTOR, note)
         try:
             with transaction() as txn:
                 txn.set("incident_id", record.id)
                 diagnosis = runbook.diagnose(host, service)
-                write_worklog(record.id, ACTOR, f"diagnosis: {diagnosis.summary}")
+                write_worklog.fn(record.id, ACTOR, f"diagnosis: {diagnosis.summary}")
                 remediation = runbook.remediate(host, service)
-                write_worklog(record.id, ACTOR, "remediation: " + "; ".join(remediation.actions))
+                write_worklog.fn(record.id, ACTOR, "remediation: " + "; ".join(remediation.actions))
                 health = verify_restored(host, service, verify_deadline_s)
                 detail = health.detail
                 if runbook.verify_disk:
@@ -226,13 +230,13 @@ def _restore(
                         raise RestorationError(f"verification failed: {detail}")
         except Exception:
             if workaround is not None:
-                record_workaround_outcome(workaround.id, record.id, worked=False)
+                record_workaround_outcome.fn(workaround.id, record.id, worked=False)
             raise
     restored_in = (datetime.now(UTC) - started).total_seconds()
-    write_worklog(record.id, ACTOR, f"verified: {detail}")
+    write_worklog.fn(record.id, ACTOR, f"verified: {detail}")
     if not _lease_kept(record, holder, "not resolved"):
         return False
-    change_incident(
+    change_incident.fn(
         record.id,
         IncidentUpdate(
             state="Resolved",
@@ -247,8 +251,8 @@ def _restore(
         ACTOR,
     )
     if workaround is not None:
-        counted = record_workaround_outcome(workaround.id, record.id, worked=True)
-        write_worklog(
+        counted = record_workaround_outcome.fn(workaround.id, record.id, worked=True)
+        write_worklog.fn(
             record.id,
             ACTOR,
             f"{counted.number}'s workaround has worked {counted.times_worked} of "
@@ -270,7 +274,7 @@ def _lease_kept(record: Incident, holder: str, instead: str) -> bool:
         return True
     taker = leases.holder(lease, datetime.now(UTC)) or "nobody"
     note = f"restoration lease lost to {taker}: {instead}, left to its holder"
-    write_worklog(record.id, ACTOR, note)
+    write_worklog.fn(record.id, ACTOR, note)
     get_run_logger().warning("%s: %s", record.number, note)
     return False
 
@@ -281,8 +285,8 @@ def _escalate(estate: Estate | None, record: Incident, reason: str) -> Incident:
     default_team = estate.settings.default_team if estate else None
     team_name = record.assignment_group or default_team
     team = estate.team(team_name) if estate and team_name else None
-    write_worklog(record.id, ACTOR, f"escalated to {team_name or 'no team'}: {reason}")
-    record = change_incident(
+    write_worklog.fn(record.id, ACTOR, f"escalated to {team_name or 'no team'}: {reason}")
+    record = change_incident.fn(
         record.id,
         IncidentUpdate(
             state="In Progress",
@@ -292,7 +296,7 @@ def _escalate(estate: Estate | None, record: Incident, reason: str) -> Incident:
         ACTOR,
     )
     if estate is None or team_name is None:
-        write_worklog(record.id, ACTOR, "paging failed: no estate to find the on-call in")
+        write_worklog.fn(record.id, ACTOR, "paging failed: no estate to find the on-call in")
         return record
     try:
         paged = notify_on_call(
@@ -304,9 +308,9 @@ def _escalate(estate: Estate | None, record: Incident, reason: str) -> Incident:
                 f"could not be restored automatically: {reason}"
             ),
         )
-        write_worklog(record.id, ACTOR, f"paged {paged}")
+        write_worklog.fn(record.id, ACTOR, f"paged {paged}")
     except Exception as exc:
-        write_worklog(record.id, ACTOR, f"paging failed: {exc}")
+        write_worklog.fn(record.id, ACTOR, f"paging failed: {exc}")
     return record
 
 

@@ -8,12 +8,13 @@ the approvers once and then expire). A decision typed into the Prefect UI carrie
 identity in OSS Prefect, so it counts only if the estate sets `ui_approvals`.
 
 `submit_request` is the same process started from the Prefect UI's typed form: it
-validates, records the request, and runs `fulfil_request` as a subflow.
+validates, records the request under a lease of its own, and runs `fulfil_request` as a
+subflow (requests submitted to the desk are carried by the workers, `desk.fulfilments`).
 
-A run waiting for a decision costs nothing per second: the desk that resumes it wakes it at
-once (`decision_sent`), and one shared check per process every RESUME_CHECK_S finds the runs
-resumed elsewhere (another desk, the Prefect UI), however many are waiting. Prefect's own
-`pause_flow_run` polls the API once a second per paused run instead.
+A run waiting for a decision costs nothing per second: a desk in the same process wakes it
+at once (`decision_sent`), and one shared check per process every RESUME_CHECK_S finds the
+runs resumed from elsewhere (a desk in another process, the Prefect UI), however many are
+waiting. Prefect's own `pause_flow_run` polls the API once a second per paused run instead.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -49,8 +52,9 @@ from flows.fulfilment import FulfilmentResult, fulfilment_flows
 from inventory.models import CatalogItem, Estate
 from itsm.approvals import ApprovalRefusedError, check_approver
 from itsm.catalog import InvalidRequestError, validate_inputs, validate_request
+from itsm.leases import LeaseClaim, Leases
 from itsm.markdown import md_text
-from itsm.request_store import RequestStore
+from itsm.request_store import LEASE_PREFIX, RequestStore
 from itsm.requests import (
     PENDING_STATES,
     Attachment,
@@ -59,6 +63,7 @@ from itsm.requests import (
     ServiceRequest,
     signature_valid,
 )
+from opsflow.settings import get_settings
 from tasks.inventory import read_estate
 from tasks.notify import person_block, send_notification
 from tasks.records import current_flow_run_id, open_store
@@ -184,9 +189,15 @@ def read_request(request: str) -> ServiceRequest:
 
 @task(cache_policy=NONE, timeout_seconds=60)
 def create_request(
-    item: str, inputs: dict[str, InputValue], requester: str, approval_policy: str, actor: str
+    item: str,
+    inputs: dict[str, InputValue],
+    requester: str,
+    approval_policy: str,
+    actor: str,
+    lease_holder: str,
 ) -> ServiceRequest:
-    """Record a submitted request whose inputs the catalog has validated."""
+    """Record a submitted request whose inputs the catalog has validated, leased to
+    `lease_holder` in the same transaction (so no worker takes it up meanwhile)."""
     return request_store().create(
         item,
         inputs,
@@ -195,6 +206,7 @@ def create_request(
         actor=actor,
         now=datetime.now(UTC),
         flow_run_id=current_flow_run_id(),
+        lease=LeaseClaim(LEASE_PREFIX, lease_holder, get_settings().lease_seconds),
     )
 
 
@@ -299,11 +311,24 @@ def submit_request(item: str, inputs: dict[str, Any], requester: str) -> str:
     """
     estate = read_estate()
     found, person, valid = validate_request(estate, item, inputs, requester)
+    # This run carries the request itself, under a lease of its own that it renews, as a
+    # worker would: if its process dies, a worker takes the request over once it lapses.
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
     record = create_request(
-        found.name, valid, person.name, found.approval.policy, actor=f"{UI_APPROVER}:{requester}"
+        found.name,
+        valid,
+        person.name,
+        found.approval.policy,
+        actor=f"{UI_APPROVER}:{requester}",
+        lease_holder=holder,
     )
     get_run_logger().info("%s submitted for %s", record.number, requester)
-    return fulfil_request(record.number)
+    leases, name = Leases(request_store().store), f"{LEASE_PREFIX}{record.id}"
+    try:
+        with leases.renewing(name, holder, get_settings().lease_seconds):
+            return fulfil_request(record.number)
+    finally:
+        leases.release(name, holder)
 
 
 # -- approval ---------------------------------------------------------------------------

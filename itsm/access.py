@@ -170,6 +170,17 @@ class AccessGrant(BaseModel):
         """Whether the grant explains access on its hosts (approved or active)."""
         return self.state in LIVE_STATES
 
+    @property
+    def pending_change(self) -> Literal["grant", "revoke"] | None:
+        """The change on hosts the grant waits for: put in place once approved, taken away
+        once a revocation is asked for; None when none, or when the last attempt failed
+        (a failed grant waits for a person, a failed revocation for `expire-access`)."""
+        if self.last_error is not None or not self.is_live:
+            return None
+        if self.revoke_requested_at is not None:
+            return "revoke"
+        return "grant" if self.state == "approved" else None
+
     def due_end(self) -> datetime:
         """When the access must be gone: its end once active, else approval plus duration."""
         if self.ends_at is not None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     or_,
     select,
@@ -39,7 +40,7 @@ from itsm.access import (
     ResolvedRequest,
     check_transition,
 )
-from itsm.leases import LeaseClaim, leases
+from itsm.leases import leases
 from itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
@@ -50,6 +51,8 @@ from itsm.store import (
 )
 
 RECORD_TYPE = "access_grant"
+LEASE_PREFIX = "grant:"
+"""Grants waiting for a change on hosts are leased as `grant:ID` by whoever carries it out."""
 _RETRIES = 5
 _Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 _Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
@@ -97,7 +100,6 @@ class AccessStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(access_grants, leases)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -142,6 +144,28 @@ class AccessStore:
         with self.store.read() as conn:
             rows = conn.execute(query.order_by(access_grants.c.id)).mappings()
             return [_grant(row) for row in rows]
+
+    def unclaimed(self, changed_before: datetime | None = None) -> list[int]:
+        """Ids of the grants waiting for a change on hosts (`AccessGrant.pending_change`) that
+        no lease covers, oldest first; with `changed_before`, only those approved or asked to
+        be revoked before then."""
+        lease_name = LEASE_PREFIX + access_grants.c.id.cast(String)
+        c = access_grants.c
+        query = (
+            select(c.id)
+            .outerjoin(leases, leases.c.name == lease_name)
+            .where(
+                c.state.in_(LIVE_STATES),
+                c.last_error.is_(None),
+                or_(c.state == "approved", c.revoke_requested_at.is_not(None)),
+                leases.c.name.is_(None),
+            )
+            .order_by(c.id)
+        )
+        if changed_before is not None:
+            query = query.where(func.coalesce(c.revoke_requested_at, c.decided_at) < changed_before)
+        with self.store.read() as conn:
+            return list(conn.execute(query).scalars())
 
     def due_for_removal(self, now: datetime) -> list[AccessGrant]:
         """Live grants past their end, or whose revocation was asked for and not yet done."""
@@ -196,18 +220,11 @@ class AccessStore:
         return grant
 
     def decide(
-        self,
-        grant_id: int,
-        approve: bool,
-        approver: str,
-        comment: str,
-        now: datetime,
-        lease: LeaseClaim | None = None,
+        self, grant_id: int, approve: bool, approver: str, comment: str, now: datetime
     ) -> AccessGrant:
         """Approve or deny a requested grant (the approver's right is checked by the caller).
 
-        `lease`, for an approval, is the lease of whoever puts the access in place: taken in
-        the approval's transaction, so an approved grant is never left carried by nobody.
+        An approved grant waits, unleased, for a worker to put it in place (`unclaimed`).
         """
         target: AccessState = "approved" if approve else "denied"
 
@@ -222,11 +239,7 @@ class AccessStore:
                 **extra,
             }
 
-        def take_lease(conn: Connection, after: AccessGrant) -> None:
-            if lease is not None and after.state == "approved":
-                lease.take(conn, after.id, now)
-
-        return self._modify(grant_id, change, approver, now, None, take_lease)
+        return self._modify(grant_id, change, approver, now, None)
 
     def activate(
         self,
@@ -261,13 +274,18 @@ class AccessStore:
         )
 
     def request_revoke(self, grant_id: int, actor: str, now: datetime) -> AccessGrant:
-        """Mark a live grant for revocation, so it is removed even if this attempt fails."""
+        """Mark a live grant for revocation, so it is removed even if this attempt fails.
+
+        The last error is cleared, so the revocation waits for a worker like any change
+        (`unclaimed`): the error of a grant that could not be put in place is about a change
+        nobody wants any more, and asking again retries a revocation that failed.
+        """
 
         def change(before: AccessGrant) -> dict[str, Any]:
             check_transition(before.id, before.state, "revoked")
             if before.revoke_requested_at is not None:
-                return {}
-            return {"revoke_requested_at": now, "revoke_requested_by": actor}
+                return {"last_error": None}
+            return {"revoke_requested_at": now, "revoke_requested_by": actor, "last_error": None}
 
         return self._modify(grant_id, change, actor, now, None)
 
@@ -299,6 +317,26 @@ class AccessStore:
 
         return self._modify(grant_id, change, "opsflow", now, flow_run_id)
 
+    def note(
+        self, grant_id: int, actor: str, action: str, detail: dict[str, Any], now: datetime
+    ) -> None:
+        """Append an audit entry about the grant that changes none of its fields (a take-over)."""
+        with self.store.write() as conn:
+            self._fetch(conn, grant_id)
+            conn.execute(
+                insert(audit),
+                {
+                    "at": now,
+                    "actor": actor,
+                    "action": f"{RECORD_TYPE}.{action}",
+                    "record_type": RECORD_TYPE,
+                    "record_id": grant_id,
+                    "before": None,
+                    "after": detail,
+                    "flow_run_id": None,
+                },
+            )
+
     def audit_trail(self, grant_id: int) -> list[Any]:
         """Every recorded change to the grant, oldest first."""
         return self.store.audit_trail(RECORD_TYPE, grant_id)
@@ -321,10 +359,8 @@ class AccessStore:
         actor: str,
         now: datetime,
         flow_run_id: str | None,
-        also: Callable[[Connection, AccessGrant], None] | None = None,
     ) -> AccessGrant:
-        """Apply `change` (fields to set) under the write lock, version-guarded and audited;
-        `also` writes what must commit with the change (a lease) in the same transaction."""
+        """Apply `change` (fields to set) under the write lock, version-guarded and audited."""
         for _attempt in range(_RETRIES):
             with self.store.write() as conn:
                 before = self._fetch(conn, grant_id, lock=True)
@@ -352,8 +388,6 @@ class AccessStore:
                         now, actor, _action(before, after), before.id, before, after, flow_run_id
                     ),
                 )
-                if also is not None:
-                    also(conn, after)
                 return after
         raise ConcurrentUpdateError(RECORD_TYPE, grant_id, _RETRIES)
 

@@ -76,7 +76,6 @@ def record_snapshots(store: Store, snapshots: Sequence[FactsSnapshot]) -> int:
     """Append one fact gathering's snapshots in one transaction; return how many."""
     if not snapshots:
         return 0
-    store.ensure_tables(host_facts)
     with store.write() as conn:
         conn.execute(insert(host_facts), [s.model_dump() for s in snapshots])
     return len(snapshots)
@@ -90,7 +89,6 @@ def latest_snapshot(store: Store, host: str) -> StoredSnapshot | None:
 
 def snapshot_history(store: Store, host: str, limit: int = 10) -> list[StoredSnapshot]:
     """The newest `limit` snapshots of `host`, newest first."""
-    store.ensure_tables(host_facts)
     query = (
         select(host_facts)
         .where(host_facts.c.host == host)
@@ -103,6 +101,5 @@ def snapshot_history(store: Store, host: str, limit: int = 10) -> list[StoredSna
 
 def prune_snapshots(store: Store, before: datetime) -> int:
     """Delete snapshots gathered before `before`; return how many went."""
-    store.ensure_tables(host_facts)
     with store.write() as conn:
         return conn.execute(delete(host_facts).where(host_facts.c.gathered_at < before)).rowcount

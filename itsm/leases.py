@@ -3,11 +3,13 @@
 A lease is taken when it is free, lapsed or already the taker's; its holder renews it while
 it works and releases it at the end. A holder that dies simply stops renewing, and once the
 lease lapses anyone may take it over. Access grants lease accounts (`user:NAME`) so two runs
-never change one account at once; desks lease the requests (`request:ID`) and approved
-grants (`grant:ID`) they carry, and a restoration leases its incident (`restoration:ID`).
-Each of these three is taken in the very transaction that records the request, the approval
-or the claim (`LeaseClaim`, `take_lease`), so no crash can leave such a record committed with
-nobody carrying it, and one restoration at a time acts on an incident.
+never change one account at once; workers lease the requests (`request:ID`) and the grants
+waiting for a change on hosts (`grant:ID`) they carry, and a restoration leases its incident
+(`restoration:ID`) in the transaction that claims it (`take_lease`), so one restoration at a
+time acts on an incident. Work recorded with no lease waits for a worker to lease it: the
+workers' sweeps take up whatever waited longer than a lease, so no crash leaves it carried
+by nobody. A request submitted from the Prefect UI is recorded with its run's lease in one
+transaction (`LeaseClaim`).
 """
 
 from __future__ import annotations
@@ -97,11 +99,10 @@ def take_lease(conn: Connection, name: str, holder: str, now: datetime, lease_s:
 
 
 class Leases:
-    """The leases kept in `store`'s database (the table is created on first use)."""
+    """The leases kept in `store`'s database."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(leases)
 
     def take(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
         """Hold `name` for `lease_s` from `now` if it is free, lapsed or `holder`'s already."""

@@ -88,7 +88,6 @@ def declare_window(
         raise PermanentError("a maintenance window needs at least one host")
     if end <= start:
         raise PermanentError(f"maintenance window {name!r}: end {end} is not after start {start}")
-    store.ensure_tables(maintenance_windows)
     row = {
         "name": name[:255],
         "reason": reason,
@@ -106,7 +105,6 @@ def close_window(
     store: Store, window_id: int, end: datetime, closed_at: datetime
 ) -> DeclaredWindow:
     """End a window at `end` (never later than it was declared to end); safe to repeat."""
-    store.ensure_tables(maintenance_windows)
     table = maintenance_windows
     with store.write() as conn:
         row = conn.execute(select(table).where(table.c.id == window_id)).mappings().first()
@@ -126,7 +124,6 @@ def close_window(
 
 def get_window(store: Store, window_id: int) -> DeclaredWindow:
     """One declared window by id."""
-    store.ensure_tables(maintenance_windows)
     query = select(maintenance_windows).where(maintenance_windows.c.id == window_id)
     with store.read() as conn:
         row = conn.execute(query).mappings().first()
@@ -137,7 +134,6 @@ def get_window(store: Store, window_id: int) -> DeclaredWindow:
 
 def windows_between(store: Store, start: datetime, end: datetime) -> list[DeclaredWindow]:
     """Every declared window that overlaps the interval [start, end], oldest first."""
-    store.ensure_tables(maintenance_windows)
     table = maintenance_windows
     query = select(table).where(table.c.start <= end, table.c.end > start).order_by(table.c.id)
     with store.read() as conn:

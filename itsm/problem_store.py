@@ -154,7 +154,6 @@ class ProblemStore:
 
     def __init__(self, store: Store):
         self.store = store
-        store.ensure_tables(*TABLES)
 
     # -- problems -------------------------------------------------------------------------
 

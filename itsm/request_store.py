@@ -1,7 +1,7 @@
 """Service requests in the records store, every change audited in the same transaction.
 
 The table lives on `itsm.store.metadata` next to incidents and the audit; `RequestStore`
-wraps a `Store` and creates the table on first use. Changes follow the incidents' pattern:
+wraps a `Store` (which made the table when it opened). Changes follow the incidents' pattern:
 the row is read under the write lock, the state machine in `itsm.requests` decides, and a
 version column guards against any writer that did not take the lock.
 """
@@ -54,6 +54,8 @@ from itsm.store import (
 from opsflow.errors import PermanentError
 
 RECORD_TYPE = "service_request"
+LEASE_PREFIX = "request:"
+"""Requests are leased as `request:ID` by whoever carries them."""
 _RETRIES = 5
 _states = ", ".join(f"'{state}'" for state in TRANSITIONS)
 
@@ -117,12 +119,11 @@ class RequestStore:
     """Service requests over a `Store`: create, read, move through the state machine, audit.
 
     Args:
-        store: the records store; the requests table is created in it if missing.
+        store: the records store.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_tables(service_requests, leases)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -175,6 +176,21 @@ class RequestStore:
         with self.store.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [ServiceRequest.model_validate(dict(row)) for row in rows]
+
+    def unclaimed(self, changed_before: datetime | None = None) -> list[int]:
+        """Ids of the requests not yet final that no lease covers (nobody carries them),
+        oldest first; with `changed_before`, only those unchanged since then."""
+        lease_name = LEASE_PREFIX + service_requests.c.id.cast(String)
+        query = (
+            select(service_requests.c.id)
+            .outerjoin(leases, leases.c.name == lease_name)
+            .where(service_requests.c.state.in_(CARRIED_STATES), leases.c.name.is_(None))
+            .order_by(service_requests.c.id)
+        )
+        if changed_before is not None:
+            query = query.where(service_requests.c.updated_at < changed_before)
+        with self.store.read() as conn:
+            return list(conn.execute(query).scalars())
 
     def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
         """Every recorded change to one request, oldest first."""

@@ -31,14 +31,25 @@ class OpsflowSettings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL of the records store; SQLite under the home when unset.",
+        description=(
+            "SQLAlchemy URL of the records store; when unset, `opsflow up` keeps them in its "
+            "PostgreSQL cluster (and tells other shells so), anything else in SQLite under "
+            "the home."
+        ),
+    )
+    postgres_port: int = Field(
+        default=15432,
+        ge=1,
+        le=65535,
+        description="Loopback port of the PostgreSQL cluster `opsflow up` runs in the home.",
     )
     lease_seconds: float = Field(
         default=30.0,
         gt=0,
         description=(
-            "How long a desk holds a request or access grant it is carrying without renewing; "
-            "when a desk stops, another takes its work over once those leases lapse."
+            "How long a worker holds a restoration, request or access change it is carrying "
+            "without renewing; when a worker stops, another takes its work over once those "
+            "leases lapse (and takes up work nobody leased within one)."
         ),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -11,6 +12,12 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 SLOT_WAIT_S = 300.0
+
+LIMIT_CHECK_S = 60.0
+_limit_seen_at: dict[str, float] = {}
+"""When this process last saw each host's limit on the server: asking before every
+restoration would cost the closed loop a round trip; asking once a minute still recreates
+a limit someone deleted."""
 
 
 def slot_name(host: str) -> str:
@@ -22,13 +29,15 @@ def slot_name(host: str) -> str:
 def host_slot(host: str, timeout_s: float = SLOT_WAIT_S) -> Iterator[None]:
     """Hold the host's single slot for the block; other flows wait for it (up to `timeout_s`)."""
     name = slot_name(host)
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
-                )
+    if time.monotonic() - _limit_seen_at.get(name, -LIMIT_CHECK_S) >= LIMIT_CHECK_S:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                with suppress(ObjectAlreadyExists):
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=1)
+                    )
+        _limit_seen_at[name] = time.monotonic()
     with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True):
         yield

@@ -375,7 +375,7 @@ def execute(
         try:
             channel.exec_command(_wrapped(command, timeout_s))
             if stdin is not None:
-                channel.sendall(stdin)
+                _send_input(channel, stdin)
             channel.shutdown_write()
             _drain(channel, deadline, out, err, max_output_bytes + 32)
             exit_status = channel.recv_exit_status()
@@ -411,6 +411,16 @@ def execute(
     if check and not result.ok:
         raise CommandFailedError(host.name, shown, exit_status, result.stderr or result.stdout)
     return result
+
+
+def _send_input(channel: paramiko.Channel, stdin: bytes) -> None:
+    """Send `stdin` whole, unless the command ended before reading it all (it failed early,
+    say): its output and exit status then say why, so that is no lost connection."""
+    try:
+        channel.sendall(stdin)
+    except OSError:
+        if not (channel.closed and channel.exit_status_ready()):
+            raise
 
 
 def _stop(host: Host, client: paramiko.SSHClient, out: bytearray) -> str:

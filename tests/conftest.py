@@ -170,14 +170,15 @@ def generous_budget(lab) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
-    """The desk served by uvicorn on a free port, with its triage and restoration dispatcher,
-    its records on the session's PostgreSQL.
+    """The desk served by uvicorn on a free port and a worker (`opsflow.runtime.worker`) that
+    triages and restores, both in this process, the records on the session's PostgreSQL.
 
     Routine jobs find it through OPSFLOW_DESK_URL and the `opsflow-desk-token` Secret block.
     """
     from blocks.registration import save_desk_token
     from desk.server import build_desk
     from lab.people import token_file
+    from opsflow.runtime.worker import Worker
 
     app, dispatcher = build_desk(lab.estate_dir)
     port = free_port()
@@ -189,7 +190,10 @@ def desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
     os.environ["OPSFLOW_DESK_URL"] = server.url
     save_desk_token(token_file(lab.directory, "routine-jobs").read_text())
     server.dispatcher = dispatcher
+    server.worker = Worker()
+    server.worker.start()
     yield server
+    server.worker.stop()
     server.should_exit = True
     thread.join(30)
 

@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import requests
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
 from itsm.records import Incident, IncidentCreate
@@ -95,6 +96,55 @@ def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[De
     finally:
         process.kill()
         process.wait(10)
+
+
+@contextmanager
+def worker_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[subprocess.Popen]:
+    """A worker (`python -m opsflow.runtime.worker`) on the same records and Prefect server,
+    with short leases, once it serves; killed at the end."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "OPSFLOW_INVENTORY": str(estate_dir),
+        "OPSFLOW_LEASE_SECONDS": str(lease_s),
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "opsflow.runtime.worker"],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def serving() -> bool:
+        assert process.poll() is None, log.read_text()
+        return "worker serving" in log.read_text()
+
+    try:
+        wait_for(serving, 60, "the worker to serve")
+        yield process
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def run_state(flow_run_id: str) -> str:
+    """The Prefect state type of a flow run (PAUSED, RUNNING, CRASHED…)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+    return run.state.type.value if run.state else "NONE"
+
+
+class NoWorkers:
+    """A desk's wake-ups (`app.state.wake_ups`) that reach no worker: the requests and grants
+    it records stay as it recorded them."""
+
+    def request_submitted(self) -> None:
+        """A request was recorded; nobody is told."""
+
+    def access_changed(self) -> None:
+        """An access change was recorded; nobody is told."""
 
 
 def open_service_down(host: str, summary: str) -> Incident:

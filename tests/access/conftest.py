@@ -202,21 +202,18 @@ def access_estate(access_env: None, access_estate_dir: Path) -> Any:
 
 @pytest.fixture(scope="package")
 def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
-    """The desk with the access API, served by uvicorn on a free port."""
+    """The desk with the access API, served by uvicorn on a free port, and a worker that
+    carries out its access changes (`server.worker`), both in this process."""
     import socket
 
     import uvicorn
 
-    from desk.api_access import AccessRunner
     from desk.app import create_app
     from desk.server import EstateCache
-    from itsm.access_store import AccessStore
+    from opsflow.runtime.worker import Worker
     from tasks.records import open_store
 
-    runner = AccessRunner()
-    runner.keep(AccessStore(open_store()))
     app = create_app(open_store(), EstateCache(access_estate_dir))
-    app.state.access_runner = runner
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -225,11 +222,12 @@ def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
     thread.start()
     wait_for(lambda: server.started, 30, "the desk to start")
     server.url = f"http://127.0.0.1:{port}"
-    server.runner = runner
+    server.worker = Worker(open_store())
+    server.worker.start()
     yield server
+    server.worker.stop()
     server.should_exit = True
     thread.join(30)
-    runner.stop()
 
 
 # --- checking access the way a user would ------------------------------------------------------

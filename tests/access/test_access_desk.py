@@ -125,7 +125,7 @@ def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
         assert on_host(name, ["getent", "passwd", "carol"]).returncode == 2
 
 
-def test_a_grant_approved_just_before_its_desk_died_is_put_in_place(
+def test_a_grant_whose_worker_died_before_its_run_is_put_in_place(
     access_desk: Any, access_estate: Any, people: dict[str, Person]
 ) -> None:
     from itsm.access_store import AccessStore
@@ -134,16 +134,20 @@ def test_a_grant_approved_just_before_its_desk_died_is_put_in_place(
 
     carol = people["carol"]
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
-    # What a desk leaves behind when it dies between recording the approval and the grant's
+    # What a worker leaves behind when it dies between leasing an approved grant and its
     # run: the grant approved, its lease held by a process that no longer renews it.
     AccessStore(open_store()).decide(grant["id"], True, "bob", "ok", datetime.now(UTC))
     lapsed = datetime.now(UTC) - timedelta(minutes=1)
-    assert Leases(open_store()).take(f"grant:{grant['id']}", "a-dead-desk", lapsed, lease_s=1)
+    assert Leases(open_store()).take(f"grant:{grant['id']}", "a-dead-worker", lapsed, lease_s=1)
     assert logins(access_estate, WEB, carol) == dict.fromkeys(WEB)
 
     active = grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
     assert active["hosts"] == WEB
     assert logins(access_estate, ALL, carol) == {n: 0 if n in WEB else None for n in ALL}
+    trail = AccessStore(open_store()).audit_trail(grant["id"])
+    [taken] = [e for e in trail if e.action == "access_grant.taken_over"]
+    assert taken.after["from"] == "a-dead-worker"
+    assert taken.after["by"] == access_desk.worker.access.leases.holder
     revoke(access_desk, carol, grant["id"])
     assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL)
 

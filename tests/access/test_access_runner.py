@@ -1,4 +1,4 @@
-"""The desk's access runner: grants and revocations in threads, expiry at each grant's end."""
+"""A worker's access runner: grants and revocations in threads, expiry at each grant's end."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from desk.api_access import AccessRunner
-from itsm.access import AccessGrant
+import pytest
+
+from desk.access_changes import AccessRunner
+from itsm.access import AccessGrant, AccessRequestCreate, resolve_request
+from itsm.access_store import AccessStore
+from itsm.store import Store
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHtfozhPTtl8AkMOSM3DVfaazlgK6iLBcy+DLgNv9iP"
 
@@ -31,7 +35,12 @@ def grant(grant_id: int, ends_in_s: float, state: str = "active") -> AccessGrant
     )
 
 
-def test_expiry_runs_once_each_grant_ends_and_stops_cleanly() -> None:
+@pytest.fixture
+def grants(tmp_path: Any) -> AccessStore:
+    return AccessStore(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+
+
+def test_expiry_runs_once_each_grant_ends_and_stops_cleanly(grants: AccessStore) -> None:
     runs: list[float] = []
     ran = threading.Event()
 
@@ -39,7 +48,7 @@ def test_expiry_runs_once_each_grant_ends_and_stops_cleanly() -> None:
         runs.append(time.monotonic())
         ran.set()
 
-    runner = AccessRunner(expire=expire)
+    runner = AccessRunner(grants, expire=expire)
     started = time.monotonic()
     runner.schedule_expiry(grant(2, 0.4))
     runner.schedule_expiry(grant(1, 0.2))
@@ -58,18 +67,29 @@ def test_expiry_runs_once_each_grant_ends_and_stops_cleanly() -> None:
     assert len(runs) <= 2
 
 
-def test_a_failing_flow_is_logged_and_the_runner_carries_on(caplog: Any) -> None:
-    def fail(*_: Any) -> None:
+def test_a_failing_flow_is_logged_and_the_runner_carries_on(
+    grants: AccessStore, access_estate: Any, caplog: Any
+) -> None:
+    def fail(grant_id: int, *_: Any) -> None:
+        grants.record_error(grant_id, "host down", datetime.now(UTC), "test")
         raise RuntimeError("host down")
 
-    class Grants:
-        def get(self, grant_id: int) -> AccessGrant:
-            raise AssertionError("a failed grant is not scheduled for expiry")
+    estate = access_estate
+    carol = estate.person("carol")
+    body = AccessRequestCreate(entitlement="web-login")
+    asked = [grants.request(resolve_request(estate, carol, body), "carol", datetime.now(UTC))]
+    asked.append(grants.request(resolve_request(estate, carol, body), "carol", datetime.now(UTC)))
+    for grant in asked:
+        grants.decide(grant.id, True, "bob", "", datetime.now(UTC))
+    grants.request_revoke(asked[1].id, "carol", datetime.now(UTC))
 
-    runner = AccessRunner(grant=fail, revoke=fail)
-    runner.grant(7, Grants()).result(5)  # type: ignore[arg-type]
-    runner.revoke(7, "carol").result(5)
+    runner = AccessRunner(grants, grant=fail, revoke=fail, expire=lambda: None)
+    assert runner.run_next() == asked[0].id
+    assert runner.wait_idle(5)
+    assert runner.run_next() is None, "the other change was carried on in the same slot"
     runner.stop()
     messages = [r.getMessage() for r in caplog.records]
-    assert "granting access grant 7 failed (recorded on the grant)" in messages
-    assert "revoking access grant 7 failed; expiry will retry" in messages
+    assert f"grant of access grant {asked[0].id} failed (recorded): host down" in messages
+    assert f"revoke of access grant {asked[1].id} failed (recorded): host down" in messages
+    assert [grants.get(g.id).state for g in asked] == ["approved", "approved"]
+    assert grants.unclaimed() == [], "failed changes wait for a person or expire-access"

@@ -18,16 +18,13 @@ import requests
 import uvicorn
 from typer.testing import CliRunner
 
-from desk.api_access import AccessRunner
-from desk.api_requests import RequestRunner
 from desk.app import create_app
 from desk.cli import app as opsflow
 from desk.estate import EstateCache
 from itsm.records import IncidentCreate
-from itsm.request_store import RequestStore
 from itsm.store import Store
 from lab.people import token_file
-from tests.support import free_port, wait_for
+from tests.support import NoWorkers, free_port, wait_for
 
 
 @dataclass
@@ -56,12 +53,8 @@ def desk(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     """A served desk over a fresh SQLite file holding incidents, requests and grants of
     several people; request and grant runs wait until the module ends."""
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('authz') / 'records.db'}")
-    done = threading.Event()
     app = create_app(store, EstateCache(lab.estate_dir))
-    runner = app.state.request_runner = RequestRunner(
-        RequestStore(store), run=lambda number: done.wait(60)
-    )
-    app.state.access_runner = AccessRunner(grant=lambda grant_id: done.wait(60))
+    app.state.wake_ups = NoWorkers()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
     )
@@ -98,8 +91,6 @@ def desk(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     yield desk
     server.should_exit = True
     thread.join(30)
-    done.set()
-    runner.wait_idle(30)
 
 
 def numbers(listed: object) -> set[str]:

@@ -1,54 +1,54 @@
-"""A request and an approved grant are recorded together with the lease of the desk carrying
-them, in one transaction of a real database (SQLite and PostgreSQL): no crash between the two
-can leave one carried by nobody. The lease write is made to fail by a trigger in the database
-itself.
+"""A request or an approved grant is carried even when no wake-up reaches a worker: the desk
+records it and answers, and a worker's sweep takes it up once it waited a lease; workers
+woken together carry each item once; paused requests never hold the wake-up. On a real
+database (SQLite and PostgreSQL), with the flows stood in for by functions.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from desk.api_access import AccessRunner
-from desk.api_requests import RequestRunner
+from desk.access_changes import AccessRunner
 from desk.app import create_app
 from desk.estate import EstateCache
-from itsm.access_store import AccessStore, access_grants
+from desk.fulfilments import RequestRunner
+from itsm.access_store import AccessStore
 from itsm.leases import leases
-from itsm.request_store import RequestStore, service_requests
+from itsm.request_store import RequestStore
 from itsm.store import Store
 from lab.people import token_file
+from tests.support import wait_for
 
-FAIL_LEASE_WRITES = {
-    "sqlite": [
-        "CREATE TRIGGER fail_lease_writes BEFORE INSERT ON leases "
-        "BEGIN SELECT RAISE(ABORT, 'lease write failed'); END"
-    ],
-    "postgresql": [
-        "CREATE FUNCTION fail_lease_write() RETURNS trigger LANGUAGE plpgsql "
-        "AS $$ BEGIN RAISE EXCEPTION 'lease write failed'; END $$",
-        "CREATE TRIGGER fail_lease_writes BEFORE INSERT ON leases "
-        "FOR EACH ROW EXECUTE FUNCTION fail_lease_write()",
-    ],
-}
-STOP_FAILING_LEASE_WRITES = {
-    "sqlite": ["DROP TRIGGER IF EXISTS fail_lease_writes"],
-    "postgresql": ["DROP FUNCTION IF EXISTS fail_lease_write CASCADE"],
-}
+LEASE_S = 1.0
 
 
 @dataclass
-class CrashDesk:
+class LostWakeUps:
+    """Wake-ups that reach nobody, as when the desk dies right after its commit."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def request_submitted(self) -> None:
+        self.sent.append("fulfil-request")
+
+    def access_changed(self) -> None:
+        self.sent.append("provision-access")
+
+
+@dataclass
+class Desk:
     client: TestClient
     store: Store
-    requests: RequestRunner
-    access: AccessRunner
+    wake_ups: LostWakeUps
     lab_dir: Path
 
     def call(self, method: str, path: str, person: str, **kwargs: object):
@@ -56,73 +56,140 @@ class CrashDesk:
         headers = {"Authorization": f"Bearer {token}"}
         return self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
 
-    def lease_writes_fail(self, failing: bool) -> None:
-        with self.store.write() as conn:
-            statements = STOP_FAILING_LEASE_WRITES[self.store.dialect]
-            if failing:
-                statements = statements + FAIL_LEASE_WRITES[self.store.dialect]
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-
-    def rows(self) -> tuple[list, list, dict[str, str]]:
-        """Requests, grants and leases as one read transaction sees them."""
-        with self.store.read() as conn, conn.begin():
-            requests = conn.execute(select(service_requests)).mappings().all()
-            grants = conn.execute(select(access_grants)).mappings().all()
-            held = {r.name: r.holder for r in conn.execute(select(leases))}
-        return list(requests), list(grants), held
+    def held(self) -> dict[str, str]:
+        with self.store.read() as conn:
+            return {r.name: r.holder for r in conn.execute(select(leases))}
 
 
 @pytest.fixture
-def crash_desk(lab, records_url: str) -> Iterator[CrashDesk]:
-    """The desk's app over a fresh records database; its runs wait until the test ends."""
+def desk(lab, records_url: str) -> Iterator[Desk]:
+    """The desk's app over a fresh records database; its wake-ups reach nobody."""
     store = Store(records_url)
-    done = threading.Event()
     app = create_app(store, EstateCache(lab.estate_dir))
-    requests = app.state.request_runner = RequestRunner(
-        RequestStore(store), run=lambda number: done.wait(30), lease_s=60
-    )
-    access = app.state.access_runner = AccessRunner(grant=lambda grant_id: done.wait(30))
-    access.keep(AccessStore(store), lease_s=60)
+    app.state.wake_ups = LostWakeUps()
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield CrashDesk(client, store, requests, access, lab.directory)
-    done.set()
-    requests.wait_idle(30)
-    access.stop()
+        yield Desk(client, store, app.state.wake_ups, lab.directory)
 
 
-def test_a_request_is_recorded_only_with_its_lease(crash_desk: CrashDesk, lab) -> None:
+def finish(requests: RequestStore, carried: list[str]):
+    """A stand-in fulfilment: note the request and close it."""
+
+    def run(number: str) -> None:
+        carried.append(number)
+        requests.move(number, "failed", "test", datetime.now(UTC), outcome="stood in for")
+
+    return run
+
+
+def test_a_request_whose_wake_up_is_lost_is_taken_up_by_a_sweep(desk: Desk, lab) -> None:
     body = {"item": "restart-service", "inputs": {"service": "app", "host": lab.hosts[0].name}}
-    crash_desk.lease_writes_fail(True)
-    refused = crash_desk.call("POST", "/requests", "carol", json=body)
-    assert refused.status_code >= 500
-    requests, _, held = crash_desk.rows()
-    assert requests == [] and held == {}, "a failed lease write leaves neither"
-    assert crash_desk.requests.running == 0, "its run slot was given back"
-
-    crash_desk.lease_writes_fail(False)
-    submitted = crash_desk.call("POST", "/requests", "carol", json=body)
+    submitted = desk.call("POST", "/requests", "carol", json=body)
     assert submitted.status_code == 201, submitted.text
-    requests, _, held = crash_desk.rows()
-    assert [r.id for r in requests] == [submitted.json()["id"]]
-    assert held == {f"request:{requests[0].id}": crash_desk.requests.leases.holder}
+    assert submitted.json()["state"] == "submitted"
+    assert desk.wake_ups.sent == ["fulfil-request"]
+    assert desk.held() == {}, "recorded with no lease: it waits for a worker"
+
+    requests = RequestStore(desk.store)
+    carried: list[str] = []
+    runner = RequestRunner(requests, run=finish(requests, carried), lease_s=LEASE_S)
+    assert runner.leases.take_over_lapsed() == [], "not before it waited a lease"
+    time.sleep(LEASE_S)
+    assert runner.leases.take_over_lapsed() == [f"request:{submitted.json()['id']}"]
+    assert runner.wait_idle(10)
+    number = submitted.json()["number"]
+    assert carried == [number]
+    trail = [e.action for e in requests.audit_trail(number)]
+    assert "service_request.taken_up" in trail and trail[-1] == "service_request.failed"
+    assert desk.held() == {}, "given back once carried"
 
 
-def test_a_grant_is_approved_only_with_its_lease(crash_desk: CrashDesk) -> None:
-    asked = crash_desk.call("POST", "/access-requests", "carol", json={"entitlement": "web-login"})
+def test_an_approved_grant_whose_wake_up_is_lost_is_put_in_place_by_a_sweep(desk: Desk) -> None:
+    asked = desk.call("POST", "/access-requests", "carol", json={"entitlement": "web-login"})
     assert asked.status_code == 201, asked.text
     grant_id = asked.json()["id"]
-    crash_desk.lease_writes_fail(True)
-    refused = crash_desk.call("POST", f"/access-requests/{grant_id}/approve", "bob")
-    assert refused.status_code >= 500
-    _, grants, held = crash_desk.rows()
-    assert [g.state for g in grants] == ["requested"] and held == {}, (
-        "a failed lease write leaves the grant requested and unleased"
-    )
-
-    crash_desk.lease_writes_fail(False)
-    approved = crash_desk.call("POST", f"/access-requests/{grant_id}/approve", "bob")
+    approved = desk.call("POST", f"/access-requests/{grant_id}/approve", "bob")
     assert approved.status_code == 202, approved.text
-    _, grants, held = crash_desk.rows()
-    assert [g.state for g in grants] == ["approved"]
-    assert held[f"grant:{grant_id}"] == crash_desk.access.lease_claim().holder
+    assert approved.json()["state"] == "approved"
+    assert desk.wake_ups.sent == ["provision-access"] and desk.held() == {}
+
+    grants = AccessStore(desk.store)
+    put: list[int] = []
+
+    def grant(grant_id: int) -> None:
+        put.append(grant_id)
+        grants.activate(grant_id, ["lab01"], datetime.now(UTC), "test")
+
+    runner = AccessRunner(grants, grant=grant, expire=lambda: None, lease_s=LEASE_S)
+    time.sleep(LEASE_S)
+    assert runner.leases.take_over_lapsed() == [f"grant:{grant_id}"]
+    assert runner.wait_idle(10)
+    runner.stop()
+    assert put == [grant_id] and grants.get(grant_id).state == "active"
+    assert "access_grant.taken_up" in [e.action for e in grants.audit_trail(grant_id)]
+
+    revoked = desk.call("DELETE", f"/access-grants/{grant_id}", "carol")
+    assert revoked.status_code == 202, revoked.text
+    assert desk.wake_ups.sent == ["provision-access", "provision-access"]
+    taken: list[tuple[int, str]] = []
+
+    def revoke(grant_id: int, actor: str) -> None:
+        taken.append((grant_id, actor))
+        grants.end(grant_id, "revoked", datetime.now(UTC), "test")
+
+    runner = AccessRunner(grants, revoke=revoke, expire=lambda: None, lease_s=LEASE_S)
+    assert runner.run_next() == grant_id, "a wake-up takes it up at once"
+    assert runner.wait_idle(10)
+    assert taken == [(grant_id, "carol")] and grants.get(grant_id).state == "revoked"
+    runner.stop()
+
+
+def test_workers_woken_together_carry_each_request_once(records_url: str) -> None:
+    store = Store(records_url)
+    requests = RequestStore(store)
+    numbers = [
+        requests.create("clear-old-logs", {}, "carol", "none", "carol", datetime.now(UTC)).number
+        for _ in range(6)
+    ]
+    carried: list[str] = []
+    runners = [RequestRunner(requests, run=finish(requests, carried)) for _ in range(3)]
+    wake_ups = [threading.Thread(target=r.run_next) for r in runners for _ in numbers]
+    for thread in wake_ups:
+        thread.start()
+    for thread in wake_ups:
+        thread.join(30)
+    assert all(runner.wait_idle(30) for runner in runners)
+    assert sorted(carried) == numbers, "each request carried exactly once"
+    assert requests.unclaimed() == []
+
+
+def test_paused_requests_hold_no_wake_up_and_a_freed_slot_takes_the_next(
+    records_url: str,
+) -> None:
+    store = Store(records_url)
+    requests = RequestStore(store)
+    numbers = [
+        requests.create("clear-old-logs", {}, "carol", "one", "carol", datetime.now(UTC)).number
+        for _ in range(3)
+    ]
+    decided = {number: threading.Event() for number in numbers}
+    started: list[str] = []
+
+    def wait_for_approver(number: str) -> None:
+        started.append(number)
+        decided[number].wait(30)
+        requests.move(number, "rejected", "bob", datetime.now(UTC), approver="bob")
+
+    runner = RequestRunner(requests, run=wait_for_approver, max_running=2)
+    woken = time.monotonic()
+    assert runner.run_next() is not None and runner.run_next() is not None
+    assert time.monotonic() - woken < 5, "a wake-up returns at once; the run goes on"
+    assert runner.run_next() is None, "max_running requests run here: the third waits"
+    wait_for(lambda: len(started) == 2, 10, "two paused requests")
+    decided[started[0]].set()
+    wait_for(lambda: len(started) == 3, 10, "the freed slot to take the third request")
+    assert sorted(started) == numbers
+    for event in decided.values():
+        event.set()
+    assert runner.wait_idle(10)
+    assert [requests.get(number).state for number in numbers] == ["rejected"] * 3
+    assert requests.unclaimed() == []

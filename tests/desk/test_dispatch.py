@@ -1,4 +1,4 @@
-"""The dispatcher turns bursts of 'events stored' into few triage runs and launches restorations."""
+"""The dispatcher turns bursts of 'events stored' into few triage passes, backing off on failure."""
 
 from __future__ import annotations
 
@@ -11,48 +11,37 @@ from tests.desk.conftest import auth
 from tests.support import wait_for
 
 
-def test_a_burst_coalesces_and_opened_incidents_are_restored() -> None:
+def test_a_burst_coalesces_into_few_passes() -> None:
     pending = {"events": 0}
     runs: list[int] = []
-    restored: list[str] = []
     lock = threading.Lock()
 
-    def triage() -> list[dict]:
+    def triage() -> bool:
         with lock:
             taken, pending["events"] = pending["events"], 0
         runs.append(taken)
         time.sleep(0.05)
-        if not taken:
-            return []
-        return [
-            {"action": "opened", "runbook": "restart-service", "incident_number": "INC1"},
-            *({"action": "correlated", "runbook": None} for _ in range(taken - 1)),
-        ]
+        return bool(taken)
 
-    def restore(number: str) -> None:
-        restored.append(number)
-        raise RuntimeError("a failing restoration is logged, not fatal")
-
-    dispatcher = Dispatcher(triage, restore)
+    dispatcher = Dispatcher(triage)
     dispatcher.start()
     for _ in range(500):
         with lock:
             pending["events"] += 1
         dispatcher.notify()
-    wait_for(lambda: sum(runs) == 500 and dispatcher.running_restorations() == 0, 10, "triage")
+    wait_for(lambda: sum(runs) == 500, 10, "triage")
     dispatcher.stop()
     assert len(runs) < 50, f"{len(runs)} triage runs for one burst"
-    assert restored and set(restored) == {"INC1"}
 
 
 def test_a_failing_triage_backs_off_and_says_so() -> None:
     calls: list[float] = []
 
-    def triage() -> list[dict]:
+    def triage() -> bool:
         calls.append(time.monotonic())
         raise RuntimeError("database is on fire")
 
-    dispatcher = Dispatcher(triage, lambda number: None, backoff_s=(0.1, 0.4))
+    dispatcher = Dispatcher(triage, backoff_s=(0.1, 0.4))
     dispatcher.start()
     try:
         for _ in range(100):
@@ -76,10 +65,10 @@ def test_health_is_degraded_while_triage_fails_or_lags(store, desk_estate) -> No
     from desk.estate import EstateCache
     from itsm.records import EventIn
 
-    def broken() -> list[dict]:
+    def broken() -> bool:
         raise RuntimeError("boom")
 
-    failing = Dispatcher(broken, lambda number: None)
+    failing = Dispatcher(broken)
     app = create_app(store, EstateCache(desk_estate))
     client = TestClient(app)
     assert client.get("/api/v1/health").json()["status"] == "ok"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,8 @@ def test_a_bad_alert_costs_only_itself(desk, store, case, hostile, field) -> Non
     assert rejected["reason"].startswith(f"alerts[1].{field}"), rejected
     assert sorted(e.host for e in stored_events(store)) == ["web1", "web2"]
     metrics = desk.get("/metrics").text
-    assert 'opsflow_events_rejected_total{source="alertmanager"} 1' in metrics
+    process = f'process="{os.getpid()}"'
+    assert f'opsflow_events_rejected_total{{source="alertmanager",{process}}} 1' in metrics
 
 
 def test_a_bad_generic_event_costs_only_itself(desk, store) -> None:

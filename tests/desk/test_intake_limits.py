@@ -114,7 +114,7 @@ def test_stranger_is_refused_before_the_body_is_read(
 
 def _waiting(url: str) -> int:
     metrics = requests.get(f"{url}/metrics", timeout=10).text
-    [line] = [m for m in metrics.splitlines() if m.startswith("opsflow_intake_waiting_events ")]
+    [line] = [m for m in metrics.splitlines() if m.startswith("opsflow_intake_waiting_events{")]
     return int(line.split()[1])
 
 

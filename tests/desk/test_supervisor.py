@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,11 +17,11 @@ SLEEPER = [sys.executable, "-c", "import signal; print('up', flush=True); signal
 
 
 def alive(pid: int) -> bool:
+    """Running: neither gone nor a zombie its new parent (init) has not reaped yet."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
         return False
-    return True
 
 
 def kill(supervisor: Supervisor, name: str) -> int:
@@ -60,3 +61,35 @@ def test_a_stopped_process_stays_stopped(tmp_path: Path) -> None:
     assert not alive(pid)
     supervisor.check()
     assert supervisor.process("sleeper").pid == pid, "stopping is not dying: no restart"
+
+
+SUPERVISING = """
+import os, sys, time
+from pathlib import Path
+from desk.supervisor import Supervisor
+
+sleeper = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
+process = Supervisor(dict(os.environ)).start("sleeper", sleeper, Path(sys.argv[1]))
+print(process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
+    supervising = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISING, str(tmp_path / "sleeper.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    log = tmp_path / "sleeper.log"
+    try:
+        pid = int(supervising.stdout.readline())
+        # Running its own code: setpriv has set the parent-death signal before exec'ing it.
+        wait_for(lambda: log.is_file() and "up" in log.read_text(), 30, "the sleeper to start")
+        supervising.send_signal(signal.SIGKILL)
+        supervising.wait(10)
+        wait_for(lambda: not alive(pid), 10, "the sleeper to be stopped with its supervisor")
+    finally:
+        supervising.kill()
+        supervising.wait(10)

@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,11 +23,12 @@ from itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
 from itsm.records import Incident, IncidentUpdate
 from lab.hosts import SVC, run_on_host
 from lab.people import token_file
+from opsflow.runtime.worker import Worker
 from opsflow.settings import get_settings
 from tasks.concurrency import host_slot
 from tasks.inventory import read_estate
 from tasks.records import open_store
-from tests.support import DeskProcess, desk_process, open_service_down, wait_for
+from tests.support import open_service_down, wait_for, worker_process
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())
@@ -237,10 +239,18 @@ def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> N
 
 
 @pytest.fixture
-def second_desk(lab, desk, tmp_path: Path) -> Iterator[DeskProcess]:
-    """Another desk process on the same records and Prefect server, with 2 s leases."""
-    with desk_process(lab.estate_dir, tmp_path / "desk.log") as other:
-        yield other
+def two_workers(lab, desk, tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
+    """Two worker processes with 2 s leases, and no other worker while they run."""
+    desk.worker.stop()
+    try:
+        with (
+            worker_process(lab.estate_dir, tmp_path / "worker-1.log") as first,
+            worker_process(lab.estate_dir, tmp_path / "worker-2.log") as second,
+        ):
+            yield [first, second]
+    finally:
+        desk.worker = Worker()
+        desk.worker.start()
 
 
 def service_down_alert(host: str) -> dict:
@@ -253,38 +263,39 @@ def service_down_alert(host: str) -> dict:
     return body
 
 
-@pytest.mark.slow
-def test_desk_killed_mid_restoration_leaves_no_incident_behind(
-    lab, desk, second_desk: DeskProcess
+def test_worker_killed_mid_restoration_leaves_no_incident_behind(
+    lab, desk, two_workers: list[subprocess.Popen]
 ) -> None:
     host = lab.hosts[2].name
     run_on_host(host, [SVC, "stop"], lab.directory)
     token = token_file(lab.directory, "alertmanager").read_text()
+    by_pid = {process.pid: process for process in two_workers}
 
-    def claimed_by_second_desk() -> Incident | None:
+    def claimed_by_a_worker() -> tuple[Incident, subprocess.Popen] | None:
         for found in open_store().list_incidents(host=host, state=["In Progress"], limit=5):
-            holder = lease_holder(found)
-            if found.runbook and holder and f":{second_desk.process.pid}:" in holder:
-                return found
+            holder = lease_holder(found) or ""
+            pid = int(holder.split(":")[1]) if holder.count(":") == 2 else None
+            if found.runbook and pid in by_pid:
+                return found, by_pid[pid]
         return None
 
     with host_slot(host):
         answer = requests.post(
-            f"{second_desk.url}/api/v1/events/alertmanager",
+            f"{desk.url}/api/v1/events/alertmanager",
             json=service_down_alert(host),
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
         )
         assert answer.status_code == 202, answer.text
-        incident = wait_for(claimed_by_second_desk, 60, "the second desk to claim the incident")
+        incident, carrier = wait_for(claimed_by_a_worker, 60, "a worker to claim the incident")
         dead_run = incident.flow_run_ids[-1]  # after the triage run that opened it
 
-        second_desk.process.send_signal(signal.SIGKILL)
-        second_desk.process.wait(10)
+        carrier.send_signal(signal.SIGKILL)
+        carrier.wait(10)
         wait_for(
             lambda: any(t.startswith("restoration taken over from") for t in worklog(incident)),
             30,
-            "a living desk to take the restoration over",
+            "the other worker to take the restoration over",
         )
         assert runbook_starts(incident) == 0, "the host's slot is still held"
 

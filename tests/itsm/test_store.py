@@ -565,7 +565,7 @@ def test_sqlite_settings_and_idempotent_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nested' / 'records.db'}"
     first = Store(url)
     first.store_events([alert()], T0)
-    second = Store(url)  # create_all again on an existing database
+    second = Store(url)  # opens a database already at head
     assert len(second.pending_events()) == 1
     with second._engine.connect() as conn:
         pragmas = {

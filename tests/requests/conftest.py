@@ -155,9 +155,11 @@ def _free_port() -> int:
 class Desk:
     """A running desk and a small HTTP client acting as one person or another."""
 
-    def __init__(self, url: str, tokens: dict[str, str]) -> None:
+    def __init__(self, url: str, tokens: dict[str, str], session: Any = None) -> None:
         self.url = url
         self.tokens = tokens
+        self.session = session
+        """The session's desk fixture, whose in-process worker (`.worker`) carries requests."""
 
     def call(self, method: str, path: str, person: str, **kwargs: Any) -> requests.Response:
         """One call to /api/v1 as `person`."""
@@ -188,24 +190,24 @@ class Desk:
 
 
 @pytest.fixture(scope="package")
-def desk(request_estate: RequestEstate, ssh_credentials, carol_pager, ops_pager) -> Iterator[Desk]:
-    """The desk with the requests API, served by uvicorn on a free port."""
-    from desk.api_requests import RequestRunner
+def desk(
+    desk: Any, request_estate: RequestEstate, ssh_credentials, carol_pager, ops_pager
+) -> Iterator[Desk]:
+    """The desk with the requests API, served by uvicorn on a free port; the session's worker,
+    in this process and on the same records, carries the requests (`Desk.session.worker`)."""
     from desk.app import create_app
     from desk.server import EstateCache
-    from itsm.request_store import RequestStore
     from tasks.records import open_store
 
+    session = desk
     app = create_app(open_store(), EstateCache(request_estate.directory))
-    runner = app.state.request_runner = RequestRunner(RequestStore(open_store()))
-    runner.keep()
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 30, "the desk to start")
-    yield Desk(f"http://127.0.0.1:{port}", request_estate.tokens)
+    yield Desk(f"http://127.0.0.1:{port}", request_estate.tokens, session)
     server.should_exit = True
     thread.join(30)
-    assert runner.wait_idle(60), f"{runner.running} request runs still going after the tests"
-    runner.stop()
+    runs = session.worker.requests
+    assert runs.wait_idle(60), f"{runs.running} request runs still going after the tests"

@@ -1,14 +1,15 @@
-"""Requests waiting for approval cost nothing per second, and one person cannot fill the desk.
+"""Requests waiting for approval cost nothing per second and hold no slot of the worker's
+task worker, and one person cannot fill the records with open requests.
 
-The waiting test counts the HTTP calls this process makes to the Prefect server about flow
-runs while several real fulfilment runs are paused: with Prefect's `pause_flow_run` each run
-polled once a second; now one shared check runs every RESUME_CHECK_S, whatever their number.
+The waiting test counts the HTTP calls this process (where the session's worker runs them)
+makes to the Prefect server about flow runs while several real fulfilment runs are paused:
+with Prefect's `pause_flow_run` each run polled once a second; now one shared check runs
+every RESUME_CHECK_S, whatever their number.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +20,14 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from desk.api_requests import RequestRunner
 from desk.app import create_app
 from desk.server import EstateCache
 from flows.request_fulfillment import RESUME_CHECK_S
-from itsm.request_store import RequestStore
 from itsm.store import Store
 from lab.people import token_file
-from tests.requests.conftest import Desk
+from tests.requests.conftest import Desk, wait_for
 from tests.requests.test_fulfilment import paused_request
+from tests.support import NoWorkers
 
 WAITING = 3
 WINDOW_S = 3.0
@@ -42,6 +42,15 @@ def test_waiting_requests_do_not_poll_and_wake_on_a_decision(
     ]
     for number in numbers:
         paused_request(desk, number)
+    worker = desk.session.worker
+    assert worker.requests.running >= WAITING, "the paused runs are the worker's"
+    # Their wake-ups returned at once; under load the task worker may still be reporting
+    # one's end to the API, so poll: a wake-up held by a paused request would never end.
+    wait_for(
+        lambda: worker.wake_ups_in_flight() == 0,
+        15,
+        "the task worker to hold no wake-up while the requests wait: restorations can run",
+    )
 
     calls: list[str] = []
     send = httpx.Client.send
@@ -66,23 +75,18 @@ def test_waiting_requests_do_not_poll_and_wake_on_a_decision(
 
 @pytest.fixture
 def quota_desk(lab, tmp_path: Path, records_url: str) -> Iterator[TestClient]:
-    """A desk over a copy of the lab's estate allowing 2 open requests a person; its runs
-    wait until the test ends, so every request stays open."""
+    """A desk over a copy of the lab's estate allowing 2 open requests a person; no worker
+    carries its requests, so every request stays open."""
     estate = tmp_path / "estate"
     shutil.copytree(lab.estate_dir, estate)
     settings = yaml.safe_load((estate / "estate.yaml").read_text()) or {}
     settings["max_open_requests_per_person"] = 2
     (estate / "estate.yaml").write_text(yaml.safe_dump(settings))
     store = Store(records_url)
-    done = threading.Event()
     app = create_app(store, EstateCache(estate))
-    runner = app.state.request_runner = RequestRunner(
-        RequestStore(store), run=lambda number: done.wait(30)
-    )
+    app.state.wake_ups = NoWorkers()
     with TestClient(app) as client:
         yield client
-    done.set()
-    runner.wait_idle(30)
 
 
 def test_one_person_hits_the_quota_and_others_still_submit(quota_desk: TestClient, lab) -> None:

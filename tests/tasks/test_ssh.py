@@ -40,6 +40,16 @@ def test_output_and_exit_status(estate) -> None:
     assert host.name in str(caught.value) and "boom" in str(caught.value)
 
 
+def test_a_command_that_ends_before_reading_its_input_fails_as_itself(estate) -> None:
+    """Its exit status and message, not a lost connection: the host answered."""
+    host = estate.hosts[0]
+    for _ in range(3):
+        with pytest.raises(CommandFailedError) as caught:
+            execute(host, ["sh", "-c", "echo no room >&2; exit 4"], stdin=b"x" * 8_000_000)
+        assert caught.value.exit_status == 4 and "no room" in str(caught.value)
+    assert execute(host, ["hostname"]).stdout.strip() == host.name, "the connection lives on"
+
+
 def test_each_host_is_itself(estate) -> None:
     names = {execute(h, ["hostname"]).stdout.strip() for h in estate.hosts}
     assert names == {h.name for h in estate.hosts}

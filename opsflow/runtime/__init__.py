@@ -1,0 +1,1 @@
+"""Running opsflow: its processes (the worker), the PostgreSQL it owns, what starts them."""
