@@ -449,12 +449,20 @@ def _drain(
     err: bytearray,
     limit: int,
 ) -> None:
-    """Read stdout (up to `limit` bytes) and stderr (its tail) until end-of-file.
+    """Read stdout (up to `limit` bytes) and stderr (its tail) to end-of-file, then wait for
+    the exit status; never past `deadline`.
 
-    sshd may send the exit status before the command's last output, so after the exit
-    status arrives both streams are still read to end-of-file, never past `deadline`.
+    Waits on one event that paramiko sets when either stream has data or ends, instead of
+    polling: in a 50-thread fan-out, polling every 10 ms cost the client more CPU than the
+    commands' output did. sshd may send the exit status before the command's last output;
+    reading to end-of-file first keeps that output.
     """
     keep_err = 4 * TAIL_CHARS
+    ready = threading.Event()
+    # paramiko clears the event when a read empties its stream: so each wait below comes
+    # after both streams were found empty, and data arriving after that sets it again.
+    channel.in_buffer.set_event(ready)
+    channel.in_stderr_buffer.set_event(ready)
 
     def take() -> bool:
         progressed = False
@@ -469,22 +477,17 @@ def _drain(
             raise _OutputOverflow
         return progressed
 
-    while not channel.exit_status_ready():
+    while True:
         progressed = take()
-        if channel.closed and not progressed:
+        if channel.eof_received or channel.closed:
             break
-        if time.monotonic() > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not (progressed or ready.wait(remaining)):
             raise TimeoutError("command deadline passed")
-        if not progressed:
-            channel.status_event.wait(0.01)
-    channel.settimeout(max(0.1, deadline - time.monotonic()))
-    while chunk := channel.recv(65536):
-        out.extend(chunk)
-        if len(out) > limit:
-            raise _OutputOverflow
-    while chunk := channel.recv_stderr(65536):
-        err.extend(chunk)
-        del err[:-keep_err]
+    while take():
+        pass
+    if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+        raise TimeoutError("command deadline passed")
 
 
 @task(
