@@ -44,6 +44,7 @@ import signal
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,19 +152,26 @@ def wait_until_each_serves(parent: int, health_url: str, timeout_s: float = 120.
     """Wait until every serving process of `parent` answers, not just the first one up.
 
     wrk keeps the connections it opens first: a process still starting then would get none
-    for the whole run. Each process is asked alone, the others stopped (SIGSTOP) meanwhile.
+    for the whole run. Each process is asked alone, the others stopped (SIGSTOP) for at most
+    2 s at a time: uvicorn replaces a process that does not answer its pings for 5 s.
     """
+    deadline = time.monotonic() + timeout_s
     for pid in serving_processes(parent):
-        others = [other for other in serving_processes(parent) if other != pid]
-        for other in others:
-            os.kill(other, signal.SIGSTOP)
-        try:
-            status, _ = http_get(health_url, timeout=timeout_s)
-        finally:
+        while True:
+            others = [other for other in serving_processes(parent) if other != pid]
             for other in others:
-                os.kill(other, signal.SIGCONT)
-        if status != 200:
-            raise RuntimeError(f"desk process {pid} did not answer {health_url}: {status}")
+                os.kill(other, signal.SIGSTOP)
+            try:
+                status, _ = http_get(health_url, timeout=2.0)
+            finally:
+                for other in others:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(other, signal.SIGCONT)
+            if status == 200:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"desk process {pid} did not answer {health_url}")
+            time.sleep(0.5)
 
 
 class Records:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,17 +81,27 @@ class Desk:
 
     def connection_to(self, pid: int) -> http.client.HTTPConnection:
         """A connection accepted by serving process `pid`: the others are stopped meanwhile,
-        so it is the one to accept (once it has started)."""
-        others = [other for other in self.serving() if other != pid]
-        for other in others:
-            os.kill(other, signal.SIGSTOP)
-        try:
-            connection = self.connect(timeout_s=90)
-        finally:
+        so it is the one to accept once it has started (2 s at a time: uvicorn replaces a
+        process that does not answer its pings for 5 s)."""
+
+        def accepted_by_pid() -> http.client.HTTPConnection | None:
+            others = [other for other in self.serving() if other != pid]
             for other in others:
-                os.kill(other, signal.SIGCONT)
-        assert self.owner(connection) == pid
-        return connection
+                os.kill(other, signal.SIGSTOP)
+            try:
+                connection = self.connect(timeout_s=2)
+            except OSError:
+                return None
+            finally:
+                for other in others:
+                    with suppress(ProcessLookupError):
+                        os.kill(other, signal.SIGCONT)
+            if self.owner(connection) != pid:
+                connection.close()
+                return None
+            return connection
+
+        return wait_for(accepted_by_pid, 90, f"desk process {pid} to accept a connection")
 
 
 def alive(pid: int) -> bool:
