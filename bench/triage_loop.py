@@ -1,7 +1,7 @@
 """Triage in a process of its own, as the workers will run it: the event-triage flow in a loop.
 
 A stand-in for the desk's triage leaving the desk process (the intake benchmark's
-`desk-front` target): while events wait, it runs `event_triage(start_restoration=False)`
+`desk-front` target): while events wait, it runs `event_triage`
 as the desk's dispatcher does, then looks again every 50 ms. One such process, so its runs
 never overlap (two triage runs over the same pending events double-count them). It runs at
 a lower CPU priority (`--nice`, 10 by default): a backlog of triage can wait, a sender
@@ -19,8 +19,8 @@ import time
 
 from prefect import tags
 
-from desk.dispatch import without_heartbeats
 from flows.event_triage import event_triage
+from opsflow.runtime.flow_runs import run_flow_here
 from tasks.records import open_store
 
 logger = logging.getLogger("opsflow.bench.triage_loop")
@@ -38,7 +38,7 @@ def main() -> None:
             continue
         try:
             with tags("itil:event"):
-                without_heartbeats(event_triage, start_restoration=False)
+                run_flow_here(event_triage)
         except Exception:
             logger.exception("event triage failed; trying again in 1 s")
             time.sleep(1)

@@ -17,23 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
 from itsm.store import Store
 
 logger = logging.getLogger("opsflow.desk.dispatch")
-
-
-def without_heartbeats(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a flow in this thread without Prefect's flow heartbeat.
-
-    The heartbeat thread is joined when a sync flow ends and sleeps in 1 s steps, which
-    adds up to a second to every run (measured: 1.1 s per trivial flow run with it, 0.09 s
-    without). Triage and restoration need that second; a process that dies mid-run leaves
-    its run Running until the lease's takeover marks it Crashed.
-    """
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return fn(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ ARTIFACT_ROWS = 200
 """Decisions shown in the artifact (failed ones first); a storm's counts are in its description."""
 
 
-@flow(name="event-triage")
+@flow(name="event-triage", persist_result=False)
 def event_triage(limit: int = 20_000, max_bytes: int = TRIAGE_BYTE_BUDGET) -> list[dict]:
     """Classify, correlate and open incidents for pending events; start their runbooks.
 

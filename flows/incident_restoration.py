@@ -106,6 +106,7 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
 @flow(
     name="incident-restoration",
     flow_run_name="restore-{incident}",
+    persist_result=False,
     on_failure=[escalate_unfinished],
     on_crashed=[escalate_unfinished],
 )

@@ -57,6 +57,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 
+from itsm import event_notices
 from itsm.lifecycle import apply_update
 from itsm.migrations import upgrade_engine
 from itsm.priority import SlaTargets, priority
@@ -326,9 +327,12 @@ _PG_INSERT_EVENTS = (
     " SELECT *, %b FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
     " %b::text[], %b::text[]::jsonb[], %b::text[]::jsonb[], %b::text[], %b::timestamptz[],"
     " %b::timestamptz[])"
-    " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key"
+    " ON CONFLICT (dedup_key) DO NOTHING"
+    " RETURNING dedup_key, pg_notify(%b, '')::text"
 )
-"""New events on PostgreSQL, however many: received_at, then one array per column (binary)."""
+"""New events on PostgreSQL, however many: received_at, one array per column (binary), then
+the channel on which workers are told on commit (`itsm.event_notices`: one notice per
+transaction)."""
 
 TRIAGE_BYTE_BUDGET = 16 * 1024 * 1024
 """Most bytes of labels, annotations and summaries one triage batch loads (at least one event)."""
@@ -526,8 +530,10 @@ class Store:
             # One statement is its own transaction: in autocommit it is one round trip to
             # the server instead of three (BEGIN, INSERT, COMMIT), and durable when it returns.
             with self._autocommit.connect() as conn:
-                new = conn.exec_driver_sql(self._insert_event, (received_at, *columns))
-                for (key,) in new:
+                new = conn.exec_driver_sql(
+                    self._insert_event, (received_at, *columns, event_notices.CHANNEL)
+                )
+                for key, _ in new:
                     stored[owner[key]] += 1
         return [(count, len(group) - count) for count, group in zip(stored, groups, strict=True)]
 
@@ -557,6 +563,16 @@ class Store:
             query = select(events).where(pending, events.c.id <= last_id).order_by(events.c.id)
             rows = conn.execute(query.limit(limit)).mappings().all()
         return [Event.model_validate(dict(row)) for row in rows]
+
+    def events_pending(self) -> bool:
+        """Whether any event waits for triage (one row of the pending index, however many)."""
+        with self.read() as conn:
+            return (
+                conn.execute(
+                    select(events.c.id).where(events.c.triaged_at.is_(None)).limit(1)
+                ).first()
+                is not None
+            )
 
     def triage_backlog(self) -> TriageBacklog:
         """How many events wait for triage, since when, and how many triage could not handle."""

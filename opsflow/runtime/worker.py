@@ -30,16 +30,18 @@ from prefect.task_worker import TaskWorker
 
 from desk.access_changes import DEFAULT_MAX_RUNNING as DEFAULT_MAX_ACCESS
 from desk.access_changes import AccessRunner
-from desk.dispatch import Dispatcher, without_heartbeats
+from desk.dispatch import Dispatcher
 from desk.fulfilments import DEFAULT_MAX_RUNNING as DEFAULT_MAX_REQUESTS
 from desk.fulfilments import RequestRunner
 from desk.restorations import RestorationRunner
 from flows import work
 from itsm.access_store import AccessStore
+from itsm.event_notices import listen_for_stored_events
 from itsm.exclusive import exclusive
 from itsm.request_store import RequestStore
 from itsm.requests import request_number
 from itsm.store import Store
+from opsflow.runtime.flow_runs import run_flow_here
 from tasks.records import open_store
 
 logger = logging.getLogger("opsflow.worker")
@@ -118,7 +120,11 @@ class Worker:
         self.restorations.keep()
         self.requests.keep()
         self.access.keep()
-        for target, name in ((self._serve, "task-worker"), (self._sweep, "sweep")):
+        for target, name in (
+            (self._serve, "task-worker"),
+            (self._sweep, "sweep"),
+            (self._listen, "event-notices"),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -164,6 +170,9 @@ class Worker:
             if oldest is not None and (datetime.now(UTC) - oldest).total_seconds() > SWEEP_S:
                 self.triage.notify()
 
+    def _listen(self) -> None:
+        listen_for_stored_events(self.store, self.triage.notify, self._stopped)
+
     def restore_here(self) -> bool:
         """Start restoring the next incident nobody carries in a thread here, unless full."""
         if self.restorations.running >= self._limit:
@@ -175,14 +184,17 @@ class Worker:
         from flows.event_triage import event_triage
 
         with exclusive(self.store, "event-triage"), tags("itil:event"):
-            return bool(without_heartbeats(event_triage))
+            # A doubled wake-up finds nothing: no empty run for the Prefect UI then.
+            if not self.store.events_pending():
+                return False
+            return bool(run_flow_here(event_triage))
 
     def _restore(self, number: str, lease_holder: str | None) -> str:
         from flows.incident_restoration import incident_restoration
 
         # One fixed tag set: Prefect keeps a client thread per distinct set of tags.
         with tags("itil:incident"):
-            return without_heartbeats(incident_restoration, number, lease_holder=lease_holder)
+            return run_flow_here(incident_restoration, number, lease_holder=lease_holder)
 
 
 def run_worker(
