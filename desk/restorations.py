@@ -28,8 +28,8 @@ logger = logging.getLogger("opsflow.desk.restorations")
 
 ACTOR = "service-desk"
 
-Restore = Callable[[str, str | None], Any]
-"""Runs the restoration of an incident (number) in this thread, under a lease holder or its own."""
+Restore = Callable[[Incident, str | None], Any]
+"""Runs the restoration of an incident in this thread, under a lease holder or its own."""
 
 
 class RestorationRunner:
@@ -77,7 +77,7 @@ class RestorationRunner:
             if not left_to_automation(record) or not record.runbook or not self._reserve():
                 self.leases.let_lapse(name)
                 return None
-            self._work(record.number, name)
+            self._work(record, name)
             return record.number
         return None
 
@@ -107,7 +107,7 @@ class RestorationRunner:
             self._note_take_over(record, holder)
             threading.Thread(
                 target=self._work,
-                args=(record.number, name),
+                args=(record, name),
                 name=f"restore-{record.number}",
                 daemon=True,
             ).start()
@@ -130,11 +130,11 @@ class RestorationRunner:
         self._store.add_worklog(record.id, ACTOR, note, datetime.now(UTC))
         logger.warning("%s: %s", record.number, note)
 
-    def _work(self, number: str, name: str) -> None:
+    def _work(self, record: Incident, name: str) -> None:
         try:
-            self._restore(number, self.leases.holder)
+            self._restore(record, self.leases.holder)
         except Exception:
-            logger.exception("the restoration of %s taken over here failed", number)
+            logger.exception("the restoration of %s taken over here failed", record.number)
         finally:
             # Released by the flow once its outcome is recorded; if it could not record
             # one, the lease lapses now and the next pass tries again.

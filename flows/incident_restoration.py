@@ -27,7 +27,7 @@ import os
 import socket
 from datetime import UTC, datetime
 
-from prefect import Flow, flow, tags
+from prefect import Flow, flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_run_logger
@@ -58,6 +58,7 @@ from tasks.records import (
     write_worklog,
 )
 from tasks.services import verify_restored
+from tasks.untagged import untagged
 
 ACTOR = "incident-restoration"
 
@@ -143,7 +144,7 @@ def incident_restoration(
         return record.state
     leases = Leases(open_store())
     lease = restoration_lease(record.id)
-    with leases.renewing(lease, holder, get_settings().lease_seconds):
+    with leases.renewing(lease, holder, get_settings().lease_seconds), untagged():
         estate = None
         change = None
         try:
@@ -162,7 +163,8 @@ def incident_restoration(
             record = read_incident.fn(str(record.id))
             change = "resolved" if restored else None
     leases.release(lease, holder)
-    _announce(record, change)
+    with untagged():
+        _announce(record, change)
     return record.state
 
 
@@ -193,7 +195,7 @@ def _restore(
         service, host = estate.service_on(record.service, record.host)
     except KeyError as exc:
         raise RestorationError(f"{record.number}'s CI cannot be restored: {exc.args[0]}") from None
-    with host_slot(host.name, slot_wait_s), tags(f"host:{host.name}"):
+    with host_slot(host.name, slot_wait_s):
         current = read_incident.fn(str(record.id))
         if not left_to_automation(current):
             became = current.state

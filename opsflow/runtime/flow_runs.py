@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from prefect.client.orchestration import get_client
 from prefect.context import SettingsContext, SyncClientContext, get_settings_context
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, Settings
 
@@ -73,8 +74,12 @@ def run_flow_here(flow: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     server is not asked whether results persist either.)"""
     context = get_settings_context()
     settings = _shared.settings_for(context.settings)
-    with (
-        SettingsContext(profile=context.profile, settings=settings),
-        SyncClientContext(httpx_settings={"verify": _shared.ssl_context(settings)}),
-    ):
-        return flow(*args, **kwargs)
+    with SettingsContext(profile=context.profile, settings=settings):
+        client = get_client(
+            sync_client=True, httpx_settings={"verify": _shared.ssl_context(settings)}
+        )
+        # Registered as the default client (no httpx settings of its own), so that Prefect's
+        # own `get_client()` calls during the run (result storage, ...) reuse it too rather
+        # than each building a client and an SSL context again.
+        with SyncClientContext.model_construct(client=client):
+            return flow(*args, **kwargs)

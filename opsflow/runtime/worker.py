@@ -38,6 +38,7 @@ from flows import work
 from itsm.access_store import AccessStore
 from itsm.event_notices import listen_for_stored_events
 from itsm.exclusive import exclusive
+from itsm.records import Incident
 from itsm.request_store import RequestStore
 from itsm.requests import request_number
 from itsm.store import Store
@@ -189,12 +190,12 @@ class Worker:
                 return False
             return bool(run_flow_here(event_triage))
 
-    def _restore(self, number: str, lease_holder: str | None) -> str:
+    def _restore(self, record: Incident, lease_holder: str | None) -> str:
         from flows.incident_restoration import incident_restoration
 
-        # One fixed tag set: Prefect keeps a client thread per distinct set of tags.
-        with tags("itil:incident"):
-            return run_flow_here(incident_restoration, number, lease_holder=lease_holder)
+        # Tags on the flow run only: its task runs carry none (`tasks.untagged`).
+        with tags("itil:incident", *([f"host:{record.host}"] if record.host else [])):
+            return run_flow_here(incident_restoration, record.number, lease_holder=lease_holder)
 
 
 def run_worker(

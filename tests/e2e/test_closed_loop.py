@@ -36,6 +36,15 @@ def restoration_tags(number: str) -> set[str]:
     return {tag for run in runs for tag in run.tags}
 
 
+def restoration_task_tags(number: str) -> set[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"restore-{number}"]))
+        )
+    assert runs, f"no task runs of restore-{number}"
+    return {tag for run in runs for tag in run.tags}
+
+
 def incident_events(number: str, change: str) -> list[dict]:
     return wait_for(
         lambda: [
@@ -85,7 +94,8 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
     assert [e["payload"]["state"] for e in incident_events(incident.number, "resolved")] == [
         "Resolved"
     ]
-    assert "itil:incident" in restoration_tags(incident.number)
+    assert {"itil:incident", f"host:{host}"} <= restoration_tags(incident.number)
+    assert not restoration_task_tags(incident.number), "task runs cost a round trip per tag"
     wait_for(lambda: resolved_alert_triaged(incident), 30, "the resolved alert, triaged")
     assert open_store().get_incident(incident.id).state == "Resolved"
     if kind == "disk":

@@ -38,7 +38,7 @@ def keeper() -> RestorationRunner:
     """A desk's keeper of restorations with 1 s leases, restoring in this process."""
     return RestorationRunner(
         open_store(),
-        lambda number, holder: incident_restoration(number, lease_holder=holder),
+        lambda record, holder: incident_restoration(record.number, lease_holder=holder),
         lease_s=1.0,
     )
 
