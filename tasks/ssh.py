@@ -237,6 +237,20 @@ class _ConnectionPool:
 _pool = _ConnectionPool()
 
 
+def warm_connection(host: Host, timeout_s: float = 10.0) -> None:
+    """Open `host`'s pooled connection now unless one is open, so that a flow about to act
+    on it does not wait for the handshake (0.1-0.15 s of the closed loop, measured).
+
+    Opens no session and runs nothing. A failure is only logged: the flow's own command
+    meets it again and reports it, with its retries.
+    """
+    try:
+        with _pool.session(host, time.monotonic() + timeout_s):
+            pass
+    except Exception as exc:
+        _log.info("%s: could not open a connection ahead of the flow: %s", host.name, exc)
+
+
 def close_connections() -> None:
     """Close every SSH connection this process holds (tests, and `opsflow` on exit)."""
     _pool.close_all()

@@ -14,7 +14,7 @@ import pytest
 import tasks.ssh
 from lab.hosts import run_on_host
 from opsflow.errors import CommandTimeoutError, SSHTransientError
-from tasks.ssh import MAX_SESSIONS_PER_HOST, _ConnectionPool, execute, open_sftp
+from tasks.ssh import MAX_SESSIONS_PER_HOST, _ConnectionPool, execute, open_sftp, warm_connection
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
@@ -124,3 +124,32 @@ def test_a_stalled_sftp_read_fails_within_its_timeout(estate, lab) -> None:
             os.kill(pid, signal.SIGCONT)
     assert outcome and isinstance(outcome[0], SSHTransientError), outcome
     assert execute(host, ["true"]).ok, "the connection serves the next command"
+
+
+def _connections_to(address: str, port: int) -> int:
+    """Established TCP connections from this machine to address:port (seen by the kernel)."""
+    shown = subprocess.run(
+        ["ss", "-Htn", "state", "established", "dst", f"{address}:{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return len(shown.stdout.splitlines())
+
+
+def test_a_warmed_connection_is_the_one_the_next_command_uses(estate, monkeypatch) -> None:
+    pool = _ConnectionPool()
+    monkeypatch.setattr(tasks.ssh, "_pool", pool)
+    host = estate.host("lab04")
+    before = _connections_to(host.address, host.port)
+    warm_connection(host)
+    assert _connections_to(host.address, host.port) == before + 1, "no connection was opened"
+    assert execute(host, ["true"]).ok
+    warm_connection(host)
+    assert _connections_to(host.address, host.port) == before + 1, "a second one was opened"
+    pool.close_all()
+
+
+def test_warming_an_unreachable_host_fails_quietly(estate) -> None:
+    unreachable = estate.host("lab04").model_copy(update={"address": "127.0.99.99", "port": 1})
+    warm_connection(unreachable, timeout_s=2.0)  # the flow's own command reports it
