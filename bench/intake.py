@@ -4,10 +4,9 @@ Servers, each started as its own processes on a fresh store:
 - `baseline`: bench/baseline_intake.py, FastAPI + pydantic + SQLite (WAL) + executemany, one
   process, uvicorn as installed (with uvicorn[standard]: uvloop and httptools);
 - `desk`: `python -m desk.server` as the product runs it: its default process count
-  (`desk.server.DEFAULT_PROCESSES`), records on PostgreSQL, triage running the way the desk
-  runs it (today each desk process's dispatcher runs the `event-triage` flow, on a private
-  Prefect server started here). `--triage-command` starts a triage process beside it, for
-  when triage runs in workers (give the worker's command);
+  (`desk.server.DEFAULT_PROCESSES`), records and the private Prefect server started here on
+  PostgreSQL, and an opsflow worker triaging beside it as `opsflow up` runs one
+  (`--triage-command`);
 - `desk-front`: the same processes serving the desk's app without its dispatcher
   (bench/desk_intake_only.py) beside one triage process (bench/triage_loop.py, the flow in a
   loop): the desk as an HTTP front with triage elsewhere, where triage is moving;
@@ -59,6 +58,7 @@ from bench.common import (
     prefect_server,
     process,
     server,
+    strip_runbooks,
     wait_for_quiet,
     write_bench_estate,
     write_result,
@@ -71,6 +71,7 @@ TARGET_P99_AT_HALF_LOAD_S = 0.100
 TARGET_RATIO = 1.0
 DESK_KINDS = ("desk", "desk-front", "desk-intake-only")
 TRIAGE_LOOP = "-m bench.triage_loop"
+WORKER = "-m opsflow.runtime.worker"
 
 
 def wrk(url: str, token: str, batch: int, connections: int, duration: float, run_id: int) -> dict:
@@ -348,6 +349,14 @@ def postgres_cluster(needed: bool) -> Iterator[Any]:
         cluster.stop()
 
 
+def prefect_database(cluster: Any) -> str | None:
+    """The Prefect server's database on `cluster` (as production runs it), else None: SQLite."""
+    if cluster is None:
+        return None
+    cluster.create_database("prefect")
+    return cluster.url("prefect", "asyncpg")
+
+
 def summarize_target(res: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
     """The figures of one target, with its ratios to the baseline's."""
     batch = max(res["batch_runs"], key=lambda r: r["alerts_stored_per_s"])
@@ -406,9 +415,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--triage-command",
-        default="",
-        help="for `desk`: a triage process to start beside it, after the interpreter "
-        "(e.g. '-m bench.triage_loop'); default none: the desk triages itself",
+        default=WORKER,
+        help="for `desk`: the process that triages beside it, after the interpreter "
+        "(default: an opsflow worker); '' for none: events then wait for triage",
     )
     parser.add_argument("--rounds", type=int, default=2, help="closed-loop rounds; best kept")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -431,7 +440,11 @@ def main() -> None:
     needs_postgres = any(n.partition("@")[0] in DESK_KINDS and "@" not in n for n in names)
     try:
         estate_dir, token = write_bench_estate(root / "lab")
-        with prefect_server(root) as prefect_url, postgres_cluster(needs_postgres) as cluster:
+        strip_runbooks(estate_dir)  # intake and triage are measured, not restorations
+        with (
+            postgres_cluster(needs_postgres) as cluster,
+            prefect_server(root, database_url=prefect_database(cluster)) as prefect_url,
+        ):
             targets = {
                 n: Target(
                     n,
@@ -535,7 +548,7 @@ def main() -> None:
                 "single_p99_at_half_load_s": TARGET_P99_AT_HALF_LOAD_S,
             },
             "desk_processes": processes,
-            "triage_command": args.triage_command or "(the desk's own dispatcher)",
+            "triage_command": args.triage_command or "(none)",
             "load_before": load_before,
             "load_after": loadavg(),
             "summary": summary,
