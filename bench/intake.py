@@ -334,14 +334,11 @@ def postgres_cluster(needed: bool) -> Iterator[Any]:
     if not needed:
         yield None
         return
-    import psycopg
-
     from tests.postgres import start_cluster
 
     cluster = start_cluster()
     try:
-        dsn = f"host=127.0.0.1 port={cluster.port} user=postgres dbname=postgres"
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with cluster.cluster.connect(autocommit=True) as conn:
             conn.execute("ALTER SYSTEM SET synchronous_commit = on")
             conn.execute("SELECT pg_reload_conf()")
         yield cluster
