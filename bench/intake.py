@@ -186,7 +186,7 @@ class Records:
         else:
             database = re.sub(r"\W", "_", name)
             cluster.create_database(database)
-            self.dsn = f"host=127.0.0.1 port={cluster.port} user=postgres dbname={database}"
+            self.database = database
             self.url = cluster.url(database)
         self.cluster = cluster
 
@@ -196,9 +196,7 @@ class Records:
         if self.backend == "sqlite":
             with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30) as conn:
                 return conn.execute(query).fetchone()[0]
-        import psycopg
-
-        with psycopg.connect(self.dsn) as conn:
+        with self.cluster.cluster.connect(self.database) as conn:
             row = conn.execute(query).fetchone()
             return row[0] if row else 0
 
