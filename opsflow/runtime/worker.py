@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import threading
 from datetime import UTC, datetime
@@ -241,7 +242,8 @@ def run_worker(
 
 
 def main() -> None:
-    """`python -m opsflow.runtime.worker [--limit N] [--requests N] [--access-changes N]`."""
+    """`python -m opsflow.runtime.worker [--limit N] [--requests N] [--access-changes N]
+    [--nice N]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--limit", type=int, default=DEFAULT_LIMIT, help="wake-ups (restorations) at once"
@@ -252,7 +254,15 @@ def main() -> None:
     parser.add_argument(
         "--access-changes", type=int, default=DEFAULT_MAX_ACCESS, help="access changes at once"
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="lower this worker's CPU priority by N, on a machine it shares with a desk: a "
+        "sender waiting for its 202 cannot wait, a triage backlog can",
+    )
     args = parser.parse_args()
+    os.nice(args.nice)
     run_worker(args.limit, args.requests, args.access_changes)
 
 
