@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -93,6 +94,9 @@ def up(
 @app.command()
 def worker(
     limit: Annotated[int, typer.Option(help="Restorations and triage passes at once.")] = 16,
+    nice: Annotated[
+        int, typer.Option(help="Lower the CPU priority by N (on a machine shared with a desk).")
+    ] = 0,
 ) -> None:
     """Triage, restore, fulfil requests and change access as Prefect hands out the work,
     until Ctrl-C.
@@ -102,6 +106,7 @@ def worker(
     """
     from opsflow.runtime.worker import run_worker
 
+    os.nice(nice)
     run_worker(limit)
 
 
