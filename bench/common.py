@@ -346,8 +346,8 @@ def write_bench_estate(
 
     Returns (estate dir, the `alertmanager` person's token). Used where no SSH happens.
     """
-    from lab.hosts import SSH_PORT, _host_addresses, _keygen, _Plan, _write_estate
-    from lab.people import token_file
+    from opsflow.lab.hosts import SSH_PORT, _host_addresses, _keygen, _Plan, _write_estate
+    from opsflow.lab.people import token_file
 
     directory.mkdir(parents=True, exist_ok=True)
     key = _keygen(directory / "host_key", "bench")

@@ -1,6 +1,6 @@
 """The real desk app (store, estate, auth, intake) served like `desk.server`, minus the dispatcher.
 
-Isolates the intake path from the triage that `python -m desk.server` runs in its processes,
+Isolates the intake path from the triage that `python -m opsflow.desk.server` runs in its processes,
 so the intake benchmark can tell their costs apart. Served from `--processes` processes on
 one port, as the desk is.
 
@@ -14,11 +14,11 @@ import argparse
 import uvicorn
 from fastapi import FastAPI
 
-from desk.app import create_app
-from desk.estate import EstateCache
-from desk.server import DEFAULT_PROCESSES, create_records, freeze_startup_objects
+from opsflow.desk.app import create_app
+from opsflow.desk.estate import EstateCache
+from opsflow.desk.server import DEFAULT_PROCESSES, create_records, freeze_startup_objects
 from opsflow.settings import get_settings
-from tasks.records import open_store
+from opsflow.tasks.records import open_store
 
 
 def intake_app() -> FastAPI:

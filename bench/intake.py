@@ -3,7 +3,7 @@
 Servers, each started as its own processes on a fresh store:
 - `baseline`: bench/baseline_intake.py, FastAPI + pydantic + SQLite (WAL) + executemany, one
   process, uvicorn as installed (with uvicorn[standard]: uvloop and httptools);
-- `desk`: `python -m desk.server` as the product runs it: its default process count
+- `desk`: `python -m opsflow.desk.server` as the product runs it: its default process count
   (`desk.server.DEFAULT_PROCESSES`), records and the private Prefect server started here on
   PostgreSQL, and an opsflow worker triaging beside it as `opsflow up` runs one
   (`--triage-command`);
@@ -424,7 +424,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from desk.server import DEFAULT_PROCESSES
+    from opsflow.desk.server import DEFAULT_PROCESSES
 
     root = Path(tempfile.mkdtemp(prefix="opsflow-bench-intake-"))
     load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()

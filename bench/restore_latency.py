@@ -2,7 +2,7 @@
 service killed → incident Resolved through real Prometheus and Alertmanager.
 
 Real parts: a lab of 5 sshd hosts (127.0.51.1-5), a throwaway PostgreSQL 15 cluster holding
-the Prefect server's database and the records, the desk (`python -m desk.server`, handing
+the Prefect server's database and the records, the desk (`python -m opsflow.desk.server`, handing
 triage to the workers), `--workers` opsflow workers (`python -m opsflow.runtime.worker`),
 the `opsflow-lab` SSH credentials block, a local pager. The estate's remediation budget is
 raised to 1000 so repeated runs are not stopped by the circuit breaker.
@@ -187,7 +187,7 @@ def breakdown(
 
 def wait_app_up(lab, host: str, timeout_s: float = 30.0) -> None:
     """Until the host's app answers /health again (the runbook restarted it)."""
-    from lab.hosts import app_health
+    from opsflow.lab.hosts import app_health
 
     record = lab.host(host)
     wait_until(
@@ -200,7 +200,7 @@ def wait_app_up(lab, host: str, timeout_s: float = 30.0) -> None:
 
 def direct_runs(lab, desk: Desk, runs: int, records_url: str) -> list[dict[str, Any]]:
     """(a) webhook → first command, the webhook posted by us."""
-    from lab.hosts import SVC, run_on_host
+    from opsflow.lab.hosts import SVC, run_on_host
 
     results = []
     for run in range(runs):
@@ -297,7 +297,7 @@ def served_runs(lab, runs: int) -> list[float]:
 
 def monitored_runs(lab, desk: Desk, runs: int) -> list[dict[str, Any]]:
     """(b) app stopped → incident Resolved, with Prometheus and Alertmanager detecting it."""
-    from lab.hosts import break_host
+    from opsflow.lab.hosts import break_host
 
     results = []
     for run in range(runs):
@@ -353,7 +353,7 @@ def main() -> None:
     parser.add_argument("--monitored-runs", type=int, default=5)
     parser.add_argument(
         "--desk-command",
-        default="-m desk.server",
+        default="-m opsflow.desk.server",
         help="how the desk is started (after the interpreter, before --port): to compare a "
         "candidate desk",
     )
@@ -383,12 +383,12 @@ def main() -> None:
             ) as prefect_url,
         ):
             records_url = cluster.url("records")
-            from blocks.notifications import save_webhook_pager
-            from blocks.registration import register_block_types, save_ssh_credentials
-            from lab.hosts import lab_down, lab_up
-            from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
-            from lab.pager import PagerServer
-            from lab.people import token_file
+            from opsflow.blocks.notifications import save_webhook_pager
+            from opsflow.blocks.registration import register_block_types, save_ssh_credentials
+            from opsflow.lab.hosts import lab_down, lab_up
+            from opsflow.lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
+            from opsflow.lab.pager import PagerServer
+            from opsflow.lab.people import token_file
 
             lab = lab_up(root / "lab", hosts=5, base_address=BASE_ADDRESS)
             pager = PagerServer(("127.0.0.1", 0), root / "pages.log")
@@ -439,7 +439,7 @@ def main() -> None:
                         served = served_runs(lab, args.runs)
             finally:
                 pager.shutdown()
-                from tasks.ssh import close_connections
+                from opsflow.tasks.ssh import close_connections
 
                 close_connections()
                 lab_down(root / "lab")
@@ -480,7 +480,9 @@ def main() -> None:
         step: round(summarize(values)["p50"], 3) for step, values in steps.items()
     }
     print(f"\nsummary: {summary}")
-    candidate = "" if args.desk_command == "-m desk.server" else f"[desk: {args.desk_command}] "
+    candidate = (
+        "" if args.desk_command == "-m opsflow.desk.server" else f"[desk: {args.desk_command}] "
+    )
     line = candidate + (
         f"webhook → first command p50 {summary['first_command_p50_s']} s, "
         f"p99 {summary['first_command_p99_s']} s ({len(direct)} runs; POST → Resolved p50 "

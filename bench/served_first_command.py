@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.inventory import last_good_estate
-from tasks.service_control import control_of
-from tasks.ssh import execute
+from opsflow.tasks.inventory import last_good_estate
+from opsflow.tasks.service_control import control_of
+from opsflow.tasks.ssh import execute
 
 DEPLOYMENT = "first-command/first-command"
 

@@ -87,7 +87,7 @@ def plain_paramiko(hosts: list, key_file: Path, concurrency: int) -> list[str]:
 
 def opsflow_execute(hosts: list, concurrency: int) -> list[str]:
     """opsflow's `execute` (pooled paramiko, pinned keys, typed results) in a thread pool."""
-    from tasks.ssh import execute
+    from opsflow.tasks.ssh import execute
 
     with ThreadPoolExecutor(concurrency) as pool:
         return [r.stdout for r in pool.map(lambda h: execute(h, ["uname", "-a"]), hosts)]
@@ -97,8 +97,8 @@ def make_flow():
     """The flow under test: `map_hosts(run_command, …)` as routine jobs fan out."""
     from prefect import flow
 
-    from tasks.fanout import map_hosts, raise_failures
-    from tasks.ssh import run_command
+    from opsflow.tasks.fanout import map_hosts, raise_failures
+    from opsflow.tasks.ssh import run_command
 
     @flow(name="bench-ssh-fanout")
     def fanout(hosts: list, limit: int) -> dict[str, Any]:
@@ -157,10 +157,10 @@ def main() -> None:
             use_prefect_api(prefect_url, root / "prefect-client")
             from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-            from blocks.registration import register_block_types, save_ssh_credentials
-            from inventory.loader import load_estate
-            from lab.hosts import lab_down, lab_up
-            from tasks.ssh import close_connections
+            from opsflow.blocks.registration import register_block_types, save_ssh_credentials
+            from opsflow.inventory.loader import load_estate
+            from opsflow.lab.hosts import lab_down, lab_up
+            from opsflow.tasks.ssh import close_connections
 
             started = time.perf_counter()
             lab = lab_up(root / "lab", hosts=args.hosts, base_address=BASE_ADDRESS)

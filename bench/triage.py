@@ -10,7 +10,7 @@ through the desk's own conversion (`desk.intake.from_alertmanager`) into fresh S
   nothing is pending;
 - `flow`: the real `event-triage` flow (`event_triage()`, as a worker
   runs it) against a private Prefect server, until nothing is pending;
-- `desk` (end to end): the storm posted to the real desk (`python -m desk.server`, 100
+- `desk` (end to end): the storm posted to the real desk (`python -m opsflow.desk.server`, 100
   webhooks of 100 alerts from 4 threads), timed from the first POST until the last event is
   triaged by a worker (`python -m opsflow.runtime.worker`).
 
@@ -56,8 +56,8 @@ TARGET_STORM_S = 5.0
 
 def fill_store(url: str, alerts: list[dict]) -> int:
     """Store the storm through the desk's conversion, 100 alerts per webhook."""
-    from desk.intake import AlertmanagerWebhook, from_alertmanager
-    from itsm.store import Store
+    from opsflow.desk.intake import AlertmanagerWebhook, from_alertmanager
+    from opsflow.itsm.store import Store
 
     store = Store(url)
     stored = 0
@@ -79,9 +79,9 @@ def outcome(db: Path) -> dict[str, Any]:
 
 def run_direct(db: Path, estate_dir: Path) -> dict[str, Any]:
     """Baseline: the triage logic called directly until nothing is pending."""
-    from inventory.loader import load_estate
-    from itsm.store import Store
-    from itsm.triage import triage
+    from opsflow.inventory.loader import load_estate
+    from opsflow.itsm.store import Store
+    from opsflow.itsm.triage import triage
 
     store = Store(f"sqlite:///{db}")
     estate = load_estate(estate_dir)
@@ -101,7 +101,7 @@ def run_flow(db: Path, estate_dir: Path) -> dict[str, Any]:
     """The real event-triage flow, run until it finds nothing pending."""
     os.environ["OPSFLOW_DATABASE_URL"] = f"sqlite:///{db}"
     os.environ["OPSFLOW_INVENTORY"] = str(estate_dir)
-    from flows.event_triage import event_triage
+    from opsflow.flows.event_triage import event_triage
 
     actions: Counter[str] = Counter()
     runs = []
@@ -136,7 +136,7 @@ def run_desk(
     db = home / "opsflow.db"
     bodies = [webhook(alerts[i : i + 100]) for i in range(0, len(alerts), 100)]
     headers = {"Authorization": f"Bearer {token}"}
-    argv = [PYTHON, "-m", "desk.server", "--port", str(port)]
+    argv = [PYTHON, "-m", "opsflow.desk.server", "--port", str(port)]
     with (
         server(argv, env, home / "desk.log", base + "/api/v1/health"),
         workers(1, env, home),

@@ -19,9 +19,9 @@ import time
 
 from prefect import tags
 
-from flows.event_triage import event_triage
+from opsflow.flows.event_triage import event_triage
 from opsflow.runtime.flow_runs import run_flow_here
-from tasks.records import open_store
+from opsflow.tasks.records import open_store
 
 logger = logging.getLogger("opsflow.bench.triage_loop")
 IDLE_S = 0.05

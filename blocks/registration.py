@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from blocks.ssh import SshCredentials
+from opsflow.blocks.ssh import SshCredentials
 
 BLOCK_TYPES = (SshCredentials,)
 

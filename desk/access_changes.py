@@ -22,10 +22,10 @@ from typing import Any
 
 from prefect import tags
 
-from desk.carrier import Carrier
-from desk.lease_keeper import crash_runs
-from itsm.access import AccessGrant
-from itsm.access_store import LEASE_PREFIX, AccessStore
+from opsflow.desk.carrier import Carrier
+from opsflow.desk.lease_keeper import crash_runs
+from opsflow.itsm.access import AccessGrant
+from opsflow.itsm.access_store import LEASE_PREFIX, AccessStore
 
 logger = logging.getLogger("opsflow.desk.access")
 
@@ -169,21 +169,21 @@ class AccessRunner(Carrier):
 
 
 def _run_grant(grant_id: int) -> Any:
-    from flows.access_provisioning import grant_access
+    from opsflow.flows.access_provisioning import grant_access
 
     with tags("itil:access"):
         return grant_access(grant_id)
 
 
 def _run_revoke(grant_id: int, actor: str) -> Any:
-    from flows.access_provisioning import revoke_access
+    from opsflow.flows.access_provisioning import revoke_access
 
     with tags("itil:access"):
         return revoke_access(grant_id, actor=actor)
 
 
 def _run_expire() -> Any:
-    from flows.access_provisioning import expire_access
+    from opsflow.flows.access_provisioning import expire_access
 
     with tags("itil:access"):
         return expire_access()

@@ -22,11 +22,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
-from desk.api_schema import Offset, RecordId
-from desk.auth import Operator, Reader, may_read, sees_everything
-from desk.wake_ups import WakeUps, wake_ups
-from inventory.models import Entitlement, Estate, Person
-from itsm.access import (
+from opsflow.desk.api_schema import Offset, RecordId
+from opsflow.desk.auth import Operator, Reader, may_read, sees_everything
+from opsflow.desk.wake_ups import WakeUps, wake_ups
+from opsflow.errors import OpsError
+from opsflow.inventory.models import Entitlement, Estate, Person
+from opsflow.itsm.access import (
     AccessDecision,
     AccessGrant,
     AccessNotEntitledError,
@@ -34,10 +35,9 @@ from itsm.access import (
     AccessRequestInvalidError,
     resolve_request,
 )
-from itsm.access_store import AccessStore
-from itsm.approvals import ApprovalRefusedError, check_approver
-from itsm.store import RecordNotFoundError
-from opsflow.errors import OpsError
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
+from opsflow.itsm.store import RecordNotFoundError
 
 logger = logging.getLogger("opsflow.desk.access")
 
@@ -218,7 +218,7 @@ def revoke_access_grant(
 @router.post("/access-reviews")
 def review_access_now(body: ReviewRequest, person: Operator) -> list[dict[str, Any]]:
     """Compare every host with the live grants now; `enforce` removes what none explains."""
-    from flows.access_provisioning import review_access
+    from opsflow.flows.access_provisioning import review_access
 
     try:
         return review_access(enforce=body.enforce)

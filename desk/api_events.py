@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from desk.auth import Operator
-from itsm.numbering import MAX_RECORD_ID
-from itsm.records import FailedEvent
+from opsflow.desk.auth import Operator
+from opsflow.itsm.numbering import MAX_RECORD_ID
+from opsflow.itsm.records import FailedEvent
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 

@@ -14,10 +14,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from desk.api_schema import Offset
-from desk.auth import Operator
-from itsm.problem_store import ProblemStore
-from itsm.problems import (
+from opsflow.desk.api_schema import Offset
+from opsflow.desk.auth import Operator
+from opsflow.itsm.problem_store import ProblemStore
+from opsflow.itsm.problems import (
     KnownError,
     KnownErrorCreate,
     Problem,
@@ -43,7 +43,7 @@ Problems = Annotated[ProblemStore, Depends(problem_store)]
 
 def workaround_runbooks() -> list[str]:
     """The runbooks a known error's workaround may name: every runbook restoration can run."""
-    from flows.runbooks import runbooks
+    from opsflow.flows.runbooks import runbooks
 
     return sorted(runbooks())
 

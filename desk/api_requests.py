@@ -20,14 +20,19 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
-from desk.auth import Reader, may_read, sees_everything
-from desk.wake_ups import wake_ups
-from inventory.models import CatalogItem, Estate, Person
-from itsm.approvals import ApprovalRefusedError, check_approver
-from itsm.catalog import InvalidRequestError, NotEntitledError, input_choices, validate_request
-from itsm.records import AuditEntry
-from itsm.request_store import RequestQuotaError, RequestStore
-from itsm.requests import (
+from opsflow.desk.auth import Reader, may_read, sees_everything
+from opsflow.desk.wake_ups import wake_ups
+from opsflow.inventory.models import CatalogItem, Estate, Person
+from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
+from opsflow.itsm.catalog import (
+    InvalidRequestError,
+    NotEntitledError,
+    input_choices,
+    validate_request,
+)
+from opsflow.itsm.records import AuditEntry
+from opsflow.itsm.request_store import RequestQuotaError, RequestStore
+from opsflow.itsm.requests import (
     PENDING_STATES,
     Decision,
     DecisionIn,
@@ -35,7 +40,7 @@ from itsm.requests import (
     ServiceRequest,
     decision_signature,
 )
-from itsm.store import RecordNotFoundError
+from opsflow.itsm.store import RecordNotFoundError
 
 logger = logging.getLogger("opsflow.desk.requests")
 
@@ -271,7 +276,7 @@ def _decide(
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
     record = _paused(requests, record)
     run_id = record.approval_run_id or ""
-    from flows.request_fulfillment import approval_key, decision_sent
+    from opsflow.flows.request_fulfillment import approval_key, decision_sent
 
     key = approval_key(create=True) or b""
     run_input = {

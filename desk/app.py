@@ -20,12 +20,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from desk.api_access import router as access_router
-from desk.api_events import router as events_router
-from desk.api_problems import router as problems_router
-from desk.api_requests import router as requests_router
-from desk.api_schema import ERROR_RESPONSES, Offset
-from desk.auth import (
+from opsflow.desk.api_access import router as access_router
+from opsflow.desk.api_events import router as events_router
+from opsflow.desk.api_problems import router as problems_router
+from opsflow.desk.api_requests import router as requests_router
+from opsflow.desk.api_schema import ERROR_RESPONSES, Offset
+from opsflow.desk.auth import (
     Operator,
     Reader,
     header_person,
@@ -33,15 +33,15 @@ from desk.auth import (
     require,
     sees_everything,
 )
-from desk.dispatch import triage_health
-from desk.estate import EstateCache, EstateUnavailableError
-from desk.group_commit import (
+from opsflow.desk.dispatch import triage_health
+from opsflow.desk.estate import EstateCache, EstateUnavailableError
+from opsflow.desk.group_commit import (
     RETRY_AFTER_S,
     GroupCommit,
     IntakeBusyError,
     IntakeStoreError,
 )
-from desk.intake import (
+from opsflow.desk.intake import (
     GENERIC_BODY,
     AlertmanagerWebhook,
     BodyRefusedError,
@@ -51,21 +51,21 @@ from desk.intake import (
     read_alertmanager,
     read_generic,
 )
-from desk.metrics import render_metrics
-from inventory.models import Person
-from itsm.access import AccessGrant
-from itsm.access_store import AccessStore
-from itsm.records import (
+from opsflow.desk.metrics import render_metrics
+from opsflow.errors import OpsError, PermanentError
+from opsflow.inventory.models import Person
+from opsflow.itsm.access import AccessGrant
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.records import (
     Incident,
     IncidentReport,
     IncidentUpdate,
     WorklogEntry,
 )
-from itsm.request_store import RequestStore
-from itsm.requests import ServiceRequest
-from itsm.store import RecordNotFoundError, Store
-from itsm.triage import report_incident as classify_report
-from opsflow.errors import OpsError, PermanentError
+from opsflow.itsm.request_store import RequestStore
+from opsflow.itsm.requests import ServiceRequest
+from opsflow.itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.triage import report_incident as classify_report
 
 logger = logging.getLogger("opsflow.desk.intake")
 

@@ -13,8 +13,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from desk.estate import EstateUnavailableError
-from inventory.models import Estate, Person, token_sha256
+from opsflow.desk.estate import EstateUnavailableError
+from opsflow.inventory.models import Estate, Person, token_sha256
 
 bearer = HTTPBearer(auto_error=False, description="A person's opsflow API token.")
 

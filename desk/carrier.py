@@ -19,9 +19,9 @@ import threading
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 
-from desk.lease_keeper import LeaseKeeper, TakeOver
-from itsm.leases import Leases
-from itsm.store import Store
+from opsflow.desk.lease_keeper import LeaseKeeper, TakeOver
+from opsflow.itsm.leases import Leases
+from opsflow.itsm.store import Store
 from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.carrier")

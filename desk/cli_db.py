@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from desk.cli_base import JsonOption, console, fail, print_json
+from opsflow.desk.cli_base import JsonOption, console, fail, print_json
 from opsflow.errors import OpsError
 
 db_app = typer.Typer(help="The records database: its schema revision and upgrades.")
@@ -17,7 +17,7 @@ def _database() -> tuple[str, str]:
     """The records database URL, and how to print it (password hidden)."""
     from sqlalchemy.engine import make_url
 
-    from itsm.store import default_database_url
+    from opsflow.itsm.store import default_database_url
 
     url = default_database_url()
     return url, make_url(url).render_as_string(hide_password=True)
@@ -36,7 +36,7 @@ def db_upgrade(as_json: JsonOption = False) -> None:
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from itsm.migrations import upgrade
+    from opsflow.itsm.migrations import upgrade
 
     url, shown = _database()
     try:
@@ -74,7 +74,7 @@ def db_current(as_json: JsonOption = False) -> None:
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
-    from itsm.migrations import current, head
+    from opsflow.itsm.migrations import current, head
 
     url, shown = _database()
     parsed = make_url(url)

@@ -8,14 +8,14 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from desk.cli_base import console, err_console, fail
-from inventory.loader import load_estate
-from inventory.models import Estate
-from itsm.drift import find_drift
-from itsm.facts_store import StoredSnapshot, snapshot_history
+from opsflow.desk.cli_base import console, err_console, fail
 from opsflow.errors import OpsError
+from opsflow.inventory.loader import load_estate
+from opsflow.inventory.models import Estate
+from opsflow.itsm.drift import find_drift
+from opsflow.itsm.facts_store import StoredSnapshot, snapshot_history
 from opsflow.settings import get_settings
-from tasks.records import open_store
+from opsflow.tasks.records import open_store
 
 HISTORY = 10
 """Snapshots shown in the short history."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from itsm.store import Store
+from opsflow.itsm.store import Store
 
 logger = logging.getLogger("opsflow.desk.dispatch")
 

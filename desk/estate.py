@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from inventory.loader import load_estate
-from inventory.models import Estate
 from opsflow.errors import InventoryError, TransientError
+from opsflow.inventory.loader import load_estate
+from opsflow.inventory.models import Estate
 
 logger = logging.getLogger("opsflow.desk.estate")
 

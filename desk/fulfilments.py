@@ -21,10 +21,10 @@ from typing import Any
 
 from prefect import tags
 
-from desk.carrier import Carrier
-from desk.lease_keeper import crash_runs
-from itsm.request_store import LEASE_PREFIX, RequestStore
-from itsm.requests import CARRIED_STATES
+from opsflow.desk.carrier import Carrier
+from opsflow.desk.lease_keeper import crash_runs
+from opsflow.itsm.request_store import LEASE_PREFIX, RequestStore
+from opsflow.itsm.requests import CARRIED_STATES
 
 logger = logging.getLogger("opsflow.desk.fulfilments")
 
@@ -90,7 +90,7 @@ class RequestRunner(Carrier):
 
 
 def _run_fulfilment(number: str) -> Any:
-    from flows.request_fulfillment import fulfil_request
+    from opsflow.flows.request_fulfillment import fulfil_request
 
     with tags("itil:request-fulfilment"):
         return fulfil_request(number)

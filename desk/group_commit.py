@@ -10,9 +10,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from itsm.records import EventIn
-from itsm.store import Store
 from opsflow.errors import TransientError
+from opsflow.itsm.records import EventIn
+from opsflow.itsm.store import Store
 
 logger = logging.getLogger("opsflow.desk.intake")
 

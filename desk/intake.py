@@ -26,7 +26,7 @@ from pydantic import (
     ValidationError,
 )
 
-from itsm.records import EventIn
+from opsflow.itsm.records import EventIn
 
 MAX_LABELS = 64
 MAX_ITEMS = 10_000

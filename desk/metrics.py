@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from itsm.store import Store
+from opsflow.itsm.store import Store
 
 RESTORE_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400)
 

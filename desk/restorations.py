@@ -18,10 +18,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
-from itsm.leases import RESTORATION_PREFIX, Leases, incident_of
-from itsm.records import Incident, left_to_automation
-from itsm.store import Store
+from opsflow.desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
+from opsflow.itsm.leases import RESTORATION_PREFIX, Leases, incident_of
+from opsflow.itsm.records import Incident, left_to_automation
+from opsflow.itsm.store import Store
 from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.restorations")

@@ -1,4 +1,7 @@
-"""Run the desk: HTTP API and intake; triage goes to the workers (`python -m desk.server`)."""
+"""Run the desk: HTTP API and intake; triage goes to the workers.
+
+`python -m opsflow.desk.server [--processes N]`
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,13 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from desk.app import create_app
-from desk.dispatch import Dispatcher
-from desk.estate import EstateCache, EstateUnavailableError
-from flows.work import triage_events
+from opsflow.desk.app import create_app
+from opsflow.desk.dispatch import Dispatcher
+from opsflow.desk.estate import EstateCache, EstateUnavailableError
+from opsflow.flows.work import triage_events
 from opsflow.settings import get_settings
-from tasks.events import publish_incident_change
-from tasks.records import open_store
+from opsflow.tasks.events import publish_incident_change
+from opsflow.tasks.records import open_store
 
 DEFAULT_PORT = 8765
 
@@ -92,7 +95,7 @@ def freeze_startup_objects() -> None:
 
 def create_records() -> None:
     """Bring the records' schema up to date once, before the serving processes open them."""
-    from itsm.migrations import upgrade
+    from opsflow.itsm.migrations import upgrade
 
     upgrade()
 
@@ -135,7 +138,7 @@ def main() -> None:
         return
     create_records()
     uvicorn.run(
-        "desk.server:desk_app",
+        "opsflow.desk.server:desk_app",
         factory=True,
         workers=args.processes,
         host=args.host,

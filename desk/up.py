@@ -19,7 +19,7 @@ import requests
 from rich.console import Console
 from rich.text import Text
 
-from desk.supervisor import SupervisionError, Supervisor
+from opsflow.desk.supervisor import SupervisionError, Supervisor
 from opsflow.errors import OpsError
 from opsflow.settings import OpsflowSettings
 
@@ -193,7 +193,7 @@ def prepare_records(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from itsm.migrations import upgrade
+    from opsflow.itsm.migrations import upgrade
 
     try:
         upgrade(url)
@@ -305,7 +305,7 @@ def run_up(
         stack.callback(write_up_env(settings.home, env).unlink, missing_ok=True)
         _start_opsflow(settings, hosts, workers, supervisor, logs, stack, console, lab_places)
         console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
-        from desk.jobs import run_job
+        from opsflow.desk.jobs import run_job
 
         run_job("health-check", console)
         _print_where_to_look(console, settings, port, lab_places, cluster)
@@ -324,13 +324,13 @@ def _start_opsflow(
 ) -> None:
     """Lab (when no estate is set), blocks, pager, desk, workers, monitoring and the served
     deployments."""
-    from blocks.notifications import save_webhook_pager
-    from blocks.registration import register_block_types, save_ssh_credentials
+    from opsflow.blocks.notifications import save_webhook_pager
+    from opsflow.blocks.registration import register_block_types, save_ssh_credentials
 
     register_block_types()
     lab = None
     if settings.inventory is None:
-        from lab.hosts import lab_down, lab_up
+        from opsflow.lab.hosts import lab_down, lab_up
 
         console.print(Text.assemble(("Lab", "bold"), f" bringing up {hosts} hosts …"))
         lab = lab_up(settings.lab_dir, hosts=hosts, base_address=places.base_address)
@@ -341,7 +341,7 @@ def _start_opsflow(
             [
                 sys.executable,
                 "-m",
-                "lab.pager",
+                "opsflow.lab.pager",
                 "--port",
                 str(places.pager_port),
                 "--log",
@@ -351,15 +351,15 @@ def _start_opsflow(
         )
         stack.callback(supervisor.stop, "the pager")
         save_webhook_pager("ops-pager", f"http://127.0.0.1:{places.pager_port}/page")
-        from blocks.registration import save_desk_token
-        from lab.people import token_file as lab_token_file
+        from opsflow.blocks.registration import save_desk_token
+        from opsflow.lab.people import token_file as lab_token_file
 
         save_desk_token(lab_token_file(lab.directory, "routine-jobs").read_text())
     desk_port = int(settings.desk_url.rsplit(":", 1)[1].split("/")[0])
     console.print(Text.assemble(("Desk", "bold"), f" starting on {settings.desk_url} …"))
     desk = supervisor.start(
         "the desk",
-        [sys.executable, "-m", "desk.server", "--port", str(desk_port)],
+        [sys.executable, "-m", "opsflow.desk.server", "--port", str(desk_port)],
         logs / "desk.log",
     )
     stack.callback(supervisor.stop, "the desk")
@@ -373,8 +373,8 @@ def _start_opsflow(
         stack.callback(supervisor.stop, name)
         _wait_for_log(log, written, "worker serving", name, worker)
     if lab is not None:
-        from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
-        from lab.people import token_file
+        from opsflow.lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
+        from opsflow.lab.people import token_file
 
         console.print(
             Text.assemble(("Monitoring", "bold"), " Prometheus and Alertmanager watching the lab …")
@@ -393,7 +393,7 @@ def _start_opsflow(
         Text.assemble(("Deployments", "bold"), " serving every deployment of prefect.yaml …")
     )
     serving = supervisor.start(
-        "the deployments", [sys.executable, "-m", "desk.serve"], logs / "serve.log"
+        "the deployments", [sys.executable, "-m", "opsflow.desk.serve"], logs / "serve.log"
     )
     stack.callback(supervisor.stop, "the deployments")
     _wait_for_deployments(serving)
@@ -424,7 +424,7 @@ def _wait_for_deployments(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from desk.project import read_deployments
+    from opsflow.desk.project import read_deployments
 
     names = {spec.name for spec in read_deployments()}
     deadline = time.monotonic() + timeout_s
@@ -446,7 +446,7 @@ def _print_where_to_look(
     places: LabPlaces,
     cluster: Cluster | None,
 ) -> None:
-    from lab.hosts import lab_status
+    from opsflow.lab.hosts import lab_status
 
     console.print()
     console.print(

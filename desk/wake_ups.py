@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import Request
 
-from flows.work import fulfil_request, provision_access
+from opsflow.flows.work import fulfil_request, provision_access
 
 logger = logging.getLogger("opsflow.desk.wake_ups")
 

@@ -27,8 +27,9 @@ from prefect.logging import get_run_logger
 from prefect.transactions import transaction
 from pydantic import BaseModel, ConfigDict
 
-from inventory.models import Estate, Host
-from itsm.access import (
+from opsflow.errors import OpsError, PermanentError
+from opsflow.inventory.models import Estate, Host
+from opsflow.itsm.access import (
     LIVE_STATES,
     MARKER_PREFIX,
     AccessGrant,
@@ -38,12 +39,11 @@ from itsm.access import (
     grant_covers,
     marker,
 )
-from itsm.access_store import AccessStore
-from itsm.leases import Leases
-from itsm.store import Store
-from opsflow.errors import OpsError, PermanentError
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.leases import Leases
+from opsflow.itsm.store import Store
 from opsflow.settings import get_settings
-from tasks.accounts import (
+from opsflow.tasks.accounts import (
     AccessChange,
     AccessFacts,
     ensure_account,
@@ -54,10 +54,10 @@ from tasks.accounts import (
     remove_key,
     remove_sudo_rule,
 )
-from tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures, submit_calls
-from tasks.inventory import read_estate
-from tasks.notify import notify_person
-from tasks.records import current_flow_run_id, open_store
+from opsflow.tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures, submit_calls
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.notify import notify_person
+from opsflow.tasks.records import current_flow_run_id, open_store
 
 ACTOR = "access-provisioning"
 LOCK_WAIT_S = 300.0

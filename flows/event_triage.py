@@ -13,11 +13,11 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
-from flows.work import restore_soon
-from itsm.store import TRIAGE_BYTE_BUDGET
-from itsm.triage import RESTORING_ACTIONS
-from tasks.events import emit_incident_events, triage_pending_events
-from tasks.inventory import read_estate
+from opsflow.flows.work import restore_soon
+from opsflow.itsm.store import TRIAGE_BYTE_BUDGET
+from opsflow.itsm.triage import RESTORING_ACTIONS
+from opsflow.tasks.events import emit_incident_events, triage_pending_events
+from opsflow.tasks.inventory import read_estate
 
 ARTIFACT_ROWS = 200
 """Decisions shown in the artifact (failed ones first); a storm's counts are in its description."""

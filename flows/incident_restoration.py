@@ -34,21 +34,21 @@ from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.transactions import transaction
 
-from flows.runbooks import runbooks
-from flows.runbooks.free_disk_space import disk_ok
-from inventory.models import Estate
-from itsm.leases import Leases, restoration_lease
-from itsm.problems import KnownError
-from itsm.records import CLAIMABLE_STATES, Incident, IncidentUpdate, left_to_automation
-from itsm.timeline import render_timeline
 from opsflow.errors import OpsError, PermanentError
+from opsflow.flows.runbooks import runbooks
+from opsflow.flows.runbooks.free_disk_space import disk_ok
+from opsflow.inventory.models import Estate
+from opsflow.itsm.leases import Leases, restoration_lease
+from opsflow.itsm.problems import KnownError
+from opsflow.itsm.records import CLAIMABLE_STATES, Incident, IncidentUpdate, left_to_automation
+from opsflow.itsm.timeline import render_timeline
 from opsflow.settings import get_settings
-from tasks.concurrency import SLOT_WAIT_S, host_slot
-from tasks.events import emit_incident_event
-from tasks.inventory import last_good_estate, read_estate
-from tasks.notify import notify_on_call
-from tasks.problems import read_known_error, record_workaround_outcome
-from tasks.records import (
+from opsflow.tasks.concurrency import SLOT_WAIT_S, host_slot
+from opsflow.tasks.events import emit_incident_event
+from opsflow.tasks.inventory import last_good_estate, read_estate
+from opsflow.tasks.notify import notify_on_call
+from opsflow.tasks.problems import read_known_error, record_workaround_outcome
+from opsflow.tasks.records import (
     change_incident,
     claim_incident,
     current_flow_run_id,
@@ -57,8 +57,8 @@ from tasks.records import (
     spend_remediation,
     write_worklog,
 )
-from tasks.services import verify_restored
-from tasks.untagged import untagged
+from opsflow.tasks.services import verify_restored
+from opsflow.tasks.untagged import untagged
 
 ACTOR = "incident-restoration"
 

@@ -16,9 +16,9 @@ from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from itsm.problem_report import recurrence_chart, render_review, svg_data_uri
-from tasks.inventory import read_estate
-from tasks.problems import find_recurring_incidents, read_review, record_recurrence
+from opsflow.itsm.problem_report import recurrence_chart, render_review, svg_data_uri
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.problems import find_recurring_incidents, read_review, record_recurrence
 
 DEFAULT_THRESHOLD = 3
 """Incidents of one service and symptom that make a problem, unless the estate says otherwise."""

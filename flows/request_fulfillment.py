@@ -48,14 +48,14 @@ from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
-from flows.fulfilment import FulfilmentResult, fulfilment_flows
-from inventory.models import CatalogItem, Estate
-from itsm.approvals import ApprovalRefusedError, check_approver
-from itsm.catalog import InvalidRequestError, validate_inputs, validate_request
-from itsm.leases import LeaseClaim, Leases
-from itsm.markdown import md_text
-from itsm.request_store import LEASE_PREFIX, RequestStore
-from itsm.requests import (
+from opsflow.flows.fulfilment import FulfilmentResult, fulfilment_flows
+from opsflow.inventory.models import CatalogItem, Estate
+from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
+from opsflow.itsm.catalog import InvalidRequestError, validate_inputs, validate_request
+from opsflow.itsm.leases import LeaseClaim, Leases
+from opsflow.itsm.markdown import md_text
+from opsflow.itsm.request_store import LEASE_PREFIX, RequestStore
+from opsflow.itsm.requests import (
     PENDING_STATES,
     Attachment,
     InputValue,
@@ -64,9 +64,9 @@ from itsm.requests import (
     signature_valid,
 )
 from opsflow.settings import get_settings
-from tasks.inventory import read_estate
-from tasks.notify import person_block, send_notification
-from tasks.records import current_flow_run_id, open_store
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.notify import person_block, send_notification
+from opsflow.tasks.records import current_flow_run_id, open_store
 
 ACTOR = "request-fulfilment"
 APPROVAL_KEY_BLOCK = "opsflow-approval-key"

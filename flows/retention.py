@@ -16,9 +16,9 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from itsm.store import PruneResult
-from tasks.inventory import read_estate
-from tasks.records import open_store
+from opsflow.itsm.store import PruneResult
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.records import open_store
 
 
 @task(cache_policy=NONE, timeout_seconds=3600)

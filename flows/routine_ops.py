@@ -18,12 +18,12 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
-from inventory.models import Estate, Host, Service
-from itsm.drift import Drift, find_drift
-from itsm.facts_store import FactsSnapshot
 from opsflow.errors import OpsError, PermanentError
+from opsflow.inventory.models import Estate, Host, Service
+from opsflow.itsm.drift import Drift, find_drift
+from opsflow.itsm.facts_store import FactsSnapshot
 from opsflow.settings import get_settings
-from tasks.backups import (
+from opsflow.tasks.backups import (
     Backup,
     PathSizes,
     RestoreTest,
@@ -33,7 +33,7 @@ from tasks.backups import (
     take_backup,
     verify_restore,
 )
-from tasks.certificates import (
+from opsflow.tasks.certificates import (
     Certificate,
     CertificateFile,
     TlsEndpoint,
@@ -41,23 +41,23 @@ from tasks.certificates import (
     read_certificate_file,
     read_endpoint_certificate,
 )
-from tasks.desk_intake import (
+from opsflow.tasks.desk_intake import (
     DESK_TOKEN_BLOCK,
     DeskEvent,
     clearing_events,
     read_open_incidents,
     send_events,
 )
-from tasks.facts import HostFacts, read_host_facts
-from tasks.facts_history import record_facts_history
-from tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures
-from tasks.inventory import read_estate
-from tasks.logs import CleanupPolicy, CleanupResult, RotationResult, clean_logs, rotate_log
-from tasks.maintenance import DEFAULT_GRACE_S, maintenance_window
-from tasks.packages import PatchStatus, read_upgradable_packages
-from tasks.records import current_flow_run_id
-from tasks.service_control import ServiceStates, read_service_states
-from tasks.services import HealthResult, check_service_health
+from opsflow.tasks.facts import HostFacts, read_host_facts
+from opsflow.tasks.facts_history import record_facts_history
+from opsflow.tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.logs import CleanupPolicy, CleanupResult, RotationResult, clean_logs, rotate_log
+from opsflow.tasks.maintenance import DEFAULT_GRACE_S, maintenance_window
+from opsflow.tasks.packages import PatchStatus, read_upgradable_packages
+from opsflow.tasks.records import current_flow_run_id
+from opsflow.tasks.service_control import ServiceStates, read_service_states
+from opsflow.tasks.services import HealthResult, check_service_health
 
 HEALTH_SOURCE = "opsflow-health-check"
 HEALTH_SYMPTOMS = ("service-down", "service-hung")

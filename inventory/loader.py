@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from inventory.models import (
+from opsflow.errors import InventoryError
+from opsflow.inventory.models import (
     Audience,
     CatalogItem,
     Entitlement,
@@ -22,8 +23,7 @@ from inventory.models import (
     Service,
     Team,
 )
-from inventory.types import SSHPublicKey
-from opsflow.errors import InventoryError
+from opsflow.inventory.types import SSHPublicKey
 
 SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
     "hosts.yaml": {"hosts": Host},

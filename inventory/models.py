@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from inventory.types import Address, Labels, Name, Port, SSHPublicKey, Username
+from opsflow.inventory.types import Address, Labels, Name, Port, SSHPublicKey, Username
 
 
 class StrictModel(BaseModel):

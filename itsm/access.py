@@ -14,10 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from inventory.models import Audience, Entitlement, Estate, Person
-from inventory.types import SSHPublicKey, Username
-from itsm.records import UtcDatetime
 from opsflow.errors import PermanentError
+from opsflow.inventory.models import Audience, Entitlement, Estate, Person
+from opsflow.inventory.types import SSHPublicKey, Username
+from opsflow.itsm.records import UtcDatetime
 
 AccessState = Literal["requested", "approved", "active", "expired", "revoked", "denied"]
 Privilege = Literal["login", "sudo"]

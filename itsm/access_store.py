@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from itsm.access import (
+from opsflow.itsm.access import (
     FINAL_STATES,
     LIVE_STATES,
     AccessGrant,
@@ -40,8 +40,8 @@ from itsm.access import (
     ResolvedRequest,
     check_transition,
 )
-from itsm.leases import leases
-from itsm.store import (
+from opsflow.itsm.leases import leases
+from opsflow.itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
     Store,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from inventory.models import Audience, Person
 from opsflow.errors import PermanentError
+from opsflow.inventory.models import Audience, Person
 
 
 class ApprovalRefusedError(PermanentError, PermissionError):

@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from inventory.models import CatalogInput, CatalogItem, Estate, Person
-from itsm.requests import InputValue
 from opsflow.errors import PermanentError
+from opsflow.inventory.models import CatalogInput, CatalogItem, Estate, Person
+from opsflow.itsm.requests import InputValue
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INTEGER = re.compile(r"^[+-]?\d{1,18}$")

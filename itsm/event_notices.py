@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from itsm.store import Store
+    from opsflow.itsm.store import Store
 
 logger = logging.getLogger("opsflow.itsm.event_notices")
 

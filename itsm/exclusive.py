@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from itsm.store import Store
+from opsflow.itsm.store import Store
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from itsm.store import Store, UtcDateTime, metadata
+from opsflow.itsm.store import Store, UtcDateTime, metadata
 
 _Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 

@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Column, Connection, String, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from itsm.records import Incident
-from itsm.store import Store, UtcDateTime, incidents, metadata
 from opsflow.errors import TransientError
+from opsflow.itsm.records import Incident
+from opsflow.itsm.store import Store, UtcDateTime, incidents, metadata
 
 RESTORATION_PREFIX = "restoration:"
 

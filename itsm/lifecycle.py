@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from itsm.priority import SlaTargets, priority
-from itsm.records import FINAL_STATES, Incident, IncidentState, IncidentUpdate
 from opsflow.errors import PermanentError
+from opsflow.itsm.priority import SlaTargets, priority
+from opsflow.itsm.records import FINAL_STATES, Incident, IncidentState, IncidentUpdate
 
 TRANSITIONS: dict[IncidentState, tuple[IncidentState, ...]] = {
     "New": ("In Progress", "On Hold", "Resolved", "Canceled"),

@@ -28,8 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from itsm.store import Store, UtcDateTime, metadata
 from opsflow.errors import PermanentError
+from opsflow.itsm.store import Store, UtcDateTime, metadata
 
 maintenance_windows = Table(
     "maintenance_windows",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from xml.sax.saxutils import escape
 
-from itsm.problems import KnownError, Problem, Recurrence
-from itsm.records import Incident
+from opsflow.itsm.problems import KnownError, Problem, Recurrence
+from opsflow.itsm.records import Incident
 
 TOP = 10
 """Rows in the recurring-symptoms table and bars in the chart."""

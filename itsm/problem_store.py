@@ -32,7 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from itsm.problems import (
+from opsflow.errors import PermanentError
+from opsflow.itsm.problems import (
     OPEN_PROBLEM_STATES,
     KnownError,
     KnownErrorCreate,
@@ -45,8 +46,8 @@ from itsm.problems import (
     parse_problem_id,
     path_to,
 )
-from itsm.records import Incident, parse_incident_id
-from itsm.store import (
+from opsflow.itsm.records import Incident, parse_incident_id
+from opsflow.itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
     StaleVersionError,
@@ -58,7 +59,6 @@ from itsm.store import (
     incidents,
     metadata,
 )
-from opsflow.errors import PermanentError
 
 _RETRIES = 5
 

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from itsm.numbering import parse_record_id
-from itsm.records import CiName, Incident, LongText, UtcDatetime
 from opsflow.errors import PermanentError
+from opsflow.itsm.numbering import parse_record_id
+from opsflow.itsm.records import CiName, Incident, LongText, UtcDatetime
 
 ProblemState = Literal["New", "Root Cause Analysis", "Known Error", "Resolved", "Closed"]
 

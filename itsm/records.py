@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from itsm.numbering import parse_record_id
+from opsflow.itsm.numbering import parse_record_id
 
 EventClass = Literal["informational", "warning", "exception"]
 EventStatus = Literal["firing", "resolved"]

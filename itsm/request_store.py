@@ -28,9 +28,10 @@ from sqlalchemy import (
     update,
 )
 
-from itsm.leases import LeaseClaim, leases
-from itsm.records import AuditEntry
-from itsm.requests import (
+from opsflow.errors import PermanentError
+from opsflow.itsm.leases import LeaseClaim, leases
+from opsflow.itsm.records import AuditEntry
+from opsflow.itsm.requests import (
     CARRIED_STATES,
     TRANSITIONS,
     Attachment,
@@ -40,7 +41,7 @@ from itsm.requests import (
     apply_transition,
     parse_request_id,
 )
-from itsm.store import (
+from opsflow.itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
     Store,
@@ -51,7 +52,6 @@ from itsm.store import (
     audit,
     metadata,
 )
-from opsflow.errors import PermanentError
 
 RECORD_TYPE = "service_request"
 LEASE_PREFIX = "request:"

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from itsm.numbering import parse_record_id
-from itsm.records import UtcDatetime
 from opsflow.errors import PermanentError
+from opsflow.itsm.numbering import parse_record_id
+from opsflow.itsm.records import UtcDatetime
 
 RequestState = Literal[
     "submitted",

@@ -57,11 +57,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 
-from itsm import event_notices
-from itsm.lifecycle import apply_update
-from itsm.migrations import upgrade_engine
-from itsm.priority import SlaTargets, priority
-from itsm.records import (
+from opsflow.errors import PermanentError, TransientError
+from opsflow.itsm import event_notices
+from opsflow.itsm.lifecycle import apply_update
+from opsflow.itsm.migrations import upgrade_engine
+from opsflow.itsm.priority import SlaTargets, priority
+from opsflow.itsm.records import (
     OPEN_STATES,
     AuditEntry,
     Event,
@@ -76,7 +77,6 @@ from itsm.records import (
     left_to_automation,
     parse_incident_id,
 )
-from opsflow.errors import PermanentError, TransientError
 from opsflow.settings import get_settings
 
 _RETRIES = 5

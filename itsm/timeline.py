@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from itsm.markdown import md_text
-from itsm.records import AuditEntry, Incident, WorklogEntry
+from opsflow.itsm.markdown import md_text
+from opsflow.itsm.records import AuditEntry, Incident, WorklogEntry
 
 
 def render_timeline(

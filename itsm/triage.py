@@ -19,13 +19,13 @@ from typing import Literal
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from inventory.models import Estate, EventRule
-from itsm.maintenance_store import declared_windows
-from itsm.problem_store import ProblemStore
-from itsm.problems import KnownError, match_known_error
-from itsm.records import Event, EventClass, IncidentCreate, IncidentReport, IncidentUpdate
-from itsm.store import Correlation, EventLink, Store
 from opsflow.errors import TransientError
+from opsflow.inventory.models import Estate, EventRule
+from opsflow.itsm.maintenance_store import declared_windows
+from opsflow.itsm.problem_store import ProblemStore
+from opsflow.itsm.problems import KnownError, match_known_error
+from opsflow.itsm.records import Event, EventClass, IncidentCreate, IncidentReport, IncidentUpdate
+from opsflow.itsm.store import Correlation, EventLink, Store
 
 SEVERITY_CLASSES: dict[str, EventClass] = {
     "critical": "exception",

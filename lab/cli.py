@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lab.hosts import BreakKind, break_host, lab_down, lab_status, lab_up
 from opsflow.errors import LabError
+from opsflow.lab.hosts import BreakKind, break_host, lab_down, lab_status, lab_up
 
 lab_app = typer.Typer(
     help="The local lab: real sshd hosts on loopback addresses, each running an app to break.",

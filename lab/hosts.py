@@ -38,10 +38,10 @@ from typing import Any, Literal
 
 import yaml
 
-from lab.catalog import write_catalog
-from lab.entitlements import write_entitlements
-from lab.people import write_people_and_rules
 from opsflow.errors import LabError
+from opsflow.lab.catalog import write_catalog
+from opsflow.lab.entitlements import write_entitlements
+from opsflow.lab.people import write_people_and_rules
 from opsflow.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -1004,7 +1004,7 @@ def lab_down(directory: Path | None = None) -> None:
             )
         directory.rmdir()
         return
-    from lab.monitoring import monitoring_down
+    from opsflow.lab.monitoring import monitoring_down
 
     monitoring_down(directory / "monitoring")
     started = time.monotonic()

@@ -1,7 +1,7 @@
 """A local stand-in for the on-call's pager: an HTTP receiver that writes each page to a file.
 
 Real estates point their notification block at Slack, PagerDuty or e-mail, which cannot run
-here; the lab points it at this, so escalations are seen end to end (`python -m lab.pager`).
+here; the lab points it at this, so escalations are seen end to end (`python -m opsflow.lab.pager`).
 """
 
 from __future__ import annotations

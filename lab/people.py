@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from inventory.models import token_sha256
+from opsflow.inventory.models import token_sha256
 
 PEOPLE = [
     {"name": "alice", "full_name": "Alice Oncall", "team": "ops", "roles": ["operator"]},

@@ -28,9 +28,10 @@ from prefect.logging import get_run_logger
 from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from inventory.models import Host
-from inventory.types import Name, SSHPublicKey, Username
-from itsm.access import (
+from opsflow.errors import PermanentError
+from opsflow.inventory.models import Host
+from opsflow.inventory.types import Name, SSHPublicKey, Username
+from opsflow.itsm.access import (
     MARKER_PREFIX,
     AccessGrant,
     explains_key,
@@ -39,9 +40,8 @@ from itsm.access import (
     marker,
     sudo_rule_text,
 )
-from opsflow.errors import PermanentError
-from tasks.retry import RETRY_TRANSIENT, is_transient
-from tasks.ssh import execute
+from opsflow.tasks.retry import RETRY_TRANSIENT, is_transient
+from opsflow.tasks.ssh import execute
 
 MANAGED_GROUP = "opsflow-access"
 """Every account opsflow creates is in this group; accounts outside it are never touched."""

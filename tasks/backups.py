@@ -20,13 +20,13 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import AwareDatetime, BaseModel, Field
 
-from inventory.models import Host, Service
 from opsflow.errors import PermanentError
-from tasks.concurrency import host_slot
-from tasks.files import fetch_file
-from tasks.retry import RETRY_TRANSIENT, is_transient
-from tasks.service_control import start, stop
-from tasks.ssh import execute
+from opsflow.inventory.models import Host, Service
+from opsflow.tasks.concurrency import host_slot
+from opsflow.tasks.files import fetch_file
+from opsflow.tasks.retry import RETRY_TRANSIENT, is_transient
+from opsflow.tasks.service_control import start, stop
+from opsflow.tasks.ssh import execute
 
 ARCHIVE_SUFFIX = ".tar.gz"
 CHUNK = 1 << 20

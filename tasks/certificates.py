@@ -15,11 +15,11 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from inventory.models import Host
-from inventory.types import Port
 from opsflow.errors import PermanentError, TransientError
-from tasks.files import fetch_file
-from tasks.retry import RETRY_TRANSIENT
+from opsflow.inventory.models import Host
+from opsflow.inventory.types import Port
+from opsflow.tasks.files import fetch_file
+from opsflow.tasks.retry import RETRY_TRANSIENT
 
 CONNECT_TIMEOUT_S = 10.0
 MAX_CERT_FILE_BYTES = 1 << 20

@@ -18,11 +18,11 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from itsm.records import OPEN_STATES
 from opsflow.errors import PermanentError, TransientError
+from opsflow.itsm.records import OPEN_STATES
 from opsflow.settings import get_settings
-from tasks.records import open_store
-from tasks.retry import is_transient
+from opsflow.tasks.records import open_store
+from opsflow.tasks.retry import is_transient
 
 DESK_TOKEN_BLOCK = "opsflow-desk-token"  # noqa: S105 (a block name, not a secret)
 """Default name of the Secret block holding the token jobs post events with (role monitor)."""

@@ -8,10 +8,10 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
-from inventory.models import Estate
-from itsm.records import Incident
-from itsm.triage import Decision, triage
-from tasks.records import current_flow_run_id, open_store
+from opsflow.inventory.models import Estate
+from opsflow.itsm.records import Incident
+from opsflow.itsm.triage import Decision, triage
+from opsflow.tasks.records import current_flow_run_id, open_store
 
 
 @task(cache_policy=NONE, timeout_seconds=300)

@@ -6,9 +6,9 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from inventory.models import Host
-from tasks.retry import RETRY_TRANSIENT
-from tasks.ssh import execute
+from opsflow.inventory.models import Host
+from opsflow.tasks.retry import RETRY_TRANSIENT
+from opsflow.tasks.ssh import execute
 
 SEPARATOR = "--opsflow-facts--"
 

@@ -8,8 +8,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from itsm.facts_store import FactsSnapshot, prune_snapshots, record_snapshots
-from tasks.records import open_store
+from opsflow.itsm.facts_store import FactsSnapshot, prune_snapshots, record_snapshots
+from opsflow.tasks.records import open_store
 
 
 class HistoryWrite(BaseModel):

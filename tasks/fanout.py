@@ -29,8 +29,8 @@ from prefect.states import Failed
 from prefect.utilities.annotations import quote
 from prefect.utilities.math import clamped_poisson_interval
 
-from inventory.models import Host
 from opsflow.errors import OpsError
+from opsflow.inventory.models import Host
 
 T = TypeVar("T")
 

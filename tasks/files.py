@@ -10,10 +10,10 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from inventory.models import Host
 from opsflow.errors import PermanentError, SSHTransientError
-from tasks.retry import RETRY_TRANSIENT
-from tasks.ssh import execute, open_sftp
+from opsflow.inventory.models import Host
+from opsflow.tasks.retry import RETRY_TRANSIENT
+from opsflow.tasks.ssh import execute, open_sftp
 
 CHUNK = 1 << 20
 

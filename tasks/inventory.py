@@ -12,9 +12,9 @@ from prefect.cache_policies import NONE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from inventory.loader import load_estate
-from inventory.models import Estate
 from opsflow.errors import InventoryError
+from opsflow.inventory.loader import load_estate
+from opsflow.inventory.models import Estate
 from opsflow.settings import get_settings
 
 Stamp = tuple[tuple[str, int, int], ...]

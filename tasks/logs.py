@@ -17,10 +17,10 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from inventory.models import Host, Service
 from opsflow.errors import PermanentError
-from tasks.concurrency import host_slot
-from tasks.ssh import execute
+from opsflow.inventory.models import Host, Service
+from opsflow.tasks.concurrency import host_slot
+from opsflow.tasks.ssh import execute
 
 DAY_S = 86400.0
 SEPARATOR = "--opsflow-logs--"

@@ -11,8 +11,8 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from itsm.maintenance_store import DeclaredWindow, close_window, declare_window
-from tasks.records import current_flow_run_id, open_store
+from opsflow.itsm.maintenance_store import DeclaredWindow, close_window, declare_window
+from opsflow.tasks.records import current_flow_run_id, open_store
 
 DEFAULT_GRACE_S = 60.0
 """How long a window outlives the work: monitoring stamps an alert when it evaluates it,

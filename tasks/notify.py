@@ -11,8 +11,8 @@ from prefect.blocks.core import Block
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from inventory.models import Estate
 from opsflow.errors import PermanentError
+from opsflow.inventory.models import Estate
 
 
 @task(

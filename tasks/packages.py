@@ -8,9 +8,9 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, Field
 
-from inventory.models import Host
-from tasks.retry import RETRY_TRANSIENT
-from tasks.ssh import execute
+from opsflow.inventory.models import Host
+from opsflow.tasks.retry import RETRY_TRANSIENT
+from opsflow.tasks.ssh import execute
 
 _LINE = re.compile(
     r"^(?P<name>[^/\s]+)/(?P<suites>\S+) (?P<candidate>\S+) (?P<arch>\S+) "

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from prefect import task
 from prefect.cache_policies import NONE
 
-from itsm.problem_report import ReviewInput
-from itsm.problem_store import ProblemChange, ProblemStore
-from itsm.problems import KnownError, Recurrence, find_recurrences
-from itsm.store import Store
-from tasks.records import current_flow_run_id, open_store
+from opsflow.itsm.problem_report import ReviewInput
+from opsflow.itsm.problem_store import ProblemChange, ProblemStore
+from opsflow.itsm.problems import KnownError, Recurrence, find_recurrences
+from opsflow.itsm.store import Store
+from opsflow.tasks.records import current_flow_run_id, open_store
 
 _problem_stores: weakref.WeakKeyDictionary[Store, ProblemStore] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()

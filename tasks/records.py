@@ -9,9 +9,9 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from itsm.leases import Leases, RestorationClaim
-from itsm.records import Incident, IncidentUpdate
-from itsm.store import Store
+from opsflow.itsm.leases import Leases, RestorationClaim
+from opsflow.itsm.records import Incident, IncidentUpdate
+from opsflow.itsm.store import Store
 from opsflow.settings import get_settings
 
 _stores: dict[str, Store] = {}

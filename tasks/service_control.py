@@ -9,10 +9,10 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from inventory.models import Host, Service, ServiceControl
 from opsflow.errors import CommandFailedError, PermanentError
-from tasks.retry import RETRY_TRANSIENT
-from tasks.ssh import execute
+from opsflow.inventory.models import Host, Service, ServiceControl
+from opsflow.tasks.retry import RETRY_TRANSIENT
+from opsflow.tasks.ssh import execute
 
 STATUS_TIMEOUT_S = 30.0
 CONTROL_TIMEOUT_S = 90.0

@@ -10,9 +10,9 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from inventory.models import CommandCheck, Host, HttpCheck, Service
 from opsflow.errors import OpsError, PermanentError
-from tasks.ssh import execute
+from opsflow.inventory.models import CommandCheck, Host, HttpCheck, Service
+from opsflow.tasks.ssh import execute
 
 
 class HealthResult(BaseModel):

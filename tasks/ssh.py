@@ -25,8 +25,7 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
-from blocks.ssh import SshCredentials
-from inventory.models import Host
+from opsflow.blocks.ssh import SshCredentials
 from opsflow.errors import (
     CommandFailedError,
     CommandTimeoutError,
@@ -35,7 +34,8 @@ from opsflow.errors import (
     SSHPermanentError,
     SSHTransientError,
 )
-from tasks.retry import is_transient
+from opsflow.inventory.models import Host
+from opsflow.tasks.retry import is_transient
 
 TAIL_CHARS = 4000
 """How much of stderr a result keeps: the end, where errors are."""

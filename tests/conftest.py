@@ -104,8 +104,8 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 @pytest.fixture(scope="session")
 def lab(opsflow_home: Path):
     """Real sshd hosts on loopback, each with its own /etc, /home, /root and app service."""
-    from lab.hosts import lab_down, lab_up
     from opsflow.errors import LabError
+    from opsflow.lab.hosts import lab_down, lab_up
 
     directory = opsflow_home / "lab"
     for base_address in LAB_BASE_ADDRESSES:
@@ -122,7 +122,7 @@ def lab(opsflow_home: Path):
     try:
         yield lab
     finally:
-        from tasks.ssh import close_connections
+        from opsflow.tasks.ssh import close_connections
 
         close_connections()
         lab_down(directory)
@@ -131,7 +131,7 @@ def lab(opsflow_home: Path):
 @pytest.fixture(scope="session")
 def estate(lab):
     """The lab's estate, loaded through the real inventory loader."""
-    from inventory.loader import load_estate
+    from opsflow.inventory.loader import load_estate
 
     return load_estate(lab.estate_dir)
 
@@ -139,7 +139,7 @@ def estate(lab):
 @pytest.fixture(scope="session")
 def ssh_credentials(prefect_server: None, lab):
     """The lab's client key saved as the `opsflow-lab` SSH credentials block."""
-    from blocks.registration import register_block_types, save_ssh_credentials
+    from opsflow.blocks.registration import register_block_types, save_ssh_credentials
 
     register_block_types()
     return save_ssh_credentials("opsflow-lab", lab.client_key)
@@ -148,8 +148,8 @@ def ssh_credentials(prefect_server: None, lab):
 @pytest.fixture(scope="session")
 def pager(tmp_path_factory: pytest.TempPathFactory, prefect_server: None):
     """A local HTTP receiver standing in for the on-call's pager, behind a notification block."""
-    from blocks.notifications import save_webhook_pager
-    from lab.pager import PagerServer
+    from opsflow.blocks.notifications import save_webhook_pager
+    from opsflow.lab.pager import PagerServer
 
     server = PagerServer(("127.0.0.1", 0), tmp_path_factory.mktemp("pager") / "pages.log")
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -175,9 +175,9 @@ def desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
 
     Routine jobs find it through OPSFLOW_DESK_URL and the `opsflow-desk-token` Secret block.
     """
-    from blocks.registration import save_desk_token
-    from desk.server import build_desk
-    from lab.people import token_file
+    from opsflow.blocks.registration import save_desk_token
+    from opsflow.desk.server import build_desk
+    from opsflow.lab.people import token_file
     from opsflow.runtime.worker import Worker
 
     app, dispatcher = build_desk(lab.estate_dir)
@@ -205,8 +205,8 @@ def monitoring(lab, desk):
     Module-scoped: while it runs, a service a test stops is restored within seconds, which
     tests outside the closed loop must not see.
     """
-    from lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
-    from lab.people import token_file
+    from opsflow.lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
+    from opsflow.lab.people import token_file
 
     watch = monitoring_up(
         lab,

@@ -18,7 +18,7 @@ import requests
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
-from itsm.records import Incident, IncidentCreate
+from opsflow.itsm.records import Incident, IncidentCreate
 
 
 def free_port() -> int:
@@ -64,7 +64,7 @@ class DeskProcess:
 
 @contextmanager
 def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[DeskProcess]:
-    """Another desk (`python -m desk.server`) on the same records and Prefect server, with
+    """Another desk (`python -m opsflow.desk.server`) on the same records and Prefect server, with
     short leases, once it answers; killed at the end."""
     port = free_port()
     env = {
@@ -75,7 +75,7 @@ def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[De
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "desk.server", "--port", str(port)],
+            [sys.executable, "-m", "opsflow.desk.server", "--port", str(port)],
             cwd=PROJECT,
             env=env,
             stdout=out,
@@ -149,7 +149,7 @@ class NoWorkers:
 
 def open_service_down(host: str, summary: str) -> Incident:
     """A New service-down incident for app on `host`, with the restart-service runbook."""
-    from tasks.records import open_store
+    from opsflow.tasks.records import open_store
 
     incident, _ = open_store().open_or_correlate(
         IncidentCreate(

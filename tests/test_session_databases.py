@@ -29,7 +29,7 @@ def test_prefect_server_records_flow_runs_in_postgresql(
 
 
 def test_session_desk_keeps_its_records_in_postgresql(desk, postgres: PostgresCluster) -> None:
-    from tasks.records import open_store
+    from opsflow.tasks.records import open_store
 
     store = open_store()
     assert store.dialect == "postgresql"

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from inventory.models import Estate, Host, Service
-from itsm.requests import Attachment
 from opsflow.errors import PermanentError
+from opsflow.inventory.models import Estate, Host, Service
+from opsflow.itsm.requests import Attachment
 
 
 class HostChange(BaseModel):
@@ -57,7 +57,7 @@ def find_service(estate: Estate, service: str) -> Service:
 
 def fulfilment_flows() -> dict[str, Any]:
     """Every fulfilment flow a catalog item may name, by name."""
-    from flows.fulfilment import (
+    from opsflow.flows.fulfilment import (
         clear_old_logs,
         create_app_account,
         diagnostic_bundle,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows.fulfilment import FulfilmentError, FulfilmentResult, HostChange, find_service
-from inventory.models import Host, Service
-from tasks.fanout import map_hosts, raise_failures
-from tasks.inventory import read_estate
-from tasks.retry import is_transient
-from tasks.ssh import execute
+from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult, HostChange, find_service
+from opsflow.inventory.models import Host, Service
+from opsflow.tasks.fanout import map_hosts, raise_failures
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.retry import is_transient
+from opsflow.tasks.ssh import execute
 
 
 def rotated_logs_find(service: Service, older_than_days: int) -> list[str]:

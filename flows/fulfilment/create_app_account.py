@@ -6,14 +6,14 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from pydantic import TypeAdapter, ValidationError
 
-from flows.fulfilment import FulfilmentError, FulfilmentResult, HostChange, find_service
-from inventory.models import Host
-from inventory.types import Username
 from opsflow.errors import CommandFailedError
-from tasks.fanout import map_hosts, raise_failures
-from tasks.inventory import read_estate
-from tasks.retry import is_transient
-from tasks.ssh import execute
+from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult, HostChange, find_service
+from opsflow.inventory.models import Host
+from opsflow.inventory.types import Username
+from opsflow.tasks.fanout import map_hosts, raise_failures
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.retry import is_transient
+from opsflow.tasks.ssh import execute
 
 _USERNAME = TypeAdapter(Username)
 NOLOGIN = "/usr/sbin/nologin"

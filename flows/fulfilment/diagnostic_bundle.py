@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows.fulfilment import FulfilmentError, FulfilmentResult
-from inventory.models import Host
-from itsm.requests import Attachment
+from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult
+from opsflow.inventory.models import Host
+from opsflow.itsm.requests import Attachment
 from opsflow.settings import get_settings
-from tasks.files import fetch_remote_file
-from tasks.inventory import read_estate
-from tasks.retry import is_transient
-from tasks.ssh import execute
+from opsflow.tasks.files import fetch_remote_file
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.retry import is_transient
+from opsflow.tasks.ssh import execute
 
 BUNDLE_PATHS = ("/var/log/app", "/etc/app")
 """What a bundle holds besides ps, df and uname output; paths missing on a host are skipped."""

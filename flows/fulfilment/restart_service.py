@@ -6,13 +6,13 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from flows.fulfilment import FulfilmentResult, HostChange, service_on_host
-from flows.runbooks.restart_service import control, diagnose
-from inventory.models import Host, Service
-from tasks.concurrency import host_slot
-from tasks.inventory import read_estate
-from tasks.services import verify_restored
-from tasks.ssh import execute
+from opsflow.flows.fulfilment import FulfilmentResult, HostChange, service_on_host
+from opsflow.flows.runbooks.restart_service import control, diagnose
+from opsflow.inventory.models import Host, Service
+from opsflow.tasks.concurrency import host_slot
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.services import verify_restored
+from opsflow.tasks.ssh import execute
 
 
 @task(

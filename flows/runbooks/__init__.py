@@ -14,7 +14,7 @@ from typing import Any
 from prefect.transactions import Transaction
 from pydantic import BaseModel, Field
 
-from tasks.records import open_store
+from opsflow.tasks.records import open_store
 
 
 class Diagnosis(BaseModel):
@@ -53,7 +53,7 @@ def record_rollback(transaction: Transaction, text: str) -> None:
 
 def runbooks() -> dict[str, Runbook]:
     """Every runbook opsflow can run, by name."""
-    from flows.runbooks import free_disk_space, recover_hung_service, restart_service
+    from opsflow.flows.runbooks import free_disk_space, recover_hung_service, restart_service
 
     return {
         r.name: r

@@ -6,11 +6,11 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
-from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
-from inventory.models import Host, Service
 from opsflow.errors import PermanentError
-from tasks.logs import in_log_dir
-from tasks.ssh import execute
+from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
+from opsflow.inventory.models import Host, Service
+from opsflow.tasks.logs import in_log_dir
+from opsflow.tasks.ssh import execute
 
 
 def _log_dir(service: Service) -> str:

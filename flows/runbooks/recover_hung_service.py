@@ -6,12 +6,12 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
-from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
-from flows.runbooks.restart_service import control
-from inventory.models import Host, Service
-from tasks.logs import read_log_tail
-from tasks.services import probe_health
-from tasks.ssh import execute
+from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
+from opsflow.flows.runbooks.restart_service import control
+from opsflow.inventory.models import Host, Service
+from opsflow.tasks.logs import read_log_tail
+from opsflow.tasks.services import probe_health
+from opsflow.tasks.ssh import execute
 
 
 @task(cache_policy=NONE, timeout_seconds=120, task_run_name="diagnose[{service.name}@{host.name}]")

@@ -6,11 +6,11 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
-from flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
-from inventory.models import Host, Service
 from opsflow.errors import PermanentError
-from tasks.logs import read_log_tail
-from tasks.ssh import execute
+from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
+from opsflow.inventory.models import Host, Service
+from opsflow.tasks.logs import read_log_tail
+from opsflow.tasks.ssh import execute
 
 
 def control(service: Service):

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, MetaData, func, select
 
-from itsm.migrations import premigration
 from opsflow.errors import PermanentError
+from opsflow.itsm.migrations import premigration
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -100,10 +100,10 @@ def head() -> str:
 
 def records_metadata() -> MetaData:
     """The tables the code declares, every itsm module imported so none is left out."""
-    for module in walk_packages(import_module("itsm").__path__, "itsm."):
+    for module in walk_packages(import_module("opsflow.itsm").__path__, "opsflow.itsm."):
         if not module.name.startswith(__name__):
             import_module(module.name)
-    from itsm.store import metadata
+    from opsflow.itsm.store import metadata
 
     return metadata
 
@@ -117,7 +117,7 @@ def current(conn: Connection) -> str | None:
 
 def upgrade(url: str | None = None) -> SchemaUpgrade:
     """Bring the records database at `url` (default: the configured one) to head."""
-    from itsm.store import Store
+    from opsflow.itsm.store import Store
 
     store = Store(url)
     store.dispose()
@@ -205,7 +205,7 @@ def new_revision(message: str, url: str) -> None:
     comparing them with the scratch database at `url` (brought to head first)."""
     from alembic import command
 
-    from itsm.store import Store
+    from opsflow.itsm.store import Store
 
     store = Store(url)
     try:

@@ -29,25 +29,25 @@ from types import FrameType
 from prefect import tags
 from prefect.task_worker import TaskWorker
 
-from desk.access_changes import DEFAULT_MAX_RUNNING as DEFAULT_MAX_ACCESS
-from desk.access_changes import AccessRunner
-from desk.dispatch import Dispatcher
-from desk.fulfilments import DEFAULT_MAX_RUNNING as DEFAULT_MAX_REQUESTS
-from desk.fulfilments import RequestRunner
-from desk.restorations import RestorationRunner
-from flows import work
-from itsm.access_store import AccessStore
-from itsm.event_notices import listen_for_stored_events
-from itsm.exclusive import exclusive
-from itsm.records import Incident
-from itsm.request_store import RequestStore
-from itsm.requests import request_number
-from itsm.store import Store
+from opsflow.desk.access_changes import DEFAULT_MAX_RUNNING as DEFAULT_MAX_ACCESS
+from opsflow.desk.access_changes import AccessRunner
+from opsflow.desk.dispatch import Dispatcher
+from opsflow.desk.fulfilments import DEFAULT_MAX_RUNNING as DEFAULT_MAX_REQUESTS
+from opsflow.desk.fulfilments import RequestRunner
+from opsflow.desk.restorations import RestorationRunner
 from opsflow.errors import OpsError
+from opsflow.flows import work
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.event_notices import listen_for_stored_events
+from opsflow.itsm.exclusive import exclusive
+from opsflow.itsm.records import Incident
+from opsflow.itsm.request_store import RequestStore
+from opsflow.itsm.requests import request_number
+from opsflow.itsm.store import Store
 from opsflow.runtime.flow_runs import run_flow_here
-from tasks.inventory import last_good_estate
-from tasks.records import open_store
-from tasks.ssh import warm_connection
+from opsflow.tasks.inventory import last_good_estate
+from opsflow.tasks.records import open_store
+from opsflow.tasks.ssh import warm_connection
 
 logger = logging.getLogger("opsflow.worker")
 
@@ -186,7 +186,7 @@ class Worker:
         return True
 
     def _triage_pass(self) -> bool:
-        from flows.event_triage import event_triage
+        from opsflow.flows.event_triage import event_triage
 
         with exclusive(self.store, "event-triage"), tags("itil:event"):
             # A doubled wake-up finds nothing: no empty run for the Prefect UI then.
@@ -195,7 +195,7 @@ class Worker:
             return bool(run_flow_here(event_triage))
 
     def _restore(self, record: Incident, lease_holder: str | None) -> str:
-        from flows.incident_restoration import incident_restoration
+        from opsflow.flows.incident_restoration import incident_restoration
 
         if record.host:
             threading.Thread(

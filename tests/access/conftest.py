@@ -58,7 +58,7 @@ def _listening_sockets(pid: int) -> set[str]:
 
 def _read_user_keys(lab: Any) -> None:
     """Make each lab host's sshd also read ~/.ssh/authorized_keys, then reload it."""
-    from lab.hosts import run_on_host, ssh_banner
+    from opsflow.lab.hosts import run_on_host, ssh_banner
 
     for host in lab.hosts:
         config = run_on_host(host.name, ["cat", "/etc/ssh/sshd_config"], lab.directory).stdout
@@ -98,8 +98,8 @@ class Person:
 @pytest.fixture(scope="package")
 def access_lab(opsflow_home: Path) -> Iterator[Any]:
     """Five lab hosts (lab01..lab05; odd ones in web, even ones in db) for access tests only."""
-    from lab.hosts import lab_down, lab_up
-    from tasks.ssh import close_connections
+    from opsflow.lab.hosts import lab_down, lab_up
+    from opsflow.tasks.ssh import close_connections
 
     directory = opsflow_home / "access-lab"
     lab = lab_up(directory, hosts=5, base_address=ACCESS_LAB_ADDRESS)
@@ -114,7 +114,7 @@ def access_lab(opsflow_home: Path) -> Iterator[Any]:
 @pytest.fixture(scope="package")
 def people(access_lab: Any) -> dict[str, Person]:
     """alice (operator, ops), bob (approver, ops), carol (requester, users): keys and tokens."""
-    from lab.people import token_file
+    from opsflow.lab.people import token_file
 
     keys = access_lab.directory / "people-keys"
     keys.mkdir(exist_ok=True)
@@ -138,7 +138,7 @@ def people(access_lab: Any) -> dict[str, Person]:
 @pytest.fixture(scope="package")
 def access_estate_dir(access_lab: Any, people: dict[str, Person]) -> Path:
     """The access lab's estate with its own credentials block, people's keys and entitlements."""
-    from lab.entitlements import write_entitlements
+    from opsflow.lab.entitlements import write_entitlements
 
     estate_dir: Path = access_lab.estate_dir
     hosts_file = estate_dir / "hosts.yaml"
@@ -174,7 +174,7 @@ def access_env(
 ) -> Iterator[None]:
     """Point opsflow at the access estate, its own records database (on the session's
     PostgreSQL) and credentials block."""
-    from blocks.registration import register_block_types, save_ssh_credentials
+    from opsflow.blocks.registration import register_block_types, save_ssh_credentials
 
     register_block_types()
     save_ssh_credentials(ACCESS_CREDENTIALS, access_lab.client_key)
@@ -195,7 +195,7 @@ def access_env(
 @pytest.fixture(scope="package")
 def access_estate(access_env: None, access_estate_dir: Path) -> Any:
     """The access lab's estate, loaded through the real loader."""
-    from inventory.loader import load_estate
+    from opsflow.inventory.loader import load_estate
 
     return load_estate(access_estate_dir)
 
@@ -208,10 +208,10 @@ def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
 
     import uvicorn
 
-    from desk.app import create_app
-    from desk.server import EstateCache
+    from opsflow.desk.app import create_app
+    from opsflow.desk.server import EstateCache
     from opsflow.runtime.worker import Worker
-    from tasks.records import open_store
+    from opsflow.tasks.records import open_store
 
     app = create_app(open_store(), EstateCache(access_estate_dir))
     with socket.socket() as sock:
@@ -267,7 +267,7 @@ def ssh_as(host: Any, username: str, key_file: Path, command: str = "true") -> i
 
 def host_state(lab: Any, host: str) -> dict[str, str]:
     """Ground truth through the lab (not SSH): user database, sudo rules, homes and keys."""
-    from lab.hosts import run_on_host
+    from opsflow.lab.hosts import run_on_host
 
     script = """
 for f in /etc/passwd /etc/shadow /etc/group /etc/gshadow /etc/subuid /etc/subgid; do
@@ -286,7 +286,7 @@ def live_grant(grant_id: int, username: str, public_key: str, hosts: list[str]) 
     """An active login grant record, as the store would hand it to revocation."""
     from datetime import UTC, datetime, timedelta
 
-    from itsm.access import AccessGrant
+    from opsflow.itsm.access import AccessGrant
 
     now = datetime.now(UTC)
     return AccessGrant(

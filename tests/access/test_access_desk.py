@@ -18,8 +18,8 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from desk.cli_access import access_app
-from lab.hosts import run_on_host
+from opsflow.desk.cli_access import access_app
+from opsflow.lab.hosts import run_on_host
 from tests.access.conftest import Person, lab_state, ssh_as, wait_for
 
 pytestmark = pytest.mark.usefixtures("access_env")
@@ -128,9 +128,9 @@ def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
 def test_a_grant_whose_worker_died_before_its_run_is_put_in_place(
     access_desk: Any, access_estate: Any, people: dict[str, Person]
 ) -> None:
-    from itsm.access_store import AccessStore
-    from itsm.leases import Leases
-    from tasks.records import open_store
+    from opsflow.itsm.access_store import AccessStore
+    from opsflow.itsm.leases import Leases
+    from opsflow.tasks.records import open_store
 
     carol = people["carol"]
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
@@ -159,7 +159,7 @@ def test_sudo_grant_gives_sudo_on_its_group_only(
     access_estate: Any,
     people: dict[str, Person],
 ) -> None:
-    from flows.access_provisioning import grant_access
+    from opsflow.flows.access_provisioning import grant_access
 
     alice, bob = people["alice"], people["bob"]
     grant = ask(access_desk, alice, "db-sudo", duration_minutes=30)
@@ -197,7 +197,7 @@ def test_time_to_access_on_five_hosts_and_granting_twice_changes_nothing(
     The hosts' own file times say when access became usable without SSH polling loading the
     machine during the measurement; logins then confirm it.
     """
-    from flows.access_provisioning import grant_access
+    from opsflow.flows.access_provisioning import grant_access
 
     carol, bob = people["carol"], people["bob"]
     timings = []
@@ -246,8 +246,8 @@ def test_expiry_reads_the_store_so_a_restart_loses_nothing(
     access_estate: Any, people: dict[str, Person]
 ) -> None:
     """No desk, no timer: a fresh expiry run finds the ended grant in the store."""
-    from flows.access_provisioning import access_store, expire_access, grant_access
-    from itsm.access import AccessRequestCreate, resolve_request
+    from opsflow.flows.access_provisioning import access_store, expire_access, grant_access
+    from opsflow.itsm.access import AccessRequestCreate, resolve_request
 
     carol = people["carol"]
     grants = access_store()

@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from inventory.models import Audience, Entitlement, Estate, Host, Person
-from itsm.access import (
+from opsflow.inventory.models import Audience, Entitlement, Estate, Host, Person
+from opsflow.itsm.access import (
     AccessNotEntitledError,
     AccessRequestCreate,
     AccessRequestInvalidError,
     IllegalAccessTransitionError,
     resolve_request,
 )
-from itsm.access_store import AccessStore
-from itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.store import RecordNotFoundError, Store
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

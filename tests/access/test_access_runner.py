@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from desk.access_changes import AccessRunner
-from itsm.access import AccessGrant, AccessRequestCreate, resolve_request
-from itsm.access_store import AccessStore
-from itsm.store import Store
+from opsflow.desk.access_changes import AccessRunner
+from opsflow.itsm.access import AccessGrant, AccessRequestCreate, resolve_request
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.store import Store
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHtfozhPTtl8AkMOSM3DVfaazlgK6iLBcy+DLgNv9iP"
 

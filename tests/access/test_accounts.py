@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from itsm.access import marker
-from lab.hosts import run_on_host
-from tasks.accounts import (
+from opsflow.itsm.access import marker
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.accounts import (
     MANAGED_GROUP,
     SudoRuleRejectedError,
     UnmanagedAccountError,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from lab.hosts import run_on_host
-from tasks.accounts import create_account, read_access_facts
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.accounts import create_account, read_access_facts
 from tests.access.conftest import Person
 
 pytestmark = pytest.mark.usefixtures("access_env")

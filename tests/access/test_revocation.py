@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from lab.hosts import account_ids, run_on_host
-from tasks.accounts import add_key, create_account, delete_account, delete_key
+from opsflow.lab.hosts import account_ids, run_on_host
+from opsflow.tasks.accounts import add_key, create_account, delete_account, delete_key
 from tests.access.conftest import Person, ssh_as, wait_for
 
 pytestmark = pytest.mark.usefixtures("access_env")

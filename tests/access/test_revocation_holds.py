@@ -12,10 +12,15 @@ from typing import Any
 
 import pytest
 
-from flows.access_provisioning import access_store, grant_access, review_access, revoke_access
-from itsm.access import AccessRequestCreate, marker, resolve_request
-from lab.hosts import run_on_host
-from tasks.accounts import (
+from opsflow.flows.access_provisioning import (
+    access_store,
+    grant_access,
+    review_access,
+    revoke_access,
+)
+from opsflow.itsm.access import AccessRequestCreate, marker, resolve_request
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.accounts import (
     AUTHORIZED_KEYS_MAX_BYTES,
     KEY_LINES_MAX,
     add_key,

@@ -27,7 +27,7 @@ def two_workers(
     """Two worker processes on the access lab's records, with 2 s leases, and no other
     worker while they run."""
     from opsflow.runtime.worker import Worker
-    from tasks.records import open_store
+    from opsflow.tasks.records import open_store
 
     access_desk.worker.stop()
     try:
@@ -48,9 +48,9 @@ def test_a_worker_killed_mid_grant_leaves_the_grant_to_another(
     people: dict[str, Person],
     two_workers: list[subprocess.Popen],
 ) -> None:
-    from itsm.access_store import AccessStore
-    from itsm.leases import Leases
-    from tasks.records import open_store
+    from opsflow.itsm.access_store import AccessStore
+    from opsflow.itsm.leases import Leases
+    from opsflow.tasks.records import open_store
 
     carol, bob = people["carol"], people["bob"]
     grants, leases = AccessStore(open_store()), Leases(open_store())

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from desk.app import create_app
-from desk.estate import EstateCache
-from inventory.models import token_sha256
-from itsm.store import Store
+from opsflow.desk.app import create_app
+from opsflow.desk.estate import EstateCache
+from opsflow.inventory.models import token_sha256
+from opsflow.itsm.store import Store
 
 TOKENS = {"olga": "olga-operator-token", "max": "max-monitor-token", "rita": "rita-requester"}
 

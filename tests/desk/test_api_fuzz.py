@@ -23,11 +23,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from desk.app import create_app
-from desk.estate import EstateCache
-from inventory.models import token_sha256
-from itsm.store import Store
-from lab.people import PEOPLE, write_people_and_rules
+from opsflow.desk.app import create_app
+from opsflow.desk.estate import EstateCache
+from opsflow.inventory.models import token_sha256
+from opsflow.itsm.store import Store
+from opsflow.lab.people import PEOPLE, write_people_and_rules
 
 EXAMPLES_PER_OPERATION = 12
 """Per operation, role and mode (valid, invalid): 29 x 5 x 2 x 12 requests in about 2 minutes."""

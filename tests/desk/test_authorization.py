@@ -18,12 +18,12 @@ import requests
 import uvicorn
 from typer.testing import CliRunner
 
-from desk.app import create_app
-from desk.cli import app as opsflow
-from desk.estate import EstateCache
-from itsm.records import IncidentCreate
-from itsm.store import Store
-from lab.people import token_file
+from opsflow.desk.app import create_app
+from opsflow.desk.cli import app as opsflow
+from opsflow.desk.estate import EstateCache
+from opsflow.itsm.records import IncidentCreate
+from opsflow.itsm.store import Store
+from opsflow.lab.people import token_file
 from tests.support import NoWorkers, free_port, wait_for
 
 

@@ -16,12 +16,12 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from desk.app import create_app
-from desk.cli import app as opsflow
-from desk.estate import EstateCache
-from itsm.records import IncidentCreate
-from itsm.store import Store
-from itsm.timeline import render_timeline
+from opsflow.desk.app import create_app
+from opsflow.desk.cli import app as opsflow
+from opsflow.desk.estate import EstateCache
+from opsflow.itsm.records import IncidentCreate
+from opsflow.itsm.store import Store
+from opsflow.itsm.timeline import render_timeline
 from tests.desk.conftest import TOKENS
 from tests.support import free_port, wait_for
 

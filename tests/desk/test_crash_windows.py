@@ -17,15 +17,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from desk.access_changes import AccessRunner
-from desk.app import create_app
-from desk.estate import EstateCache
-from desk.fulfilments import RequestRunner
-from itsm.access_store import AccessStore
-from itsm.leases import leases
-from itsm.request_store import RequestStore
-from itsm.store import Store
-from lab.people import token_file
+from opsflow.desk.access_changes import AccessRunner
+from opsflow.desk.app import create_app
+from opsflow.desk.estate import EstateCache
+from opsflow.desk.fulfilments import RequestRunner
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.leases import leases
+from opsflow.itsm.request_store import RequestStore
+from opsflow.itsm.store import Store
+from opsflow.lab.people import token_file
 from tests.support import wait_for
 
 LEASE_S = 1.0

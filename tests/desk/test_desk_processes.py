@@ -1,4 +1,5 @@
-"""The desk served from several processes on one port (`python -m desk.server --processes 2`).
+"""The desk served from several processes on one port
+(`python -m opsflow.desk.server --processes 2`).
 
 Each process is a whole desk with its own group commit: every one of them accepts and
 stores, a delivery repeated to another process is a duplicate there, a process that dies is
@@ -23,7 +24,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
-from itsm.store import Store, events
+from opsflow.itsm.store import Store, events
 from tests.desk.conftest import TOKENS
 from tests.support import PROJECT, free_port, wait_for
 
@@ -124,7 +125,7 @@ def start_desk(database_url: str, estate_dir: Path, home: Path) -> Desk:
     log = home / "desk.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "desk.server", "--port", str(port), "--processes", "2"],
+            [sys.executable, "-m", "opsflow.desk.server", "--port", str(port), "--processes", "2"],
             cwd=PROJECT,
             env=env,
             stdout=out,

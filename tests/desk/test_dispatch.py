@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 
-from desk.dispatch import Dispatcher
+from opsflow.desk.dispatch import Dispatcher
 from tests.desk.conftest import auth
 from tests.support import wait_for
 
@@ -61,9 +61,9 @@ def test_health_is_degraded_while_triage_fails_or_lags(store, desk_estate) -> No
 
     from fastapi.testclient import TestClient
 
-    from desk.app import create_app
-    from desk.estate import EstateCache
-    from itsm.records import EventIn
+    from opsflow.desk.app import create_app
+    from opsflow.desk.estate import EstateCache
+    from opsflow.itsm.records import EventIn
 
     def broken() -> bool:
         raise RuntimeError("boom")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from inventory.loader import load_estate
-from itsm.records import EventIn
-from itsm.triage import triage
+from opsflow.inventory.loader import load_estate
+from opsflow.itsm.records import EventIn
+from opsflow.itsm.triage import triage
 from tests.desk.conftest import auth
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

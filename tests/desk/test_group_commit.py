@@ -7,8 +7,8 @@ import threading
 
 from sqlalchemy import event
 
-from desk.group_commit import GroupCommit
-from itsm.store import Store
+from opsflow.desk.group_commit import GroupCommit
+from opsflow.itsm.store import Store
 from tests.itsm.test_store import alert
 
 

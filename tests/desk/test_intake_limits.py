@@ -15,9 +15,9 @@ import pytest
 import requests
 import uvicorn
 
-from desk.app import MAX_BODY_BYTES, create_app
-from desk.estate import EstateCache
-from itsm.store import Store
+from opsflow.desk.app import MAX_BODY_BYTES, create_app
+from opsflow.desk.estate import EstateCache
+from opsflow.itsm.store import Store
 from tests.desk.conftest import TOKENS, auth
 from tests.desk.test_intake import _alert, load, stored_events
 from tests.support import free_port, wait_for

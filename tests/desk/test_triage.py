@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from inventory.loader import load_estate
-from inventory.models import MaintenanceWindow
-from itsm.records import EventIn
-from itsm.triage import triage
+from opsflow.inventory.loader import load_estate
+from opsflow.inventory.models import MaintenanceWindow
+from opsflow.itsm.records import EventIn
+from opsflow.itsm.triage import triage
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -115,7 +115,7 @@ def test_resolved_alert_closes_an_untouched_incident(store, estate) -> None:
 
 
 def test_resolved_alert_after_restoration_leaves_it_resolved(store, estate) -> None:
-    from itsm.records import IncidentUpdate
+    from opsflow.itsm.records import IncidentUpdate
 
     [opened] = run(store, estate, alert())
     store.update_incident(opened.incident_id, IncidentUpdate(state="In Progress"), "test", NOW)
@@ -144,7 +144,7 @@ def stored_as_before_the_clamp(store, event: EventIn) -> int:
     """Store `event` with its times as sent, as intake did before times were bounded."""
     from sqlalchemy import insert
 
-    from itsm.store import events
+    from opsflow.itsm.store import events
 
     row = {
         "dedup_key": event.dedup_key(),
@@ -184,7 +184,7 @@ def test_events_triage_cannot_handle_are_marked_failed_and_the_rest_go_on(store,
 
 
 def test_far_future_time_is_clamped_at_intake_and_the_original_kept(store, estate) -> None:
-    from itsm.records import EVENT_MAX_SKEW, ORIGINAL_TIME_ANNOTATION
+    from opsflow.itsm.records import EVENT_MAX_SKEW, ORIGINAL_TIME_ANNOTATION
 
     sent = alert(fingerprint="y9999", at=datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
     assert store.store_events([sent], NOW) == (1, 0)
@@ -197,7 +197,7 @@ def test_far_future_time_is_clamped_at_intake_and_the_original_kept(store, estat
 
 
 def test_ancient_time_is_clamped_to_the_oldest_allowed(store) -> None:
-    from itsm.records import EVENT_MAX_AGE
+    from opsflow.itsm.records import EVENT_MAX_AGE
 
     store.store_events([alert(at=datetime(1, 1, 2, tzinfo=UTC))], NOW)
     [event] = store.pending_events(10)

@@ -29,8 +29,8 @@ import psycopg
 import pytest
 import requests
 
-from desk.project import PROJECT_DIR, read_deployments
-from desk.up import prefect_auth_string
+from opsflow.desk.project import PROJECT_DIR, read_deployments
+from opsflow.desk.up import prefect_auth_string
 from opsflow.runtime.postgres import SYSTEM_USER, Cluster, running_pid, stop_cluster
 from tests.support import free_port
 
@@ -66,7 +66,7 @@ class Up:
     def opsflow(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`opsflow ARGS` in that other shell; it must succeed."""
         result = subprocess.run(
-            [sys.executable, "-m", "desk.cli", *args],
+            [sys.executable, "-m", "opsflow.desk.cli", *args],
             env=self.shell(),
             cwd=PROJECT_DIR,
             capture_output=True,
@@ -153,7 +153,16 @@ def up() -> Iterator[Up]:
         "OPSFLOW_POSTGRES_PORT": str(postgres_port),
     }
     output = home.parent / "up.out"
-    argv = [sys.executable, "-m", "desk.cli", "up", "--hosts", "2", "--port", str(prefect_port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "opsflow.desk.cli",
+        "up",
+        "--hosts",
+        "2",
+        "--port",
+        str(prefect_port),
+    ]
     argv += ["--lab-address", free_lab_address()]
     argv += ["--monitoring-port", str(free_monitoring_port())]
     with output.open("w") as out:
@@ -184,8 +193,8 @@ def up() -> Iterator[Up]:
                 process.kill()
                 process.wait()
         # What a failed `up` could leave behind.
-        from lab.hosts import lab_down
-        from lab.monitoring import monitoring_down
+        from opsflow.lab.hosts import lab_down
+        from opsflow.lab.monitoring import monitoring_down
 
         monitoring_down(home / "lab" / "monitoring")
         lab_down(home / "lab")
@@ -232,8 +241,8 @@ def test_processes_carry_secrets_in_their_environment_only(up: Up) -> None:
         assert auth not in cmdline and password not in cmdline, cmdline
         for role, marker in (
             ("prefect", "prefect server start"),
-            ("desk", "-m desk.server "),
-            ("serve", "-m desk.serve "),
+            ("desk", "-m opsflow.desk.server "),
+            ("serve", "-m opsflow.desk.serve "),
             ("postgres", "/bin/postgres -D"),
         ):
             if marker in cmdline:
@@ -278,8 +287,8 @@ def test_prefect_and_the_records_live_in_the_cluster_in_the_home(up: Up) -> None
 
 
 def test_another_shell_finds_what_up_started(up: Up) -> None:
-    from itsm.facts_store import FactsSnapshot, record_snapshots
-    from itsm.store import Store
+    from opsflow.itsm.facts_store import FactsSnapshot, record_snapshots
+    from opsflow.itsm.store import Store
 
     # Through up's Prefect server and its served deployments, with its auth string.
     rows = json.loads(up.opsflow("run", "health-check", "--json").stdout)

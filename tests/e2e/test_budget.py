@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from flows.incident_restoration import incident_restoration
-from lab.hosts import run_on_host
-from tasks.records import open_store
+from opsflow.flows.incident_restoration import incident_restoration
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.records import open_store
 from tests.support import open_service_down
 
 

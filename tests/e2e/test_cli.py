@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from desk.cli import app
-from lab.people import token_file
+from opsflow.desk.cli import app
+from opsflow.lab.people import token_file
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-from lab.hosts import SVC, break_host, run_on_host
-from tasks.records import open_store
-from tasks.services import probe_health
+from opsflow.lab.hosts import SVC, break_host, run_on_host
+from opsflow.tasks.records import open_store
+from opsflow.tasks.services import probe_health
 from tests.support import prefect_events, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from flows.incident_restoration import incident_restoration
-from lab.hosts import SVC, run_on_host
-from tasks.concurrency import host_slot
-from tasks.records import open_store
+from opsflow.flows.incident_restoration import incident_restoration
+from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.tasks.concurrency import host_slot
+from opsflow.tasks.records import open_store
 from tests.support import open_service_down, wait_for
 
 HELD_S = 4.0

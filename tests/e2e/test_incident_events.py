@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from lab.people import token_file
+from opsflow.lab.people import token_file
 from tests.support import prefect_events, wait_for
 
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from lab.hosts import break_host
-from lab.people import token_file
-from tasks.records import open_store
+from opsflow.lab.hosts import break_host
+from opsflow.lab.people import token_file
+from opsflow.tasks.records import open_store
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow

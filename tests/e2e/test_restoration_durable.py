@@ -17,17 +17,17 @@ import pytest
 import requests
 from prefect.client.orchestration import get_client
 
-from desk.restorations import RestorationRunner
-from flows.incident_restoration import incident_restoration
-from itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
-from itsm.records import Incident, IncidentUpdate
-from lab.hosts import SVC, run_on_host
-from lab.people import token_file
+from opsflow.desk.restorations import RestorationRunner
+from opsflow.flows.incident_restoration import incident_restoration
+from opsflow.itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
+from opsflow.itsm.records import Incident, IncidentUpdate
+from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
 from opsflow.settings import get_settings
-from tasks.concurrency import host_slot
-from tasks.inventory import read_estate
-from tasks.records import open_store
+from opsflow.tasks.concurrency import host_slot
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.records import open_store
 from tests.support import open_service_down, wait_for, worker_process
 
 PROJECT = Path(__file__).resolve().parents[2]

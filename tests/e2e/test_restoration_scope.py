@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.incident_restoration import incident_restoration
-from lab.hosts import SVC, run_on_host
-from tasks.records import open_store
+from opsflow.flows.incident_restoration import incident_restoration
+from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.tasks.records import open_store
 from tests.support import open_service_down
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from lab.people import token_file
-from tasks.records import open_store
+from opsflow.lab.people import token_file
+from opsflow.tasks.records import open_store
 from tests.support import wait_for
 
 FIRING = json.loads(

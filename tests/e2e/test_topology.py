@@ -17,14 +17,14 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from itsm.leases import Leases, restoration_lease
-from itsm.records import Incident
-from itsm.store import events
-from lab.hosts import SVC, run_on_host
-from lab.people import token_file
+from opsflow.itsm.leases import Leases, restoration_lease
+from opsflow.itsm.records import Incident
+from opsflow.itsm.store import events
+from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
-from tasks.concurrency import host_slot
-from tasks.records import open_store
+from opsflow.tasks.concurrency import host_slot
+from opsflow.tasks.records import open_store
 from tests.support import DeskProcess, desk_process, wait_for, worker_process
 
 PROJECT = Path(__file__).resolve().parents[2]

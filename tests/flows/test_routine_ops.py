@@ -7,8 +7,8 @@ import json
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.routine_ops import gather_facts, health_check
-from lab.hosts import break_host, run_on_host
+from opsflow.flows.routine_ops import gather_facts, health_check
+from opsflow.lab.hosts import break_host, run_on_host
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inventory.loader import load_estate
 from opsflow.errors import InventoryError
+from opsflow.inventory.loader import load_estate
 
 
 @pytest.fixture(scope="module")

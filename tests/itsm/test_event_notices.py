@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from itsm.event_notices import listen_for_stored_events
-from itsm.records import EventIn
-from itsm.store import Store
+from opsflow.itsm.event_notices import listen_for_stored_events
+from opsflow.itsm.records import EventIn
+from opsflow.itsm.store import Store
 
 WAIT_S = 10.0
 """Generous: a notice normally arrives in milliseconds; this only bounds a failing test."""

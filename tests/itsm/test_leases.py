@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from itsm.leases import Leases
-from itsm.store import Store
+from opsflow.itsm.leases import Leases
+from opsflow.itsm.store import Store
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from itsm.lifecycle import (
+from opsflow.itsm.lifecycle import (
     IllegalTransitionError,
     InvalidUpdateError,
     apply_update,
     check_transition,
 )
-from itsm.priority import SlaTargets
-from itsm.records import Incident, IncidentCreate, IncidentUpdate
+from opsflow.itsm.priority import SlaTargets
+from opsflow.itsm.records import Incident, IncidentCreate, IncidentUpdate
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 STATES = ["New", "In Progress", "On Hold", "Resolved", "Closed", "Canceled"]

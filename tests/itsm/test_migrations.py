@@ -22,11 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from desk.cli import app
-from inventory.models import Audience, Entitlement
-from itsm.access import ResolvedRequest
-from itsm.access_store import AccessStore
-from itsm.migrations import (
+from opsflow.desk.cli import app
+from opsflow.inventory.models import Audience, Entitlement
+from opsflow.itsm.access import ResolvedRequest
+from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.migrations import (
     SchemaTooNewError,
     UnknownSchemaError,
     current,
@@ -34,10 +34,10 @@ from itsm.migrations import (
     premigration,
     records_metadata,
 )
-from itsm.problem_store import ProblemStore
-from itsm.records import EventIn, IncidentCreate
-from itsm.request_store import RequestStore
-from itsm.store import Store
+from opsflow.itsm.problem_store import ProblemStore
+from opsflow.itsm.records import EventIn, IncidentCreate
+from opsflow.itsm.request_store import RequestStore
+from opsflow.itsm.store import Store
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "records_schema"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -242,7 +242,7 @@ def test_an_empty_database_gets_exactly_the_schema_the_code_declares(records_url
 def test_the_first_revision_makes_the_schema_of_2a3d754(records_url: str) -> None:
     from alembic import command
 
-    from itsm.migrations import alembic_config
+    from opsflow.itsm.migrations import alembic_config
 
     engine = _engine(records_url)
     with engine.begin() as conn:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from itsm.numbering import MAX_RECORD_ID, parse_record_id
-from itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.numbering import MAX_RECORD_ID, parse_record_id
+from opsflow.itsm.store import RecordNotFoundError, Store
 
 
 @pytest.mark.parametrize(

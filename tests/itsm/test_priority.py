@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from itsm.priority import SlaTarget, SlaTargets, priority
+from opsflow.itsm.priority import SlaTarget, SlaTargets, priority
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from itsm.leases import Leases, restoration_lease
-from itsm.records import Incident, IncidentCreate, IncidentUpdate
-from itsm.store import Store
+from opsflow.itsm.leases import Leases, restoration_lease
+from opsflow.itsm.records import Incident, IncidentCreate, IncidentUpdate
+from opsflow.itsm.store import Store
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from itsm.records import EventIn, IncidentCreate, IncidentUpdate
-from itsm.store import EventLink, Store
+from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
+from opsflow.itsm.store import EventLink, Store
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 

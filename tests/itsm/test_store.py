@@ -13,10 +13,11 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateIndex
 
-from itsm import store as store_module
-from itsm.lifecycle import IllegalTransitionError, InvalidUpdateError
-from itsm.records import EventIn, IncidentCreate, IncidentUpdate
-from itsm.store import (
+from opsflow.errors import PermanentError, TransientError
+from opsflow.itsm import store as store_module
+from opsflow.itsm.lifecycle import IllegalTransitionError, InvalidUpdateError
+from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
+from opsflow.itsm.store import (
     ConcurrentUpdateError,
     EventLink,
     RecordNotFoundError,
@@ -26,7 +27,6 @@ from itsm.store import (
     events,
     incidents,
 )
-from opsflow.errors import PermanentError, TransientError
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

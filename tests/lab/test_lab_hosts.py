@@ -11,8 +11,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from inventory.loader import load_estate
-from lab.hosts import (
+from opsflow.errors import LabError
+from opsflow.inventory.loader import load_estate
+from opsflow.lab.hosts import (
     SVC,
     Lab,
     app_health,
@@ -24,7 +25,6 @@ from lab.hosts import (
     require_root,
     run_on_host,
 )
-from opsflow.errors import LabError
 
 BASE_ADDRESS = "127.0.30.1"
 DOWN_BASE_ADDRESS = "127.0.31.1"

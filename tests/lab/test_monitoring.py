@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from lab.hosts import SVC, Lab, break_host, lab_down, lab_up, run_on_host
-from lab.monitoring import (
+from opsflow.lab.hosts import SVC, Lab, break_host, lab_down, lab_up, run_on_host
+from opsflow.lab.monitoring import (
     Monitoring,
     check_configs,
     firing_alerts,
@@ -424,7 +424,7 @@ def _checks(timeline: dict[str, str | None]) -> list[dict[str, Any]]:
 def test_rules_keep_down_and_hung_apart(tmp_path: Path) -> None:
     import yaml
 
-    from lab.monitoring import alert_rules
+    from opsflow.lab.monitoring import alert_rules
 
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(alert_rules()))
     cases = {

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from desk.api_problems import router
-from desk.app import create_app
-from desk.server import EstateCache
-from itsm.problem_store import ProblemStore
-from itsm.records import Incident, IncidentCreate, IncidentUpdate
-from itsm.store import Store
+from opsflow.desk.api_problems import router
+from opsflow.desk.app import create_app
+from opsflow.desk.server import EstateCache
+from opsflow.itsm.problem_store import ProblemStore
+from opsflow.itsm.records import Incident, IncidentCreate, IncidentUpdate
+from opsflow.itsm.store import Store
 from tests.desk.conftest import desk_estate  # noqa: F401  (the small written estate)
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from inventory.loader import load_estate
-from itsm.problems import KnownErrorCreate
-from itsm.records import EventIn
-from itsm.triage import triage
+from opsflow.inventory.loader import load_estate
+from opsflow.itsm.problems import KnownErrorCreate
+from opsflow.itsm.records import EventIn
+from opsflow.itsm.triage import triage
 from tests.problems.conftest import NOW
 
 RUNBOOKS = ["recover-hung-service", "restart-service"]

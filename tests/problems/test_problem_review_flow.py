@@ -11,9 +11,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
-from flows.problem_review import problem_review
-from tasks.problems import open_problem_store
-from tasks.records import open_store
+from opsflow.flows.problem_review import problem_review
+from opsflow.tasks.problems import open_problem_store
+from opsflow.tasks.records import open_store
 from tests.problems.conftest import failure
 
 

@@ -7,14 +7,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from itsm.problem_store import DuplicateKnownErrorError, IncidentLinkError, ProblemStore
-from itsm.problems import (
+from opsflow.itsm.problem_store import DuplicateKnownErrorError, IncidentLinkError, ProblemStore
+from opsflow.itsm.problems import (
     IllegalProblemTransitionError,
     KnownErrorCreate,
     ProblemUpdate,
     UnknownRunbookError,
 )
-from itsm.store import incidents
+from opsflow.itsm.store import incidents
 from tests.problems.conftest import NOW, failure
 
 RUNBOOKS = ["recover-hung-service", "restart-service"]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from itsm.problems import (
+from opsflow.itsm.problems import (
     IllegalProblemTransitionError,
     InvalidProblemUpdateError,
     KnownError,
@@ -26,7 +26,7 @@ from itsm.problems import (
     path_to,
     problem_number,
 )
-from itsm.records import Incident
+from opsflow.itsm.records import Incident
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 STATES = ["New", "Root Cause Analysis", "Known Error", "Resolved", "Closed"]

@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flows.problem_review import problem_review
-from itsm.records import Incident
-from lab.hosts import break_host
-from lab.people import token_file
-from tasks.problems import open_problem_store
-from tasks.records import open_store
-from tasks.services import probe_health
+from opsflow.flows.problem_review import problem_review
+from opsflow.itsm.records import Incident
+from opsflow.lab.hosts import break_host
+from opsflow.lab.people import token_file
+from opsflow.tasks.problems import open_problem_store
+from opsflow.tasks.records import open_store
+from opsflow.tasks.services import probe_health
 from tests.problems.conftest import problems_desk
 from tests.support import wait_for
 

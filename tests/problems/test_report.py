@@ -7,8 +7,8 @@ import re
 from datetime import timedelta
 from xml.etree import ElementTree
 
-from itsm.problem_report import Bar, ReviewInput, bar_chart_svg, duration, render_review
-from itsm.problems import find_recurrences
+from opsflow.itsm.problem_report import Bar, ReviewInput, bar_chart_svg, duration, render_review
+from opsflow.itsm.problems import find_recurrences
 from tests.problems.conftest import NOW, failure
 
 

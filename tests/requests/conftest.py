@@ -20,8 +20,8 @@ import requests
 import uvicorn
 import yaml
 
-from inventory.models import token_sha256
-from lab.catalog import lab_catalog
+from opsflow.inventory.models import token_sha256
+from opsflow.lab.catalog import lab_catalog
 
 QUICK_TIMEOUT_MINUTES = 0.1
 """Six seconds: the approval window of the test-only items that are left to time out."""
@@ -77,8 +77,8 @@ class Pager:
 
 
 def _pager(directory: Path, block: str) -> Iterator[Pager]:
-    from blocks.notifications import save_webhook_pager
-    from lab.pager import PagerServer
+    from opsflow.blocks.notifications import save_webhook_pager
+    from opsflow.lab.pager import PagerServer
 
     server = PagerServer(("127.0.0.1", 0), directory / f"{block}.log")
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -195,9 +195,9 @@ def desk(
 ) -> Iterator[Desk]:
     """The desk with the requests API, served by uvicorn on a free port; the session's worker,
     in this process and on the same records, carries the requests (`Desk.session.worker`)."""
-    from desk.app import create_app
-    from desk.server import EstateCache
-    from tasks.records import open_store
+    from opsflow.desk.app import create_app
+    from opsflow.desk.server import EstateCache
+    from opsflow.tasks.records import open_store
 
     session = desk
     app = create_app(open_store(), EstateCache(request_estate.directory))

@@ -6,16 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from inventory.models import CatalogItem, Estate, Host, Person, Service
-from itsm.catalog import InvalidRequestError, NotEntitledError, validate_request
-from itsm.requests import (
+from opsflow.inventory.models import CatalogItem, Estate, Host, Person, Service
+from opsflow.itsm.catalog import InvalidRequestError, NotEntitledError, validate_request
+from opsflow.itsm.requests import (
     IllegalRequestTransitionError,
     ServiceRequest,
     apply_transition,
     decision_signature,
     signature_valid,
 )
-from lab.catalog import lab_catalog
+from opsflow.lab.catalog import lab_catalog
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

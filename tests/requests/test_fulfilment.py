@@ -11,7 +11,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-from lab.hosts import SVC, app_health, run_on_host
+from opsflow.lab.hosts import SVC, app_health, run_on_host
 from tests.requests.conftest import Desk, wait_for
 
 pytestmark = pytest.mark.slow
@@ -120,7 +120,7 @@ def test_diagnostic_bundle_arrives_with_the_hosts_checksum(desk: Desk, lab, caro
 
 
 def test_app_account_is_created_on_every_host_once(desk: Desk, lab, estate) -> None:
-    from flows.fulfilment.create_app_account import create_app_account
+    from opsflow.flows.fulfilment.create_app_account import create_app_account
 
     username = "reports_svc"
     number = desk.submit("carol", "create-app-account", service="app", username=username)["number"]
@@ -142,7 +142,7 @@ def test_app_account_is_created_on_every_host_once(desk: Desk, lab, estate) -> N
 
 
 def test_old_rotated_logs_are_cleared_and_nothing_else(desk: Desk, lab) -> None:
-    from flows.fulfilment.clear_old_logs import clear_old_logs
+    from opsflow.flows.fulfilment.clear_old_logs import clear_old_logs
 
     files = {"app.log.1": "1 day ago", "app.log.2": "10 days ago", "app.log.3.gz": "20 days ago"}
     for host in lab.hosts:
@@ -299,8 +299,8 @@ def test_who_may_ask_and_the_catalog_they_see(desk: Desk) -> None:
 
 
 def test_a_standard_request_from_the_prefect_ui_form(desk: Desk, lab, carol_pager) -> None:
-    from flows.request_fulfillment import fulfil_request, submit_request
-    from itsm.catalog import InvalidRequestError
+    from opsflow.flows.request_fulfillment import fulfil_request, submit_request
+    from opsflow.itsm.catalog import InvalidRequestError
 
     host = lab.host("lab04")
     pid_before = app_health(host.address)["pid"]

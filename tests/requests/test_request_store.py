@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from itsm.request_store import RequestQuotaError, RequestStore
-from itsm.requests import Attachment, IllegalRequestTransitionError
-from itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.request_store import RequestQuotaError, RequestStore
+from opsflow.itsm.requests import Attachment, IllegalRequestTransitionError
+from opsflow.itsm.store import RecordNotFoundError, Store
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from desk.app import create_app
-from desk.server import EstateCache
-from flows.request_fulfillment import RESUME_CHECK_S
-from itsm.store import Store
-from lab.people import token_file
+from opsflow.desk.app import create_app
+from opsflow.desk.server import EstateCache
+from opsflow.flows.request_fulfillment import RESUME_CHECK_S
+from opsflow.itsm.store import Store
+from opsflow.lab.people import token_file
 from tests.requests.conftest import Desk, wait_for
 from tests.requests.test_fulfilment import paused_request
 from tests.support import NoWorkers

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from itsm.leases import Leases
-from lab.hosts import app_health
+from opsflow.itsm.leases import Leases
+from opsflow.lab.hosts import app_health
 from opsflow.runtime.worker import Worker
-from tasks.records import open_store
+from opsflow.tasks.records import open_store
 from tests.requests.conftest import Desk, RequestEstate, wait_for
 from tests.requests.test_fulfilment import actions, paused_request, run_state
 from tests.support import worker_process

@@ -17,7 +17,7 @@ def desk_token(prefect_server: None, lab) -> str:
     """The lab monitor's token saved as the Secret block routine jobs post events with."""
     from prefect.blocks.system import Secret
 
-    from lab.people import token_file
+    from opsflow.lab.people import token_file
 
     token = token_file(lab.directory, "alertmanager").read_text().strip()
     Secret(value=token).save(DESK_TOKEN_BLOCK, overwrite=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.routine_ops import backup_services
-from lab.hosts import run_on_host
 from opsflow.errors import PermanentError
-from tasks.backups import verify_restore
+from opsflow.flows.routine_ops import backup_services
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.backups import verify_restore
 from tests.routine.conftest import latest_artifact
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")

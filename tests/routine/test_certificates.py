@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from flows.routine_ops import check_certificates
-from lab.hosts import run_on_host
-from lab.people import token_file
-from tasks.certificates import CertificateFile, TlsEndpoint, classify_expiry
-from tasks.records import open_store
+from opsflow.flows.routine_ops import check_certificates
+from opsflow.lab.hosts import run_on_host
+from opsflow.lab.people import token_file
+from opsflow.tasks.certificates import CertificateFile, TlsEndpoint, classify_expiry
+from opsflow.tasks.records import open_store
 from tests.routine.conftest import latest_artifact
 from tests.support import wait_for
 

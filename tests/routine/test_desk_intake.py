@@ -8,8 +8,8 @@ import pytest
 from prefect import flow
 
 from opsflow.errors import PermanentError
-from tasks.desk_intake import DeskEvent, send_events
-from tasks.records import open_store
+from opsflow.tasks.desk_intake import DeskEvent, send_events
+from opsflow.tasks.records import open_store
 
 
 def test_events_the_desk_refuses_fail_the_task_and_the_others_are_stored(

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from desk.cli_inventory import inventory_show
-from flows.routine_ops import gather_facts
-from inventory.loader import load_estate
-from itsm.drift import find_drift
-from itsm.facts_store import FactsSnapshot, latest_snapshot, snapshot_history
-from tasks.fanout import FanOutError
-from tasks.records import open_store
+from opsflow.desk.cli_inventory import inventory_show
+from opsflow.flows.routine_ops import gather_facts
+from opsflow.inventory.loader import load_estate
+from opsflow.itsm.drift import find_drift
+from opsflow.itsm.facts_store import FactsSnapshot, latest_snapshot, snapshot_history
+from opsflow.tasks.fanout import FanOutError
+from opsflow.tasks.records import open_store
 from tests.routine.conftest import latest_artifact
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from prefect import flow
 
-from flows.routine_ops import clean_disk, rotate_logs
-from inventory.models import Service
-from lab.hosts import run_on_host
-from tasks.inventory import read_estate
-from tasks.logs import (
+from opsflow.flows.routine_ops import clean_disk, rotate_logs
+from opsflow.inventory.models import Service
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.logs import (
     CleanupPolicy,
     Filesystem,
     LogFile,

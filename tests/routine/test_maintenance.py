@@ -9,28 +9,28 @@ from pathlib import Path
 
 import pytest
 
-import itsm.triage
-from flows.routine_ops import backup_services, health_check, health_event
-from itsm.maintenance_store import (
+import opsflow.itsm.triage
+from opsflow.flows.routine_ops import backup_services, health_check, health_event
+from opsflow.itsm.maintenance_store import (
     active_windows,
     close_window,
     declare_window,
     declared_windows,
     get_window,
 )
-from itsm.store import Store
-from lab.hosts import SVC, run_on_host
-from tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
-from tasks.records import open_store
-from tasks.service_control import stop_service
-from tasks.services import HealthResult, probe_health
+from opsflow.itsm.store import Store
+from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
+from opsflow.tasks.records import open_store
+from opsflow.tasks.service_control import stop_service
+from opsflow.tasks.services import HealthResult, probe_health
 from tests.support import wait_for
 
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 HOST = "lab04"
 
-TRIAGE_WIRED = "declared_windows" in inspect.getsource(itsm.triage) or (
-    "active_windows" in inspect.getsource(itsm.triage)
+TRIAGE_WIRED = "declared_windows" in inspect.getsource(opsflow.itsm.triage) or (
+    "active_windows" in inspect.getsource(opsflow.itsm.triage)
 )
 
 

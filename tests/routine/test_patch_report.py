@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.routine_ops import patch_report
-from lab.hosts import run_on_host
-from tasks.packages import parse_upgradable
+from opsflow.flows.routine_ops import patch_report
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.packages import parse_upgradable
 from tests.routine.conftest import latest_artifact
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")

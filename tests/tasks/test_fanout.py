@@ -20,11 +20,11 @@ from prefect.client.schemas.filters import (
 )
 from prefect.runtime import flow_run
 
-from inventory.models import Host
 from opsflow.errors import CommandFailedError, SSHTransientError
-from tasks.fanout import FanOutError, map_calls, map_hosts, raise_failures
-from tasks.retry import is_transient
-from tasks.ssh import CommandResult, execute, run_command
+from opsflow.inventory.models import Host
+from opsflow.tasks.fanout import FanOutError, map_calls, map_hosts, raise_failures
+from opsflow.tasks.retry import is_transient
+from opsflow.tasks.ssh import CommandResult, execute, run_command
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")

@@ -7,8 +7,8 @@ import hashlib
 import pytest
 
 from opsflow.errors import PermanentError
-from tasks.files import fetch_file
-from tasks.ssh import execute
+from opsflow.tasks.files import fetch_file
+from opsflow.tasks.ssh import execute
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

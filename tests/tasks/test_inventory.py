@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from opsflow.errors import InventoryError
-from tasks.inventory import read_estate
+from opsflow.tasks.inventory import read_estate
 
 
 @pytest.fixture

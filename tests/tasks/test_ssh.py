@@ -19,7 +19,7 @@ from opsflow.errors import (
     HostKeyMismatchError,
     SSHPermanentError,
 )
-from tasks.ssh import execute, run_command
+from opsflow.tasks.ssh import execute, run_command
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 
@@ -65,7 +65,7 @@ def test_host_key_mismatch_is_refused(estate) -> None:
 
 
 def test_wrong_key_is_permanent_and_not_retried(estate, lab, tmp_path) -> None:
-    from blocks.registration import save_ssh_credentials
+    from opsflow.blocks.registration import save_ssh_credentials
 
     key = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)

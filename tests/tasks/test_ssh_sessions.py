@@ -11,10 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import tasks.ssh
-from lab.hosts import run_on_host
+import opsflow.tasks.ssh
 from opsflow.errors import CommandTimeoutError, SSHTransientError
-from tasks.ssh import MAX_SESSIONS_PER_HOST, _ConnectionPool, execute, open_sftp, warm_connection
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.ssh import (
+    MAX_SESSIONS_PER_HOST,
+    _ConnectionPool,
+    execute,
+    open_sftp,
+    warm_connection,
+)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
@@ -74,7 +80,7 @@ def test_more_commands_than_sshd_sessions_all_succeed(estate) -> None:
 
 def test_idle_connections_are_closed_and_the_reaper_ends(estate, monkeypatch) -> None:
     pool = _ConnectionPool(idle_close_s=0.3)
-    monkeypatch.setattr(tasks.ssh, "_pool", pool)
+    monkeypatch.setattr(opsflow.tasks.ssh, "_pool", pool)
     execute(estate.host("lab03"), ["true"])
     [client] = [entry.client for entry in pool._hosts.values()]
     transport = client.get_transport()
@@ -139,7 +145,7 @@ def _connections_to(address: str, port: int) -> int:
 
 def test_a_warmed_connection_is_the_one_the_next_command_uses(estate, monkeypatch) -> None:
     pool = _ConnectionPool()
-    monkeypatch.setattr(tasks.ssh, "_pool", pool)
+    monkeypatch.setattr(opsflow.tasks.ssh, "_pool", pool)
     host = estate.host("lab04")
     before = _connections_to(host.address, host.port)
     warm_connection(host)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from flows.routine_ops import clean_disk
-from lab.hosts import run_on_host
 from opsflow.errors import OutputTooLargeError
-from tasks.facts import FACTS_SCRIPT, parse_facts
-from tasks.ssh import execute
+from opsflow.flows.routine_ops import clean_disk
+from opsflow.lab.hosts import run_on_host
+from opsflow.tasks.facts import FACTS_SCRIPT, parse_facts
+from opsflow.tasks.ssh import execute
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

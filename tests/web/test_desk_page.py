@@ -7,7 +7,7 @@ import shutil
 import pytest
 import requests
 
-from lab.people import token_file
+from opsflow.lab.people import token_file
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

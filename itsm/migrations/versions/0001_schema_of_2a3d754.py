@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from itsm.migrations import premigration
+from opsflow.itsm.migrations import premigration
 
 revision = "0001"
 down_revision = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from itsm.migrations import premigration
+from opsflow.itsm.migrations import premigration
 
 revision = "0002"
 down_revision = "0001"
