@@ -104,7 +104,8 @@ def test_the_listener_listens_again_after_its_connection_is_killed(
             killed = conn.execute(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+                    " WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+                    " AND pid <> pg_backend_pid()"
                 )
             ).scalar_one()
         assert killed == 1
