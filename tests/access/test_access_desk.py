@@ -18,7 +18,7 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from opsflow.desk.cli_access import access_app
+from opsflow.cli.access import access_app
 from opsflow.lab.hosts import run_on_host
 from tests.access.conftest import Person, lab_state, ssh_as, wait_for
 

@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from opsflow.cli.main import app as opsflow
 from opsflow.desk.app import create_app
-from opsflow.desk.cli import app as opsflow
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.records import IncidentCreate
 from opsflow.itsm.store import Store

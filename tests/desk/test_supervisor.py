@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opsflow.desk.supervisor import SupervisionError, Supervisor
+from opsflow.runtime.supervisor import SupervisionError, Supervisor
 from tests.support import wait_for
 
 SLEEPER = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
@@ -66,7 +66,7 @@ def test_a_stopped_process_stays_stopped(tmp_path: Path) -> None:
 SUPERVISING = """
 import os, signal, sys
 from pathlib import Path
-from opsflow.desk.supervisor import Supervisor
+from opsflow.runtime.supervisor import Supervisor
 
 sleeper = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
 process = Supervisor(dict(os.environ)).start("sleeper", sleeper, Path(sys.argv[1]))

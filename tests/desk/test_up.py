@@ -29,9 +29,9 @@ import psycopg
 import pytest
 import requests
 
-from opsflow.desk.project import PROJECT_DIR, read_deployments
-from opsflow.desk.up import prefect_auth_string
 from opsflow.runtime.postgres import SYSTEM_USER, Cluster, running_pid, stop_cluster
+from opsflow.runtime.project import PROJECT_DIR, read_deployments
+from opsflow.runtime.up import prefect_auth_string
 from tests.support import free_port
 
 UP_TIMEOUT_S = 300.0
@@ -66,7 +66,7 @@ class Up:
     def opsflow(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """`opsflow ARGS` in that other shell; it must succeed."""
         result = subprocess.run(
-            [sys.executable, "-m", "opsflow.desk.cli", *args],
+            [sys.executable, "-m", "opsflow.cli.main", *args],
             env=self.shell(),
             cwd=PROJECT_DIR,
             capture_output=True,
@@ -156,7 +156,7 @@ def up() -> Iterator[Up]:
     argv = [
         sys.executable,
         "-m",
-        "opsflow.desk.cli",
+        "opsflow.cli.main",
         "up",
         "--hosts",
         "2",
@@ -242,7 +242,7 @@ def test_processes_carry_secrets_in_their_environment_only(up: Up) -> None:
         for role, marker in (
             ("prefect", "prefect server start"),
             ("desk", "-m opsflow.desk.server "),
-            ("serve", "-m opsflow.desk.serve "),
+            ("serve", "-m opsflow.runtime.serve "),
             ("postgres", "/bin/postgres -D"),
         ):
             if marker in cmdline:

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from opsflow.desk.cli import app
+from opsflow.cli.main import app
 from opsflow.lab.people import token_file
 
 

@@ -12,8 +12,8 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 from typer.testing import CliRunner
 
-from opsflow.desk.cli import app
-from opsflow.desk.project import read_deployments
+from opsflow.cli.main import app
+from opsflow.runtime.project import read_deployments
 from tests.support import wait_for
 
 
@@ -27,7 +27,7 @@ def served(prefect_server, ssh_credentials, lab, opsflow_home, desk):
         "OPSFLOW_HOME": str(opsflow_home),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "opsflow.desk.serve"],
+        [sys.executable, "-m", "opsflow.runtime.serve"],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,

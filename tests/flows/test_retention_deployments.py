@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
-from opsflow.desk.project import find_deployment, to_runner_deployment
+from opsflow.runtime.project import find_deployment, to_runner_deployment
 
 
 @pytest.mark.parametrize("name", ["expire-access", "health-check", "prune-records"])

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from opsflow.desk.cli import app
+from opsflow.cli.main import app
 from opsflow.inventory.models import Audience, Entitlement
 from opsflow.itsm.access import ResolvedRequest
 from opsflow.itsm.access_store import AccessStore

@@ -74,7 +74,7 @@ def test_installed_it_reads_prefect_yaml_and_loads_every_flow(wheel: Path, tmp_p
         capture_output=True,
     )
     probe = (
-        "import json, opsflow, opsflow.desk.project as project\n"
+        "import json, opsflow, opsflow.runtime.project as project\n"
         "specs = project.read_deployments()\n"
         "flows = {s.name: s.load_flow().name for s in specs}\n"
         "print(json.dumps({'package': opsflow.__file__, 'yaml': str(project.PREFECT_YAML),"

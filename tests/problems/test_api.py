@@ -12,7 +12,7 @@ import typer
 import uvicorn
 from typer.testing import CliRunner
 
-from opsflow.desk.cli_problems import known_error_app, problem_app
+from opsflow.cli.problems import known_error_app, problem_app
 from tests.desk.conftest import TOKENS, auth
 from tests.problems.conftest import NOW, failure
 from tests.support import free_port

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from opsflow.desk.cli_requests import request_app
+from opsflow.cli.service_requests import request_app
 from tests.requests.conftest import Desk
 
 pytestmark = pytest.mark.slow

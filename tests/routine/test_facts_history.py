@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from opsflow.desk.cli_inventory import inventory_show
+from opsflow.cli.inventory import inventory_show
 from opsflow.flows.routine_ops import gather_facts
 from opsflow.inventory.loader import load_estate
 from opsflow.itsm.drift import find_drift

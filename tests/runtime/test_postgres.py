@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from opsflow.desk.supervisor import Supervisor
 from opsflow.runtime.postgres import (
     SYSTEM_USER,
     Cluster,
@@ -34,6 +33,7 @@ from opsflow.runtime.postgres import (
     server_command,
     wait_until_ready,
 )
+from opsflow.runtime.supervisor import Supervisor
 from tests.support import free_port, wait_for
 
 NAME = "PostgreSQL"
@@ -206,7 +206,7 @@ def test_a_killed_server_is_started_again_despite_its_pid_file(cluster: Cluster,
 SUPERVISING = """
 import signal, sys
 from pathlib import Path
-from opsflow.desk.supervisor import Supervisor
+from opsflow.runtime.supervisor import Supervisor
 from opsflow.runtime.postgres import make_cluster, server_command, wait_until_ready
 
 cluster = make_cluster(Path(sys.argv[1]), int(sys.argv[2]))

@@ -11,8 +11,10 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 from pydantic import BaseModel, ConfigDict, Field
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
-PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
+PREFECT_YAML = (Path(__file__).resolve().parents[1] / "prefect.yaml").resolve()
+"""Shipped inside the package (in a checkout, `opsflow/prefect.yaml` links to the top-level one)."""
+PROJECT_DIR = PREFECT_YAML.parent
+"""What prefect.yaml's entrypoints are relative to: the checkout, or the installed package."""
 
 
 class CronSpec(BaseModel):

@@ -1,10 +1,10 @@
-"""Serve every deployment of `prefect.yaml` from this process: `python -m opsflow.desk.serve`."""
+"""Serve every deployment of `prefect.yaml` from this process: `python -m opsflow.runtime.serve`."""
 
 from __future__ import annotations
 
 from prefect import serve
 
-from opsflow.desk.project import read_deployments, to_runner_deployment
+from opsflow.runtime.project import read_deployments, to_runner_deployment
 
 
 def serve_project() -> None:

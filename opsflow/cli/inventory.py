@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.desk.cli_base import console, err_console, fail
+from opsflow.cli.output import console, err_console, fail
 from opsflow.errors import OpsError
 from opsflow.inventory.loader import load_estate
 from opsflow.inventory.models import Estate

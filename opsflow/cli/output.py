@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from opsflow.desk.client import DeskClient
+from opsflow.cli.client import DeskClient
 from opsflow.errors import OpsError
 from opsflow.settings import get_settings
 

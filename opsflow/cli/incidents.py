@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.desk.cli_base import JsonOption, call_desk, console, name_values, print_json
+from opsflow.cli.output import JsonOption, call_desk, console, name_values, print_json
 
 event_app = typer.Typer(help="Send monitoring events to the desk.")
 incident_app = typer.Typer(help="Incidents: list, show, open, resolve.")

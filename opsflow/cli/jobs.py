@@ -20,9 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.desk.project import find_deployment
 from opsflow.errors import OpsError
 from opsflow.inventory.loader import load_estate
+from opsflow.runtime.project import find_deployment
 from opsflow.settings import get_settings
 
 RUN_TIMEOUT_S = 1800.0

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from opsflow.desk.cli_base import JsonOption, call_desk, console, name_values, print_json
+from opsflow.cli.output import JsonOption, call_desk, console, name_values, print_json
 
 problem_app = typer.Typer(help="Problems: the causes behind recurring incidents.")
 known_error_app = typer.Typer(help="Known errors: diagnosed faults and their workarounds.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from opsflow.desk.cli_base import JsonOption, console, fail, print_json
+from opsflow.cli.output import JsonOption, console, fail, print_json
 from opsflow.errors import OpsError
 
 db_app = typer.Typer(help="The records database: its schema revision and upgrades.")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from opsflow.desk.cli_base import JsonOption, call_desk, console, err_console, fail, print_json
+from opsflow.cli.output import JsonOption, call_desk, console, err_console, fail, print_json
 
 access_app = typer.Typer(help="Access to hosts: request, approve, reject, revoke, list, review.")
 

@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from opsflow.desk.cli_access import access_app
-from opsflow.desk.cli_base import console, err_console, fail, print_json
-from opsflow.desk.cli_db import db_app
-from opsflow.desk.cli_incidents import event_app, incident_app
-from opsflow.desk.cli_problems import known_error_app, problem_app
-from opsflow.desk.cli_requests import request_app
+from opsflow.cli.access import access_app
+from opsflow.cli.db import db_app
+from opsflow.cli.incidents import event_app, incident_app
+from opsflow.cli.output import console, err_console, fail, print_json
+from opsflow.cli.problems import known_error_app, problem_app
+from opsflow.cli.service_requests import request_app
 from opsflow.errors import OpsError
 from opsflow.inventory.loader import load_estate
 from opsflow.settings import get_settings
@@ -46,7 +46,7 @@ app.add_typer(db_app, name="db")
 def _find_what_up_started(ctx: typer.Context) -> None:
     # Before any command imports prefect: other shells reach the Prefect API `up` started.
     if ctx.invoked_subcommand != "up":
-        from opsflow.desk.up import use_up_env
+        from opsflow.runtime.up import use_up_env
 
         use_up_env(get_settings().home)
 
@@ -75,7 +75,7 @@ def up(
     server's database and the records, unless PREFECT_API_URL or OPSFLOW_DATABASE_URL name
     others.
     """
-    from opsflow.desk.up import LabPlaces, run_up
+    from opsflow.runtime.up import LabPlaces, run_up
 
     places = LabPlaces(base_address=lab_address, prometheus_port=monitoring_port)
     try:
@@ -152,7 +152,7 @@ def inventory_show_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """A host's inventory entry, latest facts, a short history of them, and its drift."""
-    from opsflow.desk.cli_inventory import inventory_show
+    from opsflow.cli.inventory import inventory_show
 
     inventory_show(host, as_json)
 
@@ -177,7 +177,7 @@ def credentials_add(
 @app.command("me")
 def me(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Your own tickets, as the desk knows you by your token."""
-    from opsflow.desk.cli_incidents import show_me
+    from opsflow.cli.incidents import show_me
 
     show_me(as_json)
 
@@ -188,7 +188,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result rows as JSON.")] = False,
 ) -> None:
     """Run a routine job now on the Prefect server, with progress and a per-host summary."""
-    from opsflow.desk.jobs import run_job
+    from opsflow.cli.jobs import run_job
 
     try:
         rows = run_job(job, err_console if as_json else console)

@@ -19,8 +19,8 @@ import requests
 from rich.console import Console
 from rich.text import Text
 
-from opsflow.desk.supervisor import SupervisionError, Supervisor
 from opsflow.errors import OpsError
+from opsflow.runtime.supervisor import SupervisionError, Supervisor
 from opsflow.settings import OpsflowSettings
 
 if TYPE_CHECKING:
@@ -305,7 +305,7 @@ def run_up(
         stack.callback(write_up_env(settings.home, env).unlink, missing_ok=True)
         _start_opsflow(settings, hosts, workers, supervisor, logs, stack, console, lab_places)
         console.print(f"Up in {time.monotonic() - started:.1f}s. Running the health check once …")
-        from opsflow.desk.jobs import run_job
+        from opsflow.cli.jobs import run_job
 
         run_job("health-check", console)
         _print_where_to_look(console, settings, port, lab_places, cluster)
@@ -393,7 +393,7 @@ def _start_opsflow(
         Text.assemble(("Deployments", "bold"), " serving every deployment of prefect.yaml …")
     )
     serving = supervisor.start(
-        "the deployments", [sys.executable, "-m", "opsflow.desk.serve"], logs / "serve.log"
+        "the deployments", [sys.executable, "-m", "opsflow.runtime.serve"], logs / "serve.log"
     )
     stack.callback(supervisor.stop, "the deployments")
     _wait_for_deployments(serving)
@@ -424,7 +424,7 @@ def _wait_for_deployments(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from opsflow.desk.project import read_deployments
+    from opsflow.runtime.project import read_deployments
 
     names = {spec.name for spec in read_deployments()}
     deadline = time.monotonic() + timeout_s

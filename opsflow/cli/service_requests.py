@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.desk.cli_base import JsonOption, call_desk, console, name_values, print_json
+from opsflow.cli.output import JsonOption, call_desk, console, name_values, print_json
 
 request_app = typer.Typer(
     help="Service requests: catalog, submit, list, show, approve, reject.", no_args_is_help=True
