@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from opsflow.errors import InventoryError, TransientError
-from opsflow.inventory.loader import load_estate
+from opsflow.inventory.loader import EstateStamp, estate_stamp, load_estate
 from opsflow.inventory.models import Estate
 
 logger = logging.getLogger("opsflow.desk.estate")
@@ -80,19 +80,11 @@ class EstateCache:
     def __init__(self, directory: Path, recheck_s: float = 1.0) -> None:
         self._directory = directory
         self._lock = threading.Lock()
-        self._stamp: tuple[tuple[str, int, int], ...] | None = None
+        self._stamp: EstateStamp | None = None
         self._estate: Estate | None = None
         self._recheck_s = recheck_s
         self._checked = 0.0
         self._status = EstateStatus(loaded_at=None)
-
-    def _current_stamp(self) -> tuple[tuple[str, int, int], ...]:
-        """Name, mtime and size of each file: the size catches an edit within the clock's tick."""
-        try:
-            stats = [(p.name, p.stat()) for p in self._directory.iterdir()]
-            return tuple(sorted((name, st.st_mtime_ns, st.st_size) for name, st in stats))
-        except OSError:
-            return ()  # gone or unreadable: load_estate names the problem
 
     def __call__(self) -> Estate:
         """The estate in use: the files as they are now if they load, else the last good one."""
@@ -100,7 +92,7 @@ class EstateCache:
         if estate is not None and time.monotonic() - self._checked < self._recheck_s:
             return estate
         self._checked = time.monotonic()
-        stamp = self._current_stamp()
+        stamp = estate_stamp(self._directory, self._estate)
         with self._lock:
             if stamp != self._stamp:
                 self._stamp = stamp

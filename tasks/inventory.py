@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import suppress
 from pathlib import Path
 
 from prefect import task
@@ -13,15 +12,11 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from opsflow.errors import InventoryError
-from opsflow.inventory.loader import load_estate
+from opsflow.inventory.loader import EstateStamp, estate_stamp, load_estate
 from opsflow.inventory.models import Estate
 from opsflow.settings import get_settings
 
-Stamp = tuple[tuple[str, int, int], ...]
-"""Name, mtime and size of each file an estate was read from: the size catches an edit
-within the clock's tick."""
-
-_last_good: dict[Path, tuple[Stamp, Estate]] = {}
+_last_good: dict[Path, tuple[EstateStamp, Estate]] = {}
 _lock = threading.Lock()
 
 
@@ -42,7 +37,7 @@ def last_good_estate(estate_dir: str | None = None) -> Estate:
     directory = Path(estate_dir or get_settings().estate_dir).resolve()
     with _lock:
         last = _last_good.get(directory)
-    stamp = _stamp(directory, last[1] if last else None)
+    stamp = estate_stamp(directory, last[1] if last else None)
     if last is not None and last[0] == stamp:
         return last[1]
     try:
@@ -58,29 +53,10 @@ def last_good_estate(estate_dir: str | None = None) -> Estate:
         return last[1]
     # Stamped with its known_hosts file too once the estate names it; if a file changed
     # while it loaded, the stamp taken before loading makes the next run read it again.
-    settled = _stamp(directory, estate)
+    settled = estate_stamp(directory, estate)
     with _lock:
         _last_good[directory] = (settled if set(stamp) <= set(settled) else stamp, estate)
     return estate
-
-
-def _stamp(directory: Path, estate: Estate | None) -> Stamp:
-    """The stamp of the estate's files as they are now: those of `directory` and, when
-    `estate` names one, its known_hosts file (which may lie outside). Reading and validating
-    the files costs ~20 ms, on every triage and restoration run; a stamp, a few stats."""
-    paths: list[Path] = []
-    with suppress(OSError):  # gone or unreadable: load_estate names the problem
-        paths = list(directory.iterdir())
-    if estate is not None and estate.settings.known_hosts:
-        paths.append(directory / estate.settings.known_hosts)
-    found = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        found.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(sorted(found))
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
