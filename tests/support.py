@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import requests
@@ -28,14 +29,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> object:
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
     """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 

@@ -14,8 +14,7 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,23 +24,13 @@ import pytest
 import yaml
 
 from tests.postgres import PostgresCluster
+from tests.support import wait_for
 
 ACCESS_LAB_ADDRESS = os.environ.get("OPSFLOW_TEST_ACCESS_LAB_ADDRESS", "127.0.44.1")
 """Where the access lab listens; another address lets two test sessions run side by side."""
 ACCESS_CREDENTIALS = "opsflow-access-lab"
 PEOPLE = ("alice", "bob", "carol")
 AUTHORIZED_KEYS_LINE = "AuthorizedKeysFile /etc/ssh/lab_authorized_keys .ssh/authorized_keys"
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def _listening_sockets(pid: int) -> set[str]:

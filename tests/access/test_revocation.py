@@ -8,7 +8,8 @@ import pytest
 
 from opsflow.lab.hosts import account_ids, run_on_host
 from opsflow.tasks.accounts import add_key, create_account, delete_account, delete_key
-from tests.access.conftest import Person, ssh_as, wait_for
+from tests.access.conftest import Person, ssh_as
+from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("access_env")
 

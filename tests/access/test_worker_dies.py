@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.access.conftest import Person, wait_for
+from tests.access.conftest import Person
 from tests.access.test_access_desk import ALL, WEB, approve, ask, grant_when, logins, revoke
-from tests.support import run_state, worker_process
+from tests.support import run_state, wait_for, worker_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("access_env")]
 

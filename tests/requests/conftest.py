@@ -9,8 +9,7 @@ import secrets
 import shutil
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,10 @@ import yaml
 
 from opsflow.inventory.models import token_sha256
 from opsflow.lab.catalog import lab_catalog
+from tests.support import wait_for
 
 QUICK_TIMEOUT_MINUTES = 0.1
 """Six seconds: the approval window of the test-only items that are left to time out."""
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def requests_catalog() -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
 from opsflow.lab.hosts import SVC, app_health, run_on_host
-from tests.requests.conftest import Desk, wait_for
+from tests.requests.conftest import Desk
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -25,9 +25,9 @@ from opsflow.desk.server import EstateCache
 from opsflow.flows.request_fulfillment import RESUME_CHECK_S
 from opsflow.itsm.store import Store
 from opsflow.lab.people import token_file
-from tests.requests.conftest import Desk, wait_for
+from tests.requests.conftest import Desk
 from tests.requests.test_fulfilment import paused_request
-from tests.support import NoWorkers
+from tests.support import NoWorkers, wait_for
 
 WAITING = 3
 WINDOW_S = 3.0

@@ -15,9 +15,9 @@ from opsflow.itsm.leases import Leases
 from opsflow.lab.hosts import app_health
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.records import open_store
-from tests.requests.conftest import Desk, RequestEstate, wait_for
+from tests.requests.conftest import Desk, RequestEstate
 from tests.requests.test_fulfilment import actions, paused_request, run_state
-from tests.support import worker_process
+from tests.support import wait_for, worker_process
 
 pytestmark = pytest.mark.slow
 
