@@ -346,22 +346,23 @@ def write_bench_estate(
 
     Returns (estate dir, the `alertmanager` person's token). Used where no SSH happens.
     """
-    from opsflow.lab.hosts import SSH_PORT, _host_addresses, _keygen, _Plan, _write_estate
+    from opsflow.lab.hosts.estate import write_estate
+    from opsflow.lab.hosts.plan import SSH_PORT, Plan, host_addresses, keygen
     from opsflow.lab.people import token_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    key = _keygen(directory / "host_key", "bench")
+    key = keygen(directory / "host_key", "bench")
     plans = [
-        _Plan(
+        Plan(
             name=f"lab{i:02d}",
             address=address,
             groups=("lab", "web" if i % 2 else "db"),
             root=directory / "hosts" / f"lab{i:02d}",
         )
-        for i, address in enumerate(_host_addresses(hosts, base_address), 1)
+        for i, address in enumerate(host_addresses(hosts, base_address), 1)
     ]
     estate_dir = directory / "estate"
-    _write_estate(estate_dir, plans, {p.name: key for p in plans})
+    write_estate(estate_dir, plans, {p.name: key for p in plans})
     set_budget(estate_dir, budget)
     assert SSH_PORT  # the estate's hosts use the lab's port; nothing connects here
     return estate_dir, token_file(directory, "alertmanager").read_text()

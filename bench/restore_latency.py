@@ -187,7 +187,7 @@ def breakdown(
 
 def wait_app_up(lab, host: str, timeout_s: float = 30.0) -> None:
     """Until the host's app answers /health again (the runbook restarted it)."""
-    from opsflow.lab.hosts import app_health
+    from opsflow.lab.hosts.probes import app_health
 
     record = lab.host(host)
     wait_until(
@@ -200,7 +200,7 @@ def wait_app_up(lab, host: str, timeout_s: float = 30.0) -> None:
 
 def direct_runs(lab, desk: Desk, runs: int, records_url: str) -> list[dict[str, Any]]:
     """(a) webhook → first command, the webhook posted by us."""
-    from opsflow.lab.hosts import SVC, run_on_host
+    from opsflow.lab.hosts.run import SVC, run_on_host
 
     results = []
     for run in range(runs):
@@ -297,7 +297,7 @@ def served_runs(lab, runs: int) -> list[float]:
 
 def monitored_runs(lab, desk: Desk, runs: int) -> list[dict[str, Any]]:
     """(b) app stopped → incident Resolved, with Prometheus and Alertmanager detecting it."""
-    from opsflow.lab.hosts import break_host
+    from opsflow.lab.hosts.breakage import break_host
 
     results = []
     for run in range(runs):
@@ -385,7 +385,8 @@ def main() -> None:
             records_url = cluster.url("records")
             from opsflow.blocks.notifications import save_webhook_pager
             from opsflow.blocks.registration import register_block_types, save_ssh_credentials
-            from opsflow.lab.hosts import lab_down, lab_up
+            from opsflow.lab.hosts.down import lab_down
+            from opsflow.lab.hosts.up import lab_up
             from opsflow.lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
             from opsflow.lab.pager import PagerServer
             from opsflow.lab.people import token_file

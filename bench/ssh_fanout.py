@@ -159,7 +159,8 @@ def main() -> None:
 
             from opsflow.blocks.registration import register_block_types, save_ssh_credentials
             from opsflow.inventory.loader import load_estate
-            from opsflow.lab.hosts import lab_down, lab_up
+            from opsflow.lab.hosts.down import lab_down
+            from opsflow.lab.hosts.up import lab_up
             from opsflow.tasks.ssh import close_connections
 
             started = time.perf_counter()

@@ -13,7 +13,10 @@ from rich.table import Table
 from rich.text import Text
 
 from opsflow.errors import LabError
-from opsflow.lab.hosts import BreakKind, break_host, lab_down, lab_status, lab_up
+from opsflow.lab.hosts.breakage import BreakKind, break_host
+from opsflow.lab.hosts.down import lab_down
+from opsflow.lab.hosts.probes import lab_status
+from opsflow.lab.hosts.up import lab_up
 
 lab_app = typer.Typer(
     help="The local lab: real sshd hosts on loopback addresses, each running an app to break.",

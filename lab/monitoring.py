@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from opsflow.lab.hosts import Lab
+    from opsflow.lab.hosts.state import Lab
 
 # Only the standard library is imported at module level: the exporter runs this very file
 # with the system's Python, outside the project's virtualenv.

@@ -105,7 +105,8 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 def lab(opsflow_home: Path):
     """Real sshd hosts on loopback, each with its own /etc, /home, /root and app service."""
     from opsflow.errors import LabError
-    from opsflow.lab.hosts import lab_down, lab_up
+    from opsflow.lab.hosts.down import lab_down
+    from opsflow.lab.hosts.up import lab_up
 
     directory = opsflow_home / "lab"
     for base_address in LAB_BASE_ADDRESSES:

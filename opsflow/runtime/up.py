@@ -330,7 +330,8 @@ def _start_opsflow(
     register_block_types()
     lab = None
     if settings.inventory is None:
-        from opsflow.lab.hosts import lab_down, lab_up
+        from opsflow.lab.hosts.down import lab_down
+        from opsflow.lab.hosts.up import lab_up
 
         console.print(Text.assemble(("Lab", "bold"), f" bringing up {hosts} hosts …"))
         lab = lab_up(settings.lab_dir, hosts=hosts, base_address=places.base_address)
@@ -446,7 +447,7 @@ def _print_where_to_look(
     places: LabPlaces,
     cluster: Cluster | None,
 ) -> None:
-    from opsflow.lab.hosts import lab_status
+    from opsflow.lab.hosts.probes import lab_status
 
     console.print()
     console.print(

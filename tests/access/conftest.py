@@ -47,7 +47,8 @@ def _listening_sockets(pid: int) -> set[str]:
 
 def _read_user_keys(lab: Any) -> None:
     """Make each lab host's sshd also read ~/.ssh/authorized_keys, then reload it."""
-    from opsflow.lab.hosts import run_on_host, ssh_banner
+    from opsflow.lab.hosts.probes import ssh_banner
+    from opsflow.lab.hosts.run import run_on_host
 
     for host in lab.hosts:
         config = run_on_host(host.name, ["cat", "/etc/ssh/sshd_config"], lab.directory).stdout
@@ -87,7 +88,8 @@ class Person:
 @pytest.fixture(scope="package")
 def access_lab(opsflow_home: Path) -> Iterator[Any]:
     """Five lab hosts (lab01..lab05; odd ones in web, even ones in db) for access tests only."""
-    from opsflow.lab.hosts import lab_down, lab_up
+    from opsflow.lab.hosts.down import lab_down
+    from opsflow.lab.hosts.up import lab_up
     from opsflow.tasks.ssh import close_connections
 
     directory = opsflow_home / "access-lab"
@@ -256,7 +258,7 @@ def ssh_as(host: Any, username: str, key_file: Path, command: str = "true") -> i
 
 def host_state(lab: Any, host: str) -> dict[str, str]:
     """Ground truth through the lab (not SSH): user database, sudo rules, homes and keys."""
-    from opsflow.lab.hosts import run_on_host
+    from opsflow.lab.hosts.run import run_on_host
 
     script = """
 for f in /etc/passwd /etc/shadow /etc/group /etc/gshadow /etc/subuid /etc/subgid; do

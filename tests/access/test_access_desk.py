@@ -19,7 +19,7 @@ import requests
 from typer.testing import CliRunner
 
 from opsflow.cli.access import access_app
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from tests.access.conftest import Person, lab_state, ssh_as
 from tests.support import wait_for
 

@@ -9,7 +9,7 @@ import pytest
 from prefect import flow
 
 from opsflow.itsm.access import marker
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.accounts import (
     MANAGED_GROUP,
     SudoRuleRejectedError,

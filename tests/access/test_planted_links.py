@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.accounts import create_account, read_access_facts
 from tests.access.conftest import Person
 

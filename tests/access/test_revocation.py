@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from opsflow.lab.hosts import account_ids, run_on_host
+from opsflow.lab.hosts.plan import account_ids
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.accounts import add_key, create_account, delete_account, delete_key
 from tests.access.conftest import Person, ssh_as
 from tests.support import wait_for

@@ -19,7 +19,7 @@ from opsflow.flows.access_provisioning import (
     revoke_access,
 )
 from opsflow.itsm.access import AccessRequestCreate, marker, resolve_request
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.accounts import (
     AUTHORIZED_KEYS_MAX_BYTES,
     KEY_LINES_MAX,

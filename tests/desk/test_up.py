@@ -193,7 +193,7 @@ def up() -> Iterator[Up]:
                 process.kill()
                 process.wait()
         # What a failed `up` could leave behind.
-        from opsflow.lab.hosts import lab_down
+        from opsflow.lab.hosts.down import lab_down
         from opsflow.lab.monitoring import monitoring_down
 
         monitoring_down(home / "lab" / "monitoring")

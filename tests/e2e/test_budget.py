@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from opsflow.flows.incident_restoration import incident_restoration
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.records import open_store
 from tests.support import open_service_down
 

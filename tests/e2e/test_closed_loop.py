@@ -6,7 +6,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-from opsflow.lab.hosts import SVC, break_host, run_on_host
+from opsflow.lab.hosts.breakage import break_host
+from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.records import open_store
 from opsflow.tasks.services import probe_health
 from tests.support import prefect_events, wait_for

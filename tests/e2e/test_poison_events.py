@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from opsflow.lab.hosts import break_host
+from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.records import open_store
 from tests.support import wait_for

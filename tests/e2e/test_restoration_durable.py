@@ -21,7 +21,7 @@ from opsflow.desk.restorations import RestorationRunner
 from opsflow.flows.incident_restoration import incident_restoration
 from opsflow.itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
 from opsflow.itsm.records import Incident, IncidentUpdate
-from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
 from opsflow.settings import get_settings

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from opsflow.itsm.leases import Leases, restoration_lease
 from opsflow.itsm.records import Incident
 from opsflow.itsm.store import events
-from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.concurrency import host_slot

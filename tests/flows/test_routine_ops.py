@@ -8,7 +8,8 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from opsflow.flows.routine_ops import gather_facts, health_check
-from opsflow.lab.hosts import break_host, run_on_host
+from opsflow.lab.hosts.breakage import break_host
+from opsflow.lab.hosts.run import run_on_host
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

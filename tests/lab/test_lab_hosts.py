@@ -13,18 +13,13 @@ import pytest
 
 from opsflow.errors import LabError
 from opsflow.inventory.loader import load_estate
-from opsflow.lab.hosts import (
-    SVC,
-    Lab,
-    app_health,
-    break_host,
-    lab_down,
-    lab_state,
-    lab_status,
-    lab_up,
-    require_root,
-    run_on_host,
-)
+from opsflow.lab.hosts.breakage import break_host
+from opsflow.lab.hosts.checks import require_root
+from opsflow.lab.hosts.down import lab_down
+from opsflow.lab.hosts.probes import app_health, lab_status
+from opsflow.lab.hosts.run import SVC, run_on_host
+from opsflow.lab.hosts.state import Lab, lab_state
+from opsflow.lab.hosts.up import lab_up
 
 BASE_ADDRESS = "127.0.30.1"
 DOWN_BASE_ADDRESS = "127.0.31.1"

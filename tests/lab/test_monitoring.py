@@ -18,7 +18,11 @@ from typing import Any
 
 import pytest
 
-from opsflow.lab.hosts import SVC, Lab, break_host, lab_down, lab_up, run_on_host
+from opsflow.lab.hosts.breakage import break_host
+from opsflow.lab.hosts.down import lab_down
+from opsflow.lab.hosts.run import SVC, run_on_host
+from opsflow.lab.hosts.state import Lab
+from opsflow.lab.hosts.up import lab_up
 from opsflow.lab.monitoring import (
     Monitoring,
     check_configs,

@@ -13,7 +13,7 @@ import pytest
 
 from opsflow.flows.problem_review import problem_review
 from opsflow.itsm.records import Incident
-from opsflow.lab.hosts import break_host
+from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.problems import open_problem_store
 from opsflow.tasks.records import open_store

@@ -11,7 +11,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-from opsflow.lab.hosts import SVC, app_health, run_on_host
+from opsflow.lab.hosts.probes import app_health
+from opsflow.lab.hosts.run import SVC, run_on_host
 from tests.requests.conftest import Desk
 from tests.support import wait_for
 

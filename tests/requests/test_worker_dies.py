@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from opsflow.itsm.leases import Leases
-from opsflow.lab.hosts import app_health
+from opsflow.lab.hosts.probes import app_health
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.records import open_store
 from tests.requests.conftest import Desk, RequestEstate

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from opsflow.flows.routine_ops import check_certificates
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.certificates import CertificateFile, TlsEndpoint, classify_expiry
 from opsflow.tasks.records import open_store

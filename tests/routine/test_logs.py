@@ -7,7 +7,7 @@ from prefect import flow
 
 from opsflow.flows.routine_ops import clean_disk, rotate_logs
 from opsflow.inventory.models import Service
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.logs import (
     CleanupPolicy,

@@ -19,7 +19,7 @@ from opsflow.itsm.maintenance_store import (
     get_window,
 )
 from opsflow.itsm.store import Store
-from opsflow.lab.hosts import SVC, run_on_host
+from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
 from opsflow.tasks.records import open_store
 from opsflow.tasks.service_control import stop_service

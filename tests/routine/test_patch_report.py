@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opsflow.flows.routine_ops import patch_report
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.packages import parse_upgradable
 from tests.routine.conftest import latest_artifact
 

@@ -13,7 +13,7 @@ import pytest
 
 import opsflow.tasks.ssh
 from opsflow.errors import CommandTimeoutError, SSHTransientError
-from opsflow.lab.hosts import run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.ssh import (
     MAX_SESSIONS_PER_HOST,
     _ConnectionPool,
