@@ -214,8 +214,8 @@ def lab_up(
             }
             client_public = client_future.result()
             host_keys = {name: f.result() for name, f in key_futures.items()}
-        app_server = resources.files("lab").joinpath("app_server.py").read_bytes()
-        svc = resources.files("lab").joinpath("files/svc").read_bytes()
+        app_server = resources.files("opsflow.lab").joinpath("app_server.py").read_bytes()
+        svc = resources.files("opsflow.lab").joinpath("files/svc").read_bytes()
         hosts_file = Path("/etc/hosts").read_text()
         for plan in plans:
             write_host_files(plan, client_public, app_server, svc, hosts_file)
