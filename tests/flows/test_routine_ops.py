@@ -7,7 +7,8 @@ import json
 import pytest
 from prefect.client.orchestration import get_client
 
-from opsflow.flows.routine_ops import gather_facts, health_check
+from opsflow.flows.routine_ops.gather_facts import gather_facts
+from opsflow.flows.routine_ops.health_check import health_check
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.hosts.run import run_on_host
 

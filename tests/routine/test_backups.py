@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from opsflow.errors import PermanentError
-from opsflow.flows.routine_ops import backup_services
+from opsflow.flows.routine_ops.backup_services import backup_services
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.backups import verify_restore
 from tests.routine.conftest import latest_artifact

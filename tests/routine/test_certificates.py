@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from opsflow.flows.routine_ops import check_certificates
+from opsflow.flows.routine_ops.check_certificates import check_certificates
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.certificates import CertificateFile, TlsEndpoint, classify_expiry

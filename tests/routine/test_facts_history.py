@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from opsflow.cli.inventory import inventory_show
-from opsflow.flows.routine_ops import gather_facts
+from opsflow.flows.routine_ops.gather_facts import gather_facts
 from opsflow.inventory.loader import load_estate
 from opsflow.itsm.drift import find_drift
 from opsflow.itsm.facts_store import FactsSnapshot, latest_snapshot, snapshot_history

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prefect import flow
 
-from opsflow.flows.routine_ops import clean_disk, rotate_logs
+from opsflow.flows.routine_ops.clean_disk import clean_disk
+from opsflow.flows.routine_ops.rotate_logs import rotate_logs
 from opsflow.inventory.models import Service
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.inventory import read_estate

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import opsflow.itsm.triage
-from opsflow.flows.routine_ops import backup_services, health_check, health_event
+from opsflow.flows.routine_ops.backup_services import backup_services
+from opsflow.flows.routine_ops.health_check import health_check, health_event
 from opsflow.itsm.maintenance_store import (
     active_windows,
     close_window,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsflow.flows.routine_ops import patch_report
+from opsflow.flows.routine_ops.patch_report import patch_report
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.packages import parse_upgradable
 from tests.routine.conftest import latest_artifact

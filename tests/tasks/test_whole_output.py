@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opsflow.errors import OutputTooLargeError
-from opsflow.flows.routine_ops import clean_disk
+from opsflow.flows.routine_ops.clean_disk import clean_disk
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.facts import FACTS_SCRIPT, parse_facts
 from opsflow.tasks.ssh import execute
