@@ -60,7 +60,15 @@ def pg_url(postgres) -> Iterator[str]:
 
 
 @pytest.fixture
-def listening(pg_url: str) -> Iterator[tuple[Store, Heard]]:
+def desk(pg_url: str) -> Iterator[Store]:
+    """The store the test writes events through, as a desk would."""
+    store = Store(pg_url)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def listening(pg_url: str) -> Iterator[Heard]:
     """A listener on its own store, heard once it listens; the test writes through another."""
     listener_store = Store(pg_url)
     heard = Heard()
@@ -70,52 +78,44 @@ def listening(pg_url: str) -> Iterator[tuple[Store, Heard]]:
     )
     thread.start()
     assert heard.wait_beyond(0), "the listener never started listening"
-    yield listener_store, heard
+    yield heard
     stopped.set()
     thread.join(5)
     listener_store.dispose()
 
 
 def test_a_commit_that_stores_events_is_heard_and_duplicates_are_not(
-    pg_url: str, listening: tuple[Store, Heard]
+    desk: Store, listening: Heard
 ) -> None:
-    _, heard = listening
-    desk = Store(pg_url)
-    try:
-        before = heard.calls
-        assert desk.store_events([alert("a"), alert("b")], datetime.now(UTC)) == (2, 0)
-        assert heard.wait_beyond(before), "no notice after events were stored"
-        assert heard.calls == before + 1, "one commit, one notice"
+    heard = listening
+    before = heard.calls
+    assert desk.store_events([alert("a"), alert("b")], datetime.now(UTC)) == (2, 0)
+    assert heard.wait_beyond(before), "no notice after events were stored"
+    assert heard.calls == before + 1, "one commit, one notice"
 
-        after = heard.calls
-        assert desk.store_events([alert("a")], datetime.now(UTC)) == (0, 1)
-        assert not heard.wait_beyond(after, timeout_s=1.0), "a duplicate was announced"
-    finally:
-        desk.dispose()
+    after = heard.calls
+    assert desk.store_events([alert("a")], datetime.now(UTC)) == (0, 1)
+    assert not heard.wait_beyond(after, timeout_s=1.0), "a duplicate was announced"
 
 
 def test_the_listener_listens_again_after_its_connection_is_killed(
-    pg_url: str, listening: tuple[Store, Heard]
+    desk: Store, listening: Heard
 ) -> None:
-    _, heard = listening
-    desk = Store(pg_url)
-    try:
-        with desk.read() as conn:
-            killed = conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE query LIKE 'LISTEN %' AND datname = current_database()"
-                    " AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        assert killed == 1
-        # Back on a new connection, it first calls once for what it may have missed.
-        assert heard.wait_beyond(heard.calls, timeout_s=WAIT_S)
-        before = heard.calls
-        desk.store_events([alert("c")], datetime.now(UTC))
-        assert heard.wait_beyond(before), "no notice after the listener reconnected"
-    finally:
-        desk.dispose()
+    heard = listening
+    with desk.read() as conn:
+        killed = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed == 1
+    # Back on a new connection, it first calls once for what it may have missed.
+    assert heard.wait_beyond(heard.calls, timeout_s=WAIT_S)
+    before = heard.calls
+    desk.store_events([alert("c")], datetime.now(UTC))
+    assert heard.wait_beyond(before), "no notice after the listener reconnected"
 
 
 def test_sqlite_has_no_listener(tmp_path) -> None:
