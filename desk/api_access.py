@@ -2,7 +2,7 @@
 
 Approval checks the approver against the entitlement (never the requester), records the
 decision and wakes a worker (`provision-access`), which puts the access in place with the
-`grant-access` flow in one of its threads (`desk.access_changes`: a flow run starts at once
+`grant-access` flow in one of its threads (`desk.runners.access_changes`: a flow run starts at once
 instead of waiting for a runner to poll); the desk answers 202 with the grant and
 `GET /access-grants/{id}` shows it become active. Revocation is recorded, with who asked,
 before any host is touched, and carried out by a worker the same way; the worker that put a
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from opsflow.desk.api_schema import Offset, RecordId
 from opsflow.desk.auth import Operator, Reader, may_read, sees_everything
-from opsflow.desk.wake_ups import WakeUps, wake_ups
+from opsflow.desk.runners.wake_ups import WakeUps, wake_ups
 from opsflow.errors import OpsError
 from opsflow.inventory.models import Entitlement, Estate, Person
 from opsflow.itsm.access import (

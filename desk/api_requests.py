@@ -2,7 +2,7 @@
 
 A new request is recorded and answered at once (201), and a worker is woken to carry it
 (`fulfil-request`): its `request-fulfilment` flow runs in a thread of that worker
-(`desk.fulfilments`), so it starts in milliseconds instead of waiting for a runner to poll
+(`desk.runners.fulfillments`), so it starts in milliseconds instead of waiting for a runner to poll
 for a deployment run. An approval is authenticated here, checked against the item's policy
 (never the requester), signed with the key in the `opsflow-approval-key` Secret block, and
 sent through the Prefect API to the paused run, in whichever worker it waits, as its run
@@ -21,7 +21,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from opsflow.desk.auth import Reader, may_read, sees_everything
-from opsflow.desk.wake_ups import wake_ups
+from opsflow.desk.runners.wake_ups import wake_ups
 from opsflow.inventory.models import CatalogItem, Estate, Person
 from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
 from opsflow.itsm.catalog import (

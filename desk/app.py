@@ -33,7 +33,6 @@ from opsflow.desk.auth import (
     require,
     sees_everything,
 )
-from opsflow.desk.dispatch import triage_health
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.desk.group_commit import (
     RETRY_AFTER_S,
@@ -52,6 +51,7 @@ from opsflow.desk.intake import (
     read_generic,
 )
 from opsflow.desk.metrics import render_metrics
+from opsflow.desk.runners.dispatch import triage_health
 from opsflow.errors import OpsError, PermanentError
 from opsflow.inventory.models import Person
 from opsflow.itsm.access import AccessGrant
