@@ -20,11 +20,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from opsflow.desk.api_access import router as access_router
-from opsflow.desk.api_events import router as events_router
-from opsflow.desk.api_problems import router as problems_router
-from opsflow.desk.api_requests import router as requests_router
-from opsflow.desk.api_schema import ERROR_RESPONSES, Offset
+from opsflow.desk.api.access import router as access_router
+from opsflow.desk.api.events import router as events_router
+from opsflow.desk.api.problems import router as problems_router
+from opsflow.desk.api.requests import router as requests_router
+from opsflow.desk.api.schema import ERROR_RESPONSES, Offset
 from opsflow.desk.auth import (
     Operator,
     Reader,

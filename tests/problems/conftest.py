@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from opsflow.desk.api_problems import router
+from opsflow.desk.api.problems import router
 from opsflow.desk.app import create_app
 from opsflow.desk.server import EstateCache
 from opsflow.itsm.problem_store import ProblemStore

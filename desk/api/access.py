@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 
-from opsflow.desk.api_schema import Offset, RecordId
+from opsflow.desk.api.schema import Offset, RecordId
 from opsflow.desk.auth import Operator, Reader, may_read, sees_everything
 from opsflow.desk.runners.wake_ups import WakeUps, wake_ups
 from opsflow.errors import OpsError

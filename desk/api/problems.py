@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from opsflow.desk.api_schema import Offset
+from opsflow.desk.api.schema import Offset
 from opsflow.desk.auth import Operator
 from opsflow.itsm.problem_store import ProblemStore
 from opsflow.itsm.problems import (
