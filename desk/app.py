@@ -25,12 +25,12 @@ from opsflow.desk.api.events import router as events_router
 from opsflow.desk.api.problems import router as problems_router
 from opsflow.desk.api.requests import router as requests_router
 from opsflow.desk.api.schema import ERROR_RESPONSES, Offset
-from opsflow.desk.auth import (
+from opsflow.desk.deps import (
     Operator,
     Reader,
+    Sender,
     header_person,
     optional_person,
-    require,
     sees_everything,
 )
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
@@ -155,9 +155,6 @@ class SenderFirst:
             return True  # the route answers 503 itself
         value = authorization.decode("latin-1") if authorization else None
         return header_person(estate, value) is not None
-
-
-Sender = Annotated[Person, Depends(require("monitor", "operator"))]
 
 
 class Accepted(BaseModel):

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from opsflow.desk.auth import Operator
+from opsflow.desk.deps import Operator, Records
 from opsflow.itsm.numbering import MAX_RECORD_ID
 from opsflow.itsm.records import FailedEvent
 
@@ -22,12 +22,12 @@ router = APIRouter(prefix="/api/v1", tags=["events"])
 
 @router.get("/events/failed")
 def failed_events(
-    request: Request,
     person: Operator,
+    store: Records,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[FailedEvent]:
     """Events triage marked failed, newest first, each with its reason."""
-    return request.app.state.store.failed_events(limit)
+    return store.failed_events(limit)
 
 
 class RetryFailed(BaseModel):
@@ -47,9 +47,11 @@ class Retried(BaseModel):
 
 
 @router.post("/events/failed/retry")
-def retry_failed_events(request: Request, person: Operator, body: RetryFailed) -> Retried:
+def retry_failed_events(
+    request: Request, person: Operator, store: Records, body: RetryFailed
+) -> Retried:
     """Triage failed events again, once what made them fail is mended; audited."""
-    ids = request.app.state.store.retry_failed(body.ids, datetime.now(UTC), person.name)
+    ids = store.retry_failed(body.ids, datetime.now(UTC), person.name)
     if ids:
         request.app.state.on_events()
     return Retried(retried=ids)
