@@ -4,8 +4,9 @@ Who: bearer tokens to people and roles, from the estate's people.yaml (which hol
 hashes); role checks are dependencies (`require`), and which records a person may read is
 `sees_everything` plus each resource's own rule (their own, or what they may approve). What:
 the records store the app was made with and the stores of each kind of record over it, the
-estate in use, and the wake-ups to the workers. Every dependency is async and does no
-blocking I/O of its own: a sync one costs a hop through the thread pool on every request.
+estate in use, and the wake-ups to the workers. Every dependency is async (a sync one costs
+a hop through the thread pool on every request) and quick: the estate is cached and its files
+looked at no more than once a second, and the stores over the records cost nothing to make.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from opsflow.desk.estate import EstateUnavailableError
+from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.desk.runners.wake_ups import WakeUps
 from opsflow.inventory.models import Estate, Person, token_sha256
 from opsflow.itsm.access_store import AccessStore
@@ -143,6 +144,11 @@ async def current_estate(request: Request) -> Estate:
     return request.app.state.estate()
 
 
+async def estate_files(request: Request) -> EstateCache:
+    """The estate's files as the desk loads them (`app.state.estate`), for whether they load."""
+    return request.app.state.estate
+
+
 async def wake_ups(request: Request) -> WakeUps:
     """The app's wake-ups to the workers (`app.state.wake_ups`), made on first use.
 
@@ -166,5 +172,7 @@ Problems = Annotated[ProblemStore, Depends(problems)]
 CurrentEstate = Annotated[Estate, Depends(current_estate)]
 """A route parameter: the estate in use. Declare it after the person asking, so that a
 request without a token is told 401 before anything about the estate."""
+EstateFiles = Annotated[EstateCache, Depends(estate_files)]
+"""A route parameter: the estate's loader, which says whether the files load (never raises)."""
 Wake = Annotated[WakeUps, Depends(wake_ups)]
 """A route parameter: the wake-ups that tell the workers work was recorded."""
