@@ -1,6 +1,7 @@
-"""Run the desk: HTTP API and intake; triage goes to the workers.
+"""The desk process's entrypoint: `desk.app` wired to the records, the estate and triage's
+wake-ups, served over HTTP from one or several processes; triage goes to the workers.
 
-`python -m opsflow.desk.server [--processes N]`
+`python -m opsflow.desk.server [--processes N]` (`opsflow up` starts it so).
 """
 
 from __future__ import annotations
