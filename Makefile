@@ -25,6 +25,7 @@ test: debian-packages $(BIN)/opsflow
 lint: $(BIN)/opsflow
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/lint_imports.py
 
 format: $(BIN)/opsflow
 	$(BIN)/ruff format .
