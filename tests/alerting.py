@@ -56,7 +56,8 @@ def _daemon(argv: list[str], port: int, directory: Path, name: str) -> Iterator[
     def ready() -> bool:
         assert process.poll() is None, f"{name} exited:\n{log.read_text()[-2000:]}"
         try:
-            return requests.get(f"{daemon.url}/-/ready", timeout=1).ok
+            # 401: it answers, and asks for the credentials a web config set
+            return requests.get(f"{daemon.url}/-/ready", timeout=1).status_code in (200, 401)
         except requests.RequestException:
             return False
 
@@ -73,8 +74,11 @@ def _daemon(argv: list[str], port: int, directory: Path, name: str) -> Iterator[
 
 
 @contextmanager
-def alertmanager(config: dict[str, Any], directory: Path) -> Iterator[Daemon]:
-    """A real Alertmanager with `config`, checked by amtool first, gossip off."""
+def alertmanager(
+    config: dict[str, Any], directory: Path, web_config: dict[str, Any] | None = None
+) -> Iterator[Daemon]:
+    """A real Alertmanager with `config`, checked by amtool first, gossip off; `web_config`
+    (e.g. `basic_auth_users`) makes it ask for credentials."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -87,6 +91,9 @@ def alertmanager(config: dict[str, Any], directory: Path) -> Iterator[Daemon]:
         f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",
     ]
+    if web_config is not None:
+        (directory / "web.yml").write_text(yaml.safe_dump(web_config))
+        argv.append(f"--web.config.file={directory / 'web.yml'}")
     with _daemon(argv, port, directory, "alertmanager") as daemon:
         yield daemon
 
