@@ -8,7 +8,7 @@ retry: a silence is recognised as ours by its `createdBy`, comment and matchers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -108,6 +108,39 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _close(shown: str, wanted: datetime) -> bool:
+    """Whether Alertmanager's time (it keeps milliseconds) is `wanted`."""
+    return abs(_parse_time(shown) - wanted) < timedelta(milliseconds=1)
+
+
+class Silence(BaseModel):
+    """One of opsflow's silences as Alertmanager shows it."""
+
+    id: str
+    comment: str
+    state: str
+    starts_at: datetime
+    ends_at: datetime
+
+
+@task(cache_policy=NONE, **RETRY_TRANSIENT, timeout_seconds=120)
+def read_silences(link: AlertmanagerLink, comment_marker: str) -> list[Silence]:
+    """opsflow's unexpired silences whose comment holds `comment_marker` (reads only)."""
+    return [
+        Silence(
+            id=s["id"],
+            comment=s["comment"],
+            state=s["status"]["state"],
+            starts_at=_parse_time(s["startsAt"]),
+            ends_at=_parse_time(s["endsAt"]),
+        )
+        for s in _call(link, "GET", "silences") or []
+        if s.get("createdBy") == CREATED_BY
+        and comment_marker in s.get("comment", "")
+        and s.get("status", {}).get("state") != "expired"
+    ]
+
+
 @task(cache_policy=NONE, **RETRY_TRANSIENT, timeout_seconds=120)
 def create_silence(
     link: AlertmanagerLink,
@@ -117,18 +150,22 @@ def create_silence(
     comment: str,
 ) -> SilenceChange:
     """Silence the alerts `matchers` select from `starts_at` to `ends_at`, unless Alertmanager
-    already holds an unexpired silence of opsflow's with this comment and these matchers.
+    already holds an unexpired silence of opsflow's with this comment, these matchers and
+    these times (a start already past is Alertmanager's to move to when it was made).
 
     Retried on transient errors: a creation whose answer was lost is found the second time.
     """
     logger = get_run_logger()
     wanted = _api_matchers(matchers)
+    pending = starts_at > datetime.now(UTC)
     for silence in _call(link, "GET", "silences") or []:
         if (
             silence.get("createdBy") == CREATED_BY
             and silence.get("comment") == comment
             and silence.get("status", {}).get("state") != "expired"
             and _same_matchers(silence.get("matchers", []), wanted)
+            and _close(silence["endsAt"], ends_at)
+            and (not pending or _close(silence["startsAt"], starts_at))
         ):
             logger.info("silence %s already mirrors %s", silence["id"], comment)
             return SilenceChange(
