@@ -75,6 +75,12 @@ def _check_public_key(value: str) -> str:
 SSHPublicKey = Annotated[str, AfterValidator(_check_public_key)]
 """An OpenSSH public key line whose type and body agree; no options, no shell characters."""
 
+LabelName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$"),
+    Field(description="A Prometheus label name"),
+]
+
 Labels = dict[
     Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")],
     Annotated[str, StringConstraints(max_length=256)],
