@@ -1,10 +1,13 @@
-"""`opsflow inventory show HOST`: a host as the inventory describes it and as its facts show it."""
+"""`opsflow inventory`: check the estate, show a host as the inventory describes it and as its
+facts show it, and import an estate from another tool."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.table import Table
 from rich.text import Text
 
@@ -12,10 +15,12 @@ from opsflow.cli.output import console, err_console, fail
 from opsflow.errors import OpsError
 from opsflow.inventory.loader import load_estate
 from opsflow.inventory.models import Estate
-from opsflow.itsm.drift import find_drift
-from opsflow.itsm.facts_store import StoredSnapshot, snapshot_history
 from opsflow.settings import get_settings
-from opsflow.tasks.records import open_store
+
+if TYPE_CHECKING:
+    from opsflow.itsm.facts_store import StoredSnapshot
+
+inventory_app = typer.Typer(help="The estate: hosts, services and their checks.")
 
 HISTORY = 10
 """Snapshots shown in the short history."""
@@ -75,8 +80,52 @@ def _history_table(host: str, history: list[StoredSnapshot]) -> Table:
     return table
 
 
-def inventory_show(host: str, as_json: bool) -> None:
-    """Show a host's inventory entry, its latest facts, a short history and its drift."""
+@inventory_app.command("check")
+def inventory_check(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Estate directory (default: OPSFLOW_INVENTORY or lab).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate the estate and print its summary, or every problem found (exit 1)."""
+    directory = directory or get_settings().estate_dir
+    try:
+        estate = load_estate(directory)
+    except OpsError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        console.print_json(estate.model_dump_json())
+        return
+    table = Table(title=f"estate {estate.settings.name} ({directory})")
+    for column in ("host", "address", "port", "user", "groups", "services"):
+        table.add_column(column)
+    for host in estate.hosts:
+        services = [s.name for s in estate.services if host in estate.hosts_of(s)]
+        table.add_row(
+            host.name,
+            host.address,
+            str(host.port),
+            host.user,
+            ", ".join(host.groups),
+            ", ".join(services),
+        )
+    console.print(table)
+    console.print(
+        f"{len(estate.hosts)} hosts, {len(estate.groups)} groups, {len(estate.services)} services:"
+        " valid."
+    )
+
+
+@inventory_app.command("show")
+def inventory_show(
+    host: Annotated[str, typer.Argument(help="Host name, as in the inventory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A host's inventory entry, latest facts, a short history of them, and its drift."""
+    from opsflow.itsm.drift import find_drift
+    from opsflow.itsm.facts_store import snapshot_history
+    from opsflow.tasks.records import open_store
+
     try:
         estate: Estate | None = load_estate(get_settings().estate_dir)
     except OpsError as exc:
