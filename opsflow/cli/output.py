@@ -23,8 +23,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 
 def fail(message: object, code: int = 1) -> typer.Exit:
-    """Print `error: message` on stderr (never read as markup) and return the exit to raise."""
-    err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
+    """Print `error: message` on stderr (never read as markup), its lines whole for the terminal
+    to wrap (paths and names in it stay one piece to copy), and return the exit to raise."""
+    err_console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
     return typer.Exit(code)
 
 
