@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -40,8 +42,39 @@ app.add_typer(known_error_app, name="known-error")
 app.add_typer(db_app, name="db")
 
 
+def installed_versions() -> str:
+    """opsflow's version from the installed package's metadata, with Prefect's and Python's:
+    what a bug report needs, read without importing Prefect."""
+    try:
+        opsflow = metadata.version("opsflow")
+    except metadata.PackageNotFoundError:
+        opsflow = "unknown (not installed: pip install -e .)"
+    try:
+        prefect = metadata.version("prefect")
+    except metadata.PackageNotFoundError:
+        prefect = "not installed"
+    return f"opsflow {opsflow} (prefect {prefect}, python {platform.python_version()})"
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(installed_versions())
+        raise typer.Exit()
+
+
 @app.callback()
-def _find_what_up_started(ctx: typer.Context) -> None:
+def _find_what_up_started(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed opsflow's version (and Prefect's, Python's) and exit.",
+        ),
+    ] = False,
+) -> None:
     # Before any command imports prefect: other shells reach the Prefect API `up` started.
     if ctx.invoked_subcommand != "up":
         from opsflow.runtime.up import use_up_env
