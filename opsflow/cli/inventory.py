@@ -14,7 +14,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.cli.output import JsonOption, console, err_console, fail, print_json
+from opsflow.cli.output import (
+    Column,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    fitted_table,
+    print_json,
+)
 from opsflow.errors import InventoryError, OpsError
 from opsflow.inventory.ansible import MAX_INVENTORY_BYTES, hosts_from_ansible, render_hosts
 from opsflow.inventory.known_hosts import KnownHosts
@@ -114,20 +122,26 @@ def inventory_check(
     if as_json:
         console.print_json(estate.model_dump_json())
         return
-    table = Table(title=f"estate {estate.settings.name} ({directory})")
-    for column in ("host", "address", "port", "user", "groups", "services"):
-        table.add_column(column)
-    for host in estate.hosts:
-        services = [s.name for s in estate.services if host in estate.hosts_of(s)]
-        table.add_row(
+    columns = (
+        Column("host", whole=True),
+        Column("address", whole=True),
+        Column("port", whole=True, drop=2, justify="right"),
+        Column("user", whole=True, drop=3),
+        Column("groups", drop=1),
+        Column("services"),
+    )
+    rows = [
+        [
             host.name,
             host.address,
             str(host.port),
             host.user,
             ", ".join(host.groups),
-            ", ".join(services),
-        )
-    console.print(table)
+            ", ".join(s.name for s in estate.services if host in estate.hosts_of(s)),
+        ]
+        for host in estate.hosts
+    ]
+    console.print(fitted_table(columns, rows, title=f"estate {estate.settings.name} ({directory})"))
     console.print(
         f"{len(estate.hosts)} hosts, {len(estate.groups)} groups, {len(estate.services)} services:"
         " valid."
