@@ -103,6 +103,8 @@ class _Reader:
         except ValueError as exc:
             self.problems.append(f"{where}: host {_shown(pattern)}: {exc}")
             return
+        for _ in names[1:]:  # a range repeated by aliases costs what it names
+            self.visit()
         for name, port in names:
             if name not in self.host_vars and len(self.host_vars) >= MAX_HOSTS:
                 raise InventoryError([f"more than {MAX_HOSTS} hosts"])
@@ -329,21 +331,26 @@ def _depths(reader: _Reader) -> dict[str, int]:
 
 
 def _memberships(reader: _Reader) -> dict[str, set[str]]:
-    """Each host's groups: those that list it and every group above them."""
+    """Each host's groups: those that list it and every group above them. The groups form no
+    cycle and nest at most `MAX_DEPTH` deep (checked before), so this recursion is bounded."""
     parents: dict[str, set[str]] = {name: set() for name in reader.groups}
     for name, group in reader.groups.items():
         for child in group.children:
             parents[child].add(name)
+    above: dict[str, frozenset[str]] = {}
+
+    def ancestors(name: str) -> frozenset[str]:
+        if name not in above:
+            found = {name}
+            for parent in parents[name]:
+                found |= ancestors(parent)
+            above[name] = frozenset(found)
+        return above[name]
+
     member: dict[str, set[str]] = {host: {"all"} for host in reader.host_vars}
     for name, group in reader.groups.items():
-        above, todo = set(), [name]
-        while todo:
-            current = todo.pop()
-            if current not in above:
-                above.add(current)
-                todo.extend(parents[current])
         for host in group.hosts:
-            member[host] |= above
+            member[host] |= ancestors(name)
     return member
 
 
@@ -434,6 +441,8 @@ def hosts_from_ansible(
     reader = _read_yaml(text) if form == "yaml" else _read_ini(text)
     problems = reader.problems
     depths = _depths(reader)
+    if problems:  # the inventory's own shape first: its hosts are read once it holds together
+        raise InventoryError(list(dict.fromkeys(problems)))
     valid_groups = set()
     for name in reader.groups:
         if name in IMPLICIT_GROUPS:
@@ -477,12 +486,12 @@ def _priority(variables: dict[str, Any]) -> int:
     value = variables.get("ansible_group_priority", 1)
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 1
 
 
 def render_hosts(hosts: list[Host]) -> str:
-    """The text of opsflow's hosts.yaml for `hosts`: only what the import set, defaults left out."""
+    """The text of opsflow's hosts.yaml for `hosts`: the fields the import set, no others."""
     entries = [host.model_dump(mode="json", exclude_unset=True) for host in hosts]
     header = (
         "# Written by `opsflow inventory import ansible`; check with `opsflow inventory check`.\n"

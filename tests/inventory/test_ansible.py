@@ -194,6 +194,14 @@ def alias_bomb(levels: int) -> str:
     ("text", "form", "expected"),
     [
         pytest.param(alias_bomb(12), "yaml", "more than 100000 group and host entries", id="bomb"),
+        pytest.param(
+            "all:\n  children:\n    g0: &g0 {hosts: {'h[0:9999]': }}\n    g1: {children: {"
+            + ", ".join(f"c{i}: *g0" for i in range(50))
+            + "}}\n",
+            "yaml",
+            "more than 100000 group and host entries",
+            id="range-bomb",
+        ),
         pytest.param("all: &a\n  children:\n    x: *a\n", "yaml", "cannot be its own", id="loop"),
         pytest.param("a: " + "[" * 50_000, "yaml", "not valid YAML", id="deep-flow"),
         pytest.param(
