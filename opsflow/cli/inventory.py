@@ -38,6 +38,8 @@ import_app = typer.Typer(help="Write an estate's hosts.yaml from another tool's 
 inventory_app.add_typer(import_app, name="import")
 
 MAX_KNOWN_HOSTS_BYTES = 16 * 1024 * 1024
+SHOWN_PROBLEMS = 100
+"""Problems of a refused import listed one by one; the rest are counted."""
 
 
 class InventoryForm(StrEnum):
@@ -317,8 +319,13 @@ def import_ansible(
     try:
         hosts = hosts_from_ansible(text, form.value, keys, credentials)
     except InventoryError as exc:
-        problems = "\n".join(f"  - {p}" for p in exc.problems)
-        raise fail(f"{inventory}: nothing written:\n{problems}") from exc
+        shown = [f"  - {p}" for p in exc.problems[:SHOWN_PROBLEMS]]
+        if len(exc.problems) > SHOWN_PROBLEMS:
+            shown.append(f"  … and {len(exc.problems) - SHOWN_PROBLEMS} more")
+        listed = "\n".join(shown)
+        raise fail(
+            f"{inventory}: nothing written, {len(exc.problems)} problem(s):\n{listed}"
+        ) from exc
     try:
         _write_whole(target, render_hosts(hosts), replace=force)
     except FileExistsError as exc:

@@ -141,3 +141,15 @@ def test_unreadable_inventories_are_named(
     assert code == 1
     assert f"inventory {inventory}: {expected}" in output
     assert not (tmp_path / "estate").exists()
+
+
+def test_a_long_refusal_is_counted(tmp_path: Path, known_hosts: Path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("web:\n  hosts:\n    web[001:150].example.com:\n")
+    code, output = run("inventory", "import", "ansible", inventory, "--known-hosts", known_hosts,
+                       "--out", tmp_path)  # fmt: skip
+    assert code == 1
+    assert f"{inventory}: nothing written, 150 problem(s):" in output
+    assert "host web100.example.com: host_key: no key for web100.example.com" in output
+    assert "web101.example.com" not in output
+    assert output.rstrip().endswith("… and 50 more")
