@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from opsflow.desk.access_log import AccessLog
 from opsflow.desk.api_access import router as access_router
 from opsflow.desk.api_events import router as events_router
 from opsflow.desk.api_problems import router as problems_router
@@ -66,6 +67,7 @@ from opsflow.itsm.request_store import RequestStore
 from opsflow.itsm.requests import ServiceRequest
 from opsflow.itsm.store import RecordNotFoundError, Store
 from opsflow.itsm.triage import report_incident as classify_report
+from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.intake")
 
@@ -237,6 +239,7 @@ def create_app(
 
     app.add_middleware(BodyLimit)
     app.add_middleware(SenderFirst, estate=estate)
+    app.add_middleware(AccessLog, enabled=get_settings().access_log)  # the outermost
 
     @app.exception_handler(PermanentError)
     async def refuse(request: Request, exc: PermanentError) -> JSONResponse:

@@ -128,5 +128,12 @@ class EstateCache:
             return
         if self._status.failing:
             logger.warning("the estate in %s loads again", self._directory)
+        logger.info(
+            "estate loaded from %s: %d hosts, %d services, %d people",
+            self._directory,
+            len(estate.hosts),
+            len(estate.services),
+            len(estate.people),
+        )
         self._estate = estate
         self._status = EstateStatus(loaded_at=datetime.now(UTC))

@@ -18,16 +18,20 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from opsflow.desk.app import create_app
 from opsflow.desk.dispatch import Dispatcher
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.flows.work import triage_events
+from opsflow.logs import configure_logging
 from opsflow.settings import get_settings
 from opsflow.tasks.events import publish_incident_change
 from opsflow.tasks.records import open_store
 
 DEFAULT_PORT = 8765
+
+logger = logging.getLogger("opsflow.desk.server")
 
 
 def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
@@ -79,9 +83,15 @@ def desk_app() -> FastAPI:
     """The desk app of one serving process: uvicorn's factory, called in each process."""
     if multiprocessing.parent_process() is not None:
         _exit_with_parent()
-    logging.basicConfig(level=logging.INFO)
+    configure_logging()  # after Prefect's import, which configured logging its way
     app, _ = build_desk()
     freeze_startup_objects()
+    records = app.state.store.url
+    logger.info(
+        "desk process %d ready: records %s",
+        os.getpid(),
+        make_url(records).render_as_string(hide_password=True),
+    )
     return app
 
 
@@ -133,8 +143,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes < 1:
         parser.error("--processes must be at least 1")
+    configure_logging()
+    # uvicorn's own logging config and access log stay off: `opsflow.logs` configures its
+    # loggers, and `desk.access_log` logs requests without their query's secrets.
     if args.processes == 1:
-        uvicorn.run(desk_app(), host=args.host, port=args.port, log_level="warning")
+        app = desk_app()
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
         return
     create_records()
     uvicorn.run(
@@ -143,7 +157,8 @@ def main() -> None:
         workers=args.processes,
         host=args.host,
         port=args.port,
-        log_level="warning",
+        log_config=None,
+        access_log=False,
     )
 
 

@@ -44,6 +44,7 @@ from opsflow.itsm.records import Incident
 from opsflow.itsm.request_store import RequestStore
 from opsflow.itsm.requests import request_number
 from opsflow.itsm.store import Store
+from opsflow.logs import configure_logging
 from opsflow.runtime.flow_runs import run_flow_here
 from opsflow.tasks.inventory import last_good_estate
 from opsflow.tasks.records import open_store
@@ -222,11 +223,7 @@ def run_worker(
     access_changes: int = DEFAULT_MAX_ACCESS,
 ) -> None:
     """Run a worker in this process until SIGTERM or Ctrl-C (arguments as `Worker`'s)."""
-    # Prefect configured logging at import: basicConfig would do nothing now.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("opsflow").addHandler(handler)
-    logging.getLogger("opsflow").setLevel(logging.INFO)
+    configure_logging()
     worker = Worker(limit=limit, requests=requests, access_changes=access_changes)
     stopping = threading.Event()
 
