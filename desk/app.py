@@ -7,8 +7,6 @@ over micro-batches, started through the `on_events` callback.
 from __future__ import annotations
 
 import logging
-import os
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +14,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -52,7 +51,7 @@ from opsflow.desk.intake import (
     read_alertmanager,
     read_generic,
 )
-from opsflow.desk.metrics import render_metrics
+from opsflow.desk.metrics import EVENTS_REJECTED, metrics_registry
 from opsflow.errors import OpsError, PermanentError
 from opsflow.inventory.models import Person
 from opsflow.itsm.access import AccessGrant
@@ -265,7 +264,7 @@ def create_app(
         return _retry_later("the events could not be stored (the desk's log says why)")
 
     intake = GroupCommit(store, max_waiting=max_waiting_events)
-    rejected_total: Counter[str] = Counter()
+    registry = metrics_registry(store, estate)
 
     async def accept(delivery: Delivery, source: str, sender: Person) -> Accepted:
         stored, duplicates = await intake.store(delivery.events) if delivery.events else (0, 0)
@@ -273,7 +272,7 @@ def create_app(
             on_events()
         rejected = delivery.rejected()
         if rejected:
-            rejected_total[source] += len(rejected)
+            EVENTS_REJECTED.labels(source=source).inc(len(rejected))
             logger.warning(
                 "%s sent %d %s item(s) that were not stored: %r",
                 sender.name,
@@ -427,14 +426,11 @@ def create_app(
             "triage": triage,
         } | estate_health(estate, person)
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["desk"])
-    def metrics() -> str:
-        """Prometheus text: events by class, open incidents by priority, time to restore."""
-        return (
-            render_metrics(store)
-            + "\n".join([*estate.status().metrics(), *intake_metrics(intake, rejected_total)])
-            + "\n"
-        )
+    @app.get("/metrics", response_class=Response, tags=["desk"])
+    def metrics() -> Response:
+        """Prometheus text: the records' backlog, failures, incidents, SLA breaches and
+        approvals, and what the desk's processes counted (`desk.metrics`)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -486,30 +482,6 @@ def estate_health(estate: EstateCache, person: Person | None) -> dict[str, Any]:
     if sees_everything(person):
         return {"status": "degraded", "estate": status_now.detail()}
     return {"status": "degraded"}
-
-
-def intake_metrics(intake: GroupCommit, rejected_total: Counter[str]) -> list[str]:
-    """Prometheus text lines: items refused at intake by source, and events awaiting commit.
-
-    Both are counted by each desk process, which the `process` label names: a scrape is
-    answered by one of the processes serving the port, and without it their counters would
-    take turns and look reset.
-    """
-    process = f'process="{os.getpid()}"'
-    lines = [
-        "# HELP opsflow_events_rejected_total Alerts and events refused at intake, by source.",
-        "# TYPE opsflow_events_rejected_total counter",
-    ]
-    for source in ("alertmanager", "generic"):
-        lines.append(
-            f'opsflow_events_rejected_total{{source="{source}",{process}}} {rejected_total[source]}'
-        )
-    return [
-        *lines,
-        "# HELP opsflow_intake_waiting_events Events accepted and waiting for their commit.",
-        "# TYPE opsflow_intake_waiting_events gauge",
-        f"opsflow_intake_waiting_events{{{process}}} {intake.waiting}",
-    ]
 
 
 def _view(incident: Incident, person: Person) -> Incident:

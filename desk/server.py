@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from opsflow.desk.app import create_app
 from opsflow.desk.dispatch import Dispatcher
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
+from opsflow.desk.metrics import prepare_multiprocess_dir
 from opsflow.flows.work import triage_events
 from opsflow.logs import configure_logging
 from opsflow.settings import get_settings
@@ -129,7 +130,9 @@ def main() -> None:
 
     With `--processes N` above 1, uvicorn binds the port once and N processes accept on it,
     each with its own desk (group commit, store connections, triage wake-ups); uvicorn replaces a
-    process that dies, and the processes die with it.
+    process that dies, and the processes die with it. They count their metrics in files of a
+    directory under the home (`metrics/desk-PORT`, emptied here), so that whichever answers
+    `/metrics` shows them all (`desk.metrics`).
     """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -151,6 +154,7 @@ def main() -> None:
         uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
         return
     create_records()
+    prepare_multiprocess_dir(get_settings().home / "metrics" / f"desk-{args.port}")
     uvicorn.run(
         "opsflow.desk.server:desk_app",
         factory=True,
