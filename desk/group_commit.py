@@ -70,11 +70,6 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    @property
-    def waiting(self) -> int:
-        """Events accepted and not yet committed (or refused by the store)."""
-        return self._waiting
-
     async def store(self, events: list[EventIn]) -> tuple[int, int]:
         """Store one request's events; (stored, duplicates) once they are committed.
 
