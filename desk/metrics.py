@@ -47,6 +47,11 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 INTAKE_PATHS = {"/api/v1/events/alertmanager": "alertmanager", "/api/v1/events": "generic"}
 """The intake's routes, by the source label their latency is counted under."""
 
+if _shared := os.environ.get(MULTIPROCESS_ENV):
+    # Should it have been removed under a running desk, a process replacing one that died
+    # must still start (counting afresh), not fail at every attempt.
+    Path(_shared).mkdir(mode=0o700, parents=True, exist_ok=True)
+
 INTAKE_SECONDS = Histogram(
     "opsflow_intake_seconds",
     "Time to answer an intake request (202 once its events are committed), by source.",

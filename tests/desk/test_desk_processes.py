@@ -143,9 +143,14 @@ def start_desk(database_url: str, estate_dir: Path, home: Path) -> Desk:
             return False
         return True
 
-    wait_for(up, 90, "the desk to answer")
-    for pid in desk.serving():
-        desk.connection_to(pid).close()  # each has started
+    try:
+        wait_for(up, 90, "the desk to answer")
+        for pid in desk.serving():
+            desk.connection_to(pid).close()  # each has started
+    except BaseException:
+        process.kill()  # else it outlives the test, its children respawning without end
+        process.wait(30)
+        raise
     return desk
 
 
