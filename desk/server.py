@@ -76,6 +76,12 @@ DEFAULT_PROCESSES = 2
 measure on (each is one Python thread's worth of intake, the GIL's); a third measured no
 better (bench/results/README.md, 2026-12-01). The group commit, the store's connections
 and the lifespan are per process."""
+HEALTHCHECK_S = 60
+"""How long uvicorn waits for a desk process to answer its ping before killing it as hung. A
+new process answers only once it has imported the desk (Prefect included: 3-4 s on an idle
+2-core machine); at uvicorn's 5 s, on a busy machine (load 40-50, seen while tests ran) every
+new process was killed before it answered and replaced, without end. A process that dies is
+seen at once whatever this is."""
 PR_SET_PDEATHSIG = 1
 """prctl option: the signal this process gets when the process that started it dies."""
 
@@ -163,6 +169,7 @@ def main() -> None:
         port=args.port,
         log_config=None,
         access_log=False,
+        timeout_worker_healthcheck=HEALTHCHECK_S,
     )
 
 

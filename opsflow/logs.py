@@ -28,8 +28,10 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
-"""What every LogRecord carries: anything else on a record came as `extra=` and is a field."""
+"""What every LogRecord carries (and uvicorn's copy of its message with terminal colours):
+anything else on a record came as `extra=` and is a field."""
 
 
 class JsonFormatter(logging.Formatter):
