@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -333,6 +334,37 @@ def test_ups_workers_restore_what_monitoring_finds_down(up: Up) -> None:
     while not resolved():
         assert time.monotonic() < deadline, "lab02's app was not restored by up's workers"
         time.sleep(1)
+
+
+def test_its_prometheus_scrapes_every_opsflow_process_and_their_logs_say_what_they_do(
+    up: Up,
+) -> None:
+    output = up.output.read_text()
+    [prometheus] = re.findall(r"Prometheus: (http://127\.0\.0\.1:\d+)", output)
+    announced = dict(re.findall(r"metrics of the (desk|worker \d): (http://\S+)", output))
+    assert sorted(announced) == ["desk", "worker 1", "worker 2"]
+    answer = requests.get(f"{prometheus}/api/v1/targets?state=active", timeout=30).json()
+    scraped = {
+        t["scrapeUrl"]: (t["labels"]["job"], t["health"])
+        for t in answer["data"]["activeTargets"]
+        if t["labels"]["job"].startswith("opsflow")
+    }
+    assert scraped == {
+        announced["desk"]: ("opsflow-desk", "up"),
+        announced["worker 1"]: ("opsflow-worker", "up"),
+        announced["worker 2"]: ("opsflow-worker", "up"),
+    }
+    rules = requests.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    assert "opsflow-self" in {group["name"] for group in rules}
+
+    logs = up.home / "logs"
+    desk_log = (logs / "desk.log").read_text()
+    assert "INFO opsflow.desk.server[" in desk_log
+    assert "GET /api/v1/health 200 " in desk_log, "the access log"
+    assert "INFO opsflow.worker[" in (logs / "worker-1.log").read_text()
+    for log in logs.glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert up.auth_string not in text and up.cluster.password() not in text, log
 
 
 def test_sigterm_stops_everything_up_started(up: Up) -> None:
