@@ -3,9 +3,10 @@
 Prefect configures logging when it is imported: its root handler passes only warnings, so
 `logging.basicConfig` afterwards does nothing and opsflow's INFO lines were lost. Each
 process (the desk's, a worker) therefore gives the `opsflow` logger, and uvicorn's, a handler
-of its own on stderr (which `opsflow up` appends to the process's log file), leaving Prefect's
-loggers as Prefect set them. `OPSFLOW_LOG_FORMAT=json` writes one JSON object per line, for
-log shippers; the default is one line of text per record.
+of its own on stderr (which `opsflow up` appends to the process's log file). In text, Prefect's
+loggers stay as Prefect set them; `OPSFLOW_LOG_FORMAT=json` writes one JSON object per line,
+for log shippers, and then every line of the log is one: the root's console handler, where
+Prefect's own records (and other libraries' warnings) end, is given the same formatter.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from prefect.logging.configuration import ensure_logging_setup
 
 LogFormat = Literal["text", "json"]
 
@@ -58,9 +61,10 @@ _handler: logging.Handler | None = None
 
 def configure_logging(log_format: LogFormat | None = None, level: int = logging.INFO) -> None:
     """Send opsflow's (and uvicorn's) records at `level` and above to stderr, in `log_format`
-    (default: the `OPSFLOW_LOG_FORMAT` setting). Call it after Prefect is imported; calling it
-    again replaces the handler rather than adding a second one."""
+    (default: the `OPSFLOW_LOG_FORMAT` setting). Prefect's logging is set up first, so that it
+    cannot later undo this; calling it again replaces the handler rather than adding one."""
     global _handler
+    ensure_logging_setup()
     if log_format is None:
         from opsflow.settings import get_settings
 
@@ -78,3 +82,15 @@ def configure_logging(log_format: LogFormat | None = None, level: int = logging.
         logger.setLevel(level)
         logger.propagate = False
     _handler = handler
+    if log_format == "json":
+        _json_everywhere(handler.formatter)
+
+
+def _json_everywhere(formatter: logging.Formatter | None) -> None:
+    """Give every console handler (the root's, Prefect's internal one) `formatter`, so no
+    record reaches stderr in another shape; Prefect's API handlers keep theirs."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler):
+                handler.setFormatter(formatter)
