@@ -5,7 +5,7 @@ Prefect configures logging when it is imported: its root handler passes only war
 process (the desk's, a worker) therefore gives the `opsflow` logger, and uvicorn's, a handler
 of its own on stderr (which `opsflow up` appends to the process's log file), leaving Prefect's
 loggers as Prefect set them. `OPSFLOW_LOG_FORMAT=json` writes one JSON object per line, for
-log shippers; the default is one line of text per record.
+log shippers, Prefect's console lines included; the default is one line of text per record.
 """
 
 from __future__ import annotations
@@ -78,3 +78,27 @@ def configure_logging(log_format: LogFormat | None = None, level: int = logging.
         logger.setLevel(level)
         logger.propagate = False
     _handler = handler
+    if log_format == "json":
+        _json_console(handler)
+        logging.captureWarnings(True)  # Python's warnings as log records, so JSON too
+
+
+def _json_console(ours: logging.Handler) -> None:
+    """Make the console handlers Prefect configured (on the root logger, FastAPI's, Prefect's
+    own) write JSON too, at their levels: a log shipper reads one format. Handlers that send
+    flow run logs to the Prefect API are left as they are."""
+    loggers = [logging.getLogger()]
+    loggers += [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        for old in list(logger.handlers):
+            if old is ours or not isinstance(old, logging.StreamHandler):
+                continue
+            if isinstance(old, logging.FileHandler):
+                continue
+            replacement = logging.StreamHandler(sys.stderr)
+            replacement.setFormatter(JsonFormatter())
+            replacement.setLevel(old.level)
+            logger.removeHandler(old)
+            logger.addHandler(replacement)
