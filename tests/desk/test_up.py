@@ -279,7 +279,8 @@ def test_prefect_and_the_records_live_in_the_cluster_in_the_home(up: Up) -> None
     with up.cluster.connect("records") as records:
         tables = {row[0] for row in records.execute("SELECT tablename FROM pg_tables")}
         assert {"events", "incidents", "audit"} <= tables
-    assert not list(up.home.rglob("*.db")), "no SQLite database: neither Prefect's nor ours"
+    sqlite = [p for p in up.home.rglob("*.db") if p.read_bytes()[:16] == b"SQLite format 3\0"]
+    assert not sqlite, "no SQLite database: neither Prefect's nor ours"
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(
             host="127.0.0.1", port=up.cluster.port, user="opsflow", dbname="records",
