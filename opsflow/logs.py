@@ -3,10 +3,9 @@
 Prefect configures logging when it is imported: its root handler passes only warnings, so
 `logging.basicConfig` afterwards does nothing and opsflow's INFO lines were lost. Each
 process (the desk's, a worker) therefore gives the `opsflow` logger, and uvicorn's, a handler
-of its own on stderr (which `opsflow up` appends to the process's log file). In text, Prefect's
-loggers stay as Prefect set them; `OPSFLOW_LOG_FORMAT=json` writes one JSON object per line,
-for log shippers, and then every line of the log is one: the root's console handler, where
-Prefect's own records (and other libraries' warnings) end, is given the same formatter.
+of its own on stderr (which `opsflow up` appends to the process's log file), leaving Prefect's
+loggers as Prefect set them. `OPSFLOW_LOG_FORMAT=json` writes one JSON object per line, for
+log shippers, Prefect's console lines included; the default is one line of text per record.
 """
 
 from __future__ import annotations
@@ -83,14 +82,26 @@ def configure_logging(log_format: LogFormat | None = None, level: int = logging.
         logger.propagate = False
     _handler = handler
     if log_format == "json":
-        _json_everywhere(handler.formatter)
+        _json_console(handler)
+        logging.captureWarnings(True)  # Python's warnings as log records, so JSON too
 
 
-def _json_everywhere(formatter: logging.Formatter | None) -> None:
-    """Give every console handler (the root's, Prefect's internal one) `formatter`, so no
-    record reaches stderr in another shape; Prefect's API handlers keep theirs."""
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+def _json_console(ours: logging.Handler) -> None:
+    """Make the console handlers Prefect configured (on the root logger, FastAPI's, Prefect's
+    own) write JSON too, at their levels: a log shipper reads one format. Handlers that send
+    flow run logs to the Prefect API are left as they are."""
+    loggers = [logging.getLogger()]
+    loggers += [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
     for logger in loggers:
-        for handler in getattr(logger, "handlers", ()):
-            if isinstance(handler, logging.StreamHandler):
-                handler.setFormatter(formatter)
+        for old in list(logger.handlers):
+            if old is ours or not isinstance(old, logging.StreamHandler):
+                continue
+            if isinstance(old, logging.FileHandler):
+                continue
+            replacement = logging.StreamHandler(sys.stderr)
+            replacement.setFormatter(JsonFormatter())
+            replacement.setLevel(old.level)
+            logger.removeHandler(old)
+            logger.addHandler(replacement)

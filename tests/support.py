@@ -103,7 +103,7 @@ def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[De
         assert process.poll() is None, log.read_text()
         try:
             return requests.get(f"{desk.url}/api/v1/health", timeout=1).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up, or not answering yet
             return False
 
     try:

@@ -62,7 +62,7 @@ def topology(lab, desk, tmp_path: Path) -> Iterator[tuple[list[DeskProcess], lis
         desk.worker.start()
 
 
-def test_a_storm_survives_a_killed_desk_and_a_killed_worker(lab, topology) -> None:
+def test_a_storm_survives_a_killed_desk_and_a_killed_worker(lab, topology, tmp_path) -> None:
     desks, workers = topology
     hosts = [host.name for host in lab.hosts[:3]]
     held = hosts[0]
@@ -153,3 +153,12 @@ def test_a_storm_survives_a_killed_desk_and_a_killed_worker(lab, topology) -> No
         assert starts == 1, f"{incident.number}: the runbook started {starts} times"
         assert len(opened_now(host)) == 1, f"more than one incident on {host}"
         assert run_on_host(host, [SVC, "status"], lab.directory).returncode == 0
+
+    # The workers ran the runbooks with the SSH key of the `opsflow-lab` block: their logs
+    # say what they did, and hold neither that key nor the senders' token.
+    key = [line for line in lab.client_key.read_text().splitlines() if "-----" not in line]
+    for log in tmp_path.glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert token not in text and not any(line in text for line in key if line), log
+    assert "INFO opsflow.worker[" in (tmp_path / "worker-1.log").read_text()
+    assert " opsflow.desk.access[" in (tmp_path / "desk-2.log").read_text()
