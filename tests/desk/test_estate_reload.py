@@ -63,7 +63,7 @@ def test_a_broken_estate_file_leaves_intake_running_on_the_last_good_estate(
 
     answer = desk.post("/api/v1/events/alertmanager", json=firing(), headers=auth("max"))
     assert answer.status_code == 202, answer.text
-    assert [e.host for e in stored_events(store)] == ["h1"]
+    assert [e.labels["host"] for e in stored_events(store)] == ["h1"]
     assert desk.get("/api/v1/me", headers=auth("rita")).status_code == 200
 
     operator = desk.get("/api/v1/health", headers=auth("olga")).json()
