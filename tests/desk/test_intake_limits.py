@@ -15,8 +15,9 @@ import pytest
 import requests
 import uvicorn
 
-from opsflow.desk.app import MAX_BODY_BYTES, create_app
+from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
+from opsflow.desk.middleware import MAX_BODY_BYTES
 from opsflow.itsm.store import Store
 from tests.desk.conftest import TOKENS, auth
 from tests.desk.test_intake import _alert, load, stored_events
