@@ -18,6 +18,7 @@ import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, model_validator
 
 from opsflow.errors import PermanentError
+from opsflow.inventory.types import LabelName
 
 MATCH_TIMEOUT_S = 0.05
 """The longest one regular expression may run over one label value (values hold <= 2 KiB)."""
@@ -36,7 +37,7 @@ class Matcher(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: LabelName
     op: Op
     value: str
 
@@ -44,8 +45,6 @@ class Matcher(BaseModel):
 
     @model_validator(mode="after")
     def _compile(self) -> Matcher:
-        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]{0,127}", self.name):
-            raise ValueError(f"{self.name!r} is not a label name")
         if self.op in ("=~", "!~"):
             try:
                 # Alertmanager compiles "^(?:" + RE + ")$", and Go's `$` is Python's `\Z`.

@@ -58,16 +58,15 @@ def _session(link: AlertmanagerLink) -> requests.Session:
     return block.get_client()
 
 
-def _call(link: AlertmanagerLink, method: str, path: str, **kwargs: Any) -> Any:
+def _call(
+    session: requests.Session, link: AlertmanagerLink, method: str, path: str, **kwargs: Any
+) -> Any:
     """One API call with its own connect and read timeouts; the JSON answer, None for 404."""
     url = f"{str(link.url).rstrip('/')}/api/v2/{path}"
-    with _session(link) as session:
-        try:
-            response = session.request(
-                method, url, timeout=(link.timeout_s, link.timeout_s), **kwargs
-            )
-        except requests.RequestException as exc:
-            raise AlertmanagerUnavailableError(f"{method} {url}: no answer: {exc}") from None
+    try:
+        response = session.request(method, url, timeout=(link.timeout_s, link.timeout_s), **kwargs)
+    except requests.RequestException as exc:
+        raise AlertmanagerUnavailableError(f"{method} {url}: no answer: {exc}") from None
     if response.status_code == 404:
         return None
     if response.status_code >= 500:
@@ -126,6 +125,8 @@ class Silence(BaseModel):
 @task(cache_policy=NONE, **RETRY_TRANSIENT, timeout_seconds=120)
 def read_silences(link: AlertmanagerLink, comment_marker: str) -> list[Silence]:
     """opsflow's unexpired silences whose comment holds `comment_marker` (reads only)."""
+    with _session(link) as session:
+        found = _call(session, link, "GET", "silences") or []
     return [
         Silence(
             id=s["id"],
@@ -134,7 +135,7 @@ def read_silences(link: AlertmanagerLink, comment_marker: str) -> list[Silence]:
             starts_at=_parse_time(s["startsAt"]),
             ends_at=_parse_time(s["endsAt"]),
         )
-        for s in _call(link, "GET", "silences") or []
+        for s in found
         if s.get("createdBy") == CREATED_BY
         and comment_marker in s.get("comment", "")
         and s.get("status", {}).get("state") != "expired"
@@ -157,28 +158,19 @@ def create_silence(
     """
     logger = get_run_logger()
     wanted = _api_matchers(matchers)
-    pending = starts_at > datetime.now(UTC)
-    for silence in _call(link, "GET", "silences") or []:
-        if (
-            silence.get("createdBy") == CREATED_BY
-            and silence.get("comment") == comment
-            and silence.get("status", {}).get("state") != "expired"
-            and _same_matchers(silence.get("matchers", []), wanted)
-            and _close(silence["endsAt"], ends_at)
-            and (not pending or _close(silence["startsAt"], starts_at))
-        ):
-            logger.info("silence %s already mirrors %s", silence["id"], comment)
-            return SilenceChange(
-                silence_id=silence["id"], changed=False, detail="unchanged: already silenced"
-            )
-    body = {
-        "matchers": wanted,
-        "startsAt": _time(starts_at),
-        "endsAt": _time(ends_at),
-        "createdBy": CREATED_BY,
-        "comment": comment,
-    }
-    answer = _call(link, "POST", "silences", json=body)
+    with _session(link) as session:
+        found = _ours(_call(session, link, "GET", "silences"), comment, wanted, starts_at, ends_at)
+        if found is not None:
+            logger.info("silence %s already mirrors %s", found, comment)
+            return SilenceChange(silence_id=found, changed=False, detail="unchanged: there")
+        body = {
+            "matchers": wanted,
+            "startsAt": _time(starts_at),
+            "endsAt": _time(ends_at),
+            "createdBy": CREATED_BY,
+            "comment": comment,
+        }
+        answer = _call(session, link, "POST", "silences", json=body)
     if not answer or "silenceID" not in answer:
         raise AlertmanagerRefusedError(f"POST silences: no silenceID in the answer: {answer!r}")
     silence_id = answer["silenceID"]
@@ -186,6 +178,28 @@ def create_silence(
     return SilenceChange(
         silence_id=silence_id, changed=True, detail=f"created until {_time(ends_at)}"
     )
+
+
+def _ours(
+    silences: list[dict[str, Any]] | None,
+    comment: str,
+    matchers: list[dict[str, Any]],
+    starts_at: datetime,
+    ends_at: datetime,
+) -> str | None:
+    """The id of the unexpired silence of opsflow's with this comment, matchers and times."""
+    pending = starts_at > datetime.now(UTC)
+    for silence in silences or []:
+        if (
+            silence.get("createdBy") == CREATED_BY
+            and silence.get("comment") == comment
+            and silence.get("status", {}).get("state") != "expired"
+            and _same_matchers(silence.get("matchers", []), matchers)
+            and _close(silence["endsAt"], ends_at)
+            and (not pending or _close(silence["startsAt"], starts_at))
+        ):
+            return silence["id"]
+    return None
 
 
 @task(cache_policy=NONE, **RETRY_TRANSIENT, timeout_seconds=120)
@@ -197,28 +211,30 @@ def end_silence(link: AlertmanagerLink, silence_id: str, ends_at: datetime) -> S
     cannot change in place).
     """
     logger = get_run_logger()
-    silence = _call(link, "GET", f"silence/{silence_id}")
-    if silence is None:
-        return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: gone")
-    if silence["status"]["state"] == "expired":
-        return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: expired")
-    if ends_at <= datetime.now(UTC):
-        _call(link, "DELETE", f"silence/{silence_id}")
-        logger.info("silence %s expired", silence_id)
-        return SilenceChange(silence_id=silence_id, changed=True, detail="expired")
-    if _parse_time(silence["endsAt"]) <= ends_at:
-        return SilenceChange(
-            silence_id=silence_id, changed=False, detail=f"unchanged: ends {silence['endsAt']}"
-        )
-    body = {
-        "id": silence_id,
-        "matchers": silence["matchers"],
-        "startsAt": silence["startsAt"],
-        "endsAt": _time(ends_at),
-        "createdBy": silence["createdBy"],
-        "comment": silence["comment"],
-    }
-    answer = _call(link, "POST", "silences", json=body) or {}
+    with _session(link) as session:
+        silence = _call(session, link, "GET", f"silence/{silence_id}")
+        if silence is None:
+            return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: gone")
+        if silence["status"]["state"] == "expired":
+            return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: expired")
+        # A silence cannot end before it starts: one that would is expired (a window
+        # cancelled before it began, or closed now).
+        if ends_at <= max(datetime.now(UTC), _parse_time(silence["startsAt"])):
+            _call(session, link, "DELETE", f"silence/{silence_id}")
+            logger.info("silence %s expired", silence_id)
+            return SilenceChange(silence_id=silence_id, changed=True, detail="expired")
+        if _parse_time(silence["endsAt"]) <= ends_at:
+            detail = f"unchanged: ends {silence['endsAt']}"
+            return SilenceChange(silence_id=silence_id, changed=False, detail=detail)
+        body = {
+            "id": silence_id,
+            "matchers": silence["matchers"],
+            "startsAt": silence["startsAt"],
+            "endsAt": _time(ends_at),
+            "createdBy": silence["createdBy"],
+            "comment": silence["comment"],
+        }
+        answer = _call(session, link, "POST", "silences", json=body) or {}
     new_id = answer.get("silenceID", silence_id)
     logger.info("silence %s now ends %s", new_id, _time(ends_at))
     return SilenceChange(silence_id=new_id, changed=True, detail=f"ends {_time(ends_at)}")

@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
 from opsflow.errors import OpsError, PermanentError
-from opsflow.inventory.models import Estate, MaintenanceWindow
+from opsflow.inventory.models import Estate, Host, MaintenanceWindow
 from opsflow.itsm.ci import silence_label_sets
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.silences import SilenceChange, create_silence, end_silence, read_silences
@@ -33,7 +33,7 @@ def window_comment(window: MaintenanceWindow, estate: Estate) -> str:
     return f"opsflow maintenance window {window.name} {estate_marker(estate)}: {window.reason}"
 
 
-def _hosts(window: MaintenanceWindow, estate: Estate) -> list:
+def _hosts(window: MaintenanceWindow, estate: Estate) -> list[Host]:
     names = set(window.hosts) | set(estate.groups.get(window.group or "", []))
     return [h for h in estate.hosts if h.name in names]
 

@@ -185,3 +185,16 @@ def test_a_credentials_block_passes_alertmanager_s_basic_auth(pipeline, tmp_path
             "am-basic", overwrite=True
         )
         assert len(mirror_window(window.id, estate).silence_ids) == 2
+
+
+def test_a_silence_ended_before_it_starts_is_expired(pipeline) -> None:
+    link = pipeline.estate().settings.alertmanager
+    start = datetime.now(UTC) + timedelta(hours=1)
+    made = create_silence(
+        link, [parse_matcher('host="web3"')], start, start + timedelta(hours=1), "x"
+    )
+    [pending] = amtool(pipeline.am, "silence", "query")
+    assert pending["status"]["state"] == "pending"
+    ended = end_silence(link, made.silence_id, start - timedelta(minutes=30))
+    assert (ended.changed, ended.detail) == (True, "expired")
+    assert amtool(pipeline.am, "silence", "query") == []
