@@ -1,8 +1,8 @@
 """Accounts, SSH keys and sudo rules on hosts: what access grants put in place and take away.
 
 Each task reads the host's state and changes only what differs, in the same call, and returns
-an `AccessChange` saying changed or unchanged (and why); with `dry_run` it reports what it
-would do and changes nothing. Everything opsflow puts on a host is marked so review can tell
+a `Change` (unchanged and why, or made and what); with `dry_run` it reports what it would do
+(planned) and changes nothing. Everything opsflow puts on a host is marked so review can tell
 it from the rest: accounts are members of the group `opsflow-access`, key lines end with the
 comment `opsflow-grant-<id>`, sudo rules live in `/etc/sudoers.d/opsflow-grant-<id>`.
 Nothing else on a host is ever removed.
@@ -19,7 +19,7 @@ import base64
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -40,6 +40,7 @@ from opsflow.itsm.access import (
     marker,
     sudo_rule_text,
 )
+from opsflow.tasks.change import Change
 from opsflow.tasks.retry import RETRY_TRANSIENT, is_transient
 from opsflow.tasks.ssh import execute
 
@@ -74,59 +75,6 @@ def _valid(username: str, entitlement: str | None = None) -> None:
 
 
 _TIMEOUT_S = 60.0
-
-Action = Literal[
-    "ensure_account",
-    "install_key",
-    "install_sudo_rule",
-    "remove_account",
-    "remove_key",
-    "remove_sudo_rule",
-]
-
-
-class AccessChange(BaseModel):
-    """What one task did, or would do in a dry run, to one host."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str
-    action: Action
-    target: str = Field(description='What it acted on, e.g. "account carol".')
-    changed: bool = Field(description="True when the host changed (or would, in a dry run).")
-    dry_run: bool = False
-    detail: str = Field(description='What was done, or "unchanged: <why>".')
-
-    @classmethod
-    def unchanged(
-        cls, host: str, action: Action, target: str, dry_run: bool, why: str
-    ) -> AccessChange:
-        """The report of a task that found nothing to do, and why."""
-        return cls(
-            host=host,
-            action=action,
-            target=target,
-            changed=False,
-            dry_run=dry_run,
-            detail=f"unchanged: {why}",
-        )
-
-    @classmethod
-    def planned(cls, host: str, action: Action, target: str, what: str) -> AccessChange:
-        """The report of a dry run: what the task would do."""
-        return cls(
-            host=host,
-            action=action,
-            target=target,
-            changed=True,
-            dry_run=True,
-            detail=f"would {what}",
-        )
-
-    @classmethod
-    def made(cls, host: str, action: Action, target: str, what: str) -> AccessChange:
-        """The report of a task that changed the host: what it did."""
-        return cls(host=host, action=action, target=target, changed=True, detail=what)
 
 
 class UnmanagedAccountError(PermanentError):
@@ -489,7 +437,7 @@ groupdel "$1" && echo removed
 """
 
 
-def create_account(host: Host, username: str, dry_run: bool = False) -> AccessChange:
+def create_account(host: Host, username: str, dry_run: bool = False) -> Change:
     """Create `username` in group opsflow-access unless it exists; refuse an unmanaged one."""
     _valid(username)
     target = f"account {username}"
@@ -497,15 +445,14 @@ def create_account(host: Host, username: str, dry_run: bool = False) -> AccessCh
     if account is not None:
         if not account.managed:
             raise UnmanagedAccountError(host.name, username)
-        return AccessChange.unchanged(
+        return Change.unchanged(
             host.name,
             "ensure_account",
             target,
-            dry_run,
             f"{username} exists (uid {account.uid}) in group {MANAGED_GROUP}",
         )
     if dry_run:
-        return AccessChange.planned(
+        return Change.planned(
             host.name, "ensure_account", target, f"create {username} in group {MANAGED_GROUP}"
         )
     result = execute(
@@ -516,7 +463,7 @@ def create_account(host: Host, username: str, dry_run: bool = False) -> AccessCh
     uid, group = result.stdout.split()
     _remember(host=host, username=username, group_created=group == "created")
     created = " (group created)" if group == "created" else ""
-    return AccessChange.made(
+    return Change.made(
         host.name,
         "ensure_account",
         target,
@@ -525,7 +472,7 @@ def create_account(host: Host, username: str, dry_run: bool = False) -> AccessCh
 
 
 @task(**_RETRYING, task_run_name="ensure_account[{username}@{host.name}]")
-def ensure_account(host: Host, username: str, dry_run: bool = False) -> AccessChange:
+def ensure_account(host: Host, username: str, dry_run: bool = False) -> Change:
     """Make sure a managed account exists, creating it if needed (never adopting another)."""
     change = create_account(host, username, dry_run)
     _log("%s: %s", host.name, change.detail)
@@ -562,7 +509,7 @@ echo changed
 
 def add_key(
     host: Host, username: str, public_key: str, grant_id: int, dry_run: bool = False
-) -> AccessChange:
+) -> Change:
     """Append the grant's key line to the account's authorized_keys unless it is there."""
     _valid(username)
     line = key_line(_PUBLIC_KEY.validate_python(public_key), grant_id)
@@ -570,7 +517,7 @@ def add_key(
     account = read_account(host, username)
     if account is None:
         if dry_run:
-            return AccessChange.planned(
+            return Change.planned(
                 host.name,
                 "install_key",
                 target,
@@ -580,15 +527,14 @@ def add_key(
     if not account.managed:
         raise UnmanagedAccountError(host.name, username)
     if line in account.authorized_keys:
-        return AccessChange.unchanged(
+        return Change.unchanged(
             host.name,
             "install_key",
             target,
-            dry_run,
             f"{marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
         )
     if dry_run:
-        return AccessChange.planned(
+        return Change.planned(
             host.name,
             "install_key",
             target,
@@ -601,15 +547,14 @@ def add_key(
         stdin=(line + "\n").encode(),
     )
     if result.stdout.strip() != "changed":  # another run added it since it was read
-        return AccessChange.unchanged(
+        return Change.unchanged(
             host.name,
             "install_key",
             target,
-            dry_run,
             f"{marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
         )
     _remember(host=host, username=username, grant_id=grant_id)
-    return AccessChange.made(
+    return Change.made(
         host.name,
         "install_key",
         target,
@@ -620,7 +565,7 @@ def add_key(
 @task(**_RETRYING, task_run_name="install_key[{username}@{host.name}]")
 def install_key(
     host: Host, username: str, public_key: str, grant_id: int, dry_run: bool = False
-) -> AccessChange:
+) -> Change:
     """Authorize the grant's key for the account, marked with the grant's id."""
     change = add_key(host, username, public_key, grant_id, dry_run)
     _log("%s: %s", host.name, change.detail)
@@ -676,7 +621,7 @@ def write_sudo_rule(host: Host, name: str, content: str) -> None:
 
 def put_sudo_rule(
     host: Host, username: str, grant_id: int, entitlement: str, dry_run: bool = False
-) -> AccessChange:
+) -> Change:
     """Install the grant's sudoers file unless it is already there with the same content."""
     _valid(username, entitlement)
     name = marker(grant_id)
@@ -684,12 +629,12 @@ def put_sudo_rule(
     content = sudo_rule_text(grant_id, username, entitlement)
     previous = read_file(host, path)
     if previous == content:
-        return AccessChange.unchanged(
-            host.name, "install_sudo_rule", path, dry_run, f"{path} already lets {username} sudo"
+        return Change.unchanged(
+            host.name, "install_sudo_rule", path, f"{path} already lets {username} sudo"
         )
     verb, done = ("replace", "replaced") if previous is not None else ("install", "installed")
     if dry_run:
-        return AccessChange.planned(
+        return Change.planned(
             host.name,
             "install_sudo_rule",
             path,
@@ -697,7 +642,7 @@ def put_sudo_rule(
         )
     write_sudo_rule(host, name, content)
     _remember(host=host, name=name, previous=previous)
-    return AccessChange.made(
+    return Change.made(
         host.name,
         "install_sudo_rule",
         path,
@@ -708,7 +653,7 @@ def put_sudo_rule(
 @task(**_RETRYING, task_run_name="install_sudo_rule[{username}@{host.name}]")
 def install_sudo_rule(
     host: Host, username: str, grant_id: int, entitlement: str, dry_run: bool = False
-) -> AccessChange:
+) -> Change:
     """Let the account sudo through a sudoers.d file checked by `visudo -c` before it is used."""
     change = put_sudo_rule(host, username, grant_id, entitlement, dry_run)
     _log("%s: %s", host.name, change.detail)
@@ -743,7 +688,7 @@ echo changed
 """
 
 
-def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> AccessChange:
+def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> Change:
     """Remove the key lines marked with the grant from the account's authorized_keys.
 
     An oversized file (not read) is filtered on the host all the same, as the user, line by
@@ -753,8 +698,8 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
     tag = marker(grant_id)
     target = f"key {tag} of {username}"
 
-    def unchanged(why: str) -> AccessChange:
-        return AccessChange.unchanged(host.name, "remove_key", target, dry_run, why)
+    def unchanged(why: str) -> Change:
+        return Change.unchanged(host.name, "remove_key", target, why)
 
     account = read_account(host, username)
     if account is None:
@@ -764,7 +709,7 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
         return unchanged(f"no {tag} line in ~{username}/.ssh/authorized_keys")
     if dry_run:
         lines = f"any {tag} line" if account.keys_oversized else tag
-        return AccessChange.planned(
+        return Change.planned(
             host.name, "remove_key", target, f"remove {lines} from ~{username}/.ssh/authorized_keys"
         )
     result = execute(
@@ -774,35 +719,35 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
     )
     if result.stdout.strip() != "changed":
         return unchanged(f"no {tag} line in ~{username}/.ssh/authorized_keys")
-    return AccessChange.made(
+    return Change.made(
         host.name, "remove_key", target, f"removed {tag} from ~{username}/.ssh/authorized_keys"
     )
 
 
 @task(**_RETRYING, task_run_name="remove_key[{username}@{host.name}]")
-def remove_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> AccessChange:
+def remove_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> Change:
     """Take the grant's key out of the account's authorized_keys; other lines are kept."""
     change = delete_key(host, username, grant_id, dry_run)
     _log("%s: %s", host.name, change.detail)
     return change
 
 
-def delete_sudo_rule(host: Host, name: str, dry_run: bool = False) -> AccessChange:
+def delete_sudo_rule(host: Host, name: str, dry_run: bool = False) -> Change:
     """Remove /etc/sudoers.d/`name` (an opsflow-* file) if it exists."""
     if not SUDO_RULE_NAME.match(name):
         raise ValueError(f"sudo rule name {name!r} is not opsflow-*: opsflow leaves it alone")
     path = f"{SUDOERS_DIR}/{name}"
     exists = execute(host, ["test", "-e", path], timeout_s=_TIMEOUT_S, check=False).ok
     if not exists:
-        return AccessChange.unchanged(host.name, "remove_sudo_rule", path, dry_run, f"no {path}")
+        return Change.unchanged(host.name, "remove_sudo_rule", path, f"no {path}")
     if dry_run:
-        return AccessChange.planned(host.name, "remove_sudo_rule", path, f"remove {path}")
+        return Change.planned(host.name, "remove_sudo_rule", path, f"remove {path}")
     execute(host, ["rm", "-f", "--", path], timeout_s=_TIMEOUT_S)
-    return AccessChange.made(host.name, "remove_sudo_rule", path, f"removed {path}")
+    return Change.made(host.name, "remove_sudo_rule", path, f"removed {path}")
 
 
 @task(**_RETRYING, task_run_name="remove_sudo_rule[{name}@{host.name}]")
-def remove_sudo_rule(host: Host, name: str, dry_run: bool = False) -> AccessChange:
+def remove_sudo_rule(host: Host, name: str, dry_run: bool = False) -> Change:
     """Remove an opsflow sudoers file, such as the one a grant installed."""
     change = delete_sudo_rule(host, name, dry_run)
     _log("%s: %s", host.name, change.detail)
@@ -846,7 +791,7 @@ def delete_account(
     username: str,
     still_granted: Sequence[AccessGrant] | None = (),
     dry_run: bool = False,
-) -> AccessChange:
+) -> Change:
     """Remove a managed account, its home, crontab, at jobs and every process it runs.
 
     The account is locked first and its processes killed by uid in every namespace; if any
@@ -859,8 +804,8 @@ def delete_account(
     _valid(username)
     target = f"account {username}"
 
-    def unchanged(why: str) -> AccessChange:
-        return AccessChange.unchanged(host.name, "remove_account", target, dry_run, why)
+    def unchanged(why: str) -> Change:
+        return Change.unchanged(host.name, "remove_account", target, why)
 
     account = read_account(host, username)
     if account is None:
@@ -886,7 +831,7 @@ def delete_account(
                 "grants"
             )
     if dry_run:
-        return AccessChange.planned(
+        return Change.planned(
             host.name,
             "remove_account",
             target,
@@ -907,7 +852,7 @@ def delete_account(
             f"{host.name}: cannot remove {username}: exit {result.exit_status}: "
             f"{(result.stderr or result.stdout).strip()[-500:]}"
         )
-    return AccessChange.made(
+    return Change.made(
         host.name,
         "remove_account",
         target,
@@ -918,7 +863,7 @@ def delete_account(
 @task(**_RETRYING, task_run_name="remove_account[{username}@{host.name}]")
 def remove_account(
     host: Host, username: str, still_granted: list[AccessGrant] | None, dry_run: bool = False
-) -> AccessChange:
+) -> Change:
     """Remove an account opsflow created once no live grant covering this host, of those in
     `still_granted`, needs it (None: whatever it holds)."""
     change = delete_account(host, username, still_granted, dry_run)

@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Host, Service
+from opsflow.tasks.change import Change
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.files import fetch_file
 from opsflow.tasks.retry import RETRY_TRANSIENT, is_transient
@@ -71,8 +72,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Backup(BaseModel):
-    """One archive of a service's paths on one host, fetched here and verified."""
+class Backup(Change):
+    """One archive of a service's paths on one host, fetched here and verified (always made)."""
 
     host: str
     service: str
@@ -160,16 +161,12 @@ def take_backup(
         execute(host, ["rm", "-f", "--", remote], timeout_s=60, check=False)
     partial.replace(final)
     final.with_name(final.name + ".sha256").write_text(f"{fetched.sha256}  {final.name}\n")
-    logger.info(
-        "%s: %s archived %d bytes (sha256 %s…)%s",
+    change = Backup.made(
         host.name,
-        service.name,
-        fetched.size,
-        fetched.sha256[:12],
-        f", service down {downtime:.2f}s" if stopped_at is not None else "",
-    )
-    return Backup(
-        host=host.name,
+        "take_backup",
+        ", ".join(paths),
+        f"archived {fetched.size} bytes of {service.name} (sha256 {fetched.sha256[:12]}…)"
+        + (f", service down {downtime:.2f}s" if stopped_at is not None else ""),
         service=service.name,
         paths=paths,
         archive=str(final),
@@ -179,14 +176,13 @@ def take_backup(
         quiesced=stopped_at is not None,
         downtime_s=round(downtime, 3),
     )
+    logger.info("%s: %s", host.name, change.detail)
+    return change
 
 
-class Retention(BaseModel):
-    """What retention removed from one service's archives of one host."""
+class Retention(Change):
+    """What retention removed (or, planned, would remove) from one folder of archives here."""
 
-    directory: str
-    dry_run: bool
-    changed: bool
     removed: list[str]
     kept: list[str]
 
@@ -202,13 +198,15 @@ def apply_retention(directory: str, keep: int, dry_run: bool = False) -> Retenti
     for path in [] if dry_run else doomed:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
-    return Retention(
-        directory=directory,
-        dry_run=dry_run,
-        changed=bool(doomed) and not dry_run,
-        removed=[p.name for p in doomed],
-        kept=[p.name for p in kept],
-    )
+    names = {"removed": [p.name for p in doomed], "kept": [p.name for p in kept]}
+    if not doomed:
+        return Retention.unchanged(
+            None, "apply_retention", directory, f"{len(kept)} archive(s), keep {keep}", **names
+        )
+    what = f"{len(doomed)} of {len(archives)} archives, keeping the newest {len(kept)}"
+    if dry_run:
+        return Retention.planned(None, "apply_retention", directory, f"remove {what}", **names)
+    return Retention.made(None, "apply_retention", directory, f"removed {what}", **names)
 
 
 class RestoreTest(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from opsflow.errors import CommandFailedError, PermanentError
 from opsflow.inventory.models import Host, Service, ServiceControl
+from opsflow.tasks.change import Change
 from opsflow.tasks.retry import RETRY_TRANSIENT
 from opsflow.tasks.ssh import execute
 
@@ -64,56 +65,34 @@ def read_service_states(host: Host, services: list[Service]) -> ServiceStates:
     return ServiceStates(host=host.name, states={s.name: service_state(host, s) for s in services})
 
 
-class ControlResult(BaseModel):
-    """What stopping or starting a service did on one host."""
-
-    host: str
-    service: str
-    action: Literal["stop", "start"]
-    changed: bool
-    detail: str
+def _done(verb: str, output: str) -> str:
+    """What a control command did, with the end of what it said."""
+    said = output.strip()[-300:]
+    return f"{verb}: {said}" if said else verb
 
 
-def stop(host: Host, service: Service) -> ControlResult:
+def stop(host: Host, service: Service) -> Change:
     """Stop the service unless its status says it is already stopped."""
     commands = control_of(service)
+    target = f"service {service.name}"
     before = service_state(host, service)
     if before != "running":
-        return ControlResult(
-            host=host.name,
-            service=service.name,
-            action="stop",
-            changed=False,
-            detail=f"status says {before}: nothing stopped",
-        )
+        return Change.unchanged(host.name, "stop_service", target, f"status says {before}")
     result = execute(host, commands.stop, timeout_s=CONTROL_TIMEOUT_S)
-    return ControlResult(
-        host=host.name,
-        service=service.name,
-        action="stop",
-        changed=True,
-        detail=(result.stdout or result.stderr).strip()[-300:],
+    return Change.made(
+        host.name, "stop_service", target, _done("stopped", result.stdout or result.stderr)
     )
 
 
-def start(host: Host, service: Service) -> ControlResult:
+def start(host: Host, service: Service) -> Change:
     """Start the service unless its status says it already runs."""
     commands = control_of(service)
+    target = f"service {service.name}"
     if service_state(host, service) == "running":
-        return ControlResult(
-            host=host.name,
-            service=service.name,
-            action="start",
-            changed=False,
-            detail="status says running: nothing started",
-        )
+        return Change.unchanged(host.name, "start_service", target, "status says running")
     result = execute(host, commands.start, timeout_s=CONTROL_TIMEOUT_S)
-    return ControlResult(
-        host=host.name,
-        service=service.name,
-        action="start",
-        changed=True,
-        detail=(result.stdout or result.stderr).strip()[-300:],
+    return Change.made(
+        host.name, "start_service", target, _done("started", result.stdout or result.stderr)
     )
 
 
@@ -122,7 +101,7 @@ def start(host: Host, service: Service) -> ControlResult:
     timeout_seconds=180,
     task_run_name="stop_service[{service.name}@{host.name}]",
 )
-def stop_service(host: Host, service: Service) -> ControlResult:
+def stop_service(host: Host, service: Service) -> Change:
     """Task form of `stop`; not retried, a stop half-done is not ours to repeat blindly."""
     result = stop(host, service)
     get_run_logger().info("%s: stop %s: %s", host.name, service.name, result.detail)
@@ -134,7 +113,7 @@ def stop_service(host: Host, service: Service) -> ControlResult:
     timeout_seconds=180,
     task_run_name="start_service[{service.name}@{host.name}]",
 )
-def start_service(host: Host, service: Service) -> ControlResult:
+def start_service(host: Host, service: Service) -> Change:
     """Task form of `start`; not retried, a failed start is reported, not repeated."""
     try:
         result = start(host, service)

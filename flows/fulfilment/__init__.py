@@ -15,23 +15,20 @@ from pydantic import BaseModel, Field
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Estate, Host, Service
 from opsflow.itsm.requests import Attachment
-
-
-class HostChange(BaseModel):
-    """What a fulfilment step did on one host: changed, or unchanged and why."""
-
-    host: str
-    changed: bool
-    detail: str
+from opsflow.tasks.change import Change
 
 
 class FulfilmentResult(BaseModel):
-    """What a fulfilment flow did, for the request's outcome and the requester's notification."""
+    """What a fulfilment flow did, for the request's outcome and the requester's notification.
+
+    `changed` means as `Change.changed` does: something was made, so never in a dry run,
+    whose plan is in `hosts` (the changes `planned`).
+    """
 
     summary: str
     changed: bool
     dry_run: bool = False
-    hosts: list[HostChange] = Field(default_factory=list)
+    hosts: list[Change] = Field(default_factory=list, description="Each host's change.")
     attachments: list[Attachment] = Field(default_factory=list)
 
 

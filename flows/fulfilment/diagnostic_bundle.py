@@ -13,6 +13,7 @@ from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult
 from opsflow.inventory.models import Host
 from opsflow.itsm.requests import Attachment
 from opsflow.settings import get_settings
+from opsflow.tasks.change import Change
 from opsflow.tasks.files import fetch_remote_file
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.retry import is_transient
@@ -58,7 +59,7 @@ tar --warning=no-file-changed -czf "$archive" -C "$work" ps.txt df.txt uname.txt
     timeout_seconds=300,
     task_run_name="create_bundle[{host.name}]",
 )
-def create_bundle(host: Host, archive: str, paths: list[str]) -> str:
+def create_bundle(host: Host, archive: str, paths: list[str]) -> Change:
     """Write a compressed tar of `paths` plus ps, df and uname output to `archive` on the host."""
     if not _ARCHIVE.match(archive):
         raise FulfilmentError(f"archive: {archive!r} is not an opsflow bundle path")
@@ -66,7 +67,8 @@ def create_bundle(host: Host, archive: str, paths: list[str]) -> str:
         if not _SAFE_PATH.match(path):
             raise FulfilmentError(f"paths: {path!r} is not a plain absolute path")
     execute(host, ["sh", "-c", _BUNDLE_SCRIPT, "sh", archive, *paths], timeout_s=240)
-    return archive
+    what = f"wrote {archive} with {', '.join(paths)}, ps, df and uname"
+    return Change.made(host.name, "create_bundle", archive, what)
 
 
 @task(
@@ -77,13 +79,14 @@ def create_bundle(host: Host, archive: str, paths: list[str]) -> str:
     timeout_seconds=60,
     task_run_name="remove_remote_file[{host.name}:{path}]",
 )
-def remove_remote_file(host: Host, path: str) -> bool:
-    """Remove the bundle from the host's /tmp; True if it was there."""
+def remove_remote_file(host: Host, path: str) -> Change:
+    """Remove the bundle from the host's /tmp unless it is gone already."""
     if not _ARCHIVE.match(path):
         raise FulfilmentError(f"{host.name}: refusing to remove {path!r}, not a bundle")
-    found = execute(host, ["test", "-e", path], check=False).ok
+    if not execute(host, ["test", "-e", path], check=False).ok:
+        return Change.unchanged(host.name, "remove_remote_file", path, f"no {path}")
     execute(host, ["rm", "-f", "--", path])
-    return found
+    return Change.made(host.name, "remove_remote_file", path, f"removed {path}")
 
 
 @flow(name="diagnostic-bundle", flow_run_name="diagnostic-bundle-{host}")
@@ -122,7 +125,7 @@ def diagnostic_bundle(
     # script prints; random, so nobody sharing the host's /tmp can plant a file there first.
     archive = f"/tmp/opsflow-bundle.{secrets.token_hex(16)}.tar.gz"
     try:
-        create_bundle(target, archive, wanted)
+        created = create_bundle(target, archive, wanted)
         fetched = fetch_remote_file(target, archive, str(local))
     finally:
         if not keep_remote:
@@ -139,6 +142,7 @@ def diagnostic_bundle(
         summary=f"collected {', '.join(wanted)}, ps, df and uname from {host}: "
         f"{local.name}, {fetched.size} bytes, sha256 {fetched.sha256} (verified on both ends)",
         changed=True,
+        hosts=[created],
         attachments=[attachment],
     )
 

@@ -6,9 +6,10 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from opsflow.flows.fulfilment import FulfilmentResult, HostChange, service_on_host
+from opsflow.flows.fulfilment import FulfilmentResult, service_on_host
 from opsflow.flows.runbooks.restart_service import control, diagnose
 from opsflow.inventory.models import Host, Service
+from opsflow.tasks.change import Change
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.services import verify_restored
@@ -21,7 +22,7 @@ from opsflow.tasks.ssh import execute
     timeout_seconds=180,
     task_run_name="restart_service[{service.name}@{host.name}]",
 )
-def restart_service_on_host(host: Host, service: Service) -> HostChange:
+def restart_service_on_host(host: Host, service: Service) -> Change:
     """Restart the service with its restart command, else stop then start; report both statuses."""
     commands = control(service)
     before = execute(host, commands.status, check=False, timeout_s=30)
@@ -31,10 +32,11 @@ def restart_service_on_host(host: Host, service: Service) -> HostChange:
         execute(host, commands.stop, timeout_s=60)
         execute(host, commands.start, timeout_s=60)
     after = execute(host, commands.status, check=False, timeout_s=30)
-    return HostChange(
-        host=host.name,
-        changed=True,
-        detail=f"before: {before.stdout.strip() or before.exit_status}; "
+    return Change.made(
+        host.name,
+        "restart_service",
+        f"service {service.name}",
+        f"before: {before.stdout.strip() or before.exit_status}; "
         f"after: {after.stdout.strip() or after.exit_status}",
     )
 

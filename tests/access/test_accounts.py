@@ -88,7 +88,8 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
         add_key(host, USER, people["carol"].public_key, GRANT, dry_run=True),
         put_sudo_rule(host, USER, GRANT, "test", dry_run=True),
     ]
-    assert all(c.changed and c.dry_run for c in plan)
+    assert [c.state for c in plan] == ["planned"] * 3
+    assert not any(c.changed for c in plan), "a dry run changes nothing, so reports no change"
     assert [c.detail.split()[0] for c in plan] == ["would", "would", "would"]
     assert host_state(access_lab, host.name) == before
 
