@@ -16,10 +16,11 @@ overwrite or disclose another file.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -75,6 +76,7 @@ def _valid(username: str, entitlement: str | None = None) -> None:
 
 
 _TIMEOUT_S = 60.0
+_Step = TypeVar("_Step", bound=Callable[..., Change])
 
 
 class UnmanagedAccountError(PermanentError):
@@ -405,6 +407,18 @@ def _undo_data(transaction: Transaction) -> dict[str, Any] | None:
     return transaction.get("undo", None)
 
 
+def _reported(step: _Step) -> _Step:
+    """`step`, logging the change it returns, whether it runs as a task or through `.fn`."""
+
+    @functools.wraps(step)
+    def reported(*args: Any, **kwargs: Any) -> Change:
+        change = step(*args, **kwargs)
+        _log("%s: %s", change.host, change.detail)
+        return change
+
+    return cast(_Step, reported)
+
+
 def _log(message: str, *args: Any) -> None:
     try:
         logger: Any = get_run_logger()
@@ -437,7 +451,9 @@ groupdel "$1" && echo removed
 """
 
 
-def create_account(host: Host, username: str, dry_run: bool = False) -> Change:
+@task(**_RETRYING, task_run_name="ensure_account[{username}@{host.name}]")
+@_reported
+def ensure_account(host: Host, username: str, dry_run: bool = False) -> Change:
     """Create `username` in group opsflow-access unless it exists; refuse an unmanaged one."""
     _valid(username)
     target = f"account {username}"
@@ -471,21 +487,13 @@ def create_account(host: Host, username: str, dry_run: bool = False) -> Change:
     )
 
 
-@task(**_RETRYING, task_run_name="ensure_account[{username}@{host.name}]")
-def ensure_account(host: Host, username: str, dry_run: bool = False) -> Change:
-    """Make sure a managed account exists, creating it if needed (never adopting another)."""
-    change = create_account(host, username, dry_run)
-    _log("%s: %s", host.name, change.detail)
-    return change
-
-
 @ensure_account.on_rollback
 def _undo_ensure_account(transaction: Transaction) -> None:
     """The grant failed elsewhere: remove the account this task created, unless now in use."""
     undo = _undo_data(transaction)
     if not undo:
         return
-    change = delete_account(undo["host"], undo["username"], still_granted=())
+    change = remove_account.fn(undo["host"], undo["username"], still_granted=())
     _log("rollback %s: %s", change.host, change.detail)
     if change.changed and undo["group_created"]:
         result = execute(
@@ -507,7 +515,9 @@ echo changed
 """
 
 
-def add_key(
+@task(**_RETRYING, task_run_name="install_key[{username}@{host.name}]")
+@_reported
+def install_key(
     host: Host, username: str, public_key: str, grant_id: int, dry_run: bool = False
 ) -> Change:
     """Append the grant's key line to the account's authorized_keys unless it is there."""
@@ -562,22 +572,12 @@ def add_key(
     )
 
 
-@task(**_RETRYING, task_run_name="install_key[{username}@{host.name}]")
-def install_key(
-    host: Host, username: str, public_key: str, grant_id: int, dry_run: bool = False
-) -> Change:
-    """Authorize the grant's key for the account, marked with the grant's id."""
-    change = add_key(host, username, public_key, grant_id, dry_run)
-    _log("%s: %s", host.name, change.detail)
-    return change
-
-
 @install_key.on_rollback
 def _undo_install_key(transaction: Transaction) -> None:
     """The grant failed elsewhere: take out the key line this task added."""
     undo = _undo_data(transaction)
     if undo:
-        change = delete_key(undo["host"], undo["username"], undo["grant_id"])
+        change = remove_key.fn(undo["host"], undo["username"], undo["grant_id"])
         _log("rollback %s: %s", change.host, change.detail)
 
 
@@ -619,10 +619,15 @@ def write_sudo_rule(host: Host, name: str, content: str) -> None:
         )
 
 
-def put_sudo_rule(
+@task(**_RETRYING, task_run_name="install_sudo_rule[{username}@{host.name}]")
+@_reported
+def install_sudo_rule(
     host: Host, username: str, grant_id: int, entitlement: str, dry_run: bool = False
 ) -> Change:
-    """Install the grant's sudoers file unless it is already there with the same content."""
+    """Install the grant's sudoers file unless it is already there with the same content.
+
+    The file is checked by `visudo -c` before sudo can read it (`write_sudo_rule`).
+    """
     _valid(username, entitlement)
     name = marker(grant_id)
     path = f"{SUDOERS_DIR}/{name}"
@@ -650,16 +655,6 @@ def put_sudo_rule(
     )
 
 
-@task(**_RETRYING, task_run_name="install_sudo_rule[{username}@{host.name}]")
-def install_sudo_rule(
-    host: Host, username: str, grant_id: int, entitlement: str, dry_run: bool = False
-) -> Change:
-    """Let the account sudo through a sudoers.d file checked by `visudo -c` before it is used."""
-    change = put_sudo_rule(host, username, grant_id, entitlement, dry_run)
-    _log("%s: %s", host.name, change.detail)
-    return change
-
-
 @install_sudo_rule.on_rollback
 def _undo_install_sudo_rule(transaction: Transaction) -> None:
     """The grant failed elsewhere: remove the rule this task installed, or put back the old one."""
@@ -667,7 +662,7 @@ def _undo_install_sudo_rule(transaction: Transaction) -> None:
     if not undo:
         return
     if undo["previous"] is None:
-        change = delete_sudo_rule(undo["host"], undo["name"])
+        change = remove_sudo_rule.fn(undo["host"], undo["name"])
         _log("rollback %s: %s", change.host, change.detail)
     else:
         write_sudo_rule(undo["host"], undo["name"], undo["previous"])
@@ -688,7 +683,9 @@ echo changed
 """
 
 
-def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> Change:
+@task(**_RETRYING, task_run_name="remove_key[{username}@{host.name}]")
+@_reported
+def remove_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> Change:
     """Remove the key lines marked with the grant from the account's authorized_keys.
 
     An oversized file (not read) is filtered on the host all the same, as the user, line by
@@ -724,15 +721,9 @@ def delete_key(host: Host, username: str, grant_id: int, dry_run: bool = False) 
     )
 
 
-@task(**_RETRYING, task_run_name="remove_key[{username}@{host.name}]")
-def remove_key(host: Host, username: str, grant_id: int, dry_run: bool = False) -> Change:
-    """Take the grant's key out of the account's authorized_keys; other lines are kept."""
-    change = delete_key(host, username, grant_id, dry_run)
-    _log("%s: %s", host.name, change.detail)
-    return change
-
-
-def delete_sudo_rule(host: Host, name: str, dry_run: bool = False) -> Change:
+@task(**_RETRYING, task_run_name="remove_sudo_rule[{name}@{host.name}]")
+@_reported
+def remove_sudo_rule(host: Host, name: str, dry_run: bool = False) -> Change:
     """Remove /etc/sudoers.d/`name` (an opsflow-* file) if it exists."""
     if not SUDO_RULE_NAME.match(name):
         raise ValueError(f"sudo rule name {name!r} is not opsflow-*: opsflow leaves it alone")
@@ -744,14 +735,6 @@ def delete_sudo_rule(host: Host, name: str, dry_run: bool = False) -> Change:
         return Change.planned(host.name, "remove_sudo_rule", path, f"remove {path}")
     execute(host, ["rm", "-f", "--", path], timeout_s=_TIMEOUT_S)
     return Change.made(host.name, "remove_sudo_rule", path, f"removed {path}")
-
-
-@task(**_RETRYING, task_run_name="remove_sudo_rule[{name}@{host.name}]")
-def remove_sudo_rule(host: Host, name: str, dry_run: bool = False) -> Change:
-    """Remove an opsflow sudoers file, such as the one a grant installed."""
-    change = delete_sudo_rule(host, name, dry_run)
-    _log("%s: %s", host.name, change.detail)
-    return change
 
 
 PROCESSES_LEFT_EXIT = 75
@@ -786,7 +769,9 @@ userdel --force --remove -- "$1" 2>&1 | grep -v 'mail spool' >&2 || true
 """
 
 
-def delete_account(
+@task(**_RETRYING, task_run_name="remove_account[{username}@{host.name}]")
+@_reported
+def remove_account(
     host: Host,
     username: str,
     still_granted: Sequence[AccessGrant] | None = (),
@@ -858,14 +843,3 @@ def delete_account(
         target,
         f"removed {username} (uid {account.uid}), its home, crontab, at jobs and processes",
     )
-
-
-@task(**_RETRYING, task_run_name="remove_account[{username}@{host.name}]")
-def remove_account(
-    host: Host, username: str, still_granted: list[AccessGrant] | None, dry_run: bool = False
-) -> Change:
-    """Remove an account opsflow created once no live grant covering this host, of those in
-    `still_granted`, needs it (None: whatever it holds)."""
-    change = delete_account(host, username, still_granted, dry_run)
-    _log("%s: %s", host.name, change.detail)
-    return change

@@ -26,7 +26,7 @@ from opsflow.tasks.change import Change
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.files import fetch_file
 from opsflow.tasks.retry import RETRY_TRANSIENT, is_transient
-from opsflow.tasks.service_control import start, stop
+from opsflow.tasks.service_control import start_service, stop_service
 from opsflow.tasks.ssh import execute
 
 ARCHIVE_SUFFIX = ".tar.gz"
@@ -142,21 +142,21 @@ def take_backup(
     target_dir = Path(directory) / service.name / host.name
     with host_slot(host.name):
         stopped_at = None
-        if quiesce and stop(host, service).changed:
+        if quiesce and stop_service.fn(host, service).changed:
             stopped_at = time.monotonic()
         try:
             made = execute(host, ["sh", "-c", _ARCHIVE_SCRIPT, "sh", *relative], timeout_s=3000)
         finally:
             downtime = 0.0
             if stopped_at is not None:
-                start(host, service)
+                start_service.fn(host, service)
                 downtime = time.monotonic() - stopped_at
     started_line, remote = made.stdout.split()[:2]
     started_at = datetime.fromtimestamp(float(started_line), UTC)
     final = target_dir / _archive_name(service.name, host.name, started_at)
     partial = final.with_name(final.name + ".part")
     try:
-        fetched = fetch_file(host, remote, partial)
+        fetched = fetch_file.fn(host, remote, partial)
     finally:
         execute(host, ["rm", "-f", "--", remote], timeout_s=60, check=False)
     partial.replace(final)

@@ -71,41 +71,27 @@ def _done(verb: str, output: str) -> str:
     return f"{verb}: {said}" if said else verb
 
 
-def stop(host: Host, service: Service) -> Change:
-    """Stop the service unless its status says it is already stopped."""
-    commands = control_of(service)
-    target = f"service {service.name}"
-    before = service_state(host, service)
-    if before != "running":
-        return Change.unchanged(host.name, "stop_service", target, f"status says {before}")
-    result = execute(host, commands.stop, timeout_s=CONTROL_TIMEOUT_S)
-    return Change.made(
-        host.name, "stop_service", target, _done("stopped", result.stdout or result.stderr)
-    )
-
-
-def start(host: Host, service: Service) -> Change:
-    """Start the service unless its status says it already runs."""
-    commands = control_of(service)
-    target = f"service {service.name}"
-    if service_state(host, service) == "running":
-        return Change.unchanged(host.name, "start_service", target, "status says running")
-    result = execute(host, commands.start, timeout_s=CONTROL_TIMEOUT_S)
-    return Change.made(
-        host.name, "start_service", target, _done("started", result.stdout or result.stderr)
-    )
-
-
 @task(
     cache_policy=NONE,
     timeout_seconds=180,
     task_run_name="stop_service[{service.name}@{host.name}]",
 )
 def stop_service(host: Host, service: Service) -> Change:
-    """Task form of `stop`; not retried, a stop half-done is not ours to repeat blindly."""
-    result = stop(host, service)
-    get_run_logger().info("%s: stop %s: %s", host.name, service.name, result.detail)
-    return result
+    """Stop the service unless its status says it is already stopped.
+
+    Not retried: a stop half-done is not ours to repeat blindly.
+    """
+    commands = control_of(service)
+    target = f"service {service.name}"
+    before = service_state(host, service)
+    if before != "running":
+        change = Change.unchanged(host.name, "stop_service", target, f"status says {before}")
+    else:
+        result = execute(host, commands.stop, timeout_s=CONTROL_TIMEOUT_S)
+        said = _done("stopped", result.stdout or result.stderr)
+        change = Change.made(host.name, "stop_service", target, said)
+    get_run_logger().info("%s: %s", host.name, change.detail)
+    return change
 
 
 @task(
@@ -114,11 +100,21 @@ def stop_service(host: Host, service: Service) -> Change:
     task_run_name="start_service[{service.name}@{host.name}]",
 )
 def start_service(host: Host, service: Service) -> Change:
-    """Task form of `start`; not retried, a failed start is reported, not repeated."""
-    try:
-        result = start(host, service)
-    except CommandFailedError:
-        get_run_logger().exception("%s: %s did not start", host.name, service.name)
-        raise
-    get_run_logger().info("%s: start %s: %s", host.name, service.name, result.detail)
-    return result
+    """Start the service unless its status says it already runs.
+
+    Not retried: a failed start is reported, not repeated.
+    """
+    commands = control_of(service)
+    target = f"service {service.name}"
+    if service_state(host, service) == "running":
+        change = Change.unchanged(host.name, "start_service", target, "status says running")
+    else:
+        try:
+            result = execute(host, commands.start, timeout_s=CONTROL_TIMEOUT_S)
+        except CommandFailedError:
+            get_run_logger().exception("%s: %s did not start", host.name, service.name)
+            raise
+        said = _done("started", result.stdout or result.stderr)
+        change = Change.made(host.name, "start_service", target, said)
+    get_run_logger().info("%s: %s", host.name, change.detail)
+    return change

@@ -14,7 +14,7 @@ from opsflow.inventory.models import Host
 from opsflow.itsm.requests import Attachment
 from opsflow.settings import get_settings
 from opsflow.tasks.change import Change
-from opsflow.tasks.files import fetch_remote_file
+from opsflow.tasks.files import fetch_file
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.retry import is_transient
 from opsflow.tasks.ssh import execute
@@ -126,7 +126,7 @@ def diagnostic_bundle(
     archive = f"/tmp/opsflow-bundle.{secrets.token_hex(16)}.tar.gz"
     try:
         created = create_bundle(target, archive, wanted)
-        fetched = fetch_remote_file(target, archive, str(local))
+        fetched = fetch_file(target, archive, str(local))
     finally:
         if not keep_remote:
             remove_remote_file(target, archive)

@@ -10,7 +10,7 @@ from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollb
 from opsflow.flows.runbooks.restart_service import control
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.logs import read_log_tail
-from opsflow.tasks.services import probe_health
+from opsflow.tasks.services import check_service_health
 from opsflow.tasks.ssh import execute
 
 
@@ -18,7 +18,7 @@ from opsflow.tasks.ssh import execute
 def diagnose(host: Host, service: Service) -> Diagnosis:
     """Compare what the process table says with what the health check says."""
     status = execute(host, control(service).status, check=False, timeout_s=30)
-    health = probe_health(host, service)
+    health = check_service_health.fn(host, service)
     return Diagnosis(
         summary=(
             f"{service.name} on {host.name}: status exit {status.exit_status}, "
@@ -33,7 +33,7 @@ def remediate(host: Host, service: Service) -> Remediation:
     """Stop the service hard (its stop command kills what does not exit), then start it."""
     commands = control(service)
     get_transaction().set("target", (host, service))
-    if probe_health(host, service).healthy:
+    if check_service_health.fn(host, service).healthy:
         return Remediation(changed=False, actions=["health check passes: nothing to recover"])
     stopped = execute(host, commands.stop, check=False, timeout_s=60)
     started = execute(host, commands.start, check=False, timeout_s=60)

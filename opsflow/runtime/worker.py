@@ -45,7 +45,7 @@ from opsflow.itsm.request_store import RequestStore
 from opsflow.itsm.requests import request_number
 from opsflow.itsm.store import Store
 from opsflow.runtime.flow_runs import run_flow_here
-from opsflow.tasks.inventory import last_good_estate
+from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import open_store
 from opsflow.tasks.ssh import warm_connection
 
@@ -210,7 +210,7 @@ class Worker:
         """Open the host's SSH connection while Prefect starts the restoration's run
         (~0.25 s), so that the runbook's first command does not wait for the handshake."""
         try:
-            host = last_good_estate().host(host_name)
+            host = read_estate.fn().host(host_name)
         except (OpsError, KeyError):
             return  # the restoration itself says why it cannot act on this host
         warm_connection(host)
