@@ -43,16 +43,10 @@ from opsflow.itsm.access_store import AccessStore
 from opsflow.itsm.leases import Leases
 from opsflow.itsm.store import Store
 from opsflow.settings import get_settings
-from opsflow.tasks.accounts import (
-    AccessFacts,
-    ensure_account,
-    install_key,
-    install_sudo_rule,
-    read_access_facts,
-    remove_account,
-    remove_key,
-    remove_sudo_rule,
-)
+from opsflow.tasks.access.accounts import ensure_account, remove_account
+from opsflow.tasks.access.facts import AccessFacts, read_access_facts
+from opsflow.tasks.access.keys import install_key, remove_key
+from opsflow.tasks.access.sudo import install_sudo_rule, remove_sudo_rule
 from opsflow.tasks.change import Change
 from opsflow.tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures, submit_calls
 from opsflow.tasks.inventory import read_estate

@@ -10,17 +10,12 @@ from prefect import flow
 
 from opsflow.itsm.access import marker
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import (
-    MANAGED_GROUP,
+from opsflow.tasks.access.accounts import UnmanagedAccountError, ensure_account, remove_account
+from opsflow.tasks.access.facts import MANAGED_GROUP, read_access_facts, read_account
+from opsflow.tasks.access.keys import install_key, remove_key
+from opsflow.tasks.access.sudo import (
     SudoRuleRejectedError,
-    UnmanagedAccountError,
-    ensure_account,
-    install_key,
     install_sudo_rule,
-    read_access_facts,
-    read_account,
-    remove_account,
-    remove_key,
     remove_sudo_rule,
     write_sudo_rule,
 )

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import ensure_account, read_access_facts
+from opsflow.tasks.access.accounts import ensure_account
+from opsflow.tasks.access.facts import read_access_facts
 from tests.access.conftest import Person
 
 pytestmark = pytest.mark.usefixtures("access_env")

@@ -8,7 +8,8 @@ import pytest
 
 from opsflow.lab.hosts.plan import account_ids
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import ensure_account, install_key, remove_account, remove_key
+from opsflow.tasks.access.accounts import ensure_account, remove_account
+from opsflow.tasks.access.keys import install_key, remove_key
 from tests.access.conftest import Person, ssh_as
 from tests.support import wait_for
 

@@ -20,15 +20,9 @@ from opsflow.flows.access_provisioning import (
 )
 from opsflow.itsm.access import AccessRequestCreate, marker, resolve_request
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import (
-    AUTHORIZED_KEYS_MAX_BYTES,
-    KEY_LINES_MAX,
-    ensure_account,
-    install_key,
-    read_access_facts,
-    remove_account,
-    remove_key,
-)
+from opsflow.tasks.access.accounts import ensure_account, remove_account
+from opsflow.tasks.access.facts import AUTHORIZED_KEYS_MAX_BYTES, KEY_LINES_MAX, read_access_facts
+from opsflow.tasks.access.keys import install_key, remove_key
 from tests.access.conftest import Person, ssh_as
 
 pytestmark = pytest.mark.usefixtures("access_env")
