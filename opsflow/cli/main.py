@@ -98,7 +98,7 @@ def worker(
         int, typer.Option(help="Lower the CPU priority by N (on a machine shared with a desk).")
     ] = 0,
 ) -> None:
-    """Triage, restore, fulfil requests and change access as Prefect hands out the work,
+    """Triage, restore, fulfill requests and change access as Prefect hands out the work,
     until Ctrl-C.
 
     Run as many as the estate needs, on any machines that reach the records database and

@@ -128,7 +128,7 @@ def show(request: RequestArgument, as_json: JsonOption = False) -> None:
 def approve(
     request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
 ) -> None:
-    """Approve a request waiting for you (never your own); its fulfilment starts at once."""
+    """Approve a request waiting for you (never your own); its fulfillment starts at once."""
     detail = call_desk("POST", f"/requests/{request}/approve", json={"comment": comment})
     if as_json:
         print_json(detail)

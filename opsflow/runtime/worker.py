@@ -1,4 +1,4 @@
-"""`opsflow worker`: a process that triages, restores, fulfils requests and changes access.
+"""`opsflow worker`: a process that triages, restores, fulfills requests and changes access.
 
 Any number of workers, on any machines that reach the records database and the Prefect
 server, subscribe to the wake-ups of `flows.work` as Prefect task workers; Prefect hands each
@@ -104,7 +104,7 @@ class Worker:
         """A wake-up said an incident waits: restore the oldest one nobody carries."""
         return self.restorations.run_next()
 
-    def fulfil_next(self) -> str | None:
+    def fulfill_next(self) -> str | None:
         """A wake-up said a request was submitted: start carrying the oldest nobody carries."""
         request_id = self.requests.run_next()
         return None if request_id is None else request_number(request_id)

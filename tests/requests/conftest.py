@@ -1,4 +1,4 @@
-"""Request fulfilment on real parts: a copy of the lab's estate with a catalog, a real desk
+"""Request fulfillment on real parts: a copy of the lab's estate with a catalog, a real desk
 served by uvicorn with the requests API, a real Prefect server, and pagers standing in for
 people's notification channels.
 """
@@ -32,7 +32,7 @@ def requests_catalog() -> list[dict[str, Any]]:
     catalog = lab_catalog(approval_timeout_minutes=2)
     restart = next(i for i in catalog if i["name"] == "restart-service")
     bundle = next(i for i in catalog if i["name"] == "diagnostic-bundle")
-    bundle["fulfilment"]["parameters"] = {"keep_remote": True}  # so the test can sha256sum it
+    bundle["fulfillment"]["parameters"] = {"keep_remote": True}  # so the test can sha256sum it
     clear = next(i for i in catalog if i["name"] == "clear-old-logs")
     one = {"policy": "one", "approvers": {"roles": ["approver"]}, "timeout_minutes": 2}
     quick = {**one, "timeout_minutes": QUICK_TIMEOUT_MINUTES}

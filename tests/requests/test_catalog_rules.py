@@ -47,6 +47,18 @@ def problems(estate: Estate, item: str, inputs: dict, requester: str = "carol") 
     return dict(caught.value.problems)
 
 
+def test_a_catalog_written_with_the_first_spelling_still_loads() -> None:
+    current = lab_catalog()[0]
+    first = {k: v for k, v in current.items() if not k.startswith("fulfill")}
+    first |= {
+        "fulfilment": current["fulfillment"],
+        "fulfil_within_minutes": current["fulfill_within_minutes"],
+    }
+    assert CatalogItem.model_validate(first) == CatalogItem.model_validate(current)
+    with pytest.raises(ValueError, match="fulfilment"):
+        CatalogItem.model_validate({**current, "fulfilment": current["fulfillment"]})
+
+
 def test_valid_inputs_are_normalised(small_estate: Estate) -> None:
     item, person, inputs = validate_request(
         small_estate, "clear-old-logs", {"service": "app", "older_than_days": "14"}, "carol"

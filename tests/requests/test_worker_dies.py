@@ -1,5 +1,5 @@
 """A worker process dies while a request it carries waits for approval: another worker
-carries it on, approval window and all, and the approval then fulfils it."""
+carries it on, approval window and all, and the approval then fulfills it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from opsflow.lab.hosts.probes import app_health
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.records import open_store
 from tests.requests.conftest import Desk, RequestEstate
-from tests.requests.test_fulfilment import actions, paused_request, run_state
+from tests.requests.test_fulfillment import actions, paused_request, run_state
 from tests.support import wait_for, worker_process
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult, find_service
+from opsflow.flows.fulfillment import FulfillmentError, FulfillmentResult, find_service
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.change import Change
 from opsflow.tasks.fanout import map_hosts, raise_failures
@@ -17,7 +17,7 @@ from opsflow.tasks.ssh import execute
 def rotated_logs_find(service: Service, older_than_days: int) -> list[str]:
     """The `find` command matching the service's rotated logs at least `older_than_days` old."""
     if not service.log_dir:
-        raise FulfilmentError(f"service: {service.name} has no log_dir in the inventory")
+        raise FulfillmentError(f"service: {service.name} has no log_dir in the inventory")
     return [
         "find",
         service.log_dir,
@@ -59,7 +59,7 @@ def clear_rotated_logs(host: Host, service: Service, older_than_days: int, dry_r
 @flow(name="clear-old-logs", flow_run_name="clear-old-logs-{service}")
 def clear_old_logs(
     service: str, older_than_days: int | None = None, dry_run: bool = False
-) -> FulfilmentResult:
+) -> FulfillmentResult:
     """Delete the service's rotated logs older than N days on all its hosts.
 
     Args:
@@ -71,7 +71,7 @@ def clear_old_logs(
     target = find_service(estate, service)
     days = older_than_days or target.log_policy.delete_after_days
     if days < 1:
-        raise FulfilmentError(f"older_than_days: must be at least 1, not {days}")
+        raise FulfillmentError(f"older_than_days: must be at least 1, not {days}")
     rotated_logs_find(target, days)  # refuse a service without log_dir before touching hosts
     outcomes = map_hosts(
         clear_rotated_logs,
@@ -85,7 +85,7 @@ def clear_old_logs(
     changes: list[Change] = [o.result for o in outcomes]
     touched = [c for c in changes if c.state != "unchanged"]
     verb = "would clear" if dry_run else "cleared"
-    return FulfilmentResult(
+    return FulfillmentResult(
         summary=f"{verb} rotated logs of {service} older than {days} days on "
         f"{len(touched)} of {len(changes)} hosts"
         + "".join(f"; {c.host}: {c.detail}" for c in touched),

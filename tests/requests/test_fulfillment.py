@@ -75,7 +75,7 @@ def test_approved_restart_really_restarts_and_the_requester_is_told(
     assert "fulfilled" in page["body"]["subject"]
     assert "restarted app on lab02" in page["body"]["body"]
     # The page goes out before the run notes that it went out: wait for the note.
-    notified = ("request-fulfilment", "requester_notified")
+    notified = ("request-fulfillment", "requester_notified")
     trail = wait_for(
         lambda: notified in actions(desk.show(number)) and actions(desk.show(number)),
         15,
@@ -122,7 +122,7 @@ def test_diagnostic_bundle_arrives_with_the_hosts_checksum(desk: Desk, lab, caro
 
 
 def test_app_account_is_created_on_every_host_once(desk: Desk, lab, estate) -> None:
-    from opsflow.flows.fulfilment.create_app_account import create_app_account
+    from opsflow.flows.fulfillment.create_app_account import create_app_account
 
     username = "reports_svc"
     number = desk.submit("carol", "create-app-account", service="app", username=username)["number"]
@@ -144,7 +144,7 @@ def test_app_account_is_created_on_every_host_once(desk: Desk, lab, estate) -> N
 
 
 def test_old_rotated_logs_are_cleared_and_nothing_else(desk: Desk, lab) -> None:
-    from opsflow.flows.fulfilment.clear_old_logs import clear_old_logs
+    from opsflow.flows.fulfillment.clear_old_logs import clear_old_logs
 
     files = {"app.log.1": "1 day ago", "app.log.2": "10 days ago", "app.log.3.gz": "20 days ago"}
     for host in lab.hosts:
@@ -175,7 +175,7 @@ def test_a_request_left_unapproved_is_rejected_by_policy(desk: Desk, carol_pager
     waiting = paused_request(desk, number)
     done = desk.wait_state(number, {"rejected", "expired", "failed"}, timeout_s=40)
     assert done["state"] == "rejected"
-    assert done["approver"] == "request-fulfilment"
+    assert done["approver"] == "request-fulfillment"
     assert "no decision within 0.1 minutes" in done["decision_comment"]
     assert "rejected" in carol_pager.page_about(number)["body"]["subject"]
     wait_for(lambda: run_state(waiting["approval_run_id"]) == "COMPLETED", 15, "run completed")
@@ -195,7 +195,7 @@ def test_escalation_pages_the_approvers_then_the_request_expires(
     done = desk.wait_state(number, {"expired", "rejected", "failed"}, timeout_s=40)
     assert done["state"] == "expired" and done["approver"] is None
     assert "expired" in carol_pager.page_about(number)["body"]["subject"]
-    assert ("request-fulfilment", "escalated") in actions(desk.show(number))
+    assert ("request-fulfillment", "escalated") in actions(desk.show(number))
 
 
 def test_a_decision_typed_in_the_prefect_ui_does_not_count_by_default(desk: Desk) -> None:
@@ -242,7 +242,7 @@ def test_self_approval_is_refused_even_for_an_approver(desk: Desk) -> None:
     done = desk.wait_state(number, {"rejected"})
     # dave has no notification block, nor has his team: the audit says nobody was told
     wait_for(
-        lambda: ("request-fulfilment", "notification_skipped") in actions(desk.show(number)),
+        lambda: ("request-fulfillment", "notification_skipped") in actions(desk.show(number)),
         15,
         "the skipped notification audited",
     )
@@ -302,7 +302,7 @@ def test_who_may_ask_and_the_catalog_they_see(desk: Desk) -> None:
 
 
 def test_a_standard_request_from_the_prefect_ui_form(desk: Desk, lab, carol_pager) -> None:
-    from opsflow.flows.request_fulfillment import fulfil_request, submit_request
+    from opsflow.flows.request_fulfillment import fulfill_request, submit_request
     from opsflow.itsm.catalog import InvalidRequestError
 
     host = lab.host("lab04")
@@ -319,7 +319,7 @@ def test_a_standard_request_from_the_prefect_ui_form(desk: Desk, lab, carol_page
         "catalog",
     )
     assert "fulfilled" in carol_pager.page_about(record["number"])["body"]["subject"]
-    assert fulfil_request(record["number"]) == "fulfilled"  # a second run changes nothing
+    assert fulfill_request(record["number"]) == "fulfilled"  # a second run changes nothing
     assert app_health(host.address)["pid"] == pid_after
     with pytest.raises(InvalidRequestError, match=r"inputs.host: no host 'lab09'"):
         submit_request("restart-service", {"service": "app", "host": "lab09"}, "carol")

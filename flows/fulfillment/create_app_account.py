@@ -7,7 +7,7 @@ from prefect.cache_policies import NONE
 from pydantic import TypeAdapter, ValidationError
 
 from opsflow.errors import CommandFailedError
-from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult, find_service
+from opsflow.flows.fulfillment import FulfillmentError, FulfillmentResult, find_service
 from opsflow.inventory.models import Host
 from opsflow.inventory.types import Username
 from opsflow.tasks.change import Change
@@ -21,11 +21,11 @@ NOLOGIN = "/usr/sbin/nologin"
 
 
 def check_username(username: str) -> str:
-    """The username if it is a valid POSIX account name; `FulfilmentError` naming it otherwise."""
+    """The username if it is a valid POSIX account name; `FulfillmentError` naming it otherwise."""
     try:
         return _USERNAME.validate_python(username)
     except ValidationError:
-        raise FulfilmentError(
+        raise FulfillmentError(
             f"username: {username!r} is not a POSIX account name "
             "(lower-case letters, digits, '_' and '-', starting with a letter or '_', <= 32)"
         ) from None
@@ -77,7 +77,7 @@ def ensure_app_account(host: Host, username: str, dry_run: bool) -> Change:
 
 
 @flow(name="create-app-account", flow_run_name="create-app-account-{username}-for-{service}")
-def create_app_account(service: str, username: str, dry_run: bool = False) -> FulfilmentResult:
+def create_app_account(service: str, username: str, dry_run: bool = False) -> FulfillmentResult:
     """Create an application account on every host of a service; hosts that have it are left.
 
     Args:
@@ -107,7 +107,7 @@ def create_app_account(service: str, username: str, dry_run: bool = False) -> Fu
             f"account {username} for {service}: created on {len(made)} of {len(changes)} hosts"
             + (f" ({', '.join(made)})" if made else "; it existed everywhere")
         )
-    return FulfilmentResult(summary=summary, changed=bool(made), dry_run=dry_run, hosts=changes)
+    return FulfillmentResult(summary=summary, changed=bool(made), dry_run=dry_run, hosts=changes)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Fulfilment flows for the service catalog, one per module, each safe to run twice.
+"""Fulfillment flows for the service catalog, one per module, each safe to run twice.
 
-A catalog item's `fulfilment.flow` names one of these; request fulfilment runs it as a
+A catalog item's `fulfillment.flow` names one of these; request fulfillment runs it as a
 subflow with the item's fixed parameters and the request's inputs, and records the
-`FulfilmentResult` it returns (summary, per-host changes, attached files) on the request.
+`FulfillmentResult` it returns (summary, per-host changes, attached files) on the request.
 Each flow also runs on its own, with `dry_run` to report what it would do.
 """
 
@@ -18,8 +18,8 @@ from opsflow.itsm.requests import Attachment
 from opsflow.tasks.change import Change
 
 
-class FulfilmentResult(BaseModel):
-    """What a fulfilment flow did, for the request's outcome and the requester's notification.
+class FulfillmentResult(BaseModel):
+    """What a fulfillment flow did, for the request's outcome and the requester's notification.
 
     `changed` means as `Change.changed` does: something was made, so never in a dry run,
     whose plan is in `hosts` (the changes `planned`).
@@ -32,8 +32,8 @@ class FulfilmentResult(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list)
 
 
-class FulfilmentError(PermanentError):
-    """A fulfilment cannot proceed; the message names the input or host and the cause."""
+class FulfillmentError(PermanentError):
+    """A fulfillment cannot proceed; the message names the input or host and the cause."""
 
 
 def service_on_host(estate: Estate, service: str, host: str) -> tuple[Service, Host]:
@@ -41,20 +41,20 @@ def service_on_host(estate: Estate, service: str, host: str) -> tuple[Service, H
     try:
         return estate.service_on(service, host)
     except KeyError as exc:
-        raise FulfilmentError(exc.args[0]) from None
+        raise FulfillmentError(exc.args[0]) from None
 
 
 def find_service(estate: Estate, service: str) -> Service:
-    """The named service, or `FulfilmentError` naming the input."""
+    """The named service, or `FulfillmentError` naming the input."""
     try:
         return estate.service(service)
     except KeyError:
-        raise FulfilmentError(f"service: no service {service!r} in the estate") from None
+        raise FulfillmentError(f"service: no service {service!r} in the estate") from None
 
 
-def fulfilment_flows() -> dict[str, Any]:
-    """Every fulfilment flow a catalog item may name, by name."""
-    from opsflow.flows.fulfilment import (
+def fulfillment_flows() -> dict[str, Any]:
+    """Every fulfillment flow a catalog item may name, by name."""
+    from opsflow.flows.fulfillment import (
         clear_old_logs,
         create_app_account,
         diagnostic_bundle,

@@ -6,7 +6,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from opsflow.flows.fulfilment import FulfilmentResult, service_on_host
+from opsflow.flows.fulfillment import FulfillmentResult, service_on_host
 from opsflow.flows.runbooks.restart_service import control, diagnose
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.change import Change
@@ -44,7 +44,7 @@ def restart_service_on_host(host: Host, service: Service) -> Change:
 @flow(name="restart-service", flow_run_name="restart-{service}-on-{host}")
 def restart_service(
     service: str, host: str, dry_run: bool = False, verify_deadline_s: float = 20.0
-) -> FulfilmentResult:
+) -> FulfillmentResult:
     """Restart a service on one of its hosts and wait for its health check to pass.
 
     Args:
@@ -58,7 +58,7 @@ def restart_service(
     target_service, target_host = service_on_host(estate, service, host)
     diagnosis = diagnose(target_host, target_service)
     if dry_run:
-        return FulfilmentResult(
+        return FulfillmentResult(
             summary=f"dry run: would restart {service} on {host} ({diagnosis.summary})",
             changed=False,
             dry_run=True,
@@ -67,7 +67,7 @@ def restart_service(
         change = restart_service_on_host(target_host, target_service)
         health = verify_restored(target_host, target_service, verify_deadline_s)
     logger.info("restarted %s on %s: %s", service, host, health.detail)
-    return FulfilmentResult(
+    return FulfillmentResult(
         summary=f"restarted {service} on {host} ({change.detail}); healthy: {health.detail}",
         changed=True,
         hosts=[change],
