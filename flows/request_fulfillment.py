@@ -304,7 +304,7 @@ def submit_request(item: str, inputs: dict[str, Any], requester: str) -> str:
     with every problem named. Otherwise the request is recorded and fulfilled as a subflow.
 
     Args:
-        item: the catalog item's name, e.g. restart-service.
+        item: the catalog item's name, e.g. request-service-restart.
         inputs: the item's inputs by name, e.g. {"service": "app", "host": "lab02"}.
         requester: the person asking, as people.yaml names them.
 

@@ -29,7 +29,7 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
 
     return [
         {
-            "name": "restart-service",
+            "name": "request-service-restart",
             "description": "Restart a service on one of its hosts and check its health after.",
             "inputs": [
                 {"name": "service", "type": "service", "description": "The service."},
@@ -37,7 +37,7 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
             ],
             "requesters": REQUESTERS,
             "approval": {"policy": "none"},
-            "fulfillment": {"flow": "restart-service"},
+            "fulfillment": {"flow": "request-service-restart"},
             "fulfill_within_minutes": 5,
         },
         {

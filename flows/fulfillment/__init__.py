@@ -58,11 +58,11 @@ def fulfillment_flows() -> dict[str, Any]:
         clear_old_logs,
         create_app_account,
         diagnostic_bundle,
-        restart_service,
+        request_service_restart,
     )
 
     return {
-        "restart-service": restart_service.restart_service,
+        "request-service-restart": request_service_restart.request_service_restart,
         "clear-old-logs": clear_old_logs.clear_old_logs,
         "diagnostic-bundle": diagnostic_bundle.diagnostic_bundle,
         "create-app-account": create_app_account.create_app_account,

@@ -7,9 +7,9 @@ from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
 from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
-from opsflow.flows.runbooks.restart_service import control
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.logs import read_log_tail
+from opsflow.tasks.service_control import control_of
 from opsflow.tasks.services import check_service_health
 from opsflow.tasks.ssh import execute
 
@@ -17,7 +17,7 @@ from opsflow.tasks.ssh import execute
 @task(cache_policy=NONE, timeout_seconds=120, task_run_name="diagnose[{service.name}@{host.name}]")
 def diagnose(host: Host, service: Service) -> Diagnosis:
     """Compare what the process table says with what the health check says."""
-    status = execute(host, control(service).status, check=False, timeout_s=30)
+    status = execute(host, control_of(service).status, check=False, timeout_s=30)
     health = check_service_health.fn(host, service)
     return Diagnosis(
         summary=(
@@ -31,7 +31,7 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 @task(cache_policy=NONE, timeout_seconds=180, task_run_name="recover[{service.name}@{host.name}]")
 def remediate(host: Host, service: Service) -> Remediation:
     """Stop the service hard (its stop command kills what does not exit), then start it."""
-    commands = control(service)
+    commands = control_of(service)
     get_transaction().set("target", (host, service))
     if check_service_health.fn(host, service).healthy:
         return Remediation(changed=False, actions=["health check passes: nothing to recover"])
@@ -52,7 +52,7 @@ def remediate(host: Host, service: Service) -> Remediation:
 def stop_after_failed_recovery(transaction: Transaction) -> None:
     """Verification failed: stop the service so no hung half-started process is left behind."""
     host, service = transaction.get("target")
-    result = execute(host, control(service).stop, check=False, timeout_s=60)
+    result = execute(host, control_of(service).stop, check=False, timeout_s=60)
     record_rollback(transaction, f"stopped {service.name} on {host.name}: {result.command}")
 
 

@@ -70,7 +70,7 @@ def catalog(as_json: JsonOption = False) -> None:
 
 @request_app.command("submit")
 def submit(
-    item: Annotated[str, typer.Argument(help="The catalog item, e.g. restart-service.")],
+    item: Annotated[str, typer.Argument(help="The catalog item, e.g. request-service-restart.")],
     inputs: Annotated[
         list[str] | None, typer.Argument(help="The item's inputs as NAME=VALUE, e.g. host=lab02.")
     ] = None,

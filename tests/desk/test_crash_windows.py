@@ -82,7 +82,10 @@ def finish(requests: RequestStore, carried: list[str]):
 
 
 def test_a_request_whose_wake_up_is_lost_is_taken_up_by_a_sweep(desk: Desk, lab) -> None:
-    body = {"item": "restart-service", "inputs": {"service": "app", "host": lab.hosts[0].name}}
+    body = {
+        "item": "request-service-restart",
+        "inputs": {"service": "app", "host": lab.hosts[0].name},
+    }
     submitted = desk.call("POST", "/requests", "carol", json=body)
     assert submitted.status_code == 201, submitted.text
     assert submitted.json()["state"] == "submitted"

@@ -30,7 +30,7 @@ QUICK_TIMEOUT_MINUTES = 0.1
 def requests_catalog() -> list[dict[str, Any]]:
     """The lab's catalog plus items that need approval or time out quickly."""
     catalog = lab_catalog(approval_timeout_minutes=2)
-    restart = next(i for i in catalog if i["name"] == "restart-service")
+    restart = next(i for i in catalog if i["name"] == "request-service-restart")
     bundle = next(i for i in catalog if i["name"] == "diagnostic-bundle")
     bundle["fulfillment"]["parameters"] = {"keep_remote": True}  # so the test can sha256sum it
     clear = next(i for i in catalog if i["name"] == "clear-old-logs")
@@ -38,7 +38,7 @@ def requests_catalog() -> list[dict[str, Any]]:
     quick = {**one, "timeout_minutes": QUICK_TIMEOUT_MINUTES}
     return [
         *catalog,
-        {**restart, "name": "restart-service-approved", "approval": one},
+        {**restart, "name": "request-service-restart-approved", "approval": one},
         {**clear, "name": "clear-logs-or-reject", "approval": {**quick, "on_timeout": "reject"}},
         {
             **clear,

@@ -78,29 +78,29 @@ def test_valid_inputs_are_normalised(small_estate: Estate) -> None:
     ("item", "inputs", "field", "reason"),
     [
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "nope", "host": "lab01"},
             "inputs.service",
             "no service 'nope' in the estate (choices: app)",
         ),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab03"},
             "inputs.host",
             "host 'lab03' does not run service 'app' (its hosts: lab01, lab02)",
         ),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab09"},
             "inputs.host",
             "no host 'lab09' in the estate",
         ),
-        ("restart-service", {"service": "app"}, "inputs.host", "required"),
+        ("request-service-restart", {"service": "app"}, "inputs.host", "required"),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab01", "colour": "red"},
             "inputs.colour",
-            "not an input of restart-service",
+            "not an input of request-service-restart",
         ),
         (
             "clear-old-logs",
@@ -166,11 +166,11 @@ def test_every_problem_is_reported_at_once(small_estate: Estate) -> None:
 
 
 def test_who_may_request(small_estate: Estate) -> None:
-    with pytest.raises(NotEntitledError, match="mon may not request restart-service"):
+    with pytest.raises(NotEntitledError, match="mon may not request request-service-restart"):
         validate_request(
-            small_estate, "restart-service", {"service": "app", "host": "lab01"}, "mon"
+            small_estate, "request-service-restart", {"service": "app", "host": "lab01"}, "mon"
         )
-    assert "requester" in problems(small_estate, "restart-service", {}, requester="nobody")
+    assert "requester" in problems(small_estate, "request-service-restart", {}, requester="nobody")
 
 
 def _request(**fields) -> ServiceRequest:

@@ -40,9 +40,17 @@ def actions(record: dict) -> list[tuple[str, str]]:
 def test_approved_restart_really_restarts_and_the_requester_is_told(
     desk: Desk, lab, carol_pager
 ) -> None:
+    from opsflow.flows.fulfillment.request_service_restart import request_service_restart
+
     host = lab.host("lab02")
     pid_before = app_health(host.address)["pid"]
-    number = desk.submit("carol", "restart-service-approved", service="app", host="lab02")["number"]
+    dry = request_service_restart("app", "lab02", dry_run=True)
+    assert [c.state for c in dry.hosts] == ["planned"] and not dry.changed
+    assert "status says running" in dry.summary
+    assert app_health(host.address)["pid"] == pid_before, "a dry run restarted it"
+    number = desk.submit("carol", "request-service-restart-approved", service="app", host="lab02")[
+        "number"
+    ]
     waiting = paused_request(desk, number)
     assert waiting["approval_policy"] == "one" and waiting["approval_due_at"]
 
@@ -91,7 +99,9 @@ def test_approved_restart_really_restarts_and_the_requester_is_told(
     wait_for(lambda: run_state(waiting["approval_run_id"]) == "COMPLETED", 15, "run completed")
     stamps = {e["action"].removeprefix("service_request."): e["at"] for e in done["audit"]}
     steps = ("decision_sent", "approved", "fulfilling", "fulfilled")
-    print(f"\nMEASURED approval -> fulfilled (restart-service): {approval_to_fulfilled:.2f}s;")
+    print(
+        f"\nMEASURED approval -> fulfilled (request-service-restart): {approval_to_fulfilled:.2f}s;"
+    )
     print("  audit: " + ", ".join(f"{s} {stamps.get(s, '?')[11:23]}" for s in steps))
 
 
@@ -252,7 +262,12 @@ def test_self_approval_is_refused_even_for_an_approver(desk: Desk) -> None:
 @pytest.mark.parametrize(
     ("item", "inputs", "field", "reason"),
     [
-        ("restart-service", {"service": "nope", "host": "lab01"}, "service", "no service 'nope'"),
+        (
+            "request-service-restart",
+            {"service": "nope", "host": "lab01"},
+            "service",
+            "no service 'nope'",
+        ),
         ("create-app-account", {"service": "app", "username": "x;reboot"}, "username", "pattern"),
         ("create-app-account", {"service": "app", "username": "$(id)"}, "username", "pattern"),
         (
@@ -262,7 +277,7 @@ def test_self_approval_is_refused_even_for_an_approver(desk: Desk) -> None:
             "above the maximum 365",
         ),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab01", "force": "yes"},
             "force",
             "not an input",
@@ -280,7 +295,7 @@ def test_invalid_requests_are_refused_naming_the_field(desk, item, inputs, field
 
 def test_who_may_ask_and_the_catalog_they_see(desk: Desk) -> None:
     catalog = {i["name"]: i for i in desk.call("GET", "/catalog", "carol").json()}
-    restart = catalog["restart-service"]
+    restart = catalog["request-service-restart"]
     assert restart["may_request"] and restart["approval"].startswith("none")
     assert restart["inputs"][0]["choices"] == ["app"]
     assert restart["inputs"][1]["choices"] == ["lab01", "lab02", "lab03", "lab04", "lab05"]
@@ -291,11 +306,11 @@ def test_who_may_ask_and_the_catalog_they_see(desk: Desk) -> None:
         "POST",
         "/requests",
         "alertmanager",
-        json={"item": "restart-service", "inputs": {"service": "app", "host": "lab01"}},
+        json={"item": "request-service-restart", "inputs": {"service": "app", "host": "lab01"}},
     )
     assert refused.status_code == 403 and "alertmanager lacks the role" in refused.text
     bob = {i["name"]: i for i in desk.call("GET", "/catalog", "bob").json()}
-    assert bob["restart-service"]["may_request"]
+    assert bob["request-service-restart"]["may_request"]
     unknown = desk.call("POST", "/requests", "carol", json={"item": "pony", "inputs": {}})
     assert unknown.status_code == 422 and "no catalog item 'pony'" in unknown.text
     assert desk.call("GET", "/requests/REQ9999999", "carol").status_code == 404
@@ -307,14 +322,14 @@ def test_a_standard_request_from_the_prefect_ui_form(desk: Desk, lab, carol_page
 
     host = lab.host("lab04")
     pid_before = app_health(host.address)["pid"]
-    assert submit_request("restart-service", {"service": "app", "host": "lab04"}, "carol") == (
-        "fulfilled"
-    )
+    assert submit_request(
+        "request-service-restart", {"service": "app", "host": "lab04"}, "carol"
+    ) == ("fulfilled")
     pid_after = app_health(host.address)["pid"]
     assert pid_after != pid_before
     [record] = desk.call("GET", "/requests", "alice", params={"limit": 1}).json()
     assert (record["item"], record["requester"], record["approver"]) == (
-        "restart-service",
+        "request-service-restart",
         "carol",
         "catalog",
     )
@@ -322,7 +337,7 @@ def test_a_standard_request_from_the_prefect_ui_form(desk: Desk, lab, carol_page
     assert fulfill_request(record["number"]) == "fulfilled"  # a second run changes nothing
     assert app_health(host.address)["pid"] == pid_after
     with pytest.raises(InvalidRequestError, match=r"inputs.host: no host 'lab09'"):
-        submit_request("restart-service", {"service": "app", "host": "lab09"}, "carol")
+        submit_request("request-service-restart", {"service": "app", "host": "lab09"}, "carol")
     [latest] = desk.call("GET", "/requests", "alice", params={"limit": 1}).json()
     assert latest["number"] == record["number"]
     run_on_host("lab04", [SVC, "status"], lab.directory)

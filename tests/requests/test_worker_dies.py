@@ -51,7 +51,9 @@ def test_request_waiting_for_approval_survives_its_worker_dying(
     desk: Desk, two_workers: list[subprocess.Popen], lab, carol_pager
 ) -> None:
     pid_before = app_health(lab.host("lab02").address)["pid"]
-    submitted = desk.submit("carol", "restart-service-approved", service="app", host="lab02")
+    submitted = desk.submit(
+        "carol", "request-service-restart-approved", service="app", host="lab02"
+    )
     number = submitted["number"]
     waiting = paused_request(desk, number)
     dying = carrier(submitted["id"], two_workers)

@@ -1,4 +1,6 @@
-"""restart-service: stop and start a service on one of its hosts, then verify its health."""
+"""request-service-restart: a restart people ask for (stop and start a service on one of its
+hosts, then verify its health). Not the `restart-service` runbook, which restores a service
+found down."""
 
 from __future__ import annotations
 
@@ -7,11 +9,11 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
 from opsflow.flows.fulfillment import FulfillmentResult, service_on_host
-from opsflow.flows.runbooks.restart_service import control, diagnose
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.change import Change
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.service_control import control_of, read_service_states
 from opsflow.tasks.services import verify_restored
 from opsflow.tasks.ssh import execute
 
@@ -20,11 +22,11 @@ from opsflow.tasks.ssh import execute
     cache_policy=NONE,
     retries=0,  # a restart is not idempotent: a second one interrupts the service again
     timeout_seconds=180,
-    task_run_name="restart_service[{service.name}@{host.name}]",
+    task_run_name="restart_service_on_host[{service.name}@{host.name}]",
 )
 def restart_service_on_host(host: Host, service: Service) -> Change:
     """Restart the service with its restart command, else stop then start; report both statuses."""
-    commands = control(service)
+    commands = control_of(service)
     before = execute(host, commands.status, check=False, timeout_s=30)
     if commands.restart is not None:
         execute(host, commands.restart, timeout_s=120)
@@ -34,15 +36,15 @@ def restart_service_on_host(host: Host, service: Service) -> Change:
     after = execute(host, commands.status, check=False, timeout_s=30)
     return Change.made(
         host.name,
-        "restart_service",
+        "restart_service_on_host",
         f"service {service.name}",
         f"before: {before.stdout.strip() or before.exit_status}; "
         f"after: {after.stdout.strip() or after.exit_status}",
     )
 
 
-@flow(name="restart-service", flow_run_name="restart-{service}-on-{host}")
-def restart_service(
+@flow(name="request-service-restart", flow_run_name="restart-{service}-on-{host}")
+def request_service_restart(
     service: str, host: str, dry_run: bool = False, verify_deadline_s: float = 20.0
 ) -> FulfillmentResult:
     """Restart a service on one of its hosts and wait for its health check to pass.
@@ -56,12 +58,18 @@ def restart_service(
     logger = get_run_logger()
     estate = read_estate()
     target_service, target_host = service_on_host(estate, service, host)
-    diagnosis = diagnose(target_host, target_service)
+    control_of(target_service)  # refuse a service without control commands before acting
     if dry_run:
+        states = read_service_states(target_host, [target_service])
+        state = states.states[target_service.name]
+        planned = Change.planned(
+            target_host.name, "restart_service_on_host", f"service {service}", f"restart {service}"
+        )
         return FulfillmentResult(
-            summary=f"dry run: would restart {service} on {host} ({diagnosis.summary})",
+            summary=f"dry run: would restart {service} on {host} (status says {state})",
             changed=False,
             dry_run=True,
+            hosts=[planned],
         )
     with host_slot(target_host.name):
         change = restart_service_on_host(target_host, target_service)
@@ -77,4 +85,4 @@ def restart_service(
 if __name__ == "__main__":
     import sys
 
-    restart_service(sys.argv[1], sys.argv[2])
+    request_service_restart(sys.argv[1], sys.argv[2])
