@@ -33,18 +33,24 @@ def remediate(host: Host, service: Service) -> Remediation:
     """Stop the service hard (its stop command kills what does not exit), then start it."""
     commands = control_of(service)
     get_transaction().set("target", (host, service))
+    target = f"service {service.name}"
     if check_service_health.fn(host, service).healthy:
-        return Remediation(changed=False, actions=["health check passes: nothing to recover"])
+        nothing = "health check passes: nothing to recover"
+        return Remediation.unchanged(host.name, "recover", target, nothing, actions=[nothing])
     stopped = execute(host, commands.stop, check=False, timeout_s=60)
     started = execute(host, commands.start, check=False, timeout_s=60)
-    return Remediation(
-        changed=True,
-        actions=[
-            f"ran {stopped.command}: exit {stopped.exit_status}",
-            f"ran {started.command}: exit {started.exit_status}",
-        ],
+    actions = [
+        f"ran {stopped.command}: exit {stopped.exit_status}",
+        f"ran {started.command}: exit {started.exit_status}",
+    ]
+    return Remediation.made(
+        host.name,
+        "recover",
+        target,
+        "; ".join(actions),
+        actions=actions,
         ok=stopped.ok and started.ok,
-        detail=(started.stderr or started.stdout).strip()[-500:],
+        output=(started.stderr or started.stdout).strip()[-500:],
     )
 
 

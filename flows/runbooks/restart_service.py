@@ -36,14 +36,20 @@ def remediate(host: Host, service: Service) -> Remediation:
     """Start the service unless its status says it already runs."""
     commands = control_of(service)
     get_transaction().set("target", (host, service))
+    target = f"service {service.name}"
     if execute(host, commands.status, check=False, timeout_s=30).ok:
-        return Remediation(changed=False, actions=["status says running: nothing started"])
+        nothing = "status says running: nothing started"
+        return Remediation.unchanged(host.name, "start", target, nothing, actions=[nothing])
     started = execute(host, commands.start, check=False, timeout_s=60)
-    return Remediation(
-        changed=True,
-        actions=[f"ran {started.command}: exit {started.exit_status}"],
+    ran = f"ran {started.command}: exit {started.exit_status}"
+    return Remediation.made(
+        host.name,
+        "start",
+        target,
+        ran,
+        actions=[ran],
         ok=started.ok,
-        detail=(started.stderr or started.stdout).strip()[-500:],
+        output=(started.stderr or started.stdout).strip()[-500:],
     )
 
 
