@@ -42,6 +42,7 @@ maintenance_windows = Table(
     Column("end", UtcDateTime, nullable=False),
     Column("closed_at", UtcDateTime),
     Column("flow_run_id", String(64)),
+    Column("silence_ids", JSON().with_variant(postgresql.JSONB(), "postgresql")),
     sqlite_autoincrement=True,
 )
 Index("ix_maintenance_windows_end", maintenance_windows.c.end)
@@ -58,6 +59,10 @@ class DeclaredWindow(BaseModel):
     end: AwareDatetime = Field(description="When it lapses; closing it early moves this.")
     closed_at: AwareDatetime | None = None
     flow_run_id: str | None = None
+    silence_ids: list[str] | None = Field(
+        default=None,
+        description="The Alertmanager silences mirroring the window (None: not mirrored).",
+    )
 
     @property
     def label(self) -> str:
@@ -120,6 +125,18 @@ def close_window(
             .values(end=after.end, closed_at=after.closed_at)
         )
     return after
+
+
+def record_silences(store: Store, window_id: int, silence_ids: list[str]) -> DeclaredWindow:
+    """Keep the ids of the Alertmanager silences that mirror a window with it."""
+    table = maintenance_windows
+    with store.write() as conn:
+        found = conn.execute(
+            update(table).where(table.c.id == window_id).values(silence_ids=silence_ids)
+        )
+        if found.rowcount == 0:
+            raise WindowNotFoundError(f"no maintenance window {window_id}")
+    return get_window(store, window_id)
 
 
 def get_window(store: Store, window_id: int) -> DeclaredWindow:

@@ -49,6 +49,7 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
         "opsflow/flows/event_triage.py",
         "opsflow/tasks/ssh.py",
         "opsflow/tasks/access/scripts/read_account.sh",
+        "opsflow/desk/runners/carrier.py",
         "opsflow/itsm/migrations/versions/0001_schema_of_2a3d754.py",
         "opsflow/itsm/migrations/script.py.mako",
     ):

@@ -12,11 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 
-from opsflow.desk.api_schema import Offset
-from opsflow.desk.auth import Operator
-from opsflow.itsm.problem_store import ProblemStore
+from opsflow.desk.api.schema import Offset
+from opsflow.desk.deps import Operator, Problems
 from opsflow.itsm.problems import (
     KnownError,
     KnownErrorCreate,
@@ -28,17 +27,6 @@ from opsflow.itsm.problems import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["problems"])
-
-
-def problem_store(request: Request) -> ProblemStore:
-    """The app's problem store, made on first use."""
-    state = request.app.state
-    if getattr(state, "problem_store", None) is None:
-        state.problem_store = ProblemStore(state.store)
-    return state.problem_store
-
-
-Problems = Annotated[ProblemStore, Depends(problem_store)]
 
 
 def workaround_runbooks() -> list[str]:

@@ -21,12 +21,12 @@ from typing import Any
 
 from prefect import tags
 
-from opsflow.desk.carrier import Carrier
-from opsflow.desk.lease_keeper import crash_runs
+from opsflow.desk.runners.carrier import Carrier
+from opsflow.desk.runners.lease_keeper import crash_runs
 from opsflow.itsm.request_store import LEASE_PREFIX, RequestStore
 from opsflow.itsm.requests import CARRIED_STATES
 
-logger = logging.getLogger("opsflow.desk.fulfilments")
+logger = logging.getLogger("opsflow.desk.fulfillments")
 
 ACTOR = "service-desk"
 DEFAULT_MAX_RUNNING = 200
