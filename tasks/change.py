@@ -27,7 +27,10 @@ class Change(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str | None = Field(description="The host it acted on; None for opsflow's own files.")
+    host: str | None = Field(
+        description="The host it acted on; None when it acted on none (opsflow's own files, "
+        "Alertmanager's silences)."
+    )
     action: str = Field(description='The step, as its task is named, e.g. "install_key".')
     target: str = Field(description='What it acted on, e.g. "account carol".')
     state: ChangeState

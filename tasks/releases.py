@@ -10,8 +10,8 @@ it (otherwise as the directory's owner), and refuse a `releases` directory other
 and links where directories belong: a link planted there cannot make root act elsewhere.
 Versions are checked before anything reaches a host.
 
-Each changing task returns a `ReleaseChange`: unchanged (and why), planned (a dry run) or
-made. It is a local result until opsflow has one change type for every task.
+Each changing task returns a `ReleaseChange`, a `Change` with the release it leaves in place:
+unchanged (and why), planned (a dry run) or made.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Host, Service
 from opsflow.inventory.types import ReleaseVersion
+from opsflow.tasks.change import Change
 from opsflow.tasks.logs import ABSENT_EXIT, UNSAFE_EXIT, in_log_dir
 from opsflow.tasks.retry import RETRY_TRANSIENT
 from opsflow.tasks.service_control import (
@@ -108,28 +109,15 @@ class ReleaseState(BaseModel):
     )
 
 
-Outcome = Literal["unchanged", "planned", "made"]
-
-
-class ReleaseChange(BaseModel):
+class ReleaseChange(Change):
     """What one release step did, or would do in a dry run, on one host."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str
     service: str
-    action: Literal["put", "restart", "roll_back"]
-    outcome: Outcome
     version: str = Field(description="The release in place after the step (or, planned, then).")
     previous: str | None = Field(
         default=None, description="The release `current` named before the step, if any."
     )
-    detail: str = Field(description='What was done, or "unchanged: <why>".')
-
-    @property
-    def changed(self) -> bool:
-        """True when the host changed."""
-        return self.outcome == "made"
 
 
 class GateResult(BaseModel):
@@ -285,17 +273,20 @@ def _switch(
     service: Service,
     state: ReleaseState,
     version: str,
-    action: Literal["put", "roll_back"],
+    action: Literal["put_release", "roll_back_release"],
     dry_run: bool,
 ) -> ReleaseChange:
     """Point `current` at `version` unless it already names it; `state` is what was just read."""
-    change = {"host": host.name, "service": service.name, "action": action, "version": version}
+    target = f"{release_root(service)}/current"
+    change = {"service": service.name, "version": version}
     if state.current == version:
-        return ReleaseChange(
-            **change,
-            outcome="unchanged",
+        return ReleaseChange.unchanged(
+            host.name,
+            action,
+            target,
+            f"current already names {version}",
             previous=version,
-            detail=f"unchanged: current already names {version}",
+            **change,
         )
     if version in state.links:
         raise UnsafeReleasePathError(
@@ -310,19 +301,23 @@ def _switch(
         )
     before = state.current or state.link or "nothing"
     if dry_run:
-        return ReleaseChange(
-            **change,
-            outcome="planned",
+        return ReleaseChange.planned(
+            host.name,
+            action,
+            target,
+            f"point current from {before} to {version}",
             previous=state.current,
-            detail=f"would point current from {before} to {version}",
+            **change,
         )
     _run_guarded(host, service, _SWITCH_SCRIPT, version, state.link or "")
     _log("%s: %s: current %s -> %s", host.name, service.name, before, version)
-    return ReleaseChange(
-        **change,
-        outcome="made",
+    return ReleaseChange.made(
+        host.name,
+        action,
+        target,
+        f"current pointed from {before} to {version}",
         previous=state.current,
-        detail=f"current pointed from {before} to {version}",
+        **change,
     )
 
 
@@ -356,7 +351,7 @@ def put_release(host: Host, service: Service, version: str, dry_run: bool = Fals
         dry_run: Say what would change, and change nothing.
     """
     version = valid_version(version)
-    return _switch(host, service, read_state(host, service), version, "put", dry_run)
+    return _switch(host, service, read_state(host, service), version, "put_release", dry_run)
 
 
 @task(
@@ -389,7 +384,7 @@ def roll_back_release(
             f"{host.name}: {service.name}: current names {state.current or state.link!r}, "
             f"neither {from_version} (to roll back) nor {to_version}: not rolled back"
         )
-    return _switch(host, service, state, to_version, "roll_back", dry_run)
+    return _switch(host, service, state, to_version, "roll_back_release", dry_run)
 
 
 @task(
@@ -414,14 +409,13 @@ def restart_release(host: Host, service: Service) -> ReleaseChange:
         )
     version = state.current or state.link or "no release"
     _log("%s: %s restarted on %s", host.name, service.name, version)
-    return ReleaseChange(
-        host=host.name,
+    return ReleaseChange.made(
+        host.name,
+        "restart_release",
+        f"service {service.name}",
+        f"restarted on {version}: {' '.join(said.split())[-300:]}",
         service=service.name,
-        action="restart",
-        outcome="made",
         version=version,
-        previous=None,
-        detail=f"restarted on {version}: {' '.join(said.split())[-300:]}",
     )
 
 

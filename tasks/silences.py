@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from opsflow.errors import PermanentError, TransientError
 from opsflow.inventory.matchers import Matcher
 from opsflow.inventory.models import AlertmanagerLink
+from opsflow.tasks.change import Change
 from opsflow.tasks.retry import RETRY_TRANSIENT
 
 CREATED_BY = "opsflow"
@@ -34,12 +35,10 @@ class AlertmanagerRefusedError(PermanentError):
     """Alertmanager answered 4xx: the credentials or the silence are wrong."""
 
 
-class SilenceChange(BaseModel):
-    """What a silence task did: the silence's id, whether it changed anything, and what."""
+class SilenceChange(Change):
+    """What a silence task did to Alertmanager (made or unchanged), and the silence's id."""
 
     silence_id: str
-    changed: bool
-    detail: str
 
 
 def _session(link: AlertmanagerLink) -> requests.Session:
@@ -168,8 +167,12 @@ def create_silence(
             and (not pending or _close(silence["startsAt"], starts_at))
         ):
             logger.info("silence %s already mirrors %s", silence["id"], comment)
-            return SilenceChange(
-                silence_id=silence["id"], changed=False, detail="unchanged: already silenced"
+            return SilenceChange.unchanged(
+                None,
+                "create_silence",
+                f"silence {silence['id']}",
+                "already silenced",
+                silence_id=silence["id"],
             )
     body = {
         "matchers": wanted,
@@ -183,8 +186,12 @@ def create_silence(
         raise AlertmanagerRefusedError(f"POST silences: no silenceID in the answer: {answer!r}")
     silence_id = answer["silenceID"]
     logger.info("silence %s until %s: %s", silence_id, _time(ends_at), " ".join(map(str, matchers)))
-    return SilenceChange(
-        silence_id=silence_id, changed=True, detail=f"created until {_time(ends_at)}"
+    return SilenceChange.made(
+        None,
+        "create_silence",
+        f"silence {silence_id}",
+        f"created until {_time(ends_at)}",
+        silence_id=silence_id,
     )
 
 
@@ -197,19 +204,22 @@ def end_silence(link: AlertmanagerLink, silence_id: str, ends_at: datetime) -> S
     cannot change in place).
     """
     logger = get_run_logger()
+    target = f"silence {silence_id}"
+
+    def unchanged(why: str) -> SilenceChange:
+        return SilenceChange.unchanged(None, "end_silence", target, why, silence_id=silence_id)
+
     silence = _call(link, "GET", f"silence/{silence_id}")
     if silence is None:
-        return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: gone")
+        return unchanged("gone")
     if silence["status"]["state"] == "expired":
-        return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: expired")
+        return unchanged("expired")
     if ends_at <= datetime.now(UTC):
         _call(link, "DELETE", f"silence/{silence_id}")
         logger.info("silence %s expired", silence_id)
-        return SilenceChange(silence_id=silence_id, changed=True, detail="expired")
+        return SilenceChange.made(None, "end_silence", target, "expired", silence_id=silence_id)
     if _parse_time(silence["endsAt"]) <= ends_at:
-        return SilenceChange(
-            silence_id=silence_id, changed=False, detail=f"unchanged: ends {silence['endsAt']}"
-        )
+        return unchanged(f"ends {silence['endsAt']}")
     body = {
         "id": silence_id,
         "matchers": silence["matchers"],
@@ -221,4 +231,6 @@ def end_silence(link: AlertmanagerLink, silence_id: str, ends_at: datetime) -> S
     answer = _call(link, "POST", "silences", json=body) or {}
     new_id = answer.get("silenceID", silence_id)
     logger.info("silence %s now ends %s", new_id, _time(ends_at))
-    return SilenceChange(silence_id=new_id, changed=True, detail=f"ends {_time(ends_at)}")
+    return SilenceChange.made(
+        None, "end_silence", target, f"ends {_time(ends_at)}", silence_id=new_id
+    )
