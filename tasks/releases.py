@@ -262,12 +262,6 @@ def _run_guarded(host: Host, service: Service, script: str, *args: str) -> Comma
     return result
 
 
-def read_state(host: Host, service: Service) -> ReleaseState:
-    """Which release `current` names on the host and which releases it keeps."""
-    result = _run_guarded(host, service, _READ_SCRIPT)
-    return parse_release_state(host.name, service, result.stdout)
-
-
 def _switch(
     host: Host,
     service: Service,
@@ -328,8 +322,10 @@ def _switch(
     task_run_name="read_release[{service.name}@{host.name}]",
 )
 def read_release(host: Host, service: Service) -> ReleaseState:
-    """The release of the service in place on the host (reads only, so safe to retry)."""
-    return read_state(host, service)
+    """Which release `current` names on the host and which releases it keeps (reads only, so
+    safe to retry)."""
+    result = _run_guarded(host, service, _READ_SCRIPT)
+    return parse_release_state(host.name, service, result.stdout)
 
 
 @task(
@@ -351,7 +347,7 @@ def put_release(host: Host, service: Service, version: str, dry_run: bool = Fals
         dry_run: Say what would change, and change nothing.
     """
     version = valid_version(version)
-    return _switch(host, service, read_state(host, service), version, "put_release", dry_run)
+    return _switch(host, service, read_release.fn(host, service), version, "put_release", dry_run)
 
 
 @task(
@@ -378,7 +374,7 @@ def roll_back_release(
     """
     from_version = valid_version(from_version, "from_version")
     to_version = valid_version(to_version, "to_version")
-    state = read_state(host, service)
+    state = read_release.fn(host, service)
     if state.current not in (from_version, to_version):
         raise ReleaseMovedError(
             f"{host.name}: {service.name}: current names {state.current or state.link!r}, "
@@ -399,7 +395,7 @@ def restart_release(host: Host, service: Service) -> ReleaseChange:
     Uses the service's restart command, else stop then start. Raises `CommandFailedError`
     when the service does not start; whether it is healthy is the health gate's to say.
     """
-    state = read_state(host, service)
+    state = read_release.fn(host, service)
     commands = control_of(service)
     if commands.restart is not None:
         said = execute(host, commands.restart, timeout_s=CONTROL_TIMEOUT_S).stdout
@@ -419,14 +415,20 @@ def restart_release(host: Host, service: Service) -> ReleaseChange:
     )
 
 
-def health_gate(
+@task(
+    cache_policy=NONE,
+    timeout_seconds=900,
+    task_run_name="wait_for_health_gate[{service.name}@{host.name}]",
+)
+def wait_for_health_gate(
     host: Host,
     service: Service,
     deadline_s: float = 30.0,
     passes: int = 3,
     interval_s: float = 0.5,
 ) -> GateResult:
-    """Check the service's health until it passes `passes` times in a row.
+    """Check the service's health until it passes `passes` times in a row: the gate a release
+    passes before its rollout goes on.
 
     Raises `HealthGateError` when no such run of passes ends before `deadline_s`: no check
     starts after the deadline, so the gate ends within one check's own timeout of it.
@@ -442,6 +444,7 @@ def health_gate(
         checks += 1
         in_a_row = in_a_row + 1 if last.healthy else 0
         if in_a_row >= passes:
+            _log("%s: %s passed its health gate: %s", host.name, service.name, last.detail)
             return GateResult(
                 host=host.name,
                 service=service.name,
@@ -456,21 +459,3 @@ def health_gate(
                 f"a row within {deadline_s:g}s ({checks} checks, the last: {last.detail})"
             )
         time.sleep(interval_s)
-
-
-@task(
-    cache_policy=NONE,
-    timeout_seconds=900,
-    task_run_name="wait_for_health_gate[{service.name}@{host.name}]",
-)
-def wait_for_health_gate(
-    host: Host,
-    service: Service,
-    deadline_s: float = 30.0,
-    passes: int = 3,
-    interval_s: float = 0.5,
-) -> GateResult:
-    """Task form of `health_gate`: the gate a release passes before its rollout goes on."""
-    result = health_gate(host, service, deadline_s, passes, interval_s)
-    _log("%s: %s passed its health gate: %s", host.name, service.name, result.detail)
-    return result

@@ -21,7 +21,6 @@ from opsflow.tasks.releases import (
     ReleaseMissingError,
     ReleaseMovedError,
     UnsafeReleasePathError,
-    health_gate,
     parse_release_state,
     put_release,
     read_release,
@@ -84,7 +83,7 @@ def test_a_good_release_goes_in_and_back_out(lab, host: Host, app: Service) -> N
     back = roll_back_release.fn(host, app, "1.1.0", INITIAL_RELEASE)
     assert (back.state, back.version, back.previous) == ("made", INITIAL_RELEASE, "1.1.0")
     restart_release.fn(host, app)
-    health_gate(host, app, deadline_s=20, passes=2)
+    wait_for_health_gate.fn(host, app, deadline_s=20, passes=2)
     assert app_version(address, timeout=2) == INITIAL_RELEASE
 
 
@@ -108,14 +107,14 @@ def test_a_release_failing_its_health_check_is_stopped_by_the_gate_and_rolled_ba
     assert app_version(address, timeout=2) == "1.2.0-badhealth"
     started = time.monotonic()
     with pytest.raises(HealthGateError, match="did not pass its health check 2 times") as failed:
-        health_gate(host, app, deadline_s=3, passes=2, interval_s=0.2)
+        wait_for_health_gate.fn(host, app, deadline_s=3, passes=2, interval_s=0.2)
     assert time.monotonic() - started < 3 + app.health_check.timeout_s
     assert "status 503" in str(failed.value)
 
     back = roll_back_release.fn(host, app, put.version, put.previous)
     assert back.state == "made"
     restart_release.fn(host, app)
-    assert health_gate(host, app, deadline_s=20, passes=3).passes == 3
+    assert wait_for_health_gate.fn(host, app, deadline_s=20, passes=3).passes == 3
     assert app_version(address, timeout=2) == INITIAL_RELEASE
     twice = roll_back_release.fn(host, app, put.version, put.previous)
     assert twice.state == "unchanged"
@@ -129,12 +128,12 @@ def test_a_release_that_does_not_start_fails_the_gate_and_is_rolled_back(
     with pytest.raises(CommandFailedError, match=r"1\.3\.0-nostart: release defect"):
         restart_release.fn(host, app)
     with pytest.raises(HealthGateError, match="connection refused"):
-        health_gate(host, app, deadline_s=2, passes=1, interval_s=0.2)
+        wait_for_health_gate.fn(host, app, deadline_s=2, passes=1, interval_s=0.2)
     assert app_version(address, timeout=1) is None
 
     roll_back_release.fn(host, app, put.version, put.previous)
     restart_release.fn(host, app)
-    health_gate(host, app, deadline_s=20, passes=3)
+    wait_for_health_gate.fn(host, app, deadline_s=20, passes=3)
     assert (app_health(address, timeout=2) or {}).get("version") == INITIAL_RELEASE
 
 
