@@ -22,10 +22,16 @@ test: debian-packages $(BIN)/opsflow
 	$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-lint: $(BIN)/opsflow
+# Every shell script: the *.sh files (those opsflow runs on hosts among them), and the two
+# scripts without a suffix.
+SHELL_SCRIPTS = $(shell find . -name '*.sh' -not -path './.*' -not -path './build/*') \
+	scripts/install-debian-packages lab/files/svc
+
+lint: debian-packages $(BIN)/opsflow
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/lint_imports.py
+	shellcheck $(SHELL_SCRIPTS)
 
 format: $(BIN)/opsflow
 	$(BIN)/ruff format .

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from opsflow.tasks.inventory import last_good_estate
+from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.service_control import control_of
 from opsflow.tasks.ssh import execute
 
@@ -20,7 +20,7 @@ DEPLOYMENT = "first-command/first-command"
 @flow(name="first-command")
 def first_command(host: str, service: str = "app") -> int:
     """Run `service`'s status command on `host`; its exit status."""
-    estate = last_good_estate()
+    estate = read_estate.fn()
     target = estate.host(host)
     service_spec = next(s for s in estate.services if s.name == service)
     return execute(target, control_of(service_spec).status, check=False, timeout_s=30).exit_status

@@ -43,17 +43,11 @@ from opsflow.itsm.access_store import AccessStore
 from opsflow.itsm.leases import Leases
 from opsflow.itsm.store import Store
 from opsflow.settings import get_settings
-from opsflow.tasks.accounts import (
-    AccessChange,
-    AccessFacts,
-    ensure_account,
-    install_key,
-    install_sudo_rule,
-    read_access_facts,
-    remove_account,
-    remove_key,
-    remove_sudo_rule,
-)
+from opsflow.tasks.access.accounts import ensure_account, remove_account
+from opsflow.tasks.access.facts import AccessFacts, read_access_facts
+from opsflow.tasks.access.keys import install_key, remove_key
+from opsflow.tasks.access.sudo import install_sudo_rule, remove_sudo_rule
+from opsflow.tasks.change import Change
 from opsflow.tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures, submit_calls
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import notify_person
@@ -176,11 +170,11 @@ def _grant_hosts(estate: Estate, grant: AccessGrant) -> list[Host]:
     return [estate.host(n) for n in grant.hosts]
 
 
-def _changes(outcomes: Sequence[HostOutcome[Any]]) -> list[AccessChange]:
+def _changes(outcomes: Sequence[HostOutcome[Any]]) -> list[Change]:
     return [o.result for o in outcomes if o.ok and o.result is not None]
 
 
-def _publish(key: str, changes: list[AccessChange], summary: str) -> None:
+def _publish(key: str, changes: list[Change], summary: str) -> None:
     rows = [c.model_dump() for c in changes]
     create_table_artifact(key=key, table=rows or [{"detail": "nothing to do"}], description=summary)
 
@@ -246,7 +240,7 @@ def grant_access(grant_id: int, dry_run: bool = False) -> list[dict[str, Any]]:
         grant_id: the access grant's id.
         dry_run: report what would change on each host and change nothing (any state).
 
-    Returns the per-host changes, as dicts of `AccessChange`.
+    Returns the per-host changes, as dicts of `Change`.
     """
     grant = read_grant(grant_id)
     if dry_run:
@@ -276,7 +270,7 @@ def _grant(grant: AccessGrant, dry_run: bool) -> tuple[list[dict[str, Any]], Cal
     estate = read_estate()
     hosts = _hosts_of_group(estate, grant.host_group)
     limit = estate.settings.ssh_concurrency
-    changes: list[AccessChange] = []
+    changes: list[Change] = []
     what = f"grant {marker(grant.id)} ({grant.entitlement} for {grant.username})"
     try:
         with transaction():
@@ -291,10 +285,11 @@ def _grant(grant: AccessGrant, dry_run: bool) -> tuple[list[dict[str, Any]], Cal
             record_failure(grant.id, f"rolled back on every host: {exc}")
         _publish(f"access-grant-{grant.id}", changes, f"**{what} failed, rolled back.** {exc}")
         raise
-    changed = sum(c.changed for c in changes)
     if dry_run:
-        summary = f"Dry run of {what}: {changed} change(s) would be made."
+        planned = sum(c.state == "planned" for c in changes)
+        summary = f"Dry run of {what}: {planned} change(s) would be made."
     else:
+        changed = sum(c.changed for c in changes)
         grant = activate_grant(grant.id, [h.name for h in hosts])
         summary = (
             f"{what} active on {len(hosts)} host(s) until {grant.ends_at:%Y-%m-%d %H:%M:%S}Z: "
@@ -313,7 +308,7 @@ def _grant(grant: AccessGrant, dry_run: bool) -> tuple[list[dict[str, Any]], Cal
 
 def _take_away(
     estate: Estate, grant: AccessGrant, dry_run: bool = False
-) -> tuple[list[AccessChange], list[HostOutcome[Any]]]:
+) -> tuple[list[Change], list[HostOutcome[Any]]]:
     """Remove the grant's sudo rule, key and (if unused) account on each host, in that order.
 
     Every host is attempted; a host stops at its first failed step, so its account is never
@@ -336,7 +331,7 @@ def _take_away(
             },
         ),
     ]
-    changes: list[AccessChange] = []
+    changes: list[Change] = []
     failures: list[HostOutcome[Any]] = []
     for step, kwargs_for in steps:
         if not hosts:
@@ -366,7 +361,7 @@ def _tell_requester(estate: Estate, grant: AccessGrant, what: str, body: str) ->
         )
 
 
-def _close(estate: Estate, grant_id: int, state: AccessState | None) -> list[AccessChange] | None:
+def _close(estate: Estate, grant_id: int, state: AccessState | None) -> list[Change] | None:
     """Under the account's slot, take a live grant's access away and close it.
 
     `state` None means expiry: expired, or revoked when a revocation was asked for; then a
@@ -574,7 +569,7 @@ def _enforce(estate: Estate, items: list[ReviewItem]) -> None:
             futures.append((item, future))
         for item, future in futures:
             try:
-                change: AccessChange = future.result()
+                change: Change = future.result()
             except OpsError as exc:
                 item.action, item.detail = "failed", str(exc)
             else:

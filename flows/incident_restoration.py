@@ -46,7 +46,7 @@ from opsflow.itsm.timeline import render_timeline
 from opsflow.settings import get_settings
 from opsflow.tasks.concurrency import SLOT_WAIT_S, host_slot
 from opsflow.tasks.events import emit_incident_event
-from opsflow.tasks.inventory import last_good_estate, read_estate
+from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import notify_on_call
 from opsflow.tasks.problems import read_known_error, record_workaround_outcome
 from opsflow.tasks.records import (
@@ -106,7 +106,7 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
         return
     reason = f"restoration run {flow_run.name} {state.name.lower()}: {state.message}"
     try:
-        estate = last_good_estate()
+        estate = read_estate.fn()
     except OpsError as exc:
         reason += f" (and the estate cannot be read: {exc})"
         estate = None

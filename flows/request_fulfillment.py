@@ -1,6 +1,7 @@
-"""Request fulfilment: validate against the catalog, approve where policy asks, fulfil, tell, close.
+"""Request fulfillment: validate against the catalog, approve where policy asks, fulfill, tell,
+close.
 
-`fulfil_request` carries one stored service request to a final state. When its catalog item
+`fulfill_request` carries one stored service request to a final state. When its catalog item
 asks for an approver, the run pauses (a Prefect Paused state waiting for `ApprovalDecision`)
 until the desk resumes it with a decision signed by a key only opsflow holds, or until the
 approval window closes and the item's `on_timeout` policy decides (reject, or escalate to
@@ -8,7 +9,7 @@ the approvers once and then expire). A decision typed into the Prefect UI carrie
 identity in OSS Prefect, so it counts only if the estate sets `ui_approvals`.
 
 `submit_request` is the same process started from the Prefect UI's typed form: it
-validates, records the request under a lease of its own, and runs `fulfil_request` as a
+validates, records the request under a lease of its own, and runs `fulfill_request` as a
 subflow (requests submitted to the desk are carried by the workers, `desk.runners.fulfillments`).
 
 A run waiting for a decision costs nothing per second: a desk in the same process wakes it
@@ -48,7 +49,7 @@ from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
-from opsflow.flows.fulfilment import FulfilmentResult, fulfilment_flows
+from opsflow.flows.fulfillment import FulfillmentResult, fulfillment_flows
 from opsflow.inventory.models import CatalogItem, Estate
 from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
 from opsflow.itsm.catalog import InvalidRequestError, validate_inputs, validate_request
@@ -68,7 +69,7 @@ from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import person_block, send_notification
 from opsflow.tasks.records import current_flow_run_id, open_store
 
-ACTOR = "request-fulfilment"
+ACTOR = "request-fulfillment"
 APPROVAL_KEY_BLOCK = "opsflow-approval-key"
 """The Prefect Secret block holding the key the desk signs approval decisions with."""
 UI_APPROVER = "prefect-ui"
@@ -236,7 +237,7 @@ def link_request_run(request_id: int, flow_run_id: str) -> ServiceRequest:
 
 @task(cache_policy=NONE, timeout_seconds=60)
 def attach_files(request_id: int, attachments: list[Attachment]) -> ServiceRequest:
-    """Attach the files a fulfilment produced, with their checksums."""
+    """Attach the files a fulfillment produced, with their checksums."""
     return request_store().attach(
         request_id, attachments, ACTOR, datetime.now(UTC), current_flow_run_id()
     )
@@ -259,9 +260,9 @@ def load_approval_key() -> bytes | None:
 # -- the flows --------------------------------------------------------------------------
 
 
-@flow(name="request-fulfilment", flow_run_name="fulfil-{request}")
-def fulfil_request(request: str) -> str:
-    """Carry one service request through approval and fulfilment to a final state.
+@flow(name="request-fulfillment", flow_run_name="fulfill-{request}")
+def fulfill_request(request: str) -> str:
+    """Carry one service request through approval and fulfillment to a final state.
 
     Args:
         request: the request's number (REQ0000001) or id.
@@ -288,7 +289,7 @@ def fulfil_request(request: str) -> str:
         if record.state in PENDING_STATES:
             record = _decide(estate, item, record)
         if record.state == "approved":
-            record = _fulfil(item, record)
+            record = _fulfill(item, record)
     _tell_requester(estate, record)
     publish_request(record)
     logger.info("%s %s: %s", record.number, record.state, record.outcome or "")
@@ -297,13 +298,13 @@ def fulfil_request(request: str) -> str:
 
 @flow(name="submit-service-request", flow_run_name="submit-{item}-for-{requester}")
 def submit_request(item: str, inputs: dict[str, Any], requester: str) -> str:
-    """Ask for a catalog item on someone's behalf (the Prefect UI's form) and fulfil it.
+    """Ask for a catalog item on someone's behalf (the Prefect UI's form) and fulfill it.
 
     Nothing is recorded when the item, the requester or an input is refused; the run fails
     with every problem named. Otherwise the request is recorded and fulfilled as a subflow.
 
     Args:
-        item: the catalog item's name, e.g. restart-service.
+        item: the catalog item's name, e.g. request-service-restart.
         inputs: the item's inputs by name, e.g. {"service": "app", "host": "lab02"}.
         requester: the person asking, as people.yaml names them.
 
@@ -326,7 +327,7 @@ def submit_request(item: str, inputs: dict[str, Any], requester: str) -> str:
     leases, name = Leases(request_store().store), f"{LEASE_PREFIX}{record.id}"
     try:
         with leases.renewing(name, holder, get_settings().lease_seconds):
-            return fulfil_request(record.number)
+            return fulfill_request(record.number)
     finally:
         leases.release(name, holder)
 
@@ -535,20 +536,20 @@ def _escalate(estate: Estate, item: CatalogItem, record: ServiceRequest) -> None
     _notify(record, list(dict.fromkeys(blocks)), subject, body, "approvers_notified")
 
 
-# -- fulfilment and closing -------------------------------------------------------------
+# -- fulfillment and closing -------------------------------------------------------------
 
 
-def _fulfil(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
-    """Run the item's fulfilment flow as a subflow and record its outcome, runs and files."""
-    fulfilment = fulfilment_flows().get(item.fulfilment.flow)
-    if fulfilment is None:
+def _fulfill(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
+    """Run the item's fulfillment flow as a subflow and record its outcome, runs and files."""
+    fulfillment = fulfillment_flows().get(item.fulfillment.flow)
+    if fulfillment is None:
         return move_request(
             record.id,
             "failed",
-            outcome=f"fulfilment: no fulfilment flow {item.fulfilment.flow!r}",
+            outcome=f"fulfillment: no fulfillment flow {item.fulfillment.flow!r}",
         )
-    parameters: dict[str, Any] = {**item.fulfilment.parameters, **record.inputs}
-    accepted = inspect.signature(fulfilment.fn).parameters
+    parameters: dict[str, Any] = {**item.fulfillment.parameters, **record.inputs}
+    accepted = inspect.signature(fulfillment.fn).parameters
     if "reference" in accepted:
         parameters["reference"] = record.number
     unknown = sorted(set(parameters) - set(accepted))
@@ -556,23 +557,23 @@ def _fulfil(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
         return move_request(
             record.id,
             "failed",
-            outcome=f"fulfilment: {item.fulfilment.flow} takes no parameter {', '.join(unknown)}",
+            outcome=f"fulfillment: {item.fulfillment.flow} takes no parameter {', '.join(unknown)}",
         )
-    within_s = item.fulfil_within_minutes * 60
+    within_s = item.fulfill_within_minutes * 60
     record = move_request(
         record.id,
         "fulfilling",
         fulfil_due_at=datetime.now(UTC) + timedelta(seconds=within_s),
     )
-    state = fulfilment.with_options(timeout_seconds=within_s)(**parameters, return_state=True)
+    state = fulfillment.with_options(timeout_seconds=within_s)(**parameters, return_state=True)
     sub_run = state.state_details.flow_run_id
     if sub_run is not None:
         record = link_request_run(record.id, str(sub_run))
     try:
-        result: FulfilmentResult = state.result()
+        result: FulfillmentResult = state.result()
     except Exception as exc:
-        get_run_logger().warning("%s: fulfilment failed: %s", record.number, exc)
-        return move_request(record.id, "failed", outcome=f"{item.fulfilment.flow} failed: {exc}")
+        get_run_logger().warning("%s: fulfillment failed: %s", record.number, exc)
+        return move_request(record.id, "failed", outcome=f"{item.fulfillment.flow} failed: {exc}")
     if result.attachments:
         record = attach_files(record.id, result.attachments)
     return move_request(record.id, "fulfilled", outcome=result.summary)
@@ -639,4 +640,4 @@ def publish_request(record: ServiceRequest) -> None:
 if __name__ == "__main__":
     import sys
 
-    fulfil_request(sys.argv[1])
+    fulfill_request(sys.argv[1])

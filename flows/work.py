@@ -32,7 +32,7 @@ class Workshop(Protocol):
     def restore_here(self) -> bool:
         """Start restoring the next incident nobody carries in this process, unless full."""
 
-    def fulfil_next(self) -> str | None:
+    def fulfill_next(self) -> str | None:
         """Start carrying the next request nobody carries, here; its number or None."""
 
     def provision_next(self) -> int | None:
@@ -98,15 +98,15 @@ def restore_soon() -> None:
         restore_incident.delay()
 
 
-@task(name="fulfil-request", persist_result=False, tags=["itil:request-fulfilment"])
-def fulfil_request() -> str | None:
+@task(name="fulfill-request", persist_result=False, tags=["itil:request-fulfillment"])
+def fulfill_request() -> str | None:
     """A service request was submitted: start carrying the oldest request nobody carries.
 
-    Its `request-fulfilment` run goes on in a thread of the worker's own, not in the task
+    Its `request-fulfillment` run goes on in a thread of the worker's own, not in the task
     worker's: a request may wait hours for an approver and must not hold a slot that
     restorations need.
     """
-    return _workshop().fulfil_next()
+    return _workshop().fulfill_next()
 
 
 @task(name="provision-access", persist_result=False, tags=["itil:access"])
@@ -116,5 +116,5 @@ def provision_access() -> int | None:
     return _workshop().provision_next()
 
 
-WAKE_UPS = (triage_events, restore_incident, fulfil_request, provision_access)
+WAKE_UPS = (triage_events, restore_incident, fulfill_request, provision_access)
 """Every wake-up a worker serves."""

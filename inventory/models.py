@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from opsflow.inventory.matchers import MatcherText
 from opsflow.inventory.types import (
@@ -309,23 +309,32 @@ class Approval(StrictModel):
     on_timeout: Literal["reject", "escalate"] = "reject"
 
 
-class Fulfilment(StrictModel):
-    """Which flow fulfils the item, with fixed parameters merged with the request's inputs."""
+class Fulfillment(StrictModel):
+    """Which flow fulfills the item, with fixed parameters merged with the request's inputs."""
 
     flow: Name
     parameters: dict[str, str | int | bool] = Field(default_factory=dict)
 
 
 class CatalogItem(StrictModel):
-    """Something people may ask for, with its inputs, who may ask, approval and fulfilment."""
+    """Something people may ask for, with its inputs, who may ask, approval and fulfillment."""
 
     name: Name
     description: str
     inputs: list[CatalogInput] = Field(default_factory=list)
     requesters: Audience = Field(default_factory=lambda: Audience(roles=["requester"]))
     approval: Approval = Field(default_factory=Approval)
-    fulfilment: Fulfilment
-    fulfil_within_minutes: float = Field(default=30, gt=0)
+    # The first spellings, "fulfilment" and "fulfil_within_minutes", are read still: an estate
+    # written before opsflow settled on one spelling keeps loading.
+    fulfillment: Fulfillment = Field(
+        validation_alias=AliasChoices("fulfillment", "fulfilment"),
+        description="Which flow fulfills it.",
+    )
+    fulfill_within_minutes: float = Field(
+        default=30,
+        gt=0,
+        validation_alias=AliasChoices("fulfill_within_minutes", "fulfil_within_minutes"),
+    )
 
 
 class Entitlement(StrictModel):

@@ -45,10 +45,10 @@ TRANSITIONS: dict[RequestState, tuple[RequestState, ...]] = {
     "expired": (),
     "canceled": (),
 }
-"""Legal moves from each state; a request that has started fulfilment can no longer be canceled.
+"""Legal moves from each state; a request that has started fulfillment can no longer be canceled.
 
 Fulfilling goes back to approved only when the desk carrying it stopped and another takes it
-over to fulfil it again (fulfilment flows are idempotent)."""
+over to fulfill it again (fulfillment flows are idempotent)."""
 
 FINAL_STATES: tuple[RequestState, ...] = tuple(s for s, moves in TRANSITIONS.items() if not moves)
 """States a request never leaves: it is closed."""
@@ -71,7 +71,7 @@ def parse_request_id(key: int | str) -> int | None:
 
 
 class Attachment(BaseModel):
-    """A file a fulfilment produced and opsflow keeps, with the checksum both ends agreed on."""
+    """A file a fulfillment produced and opsflow keeps, with the checksum both ends agreed on."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,12 +110,12 @@ class ServiceRequest(BaseModel):
     submitted_at: UtcDatetime
     updated_at: UtcDatetime
     fulfil_due_at: UtcDatetime | None = Field(
-        default=None, description="When fulfilment must have finished, once it started."
+        default=None, description="When fulfillment must have finished, once it started."
     )
     closed_at: UtcDatetime | None = Field(
         default=None, description="When it reached a final state."
     )
-    outcome: str | None = Field(default=None, description="What fulfilment did, or why it ended.")
+    outcome: str | None = Field(default=None, description="What fulfillment did, or why it ended.")
     flow_run_ids: list[str] = Field(default_factory=list)
     attachments: list[Attachment] = Field(default_factory=list)
     version: int = Field(default=1, ge=1, description="Bumped on every change.")

@@ -29,7 +29,7 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
 
     return [
         {
-            "name": "restart-service",
+            "name": "request-service-restart",
             "description": "Restart a service on one of its hosts and check its health after.",
             "inputs": [
                 {"name": "service", "type": "service", "description": "The service."},
@@ -37,8 +37,8 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
             ],
             "requesters": REQUESTERS,
             "approval": {"policy": "none"},
-            "fulfilment": {"flow": "restart-service"},
-            "fulfil_within_minutes": 5,
+            "fulfillment": {"flow": "request-service-restart"},
+            "fulfill_within_minutes": 5,
         },
         {
             "name": "clear-old-logs",
@@ -56,8 +56,8 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
             ],
             "requesters": REQUESTERS,
             "approval": one_approver("reject"),
-            "fulfilment": {"flow": "clear-old-logs"},
-            "fulfil_within_minutes": 10,
+            "fulfillment": {"flow": "clear-old-logs"},
+            "fulfill_within_minutes": 10,
         },
         {
             "name": "diagnostic-bundle",
@@ -66,8 +66,8 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
             "inputs": [{"name": "host", "type": "host", "description": "The host."}],
             "requesters": REQUESTERS,
             "approval": one_approver("reject"),
-            "fulfilment": {"flow": "diagnostic-bundle"},
-            "fulfil_within_minutes": 10,
+            "fulfillment": {"flow": "diagnostic-bundle"},
+            "fulfill_within_minutes": 10,
         },
         {
             "name": "create-app-account",
@@ -85,8 +85,8 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
             ],
             "requesters": REQUESTERS,
             "approval": one_approver("escalate"),
-            "fulfilment": {"flow": "create-app-account"},
-            "fulfil_within_minutes": 10,
+            "fulfillment": {"flow": "create-app-account"},
+            "fulfill_within_minutes": 10,
         },
     ]
 

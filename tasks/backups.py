@@ -22,10 +22,11 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Host, Service
+from opsflow.tasks.change import Change
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.files import fetch_file
 from opsflow.tasks.retry import RETRY_TRANSIENT, is_transient
-from opsflow.tasks.service_control import start, stop
+from opsflow.tasks.service_control import start_service, stop_service
 from opsflow.tasks.ssh import execute
 
 ARCHIVE_SUFFIX = ".tar.gz"
@@ -71,8 +72,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Backup(BaseModel):
-    """One archive of a service's paths on one host, fetched here and verified."""
+class Backup(Change):
+    """One archive of a service's paths on one host, fetched here and verified (always made)."""
 
     host: str
     service: str
@@ -141,35 +142,31 @@ def take_backup(
     target_dir = Path(directory) / service.name / host.name
     with host_slot(host.name):
         stopped_at = None
-        if quiesce and stop(host, service).changed:
+        if quiesce and stop_service.fn(host, service).changed:
             stopped_at = time.monotonic()
         try:
             made = execute(host, ["sh", "-c", _ARCHIVE_SCRIPT, "sh", *relative], timeout_s=3000)
         finally:
             downtime = 0.0
             if stopped_at is not None:
-                start(host, service)
+                start_service.fn(host, service)
                 downtime = time.monotonic() - stopped_at
     started_line, remote = made.stdout.split()[:2]
     started_at = datetime.fromtimestamp(float(started_line), UTC)
     final = target_dir / _archive_name(service.name, host.name, started_at)
     partial = final.with_name(final.name + ".part")
     try:
-        fetched = fetch_file(host, remote, partial)
+        fetched = fetch_file.fn(host, remote, partial)
     finally:
         execute(host, ["rm", "-f", "--", remote], timeout_s=60, check=False)
     partial.replace(final)
     final.with_name(final.name + ".sha256").write_text(f"{fetched.sha256}  {final.name}\n")
-    logger.info(
-        "%s: %s archived %d bytes (sha256 %s…)%s",
+    change = Backup.made(
         host.name,
-        service.name,
-        fetched.size,
-        fetched.sha256[:12],
-        f", service down {downtime:.2f}s" if stopped_at is not None else "",
-    )
-    return Backup(
-        host=host.name,
+        "take_backup",
+        ", ".join(paths),
+        f"archived {fetched.size} bytes of {service.name} (sha256 {fetched.sha256[:12]}…)"
+        + (f", service down {downtime:.2f}s" if stopped_at is not None else ""),
         service=service.name,
         paths=paths,
         archive=str(final),
@@ -179,14 +176,13 @@ def take_backup(
         quiesced=stopped_at is not None,
         downtime_s=round(downtime, 3),
     )
+    logger.info("%s: %s", host.name, change.detail)
+    return change
 
 
-class Retention(BaseModel):
-    """What retention removed from one service's archives of one host."""
+class Retention(Change):
+    """What retention removed (or, planned, would remove) from one folder of archives here."""
 
-    directory: str
-    dry_run: bool
-    changed: bool
     removed: list[str]
     kept: list[str]
 
@@ -202,13 +198,15 @@ def apply_retention(directory: str, keep: int, dry_run: bool = False) -> Retenti
     for path in [] if dry_run else doomed:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
-    return Retention(
-        directory=directory,
-        dry_run=dry_run,
-        changed=bool(doomed) and not dry_run,
-        removed=[p.name for p in doomed],
-        kept=[p.name for p in kept],
-    )
+    names = {"removed": [p.name for p in doomed], "kept": [p.name for p in kept]}
+    if not doomed:
+        return Retention.unchanged(
+            None, "apply_retention", directory, f"{len(kept)} archive(s), keep {keep}", **names
+        )
+    what = f"{len(doomed)} of {len(archives)} archives, keeping the newest {len(kept)}"
+    if dry_run:
+        return Retention.planned(None, "apply_retention", directory, f"remove {what}", **names)
+    return Retention.made(None, "apply_retention", directory, f"removed {what}", **names)
 
 
 class RestoreTest(BaseModel):

@@ -141,7 +141,7 @@ def read_certificate_file(host: Host, cert_file: CertificateFile) -> Certificate
     path = PurePosixPath(cert_file.path)
     with tempfile.TemporaryDirectory(prefix="opsflow-cert-") as scratch:
         local = Path(scratch) / "cert"
-        fetched = fetch_file(host, str(path), local)
+        fetched = fetch_file.fn(host, str(path), local)
         if fetched.size > MAX_CERT_FILE_BYTES:
             raise PermanentError(f"{host.name}: {path} is {fetched.size} bytes: not a certificate")
         certs = parse_certificates(local.read_bytes(), f"{host.name}:{path}")

@@ -31,6 +31,7 @@ from prefect.utilities.math import clamped_poisson_interval
 
 from opsflow.errors import OpsError
 from opsflow.inventory.models import Host
+from opsflow.tasks.change import Change
 
 T = TypeVar("T")
 
@@ -188,14 +189,14 @@ def _since(started: float) -> float:
 def _row(outcome: HostOutcome[Any]) -> dict[str, Any]:
     """The host's line in the fan-out's table: outcome, attempts, time, and what happened."""
     if outcome.ok:
-        changed = getattr(outcome.result, "changed", None)
+        change = outcome.result.state if isinstance(outcome.result, Change) else ""
         detail = str(getattr(outcome.result, "detail", "") or "")
     else:
-        changed, detail = None, f"{type(outcome.error).__name__}: {outcome.error}"
+        change, detail = "", f"{type(outcome.error).__name__}: {outcome.error}"
     return {
         "host": outcome.host.name,
         "outcome": "ok" if outcome.ok else "failed",
-        "changed": "" if changed is None else changed,
+        "change": change,
         "attempts": outcome.attempts,
         "seconds": outcome.duration_s,
         "detail": detail[:DETAIL_CHARS],

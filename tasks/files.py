@@ -41,18 +41,28 @@ def remote_sha256(host: Host, path: str) -> str:
     return result.stdout.split()[0]
 
 
-def fetch_file(host: Host, remote_path: str, local_path: Path) -> FetchedFile:
-    """Copy one regular file from the host and verify its SHA-256 against the host's own."""
+@task(
+    cache_policy=NONE,
+    **RETRY_TRANSIENT,
+    timeout_seconds=900,
+    task_run_name="fetch_file[{host.name}:{remote_path}]",
+)
+def fetch_file(host: Host, remote_path: str, local_path: str | Path) -> FetchedFile:
+    """Copy one regular file from the host and verify its SHA-256 against the host's own.
+
+    Safe to retry: the copy is rewritten whole.
+    """
+    destination = Path(local_path)
     if not PurePosixPath(remote_path).is_absolute():
         raise PermanentError(f"{host.name}: remote path {remote_path!r} must be absolute")
     expected = remote_sha256(host, remote_path)
-    local_path.parent.mkdir(parents=True, exist_ok=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     try:
         with open_sftp(host, SFTP_TIMEOUT_S) as sftp:
             if not stat.S_ISREG(sftp.stat(remote_path).st_mode or 0):
                 raise PermanentError(f"{host.name}: {remote_path} is not a regular file")
-            with sftp.open(remote_path, "rb") as remote, local_path.open("wb") as local:
+            with sftp.open(remote_path, "rb") as remote, destination.open("wb") as local:
                 remote.prefetch()
                 while chunk := remote.read(CHUNK):
                     digest.update(chunk)
@@ -60,7 +70,7 @@ def fetch_file(host: Host, remote_path: str, local_path: Path) -> FetchedFile:
     except OSError as exc:
         raise SSHTransientError(host.name, f"SFTP copy of {remote_path} failed: {exc}") from None
     if digest.hexdigest() != expected:
-        local_path.unlink(missing_ok=True)
+        destination.unlink(missing_ok=True)
         raise ChecksumMismatchError(
             f"{host.name}: {remote_path}: copy has sha256 {digest.hexdigest()}, "
             f"host says {expected}"
@@ -68,18 +78,7 @@ def fetch_file(host: Host, remote_path: str, local_path: Path) -> FetchedFile:
     return FetchedFile(
         host=host.name,
         remote_path=remote_path,
-        local_path=str(local_path),
-        size=local_path.stat().st_size,
+        local_path=str(destination),
+        size=destination.stat().st_size,
         sha256=expected,
     )
-
-
-@task(
-    cache_policy=NONE,
-    **RETRY_TRANSIENT,
-    timeout_seconds=900,
-    task_run_name="fetch_file[{host.name}:{remote_path}]",
-)
-def fetch_remote_file(host: Host, remote_path: str, local_path: str) -> FetchedFile:
-    """Task form of `fetch_file`: safe to retry, the copy is rewritten whole."""
-    return fetch_file(host, remote_path, Path(local_path))

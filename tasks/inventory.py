@@ -22,17 +22,12 @@ _lock = threading.Lock()
 
 @task(timeout_seconds=60, cache_policy=NONE)
 def read_estate(estate_dir: str | None = None) -> Estate:
-    """The estate a flow acts on, read as a task (`last_good_estate`)."""
-    return last_good_estate(estate_dir)
-
-
-def last_good_estate(estate_dir: str | None = None) -> Estate:
     """Load and validate the estate: `estate_dir`, else `OPSFLOW_INVENTORY`, else the lab's.
 
     A typo in one file must not stop triage and restoration in a process that already ran
-    on a good estate: then that estate is used, and every caller says so in a warning. A
-    plain function, so that code outside a task (a flow's failure hook) reads the same
-    estate. A process that never loaded one fails with the problems (`InventoryError`).
+    on a good estate: then that estate is used, and every caller says so in a warning. Code
+    outside a task (a flow's failure hook) reads the same estate through `read_estate.fn`.
+    A process that never loaded one fails with the problems (`InventoryError`).
     """
     directory = Path(estate_dir or get_settings().estate_dir).resolve()
     with _lock:

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Literal
+from functools import partial
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Host, Service
+from opsflow.tasks.change import Change
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.ssh import execute
 
@@ -157,20 +158,15 @@ find "$dir" -maxdepth 1 -type f -name "$pattern" ! -name "$live" -printf '%i %T@
 """
 
 
-class CleanupResult(BaseModel):
+class LogCleanup(Change):
     """What clean-up did (or, in a dry run, would do) in one service's log directory."""
 
-    host: str
     service: str
-    directory: str
-    dry_run: bool
-    changed: bool
     deleted: list[str] = Field(description="Names removed (or to remove), with the rule.")
-    freed_bytes: int
+    freed_bytes: int = Field(description="Bytes freed (or, planned, that would be).")
     kept: int = Field(description="Matching files the policy keeps.")
     used_percent_before: float | None
-    used_percent_after: float | None = Field(description="Measured after; projected in dry run.")
-    detail: str
+    used_percent_after: float | None = Field(description="Measured after; projected if planned.")
 
 
 @contextmanager
@@ -218,23 +214,22 @@ def _delete(host: Host, policy: CleanupPolicy, doomed: list[Doomed]) -> set[str]
 )
 def clean_logs(
     host: Host, service: Service, policy: CleanupPolicy, dry_run: bool = False
-) -> CleanupResult:
+) -> LogCleanup:
     """Delete the rotated logs `policy` names, and nothing else; not retried (it deletes)."""
     with _slot(host, dry_run):
         found = _read_directory(host, policy)
         if found is None:
-            return CleanupResult(
-                host=host.name,
+            return LogCleanup.unchanged(
+                host.name,
+                "clean_logs",
+                policy.directory,
+                f"{policy.directory} does not exist",
                 service=service.name,
-                directory=policy.directory,
-                dry_run=dry_run,
-                changed=False,
                 deleted=[],
                 freed_bytes=0,
                 kept=0,
                 used_percent_before=None,
                 used_percent_after=None,
-                detail=f"unchanged: {policy.directory} does not exist",
             )
         fs, files = found
         doomed = plan_cleanup(files, fs, policy, time.time())
@@ -249,26 +244,29 @@ def clean_logs(
             measured = _read_directory(host, policy)
             after = measured[0].used_percent if measured else None
     freed = sum(d.file.size for d in removed)
-    verb = "would delete" if dry_run else "deleted"
-    detail = (
-        f"{verb} {len(removed)} of {len(files)} matching files, {freed / 2**20:.1f} MiB"
-        if removed
-        else f"unchanged: none of {len(files)} files matching {policy.pattern!r} is due"
-    )
-    get_run_logger().info("%s: %s: %s", host.name, policy.directory, detail)
-    return CleanupResult(
-        host=host.name,
+    counts = f"{len(removed)} of {len(files)} matching files, {freed / 2**20:.1f} MiB"
+    if not removed:
+        report = partial(
+            LogCleanup.unchanged,
+            why=f"none of {len(files)} files matching {policy.pattern!r} is due",
+        )
+    elif dry_run:
+        report = partial(LogCleanup.planned, what=f"delete {counts}")
+    else:
+        report = partial(LogCleanup.made, what=f"deleted {counts}")
+    change = report(
+        host.name,
+        "clean_logs",
+        policy.directory,
         service=service.name,
-        directory=policy.directory,
-        dry_run=dry_run,
-        changed=bool(removed) and not dry_run,
         deleted=[f"{d.file.name} ({d.reason})" for d in removed],
         freed_bytes=freed,
         kept=len(files) - len(removed),
         used_percent_before=fs.used_percent,
         used_percent_after=after,
-        detail=detail,
     )
+    get_run_logger().info("%s: %s: %s", host.name, policy.directory, change.detail)
+    return change
 
 
 UNSAFE_EXIT = 86
@@ -390,20 +388,14 @@ exit 0
 """
 
 
-class RotationResult(BaseModel):
+class LogRotation(Change):
     """What rotating one service's live log did (or, in a dry run, would do)."""
 
-    host: str
     service: str
-    log: str
-    dry_run: bool
-    changed: bool
-    action: Literal["rotated", "skipped"]
     rotated_bytes: int
     deleted: list[str]
-    steps: list[str] = Field(description="Renames done (or, in a dry run, planned).")
+    steps: list[str] = Field(description="Renames done (or, planned, to do).")
     rotated_files: list[str] = Field(description="Rotated files present after the run.")
-    detail: str
 
 
 def parse_rotation(output: str) -> tuple[str, int, list[str], list[str], list[str]]:
@@ -438,7 +430,7 @@ def rotate_log(
     keep: int,
     min_size_bytes: int = 1,
     dry_run: bool = False,
-) -> RotationResult:
+) -> LogRotation:
     """Rotate the service's live log into `NAME.log.1.gz`, keeping `keep` rotated files.
 
     The live log is compressed into place, then truncated (copytruncate), because the
@@ -472,25 +464,29 @@ def rotate_log(
         status, size, deleted, moves, kept = parse_rotation(result.stdout)
     rotated = status.startswith("rotate")
     if rotated and dry_run:
-        detail = f"would rotate {size} bytes, delete {len(deleted)}, then keep {keep}"
+        report = partial(
+            LogRotation.planned,
+            what=f"rotate {size} bytes, delete {len(deleted)}, then keep {keep}",
+        )
     elif rotated:
-        detail = f"rotated {size} bytes into {log}.1.gz; {len(kept)} rotated files kept"
+        report = partial(
+            LogRotation.made,
+            what=f"rotated {size} bytes into {log}.1.gz; {len(kept)} rotated files kept",
+        )
     else:
-        detail = "unchanged: " + status.removeprefix("skip ")
-    get_run_logger().info("%s: %s: %s", host.name, log, detail)
-    return RotationResult(
-        host=host.name,
+        report = partial(LogRotation.unchanged, why=status.removeprefix("skip "))
+    change = report(
+        host.name,
+        "rotate_log",
+        log,
         service=service.name,
-        log=log,
-        dry_run=dry_run,
-        changed=rotated and not dry_run,
-        action="rotated" if rotated else "skipped",
         rotated_bytes=size if rotated else 0,
         deleted=deleted,
         steps=moves,
         rotated_files=sorted(kept, key=_rotation_index),
-        detail=detail,
     )
+    get_run_logger().info("%s: %s: %s", host.name, log, change.detail)
+    return change
 
 
 def _rotation_index(path: str) -> tuple[int, str]:

@@ -29,7 +29,7 @@ from opsflow.itsm.maintenance_store import (
     get_window,
     record_silences,
 )
-from opsflow.tasks.inventory import last_good_estate
+from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import current_flow_run_id, open_store
 from opsflow.tasks.silences import create_silence, end_silence
 
@@ -159,7 +159,7 @@ def maintenance_window(
         name or flow_run.flow_name or "opsflow", hosts, reason, minutes
     )
     try:
-        estate = estate or last_good_estate()
+        estate = estate or read_estate.fn()
         window = mirror_window(window.id, estate)
     except OpsError as exc:
         _logger().error("maintenance window %s is not mirrored as silences: %s", window.label, exc)

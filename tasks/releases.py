@@ -10,8 +10,8 @@ it (otherwise as the directory's owner), and refuse a `releases` directory other
 and links where directories belong: a link planted there cannot make root act elsewhere.
 Versions are checked before anything reaches a host.
 
-Each changing task returns a `ReleaseChange`: unchanged (and why), planned (a dry run) or
-made. It is a local result until opsflow has one change type for every task.
+Each changing task returns a `ReleaseChange`, a `Change` with the release it leaves in place:
+unchanged (and why), planned (a dry run) or made.
 """
 
 from __future__ import annotations
@@ -30,10 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Host, Service
 from opsflow.inventory.types import ReleaseVersion
+from opsflow.tasks.change import Change
 from opsflow.tasks.logs import ABSENT_EXIT, UNSAFE_EXIT, in_log_dir
 from opsflow.tasks.retry import RETRY_TRANSIENT
-from opsflow.tasks.service_control import CONTROL_TIMEOUT_S, control_of, start, stop
-from opsflow.tasks.services import HealthResult, probe_health
+from opsflow.tasks.service_control import (
+    CONTROL_TIMEOUT_S,
+    control_of,
+    start_service,
+    stop_service,
+)
+from opsflow.tasks.services import HealthResult, check_service_health
 from opsflow.tasks.ssh import CommandResult, execute
 
 RELEASES_BASE = PurePosixPath("/var/lib")
@@ -103,28 +109,15 @@ class ReleaseState(BaseModel):
     )
 
 
-Outcome = Literal["unchanged", "planned", "made"]
-
-
-class ReleaseChange(BaseModel):
+class ReleaseChange(Change):
     """What one release step did, or would do in a dry run, on one host."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str
     service: str
-    action: Literal["put", "restart", "roll_back"]
-    outcome: Outcome
     version: str = Field(description="The release in place after the step (or, planned, then).")
     previous: str | None = Field(
         default=None, description="The release `current` named before the step, if any."
     )
-    detail: str = Field(description='What was done, or "unchanged: <why>".')
-
-    @property
-    def changed(self) -> bool:
-        """True when the host changed."""
-        return self.outcome == "made"
 
 
 class GateResult(BaseModel):
@@ -269,28 +262,25 @@ def _run_guarded(host: Host, service: Service, script: str, *args: str) -> Comma
     return result
 
 
-def read_state(host: Host, service: Service) -> ReleaseState:
-    """Which release `current` names on the host and which releases it keeps."""
-    result = _run_guarded(host, service, _READ_SCRIPT)
-    return parse_release_state(host.name, service, result.stdout)
-
-
 def _switch(
     host: Host,
     service: Service,
     state: ReleaseState,
     version: str,
-    action: Literal["put", "roll_back"],
+    action: Literal["put_release", "roll_back_release"],
     dry_run: bool,
 ) -> ReleaseChange:
     """Point `current` at `version` unless it already names it; `state` is what was just read."""
-    change = {"host": host.name, "service": service.name, "action": action, "version": version}
+    target = f"{release_root(service)}/current"
+    change = {"service": service.name, "version": version}
     if state.current == version:
-        return ReleaseChange(
-            **change,
-            outcome="unchanged",
+        return ReleaseChange.unchanged(
+            host.name,
+            action,
+            target,
+            f"current already names {version}",
             previous=version,
-            detail=f"unchanged: current already names {version}",
+            **change,
         )
     if version in state.links:
         raise UnsafeReleasePathError(
@@ -305,19 +295,23 @@ def _switch(
         )
     before = state.current or state.link or "nothing"
     if dry_run:
-        return ReleaseChange(
-            **change,
-            outcome="planned",
+        return ReleaseChange.planned(
+            host.name,
+            action,
+            target,
+            f"point current from {before} to {version}",
             previous=state.current,
-            detail=f"would point current from {before} to {version}",
+            **change,
         )
     _run_guarded(host, service, _SWITCH_SCRIPT, version, state.link or "")
     _log("%s: %s: current %s -> %s", host.name, service.name, before, version)
-    return ReleaseChange(
-        **change,
-        outcome="made",
+    return ReleaseChange.made(
+        host.name,
+        action,
+        target,
+        f"current pointed from {before} to {version}",
         previous=state.current,
-        detail=f"current pointed from {before} to {version}",
+        **change,
     )
 
 
@@ -328,8 +322,10 @@ def _switch(
     task_run_name="read_release[{service.name}@{host.name}]",
 )
 def read_release(host: Host, service: Service) -> ReleaseState:
-    """The release of the service in place on the host (reads only, so safe to retry)."""
-    return read_state(host, service)
+    """Which release `current` names on the host and which releases it keeps (reads only, so
+    safe to retry)."""
+    result = _run_guarded(host, service, _READ_SCRIPT)
+    return parse_release_state(host.name, service, result.stdout)
 
 
 @task(
@@ -351,7 +347,7 @@ def put_release(host: Host, service: Service, version: str, dry_run: bool = Fals
         dry_run: Say what would change, and change nothing.
     """
     version = valid_version(version)
-    return _switch(host, service, read_state(host, service), version, "put", dry_run)
+    return _switch(host, service, read_release.fn(host, service), version, "put_release", dry_run)
 
 
 @task(
@@ -378,13 +374,13 @@ def roll_back_release(
     """
     from_version = valid_version(from_version, "from_version")
     to_version = valid_version(to_version, "to_version")
-    state = read_state(host, service)
+    state = read_release.fn(host, service)
     if state.current not in (from_version, to_version):
         raise ReleaseMovedError(
             f"{host.name}: {service.name}: current names {state.current or state.link!r}, "
             f"neither {from_version} (to roll back) nor {to_version}: not rolled back"
         )
-    return _switch(host, service, state, to_version, "roll_back", dry_run)
+    return _switch(host, service, state, to_version, "roll_back_release", dry_run)
 
 
 @task(
@@ -399,62 +395,24 @@ def restart_release(host: Host, service: Service) -> ReleaseChange:
     Uses the service's restart command, else stop then start. Raises `CommandFailedError`
     when the service does not start; whether it is healthy is the health gate's to say.
     """
-    state = read_state(host, service)
+    state = read_release.fn(host, service)
     commands = control_of(service)
     if commands.restart is not None:
         said = execute(host, commands.restart, timeout_s=CONTROL_TIMEOUT_S).stdout
     else:
-        said = "; ".join(r.detail for r in (stop(host, service), start(host, service)))
+        said = "; ".join(
+            r.detail for r in (stop_service.fn(host, service), start_service.fn(host, service))
+        )
     version = state.current or state.link or "no release"
     _log("%s: %s restarted on %s", host.name, service.name, version)
-    return ReleaseChange(
-        host=host.name,
+    return ReleaseChange.made(
+        host.name,
+        "restart_release",
+        f"service {service.name}",
+        f"restarted on {version}: {' '.join(said.split())[-300:]}",
         service=service.name,
-        action="restart",
-        outcome="made",
         version=version,
-        previous=None,
-        detail=f"restarted on {version}: {' '.join(said.split())[-300:]}",
     )
-
-
-def health_gate(
-    host: Host,
-    service: Service,
-    deadline_s: float = 30.0,
-    passes: int = 3,
-    interval_s: float = 0.5,
-) -> GateResult:
-    """Check the service's health until it passes `passes` times in a row.
-
-    Raises `HealthGateError` when no such run of passes ends before `deadline_s`: no check
-    starts after the deadline, so the gate ends within one check's own timeout of it.
-    """
-    if passes < 1 or deadline_s <= 0 or interval_s < 0:
-        raise ValueError("passes must be >= 1, deadline_s > 0 and interval_s >= 0")
-    started = time.monotonic()
-    deadline = started + deadline_s
-    in_a_row = checks = 0
-    last: HealthResult | None = None
-    while True:
-        last = probe_health(host, service)
-        checks += 1
-        in_a_row = in_a_row + 1 if last.healthy else 0
-        if in_a_row >= passes:
-            return GateResult(
-                host=host.name,
-                service=service.name,
-                passes=in_a_row,
-                checks=checks,
-                elapsed_s=round(time.monotonic() - started, 3),
-                detail=last.detail,
-            )
-        if time.monotonic() + interval_s > deadline:
-            raise HealthGateError(
-                f"{host.name}: {service.name} did not pass its health check {passes} times in "
-                f"a row within {deadline_s:g}s ({checks} checks, the last: {last.detail})"
-            )
-        time.sleep(interval_s)
 
 
 @task(
@@ -469,7 +427,35 @@ def wait_for_health_gate(
     passes: int = 3,
     interval_s: float = 0.5,
 ) -> GateResult:
-    """Task form of `health_gate`: the gate a release passes before its rollout goes on."""
-    result = health_gate(host, service, deadline_s, passes, interval_s)
-    _log("%s: %s passed its health gate: %s", host.name, service.name, result.detail)
-    return result
+    """Check the service's health until it passes `passes` times in a row: the gate a release
+    passes before its rollout goes on.
+
+    Raises `HealthGateError` when no such run of passes ends before `deadline_s`: no check
+    starts after the deadline, so the gate ends within one check's own timeout of it.
+    """
+    if passes < 1 or deadline_s <= 0 or interval_s < 0:
+        raise ValueError("passes must be >= 1, deadline_s > 0 and interval_s >= 0")
+    started = time.monotonic()
+    deadline = started + deadline_s
+    in_a_row = checks = 0
+    last: HealthResult | None = None
+    while True:
+        last = check_service_health.fn(host, service)
+        checks += 1
+        in_a_row = in_a_row + 1 if last.healthy else 0
+        if in_a_row >= passes:
+            _log("%s: %s passed its health gate: %s", host.name, service.name, last.detail)
+            return GateResult(
+                host=host.name,
+                service=service.name,
+                passes=in_a_row,
+                checks=checks,
+                elapsed_s=round(time.monotonic() - started, 3),
+                detail=last.detail,
+            )
+        if time.monotonic() + interval_s > deadline:
+            raise HealthGateError(
+                f"{host.name}: {service.name} did not pass its health check {passes} times in "
+                f"a row within {deadline_s:g}s ({checks} checks, the last: {last.detail})"
+            )
+        time.sleep(interval_s)

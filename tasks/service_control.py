@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from opsflow.errors import CommandFailedError, PermanentError
 from opsflow.inventory.models import Host, Service, ServiceControl
+from opsflow.tasks.change import Change
 from opsflow.tasks.retry import RETRY_TRANSIENT
 from opsflow.tasks.ssh import execute
 
@@ -64,57 +65,10 @@ def read_service_states(host: Host, services: list[Service]) -> ServiceStates:
     return ServiceStates(host=host.name, states={s.name: service_state(host, s) for s in services})
 
 
-class ControlResult(BaseModel):
-    """What stopping or starting a service did on one host."""
-
-    host: str
-    service: str
-    action: Literal["stop", "start"]
-    changed: bool
-    detail: str
-
-
-def stop(host: Host, service: Service) -> ControlResult:
-    """Stop the service unless its status says it is already stopped."""
-    commands = control_of(service)
-    before = service_state(host, service)
-    if before != "running":
-        return ControlResult(
-            host=host.name,
-            service=service.name,
-            action="stop",
-            changed=False,
-            detail=f"status says {before}: nothing stopped",
-        )
-    result = execute(host, commands.stop, timeout_s=CONTROL_TIMEOUT_S)
-    return ControlResult(
-        host=host.name,
-        service=service.name,
-        action="stop",
-        changed=True,
-        detail=(result.stdout or result.stderr).strip()[-300:],
-    )
-
-
-def start(host: Host, service: Service) -> ControlResult:
-    """Start the service unless its status says it already runs."""
-    commands = control_of(service)
-    if service_state(host, service) == "running":
-        return ControlResult(
-            host=host.name,
-            service=service.name,
-            action="start",
-            changed=False,
-            detail="status says running: nothing started",
-        )
-    result = execute(host, commands.start, timeout_s=CONTROL_TIMEOUT_S)
-    return ControlResult(
-        host=host.name,
-        service=service.name,
-        action="start",
-        changed=True,
-        detail=(result.stdout or result.stderr).strip()[-300:],
-    )
+def _done(verb: str, output: str) -> str:
+    """What a control command did, with the end of what it said."""
+    said = output.strip()[-300:]
+    return f"{verb}: {said}" if said else verb
 
 
 @task(
@@ -122,11 +76,22 @@ def start(host: Host, service: Service) -> ControlResult:
     timeout_seconds=180,
     task_run_name="stop_service[{service.name}@{host.name}]",
 )
-def stop_service(host: Host, service: Service) -> ControlResult:
-    """Task form of `stop`; not retried, a stop half-done is not ours to repeat blindly."""
-    result = stop(host, service)
-    get_run_logger().info("%s: stop %s: %s", host.name, service.name, result.detail)
-    return result
+def stop_service(host: Host, service: Service) -> Change:
+    """Stop the service unless its status says it is already stopped.
+
+    Not retried: a stop half-done is not ours to repeat blindly.
+    """
+    commands = control_of(service)
+    target = f"service {service.name}"
+    before = service_state(host, service)
+    if before != "running":
+        change = Change.unchanged(host.name, "stop_service", target, f"status says {before}")
+    else:
+        result = execute(host, commands.stop, timeout_s=CONTROL_TIMEOUT_S)
+        said = _done("stopped", result.stdout or result.stderr)
+        change = Change.made(host.name, "stop_service", target, said)
+    get_run_logger().info("%s: %s", host.name, change.detail)
+    return change
 
 
 @task(
@@ -134,12 +99,22 @@ def stop_service(host: Host, service: Service) -> ControlResult:
     timeout_seconds=180,
     task_run_name="start_service[{service.name}@{host.name}]",
 )
-def start_service(host: Host, service: Service) -> ControlResult:
-    """Task form of `start`; not retried, a failed start is reported, not repeated."""
-    try:
-        result = start(host, service)
-    except CommandFailedError:
-        get_run_logger().exception("%s: %s did not start", host.name, service.name)
-        raise
-    get_run_logger().info("%s: start %s: %s", host.name, service.name, result.detail)
-    return result
+def start_service(host: Host, service: Service) -> Change:
+    """Start the service unless its status says it already runs.
+
+    Not retried: a failed start is reported, not repeated.
+    """
+    commands = control_of(service)
+    target = f"service {service.name}"
+    if service_state(host, service) == "running":
+        change = Change.unchanged(host.name, "start_service", target, "status says running")
+    else:
+        try:
+            result = execute(host, commands.start, timeout_s=CONTROL_TIMEOUT_S)
+        except CommandFailedError:
+            get_run_logger().exception("%s: %s did not start", host.name, service.name)
+            raise
+        said = _done("started", result.stdout or result.stderr)
+        change = Change.made(host.name, "start_service", target, said)
+    get_run_logger().info("%s: %s", host.name, change.detail)
+    return change

@@ -7,7 +7,6 @@ import time
 import requests
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from opsflow.errors import OpsError, PermanentError
@@ -25,7 +24,12 @@ class HealthResult(BaseModel):
     latency_ms: float
 
 
-def probe_health(host: Host, service: Service) -> HealthResult:
+@task(
+    cache_policy=NONE,
+    timeout_seconds=120,
+    task_run_name="check_service_health[{service.name}@{host.name}]",
+)
+def check_service_health(host: Host, service: Service) -> HealthResult:
     """Run the service's health check against one host; a failure is a result, not an error."""
     check = service.health_check
     started = time.monotonic()
@@ -66,19 +70,6 @@ def _probe_command(host: Host, check: CommandCheck) -> tuple[bool, str]:
     return result.ok, f"exit {result.exit_status}: {tail[0][:200]}"
 
 
-@task(
-    cache_policy=NONE,
-    timeout_seconds=120,
-    task_run_name="check_service_health[{service.name}@{host.name}]",
-)
-def check_service_health(host: Host, service: Service) -> HealthResult:
-    """One service's health check on one host, logged when it fails."""
-    result = probe_health(host, service)
-    if not result.healthy:
-        get_run_logger().warning("%s on %s unhealthy: %s", service.name, host.name, result.detail)
-    return result
-
-
 class NotRestoredError(PermanentError):
     """The service did not answer its health check before the verification deadline."""
 
@@ -92,7 +83,7 @@ def verify_restored(host: Host, service: Service, deadline_s: float = 20.0) -> H
     """Poll the health check until it passes; raise `NotRestoredError` at the deadline."""
     deadline = time.monotonic() + deadline_s
     while True:
-        result = probe_health(host, service)
+        result = check_service_health.fn(host, service)
         if result.healthy:
             return result
         if time.monotonic() > deadline:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from opsflow.errors import PermanentError, TransientError
 from opsflow.inventory.matchers import Matcher
 from opsflow.inventory.models import AlertmanagerLink
+from opsflow.tasks.change import Change
 from opsflow.tasks.retry import RETRY_TRANSIENT
 
 CREATED_BY = "opsflow"
@@ -34,12 +35,10 @@ class AlertmanagerRefusedError(PermanentError):
     """Alertmanager answered 4xx: the credentials or the silence are wrong."""
 
 
-class SilenceChange(BaseModel):
-    """What a silence task did: the silence's id, whether it changed anything, and what."""
+class SilenceChange(Change):
+    """What a silence task did to Alertmanager (made or unchanged), and the silence's id."""
 
     silence_id: str
-    changed: bool
-    detail: str
 
 
 def _session(link: AlertmanagerLink) -> requests.Session:
@@ -162,7 +161,9 @@ def create_silence(
         found = _ours(_call(session, link, "GET", "silences"), comment, wanted, starts_at, ends_at)
         if found is not None:
             logger.info("silence %s already mirrors %s", found, comment)
-            return SilenceChange(silence_id=found, changed=False, detail="unchanged: there")
+            return SilenceChange.unchanged(
+                None, "create_silence", f"silence {found}", "already silenced", silence_id=found
+            )
         body = {
             "matchers": wanted,
             "startsAt": _time(starts_at),
@@ -175,8 +176,12 @@ def create_silence(
         raise AlertmanagerRefusedError(f"POST silences: no silenceID in the answer: {answer!r}")
     silence_id = answer["silenceID"]
     logger.info("silence %s until %s: %s", silence_id, _time(ends_at), " ".join(map(str, matchers)))
-    return SilenceChange(
-        silence_id=silence_id, changed=True, detail=f"created until {_time(ends_at)}"
+    return SilenceChange.made(
+        None,
+        "create_silence",
+        f"silence {silence_id}",
+        f"created until {_time(ends_at)}",
+        silence_id=silence_id,
     )
 
 
@@ -211,21 +216,25 @@ def end_silence(link: AlertmanagerLink, silence_id: str, ends_at: datetime) -> S
     cannot change in place).
     """
     logger = get_run_logger()
+    target = f"silence {silence_id}"
+
+    def unchanged(why: str) -> SilenceChange:
+        return SilenceChange.unchanged(None, "end_silence", target, why, silence_id=silence_id)
+
     with _session(link) as session:
         silence = _call(session, link, "GET", f"silence/{silence_id}")
         if silence is None:
-            return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: gone")
+            return unchanged("gone")
         if silence["status"]["state"] == "expired":
-            return SilenceChange(silence_id=silence_id, changed=False, detail="unchanged: expired")
+            return unchanged("expired")
         # A silence cannot end before it starts: one that would is expired (a window
         # cancelled before it began, or closed now).
         if ends_at <= max(datetime.now(UTC), _parse_time(silence["startsAt"])):
             _call(session, link, "DELETE", f"silence/{silence_id}")
             logger.info("silence %s expired", silence_id)
-            return SilenceChange(silence_id=silence_id, changed=True, detail="expired")
+            return SilenceChange.made(None, "end_silence", target, "expired", silence_id=silence_id)
         if _parse_time(silence["endsAt"]) <= ends_at:
-            detail = f"unchanged: ends {silence['endsAt']}"
-            return SilenceChange(silence_id=silence_id, changed=False, detail=detail)
+            return unchanged(f"ends {silence['endsAt']}")
         body = {
             "id": silence_id,
             "matchers": silence["matchers"],
@@ -237,4 +246,6 @@ def end_silence(link: AlertmanagerLink, silence_id: str, ends_at: datetime) -> S
         answer = _call(session, link, "POST", "silences", json=body) or {}
     new_id = answer.get("silenceID", silence_id)
     logger.info("silence %s now ends %s", new_id, _time(ends_at))
-    return SilenceChange(silence_id=new_id, changed=True, detail=f"ends {_time(ends_at)}")
+    return SilenceChange.made(
+        None, "end_silence", target, f"ends {_time(ends_at)}", silence_id=new_id
+    )

@@ -69,9 +69,6 @@ class CommandResult(BaseModel):
     stdout: str = Field(description="The whole standard output (within the command's bound).")
     stderr: str = Field(description=f"Last {TAIL_CHARS} characters of standard error.")
     duration_s: float
-    changed: bool | None = Field(
-        default=None, description="Whether the command changed the host, where that is known."
-    )
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,7 @@
 """The desk's service requests: the catalog, submitting, following, approving and rejecting.
 
 A new request is recorded and answered at once (201), and a worker is woken to carry it
-(`fulfil-request`): its `request-fulfilment` flow runs in a thread of that worker
+(`fulfill-request`): its `request-fulfillment` flow runs in a thread of that worker
 (`desk.runners.fulfillments`), so it starts in milliseconds instead of waiting for a runner to poll
 for a deployment run. An approval is authenticated here, checked against the item's policy
 (never the requester), signed with the key in the `opsflow-approval-key` Secret block, and
@@ -77,7 +77,7 @@ class CatalogEntry(BaseModel):
     approval: str
     approval_timeout_minutes: float | None = None
     on_timeout: str | None = None
-    fulfil_within_minutes: float
+    fulfill_within_minutes: float
     may_request: bool
 
 
@@ -123,7 +123,7 @@ def _entry(item: CatalogItem, estate: Estate, person: Person) -> CatalogEntry:
         approval=_describe_approvers(item),
         approval_timeout_minutes=item.approval.timeout_minutes if needs_approval else None,
         on_timeout=item.approval.on_timeout if needs_approval else None,
-        fulfil_within_minutes=item.fulfil_within_minutes,
+        fulfill_within_minutes=item.fulfill_within_minutes,
         may_request=item.requesters.admits(person),
     )
 

@@ -1,7 +1,7 @@
 """Service requests carried to a final state in a worker's threads, and taken over when it dies.
 
-The desk records a submitted request with no lease and wakes a worker (`fulfil-request`);
-the worker leases the oldest request nobody carries and runs its `request-fulfilment` flow
+The desk records a submitted request with no lease and wakes a worker (`fulfill-request`);
+the worker leases the oldest request nobody carries and runs its `request-fulfillment` flow
 in a thread of its own (`Carrier`). One thread per request, not a small pool: a request
 waiting for approval holds its thread while paused, and a small pool would let a few pending
 approvals block every standard request behind them. `max_running` bounds the threads, apart
@@ -26,7 +26,7 @@ from opsflow.desk.runners.lease_keeper import crash_runs
 from opsflow.itsm.request_store import LEASE_PREFIX, RequestStore
 from opsflow.itsm.requests import CARRIED_STATES
 
-logger = logging.getLogger("opsflow.desk.fulfilments")
+logger = logging.getLogger("opsflow.desk.fulfillments")
 
 ACTOR = "service-desk"
 DEFAULT_MAX_RUNNING = 200
@@ -34,11 +34,11 @@ DEFAULT_MAX_RUNNING = 200
 
 
 class RequestRunner(Carrier):
-    """Runs each request's fulfilment flow in its own daemon thread of a worker process.
+    """Runs each request's fulfillment flow in its own daemon thread of a worker process.
 
     Args:
         requests: the service requests.
-        run: runs the fulfilment of one request (by number) in the calling thread.
+        run: runs the fulfillment of one request (by number) in the calling thread.
         max_running: most requests carried here at once.
         lease_s: how long this process's leases last without renewal.
     """
@@ -52,7 +52,7 @@ class RequestRunner(Carrier):
     ) -> None:
         super().__init__(requests.store, LEASE_PREFIX, lease_s, max_running)
         self._requests = requests
-        self._run = run or _run_fulfilment
+        self._run = run or _run_fulfillment
 
     def waiting(self, changed_before: datetime | None) -> list[int]:
         """Requests not yet final that no lease covers, oldest first."""
@@ -63,7 +63,7 @@ class RequestRunner(Carrier):
         return self._requests.get(item_id).state in CARRIED_STATES
 
     def carry(self, item_id: int) -> None:
-        """Run the request's fulfilment flow here, to its end or its next take-over."""
+        """Run the request's fulfillment flow here, to its end or its next take-over."""
         self._run(self._requests.get(item_id).number)
 
     def note_take_over(self, item_id: int, holder: str) -> None:
@@ -85,12 +85,12 @@ class RequestRunner(Carrier):
             self._requests.note(record.id, ACTOR, "taken_up", detail, now)
             logger.warning("took up %s (%s): %s", record.number, record.state, why)
         if record.state == "fulfilling":
-            # Fulfilment flows are idempotent: doing it again finishes what was interrupted.
+            # Fulfillment flows are idempotent: doing it again finishes what was interrupted.
             self._requests.move(record.id, "approved", ACTOR, now, decided_at=record.decided_at)
 
 
-def _run_fulfilment(number: str) -> Any:
-    from opsflow.flows.request_fulfillment import fulfil_request
+def _run_fulfillment(number: str) -> Any:
+    from opsflow.flows.request_fulfillment import fulfill_request
 
-    with tags("itil:request-fulfilment"):
-        return fulfil_request(number)
+    with tags("itil:request-fulfillment"):
+        return fulfill_request(number)

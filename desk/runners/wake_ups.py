@@ -14,7 +14,7 @@ import queue
 import threading
 from typing import Any
 
-from opsflow.flows.work import fulfil_request, provision_access
+from opsflow.flows.work import fulfill_request, provision_access
 
 logger = logging.getLogger("opsflow.desk.wake_ups")
 
@@ -23,7 +23,7 @@ MAX_QUEUED = 10_000
 
 
 class WakeUps:
-    """Sends the `fulfil-request` and `provision-access` wake-ups in the background."""
+    """Sends the `fulfill-request` and `provision-access` wake-ups in the background."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
@@ -32,7 +32,7 @@ class WakeUps:
 
     def request_submitted(self) -> None:
         """A service request was recorded: a worker should start carrying it."""
-        self._send(fulfil_request)
+        self._send(fulfill_request)
 
     def access_changed(self) -> None:
         """A grant was approved or its revocation asked for: a worker should carry it out."""

@@ -1,6 +1,7 @@
 """clean-disk: delete services' rotated logs by their log policy, so they do not fill the disks.
 
-Never the live log; it reports changed or unchanged per host, and a dry run what would go.
+Never the live log; it reports per host what it deleted (made) or why nothing (unchanged), and
+a dry run what would go (planned).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 from opsflow.flows.routine_ops import common
 from opsflow.tasks.fanout import HostOutcome, map_hosts, raise_failures
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.logs import CleanupPolicy, CleanupResult, clean_logs
+from opsflow.tasks.logs import CleanupPolicy, LogCleanup, clean_logs
 
 
 @flow(name="clean-disk")
@@ -26,7 +27,7 @@ def clean_disk(
     older_than_days: float | None = None,
     max_total_mb: float | None = None,
     max_used_percent: int | None = None,
-) -> list[CleanupResult]:
+) -> list[LogCleanup]:
     """Delete services' rotated logs by policy (name, age, size, filesystem use); nothing else.
 
     Each rule defaults to the service's inventory `log_policy`: files matching `pattern`
@@ -45,7 +46,7 @@ def clean_disk(
         max_used_percent: Filesystem use to get under, overriding the policy's.
     """
     estate = read_estate(estate_dir)
-    results: list[CleanupResult] = []
+    results: list[LogCleanup] = []
     failures: list[HostOutcome[Any]] = []
     for service in common.services(estate, services):
         if not service.log_dir:
@@ -63,7 +64,8 @@ def clean_disk(
         )
         results += [o.result for o in outcomes if o.ok]
         failures += [o for o in outcomes if not o.ok]
-    changed = sum(r.changed for r in results)
+    changing = sum(r.state != "unchanged" for r in results)
+    changed = "would change" if dry_run else "changed"
     freed = sum(r.freed_bytes for r in results)
     create_table_artifact(
         key="clean-disk",
@@ -71,8 +73,8 @@ def clean_disk(
             {
                 "host": r.host,
                 "service": r.service,
-                "directory": r.directory,
-                "changed": r.changed,
+                "directory": r.target,
+                "change": r.state,
                 "deleted": len(r.deleted),
                 "freed_mib": round(r.freed_bytes / 2**20, 2),
                 "used_before": r.used_percent_before,
@@ -84,7 +86,7 @@ def clean_disk(
         ]
         + common.failure_rows(failures),
         description=("**Dry run: nothing deleted.** " if dry_run else "")
-        + f"{changed} of {len(results)} log directories changed; "
+        + f"{changing} of {len(results)} log directories {changed}; "
         f"{freed / 2**20:.1f} MiB {'would be ' if dry_run else ''}freed.",
     )
     raise_failures("disk clean-up", failures)

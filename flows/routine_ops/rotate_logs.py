@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from opsflow.flows.routine_ops import common
 from opsflow.tasks.fanout import HostOutcome, map_hosts, raise_failures
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.logs import RotationResult, rotate_log
+from opsflow.tasks.logs import LogRotation, rotate_log
 
 
 @flow(name="rotate-logs")
@@ -24,7 +24,7 @@ def rotate_logs(
     keep: int = 7,
     min_size_kb: int = 0,
     dry_run: bool = False,
-) -> list[RotationResult]:
+) -> list[LogRotation]:
     """Rotate each service's live log (`LOG_DIR/NAME.log`) into compressed numbered files.
 
     Args:
@@ -36,7 +36,7 @@ def rotate_logs(
         dry_run: Report the renames and deletions it would make, and make none.
     """
     estate = read_estate(estate_dir)
-    results: list[RotationResult] = []
+    results: list[LogRotation] = []
     failures: list[HostOutcome[Any]] = []
     for service in common.services(estate, services):
         if not service.log_dir:
@@ -58,9 +58,8 @@ def rotate_logs(
             {
                 "host": r.host,
                 "service": r.service,
-                "log": r.log,
-                "changed": r.changed,
-                "action": r.action,
+                "log": r.target,
+                "change": r.state,
                 "rotated_kib": round(r.rotated_bytes / 1024, 1),
                 "deleted": ", ".join(r.deleted),
                 "rotated_files": len(r.rotated_files),
@@ -70,7 +69,7 @@ def rotate_logs(
         ]
         + common.failure_rows(failures),
         description=("**Dry run: nothing rotated.** " if dry_run else "")
-        + f"{sum(r.action == 'rotated' for r in results)} of {len(results)} logs "
+        + f"{sum(r.state != 'unchanged' for r in results)} of {len(results)} logs "
         f"{'would be ' if dry_run else ''}rotated, keeping {keep}.",
     )
     raise_failures("log rotation", failures)

@@ -14,6 +14,7 @@ from typing import Any
 from prefect.transactions import Transaction
 from pydantic import BaseModel, Field
 
+from opsflow.tasks.change import Change
 from opsflow.tasks.records import open_store
 
 
@@ -24,13 +25,13 @@ class Diagnosis(BaseModel):
     facts: dict[str, str] = Field(default_factory=dict)
 
 
-class Remediation(BaseModel):
-    """What a runbook did; `changed` is False when there was nothing to do."""
+class Remediation(Change):
+    """What a runbook's remediate step did on the host (made), or why it did nothing
+    (unchanged); a runbook has no dry run, so never planned."""
 
-    changed: bool
-    actions: list[str]
-    ok: bool = True
-    detail: str = ""
+    actions: list[str] = Field(description="What it did, step by step, or why nothing.")
+    ok: bool = Field(default=True, description="Whether every command it ran succeeded.")
+    output: str = Field(default="", description="The end of what the last command said.")
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,16 @@ def remediate(host: Host, service: Service) -> Remediation:
     )
     actions = [f"deleted {len(deleted)} rotated logs older than {policy.delete_after_days} days"]
     actions += [f"compressed {len(compressed)} rotated logs"]
-    return Remediation(
-        changed=bool(deleted or compressed),
+    if not (deleted or compressed):
+        due = "no rotated log due for deletion or compression"
+        return Remediation.unchanged(host.name, "clean_logs", directory, due, actions=actions)
+    return Remediation.made(
+        host.name,
+        "clean_logs",
+        directory,
+        "; ".join(actions),
         actions=actions,
-        detail="\n".join(deleted + compressed)[-1000:],
+        output="\n".join(deleted + compressed)[-1000:],
     )
 
 

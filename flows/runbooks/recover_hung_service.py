@@ -7,18 +7,18 @@ from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
 from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
-from opsflow.flows.runbooks.restart_service import control
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.logs import read_log_tail
-from opsflow.tasks.services import probe_health
+from opsflow.tasks.service_control import control_of
+from opsflow.tasks.services import check_service_health
 from opsflow.tasks.ssh import execute
 
 
 @task(cache_policy=NONE, timeout_seconds=120, task_run_name="diagnose[{service.name}@{host.name}]")
 def diagnose(host: Host, service: Service) -> Diagnosis:
     """Compare what the process table says with what the health check says."""
-    status = execute(host, control(service).status, check=False, timeout_s=30)
-    health = probe_health(host, service)
+    status = execute(host, control_of(service).status, check=False, timeout_s=30)
+    health = check_service_health.fn(host, service)
     return Diagnosis(
         summary=(
             f"{service.name} on {host.name}: status exit {status.exit_status}, "
@@ -31,20 +31,26 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 @task(cache_policy=NONE, timeout_seconds=180, task_run_name="recover[{service.name}@{host.name}]")
 def remediate(host: Host, service: Service) -> Remediation:
     """Stop the service hard (its stop command kills what does not exit), then start it."""
-    commands = control(service)
+    commands = control_of(service)
     get_transaction().set("target", (host, service))
-    if probe_health(host, service).healthy:
-        return Remediation(changed=False, actions=["health check passes: nothing to recover"])
+    target = f"service {service.name}"
+    if check_service_health.fn(host, service).healthy:
+        nothing = "health check passes: nothing to recover"
+        return Remediation.unchanged(host.name, "recover", target, nothing, actions=[nothing])
     stopped = execute(host, commands.stop, check=False, timeout_s=60)
     started = execute(host, commands.start, check=False, timeout_s=60)
-    return Remediation(
-        changed=True,
-        actions=[
-            f"ran {stopped.command}: exit {stopped.exit_status}",
-            f"ran {started.command}: exit {started.exit_status}",
-        ],
+    actions = [
+        f"ran {stopped.command}: exit {stopped.exit_status}",
+        f"ran {started.command}: exit {started.exit_status}",
+    ]
+    return Remediation.made(
+        host.name,
+        "recover",
+        target,
+        "; ".join(actions),
+        actions=actions,
         ok=stopped.ok and started.ok,
-        detail=(started.stderr or started.stdout).strip()[-500:],
+        output=(started.stderr or started.stdout).strip()[-500:],
     )
 
 
@@ -52,7 +58,7 @@ def remediate(host: Host, service: Service) -> Remediation:
 def stop_after_failed_recovery(transaction: Transaction) -> None:
     """Verification failed: stop the service so no hung half-started process is left behind."""
     host, service = transaction.get("target")
-    result = execute(host, control(service).stop, check=False, timeout_s=60)
+    result = execute(host, control_of(service).stop, check=False, timeout_s=60)
     record_rollback(transaction, f"stopped {service.name} on {host.name}: {result.command}")
 
 

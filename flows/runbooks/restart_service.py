@@ -1,4 +1,8 @@
-"""restart-service: the service is down; start it again."""
+"""restart-service: the service is down; start it again.
+
+A runbook, run by incident restoration; not the catalog's `request-service-restart`, which
+restarts a running service because someone asked.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,17 @@ from prefect import task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
-from opsflow.errors import PermanentError
 from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.logs import read_log_tail
+from opsflow.tasks.service_control import control_of
 from opsflow.tasks.ssh import execute
-
-
-def control(service: Service):
-    """The service's control commands; a runbook cannot act on a service without them."""
-    if service.control is None:
-        raise PermanentError(f"service {service.name} has no control commands in the inventory")
-    return service.control
 
 
 @task(cache_policy=NONE, timeout_seconds=120, task_run_name="diagnose[{service.name}@{host.name}]")
 def diagnose(host: Host, service: Service) -> Diagnosis:
     """Ask the service's status command and read the log's end."""
-    status = execute(host, control(service).status, check=False, timeout_s=30)
+    status = execute(host, control_of(service).status, check=False, timeout_s=30)
     state = "running" if status.ok else f"not running (status exit {status.exit_status})"
     return Diagnosis(
         summary=f"{service.name} on {host.name}: {state}",
@@ -37,16 +34,22 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 @task(cache_policy=NONE, timeout_seconds=120, task_run_name="start[{service.name}@{host.name}]")
 def remediate(host: Host, service: Service) -> Remediation:
     """Start the service unless its status says it already runs."""
-    commands = control(service)
+    commands = control_of(service)
     get_transaction().set("target", (host, service))
+    target = f"service {service.name}"
     if execute(host, commands.status, check=False, timeout_s=30).ok:
-        return Remediation(changed=False, actions=["status says running: nothing started"])
+        nothing = "status says running: nothing started"
+        return Remediation.unchanged(host.name, "start", target, nothing, actions=[nothing])
     started = execute(host, commands.start, check=False, timeout_s=60)
-    return Remediation(
-        changed=True,
-        actions=[f"ran {started.command}: exit {started.exit_status}"],
+    ran = f"ran {started.command}: exit {started.exit_status}"
+    return Remediation.made(
+        host.name,
+        "start",
+        target,
+        ran,
+        actions=[ran],
         ok=started.ok,
-        detail=(started.stderr or started.stdout).strip()[-500:],
+        output=(started.stderr or started.stdout).strip()[-500:],
     )
 
 
@@ -54,7 +57,7 @@ def remediate(host: Host, service: Service) -> Remediation:
 def stop_half_started(transaction: Transaction) -> None:
     """Verification failed: stop what the start left behind, so a human finds a clean state."""
     host, service = transaction.get("target")
-    result = execute(host, control(service).stop, check=False, timeout_s=60)
+    result = execute(host, control_of(service).stop, check=False, timeout_s=60)
     record_rollback(transaction, f"stopped {service.name} on {host.name}: {result.command}")
 
 

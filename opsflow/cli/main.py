@@ -135,7 +135,7 @@ def worker(
         int, typer.Option(help="Port of this worker's /metrics (0: a free one, in the log).")
     ] = 0,
 ) -> None:
-    """Triage, restore, fulfil requests and change access as Prefect hands out the work,
+    """Triage, restore, fulfill requests and change access as Prefect hands out the work,
     until Ctrl-C.
 
     Run as many as the estate needs, on any machines that reach the records database and

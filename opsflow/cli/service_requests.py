@@ -88,7 +88,7 @@ def catalog(as_json: JsonOption = False) -> None:
 
 @request_app.command("submit")
 def submit(
-    item: Annotated[str, typer.Argument(help="The catalog item, e.g. restart-service.")],
+    item: Annotated[str, typer.Argument(help="The catalog item, e.g. request-service-restart.")],
     inputs: Annotated[
         list[str] | None, typer.Argument(help="The item's inputs as NAME=VALUE, e.g. host=lab02.")
     ] = None,
@@ -145,7 +145,7 @@ def show(request: RequestArgument, as_json: JsonOption = False) -> None:
 def approve(
     request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
 ) -> None:
-    """Approve a request waiting for you (never your own); its fulfilment starts at once."""
+    """Approve a request waiting for you (never your own); its fulfillment starts at once."""
     detail = call_desk("POST", f"/requests/{request}/approve", json={"comment": comment})
     if as_json:
         print_json(detail)

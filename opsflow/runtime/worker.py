@@ -1,4 +1,4 @@
-"""`opsflow worker`: a process that triages, restores, fulfils requests and changes access.
+"""`opsflow worker`: a process that triages, restores, fulfills requests and changes access.
 
 Any number of workers, on any machines that reach the records database and the Prefect
 server, subscribe to the wake-ups of `flows.work` as Prefect task workers; Prefect hands each
@@ -48,7 +48,7 @@ from opsflow.itsm.store import Store
 from opsflow.logs import configure_logging
 from opsflow.runtime import worker_metrics
 from opsflow.runtime.flow_runs import run_flow_here
-from opsflow.tasks.inventory import last_good_estate
+from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import open_store
 from opsflow.tasks.ssh import warm_connection
 
@@ -107,7 +107,7 @@ class Worker:
         """A wake-up said an incident waits: restore the oldest one nobody carries."""
         return self.restorations.run_next()
 
-    def fulfil_next(self) -> str | None:
+    def fulfill_next(self) -> str | None:
         """A wake-up said a request was submitted: start carrying the oldest nobody carries."""
         request_id = self.requests.run_next()
         return None if request_id is None else request_number(request_id)
@@ -216,7 +216,7 @@ class Worker:
         """Open the host's SSH connection while Prefect starts the restoration's run
         (~0.25 s), so that the runbook's first command does not wait for the handshake."""
         try:
-            host = last_good_estate().host(host_name)
+            host = read_estate.fn().host(host_name)
         except (OpsError, KeyError):
             return  # the restoration itself says why it cannot act on this host
         warm_connection(host)

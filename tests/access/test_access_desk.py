@@ -169,7 +169,7 @@ def test_sudo_grant_gives_sudo_on_its_group_only(
     assert {(c["host"], c["action"]) for c in plan} == {
         (h, a) for h in DB for a in ("ensure_account", "install_key", "install_sudo_rule")
     }
-    assert all(c["dry_run"] and c["detail"].startswith("would") for c in plan)
+    assert all(c["state"] == "planned" and c["detail"].startswith("would") for c in plan)
     assert lab_state(access_lab) == before
     assert approve(access_desk, bob, grant["id"]).status_code == 202
     grant_when(access_desk, alice, grant["id"], lambda g: g["state"] == "active", 30)

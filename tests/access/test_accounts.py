@@ -10,21 +10,13 @@ from prefect import flow
 
 from opsflow.itsm.access import marker
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import (
-    MANAGED_GROUP,
+from opsflow.tasks.access.accounts import UnmanagedAccountError, ensure_account, remove_account
+from opsflow.tasks.access.facts import MANAGED_GROUP, read_access_facts, read_account
+from opsflow.tasks.access.keys import install_key, remove_key
+from opsflow.tasks.access.sudo import (
     SudoRuleRejectedError,
-    UnmanagedAccountError,
-    add_key,
-    create_account,
-    delete_account,
-    delete_key,
-    delete_sudo_rule,
-    ensure_account,
-    install_key,
     install_sudo_rule,
-    put_sudo_rule,
-    read_access_facts,
-    read_account,
+    remove_sudo_rule,
     write_sudo_rule,
 )
 from tests.access.conftest import Person, host_state, live_grant, ssh_as
@@ -84,11 +76,12 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
 ) -> None:
     before = host_state(access_lab, host.name)
     plan = [
-        create_account(host, USER, dry_run=True),
-        add_key(host, USER, people["carol"].public_key, GRANT, dry_run=True),
-        put_sudo_rule(host, USER, GRANT, "test", dry_run=True),
+        ensure_account.fn(host, USER, dry_run=True),
+        install_key.fn(host, USER, people["carol"].public_key, GRANT, dry_run=True),
+        install_sudo_rule.fn(host, USER, GRANT, "test", dry_run=True),
     ]
-    assert all(c.changed and c.dry_run for c in plan)
+    assert [c.state for c in plan] == ["planned"] * 3
+    assert not any(c.changed for c in plan), "a dry run changes nothing, so reports no change"
     assert [c.detail.split()[0] for c in plan] == ["would", "would", "would"]
     assert host_state(access_lab, host.name) == before
 
@@ -97,22 +90,22 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
 def test_removal_takes_only_what_opsflow_put_there(
     access_lab: Any, host: Any, people: dict[str, Person]
 ) -> None:
-    create_account(host, USER)
-    add_key(host, USER, people["carol"].public_key, GRANT)
+    ensure_account.fn(host, USER)
+    install_key.fn(host, USER, people["carol"].public_key, GRANT)
     own = people["bob"].public_key
     run_on_host(
         host.name,
         ["sh", "-c", f'echo "{own}" >> /home/{USER}/.ssh/authorized_keys'],
         access_lab.directory,
     )
-    assert delete_key(host, USER, GRANT).changed
-    assert not delete_key(host, USER, GRANT).changed
+    assert remove_key.fn(host, USER, GRANT).changed
+    assert not remove_key.fn(host, USER, GRANT).changed
     keys = run_on_host(
         host.name, ["cat", f"/home/{USER}/.ssh/authorized_keys"], access_lab.directory
     ).stdout
     assert keys.strip() == own, "the user's own key line is kept"
-    assert delete_account(host, USER).changed
-    assert not delete_account(host, USER).changed
+    assert remove_account.fn(host, USER).changed
+    assert not remove_account.fn(host, USER).changed
     assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 2
 
 
@@ -122,14 +115,14 @@ def test_a_marker_the_user_wrote_does_not_keep_the_account(
 ) -> None:
     """A granted user copies the grant's marker onto a key of their own: once the grant is
     gone, the account goes too, because only the records say which grants are live."""
-    create_account(host, USER)
-    add_key(host, USER, people["carol"].public_key, GRANT)
+    ensure_account.fn(host, USER)
+    install_key.fn(host, USER, people["carol"].public_key, GRANT)
     own = people["bob"].public_key.split()[:2]
     planted = " ".join([*own, marker(GRANT + 7)])
     written = f"echo '{planted}' >> ~/.ssh/authorized_keys"
     assert ssh_as(host, USER, people["carol"].key_file, written) == 0
-    assert delete_key(host, USER, GRANT).changed
-    assert delete_account(host, USER, still_granted=[]).changed
+    assert remove_key.fn(host, USER, GRANT).changed
+    assert remove_account.fn(host, USER, still_granted=[]).changed
     assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 2
 
 
@@ -139,10 +132,10 @@ def test_an_account_opsflow_did_not_create_is_never_adopted_or_removed(
 ) -> None:
     run_on_host(host.name, ["useradd", "--create-home", USER], access_lab.directory)
     with pytest.raises(UnmanagedAccountError, match=f"not in group {MANAGED_GROUP}"):
-        create_account(host, USER)
+        ensure_account.fn(host, USER)
     with pytest.raises(UnmanagedAccountError):
-        add_key(host, USER, people["carol"].public_key, GRANT)
-    assert not delete_account(host, USER, still_granted=None).changed
+        install_key.fn(host, USER, people["carol"].public_key, GRANT)
+    assert not remove_account.fn(host, USER, still_granted=None).changed
     assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 0
 
 
@@ -155,14 +148,14 @@ def test_visudo_rejects_a_bad_rule_before_it_is_in_place(access_lab: Any, host: 
     sudo = run_on_host(host.name, ["sudo", "-n", "-l", "-U", "root"], access_lab.directory)
     assert sudo.returncode == 0, "sudo still reads its configuration"
     with pytest.raises(ValueError, match="not opsflow-"):
-        delete_sudo_rule(host, "README")
+        remove_sudo_rule.fn(host, "README")
 
 
 @pytest.mark.usefixtures("clean")
 def test_a_symlinked_authorized_keys_cannot_make_root_write_elsewhere(
     access_lab: Any, host: Any, people: dict[str, Person]
 ) -> None:
-    create_account(host, USER)
+    ensure_account.fn(host, USER)
     for argv in (
         ["mkdir", "-p", f"/home/{USER}/.ssh"],
         ["chown", f"{USER}:", f"/home/{USER}/.ssh"],
@@ -175,19 +168,19 @@ def test_a_symlinked_authorized_keys_cannot_make_root_write_elsewhere(
     )
     shadow = run_on_host(host.name, ["cat", "/etc/shadow"], access_lab.directory).stdout
     with pytest.raises(Exception, match="Permission denied"):
-        add_key(host, USER, people["carol"].public_key, GRANT)
+        install_key.fn(host, USER, people["carol"].public_key, GRANT)
     assert run_on_host(host.name, ["cat", "/etc/shadow"], access_lab.directory).stdout == shadow
 
 
 @pytest.mark.parametrize(
     ("call", "args"),
     [
-        (create_account, ("carol;id",)),
-        (create_account, ("-rf",)),
-        (delete_account, ("ALL",)),
-        (put_sudo_rule, ("dave", GRANT, "x\nALL ALL=(ALL) NOPASSWD: ALL")),
-        (put_sudo_rule, ("dave ALL", GRANT, "test")),
-        (add_key, ("dave", 'command="sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA', GRANT)),
+        (ensure_account.fn, ("carol;id",)),
+        (ensure_account.fn, ("-rf",)),
+        (remove_account.fn, ("ALL",)),
+        (install_sudo_rule.fn, ("dave", GRANT, "x\nALL ALL=(ALL) NOPASSWD: ALL")),
+        (install_sudo_rule.fn, ("dave ALL", GRANT, "test")),
+        (install_key.fn, ("dave", 'command="sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA', GRANT)),
     ],
 )
 def test_tasks_refuse_values_that_are_not_plain_names(
@@ -209,8 +202,8 @@ def test_a_crafted_authorized_keys_cannot_pass_for_root(
     access_lab: Any, host: Any, people: dict[str, Person]
 ) -> None:
     """Dave writes a file whose last lines read like root's account; nothing believes it."""
-    create_account(host, USER)
-    add_key(host, USER, people["carol"].public_key, GRANT)
+    ensure_account.fn(host, USER)
+    install_key.fn(host, USER, people["carol"].public_key, GRANT)
     grant_line = next(iter(read_account(host, USER).authorized_keys))
     # Exactly the last 4,000 characters a command result used to keep, shaped like the
     # account script's output: a passwd entry for uid 0, the managed group, the separator.
@@ -224,7 +217,7 @@ def test_a_crafted_authorized_keys_cannot_pass_for_root(
     assert ssh_as(host, USER, people["carol"].key_file, written) == 0, "dave wrote his own file"
     root_before = _root_keys(access_lab, host)
     try:
-        second = add_key(host, USER, people["bob"].public_key, GRANT + 1)
+        second = install_key.fn(host, USER, people["bob"].public_key, GRANT + 1)
         assert second.changed
         assert _root_keys(access_lab, host) == root_before, "root's keys were touched"
         account = read_account(host, USER)
@@ -236,12 +229,12 @@ def test_a_crafted_authorized_keys_cannot_pass_for_root(
         ).stdout
         assert bob_body in dave_keys
 
-        assert delete_key(host, USER, GRANT + 1).changed
+        assert remove_key.fn(host, USER, GRANT + 1).changed
         carol_grant = live_grant(GRANT, USER, people["carol"].public_key, [host.name])
-        kept = delete_account(host, USER, still_granted=[carol_grant])
+        kept = remove_account.fn(host, USER, still_granted=[carol_grant])
         assert not kept.changed and "opsflow key" in kept.detail, "grant 9001 still needs it"
-        assert delete_key(host, USER, GRANT).changed
-        assert delete_account(host, USER).changed
+        assert remove_key.fn(host, USER, GRANT).changed
+        assert remove_account.fn(host, USER).changed
         gone = run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory)
         assert gone.returncode == 2
     finally:

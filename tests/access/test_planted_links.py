@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import create_account, read_access_facts
+from opsflow.tasks.access.accounts import ensure_account
+from opsflow.tasks.access.facts import read_access_facts
 from tests.access.conftest import Person
 
 pytestmark = pytest.mark.usefixtures("access_env")
@@ -21,7 +22,7 @@ ROOT_GRANT = 7777
 def frank(access_lab: Any, access_estate: Any) -> Any:
     """frank, a managed account on lab02; gone afterwards, with root's keys file."""
     host = access_estate.host(HOST)
-    create_account(host, USER)
+    ensure_account.fn(host, USER)
     yield host
     run_on_host(HOST, ["userdel", "--force", "--remove", USER], access_lab.directory)
     run_on_host(HOST, ["rm", "-rf", "/root/.ssh"], access_lab.directory)

@@ -8,7 +8,8 @@ import pytest
 
 from opsflow.lab.hosts.plan import account_ids
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import add_key, create_account, delete_account, delete_key
+from opsflow.tasks.access.accounts import ensure_account, remove_account
+from opsflow.tasks.access.keys import install_key, remove_key
 from tests.access.conftest import Person, ssh_as
 from tests.support import wait_for
 
@@ -59,8 +60,8 @@ def granted(access_lab: Any, access_estate: Any, people: dict[str, Person]) -> A
     uids = {}
     for name in HOSTS:
         host = access_estate.host(name)
-        create_account(host, USER)
-        add_key(host, USER, people["carol"].public_key, GRANT)
+        ensure_account.fn(host, USER)
+        install_key.fn(host, USER, people["carol"].public_key, GRANT)
         assert ssh_as(host, USER, people["carol"].key_file, WORK) == 0
         uids[name] = on(access_lab, name, 'id -u "$1"', USER).strip()
         wait_for(
@@ -90,14 +91,14 @@ def test_revocation_ends_every_process_and_job_of_the_user(
     assert "sleep 3602" in scheduled(access_lab, "lab03")
     assert USER in scheduled(access_lab, "lab03")
 
-    assert delete_key(host, USER, GRANT).changed
-    removal = delete_account(host, USER)
+    assert remove_key.fn(host, USER, GRANT).changed
+    removal = remove_account.fn(host, USER)
 
     assert removal.changed, removal.detail
     assert processes(access_lab, "lab03", uid) == {}, "the user's processes outlived revocation"
     assert scheduled(access_lab, "lab03") == "", "the user's crontab or at job is left"
     assert run_on_host("lab03", ["getent", "passwd", USER], access_lab.directory).returncode == 2
-    assert not delete_account(host, USER).changed
+    assert not remove_account.fn(host, USER).changed
 
 
 def test_revocation_on_one_host_leaves_a_namesake_on_another_alone(
@@ -109,8 +110,8 @@ def test_revocation_on_one_host_leaves_a_namesake_on_another_alone(
     lab04_before = processes(access_lab, "lab04", granted["lab04"])
     lab04_jobs = scheduled(access_lab, "lab04")
 
-    delete_key(access_estate.host("lab03"), USER, GRANT)
-    assert delete_account(access_estate.host("lab03"), USER).changed
+    remove_key.fn(access_estate.host("lab03"), USER, GRANT)
+    assert remove_account.fn(access_estate.host("lab03"), USER).changed
 
     assert processes(access_lab, "lab04", granted["lab04"]) == lab04_before
     assert scheduled(access_lab, "lab04") == lab04_jobs

@@ -20,15 +20,9 @@ from opsflow.flows.access_provisioning import (
 )
 from opsflow.itsm.access import AccessRequestCreate, marker, resolve_request
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.accounts import (
-    AUTHORIZED_KEYS_MAX_BYTES,
-    KEY_LINES_MAX,
-    add_key,
-    create_account,
-    delete_account,
-    delete_key,
-    read_access_facts,
-)
+from opsflow.tasks.access.accounts import ensure_account, remove_account
+from opsflow.tasks.access.facts import AUTHORIZED_KEYS_MAX_BYTES, KEY_LINES_MAX, read_access_facts
+from opsflow.tasks.access.keys import install_key, remove_key
 from tests.access.conftest import Person, ssh_as
 
 pytestmark = pytest.mark.usefixtures("access_env")
@@ -59,8 +53,8 @@ def gone(lab: Any, host: str, username: str) -> bool:
 def gina(access_lab: Any, access_estate: Any, people: dict[str, Person]) -> Any:
     """gina, granted on lab01 with carol's key; gone afterwards."""
     host = access_estate.host("lab01")
-    create_account(host, "gina")
-    add_key(host, "gina", people["carol"].public_key, 9201)
+    ensure_account.fn(host, "gina")
+    install_key.fn(host, "gina", people["carol"].public_key, 9201)
     yield host
     run_on_host(host.name, ["userdel", "--force", "--remove", "gina"], access_lab.directory)
 
@@ -91,9 +85,9 @@ def test_an_oversized_authorized_keys_blocks_neither_review_nor_revocation(
     assert not [r for r in rows if r["kind"] == "host"], "every host was read"
 
     # Revocation as the flow does it: the grant's key, then the account nobody else needs.
-    assert delete_key(gina, "gina", 9201).changed
+    assert remove_key.fn(gina, "gina", 9201).changed
     assert f"{marker(9201)}\n" not in keys_file(access_lab, gina.name, "gina")
-    removal = delete_account(gina, "gina", still_granted=[])
+    removal = remove_account.fn(gina, "gina", still_granted=[])
     assert removal.changed, removal.detail
     assert gone(access_lab, gina.name, "gina")
     assert ssh_as(gina, "gina", carol.key_file) is None

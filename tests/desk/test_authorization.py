@@ -81,7 +81,7 @@ def desk(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     }
     desk.records["triage incident"] = triaged.number
     desk.records["carol incident"] = desk.ok("POST", "/incidents", "carol", json=report)["number"]
-    standard = {"item": "restart-service", "inputs": {"service": "app", "host": host}}
+    standard = {"item": "request-service-restart", "inputs": {"service": "app", "host": host}}
     approved = {"item": "clear-old-logs", "inputs": {"service": "app"}}
     desk.records["alice request"] = desk.ok("POST", "/requests", "alice", json=standard)["number"]
     desk.records["carol request"] = desk.ok("POST", "/requests", "carol", json=approved)["number"]

@@ -38,7 +38,7 @@ class LostWakeUps:
     sent: list[str] = field(default_factory=list)
 
     def request_submitted(self) -> None:
-        self.sent.append("fulfil-request")
+        self.sent.append("fulfill-request")
 
     def access_changed(self) -> None:
         self.sent.append("provision-access")
@@ -72,7 +72,7 @@ def desk(lab, records_url: str) -> Iterator[Desk]:
 
 
 def finish(requests: RequestStore, carried: list[str]):
-    """A stand-in fulfilment: note the request and close it."""
+    """A stand-in fulfillment: note the request and close it."""
 
     def run(number: str) -> None:
         carried.append(number)
@@ -82,11 +82,14 @@ def finish(requests: RequestStore, carried: list[str]):
 
 
 def test_a_request_whose_wake_up_is_lost_is_taken_up_by_a_sweep(desk: Desk, lab) -> None:
-    body = {"item": "restart-service", "inputs": {"service": "app", "host": lab.hosts[0].name}}
+    body = {
+        "item": "request-service-restart",
+        "inputs": {"service": "app", "host": lab.hosts[0].name},
+    }
     submitted = desk.call("POST", "/requests", "carol", json=body)
     assert submitted.status_code == 201, submitted.text
     assert submitted.json()["state"] == "submitted"
-    assert desk.wake_ups.sent == ["fulfil-request"]
+    assert desk.wake_ups.sent == ["fulfill-request"]
     assert desk.held() == {}, "recorded with no lease: it waits for a worker"
 
     requests = RequestStore(desk.store)

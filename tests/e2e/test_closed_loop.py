@@ -9,7 +9,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.records import open_store
-from opsflow.tasks.services import probe_health
+from opsflow.tasks.services import check_service_health
 from tests.support import prefect_events, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]
@@ -88,7 +88,7 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
     assert incident.resolution_code == "auto-remediated"
     assert incident.time_to_restore_s is not None and incident.time_to_restore_s > 0
     assert (incident.impact, incident.priority) == (2, 2 if symptom != "disk-full" else 3)
-    assert probe_health(estate.host(host), estate.service("app")).healthy
+    assert check_service_health.fn(estate.host(host), estate.service("app")).healthy
     worklog = [w.text for w in open_store().worklog(incident.id)]
     assert any(t.startswith("diagnosis:") for t in worklog)
     assert any(t.startswith("verified:") for t in worklog)

@@ -19,7 +19,7 @@ import yaml
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.records import open_store
-from opsflow.tasks.services import probe_health
+from opsflow.tasks.services import check_service_health
 from tests.alerting import alertmanager, prometheus, readme_yaml
 from tests.support import wait_for
 
@@ -77,4 +77,4 @@ def test_a_plain_up_alert_opens_and_restores_the_right_ci(lab, desk, estate, tmp
     assert events and all(set(e.labels) == PLAIN_LABELS for e in events), [e.labels for e in events]
     assert {e.labels["instance"] for e in events} == {f"{host.address}:{host.app_port}"}
     assert {e.rule for e in events} == {"instance-down"}
-    assert probe_health(estate.host(host.name), estate.service("app")).healthy
+    assert check_service_health.fn(estate.host(host.name), estate.service("app")).healthy

@@ -48,6 +48,7 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
         "opsflow/prefect.yaml",
         "opsflow/flows/event_triage.py",
         "opsflow/tasks/ssh.py",
+        "opsflow/tasks/access/scripts/read_account.sh",
         "opsflow/desk/runners/carrier.py",
         "opsflow/itsm/migrations/versions/0001_schema_of_2a3d754.py",
         "opsflow/itsm/migrations/script.py.mako",
@@ -77,10 +78,11 @@ def test_installed_it_reads_prefect_yaml_and_loads_every_flow(wheel: Path, tmp_p
     )
     probe = (
         "import json, opsflow, opsflow.runtime.project as project\n"
+        "from opsflow.tasks.access.steps import script\n"
         "specs = project.read_deployments()\n"
         "flows = {s.name: s.load_flow().name for s in specs}\n"
         "print(json.dumps({'package': opsflow.__file__, 'yaml': str(project.PREFECT_YAML),"
-        " 'flows': flows}))\n"
+        " 'flows': flows, 'script': script('read_account')}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
     shown = subprocess.run(
@@ -98,3 +100,5 @@ def test_installed_it_reads_prefect_yaml_and_loads_every_flow(wheel: Path, tmp_p
     declared = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
     assert set(found["flows"]) == {d["name"] for d in declared}
     assert found["flows"]["event-triage"] == "event-triage"
+    shipped = PROJECT / "tasks" / "access" / "scripts" / "read_account.sh"
+    assert found["script"] == shipped.read_text(), "the access scripts are not in the wheel"

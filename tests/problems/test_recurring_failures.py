@@ -17,7 +17,7 @@ from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.problems import open_problem_store
 from opsflow.tasks.records import open_store
-from opsflow.tasks.services import probe_health
+from opsflow.tasks.services import check_service_health
 from tests.problems.conftest import problems_desk
 from tests.support import wait_for
 
@@ -139,7 +139,7 @@ def test_recurring_failures_open_a_problem_and_its_known_error_restores_the_next
         assert fourth.resolution_code == "workaround"
         assert fourth.resolution_notes.startswith(f"workaround of {known_error['number']}")
         assert (fourth.known_error_id, fourth.problem_id) == (known_error["id"], problem.id)
-        assert probe_health(estate.host(host), estate.service(SERVICE)).healthy
+        assert check_service_health.fn(estate.host(host), estate.service(SERVICE)).healthy
         counted = wait_for(
             lambda: (
                 (k := open_problem_store().get_known_error(known_error["id"])).times_worked and k

@@ -1,4 +1,4 @@
-"""Request fulfilment on real parts: a copy of the lab's estate with a catalog, a real desk
+"""Request fulfillment on real parts: a copy of the lab's estate with a catalog, a real desk
 served by uvicorn with the requests API, a real Prefect server, and pagers standing in for
 people's notification channels.
 """
@@ -30,15 +30,15 @@ QUICK_TIMEOUT_MINUTES = 0.1
 def requests_catalog() -> list[dict[str, Any]]:
     """The lab's catalog plus items that need approval or time out quickly."""
     catalog = lab_catalog(approval_timeout_minutes=2)
-    restart = next(i for i in catalog if i["name"] == "restart-service")
+    restart = next(i for i in catalog if i["name"] == "request-service-restart")
     bundle = next(i for i in catalog if i["name"] == "diagnostic-bundle")
-    bundle["fulfilment"]["parameters"] = {"keep_remote": True}  # so the test can sha256sum it
+    bundle["fulfillment"]["parameters"] = {"keep_remote": True}  # so the test can sha256sum it
     clear = next(i for i in catalog if i["name"] == "clear-old-logs")
     one = {"policy": "one", "approvers": {"roles": ["approver"]}, "timeout_minutes": 2}
     quick = {**one, "timeout_minutes": QUICK_TIMEOUT_MINUTES}
     return [
         *catalog,
-        {**restart, "name": "restart-service-approved", "approval": one},
+        {**restart, "name": "request-service-restart-approved", "approval": one},
         {**clear, "name": "clear-logs-or-reject", "approval": {**quick, "on_timeout": "reject"}},
         {
             **clear,

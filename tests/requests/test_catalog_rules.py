@@ -47,6 +47,18 @@ def problems(estate: Estate, item: str, inputs: dict, requester: str = "carol") 
     return dict(caught.value.problems)
 
 
+def test_a_catalog_written_with_the_first_spelling_still_loads() -> None:
+    current = lab_catalog()[0]
+    first = {k: v for k, v in current.items() if not k.startswith("fulfill")}
+    first |= {
+        "fulfilment": current["fulfillment"],
+        "fulfil_within_minutes": current["fulfill_within_minutes"],
+    }
+    assert CatalogItem.model_validate(first) == CatalogItem.model_validate(current)
+    with pytest.raises(ValueError, match="fulfilment"):
+        CatalogItem.model_validate({**current, "fulfilment": current["fulfillment"]})
+
+
 def test_valid_inputs_are_normalised(small_estate: Estate) -> None:
     item, person, inputs = validate_request(
         small_estate, "clear-old-logs", {"service": "app", "older_than_days": "14"}, "carol"
@@ -66,29 +78,29 @@ def test_valid_inputs_are_normalised(small_estate: Estate) -> None:
     ("item", "inputs", "field", "reason"),
     [
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "nope", "host": "lab01"},
             "inputs.service",
             "no service 'nope' in the estate (choices: app)",
         ),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab03"},
             "inputs.host",
             "host 'lab03' does not run service 'app' (its hosts: lab01, lab02)",
         ),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab09"},
             "inputs.host",
             "no host 'lab09' in the estate",
         ),
-        ("restart-service", {"service": "app"}, "inputs.host", "required"),
+        ("request-service-restart", {"service": "app"}, "inputs.host", "required"),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab01", "colour": "red"},
             "inputs.colour",
-            "not an input of restart-service",
+            "not an input of request-service-restart",
         ),
         (
             "clear-old-logs",
@@ -154,11 +166,11 @@ def test_every_problem_is_reported_at_once(small_estate: Estate) -> None:
 
 
 def test_who_may_request(small_estate: Estate) -> None:
-    with pytest.raises(NotEntitledError, match="mon may not request restart-service"):
+    with pytest.raises(NotEntitledError, match="mon may not request request-service-restart"):
         validate_request(
-            small_estate, "restart-service", {"service": "app", "host": "lab01"}, "mon"
+            small_estate, "request-service-restart", {"service": "app", "host": "lab01"}, "mon"
         )
-    assert "requester" in problems(small_estate, "restart-service", {}, requester="nobody")
+    assert "requester" in problems(small_estate, "request-service-restart", {}, requester="nobody")
 
 
 def _request(**fields) -> ServiceRequest:

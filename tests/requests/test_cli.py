@@ -30,7 +30,7 @@ def test_catalog_submit_show_and_reject_from_the_shell(as_person, desk: Desk) ->
     catalog = as_person("carol", "catalog", "--json")
     assert catalog.exit_code == 0, catalog.output
     assert "diagnostic-bundle" in {i["name"] for i in json.loads(catalog.output)}
-    assert "restart-service" in as_person("carol", "catalog").output
+    assert "request-service-restart" in as_person("carol", "catalog").output
 
     bad = as_person("carol", "submit", "create-app-account", "service=app", "username=a;b")
     assert bad.exit_code == 1 and "inputs.username" in bad.output and "pattern" in bad.output

@@ -20,7 +20,9 @@ def requests(records_url: str) -> RequestStore:
 
 
 def test_a_request_moves_through_approval_and_every_change_is_audited(requests) -> None:
-    created = requests.create("restart-service", {"host": "lab02"}, "carol", "one", "carol", NOW)
+    created = requests.create(
+        "request-service-restart", {"host": "lab02"}, "carol", "one", "carol", NOW
+    )
     assert (created.number, created.state, created.version) == ("REQ0000001", "submitted", 1)
     later = NOW + timedelta(seconds=3)
     requests.move(

@@ -2,7 +2,7 @@
 task worker, and one person cannot fill the records with open requests.
 
 The waiting test counts the HTTP calls this process (where the session's worker runs them)
-makes to the Prefect server about flow runs while several real fulfilment runs are paused:
+makes to the Prefect server about flow runs while several real fulfillment runs are paused:
 with Prefect's `pause_flow_run` each run polled once a second; now one shared check runs
 every RESUME_CHECK_S, whatever their number.
 """
@@ -26,7 +26,7 @@ from opsflow.flows.request_fulfillment import RESUME_CHECK_S
 from opsflow.itsm.store import Store
 from opsflow.lab.people import token_file
 from tests.requests.conftest import Desk
-from tests.requests.test_fulfilment import paused_request
+from tests.requests.test_fulfillment import paused_request
 from tests.support import NoWorkers, wait_for
 
 WAITING = 3

@@ -1,5 +1,5 @@
 """A worker process dies while a request it carries waits for approval: another worker
-carries it on, approval window and all, and the approval then fulfils it."""
+carries it on, approval window and all, and the approval then fulfills it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from opsflow.lab.hosts.probes import app_health
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.records import open_store
 from tests.requests.conftest import Desk, RequestEstate
-from tests.requests.test_fulfilment import actions, paused_request, run_state
+from tests.requests.test_fulfillment import actions, paused_request, run_state
 from tests.support import wait_for, worker_process
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,9 @@ def test_request_waiting_for_approval_survives_its_worker_dying(
     desk: Desk, two_workers: list[subprocess.Popen], lab, carol_pager
 ) -> None:
     pid_before = app_health(lab.host("lab02").address)["pid"]
-    submitted = desk.submit("carol", "restart-service-approved", service="app", host="lab02")
+    submitted = desk.submit(
+        "carol", "request-service-restart-approved", service="app", host="lab02"
+    )
     number = submitted["number"]
     waiting = paused_request(desk, number)
     dying = carrier(submitted["id"], two_workers)

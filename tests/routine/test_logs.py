@@ -14,7 +14,7 @@ from opsflow.tasks.logs import (
     CleanupPolicy,
     Filesystem,
     LogFile,
-    RotationResult,
+    LogRotation,
     UnsafeLogPathError,
     plan_cleanup,
     read_log_tail,
@@ -111,12 +111,12 @@ def test_clean_up_removes_only_what_the_policy_names(log_dir: str) -> None:
     }
 
     [dry] = clean_disk(hosts=[HOST], dry_run=True)
-    assert not dry.changed and dry.dry_run
+    assert dry.state == "planned" and not dry.changed
     assert sorted(n.split()[0] for n in dry.deleted) == ["app.log.7", "app.log.8.gz"]
     assert listing() == before, "a dry run deleted something"
 
     [done] = clean_disk(hosts=[HOST])
-    assert done.changed
+    assert done.state == "made" and done.changed
     assert sorted(n.split()[0] for n in done.deleted) == ["app.log.7", "app.log.8.gz"]
     assert listing() == before - {"app.log.7", "app.log.8.gz"}
 
@@ -135,7 +135,7 @@ def test_rotation_keeps_the_configured_count(log_dir: str) -> None:
     live_before = sh('cat "$1/app.log"', log_dir)
 
     [dry] = rotate_logs(hosts=[HOST], keep=3, dry_run=True)
-    assert dry.action == "rotated" and not dry.changed
+    assert dry.state == "planned" and not dry.changed
     assert sorted(dry.deleted) == [f"{log_dir}/app.log.3.gz", f"{log_dir}/app.log.4.gz"]
     assert sh('cat "$1/app.log"', log_dir) == live_before, "a dry run touched the live log"
 
@@ -149,7 +149,7 @@ def test_rotation_keeps_the_configured_count(log_dir: str) -> None:
     assert sh('stat -c %s "$1/app.log"', log_dir).strip() == "0"
 
     [again] = rotate_logs(hosts=[HOST], keep=3)
-    assert not again.changed and again.action == "skipped"
+    assert again.state == "unchanged" and not again.changed
     assert sorted(n for n in listing() if n.startswith("app.log.")) == rotated
 
     sh('echo "live line two" >> "$1/app.log"', log_dir)
@@ -182,7 +182,7 @@ def trap(estate):
 
 
 @flow
-def rotate_trap(service: Service, keep: int = 3) -> RotationResult:
+def rotate_trap(service: Service, keep: int = 3) -> LogRotation:
     """rotate_log on lab05 inside a flow run, as rotate-logs runs it."""
     return rotate_log(read_estate().host(HOST), service, keep=keep)
 

@@ -24,7 +24,7 @@ from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
 from opsflow.tasks.records import open_store
 from opsflow.tasks.service_control import stop_service
-from opsflow.tasks.services import HealthResult, probe_health
+from opsflow.tasks.services import HealthResult, check_service_health
 from tests.support import wait_for
 
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
@@ -110,7 +110,7 @@ def test_a_job_s_window_suppresses_its_own_stop_but_not_the_same_stop_later(
     def monitor() -> None:
         """A monitor probing as fast as it can, reporting the first failure it sees."""
         while not done.is_set() and not seen:
-            result = probe_health(host, service)
+            result = check_service_health.fn(host, service)
             if not result.healthy:
                 seen.append((result, datetime.now(UTC)))
                 send_events([health_event(*seen[0])])
@@ -136,7 +136,7 @@ def test_a_job_s_window_suppresses_its_own_stop_but_not_the_same_stop_later(
     inside = wait_for(lambda: decided(fingerprint, observed), 20, "triage of the in-window event")
     assert inside.incident_id is None
     assert "[backup-services #" in (inside.rule or ""), inside.rule
-    assert probe_health(host, service).healthy, "the job did not start the service again"
+    assert check_service_health.fn(host, service).healthy, "the job did not start the service again"
 
     # The same stop, outside any window: the health check's event opens an incident.
     try:
@@ -156,6 +156,10 @@ def test_a_job_s_window_suppresses_its_own_stop_but_not_the_same_stop_later(
         incident = open_store().get_incident(events[0].incident_id)
         assert (incident.host, incident.symptom) == (HOST, "service-down")
         # The desk restores it through the restart-service runbook.
-        wait_for(lambda: probe_health(host, service).healthy, 60, "the desk to restore the app")
+        wait_for(
+            lambda: check_service_health.fn(host, service).healthy,
+            60,
+            "the desk to restore the app",
+        )
     finally:
         run_on_host(HOST, [SVC, "start"])

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("ssh_credentials")
 def test_fetched_file_matches_the_host(estate, tmp_path) -> None:
     host = estate.hosts[0]
     execute(host, ["sh", "-c", "head -c 3000000 /dev/urandom > /root/blob"])
-    fetched = fetch_file(host, "/root/blob", tmp_path / "blob")
+    fetched = fetch_file.fn(host, "/root/blob", tmp_path / "blob")
     data = (tmp_path / "blob").read_bytes()
     assert len(data) == fetched.size == 3_000_000
     assert hashlib.sha256(data).hexdigest() == fetched.sha256
@@ -25,6 +25,6 @@ def test_fetched_file_matches_the_host(estate, tmp_path) -> None:
 
 def test_directories_and_relative_paths_are_refused(estate, tmp_path) -> None:
     with pytest.raises(PermanentError, match="Is a directory"):
-        fetch_file(estate.hosts[0], "/root", tmp_path / "x")
+        fetch_file.fn(estate.hosts[0], "/root", tmp_path / "x")
     with pytest.raises(PermanentError, match="must be absolute"):
-        fetch_file(estate.hosts[0], "root/blob", tmp_path / "x")
+        fetch_file.fn(estate.hosts[0], "root/blob", tmp_path / "x")

@@ -21,7 +21,6 @@ from opsflow.tasks.releases import (
     ReleaseMissingError,
     ReleaseMovedError,
     UnsafeReleasePathError,
-    health_gate,
     parse_release_state,
     put_release,
     read_release,
@@ -70,21 +69,21 @@ def test_a_good_release_goes_in_and_back_out(lab, host: Host, app: Service) -> N
         return put, restarted, wait_for_health_gate(host, app, deadline_s=20, passes=3)
 
     put, restarted, gate = release("1.1.0")
-    assert (put.outcome, put.version, put.previous) == ("made", "1.1.0", INITIAL_RELEASE)
+    assert (put.state, put.version, put.previous) == ("made", "1.1.0", INITIAL_RELEASE)
     assert ground(lab, "readlink", CURRENT) == "releases/1.1.0"
-    assert (restarted.outcome, restarted.version) == ("made", "1.1.0")
+    assert (restarted.state, restarted.version) == ("made", "1.1.0")
     assert gate.passes == 3
     assert app_version(address, timeout=2) == "1.1.0"
     assert (app_health(address, timeout=2) or {}).get("version") == "1.1.0"
 
     again = put_release.fn(host, app, "1.1.0")
-    assert (again.outcome, again.changed) == ("unchanged", False)
+    assert (again.state, again.changed) == ("unchanged", False)
     assert read_release.fn(host, app).current == "1.1.0"
 
     back = roll_back_release.fn(host, app, "1.1.0", INITIAL_RELEASE)
-    assert (back.outcome, back.version, back.previous) == ("made", INITIAL_RELEASE, "1.1.0")
+    assert (back.state, back.version, back.previous) == ("made", INITIAL_RELEASE, "1.1.0")
     restart_release.fn(host, app)
-    health_gate(host, app, deadline_s=20, passes=2)
+    wait_for_health_gate.fn(host, app, deadline_s=20, passes=2)
     assert app_version(address, timeout=2) == INITIAL_RELEASE
 
 
@@ -93,7 +92,7 @@ def test_putting_the_running_release_again_changes_nothing(lab, host: Host, app:
     pid = (app_health(lab.host(HOST).address, timeout=2) or {})["pid"]
     for _ in range(2):
         change = put_release.fn(host, app, INITIAL_RELEASE)
-        assert (change.outcome, change.version) == ("unchanged", INITIAL_RELEASE)
+        assert (change.state, change.version) == ("unchanged", INITIAL_RELEASE)
         assert "already names" in change.detail
     assert ground(lab, "stat", "-c", "%i %Y", CURRENT) == inode
     assert (app_health(lab.host(HOST).address, timeout=2) or {})["pid"] == pid
@@ -108,17 +107,17 @@ def test_a_release_failing_its_health_check_is_stopped_by_the_gate_and_rolled_ba
     assert app_version(address, timeout=2) == "1.2.0-badhealth"
     started = time.monotonic()
     with pytest.raises(HealthGateError, match="did not pass its health check 2 times") as failed:
-        health_gate(host, app, deadline_s=3, passes=2, interval_s=0.2)
+        wait_for_health_gate.fn(host, app, deadline_s=3, passes=2, interval_s=0.2)
     assert time.monotonic() - started < 3 + app.health_check.timeout_s
     assert "status 503" in str(failed.value)
 
     back = roll_back_release.fn(host, app, put.version, put.previous)
-    assert back.outcome == "made"
+    assert back.state == "made"
     restart_release.fn(host, app)
-    assert health_gate(host, app, deadline_s=20, passes=3).passes == 3
+    assert wait_for_health_gate.fn(host, app, deadline_s=20, passes=3).passes == 3
     assert app_version(address, timeout=2) == INITIAL_RELEASE
     twice = roll_back_release.fn(host, app, put.version, put.previous)
-    assert twice.outcome == "unchanged"
+    assert twice.state == "unchanged"
 
 
 def test_a_release_that_does_not_start_fails_the_gate_and_is_rolled_back(
@@ -129,18 +128,18 @@ def test_a_release_that_does_not_start_fails_the_gate_and_is_rolled_back(
     with pytest.raises(CommandFailedError, match=r"1\.3\.0-nostart: release defect"):
         restart_release.fn(host, app)
     with pytest.raises(HealthGateError, match="connection refused"):
-        health_gate(host, app, deadline_s=2, passes=1, interval_s=0.2)
+        wait_for_health_gate.fn(host, app, deadline_s=2, passes=1, interval_s=0.2)
     assert app_version(address, timeout=1) is None
 
     roll_back_release.fn(host, app, put.version, put.previous)
     restart_release.fn(host, app)
-    health_gate(host, app, deadline_s=20, passes=3)
+    wait_for_health_gate.fn(host, app, deadline_s=20, passes=3)
     assert (app_health(address, timeout=2) or {}).get("version") == INITIAL_RELEASE
 
 
 def test_a_dry_run_plans_and_changes_nothing(lab, host: Host, app: Service) -> None:
     planned = put_release.fn(host, app, "1.1.0", dry_run=True)
-    assert (planned.outcome, planned.previous) == ("planned", INITIAL_RELEASE)
+    assert (planned.state, planned.previous) == ("planned", INITIAL_RELEASE)
     assert ground(lab, "readlink", CURRENT) == f"releases/{INITIAL_RELEASE}"
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult, HostChange, find_service
+from opsflow.flows.fulfillment import FulfillmentError, FulfillmentResult, find_service
 from opsflow.inventory.models import Host, Service
+from opsflow.tasks.change import Change
 from opsflow.tasks.fanout import map_hosts, raise_failures
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.retry import is_transient
@@ -16,7 +17,7 @@ from opsflow.tasks.ssh import execute
 def rotated_logs_find(service: Service, older_than_days: int) -> list[str]:
     """The `find` command matching the service's rotated logs at least `older_than_days` old."""
     if not service.log_dir:
-        raise FulfilmentError(f"service: {service.name} has no log_dir in the inventory")
+        raise FulfillmentError(f"service: {service.name} has no log_dir in the inventory")
     return [
         "find",
         service.log_dir,
@@ -40,31 +41,25 @@ def rotated_logs_find(service: Service, older_than_days: int) -> list[str]:
     timeout_seconds=300,
     task_run_name="clear_old_logs[{service.name}@{host.name}]",
 )
-def clear_rotated_logs(
-    host: Host, service: Service, older_than_days: int, dry_run: bool
-) -> HostChange:
+def clear_rotated_logs(host: Host, service: Service, older_than_days: int, dry_run: bool) -> Change:
     """Delete (or, in a dry run, list) the rotated logs past the age; the live log never matches."""
     find = rotated_logs_find(service, older_than_days)
     action = ["-print"] if dry_run else ["-print", "-delete"]
     files = execute(host, [*find, *action], timeout_s=240).stdout.split()
+    target = f"rotated logs of {service.name}"
     if not files:
-        return HostChange(
-            host=host.name,
-            changed=False,
-            detail=f"no rotated logs older than {older_than_days} days",
-        )
-    verb = "would delete" if dry_run else "deleted"
-    return HostChange(
-        host=host.name,
-        changed=not dry_run,
-        detail=f"{verb} {len(files)}: " + ", ".join(f.rsplit("/", 1)[-1] for f in files)[:1000],
-    )
+        why = f"no rotated logs older than {older_than_days} days"
+        return Change.unchanged(host.name, "clear_old_logs", target, why)
+    names = f"{len(files)}: " + ", ".join(f.rsplit("/", 1)[-1] for f in files)[:1000]
+    if dry_run:
+        return Change.planned(host.name, "clear_old_logs", target, f"delete {names}")
+    return Change.made(host.name, "clear_old_logs", target, f"deleted {names}")
 
 
 @flow(name="clear-old-logs", flow_run_name="clear-old-logs-{service}")
 def clear_old_logs(
     service: str, older_than_days: int | None = None, dry_run: bool = False
-) -> FulfilmentResult:
+) -> FulfillmentResult:
     """Delete the service's rotated logs older than N days on all its hosts.
 
     Args:
@@ -76,7 +71,7 @@ def clear_old_logs(
     target = find_service(estate, service)
     days = older_than_days or target.log_policy.delete_after_days
     if days < 1:
-        raise FulfilmentError(f"older_than_days: must be at least 1, not {days}")
+        raise FulfillmentError(f"older_than_days: must be at least 1, not {days}")
     rotated_logs_find(target, days)  # refuse a service without log_dir before touching hosts
     outcomes = map_hosts(
         clear_rotated_logs,
@@ -87,10 +82,10 @@ def clear_old_logs(
         dry_run=dry_run,
     )
     raise_failures(f"clearing old logs of {service}", outcomes)
-    changes: list[HostChange] = [o.result for o in outcomes]
-    touched = [c for c in changes if c.changed or (dry_run and "would" in c.detail)]
+    changes: list[Change] = [o.result for o in outcomes]
+    touched = [c for c in changes if c.state != "unchanged"]
     verb = "would clear" if dry_run else "cleared"
-    return FulfilmentResult(
+    return FulfillmentResult(
         summary=f"{verb} rotated logs of {service} older than {days} days on "
         f"{len(touched)} of {len(changes)} hosts"
         + "".join(f"; {c.host}: {c.detail}" for c in touched),

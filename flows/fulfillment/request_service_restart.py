@@ -1,4 +1,6 @@
-"""restart-service: stop and start a service on one of its hosts, then verify its health."""
+"""request-service-restart: a restart people ask for (stop and start a service on one of its
+hosts, then verify its health). Not the `restart-service` runbook, which restores a service
+found down."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from opsflow.flows.fulfilment import FulfilmentResult, HostChange, service_on_host
-from opsflow.flows.runbooks.restart_service import control, diagnose
+from opsflow.flows.fulfillment import FulfillmentResult, service_on_host
 from opsflow.inventory.models import Host, Service
+from opsflow.tasks.change import Change
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.service_control import control_of, read_service_states
 from opsflow.tasks.services import verify_restored
 from opsflow.tasks.ssh import execute
 
@@ -19,11 +22,11 @@ from opsflow.tasks.ssh import execute
     cache_policy=NONE,
     retries=0,  # a restart is not idempotent: a second one interrupts the service again
     timeout_seconds=180,
-    task_run_name="restart_service[{service.name}@{host.name}]",
+    task_run_name="restart_service_on_host[{service.name}@{host.name}]",
 )
-def restart_service_on_host(host: Host, service: Service) -> HostChange:
+def restart_service_on_host(host: Host, service: Service) -> Change:
     """Restart the service with its restart command, else stop then start; report both statuses."""
-    commands = control(service)
+    commands = control_of(service)
     before = execute(host, commands.status, check=False, timeout_s=30)
     if commands.restart is not None:
         execute(host, commands.restart, timeout_s=120)
@@ -31,18 +34,19 @@ def restart_service_on_host(host: Host, service: Service) -> HostChange:
         execute(host, commands.stop, timeout_s=60)
         execute(host, commands.start, timeout_s=60)
     after = execute(host, commands.status, check=False, timeout_s=30)
-    return HostChange(
-        host=host.name,
-        changed=True,
-        detail=f"before: {before.stdout.strip() or before.exit_status}; "
+    return Change.made(
+        host.name,
+        "restart_service_on_host",
+        f"service {service.name}",
+        f"before: {before.stdout.strip() or before.exit_status}; "
         f"after: {after.stdout.strip() or after.exit_status}",
     )
 
 
-@flow(name="restart-service", flow_run_name="restart-{service}-on-{host}")
-def restart_service(
+@flow(name="request-service-restart", flow_run_name="restart-{service}-on-{host}")
+def request_service_restart(
     service: str, host: str, dry_run: bool = False, verify_deadline_s: float = 20.0
-) -> FulfilmentResult:
+) -> FulfillmentResult:
     """Restart a service on one of its hosts and wait for its health check to pass.
 
     Args:
@@ -54,18 +58,24 @@ def restart_service(
     logger = get_run_logger()
     estate = read_estate()
     target_service, target_host = service_on_host(estate, service, host)
-    diagnosis = diagnose(target_host, target_service)
+    control_of(target_service)  # refuse a service without control commands before acting
     if dry_run:
-        return FulfilmentResult(
-            summary=f"dry run: would restart {service} on {host} ({diagnosis.summary})",
+        states = read_service_states(target_host, [target_service])
+        state = states.states[target_service.name]
+        planned = Change.planned(
+            target_host.name, "restart_service_on_host", f"service {service}", f"restart {service}"
+        )
+        return FulfillmentResult(
+            summary=f"dry run: would restart {service} on {host} (status says {state})",
             changed=False,
             dry_run=True,
+            hosts=[planned],
         )
     with host_slot(target_host.name):
         change = restart_service_on_host(target_host, target_service)
         health = verify_restored(target_host, target_service, verify_deadline_s)
     logger.info("restarted %s on %s: %s", service, host, health.detail)
-    return FulfilmentResult(
+    return FulfillmentResult(
         summary=f"restarted {service} on {host} ({change.detail}); healthy: {health.detail}",
         changed=True,
         hosts=[change],
@@ -75,4 +85,4 @@ def restart_service(
 if __name__ == "__main__":
     import sys
 
-    restart_service(sys.argv[1], sys.argv[2])
+    request_service_restart(sys.argv[1], sys.argv[2])

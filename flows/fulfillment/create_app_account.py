@@ -7,9 +7,10 @@ from prefect.cache_policies import NONE
 from pydantic import TypeAdapter, ValidationError
 
 from opsflow.errors import CommandFailedError
-from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult, HostChange, find_service
+from opsflow.flows.fulfillment import FulfillmentError, FulfillmentResult, find_service
 from opsflow.inventory.models import Host
 from opsflow.inventory.types import Username
+from opsflow.tasks.change import Change
 from opsflow.tasks.fanout import map_hosts, raise_failures
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.retry import is_transient
@@ -20,11 +21,11 @@ NOLOGIN = "/usr/sbin/nologin"
 
 
 def check_username(username: str) -> str:
-    """The username if it is a valid POSIX account name; `FulfilmentError` naming it otherwise."""
+    """The username if it is a valid POSIX account name; `FulfillmentError` naming it otherwise."""
     try:
         return _USERNAME.validate_python(username)
     except ValidationError:
-        raise FulfilmentError(
+        raise FulfillmentError(
             f"username: {username!r} is not a POSIX account name "
             "(lower-case letters, digits, '_' and '-', starting with a letter or '_', <= 32)"
         ) from None
@@ -39,18 +40,21 @@ def check_username(username: str) -> str:
     timeout_seconds=120,
     task_run_name="create_app_account[{username}@{host.name}]",
 )
-def ensure_app_account(host: Host, username: str, dry_run: bool) -> HostChange:
+def ensure_app_account(host: Host, username: str, dry_run: bool) -> Change:
     """Create the system account with no home and no login shell unless it already exists."""
     username = check_username(username)
+    target = f"account {username}"
     found = execute(host, ["getent", "passwd", username], check=False, timeout_s=30)
     if found.ok:
         entry = found.stdout.strip().split(":")
         shown = f" (uid {entry[2]}, shell {entry[6]})" if len(entry) == 7 else ""
-        return HostChange(host=host.name, changed=False, detail=f"account {username} exists{shown}")
+        return Change.unchanged(
+            host.name, "create_app_account", target, f"{username} exists{shown}"
+        )
     if found.exit_status != 2:  # getent: 2 means "no such key"
         raise CommandFailedError(host.name, found.command, found.exit_status, found.stderr)
     if dry_run:
-        return HostChange(host=host.name, changed=False, detail=f"would create {username}")
+        return Change.planned(host.name, "create_app_account", target, f"create {username}")
     execute(
         host,
         [
@@ -69,11 +73,11 @@ def ensure_app_account(host: Host, username: str, dry_run: bool) -> HostChange:
         timeout_s=60,
     )
     uid = execute(host, ["id", "-u", username], timeout_s=30).stdout.strip()
-    return HostChange(host=host.name, changed=True, detail=f"created {username} (uid {uid})")
+    return Change.made(host.name, "create_app_account", target, f"created {username} (uid {uid})")
 
 
 @flow(name="create-app-account", flow_run_name="create-app-account-{username}-for-{service}")
-def create_app_account(service: str, username: str, dry_run: bool = False) -> FulfilmentResult:
+def create_app_account(service: str, username: str, dry_run: bool = False) -> FulfillmentResult:
     """Create an application account on every host of a service; hosts that have it are left.
 
     Args:
@@ -92,7 +96,7 @@ def create_app_account(service: str, username: str, dry_run: bool = False) -> Fu
         dry_run=dry_run,
     )
     raise_failures(f"creating account {username} for {service}", outcomes)
-    changes: list[HostChange] = [o.result for o in outcomes]
+    changes: list[Change] = [o.result for o in outcomes]
     made = [c.host for c in changes if c.changed]
     if dry_run:
         summary = f"dry run: account {username} for {service}: " + "; ".join(
@@ -103,7 +107,7 @@ def create_app_account(service: str, username: str, dry_run: bool = False) -> Fu
             f"account {username} for {service}: created on {len(made)} of {len(changes)} hosts"
             + (f" ({', '.join(made)})" if made else "; it existed everywhere")
         )
-    return FulfilmentResult(summary=summary, changed=bool(made), dry_run=dry_run, hosts=changes)
+    return FulfillmentResult(summary=summary, changed=bool(made), dry_run=dry_run, hosts=changes)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,17 @@ def actions(record: dict) -> list[tuple[str, str]]:
 def test_approved_restart_really_restarts_and_the_requester_is_told(
     desk: Desk, lab, carol_pager
 ) -> None:
+    from opsflow.flows.fulfillment.request_service_restart import request_service_restart
+
     host = lab.host("lab02")
     pid_before = app_health(host.address)["pid"]
-    number = desk.submit("carol", "restart-service-approved", service="app", host="lab02")["number"]
+    dry = request_service_restart("app", "lab02", dry_run=True)
+    assert [c.state for c in dry.hosts] == ["planned"] and not dry.changed
+    assert "status says running" in dry.summary
+    assert app_health(host.address)["pid"] == pid_before, "a dry run restarted it"
+    number = desk.submit("carol", "request-service-restart-approved", service="app", host="lab02")[
+        "number"
+    ]
     waiting = paused_request(desk, number)
     assert waiting["approval_policy"] == "one" and waiting["approval_due_at"]
 
@@ -75,7 +83,7 @@ def test_approved_restart_really_restarts_and_the_requester_is_told(
     assert "fulfilled" in page["body"]["subject"]
     assert "restarted app on lab02" in page["body"]["body"]
     # The page goes out before the run notes that it went out: wait for the note.
-    notified = ("request-fulfilment", "requester_notified")
+    notified = ("request-fulfillment", "requester_notified")
     trail = wait_for(
         lambda: notified in actions(desk.show(number)) and actions(desk.show(number)),
         15,
@@ -91,7 +99,9 @@ def test_approved_restart_really_restarts_and_the_requester_is_told(
     wait_for(lambda: run_state(waiting["approval_run_id"]) == "COMPLETED", 15, "run completed")
     stamps = {e["action"].removeprefix("service_request."): e["at"] for e in done["audit"]}
     steps = ("decision_sent", "approved", "fulfilling", "fulfilled")
-    print(f"\nMEASURED approval -> fulfilled (restart-service): {approval_to_fulfilled:.2f}s;")
+    print(
+        f"\nMEASURED approval -> fulfilled (request-service-restart): {approval_to_fulfilled:.2f}s;"
+    )
     print("  audit: " + ", ".join(f"{s} {stamps.get(s, '?')[11:23]}" for s in steps))
 
 
@@ -122,7 +132,7 @@ def test_diagnostic_bundle_arrives_with_the_hosts_checksum(desk: Desk, lab, caro
 
 
 def test_app_account_is_created_on_every_host_once(desk: Desk, lab, estate) -> None:
-    from opsflow.flows.fulfilment.create_app_account import create_app_account
+    from opsflow.flows.fulfillment.create_app_account import create_app_account
 
     username = "reports_svc"
     number = desk.submit("carol", "create-app-account", service="app", username=username)["number"]
@@ -144,7 +154,7 @@ def test_app_account_is_created_on_every_host_once(desk: Desk, lab, estate) -> N
 
 
 def test_old_rotated_logs_are_cleared_and_nothing_else(desk: Desk, lab) -> None:
-    from opsflow.flows.fulfilment.clear_old_logs import clear_old_logs
+    from opsflow.flows.fulfillment.clear_old_logs import clear_old_logs
 
     files = {"app.log.1": "1 day ago", "app.log.2": "10 days ago", "app.log.3.gz": "20 days ago"}
     for host in lab.hosts:
@@ -153,7 +163,8 @@ def test_old_rotated_logs_are_cleared_and_nothing_else(desk: Desk, lab) -> None:
             run_on_host(host.name, ["sh", "-c", f"echo old > {path}"], lab.directory)
             run_on_host(host.name, ["touch", "-d", age, path], lab.directory)
     dry = clear_old_logs("app", older_than_days=5, dry_run=True)
-    assert dry.dry_run and not dry.changed and "would delete 2" in dry.hosts[0].detail
+    assert dry.dry_run and not dry.changed and dry.hosts[0].state == "planned"
+    assert "would delete 2" in dry.hosts[0].detail
     number = desk.submit("carol", "clear-old-logs", service="app", older_than_days=5)["number"]
     paused_request(desk, number)
     assert desk.call("POST", f"/requests/{number}/approve", "bob").status_code == 200
@@ -174,7 +185,7 @@ def test_a_request_left_unapproved_is_rejected_by_policy(desk: Desk, carol_pager
     waiting = paused_request(desk, number)
     done = desk.wait_state(number, {"rejected", "expired", "failed"}, timeout_s=40)
     assert done["state"] == "rejected"
-    assert done["approver"] == "request-fulfilment"
+    assert done["approver"] == "request-fulfillment"
     assert "no decision within 0.1 minutes" in done["decision_comment"]
     assert "rejected" in carol_pager.page_about(number)["body"]["subject"]
     wait_for(lambda: run_state(waiting["approval_run_id"]) == "COMPLETED", 15, "run completed")
@@ -194,7 +205,7 @@ def test_escalation_pages_the_approvers_then_the_request_expires(
     done = desk.wait_state(number, {"expired", "rejected", "failed"}, timeout_s=40)
     assert done["state"] == "expired" and done["approver"] is None
     assert "expired" in carol_pager.page_about(number)["body"]["subject"]
-    assert ("request-fulfilment", "escalated") in actions(desk.show(number))
+    assert ("request-fulfillment", "escalated") in actions(desk.show(number))
 
 
 def test_a_decision_typed_in_the_prefect_ui_does_not_count_by_default(desk: Desk) -> None:
@@ -241,7 +252,7 @@ def test_self_approval_is_refused_even_for_an_approver(desk: Desk) -> None:
     done = desk.wait_state(number, {"rejected"})
     # dave has no notification block, nor has his team: the audit says nobody was told
     wait_for(
-        lambda: ("request-fulfilment", "notification_skipped") in actions(desk.show(number)),
+        lambda: ("request-fulfillment", "notification_skipped") in actions(desk.show(number)),
         15,
         "the skipped notification audited",
     )
@@ -251,7 +262,12 @@ def test_self_approval_is_refused_even_for_an_approver(desk: Desk) -> None:
 @pytest.mark.parametrize(
     ("item", "inputs", "field", "reason"),
     [
-        ("restart-service", {"service": "nope", "host": "lab01"}, "service", "no service 'nope'"),
+        (
+            "request-service-restart",
+            {"service": "nope", "host": "lab01"},
+            "service",
+            "no service 'nope'",
+        ),
         ("create-app-account", {"service": "app", "username": "x;reboot"}, "username", "pattern"),
         ("create-app-account", {"service": "app", "username": "$(id)"}, "username", "pattern"),
         (
@@ -261,7 +277,7 @@ def test_self_approval_is_refused_even_for_an_approver(desk: Desk) -> None:
             "above the maximum 365",
         ),
         (
-            "restart-service",
+            "request-service-restart",
             {"service": "app", "host": "lab01", "force": "yes"},
             "force",
             "not an input",
@@ -279,7 +295,7 @@ def test_invalid_requests_are_refused_naming_the_field(desk, item, inputs, field
 
 def test_who_may_ask_and_the_catalog_they_see(desk: Desk) -> None:
     catalog = {i["name"]: i for i in desk.call("GET", "/catalog", "carol").json()}
-    restart = catalog["restart-service"]
+    restart = catalog["request-service-restart"]
     assert restart["may_request"] and restart["approval"].startswith("none")
     assert restart["inputs"][0]["choices"] == ["app"]
     assert restart["inputs"][1]["choices"] == ["lab01", "lab02", "lab03", "lab04", "lab05"]
@@ -290,38 +306,38 @@ def test_who_may_ask_and_the_catalog_they_see(desk: Desk) -> None:
         "POST",
         "/requests",
         "alertmanager",
-        json={"item": "restart-service", "inputs": {"service": "app", "host": "lab01"}},
+        json={"item": "request-service-restart", "inputs": {"service": "app", "host": "lab01"}},
     )
     assert refused.status_code == 403 and "alertmanager lacks the role" in refused.text
     bob = {i["name"]: i for i in desk.call("GET", "/catalog", "bob").json()}
-    assert bob["restart-service"]["may_request"]
+    assert bob["request-service-restart"]["may_request"]
     unknown = desk.call("POST", "/requests", "carol", json={"item": "pony", "inputs": {}})
     assert unknown.status_code == 422 and "no catalog item 'pony'" in unknown.text
     assert desk.call("GET", "/requests/REQ9999999", "carol").status_code == 404
 
 
 def test_a_standard_request_from_the_prefect_ui_form(desk: Desk, lab, carol_pager) -> None:
-    from opsflow.flows.request_fulfillment import fulfil_request, submit_request
+    from opsflow.flows.request_fulfillment import fulfill_request, submit_request
     from opsflow.itsm.catalog import InvalidRequestError
 
     host = lab.host("lab04")
     pid_before = app_health(host.address)["pid"]
-    assert submit_request("restart-service", {"service": "app", "host": "lab04"}, "carol") == (
-        "fulfilled"
-    )
+    assert submit_request(
+        "request-service-restart", {"service": "app", "host": "lab04"}, "carol"
+    ) == ("fulfilled")
     pid_after = app_health(host.address)["pid"]
     assert pid_after != pid_before
     [record] = desk.call("GET", "/requests", "alice", params={"limit": 1}).json()
     assert (record["item"], record["requester"], record["approver"]) == (
-        "restart-service",
+        "request-service-restart",
         "carol",
         "catalog",
     )
     assert "fulfilled" in carol_pager.page_about(record["number"])["body"]["subject"]
-    assert fulfil_request(record["number"]) == "fulfilled"  # a second run changes nothing
+    assert fulfill_request(record["number"]) == "fulfilled"  # a second run changes nothing
     assert app_health(host.address)["pid"] == pid_after
     with pytest.raises(InvalidRequestError, match=r"inputs.host: no host 'lab09'"):
-        submit_request("restart-service", {"service": "app", "host": "lab09"}, "carol")
+        submit_request("request-service-restart", {"service": "app", "host": "lab09"}, "carol")
     [latest] = desk.call("GET", "/requests", "alice", params={"limit": 1}).json()
     assert latest["number"] == record["number"]
     run_on_host("lab04", [SVC, "status"], lab.directory)

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from opsflow.flows.fulfilment import FulfilmentError, FulfilmentResult
+from opsflow.flows.fulfillment import FulfillmentError, FulfillmentResult
 from opsflow.inventory.models import Host
 from opsflow.itsm.requests import Attachment
 from opsflow.settings import get_settings
-from opsflow.tasks.files import fetch_remote_file
+from opsflow.tasks.change import Change
+from opsflow.tasks.files import fetch_file
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.retry import is_transient
 from opsflow.tasks.ssh import execute
@@ -58,15 +59,16 @@ tar --warning=no-file-changed -czf "$archive" -C "$work" ps.txt df.txt uname.txt
     timeout_seconds=300,
     task_run_name="create_bundle[{host.name}]",
 )
-def create_bundle(host: Host, archive: str, paths: list[str]) -> str:
+def create_bundle(host: Host, archive: str, paths: list[str]) -> Change:
     """Write a compressed tar of `paths` plus ps, df and uname output to `archive` on the host."""
     if not _ARCHIVE.match(archive):
-        raise FulfilmentError(f"archive: {archive!r} is not an opsflow bundle path")
+        raise FulfillmentError(f"archive: {archive!r} is not an opsflow bundle path")
     for path in paths:
         if not _SAFE_PATH.match(path):
-            raise FulfilmentError(f"paths: {path!r} is not a plain absolute path")
+            raise FulfillmentError(f"paths: {path!r} is not a plain absolute path")
     execute(host, ["sh", "-c", _BUNDLE_SCRIPT, "sh", archive, *paths], timeout_s=240)
-    return archive
+    what = f"wrote {archive} with {', '.join(paths)}, ps, df and uname"
+    return Change.made(host.name, "create_bundle", archive, what)
 
 
 @task(
@@ -77,13 +79,14 @@ def create_bundle(host: Host, archive: str, paths: list[str]) -> str:
     timeout_seconds=60,
     task_run_name="remove_remote_file[{host.name}:{path}]",
 )
-def remove_remote_file(host: Host, path: str) -> bool:
-    """Remove the bundle from the host's /tmp; True if it was there."""
+def remove_remote_file(host: Host, path: str) -> Change:
+    """Remove the bundle from the host's /tmp unless it is gone already."""
     if not _ARCHIVE.match(path):
-        raise FulfilmentError(f"{host.name}: refusing to remove {path!r}, not a bundle")
-    found = execute(host, ["test", "-e", path], check=False).ok
+        raise FulfillmentError(f"{host.name}: refusing to remove {path!r}, not a bundle")
+    if not execute(host, ["test", "-e", path], check=False).ok:
+        return Change.unchanged(host.name, "remove_remote_file", path, f"no {path}")
     execute(host, ["rm", "-f", "--", path])
-    return found
+    return Change.made(host.name, "remove_remote_file", path, f"removed {path}")
 
 
 @flow(name="diagnostic-bundle", flow_run_name="diagnostic-bundle-{host}")
@@ -93,12 +96,12 @@ def diagnostic_bundle(
     paths: list[str] | None = None,
     keep_remote: bool = False,
     dry_run: bool = False,
-) -> FulfilmentResult:
+) -> FulfillmentResult:
     """Collect a diagnostic bundle from a host and keep it under the opsflow home.
 
     Args:
         host: the host, as the estate names it.
-        reference: names the local file (request fulfilment passes the request number).
+        reference: names the local file (request fulfillment passes the request number).
         paths: what to collect besides ps, df and uname; default `BUNDLE_PATHS`.
         keep_remote: leave the archive in the host's /tmp (default: remove it once fetched).
         dry_run: say what would be collected and collect nothing.
@@ -107,10 +110,10 @@ def diagnostic_bundle(
     try:
         target = estate.host(host)
     except KeyError:
-        raise FulfilmentError(f"host: no host {host!r} in the estate") from None
+        raise FulfillmentError(f"host: no host {host!r} in the estate") from None
     wanted = list(paths or BUNDLE_PATHS)
     if dry_run:
-        return FulfilmentResult(
+        return FulfillmentResult(
             summary=f"dry run: would collect {', '.join(wanted)}, ps, df and uname from {host}",
             changed=False,
             dry_run=True,
@@ -122,8 +125,8 @@ def diagnostic_bundle(
     # script prints; random, so nobody sharing the host's /tmp can plant a file there first.
     archive = f"/tmp/opsflow-bundle.{secrets.token_hex(16)}.tar.gz"
     try:
-        create_bundle(target, archive, wanted)
-        fetched = fetch_remote_file(target, archive, str(local))
+        created = create_bundle(target, archive, wanted)
+        fetched = fetch_file(target, archive, str(local))
     finally:
         if not keep_remote:
             remove_remote_file(target, archive)
@@ -135,10 +138,11 @@ def diagnostic_bundle(
         host=target.name,
         remote_path=archive,
     )
-    return FulfilmentResult(
+    return FulfillmentResult(
         summary=f"collected {', '.join(wanted)}, ps, df and uname from {host}: "
         f"{local.name}, {fetched.size} bytes, sha256 {fetched.sha256} (verified on both ends)",
         changed=True,
+        hosts=[created],
         attachments=[attachment],
     )
 
