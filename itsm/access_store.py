@@ -32,13 +32,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from opsflow.itsm.access import (
-    FINAL_STATES,
+    GRANT_STATES,
     LIVE_STATES,
     AccessGrant,
     AccessRequestInvalidError,
     AccessState,
     ResolvedRequest,
-    check_transition,
 )
 from opsflow.itsm.leases import leases
 from opsflow.itsm.store import (
@@ -56,7 +55,6 @@ LEASE_PREFIX = "grant:"
 _RETRIES = 5
 _Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 _Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
-_states = ", ".join(f"'{s}'" for s in ("requested", *LIVE_STATES, *FINAL_STATES))
 
 access_grants = Table(
     "access_grants",
@@ -84,7 +82,7 @@ access_grants = Table(
     Column("last_error", Text),
     Column("flow_run_ids", _Json, nullable=False),
     Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(f"state IN ({_states})", name="ck_access_grants_state"),
+    CheckConstraint(GRANT_STATES.sql_check(), name="ck_access_grants_state"),
     CheckConstraint("privilege IN ('login', 'sudo')", name="ck_access_grants_privilege"),
     CheckConstraint("duration_minutes > 0", name="ck_access_grants_duration"),
     sqlite_autoincrement=True,  # never reuse an id: it names keys and sudo rules on hosts
@@ -200,7 +198,7 @@ class AccessStore:
                 select(access_grants.c.id, access_grants.c.requester).where(
                     access_grants.c.username == resolved.username,
                     access_grants.c.requester != requester,
-                    access_grants.c.state.not_in(FINAL_STATES),
+                    access_grants.c.state.not_in(GRANT_STATES.final),
                 )
             ).first()
             if holder is not None:
@@ -229,7 +227,7 @@ class AccessStore:
         target: AccessState = "approved" if approve else "denied"
 
         def change(before: AccessGrant) -> dict[str, Any]:
-            check_transition(before.id, before.state, target)
+            GRANT_STATES.check(before.state, target, f"access grant {before.id}")
             extra: dict[str, Any] = {"ended_at": now} if target == "denied" else {}
             return {
                 "state": target,
@@ -254,7 +252,7 @@ class AccessStore:
         def change(before: AccessGrant) -> dict[str, Any]:
             if before.state == "active":
                 return {"hosts": sorted(set(before.hosts) | set(hosts)), "last_error": None}
-            check_transition(before.id, before.state, "active")
+            GRANT_STATES.check(before.state, "active", f"access grant {before.id}")
             return {
                 "state": "active",
                 "hosts": sorted(hosts),
@@ -282,7 +280,7 @@ class AccessStore:
         """
 
         def change(before: AccessGrant) -> dict[str, Any]:
-            check_transition(before.id, before.state, "revoked")
+            GRANT_STATES.check(before.state, "revoked", f"access grant {before.id}")
             if before.revoke_requested_at is not None:
                 return {"last_error": None}
             return {"revoke_requested_at": now, "revoke_requested_by": actor, "last_error": None}
@@ -302,7 +300,7 @@ class AccessStore:
             raise ValueError(f"state: a grant ends expired or revoked, not {state}")
 
         def change(before: AccessGrant) -> dict[str, Any]:
-            check_transition(before.id, before.state, state)
+            GRANT_STATES.check(before.state, state, f"access grant {before.id}")
             return {"state": state, "ended_at": now, "last_error": None}
 
         return self._modify(grant_id, change, actor, now, flow_run_id)

@@ -34,7 +34,10 @@ from sqlalchemy.exc import IntegrityError
 
 from opsflow.errors import PermanentError
 from opsflow.itsm.problems import (
+    KNOWN_ERROR_NUMBERING,
     OPEN_PROBLEM_STATES,
+    PROBLEM_NUMBERING,
+    PROBLEM_STATES,
     KnownError,
     KnownErrorCreate,
     Problem,
@@ -42,11 +45,8 @@ from opsflow.itsm.problems import (
     apply_problem_update,
     check_workaround,
     match_known_error,
-    parse_known_error_id,
-    parse_problem_id,
-    path_to,
 )
-from opsflow.itsm.records import Incident, parse_incident_id
+from opsflow.itsm.records import INCIDENT_NUMBERING, Incident
 from opsflow.itsm.store import (
     ConcurrentUpdateError,
     RecordNotFoundError,
@@ -77,10 +77,7 @@ problems = Table(
     Column("resolved_at", UtcDateTime),
     Column("closed_at", UtcDateTime),
     Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(
-        "state IN ('New', 'Root Cause Analysis', 'Known Error', 'Resolved', 'Closed')",
-        name="ck_problems_state",
-    ),
+    CheckConstraint(PROBLEM_STATES.sql_check(), name="ck_problems_state"),
     sqlite_autoincrement=True,  # never reuse a problem number
 )
 # One open problem per service and symptom, even when two reviews run at once.
@@ -333,7 +330,7 @@ class ProblemStore:
         """Move a problem through its state machine or add root-cause notes, audited.
 
         Raises:
-            IllegalProblemTransitionError, InvalidProblemUpdateError: refused; nothing changes.
+            IllegalTransitionError, InvalidUpdateError: refused; nothing changes.
             StaleVersionError: `expected_version` is not the current version.
         """
         _require_aware(now)
@@ -374,7 +371,7 @@ class ProblemStore:
     def _fetch_problem(
         self, conn: Connection, id_or_number: int | str, lock: bool = False
     ) -> Problem:
-        problem_id = parse_problem_id(id_or_number)
+        problem_id = PROBLEM_NUMBERING.parse(id_or_number)
         row = None
         if problem_id is not None:
             query = select(problems).where(problems.c.id == problem_id)
@@ -472,7 +469,7 @@ class ProblemStore:
             )
             if problem is not None and problem.state in ("New", "Root Cause Analysis"):
                 notes = problem.root_cause or create.root_cause
-                for step in path_to(problem.state, "Known Error"):
+                for step in PROBLEM_STATES.path(problem.state, "Known Error", problem.number):
                     problem = self._apply(
                         conn,
                         problem,
@@ -659,7 +656,7 @@ def _require_aware(value: datetime) -> None:
 
 
 def _fetch_incident(conn: Connection, id_or_number: int | str, lock: bool = False) -> Incident:
-    incident_id = parse_incident_id(id_or_number)
+    incident_id = INCIDENT_NUMBERING.parse(id_or_number)
     row = None
     if incident_id is not None:
         query = select(incidents).where(incidents.c.id == incident_id)
@@ -694,7 +691,7 @@ def _change_incident(
 
 
 def _fetch_known_error(conn: Connection, id_or_number: int | str, lock: bool = False) -> KnownError:
-    known_error_id = parse_known_error_id(id_or_number)
+    known_error_id = KNOWN_ERROR_NUMBERING.parse(id_or_number)
     row = None
     if known_error_id is not None:
         query = select(known_errors).where(known_errors.c.id == known_error_id)

@@ -33,13 +33,13 @@ from opsflow.itsm.leases import LeaseClaim, leases
 from opsflow.itsm.records import AuditEntry
 from opsflow.itsm.requests import (
     CARRIED_STATES,
-    TRANSITIONS,
+    REQUEST_NUMBERING,
+    REQUEST_STATES,
     Attachment,
     InputValue,
     RequestState,
     ServiceRequest,
     apply_transition,
-    parse_request_id,
 )
 from opsflow.itsm.store import (
     ConcurrentUpdateError,
@@ -57,7 +57,6 @@ RECORD_TYPE = "service_request"
 LEASE_PREFIX = "request:"
 """Requests are leased as `request:ID` by whoever carries them."""
 _RETRIES = 5
-_states = ", ".join(f"'{state}'" for state in TRANSITIONS)
 
 service_requests = Table(
     "service_requests",
@@ -82,7 +81,7 @@ service_requests = Table(
     Column("flow_run_ids", _Json, nullable=False),
     Column("attachments", _Json, nullable=False),
     Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(f"state IN ({_states})", name="ck_service_requests_state"),
+    CheckConstraint(REQUEST_STATES.sql_check(), name="ck_service_requests_state"),
     sqlite_autoincrement=True,  # never reuse an id, so never reuse a request number
 )
 Index("ix_service_requests_state", service_requests.c.state)
@@ -130,7 +129,7 @@ class RequestStore:
     def _fetch(
         self, conn: Connection, id_or_number: int | str, lock: bool = False
     ) -> ServiceRequest:
-        request_id = parse_request_id(id_or_number)
+        request_id = REQUEST_NUMBERING.parse(id_or_number)
         row = None
         if request_id is not None:
             query = select(service_requests).where(service_requests.c.id == request_id)
@@ -282,7 +281,7 @@ class RequestStore:
         """Move a request to `target` through the state machine, with field `changes`, audited.
 
         Raises:
-            IllegalRequestTransitionError: the state machine does not allow the move.
+            IllegalTransitionError: the state machine does not allow the move.
         """
         return self._modify(
             id_or_number,

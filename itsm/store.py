@@ -63,6 +63,8 @@ from opsflow.itsm.lifecycle import apply_update
 from opsflow.itsm.migrations import upgrade_engine
 from opsflow.itsm.priority import SlaTargets, priority
 from opsflow.itsm.records import (
+    INCIDENT_NUMBERING,
+    INCIDENT_STATES,
     OPEN_STATES,
     AuditEntry,
     Event,
@@ -75,7 +77,6 @@ from opsflow.itsm.records import (
     WorklogEntry,
     bound_event_times,
     left_to_automation,
-    parse_incident_id,
 )
 from opsflow.settings import get_settings
 
@@ -156,7 +157,6 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 _Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 _Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
-_open = ", ".join(f"'{state}'" for state in OPEN_STATES)
 
 metadata = MetaData()
 
@@ -196,10 +196,7 @@ incidents = Table(
     Column("problem_id", _Id),
     Column("known_error_id", _Id),
     Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(
-        "state IN ('New', 'In Progress', 'On Hold', 'Resolved', 'Closed', 'Canceled')",
-        name="ck_incidents_state",
-    ),
+    CheckConstraint(INCIDENT_STATES.sql_check(), name="ck_incidents_state"),
     CheckConstraint("impact BETWEEN 1 AND 3 AND urgency BETWEEN 1 AND 3", name="ck_incidents_iu"),
     CheckConstraint("priority BETWEEN 1 AND 5", name="ck_incidents_priority"),
     sqlite_autoincrement=True,  # never reuse an id, so never reuse an incident number
@@ -922,7 +919,7 @@ class Store:
     def _fetch_incident(
         self, conn: Connection, id_or_number: int | str, lock: bool = False
     ) -> Incident:
-        incident_id = parse_incident_id(id_or_number)
+        incident_id = INCIDENT_NUMBERING.parse(id_or_number)
         row = None
         if incident_id is not None:
             query = select(incidents).where(incidents.c.id == incident_id)

@@ -42,7 +42,7 @@ from opsflow.itsm.event_notices import listen_for_stored_events
 from opsflow.itsm.exclusive import exclusive
 from opsflow.itsm.records import Incident
 from opsflow.itsm.request_store import RequestStore
-from opsflow.itsm.requests import request_number
+from opsflow.itsm.requests import REQUEST_NUMBERING
 from opsflow.itsm.store import Store
 from opsflow.runtime.flow_runs import run_flow_here
 from opsflow.tasks.inventory import last_good_estate
@@ -107,7 +107,7 @@ class Worker:
     def fulfil_next(self) -> str | None:
         """A wake-up said a request was submitted: start carrying the oldest nobody carries."""
         request_id = self.requests.run_next()
-        return None if request_id is None else request_number(request_id)
+        return None if request_id is None else REQUEST_NUMBERING.number(request_id)
 
     def provision_next(self) -> int | None:
         """A wake-up said an access change waits: start the oldest nobody carries."""

@@ -13,10 +13,10 @@ from opsflow.itsm.access import (
     AccessNotEntitledError,
     AccessRequestCreate,
     AccessRequestInvalidError,
-    IllegalAccessTransitionError,
     resolve_request,
 )
 from opsflow.itsm.access_store import AccessStore
+from opsflow.itsm.states import IllegalTransitionError
 from opsflow.itsm.store import RecordNotFoundError, Store
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -155,12 +155,12 @@ def test_illegal_transitions_are_refused_and_change_nothing(
     estate: Estate, grants: AccessStore
 ) -> None:
     grant = grants.request(ask(estate, "carol"), "carol", T0)
-    with pytest.raises(IllegalAccessTransitionError, match="cannot go from requested to active"):
+    with pytest.raises(IllegalTransitionError, match="cannot go from requested to active"):
         grants.activate(grant.id, ["web1"], T0, "flow")
     denied = grants.decide(grant.id, False, "bob", "no", T0)
-    with pytest.raises(IllegalAccessTransitionError, match="none, it is final"):
+    with pytest.raises(IllegalTransitionError, match="none, it is final"):
         grants.decide(grant.id, True, "bob", "changed my mind", T0)
-    with pytest.raises(IllegalAccessTransitionError):
+    with pytest.raises(IllegalTransitionError):
         grants.request_revoke(grant.id, "bob", T0)
     assert grants.get(grant.id) == denied
     with pytest.raises(RecordNotFoundError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsflow.itsm.numbering import MAX_RECORD_ID, parse_record_id
+from opsflow.itsm.numbering import MAX_RECORD_ID, Numbering
 from opsflow.itsm.store import RecordNotFoundError, Store
 
 
@@ -29,7 +29,7 @@ from opsflow.itsm.store import RecordNotFoundError, Store
     ],
 )
 def test_ids_are_ascii_digits_within_64_bits(key: int | str, expected: int | None) -> None:
-    assert parse_record_id(key, "INC") == expected
+    assert Numbering("INC").parse(key) == expected
 
 
 @pytest.mark.parametrize("key", ["³", "9" * 40, "INC" + "9" * 30])

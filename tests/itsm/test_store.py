@@ -15,8 +15,8 @@ from sqlalchemy.schema import CreateIndex
 
 from opsflow.errors import PermanentError, TransientError
 from opsflow.itsm import store as store_module
-from opsflow.itsm.lifecycle import IllegalTransitionError, InvalidUpdateError
 from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
+from opsflow.itsm.states import IllegalTransitionError, InvalidUpdateError
 from opsflow.itsm.store import (
     ConcurrentUpdateError,
     EventLink,

@@ -9,11 +9,11 @@ from sqlalchemy import select
 
 from opsflow.itsm.problem_store import DuplicateKnownErrorError, IncidentLinkError, ProblemStore
 from opsflow.itsm.problems import (
-    IllegalProblemTransitionError,
     KnownErrorCreate,
     ProblemUpdate,
     UnknownRunbookError,
 )
+from opsflow.itsm.states import IllegalTransitionError
 from opsflow.itsm.store import incidents
 from tests.problems.conftest import NOW, failure
 
@@ -74,7 +74,7 @@ def test_link_incident_to_problem_is_idempotent_and_refuses_a_second_problem(
 
 def test_problem_moves_through_legal_states_only(store, problems) -> None:
     problem = problems.record_recurrence("app", "service-down", [], "r", NOW).problem
-    with pytest.raises(IllegalProblemTransitionError):
+    with pytest.raises(IllegalTransitionError):
         problems.update_problem(problem.id, ProblemUpdate(state="Resolved"), "olga", NOW)
     for state in ("Root Cause Analysis", "Known Error", "Resolved", "Closed"):
         problem = problems.update_problem(
