@@ -33,7 +33,7 @@ def main() -> None:
     os.nice(parser.parse_args().nice)
     store = open_store()
     while True:
-        if not store.triage_backlog().pending:
+        if not store.events.backlog().pending:
             time.sleep(IDLE_S)
             continue
         try:

@@ -13,7 +13,6 @@ finishes whatever a dead worker left.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,28 +34,22 @@ from opsflow.itsm.access import (
     AccessRequestInvalidError,
     resolve_request,
 )
-from opsflow.itsm.access_store import AccessStore
 from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
-from opsflow.itsm.store import RecordNotFoundError
+from opsflow.itsm.store.access import AccessGrants
+from opsflow.itsm.store.errors import RecordNotFoundError
 
 logger = logging.getLogger("opsflow.desk.access")
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
-_state_lock = threading.Lock()
 
-
-def access_grants(request: Request) -> AccessStore:
-    """The access grants in the desk's store (`app.state.access_store`), opened on first use."""
-    with _state_lock:
-        grants = getattr(request.app.state, "access_store", None)
-        if grants is None:
-            grants = request.app.state.access_store = AccessStore(request.app.state.store)
-        return grants
+def access_grants(request: Request) -> AccessGrants:
+    """The access grants in the app's records."""
+    return request.app.state.store.access
 
 
 Wake = Annotated[WakeUps, Depends(wake_ups)]
-Grants = Annotated[AccessStore, Depends(access_grants)]
+Grants = Annotated[AccessGrants, Depends(access_grants)]
 
 
 @contextmanager
@@ -90,7 +83,7 @@ def _approvable_entitlements(estate: Estate, person: Person) -> list[str]:
     return [e.name for e in estate.entitlements if e.approvers.admits(person)]
 
 
-def _visible(grants: AccessStore, grant_id: int, estate: Estate, person: Person) -> AccessGrant:
+def _visible(grants: AccessGrants, grant_id: int, estate: Estate, person: Person) -> AccessGrant:
     """The grant if `person` may see it (theirs, one they may approve, or an operator);
     otherwise 404, exactly as if there were none."""
     grant = grants.get(grant_id)

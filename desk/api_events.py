@@ -27,7 +27,7 @@ def failed_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[FailedEvent]:
     """Events triage marked failed, newest first, each with its reason."""
-    return request.app.state.store.failed_events(limit)
+    return request.app.state.store.events.failed(limit)
 
 
 class RetryFailed(BaseModel):
@@ -49,7 +49,7 @@ class Retried(BaseModel):
 @router.post("/events/failed/retry")
 def retry_failed_events(request: Request, person: Operator, body: RetryFailed) -> Retried:
     """Triage failed events again, once what made them fail is mended; audited."""
-    ids = request.app.state.store.retry_failed(body.ids, datetime.now(UTC), person.name)
+    ids = request.app.state.store.events.retry_failed(body.ids, datetime.now(UTC), person.name)
     if ids:
         request.app.state.on_events()
     return Retried(retried=ids)

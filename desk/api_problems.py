@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from opsflow.desk.api_schema import Offset
 from opsflow.desk.auth import Operator
-from opsflow.itsm.problem_store import ProblemStore
 from opsflow.itsm.problems import (
     KnownError,
     KnownErrorCreate,
@@ -26,19 +25,24 @@ from opsflow.itsm.problems import (
     UnknownRunbookError,
     check_workaround,
 )
+from opsflow.itsm.store.known_errors import KnownErrors
+from opsflow.itsm.store.problems import Problems
 
 router = APIRouter(prefix="/api/v1", tags=["problems"])
 
 
-def problem_store(request: Request) -> ProblemStore:
-    """The app's problem store, made on first use."""
-    state = request.app.state
-    if getattr(state, "problem_store", None) is None:
-        state.problem_store = ProblemStore(state.store)
-    return state.problem_store
+def problem_records(request: Request) -> Problems:
+    """The problems in the app's records."""
+    return request.app.state.store.problems
 
 
-Problems = Annotated[ProblemStore, Depends(problem_store)]
+def known_error_records(request: Request) -> KnownErrors:
+    """The known errors in the app's records."""
+    return request.app.state.store.known_errors
+
+
+ProblemRecords = Annotated[Problems, Depends(problem_records)]
+KnownErrorRecords = Annotated[KnownErrors, Depends(known_error_records)]
 
 
 def workaround_runbooks() -> list[str]:
@@ -51,43 +55,45 @@ def workaround_runbooks() -> list[str]:
 @router.get("/problems")
 def list_problems(
     person: Operator,
-    problems: Problems,
+    problems: ProblemRecords,
     state: Annotated[list[ProblemState] | None, Query()] = None,
     service: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> list[Problem]:
     """Problems, newest first, each with the incidents it explains; filter by state or service."""
-    return problems.list_problems(state=state, service=service, limit=limit, offset=offset)
+    return problems.list(state=state, service=service, limit=limit, offset=offset)
 
 
 @router.get("/problems/{problem_id}")
-def show_problem(problem_id: str, person: Operator, problems: Problems) -> Problem:
+def show_problem(problem_id: str, person: Operator, problems: ProblemRecords) -> Problem:
     """One problem by id or number (PRB0000001), with its incidents and known errors."""
-    return problems.get_problem(problem_id)
+    return problems.get(problem_id)
 
 
 @router.patch("/problems/{problem_id}")
 def update_problem(
-    problem_id: str, body: ProblemUpdate, person: Operator, problems: Problems
+    problem_id: str, body: ProblemUpdate, person: Operator, problems: ProblemRecords
 ) -> Problem:
     """Add root-cause notes or move the problem on; illegal moves are refused (409)."""
-    return problems.update_problem(problem_id, body, actor=person.name, now=datetime.now(UTC))
+    return problems.update(problem_id, body, actor=person.name, now=datetime.now(UTC))
 
 
 @router.get("/known-errors")
 def list_known_errors(
     person: Operator,
-    problems: Problems,
+    known_errors: KnownErrorRecords,
     service: str | None = None,
     include_retired: bool = False,
 ) -> list[KnownError]:
     """Known errors with how often their workaround was applied and worked, oldest first."""
-    return problems.list_known_errors(service=service, include_retired=include_retired)
+    return known_errors.list(service=service, include_retired=include_retired)
 
 
 @router.post("/known-errors", status_code=status.HTTP_201_CREATED)
-def add_known_error(body: KnownErrorCreate, person: Operator, problems: Problems) -> KnownError:
+def add_known_error(
+    body: KnownErrorCreate, person: Operator, known_errors: KnownErrorRecords
+) -> KnownError:
     """Record a known error; triage applies its workaround to every new matching incident.
 
     The workaround must be a runbook opsflow can run (422 otherwise); a duplicate signature
@@ -98,12 +104,12 @@ def add_known_error(body: KnownErrorCreate, person: Operator, problems: Problems
         check_workaround(body.workaround, available)
     except UnknownRunbookError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    return problems.add_known_error(
-        body, actor=person.name, now=datetime.now(UTC), runbooks=available
-    )
+    return known_errors.add(body, actor=person.name, now=datetime.now(UTC), runbooks=available)
 
 
 @router.get("/known-errors/{known_error_id}")
-def show_known_error(known_error_id: str, person: Operator, problems: Problems) -> KnownError:
+def show_known_error(
+    known_error_id: str, person: Operator, known_errors: KnownErrorRecords
+) -> KnownError:
     """One known error by id or number (KE0000001)."""
-    return problems.get_known_error(known_error_id)
+    return known_errors.get(known_error_id)

@@ -55,16 +55,15 @@ from opsflow.desk.metrics import render_metrics
 from opsflow.errors import OpsError, PermanentError
 from opsflow.inventory.models import Person
 from opsflow.itsm.access import AccessGrant
-from opsflow.itsm.access_store import AccessStore
 from opsflow.itsm.records import (
     Incident,
     IncidentReport,
     IncidentUpdate,
     WorklogEntry,
 )
-from opsflow.itsm.request_store import RequestStore
 from opsflow.itsm.requests import ServiceRequest
-from opsflow.itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.store.errors import RecordNotFoundError
+from opsflow.itsm.store.records import Records
 from opsflow.itsm.triage import report_incident as classify_report
 
 logger = logging.getLogger("opsflow.desk.intake")
@@ -204,7 +203,7 @@ class IncidentDetail(Incident):
 
 
 def create_app(
-    store: Store,
+    store: Records,
     estate: EstateCache,
     on_events: Callable[[], None] = lambda: None,
     lifespan: Any = None,
@@ -324,7 +323,7 @@ def create_app(
     ) -> list[Incident]:
         """Incidents, newest first, filtered by state, host or service (operators: all of
         them; anyone else: those they reported, in the reporter's view)."""
-        found = store.list_incidents(
+        found = store.incidents.list(
             state=state,
             host=host,
             service=service,
@@ -350,16 +349,18 @@ def create_app(
         """One incident by id or number (INC0000001), with its worklog and SLA state; 404
         for an incident someone else reported, unless an operator asks. Its reporters read
         the reporter's view: no automation's worklog, notes or assignee."""
-        incident = store.get_incident(incident_id)
-        if not sees_everything(person) and not store.reported_by(incident.id, person.name):
+        incident = store.incidents.get(incident_id)
+        if not sees_everything(person) and not store.incidents.reported_by(
+            incident.id, person.name
+        ):
             raise RecordNotFoundError("incident", incident_id)
         return _detail(store, incident_id, person)
 
     @app.patch("/api/v1/incidents/{incident_id}", tags=["incidents"])
     def update_incident(incident_id: str, body: IncidentUpdate, person: Operator) -> IncidentDetail:
         """Change state, assignment or priority; illegal transitions are refused (409)."""
-        incident = store.get_incident(incident_id)
-        after = store.update_incident(incident.id, body, actor=person.name, now=datetime.now(UTC))
+        incident = store.incidents.get(incident_id)
+        after = store.incidents.update(incident.id, body, actor=person.name, now=datetime.now(UTC))
         if after.state != incident.state and after.state in ("Resolved", "Closed", "Canceled"):
             on_incident_change(after, after.state.lower())
         elif after.version != incident.version:
@@ -375,10 +376,10 @@ def create_app(
             roles=list(person.roles),
             team=person.team,
             incidents=[
-                _view(i, person) for i in store.list_incidents(reported_by=person.name, limit=200)
+                _view(i, person) for i in store.incidents.list(reported_by=person.name, limit=200)
             ],
-            requests=RequestStore(store).list(requester=person.name, limit=200),
-            access_grants=AccessStore(store).list(requester=person.name, limit=200),
+            requests=store.requests.list(requester=person.name, limit=200),
+            access_grants=store.access.list(requester=person.name, limit=200),
         )
 
     @app.get("/api/v1/services", tags=["desk"])
@@ -409,7 +410,7 @@ def create_app(
         it names hosts, users, files and people."""
         detailed = sees_everything(person)
         try:
-            open_incidents = sum(store.count_open_by_priority().values())
+            open_incidents = sum(store.incidents.count_open_by_priority().values())
             status_of = getattr(request.app.state, "dispatcher", None)
             triage = triage_health(
                 store, status_of and status_of.status(), datetime.now(UTC), detailed=detailed
@@ -514,13 +515,13 @@ def _view(incident: Incident, person: Person) -> Incident:
     return incident if sees_everything(person) else incident.reporter_view()
 
 
-def _detail(store: Store, incident_id: str, person: Person) -> IncidentDetail:
+def _detail(store: Records, incident_id: str, person: Person) -> IncidentDetail:
     """The incident with its SLA state and the worklog `person` may read: all of it for
     operators, their own entries (their reports) for anyone else."""
-    incident = store.get_incident(incident_id)
+    incident = store.incidents.get(incident_id)
     author = None if sees_everything(person) else person.name
     return IncidentDetail(
         **_view(incident, person).model_dump(),
-        worklog=store.worklog(incident.id, author=author),
+        worklog=store.worklog.entries(incident.id, author=author),
         sla_breached=incident.sla_breaches(datetime.now(UTC)),
     )

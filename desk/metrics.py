@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 
 RESTORE_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400)
 
 
-def render_metrics(store: Store) -> str:
+def render_metrics(store: Records) -> str:
     """Events received by class, triage's backlog and failures, open incidents by priority,
     and a time-to-restore histogram."""
     lines = [
@@ -17,9 +17,9 @@ def render_metrics(store: Store) -> str:
         ' ("pending": not triaged yet; "failed": triage could not handle them).',
         "# TYPE opsflow_events_received_total counter",
     ]
-    for event_class, count in sorted(store.event_counts_by_class().items()):
+    for event_class, count in sorted(store.events.counts_by_class().items()):
         lines.append(f'opsflow_events_received_total{{class="{event_class}"}} {count}')
-    backlog = store.triage_backlog()
+    backlog = store.events.backlog()
     oldest = backlog.oldest_received_at
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
     lines += [
@@ -37,12 +37,12 @@ def render_metrics(store: Store) -> str:
         "# HELP opsflow_incidents_open Incidents not yet resolved, by priority.",
         "# TYPE opsflow_incidents_open gauge",
     ]
-    open_by_priority = store.count_open_by_priority()
+    open_by_priority = store.incidents.count_open_by_priority()
     for priority in range(1, 6):
         lines.append(
             f'opsflow_incidents_open{{priority="P{priority}"}} {open_by_priority.get(priority, 0)}'
         )
-    times = store.restore_times()
+    times = store.incidents.restore_times()
     lines += [
         "# HELP opsflow_time_to_restore_seconds Time from incident opened to service restored.",
         "# TYPE opsflow_time_to_restore_seconds histogram",

@@ -16,7 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from opsflow.itsm.store import PruneResult
+from opsflow.itsm.store.retention import PruneResult, prune
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import open_store
 
@@ -24,7 +24,7 @@ from opsflow.tasks.records import open_store
 @task(cache_policy=NONE, timeout_seconds=3600)
 def prune_records_before(before: datetime) -> PruneResult:
     """Delete triaged events and closed records' audit rows older than `before` (idempotent)."""
-    return open_store().prune(before)
+    return prune(open_store().db, before)
 
 
 @flow(name="prune-records")

@@ -150,7 +150,7 @@ def read_open_incidents(symptoms: list[str]) -> list[OpenIncident]:
     found: list[OpenIncident] = []
     offset, limit = 0, 1000
     while True:
-        page = store.list_incidents(state=OPEN_STATES, limit=limit, offset=offset)
+        page = store.incidents.list(state=OPEN_STATES, limit=limit, offset=offset)
         found += [
             OpenIncident.model_validate(i.model_dump()) for i in page if i.symptom in symptoms
         ]

@@ -19,7 +19,7 @@ def triage_pending_events(estate: Estate, limit: int, max_bytes: int) -> list[De
     """Classify and correlate up to `limit` stored, untriaged events (and `max_bytes` of
     their labels, annotations and summaries), oldest first."""
     store = open_store()
-    events = store.pending_events(limit, max_bytes)
+    events = store.events.pending(limit, max_bytes)
     if not events:
         return []
     return triage(store, estate, events, datetime.now(UTC), current_flow_run_id())
@@ -63,7 +63,7 @@ def publish_incident_change(incident: Incident, change: str, events: int = 1) ->
 @task(cache_policy=NONE, timeout_seconds=60)
 def emit_incident_event(incident_id: int, change: str, events: int = 1) -> None:
     """Task form of `publish_incident_change`, reading the incident as it is now."""
-    publish_incident_change(open_store().get_incident(str(incident_id)), change, events)
+    publish_incident_change(open_store().incidents.get(str(incident_id)), change, events)
 
 
 @task(cache_policy=NONE, timeout_seconds=120)
@@ -71,4 +71,4 @@ def emit_incident_events(changes: list[tuple[int, str, int]]) -> None:
     """Publish a triage batch's incident changes (id, change, events counted) in one task."""
     store = open_store()
     for incident_id, change, events in changes:
-        publish_incident_change(store.get_incident(str(incident_id)), change, events)
+        publish_incident_change(store.incidents.get(str(incident_id)), change, events)

@@ -11,7 +11,7 @@ from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from opsflow.itsm.maintenance_store import DeclaredWindow, close_window, declare_window
+from opsflow.itsm.store.maintenance import DeclaredWindow
 from opsflow.tasks.records import current_flow_run_id, open_store
 
 DEFAULT_GRACE_S = 60.0
@@ -25,8 +25,7 @@ def open_maintenance_window(
 ) -> DeclaredWindow:
     """Declare a window over `hosts` from now for at most `minutes` (not retried: no duplicates)."""
     now = datetime.now(UTC)
-    window = declare_window(
-        open_store(),
+    window = open_store().maintenance.declare(
         name=name,
         hosts=hosts,
         reason=reason,
@@ -53,7 +52,7 @@ def open_maintenance_window(
 def close_maintenance_window(window_id: int, grace_s: float = DEFAULT_GRACE_S) -> DeclaredWindow:
     """End the window `grace_s` from now, never later than declared; idempotent, so retried."""
     now = datetime.now(UTC)
-    window = close_window(open_store(), window_id, now + timedelta(seconds=grace_s), now)
+    window = open_store().maintenance.close(window_id, now + timedelta(seconds=grace_s), now)
     get_run_logger().info("maintenance window %s ends %s", window.label, f"{window.end:%H:%M:%S}")
     return window
 

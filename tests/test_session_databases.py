@@ -32,7 +32,7 @@ def test_session_desk_keeps_its_records_in_postgresql(desk, postgres: PostgresCl
     from opsflow.tasks.records import open_store
 
     store = open_store()
-    assert store.dialect == "postgresql"
+    assert store.db.dialect == "postgresql"
     with psycopg.connect(_dsn(postgres, "records")) as connection:
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables")}
     assert {"incidents", "events", "audit"} <= tables

@@ -48,7 +48,7 @@ def record_rollback(transaction: Transaction, text: str) -> None:
     """Write what a rollback hook did into the incident's worklog (the restoration sets its id)."""
     incident_id = transaction.get("incident_id", None)
     if incident_id is not None:
-        open_store().add_worklog(incident_id, "rollback", text, datetime.now(UTC))
+        open_store().worklog.add(incident_id, "rollback", text, datetime.now(UTC))
 
 
 def runbooks() -> dict[str, Runbook]:

@@ -13,7 +13,7 @@ from opsflow.errors import OpsError
 from opsflow.inventory.loader import load_estate
 from opsflow.inventory.models import Estate
 from opsflow.itsm.drift import find_drift
-from opsflow.itsm.facts_store import StoredSnapshot, snapshot_history
+from opsflow.itsm.store.facts import StoredSnapshot
 from opsflow.settings import get_settings
 from opsflow.tasks.records import open_store
 
@@ -83,7 +83,7 @@ def inventory_show(host: str, as_json: bool) -> None:
         err_console.print(Text.assemble(("warning:", "yellow"), f" inventory not loaded: {exc}"))
         estate = None
     try:
-        history = snapshot_history(open_store(), host, limit=HISTORY)
+        history = open_store().facts.history(host, limit=HISTORY)
     except OpsError as exc:
         raise fail(exc) from exc
     entry = _inventory_entry(estate, host)

@@ -37,13 +37,11 @@ from opsflow.desk.fulfilments import RequestRunner
 from opsflow.desk.restorations import RestorationRunner
 from opsflow.errors import OpsError
 from opsflow.flows import work
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.event_notices import listen_for_stored_events
-from opsflow.itsm.exclusive import exclusive
 from opsflow.itsm.records import Incident
-from opsflow.itsm.request_store import RequestStore
 from opsflow.itsm.requests import REQUEST_NUMBERING
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.event_notices import listen_for_stored_events
+from opsflow.itsm.store.exclusive import exclusive
+from opsflow.itsm.store.records import Records
 from opsflow.runtime.flow_runs import run_flow_here
 from opsflow.tasks.inventory import last_good_estate
 from opsflow.tasks.records import open_store
@@ -71,7 +69,7 @@ class Worker:
 
     def __init__(
         self,
-        store: Store | None = None,
+        store: Records | None = None,
         limit: int = DEFAULT_LIMIT,
         lease_s: float | None = None,
         requests: int = DEFAULT_MAX_REQUESTS,
@@ -81,12 +79,8 @@ class Worker:
         self.restorations = RestorationRunner(
             self.store, self._restore, lease_s=lease_s, max_running=limit
         )
-        self.requests = RequestRunner(
-            RequestStore(self.store), max_running=requests, lease_s=lease_s
-        )
-        self.access = AccessRunner(
-            AccessStore(self.store), max_running=access_changes, lease_s=lease_s
-        )
+        self.requests = RequestRunner(self.store, max_running=requests, lease_s=lease_s)
+        self.access = AccessRunner(self.store, max_running=access_changes, lease_s=lease_s)
         self.triage = Dispatcher(self._triage_pass)
         self._limit = limit
         self._stopped = threading.Event()
@@ -168,7 +162,7 @@ class Worker:
     def _sweep(self) -> None:
         while not self._stopped.wait(SWEEP_S):
             try:
-                oldest = self.store.triage_backlog().oldest_received_at
+                oldest = self.store.events.backlog().oldest_received_at
             except Exception:
                 logger.exception("could not read the triage backlog; trying again")
                 continue
@@ -176,7 +170,7 @@ class Worker:
                 self.triage.notify()
 
     def _listen(self) -> None:
-        listen_for_stored_events(self.store, self.triage.notify, self._stopped)
+        listen_for_stored_events(self.store.db, self.triage.notify, self._stopped)
 
     def restore_here(self) -> bool:
         """Start restoring the next incident nobody carries in a thread here, unless full."""
@@ -188,9 +182,9 @@ class Worker:
     def _triage_pass(self) -> bool:
         from opsflow.flows.event_triage import event_triage
 
-        with exclusive(self.store, "event-triage"), tags("itil:event"):
+        with exclusive(self.store.db, "event-triage"), tags("itil:event"):
             # A doubled wake-up finds nothing: no empty run for the Prefect UI then.
-            if not self.store.events_pending():
+            if not self.store.events.any_pending():
                 return False
             return bool(run_flow_here(event_triage))
 

@@ -48,12 +48,10 @@ def test_a_worker_killed_mid_grant_leaves_the_grant_to_another(
     people: dict[str, Person],
     two_workers: list[subprocess.Popen],
 ) -> None:
-    from opsflow.itsm.access_store import AccessStore
-    from opsflow.itsm.leases import Leases
     from opsflow.tasks.records import open_store
 
     carol, bob = people["carol"], people["bob"]
-    grants, leases = AccessStore(open_store()), Leases(open_store())
+    grants, leases = open_store().access, open_store().leases
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
     by_pid = {process.pid: process for process in two_workers}
 

@@ -20,7 +20,7 @@ from opsflow.cli.main import app as opsflow
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.records import IncidentCreate
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.itsm.timeline import render_timeline
 from tests.desk.conftest import TOKENS
 from tests.support import free_port, wait_for
@@ -37,12 +37,12 @@ WORKLOG = "restarted [/] by [bold]hand[/bold] | ok"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, desk_estate: Path) -> Iterator[tuple]:
     """A desk served by uvicorn over a SQLite file, holding one incident with hostile text."""
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('cli-desk') / 'records.db'}")
+    store = Records(f"sqlite:///{tmp_path_factory.mktemp('cli-desk') / 'records.db'}")
     now = datetime.now(UTC)
-    incident, _ = store.open_or_correlate(
+    incident, _ = store.correlation.open_or_correlate(
         IncidentCreate(**HOSTILE, impact=2, urgency=2), now, actor="triage"
     )
-    store.add_worklog(incident.id, "restoration[/]", WORKLOG, now)
+    store.worklog.add(incident.id, "restoration[/]", WORKLOG, now)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(store, EstateCache(desk_estate)),
@@ -54,7 +54,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, desk_estate: Path) -> Itera
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 30, "the desk to start")
-    yield f"http://127.0.0.1:{server.config.port}", store, store.get_incident(incident.id)
+    yield f"http://127.0.0.1:{server.config.port}", store, store.incidents.get(incident.id)
     server.should_exit = True
     thread.join(30)
 
@@ -82,7 +82,7 @@ def test_incident_list_and_show_print_markup_literally(served, monkeypatch) -> N
 def test_timeline_markdown_escapes_alert_text(served) -> None:
     _, store, incident = served
     markdown = render_timeline(
-        incident, store.worklog(incident.id), store.audit_trail("incident", incident.id)
+        incident, store.worklog.entries(incident.id), store.audit.trail("incident", incident.id)
     )
     unescaped = re.compile(r"(?<!\\)[\[\]<>]")  # a link or a tag needs one
     for line in markdown.splitlines():

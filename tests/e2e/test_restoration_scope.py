@@ -43,9 +43,9 @@ def test_alert_for_a_host_outside_the_service_runs_nothing_there(
         )
     finally:
         run_on_host(host, [SVC, "start"], lab.directory)
-    worklog = [w.text for w in open_store().worklog(incident.id)]
+    worklog = [w.text for w in open_store().worklog.entries(incident.id)]
     assert not any(t.startswith("runbook ") for t in worklog)
     [escalation] = [t for t in worklog if t.startswith("escalated to ops")]
     assert f"{host} does not run app" in escalation, escalation
-    assert open_store().get_incident(incident.id).assigned_to == "alice"
+    assert open_store().incidents.get(incident.id).assigned_to == "alice"
     assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]

@@ -7,17 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opsflow.itsm.request_store import RequestQuotaError, RequestStore
 from opsflow.itsm.requests import Attachment
 from opsflow.itsm.states import IllegalTransitionError
-from opsflow.itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.store.errors import RecordNotFoundError
+from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.requests import RequestQuotaError, Requests
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def requests(records_url: str) -> RequestStore:
-    return RequestStore(Store(records_url))
+def requests(records_url: str) -> Requests:
+    return Records(records_url).requests
 
 
 def test_a_request_moves_through_approval_and_every_change_is_audited(requests) -> None:

@@ -31,5 +31,5 @@ def test_events_the_desk_refuses_fail_the_task_and_the_others_are_stored(
     with pytest.raises(PermanentError, match="refused 1 of 2"):
         job()
     store = open_store()
-    assert len(store.events_with_fingerprint(good.fingerprint)) == 1
-    assert store.events_with_fingerprint(bad.fingerprint) == []
+    assert len(store.events.with_fingerprint(good.fingerprint)) == 1
+    assert store.events.with_fingerprint(bad.fingerprint) == []

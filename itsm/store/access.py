@@ -1,4 +1,4 @@
-"""Access grants in the records store: one table, state changes guarded and audited.
+"""Access grants in the records: one table, state changes guarded and audited.
 
 Every change reads the row under the store's write lock, checks the state machine, bumps the
 version and writes its audit row (record type "access_grant") in the same transaction, like
@@ -12,8 +12,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     CheckConstraint,
     Column,
     Connection,
@@ -29,7 +27,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql
 
 from opsflow.itsm.access import (
     GRANT_STATES,
@@ -39,27 +36,20 @@ from opsflow.itsm.access import (
     AccessState,
     ResolvedRequest,
 )
-from opsflow.itsm.leases import leases
-from opsflow.itsm.store import (
-    ConcurrentUpdateError,
-    RecordNotFoundError,
-    Store,
-    UtcDateTime,
-    audit,
-    metadata,
-)
+from opsflow.itsm.store.audit import Audit, audit
+from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
+from opsflow.itsm.store.errors import ConcurrentUpdateError, RecordNotFoundError
+from opsflow.itsm.store.leases import leases
 
 RECORD_TYPE = "access_grant"
 LEASE_PREFIX = "grant:"
 """Grants waiting for a change on hosts are leased as `grant:ID` by whoever carries it out."""
 _RETRIES = 5
-_Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
-_Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
 
 access_grants = Table(
     "access_grants",
     metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("id", Id, primary_key=True, autoincrement=True),
     Column("entitlement", String(63), nullable=False),
     Column("privilege", String(16), nullable=False),
     Column("host_group", String(63), nullable=False),
@@ -73,14 +63,14 @@ access_grants = Table(
     Column("approver", String(255)),
     Column("decided_at", UtcDateTime),
     Column("decision_comment", Text),
-    Column("hosts", _Json, nullable=False),
+    Column("hosts", Json, nullable=False),
     Column("starts_at", UtcDateTime),
     Column("ends_at", UtcDateTime),
     Column("revoke_requested_at", UtcDateTime),
     Column("revoke_requested_by", String(255)),
     Column("ended_at", UtcDateTime),
     Column("last_error", Text),
-    Column("flow_run_ids", _Json, nullable=False),
+    Column("flow_run_ids", Json, nullable=False),
     Column("version", Integer, nullable=False, default=1),
     CheckConstraint(GRANT_STATES.sql_check(), name="ck_access_grants_state"),
     CheckConstraint("privilege IN ('login', 'sudo')", name="ck_access_grants_privilege"),
@@ -93,17 +83,17 @@ Index("ix_access_grants_username", access_grants.c.username, access_grants.c.sta
 _COLUMNS = [c.name for c in access_grants.columns if c.name != "id"]
 
 
-class AccessStore:
-    """Access grants kept in `store`'s database; safe to share between threads."""
+class AccessGrants:
+    """The access grants of `db`; safe to share between threads."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, grant_id: int) -> AccessGrant:
         """One grant by id; `RecordNotFoundError` when there is none."""
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return self._fetch(conn, grant_id)
 
     def list(
@@ -133,13 +123,13 @@ class AccessStore:
         if requester:
             query = query.where(access_grants.c.requester == requester)
         query = query.order_by(access_grants.c.id.desc()).limit(limit).offset(offset)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return [_grant(row) for row in conn.execute(query).mappings()]
 
     def live(self) -> list[AccessGrant]:
         """Every approved or active grant: what explains access found on hosts."""
         query = select(access_grants).where(access_grants.c.state.in_(LIVE_STATES))
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(query.order_by(access_grants.c.id)).mappings()
             return [_grant(row) for row in rows]
 
@@ -162,7 +152,7 @@ class AccessStore:
         )
         if changed_before is not None:
             query = query.where(func.coalesce(c.revoke_requested_at, c.decided_at) < changed_before)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
     def due_for_removal(self, now: datetime) -> list[AccessGrant]:
@@ -193,7 +183,7 @@ class AccessStore:
             "flow_run_ids": [],
             "version": 1,
         }
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             holder = conn.execute(
                 select(access_grants.c.id, access_grants.c.requester).where(
                     access_grants.c.username == resolved.username,
@@ -319,7 +309,7 @@ class AccessStore:
         self, grant_id: int, actor: str, action: str, detail: dict[str, Any], now: datetime
     ) -> None:
         """Append an audit entry about the grant that changes none of its fields (a take-over)."""
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             self._fetch(conn, grant_id)
             conn.execute(
                 insert(audit),
@@ -337,13 +327,13 @@ class AccessStore:
 
     def audit_trail(self, grant_id: int) -> list[Any]:
         """Every recorded change to the grant, oldest first."""
-        return self.store.audit_trail(RECORD_TYPE, grant_id)
+        return Audit(self.db).trail(RECORD_TYPE, grant_id)
 
     # -- internals -------------------------------------------------------------------------
 
     def _fetch(self, conn: Connection, grant_id: int, lock: bool = False) -> AccessGrant:
         query = select(access_grants).where(access_grants.c.id == grant_id)
-        if lock and self.store.dialect == "postgresql":
+        if lock and self.db.dialect == "postgresql":
             query = query.with_for_update()
         row = conn.execute(query).mappings().first()
         if row is None:
@@ -360,7 +350,7 @@ class AccessStore:
     ) -> AccessGrant:
         """Apply `change` (fields to set) under the write lock, version-guarded and audited."""
         for _attempt in range(_RETRIES):
-            with self.store.write() as conn:
+            with self.db.write() as conn:
                 before = self._fetch(conn, grant_id, lock=True)
                 fields = change(before)
                 after = before.model_copy(update=fields)

@@ -1,7 +1,6 @@
-"""Service requests in the records store, every change audited in the same transaction.
+"""Service requests in the records, every change audited in the same transaction.
 
-The table lives on `itsm.store.metadata` next to incidents and the audit; `RequestStore`
-wraps a `Store` (which made the table when it opened). Changes follow the incidents' pattern:
+Changes follow the incidents' pattern:
 the row is read under the write lock, the state machine in `itsm.requests` decides, and a
 version column guards against any writer that did not take the lock.
 """
@@ -29,7 +28,6 @@ from sqlalchemy import (
 )
 
 from opsflow.errors import PermanentError
-from opsflow.itsm.leases import LeaseClaim, leases
 from opsflow.itsm.records import AuditEntry
 from opsflow.itsm.requests import (
     CARRIED_STATES,
@@ -41,17 +39,10 @@ from opsflow.itsm.requests import (
     ServiceRequest,
     apply_transition,
 )
-from opsflow.itsm.store import (
-    ConcurrentUpdateError,
-    RecordNotFoundError,
-    Store,
-    UtcDateTime,
-    _audit_row,
-    _Id,
-    _Json,
-    audit,
-    metadata,
-)
+from opsflow.itsm.store.audit import Audit, audit, audit_row
+from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
+from opsflow.itsm.store.errors import ConcurrentUpdateError, RecordNotFoundError
+from opsflow.itsm.store.leases import LeaseClaim, leases
 
 RECORD_TYPE = "service_request"
 LEASE_PREFIX = "request:"
@@ -61,9 +52,9 @@ _RETRIES = 5
 service_requests = Table(
     "service_requests",
     metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("id", Id, primary_key=True, autoincrement=True),
     Column("item", String(63), nullable=False),
-    Column("inputs", _Json, nullable=False),
+    Column("inputs", Json, nullable=False),
     Column("requester", String(255), nullable=False),
     Column("state", String(32), nullable=False),
     Column("approval_policy", String(8), nullable=False),
@@ -78,8 +69,8 @@ service_requests = Table(
     Column("fulfil_due_at", UtcDateTime),
     Column("closed_at", UtcDateTime),
     Column("outcome", Text),
-    Column("flow_run_ids", _Json, nullable=False),
-    Column("attachments", _Json, nullable=False),
+    Column("flow_run_ids", Json, nullable=False),
+    Column("attachments", Json, nullable=False),
     Column("version", Integer, nullable=False, default=1),
     CheckConstraint(REQUEST_STATES.sql_check(), name="ck_service_requests_state"),
     sqlite_autoincrement=True,  # never reuse an id, so never reuse a request number
@@ -114,15 +105,11 @@ def _action(before: ServiceRequest, after: ServiceRequest) -> str:
     return f"{RECORD_TYPE}.updated"
 
 
-class RequestStore:
-    """Service requests over a `Store`: create, read, move through the state machine, audit.
+class Requests:
+    """The service requests of `db`: create, read, move through the state machine, audit."""
 
-    Args:
-        store: the records store.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- reading --------------------------------------------------------------------------
 
@@ -142,7 +129,7 @@ class RequestStore:
 
     def get(self, id_or_number: int | str) -> ServiceRequest:
         """One request by id (42, "42") or number ("REQ0000042")."""
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return self._fetch(conn, id_or_number)
 
     def list(
@@ -172,7 +159,7 @@ class RequestStore:
         if requester is not None:
             query = query.where(service_requests.c.requester == requester)
         query = query.order_by(service_requests.c.id.desc()).limit(limit).offset(offset)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [ServiceRequest.model_validate(dict(row)) for row in rows]
 
@@ -188,12 +175,12 @@ class RequestStore:
         )
         if changed_before is not None:
             query = query.where(service_requests.c.updated_at < changed_before)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
     def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
         """Every recorded change to one request, oldest first."""
-        return self.store.audit_trail(RECORD_TYPE, self.get(id_or_number).id)
+        return Audit(self.db).trail(RECORD_TYPE, self.get(id_or_number).id)
 
     # -- changing -------------------------------------------------------------------------
 
@@ -236,7 +223,7 @@ class RequestStore:
             "version": 1,
         }
         ServiceRequest.model_validate({"id": 1, **values})  # refuse bad values before writing
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             if max_open is not None:
                 if conn.dialect.name == "postgresql":  # SQLite's writers are serial already
                     conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(requester))))
@@ -256,7 +243,7 @@ class RequestStore:
             created = ServiceRequest.model_validate({"id": new_id, **values})
             conn.execute(
                 insert(audit),
-                _audit_row(
+                audit_row(
                     now,
                     actor,
                     f"{RECORD_TYPE}.submitted",
@@ -361,7 +348,7 @@ class RequestStore:
         Used for what happened to a request without moving it: a decision sent to its run,
         a decision refused because it came from the Prefect UI.
         """
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             request = self._fetch(conn, id_or_number)
             conn.execute(
                 insert(audit),
@@ -389,7 +376,7 @@ class RequestStore:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         for _attempt in range(_RETRIES):
-            with self.store.write() as conn:
+            with self.db.write() as conn:
                 before = self._fetch(conn, id_or_number, lock=True)
                 after = change(before)
                 if after is before or after == before:
@@ -418,7 +405,7 @@ class RequestStore:
                     continue
                 conn.execute(
                     insert(audit),
-                    _audit_row(
+                    audit_row(
                         now,
                         actor,
                         _action(before, after),
