@@ -1,8 +1,8 @@
 """Access grants in the records: one table, state changes guarded and audited.
 
 Every change reads the row under the store's write lock, checks the state machine, bumps the
-version and writes its audit row (record type "access_grant") in the same transaction, like
-incidents do.
+version and writes its audit row (record type "access_grant") in the same transaction, as
+every kind of record does (`itsm.store.record_table`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     CheckConstraint,
     Column,
-    Connection,
     Float,
     Index,
     Integer,
@@ -22,10 +21,8 @@ from sqlalchemy import (
     Table,
     Text,
     func,
-    insert,
     or_,
     select,
-    update,
 )
 
 from opsflow.itsm.access import (
@@ -36,15 +33,14 @@ from opsflow.itsm.access import (
     AccessState,
     ResolvedRequest,
 )
-from opsflow.itsm.store.audit import Audit, audit
+from opsflow.itsm.store.audit import Audit
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
-from opsflow.itsm.store.errors import ConcurrentUpdateError, RecordNotFoundError
 from opsflow.itsm.store.leases import leases
+from opsflow.itsm.store.record_table import RecordTable
 
 RECORD_TYPE = "access_grant"
 LEASE_PREFIX = "grant:"
 """Grants waiting for a change on hosts are leased as `grant:ID` by whoever carries it out."""
-_RETRIES = 5
 
 access_grants = Table(
     "access_grants",
@@ -80,8 +76,6 @@ access_grants = Table(
 Index("ix_access_grants_state", access_grants.c.state)
 Index("ix_access_grants_username", access_grants.c.username, access_grants.c.state)
 
-_COLUMNS = [c.name for c in access_grants.columns if c.name != "id"]
-
 
 class AccessGrants:
     """The access grants of `db`; safe to share between threads."""
@@ -94,7 +88,7 @@ class AccessGrants:
     def get(self, grant_id: int) -> AccessGrant:
         """One grant by id; `RecordNotFoundError` when there is none."""
         with self.db.read() as conn:
-            return self._fetch(conn, grant_id)
+            return GRANTS.fetch(conn, grant_id)
 
     def list(
         self,
@@ -181,7 +175,6 @@ class AccessGrants:
             "requested_at": now,
             "hosts": [],
             "flow_run_ids": [],
-            "version": 1,
         }
         with self.db.write() as conn:
             holder = conn.execute(
@@ -197,15 +190,7 @@ class AccessGrants:
                     f"{resolved.username!r} is the account of {holder.requester} "
                     f"(access grant {holder.id})",
                 )
-            grant_id = conn.execute(
-                insert(access_grants).values(values).returning(access_grants.c.id)
-            ).scalar_one()
-            grant = AccessGrant.model_validate({"id": grant_id, **values})
-            conn.execute(
-                insert(audit),
-                _audit_row(now, requester, "access_grant.requested", grant_id, None, grant, None),
-            )
-        return grant
+            return GRANTS.insert(conn, values, requester, now, "requested")
 
     def decide(
         self, grant_id: int, approve: bool, approver: str, comment: str, now: datetime
@@ -310,35 +295,14 @@ class AccessGrants:
     ) -> None:
         """Append an audit entry about the grant that changes none of its fields (a take-over)."""
         with self.db.write() as conn:
-            self._fetch(conn, grant_id)
-            conn.execute(
-                insert(audit),
-                {
-                    "at": now,
-                    "actor": actor,
-                    "action": f"{RECORD_TYPE}.{action}",
-                    "record_type": RECORD_TYPE,
-                    "record_id": grant_id,
-                    "before": None,
-                    "after": detail,
-                    "flow_run_id": None,
-                },
-            )
+            grant = GRANTS.fetch(conn, grant_id)
+            GRANTS.note(conn, grant.id, actor, action, None, detail, now)
 
     def audit_trail(self, grant_id: int) -> list[Any]:
         """Every recorded change to the grant, oldest first."""
         return Audit(self.db).trail(RECORD_TYPE, grant_id)
 
     # -- internals -------------------------------------------------------------------------
-
-    def _fetch(self, conn: Connection, grant_id: int, lock: bool = False) -> AccessGrant:
-        query = select(access_grants).where(access_grants.c.id == grant_id)
-        if lock and self.db.dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).mappings().first()
-        if row is None:
-            raise RecordNotFoundError(RECORD_TYPE, grant_id)
-        return _grant(row)
 
     def _modify(
         self,
@@ -348,36 +312,15 @@ class AccessGrants:
         now: datetime,
         flow_run_id: str | None,
     ) -> AccessGrant:
-        """Apply `change` (fields to set) under the write lock, version-guarded and audited."""
-        for _attempt in range(_RETRIES):
-            with self.db.write() as conn:
-                before = self._fetch(conn, grant_id, lock=True)
-                fields = change(before)
-                after = before.model_copy(update=fields)
-                if not fields or after == before:
-                    return before
-                after = AccessGrant.model_validate(
-                    {**after.model_dump(), "version": before.version + 1}
-                )
-                row = after.model_dump(include=set(_COLUMNS))
-                written = conn.execute(
-                    update(access_grants)
-                    .where(
-                        access_grants.c.id == before.id,
-                        access_grants.c.version == before.version,
-                    )
-                    .values(row)
-                ).rowcount
-                if written != 1:
-                    continue
-                conn.execute(
-                    insert(audit),
-                    _audit_row(
-                        now, actor, _action(before, after), before.id, before, after, flow_run_id
-                    ),
-                )
-                return after
-        raise ConcurrentUpdateError(RECORD_TYPE, grant_id, _RETRIES)
+        """Set the fields `change` gives as the grant's next version, audited."""
+
+        def next_version(before: AccessGrant) -> AccessGrant:
+            fields = change(before)
+            if not fields:
+                return before
+            return AccessGrant.model_validate({**before.model_dump(), **fields})
+
+        return GRANTS.modify(self.db, grant_id, next_version, actor, now, flow_run_id)
 
 
 def _grant(row: Any) -> AccessGrant:
@@ -387,32 +330,15 @@ def _grant(row: Any) -> AccessGrant:
 def _action(before: AccessGrant, after: AccessGrant) -> str:
     """A short name for a change: the new state when it changed, else what changed."""
     if before.state != after.state:
-        return f"{RECORD_TYPE}.{after.state}"
+        return after.state
     if before.revoke_requested_at != after.revoke_requested_at:
-        return f"{RECORD_TYPE}.revoke_requested"
+        return "revoke_requested"
     if before.flow_run_ids != after.flow_run_ids:
-        return f"{RECORD_TYPE}.flow_run_linked"
+        return "flow_run_linked"
     if after.last_error and before.last_error != after.last_error:
-        return f"{RECORD_TYPE}.failed"
-    return f"{RECORD_TYPE}.updated"
+        return "failed"
+    return "updated"
 
 
-def _audit_row(
-    at: datetime,
-    actor: str,
-    action: str,
-    record_id: int,
-    before: AccessGrant | None,
-    after: AccessGrant | None,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
-    return {
-        "at": at,
-        "actor": actor,
-        "action": action,
-        "record_type": RECORD_TYPE,
-        "record_id": record_id,
-        "before": None if before is None else before.model_dump(mode="json"),
-        "after": None if after is None else after.model_dump(mode="json"),
-        "flow_run_id": flow_run_id,
-    }
+GRANTS = RecordTable(access_grants, AccessGrant, RECORD_TYPE, "access grant", action=_action)
+"""Access grants as versioned, audited records."""

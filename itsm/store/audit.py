@@ -1,12 +1,13 @@
 """The audit: one append-only row per change to a record, written in the change's transaction.
 
 Who (actor), what (action), which record (type and id), before and after, from which flow
-run, when. Rows are only ever added here; retention (`itsm.store.retention`) deletes the old
-ones of records that no longer matter.
+run, when. `write_audit` is the only writer of the table; retention (`itsm.store.retention`)
+deletes the old rows of records that no longer matter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,88 +32,51 @@ audit = Table(
 )
 Index("ix_audit_record", audit.c.record_type, audit.c.record_id, audit.c.id)
 
+Snapshot = BaseModel | dict[str, Any] | None
+"""A record as it was (a model), or what a change says about it (a dict), or nothing."""
 
-def audit_row(
+
+def audit_entry(
     at: datetime,
     actor: str,
     action: str,
     record_type: str,
     record_id: int,
-    before: Any,
-    after: Any,
-    flow_run_id: str | None,
+    before: Snapshot = None,
+    after: Snapshot = None,
+    flow_run_id: str | None = None,
 ) -> dict[str, Any]:
+    """One audit row, `before` and `after` as JSON (models dumped, datetimes in ISO 8601)."""
     return {
         "at": at,
         "actor": actor,
         "action": action,
         "record_type": record_type,
         "record_id": record_id,
-        "before": None if before is None else before.model_dump(mode="json"),
-        "after": None if after is None else after.model_dump(mode="json"),
+        "before": _json(before),
+        "after": _json(after),
         "flow_run_id": flow_run_id,
     }
 
 
-def decision_audit(
-    at: datetime,
-    actor: str,
-    action: str,
-    event_id: int,
-    flow_run_id: str | None,
-    decision: dict[str, Any],
-) -> dict[str, Any]:
-    """A compact audit row for a triage decision on one event: ids and the decision only."""
-    return {
-        "at": at,
-        "actor": actor,
-        "action": action,
-        "record_type": "event",
-        "record_id": event_id,
-        "before": None,
-        "after": decision,
-        "flow_run_id": flow_run_id,
-    }
+def write_audit(conn: Connection, entries: dict[str, Any] | Sequence[dict[str, Any]]) -> None:
+    """Append audit rows (`audit_entry`) in the caller's transaction, so a change is never
+    committed without its audit nor the reverse."""
+    rows = [entries] if isinstance(entries, dict) else list(entries)
+    if rows:
+        conn.execute(insert(audit), rows)
 
 
-def write_audit(
-    conn: Connection,
-    at: datetime,
-    actor: str,
-    action: str,
-    record_type: str,
-    record_id: int,
-    before: BaseModel | dict[str, Any] | None,
-    after: BaseModel | dict[str, Any] | None,
-    flow_run_id: str | None,
-) -> None:
-    """Append one audit row in the caller's transaction."""
-
-    def dump(value: BaseModel | dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None or isinstance(value, dict):
-            return None if value is None else _jsonable(value)
+def _json(value: Snapshot) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-
-    conn.execute(
-        insert(audit).values(
-            at=at,
-            actor=actor,
-            action=action,
-            record_type=record_type,
-            record_id=record_id,
-            before=dump(before),
-            after=dump(after),
-            flow_run_id=flow_run_id,
-        )
-    )
-
-
-def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in value.items()}
 
 
 class Audit:
-    """Reading the audit of `db`'s records."""
+    """Reading the audit of `db`'s records; nothing here changes or deletes a row."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -17,18 +17,11 @@ from sqlalchemy.exc import IntegrityError
 
 from opsflow.itsm.priority import SlaTargets, priority
 from opsflow.itsm.records import OPEN_STATES, Incident, IncidentCreate
-from opsflow.itsm.store.audit import audit, audit_row
 from opsflow.itsm.store.db import Database, require_aware
 from opsflow.itsm.store.errors import ConcurrentUpdateError
 from opsflow.itsm.store.events import EventLink, link_events
-from opsflow.itsm.store.incidents import (
-    RETRIES,
-    fetch_incident,
-    incident_reports,
-    incidents,
-    open_for_key,
-    write_incident,
-)
+from opsflow.itsm.store.incidents import INCIDENTS, incident_reports, open_for_key
+from opsflow.itsm.store.record_table import RETRIES
 from opsflow.itsm.store.worklog import add_entry
 
 CorrelationOutcome = Literal["opened", "correlated", "adopted"]
@@ -128,19 +121,6 @@ class Correlator:
                         incident = self._insert_incident(
                             conn, create, key, event_time, now, actor, flow_run_id
                         )
-                        conn.execute(
-                            insert(audit),
-                            audit_row(
-                                now,
-                                actor,
-                                "incident.opened",
-                                "incident",
-                                incident.id,
-                                None,
-                                incident,
-                                flow_run_id,
-                            ),
-                        )
                     link_events(conn, link, incident.id, flow_run_id)
                     if report is not None:
                         _record_report(conn, incident.id, actor, report, now)
@@ -170,7 +150,7 @@ class Correlator:
         require_aware(now, "now")
         for _attempt in range(RETRIES):
             with self.db.write() as conn:
-                found = fetch_incident(conn, incident_id, lock=True)
+                found = INCIDENTS.fetch(conn, incident_id, lock=True)
                 if found.state not in OPEN_STATES:
                     return None
                 after = self._count_events(
@@ -200,19 +180,12 @@ class Correlator:
             "event_count": found.event_count + count,
             "last_event_at": max(found.last_event_at or last_event_at, last_event_at),
             "updated_at": max(found.updated_at, now),
-            "version": found.version + 1,
         }
         if runbook is not None:
             changes["runbook"] = runbook
+        action = "runbook_adopted" if runbook is not None else "correlated"
         after = found.model_copy(update=changes)
-        if not write_incident(conn, found, after):
-            return None
-        action = "incident.runbook_adopted" if runbook is not None else "incident.correlated"
-        conn.execute(
-            insert(audit),
-            audit_row(now, actor, action, "incident", after.id, found, after, flow_run_id),
-        )
-        return after
+        return INCIDENTS.try_write(conn, found, after, actor, now, flow_run_id, action)
 
     def _insert_incident(
         self,
@@ -224,7 +197,7 @@ class Correlator:
         actor: str,
         flow_run_id: str | None,
     ) -> Incident:
-        """Insert a New incident, reported by `actor`, and return it as stored."""
+        """Insert a New incident, reported by `actor`, audited as opened; return it as stored."""
         level = priority(create.impact, create.urgency)
         respond_due, resolve_due = self.sla.due_dates(level, event_time)
         values: dict[str, Any] = {
@@ -248,12 +221,8 @@ class Correlator:
             "event_count": 1,
             "last_event_at": event_time,
             "flow_run_ids": [flow_run_id] if flow_run_id else [],
-            "version": 1,
         }
-        new_id = conn.execute(
-            insert(incidents).values(values).returning(incidents.c.id)
-        ).scalar_one()
-        return Incident.model_validate({"id": new_id, **values})
+        return INCIDENTS.insert(conn, values, actor, now, "opened", flow_run_id)
 
 
 def _record_report(
@@ -262,10 +231,7 @@ def _record_report(
     """Record `reporter` as a reporter of the incident and their words in its worklog."""
     conn.execute(insert(incident_reports).values(incident_id=incident_id, reporter=reporter, at=at))
     entry = add_entry(conn, incident_id, reporter, text, at)
-    conn.execute(
-        insert(audit),
-        audit_row(at, reporter, "incident.reported", "incident", incident_id, None, entry, None),
-    )
+    INCIDENTS.note(conn, incident_id, reporter, "reported", None, entry, at)
 
 
 def _is_open_key_violation(exc: IntegrityError) -> bool:

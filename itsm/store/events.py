@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 )
 
 from opsflow.itsm.records import Event, EventClass, EventIn, FailedEvent
-from opsflow.itsm.store.audit import audit, decision_audit
+from opsflow.itsm.store.audit import audit_entry, write_audit
 from opsflow.itsm.store.db import CHUNK, Database, Id, Json, UtcDateTime, metadata, require_aware
 from opsflow.itsm.store.errors import RecordNotFoundError
 from opsflow.itsm.store.event_intake import EventIntake
@@ -207,10 +208,13 @@ class Events:
                 insert(event_failures),
                 [{"event_id": event_id, "at": at, "reason": reasons[event_id]} for event_id in ids],
             )
-            for event_id in ids:
-                decision = {"reason": reasons[event_id]}
-                row = decision_audit(at, actor, "event.failed", event_id, flow_run_id, decision)
-                conn.execute(insert(audit), row)
+            write_audit(
+                conn,
+                [
+                    _decision(at, actor, "failed", i, flow_run_id, {"reason": reasons[i]})
+                    for i in ids
+                ],
+            )
         return len(ids)
 
     def retry_failed(self, event_ids: Sequence[int] | None, at: datetime, actor: str) -> list[int]:
@@ -228,10 +232,7 @@ class Events:
                 chunk = ids[start : start + CHUNK]
                 conn.execute(delete(event_failures).where(event_failures.c.event_id.in_(chunk)))
                 conn.execute(update(events).where(events.c.id.in_(chunk)).values(triaged_at=None))
-            conn.execute(
-                insert(audit),
-                [decision_audit(at, actor, "event.retried", i, None, {}) for i in ids],
-            )
+            write_audit(conn, [_decision(at, actor, "retried", i, None, {}) for i in ids])
         return ids
 
     def failed(self, limit: int = 100) -> list[FailedEvent]:
@@ -332,9 +333,9 @@ def record_decisions(
         event_class, rule, incident_id = decisions[event_id]
         decision = {"event_class": event_class, "rule": rule, "incident_id": incident_id}
         params.append({"b_id": event_id, **decision, "triaged_at": at})
-        audits.append(decision_audit(at, actor, "event.triaged", event_id, flow_run_id, decision))
+        audits.append(_decision(at, actor, "triaged", event_id, flow_run_id, decision))
     conn.execute(update(events).where(events.c.id == bindparam("b_id")), params)
-    conn.execute(insert(audit), audits)
+    write_audit(conn, audits)
     return len(params)
 
 
@@ -358,3 +359,16 @@ def link_events(
     decision = (link.event_class, link.rule, incident_id)
     decisions = dict.fromkeys(link.event_ids, decision)
     record_decisions(conn, decisions, link.at, TRIAGE_ACTOR, flow_run_id)
+
+
+def _decision(
+    at: datetime,
+    actor: str,
+    action: str,
+    event_id: int,
+    flow_run_id: str | None,
+    decision: dict[str, Any],
+) -> dict[str, Any]:
+    """The audit of a decision on one event: the decision only, not a copy of the event (the
+    event row itself is the record of what arrived)."""
+    return audit_entry(at, actor, f"event.{action}", "event", event_id, None, decision, flow_run_id)

@@ -23,10 +23,8 @@ from sqlalchemy import (
     Table,
     Text,
     func,
-    insert,
     or_,
     select,
-    update,
 )
 
 from opsflow.itsm.lifecycle import apply_update
@@ -39,16 +37,8 @@ from opsflow.itsm.records import (
     IncidentUpdate,
     left_to_automation,
 )
-from opsflow.itsm.store.audit import audit, audit_row
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata, require_aware
-from opsflow.itsm.store.errors import (
-    ConcurrentUpdateError,
-    RecordNotFoundError,
-    StaleVersionError,
-)
-
-RETRIES = 5
-"""Attempts at a change whose row another writer changed first."""
+from opsflow.itsm.store.record_table import RecordTable
 
 incidents = Table(
     "incidents",
@@ -116,7 +106,8 @@ incident_reports = Table(
 Index("ix_incident_reports_reporter", incident_reports.c.reporter, incident_reports.c.incident_id)
 
 
-INCIDENT_COLUMNS = [c.name for c in incidents.columns if c.name != "id"]
+INCIDENTS = RecordTable(incidents, Incident, "incident", numbering=INCIDENT_NUMBERING)
+"""Incidents as versioned, audited records."""
 
 
 class Incidents:
@@ -133,8 +124,7 @@ class Incidents:
 
     def get(self, id_or_number: int | str) -> Incident:
         """One incident by id (42, "42") or number ("INC0000042")."""
-        with self.db.read() as conn:
-            return fetch_incident(conn, id_or_number)
+        return INCIDENTS.get(self.db, id_or_number)
 
     def open_for_key(self, key: str) -> Incident | None:
         """The open incident with this correlation key, if there is one."""
@@ -235,12 +225,13 @@ class Incidents:
             StaleVersionError: `expected_version` is not the current version.
             ConcurrentUpdateError: other writers won every retry.
         """
-        require_aware(now, "now")
 
         def change(before: Incident) -> Incident:
             return apply_update(before, update, now, self.sla)
 
-        return self._modify(incident_id, change, actor, now, flow_run_id, expected_version)
+        return INCIDENTS.modify(
+            self.db, incident_id, change, actor, now, flow_run_id, expected_version
+        )
 
     def link_flow_run(
         self,
@@ -259,7 +250,7 @@ class Incidents:
                 update={"flow_run_ids": [*before.flow_run_ids, flow_run_id], "updated_at": now}
             )
 
-        return self._modify(incident_id, change, actor, now, flow_run_id, None)
+        return INCIDENTS.modify(self.db, incident_id, change, actor, now, flow_run_id)
 
     def claim(
         self,
@@ -295,60 +286,10 @@ class Incidents:
                 )
             return after
 
-        incident = self._modify(incident_id, change, actor, now, flow_run_id, None, guard)
+        incident = INCIDENTS.modify(
+            self.db, incident_id, change, actor, now, flow_run_id, guard=guard
+        )
         return incident, claimed
-
-    def _modify(
-        self,
-        incident_id: int | str,
-        change: Callable[[Incident], Incident],
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None,
-        expected_version: int | None,
-        guard: Callable[[Connection, Incident], bool] | None = None,
-    ) -> Incident:
-        """Change an incident and audit it in one transaction, guarded by its version.
-
-        The row is read under the write lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on
-        PostgreSQL), so concurrent writers queue rather than fail; the version condition on
-        the UPDATE is the backstop for any writer that does not take the lock. A `guard`
-        that answers False leaves the incident as it is (its own writes still commit).
-        """
-        for _attempt in range(RETRIES):
-            with self.db.write() as conn:
-                before = fetch_incident(conn, incident_id, lock=True)
-                if expected_version is not None and before.version != expected_version:
-                    raise StaleVersionError("incident", before.id, expected_version, before.version)
-                if guard is not None and not guard(conn, before):
-                    return before
-                after = change(before)
-                if after is before or after == before:
-                    return before
-                after = after.model_copy(update={"version": before.version + 1})
-                if not write_incident(conn, before, after):
-                    continue
-                action = _action(before, after)
-                conn.execute(
-                    insert(audit),
-                    audit_row(now, actor, action, "incident", after.id, before, after, flow_run_id),
-                )
-                return after
-        raise ConcurrentUpdateError("incident", incident_id, RETRIES)
-
-
-def fetch_incident(conn: Connection, id_or_number: int | str, lock: bool = False) -> Incident:
-    """One incident read in `conn`'s transaction, locked for it when `lock`."""
-    incident_id = INCIDENT_NUMBERING.parse(id_or_number)
-    row = None
-    if incident_id is not None:
-        query = select(incidents).where(incidents.c.id == incident_id)
-        if lock:
-            query = query.with_for_update()
-        row = conn.execute(query).mappings().first()
-    if row is None:
-        raise RecordNotFoundError("incident", id_or_number)
-    return Incident.model_validate(dict(row))
 
 
 def open_for_key(conn: Connection, key: str, lock: bool = False) -> Incident | None:
@@ -360,23 +301,3 @@ def open_for_key(conn: Connection, key: str, lock: bool = False) -> Incident | N
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     return None if row is None else Incident.model_validate(dict(row))
-
-
-def write_incident(conn: Connection, before: Incident, after: Incident) -> bool:
-    """Write `after` if the row is still at `before`'s version; False if someone beat us."""
-    values = after.model_dump(include=set(INCIDENT_COLUMNS))
-    result = conn.execute(
-        update(incidents)
-        .where(incidents.c.id == before.id, incidents.c.version == before.version)
-        .values(values)
-    )
-    return result.rowcount == 1
-
-
-def _action(before: Incident, after: Incident) -> str:
-    """A short name for a change: the new state when the state changed, else what changed."""
-    if before.state != after.state:
-        return "incident." + after.state.lower().replace(" ", "_")
-    if before.flow_run_ids != after.flow_run_ids:
-        return "incident.flow_run_linked"
-    return "incident.updated"

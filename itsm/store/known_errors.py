@@ -24,20 +24,22 @@ from opsflow.itsm.problems import (
     match_known_error,
 )
 from opsflow.itsm.records import Incident
-from opsflow.itsm.store.audit import write_audit
 from opsflow.itsm.store.db import Database, require_aware
-from opsflow.itsm.store.errors import ConcurrentUpdateError, RecordNotFoundError
-from opsflow.itsm.store.incidents import fetch_incident
+from opsflow.itsm.store.incidents import INCIDENTS
 from opsflow.itsm.store.problems import (
-    change_incident_links,
+    PROBLEMS,
     change_problem,
-    fetch_problem,
     known_error_outcomes,
     known_errors,
+    link_incident_fields,
     problems,
 )
+from opsflow.itsm.store.record_table import RecordTable
 
-_KNOWN_ERROR_COLUMNS = [c.name for c in known_errors.columns if c.name != "id"]
+KNOWN_ERRORS = RecordTable(
+    known_errors, KnownError, "known_error", "known error", KNOWN_ERROR_NUMBERING
+)
+"""Known errors as versioned, audited records."""
 
 
 class DuplicateKnownErrorError(PermanentError, ValueError):
@@ -77,7 +79,7 @@ class KnownErrors:
         with self.db.write() as conn:
             problem = None
             if create.problem is not None:
-                problem = fetch_problem(conn, create.problem, lock=True)
+                problem = PROBLEMS.fetch(conn, create.problem, lock=True)
             for existing in self._active(conn, create.service, create.symptom):
                 if (existing.host, existing.labels) == (create.host, create.labels):
                     raise DuplicateKnownErrorError(
@@ -91,23 +93,8 @@ class KnownErrors:
                 "times_worked": 0,
                 "created_at": now,
                 "updated_at": now,
-                "version": 1,
             }
-            new_id = conn.execute(
-                insert(known_errors).values(values).returning(known_errors.c.id)
-            ).scalar_one()
-            known_error = KnownError.model_validate({"id": new_id, **values})
-            write_audit(
-                conn,
-                now,
-                actor,
-                "known_error.added",
-                "known_error",
-                new_id,
-                None,
-                known_error,
-                flow_run_id,
-            )
+            known_error = KNOWN_ERRORS.insert(conn, values, actor, now, "added", flow_run_id)
             if problem is not None and problem.state in ("New", "Root Cause Analysis"):
                 notes = problem.root_cause or create.root_cause
                 for step in PROBLEM_STATES.path(problem.state, "Known Error", problem.number):
@@ -123,8 +110,7 @@ class KnownErrors:
 
     def get(self, id_or_number: int | str) -> KnownError:
         """One known error by id (3, "3") or number ("KE0000003")."""
-        with self.db.read() as conn:
-            return _fetch_known_error(conn, id_or_number)
+        return KNOWN_ERRORS.get(self.db, id_or_number)
 
     def list(self, service: str | None = None, include_retired: bool = False) -> list[KnownError]:
         """Known errors, oldest first; retired ones only when asked."""
@@ -176,8 +162,8 @@ class KnownErrors:
         """Link an incident to the known error it shows, and to its problem when it has none."""
         require_aware(now, "now")
         with self.db.write() as conn:
-            found = _fetch_known_error(conn, known_error)
-            record = fetch_incident(conn, incident, lock=True)
+            found = KNOWN_ERRORS.fetch(conn, known_error)
+            record = INCIDENTS.fetch(conn, incident, lock=True)
             changes: dict[str, Any] = {"known_error_id": found.id}
             if record.problem_id is None and found.problem_id is not None:
                 state = conn.execute(
@@ -187,8 +173,8 @@ class KnownErrors:
                     changes["problem_id"] = found.problem_id
             if all(getattr(record, name) == value for name, value in changes.items()):
                 return record
-            return change_incident_links(
-                conn, record, changes, "incident.known_error_linked", actor, now, flow_run_id
+            return link_incident_fields(
+                conn, record, changes, "known_error_linked", actor, now, flow_run_id
             )
 
     def record_workaround_outcome(
@@ -208,7 +194,7 @@ class KnownErrors:
         now = now or datetime.now(UTC)
         require_aware(now, "now")
         with self.db.write() as conn:
-            before = _fetch_known_error(conn, known_error, lock=True)
+            before = KNOWN_ERRORS.fetch(conn, known_error, lock=True)
             applied, worked_delta = 1, int(worked)
             if incident is not None:
                 query = select(known_error_outcomes).where(
@@ -236,15 +222,10 @@ class KnownErrors:
                     "times_applied": before.times_applied + applied,
                     "times_worked": before.times_worked + worked_delta,
                     "updated_at": now,
-                    "version": before.version + 1,
                 }
             )
-            _write_known_error(conn, before, after)
-            action = "known_error.workaround_" + ("worked" if worked else "failed")
-            write_audit(
-                conn, now, actor, action, "known_error", after.id, before, after, flow_run_id
-            )
-            return after
+            action = "workaround_" + ("worked" if worked else "failed")
+            return KNOWN_ERRORS.write(conn, before, after, actor, now, flow_run_id, action)
 
     def retire(
         self, known_error: int | str, actor: str, now: datetime, flow_run_id: str | None = None
@@ -252,43 +233,8 @@ class KnownErrors:
         """Stop applying a known error (its fault is fixed); retiring it twice changes nothing."""
         require_aware(now, "now")
         with self.db.write() as conn:
-            before = _fetch_known_error(conn, known_error, lock=True)
+            before = KNOWN_ERRORS.fetch(conn, known_error, lock=True)
             if before.retired_at is not None:
                 return before
-            after = before.model_copy(
-                update={"retired_at": now, "updated_at": now, "version": before.version + 1}
-            )
-            _write_known_error(conn, before, after)
-            write_audit(
-                conn,
-                now,
-                actor,
-                "known_error.retired",
-                "known_error",
-                after.id,
-                before,
-                after,
-                flow_run_id,
-            )
-            return after
-
-
-def _fetch_known_error(conn: Connection, id_or_number: int | str, lock: bool = False) -> KnownError:
-    known_error_id = KNOWN_ERROR_NUMBERING.parse(id_or_number)
-    row = None
-    if known_error_id is not None:
-        query = select(known_errors).where(known_errors.c.id == known_error_id)
-        row = conn.execute(query.with_for_update() if lock else query).mappings().first()
-    if row is None:
-        raise RecordNotFoundError("known error", id_or_number)
-    return KnownError.model_validate(dict(row))
-
-
-def _write_known_error(conn: Connection, before: KnownError, after: KnownError) -> None:
-    result = conn.execute(
-        update(known_errors)
-        .where(known_errors.c.id == before.id, known_errors.c.version == before.version)
-        .values(after.model_dump(include=set(_KNOWN_ERROR_COLUMNS)))
-    )
-    if result.rowcount != 1:
-        raise ConcurrentUpdateError("known error", before.id, 1)
+            after = before.model_copy(update={"retired_at": now, "updated_at": now})
+            return KNOWN_ERRORS.write(conn, before, after, actor, now, flow_run_id, "retired")

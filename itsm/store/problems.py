@@ -25,9 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    insert,
     select,
-    update,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -41,14 +39,10 @@ from opsflow.itsm.problems import (
     apply_problem_update,
 )
 from opsflow.itsm.records import Incident
-from opsflow.itsm.store.audit import write_audit
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata, require_aware
-from opsflow.itsm.store.errors import (
-    ConcurrentUpdateError,
-    RecordNotFoundError,
-    StaleVersionError,
-)
-from opsflow.itsm.store.incidents import RETRIES, fetch_incident, incidents
+from opsflow.itsm.store.errors import ConcurrentUpdateError
+from opsflow.itsm.store.incidents import INCIDENTS, incidents
+from opsflow.itsm.store.record_table import RETRIES, RecordTable
 
 problems = Table(
     "problems",
@@ -112,7 +106,37 @@ known_error_outcomes = Table(
     UniqueConstraint("known_error_id", "incident_id", name="uq_known_error_outcomes"),
 )
 
-_PROBLEM_COLUMNS = [c.name for c in problems.columns if c.name != "id"]
+
+def with_links(conn: Connection, rows: list[dict[str, Any]]) -> list[Problem]:
+    """Problems from rows, each with the ids of its incidents and known errors."""
+    ids = [row["id"] for row in rows]
+    linked: dict[int, list[int]] = {i: [] for i in ids}
+    errors: dict[int, list[int]] = {i: [] for i in ids}
+    if ids:
+        query = (
+            select(incidents.c.problem_id, incidents.c.id)
+            .where(incidents.c.problem_id.in_(ids))
+            .order_by(incidents.c.opened_at, incidents.c.id)
+        )
+        for problem_id, incident_id in conn.execute(query):
+            linked[problem_id].append(incident_id)
+        query = (
+            select(known_errors.c.problem_id, known_errors.c.id)
+            .where(known_errors.c.problem_id.in_(ids))
+            .order_by(known_errors.c.id)
+        )
+        for problem_id, known_error_id in conn.execute(query):
+            errors[problem_id].append(known_error_id)
+    return [
+        Problem.model_validate(
+            {**row, "incident_ids": linked[row["id"]], "known_error_ids": errors[row["id"]]}
+        )
+        for row in rows
+    ]
+
+
+PROBLEMS = RecordTable(problems, Problem, "problem", numbering=PROBLEM_NUMBERING, load=with_links)
+"""Problems as versioned, audited records, each read with its incidents and known errors."""
 
 
 class IncidentLinkError(PermanentError, ValueError):
@@ -136,8 +160,7 @@ class Problems:
 
     def get(self, id_or_number: int | str) -> Problem:
         """One problem by id (7, "7") or number ("PRB0000007"), with its incidents."""
-        with self.db.read() as conn:
-            return fetch_problem(conn, id_or_number)
+        return PROBLEMS.get(self.db, id_or_number)
 
     def list(
         self,
@@ -213,43 +236,30 @@ class Problems:
                 "state": "New",
                 "opened_at": now,
                 "updated_at": now,
-                "version": 1,
             }
-            problem_id = conn.execute(
-                insert(problems).values(values).returning(problems.c.id)
-            ).scalar_one()
-            opened = Problem.model_validate({"id": problem_id, **values})
-            write_audit(
-                conn, now, actor, "problem.opened", "problem", problem_id, None, opened, flow_run_id
-            )
+            opened = PROBLEMS.insert(conn, values, actor, now, "opened", flow_run_id)
+            problem_id = opened.id
         linked = []
         for incident_id in incident_ids:
-            incident = fetch_incident(conn, incident_id, lock=True)
+            incident = INCIDENTS.fetch(conn, incident_id, lock=True)
             if incident.problem_id is not None:
                 continue
-            change_incident_links(
+            link_incident_fields(
                 conn,
                 incident,
                 {"problem_id": problem_id},
-                "incident.problem_linked",
+                "problem_linked",
                 actor,
                 now,
                 flow_run_id,
             )
             linked.append(incident.id)
         if linked:
-            write_audit(
-                conn,
-                now,
-                actor,
-                "problem.incidents_linked",
-                "problem",
-                problem_id,
-                None,
-                {"incident_ids": linked},
-                flow_run_id,
+            incident_ids = {"incident_ids": linked}
+            PROBLEMS.note(
+                conn, problem_id, actor, "incidents_linked", None, incident_ids, now, flow_run_id
             )
-        return ProblemChange(fetch_problem(conn, problem_id), created, tuple(linked))
+        return ProblemChange(PROBLEMS.fetch(conn, problem_id), created, tuple(linked))
 
     def link_incident(
         self,
@@ -266,8 +276,8 @@ class Problems:
         """
         require_aware(now, "now")
         with self.db.write() as conn:
-            found = fetch_problem(conn, problem, lock=True)
-            record = fetch_incident(conn, incident, lock=True)
+            found = PROBLEMS.fetch(conn, problem, lock=True)
+            record = INCIDENTS.fetch(conn, incident, lock=True)
             if record.problem_id == found.id:
                 return found
             if record.problem_id is not None:
@@ -276,27 +286,14 @@ class Problems:
                 )
             if found.state == "Closed":
                 raise IncidentLinkError(f"{found.number} is Closed; open a new problem instead")
-            change_incident_links(
-                conn,
-                record,
-                {"problem_id": found.id},
-                "incident.problem_linked",
-                actor,
-                now,
-                flow_run_id,
+            link_incident_fields(
+                conn, record, {"problem_id": found.id}, "problem_linked", actor, now, flow_run_id
             )
-            write_audit(
-                conn,
-                now,
-                actor,
-                "problem.incidents_linked",
-                "problem",
-                found.id,
-                None,
-                {"incident_ids": [record.id]},
-                flow_run_id,
+            incident_ids = {"incident_ids": [record.id]}
+            PROBLEMS.note(
+                conn, found.id, actor, "incidents_linked", None, incident_ids, now, flow_run_id
             )
-            return fetch_problem(conn, found.id)
+            return PROBLEMS.fetch(conn, found.id)
 
     def update(
         self,
@@ -313,12 +310,15 @@ class Problems:
             IllegalTransitionError, InvalidUpdateError: refused; nothing changes.
             StaleVersionError: `expected_version` is not the current version.
         """
-        require_aware(now, "now")
-        with self.db.write() as conn:
-            before = fetch_problem(conn, problem, lock=True)
-            if expected_version is not None and before.version != expected_version:
-                raise StaleVersionError("problem", before.id, expected_version, before.version)
-            return change_problem(conn, before, change, actor, now, flow_run_id)
+        return PROBLEMS.modify(
+            self.db,
+            problem,
+            lambda before: apply_problem_update(before, change, now),
+            actor,
+            now,
+            flow_run_id,
+            expected_version,
+        )
 
 
 def change_problem(
@@ -333,61 +333,7 @@ def change_problem(
     after = apply_problem_update(before, change, now)
     if after is before:
         return before
-    after = after.model_copy(update={"version": before.version + 1})
-    result = conn.execute(
-        update(problems)
-        .where(problems.c.id == before.id, problems.c.version == before.version)
-        .values(after.model_dump(include=set(_PROBLEM_COLUMNS)))
-    )
-    if result.rowcount != 1:
-        raise ConcurrentUpdateError("problem", before.id, 1)
-    action = (
-        "problem." + after.state.lower().replace(" ", "_")
-        if after.state != before.state
-        else "problem.updated"
-    )
-    write_audit(conn, now, actor, action, "problem", after.id, before, after, flow_run_id)
-    return after
-
-
-def fetch_problem(conn: Connection, id_or_number: int | str, lock: bool = False) -> Problem:
-    """One problem with its links, read in `conn`'s transaction, locked when `lock`."""
-    problem_id = PROBLEM_NUMBERING.parse(id_or_number)
-    row = None
-    if problem_id is not None:
-        query = select(problems).where(problems.c.id == problem_id)
-        row = conn.execute(query.with_for_update() if lock else query).mappings().first()
-    if row is None:
-        raise RecordNotFoundError("problem", id_or_number)
-    return with_links(conn, [dict(row)])[0]
-
-
-def with_links(conn: Connection, rows: list[dict[str, Any]]) -> list[Problem]:
-    """Problems from rows, each with the ids of its incidents and known errors."""
-    ids = [row["id"] for row in rows]
-    linked: dict[int, list[int]] = {i: [] for i in ids}
-    errors: dict[int, list[int]] = {i: [] for i in ids}
-    if ids:
-        query = (
-            select(incidents.c.problem_id, incidents.c.id)
-            .where(incidents.c.problem_id.in_(ids))
-            .order_by(incidents.c.opened_at, incidents.c.id)
-        )
-        for problem_id, incident_id in conn.execute(query):
-            linked[problem_id].append(incident_id)
-        query = (
-            select(known_errors.c.problem_id, known_errors.c.id)
-            .where(known_errors.c.problem_id.in_(ids))
-            .order_by(known_errors.c.id)
-        )
-        for problem_id, known_error_id in conn.execute(query):
-            errors[problem_id].append(known_error_id)
-    return [
-        Problem.model_validate(
-            {**row, "incident_ids": linked[row["id"]], "known_error_ids": errors[row["id"]]}
-        )
-        for row in rows
-    ]
+    return PROBLEMS.write(conn, before, after, actor, now, flow_run_id)
 
 
 def _is_open_signature_violation(exc: IntegrityError) -> bool:
@@ -395,25 +341,16 @@ def _is_open_signature_violation(exc: IntegrityError) -> bool:
     return "uq_problems_open_signature" in message or "problems.service" in message
 
 
-def change_incident_links(
+def link_incident_fields(
     conn: Connection,
     before: Incident,
-    changes: dict[str, Any],
+    links: dict[str, Any],
     action: str,
     actor: str,
     now: datetime,
     flow_run_id: str | None,
 ) -> Incident:
-    """Write link fields onto an incident read under the lock, bumping its version, audited."""
-    after = before.model_copy(
-        update={**changes, "updated_at": max(before.updated_at, now), "version": before.version + 1}
-    )
-    result = conn.execute(
-        update(incidents)
-        .where(incidents.c.id == before.id, incidents.c.version == before.version)
-        .values({**changes, "updated_at": after.updated_at, "version": after.version})
-    )
-    if result.rowcount != 1:
-        raise ConcurrentUpdateError("incident", before.id, 1)
-    write_audit(conn, now, actor, action, "incident", before.id, before, after, flow_run_id)
-    return after
+    """Set an incident's links (`problem_id`, `known_error_id`) on the incident read under the
+    lock, as its next version, audited as `action`."""
+    after = before.model_copy(update={**links, "updated_at": max(before.updated_at, now)})
+    return INCIDENTS.write(conn, before, after, actor, now, flow_run_id, action)

@@ -7,9 +7,8 @@ from datetime import datetime
 from sqlalchemy import Column, Connection, ForeignKey, Index, String, Table, Text, insert, select
 
 from opsflow.itsm.records import WorklogEntry
-from opsflow.itsm.store.audit import audit, audit_row
 from opsflow.itsm.store.db import Database, Id, UtcDateTime, metadata, require_aware
-from opsflow.itsm.store.incidents import fetch_incident
+from opsflow.itsm.store.incidents import INCIDENTS
 
 worklog = Table(
     "worklog",
@@ -35,21 +34,16 @@ class Worklog:
         if not author.strip() or not text.strip():
             raise ValueError("a worklog entry needs an author and a text")
         with self.db.write() as conn:
-            incident = fetch_incident(conn, incident_id)
+            incident = INCIDENTS.fetch(conn, incident_id)
             entry = add_entry(conn, incident.id, author, text, at)
-            conn.execute(
-                insert(audit),
-                audit_row(
-                    at, author, "incident.worklog_added", "incident", incident.id, None, entry, None
-                ),
-            )
+            INCIDENTS.note(conn, incident.id, author, "worklog_added", None, entry, at)
         return entry
 
     def entries(self, incident_id: int | str, author: str | None = None) -> list[WorklogEntry]:
         """An incident's worklog, oldest first; only `author`'s entries when given (what a
         reporter may read of it: their own reports)."""
         with self.db.read() as conn:
-            incident = fetch_incident(conn, incident_id)
+            incident = INCIDENTS.fetch(conn, incident_id)
             query = select(worklog).where(worklog.c.incident_id == incident.id)
             if author is not None:
                 query = query.where(worklog.c.author == author)

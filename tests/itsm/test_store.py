@@ -16,7 +16,6 @@ from sqlalchemy.schema import CreateIndex
 from opsflow.errors import PermanentError, TransientError
 from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
 from opsflow.itsm.states import IllegalTransitionError, InvalidUpdateError
-from opsflow.itsm.store import incidents as incidents_module
 from opsflow.itsm.store.audit import Audit
 from opsflow.itsm.store.errors import (
     ConcurrentUpdateError,
@@ -25,7 +24,7 @@ from opsflow.itsm.store.errors import (
     StoreConfigError,
 )
 from opsflow.itsm.store.events import EventLink, events
-from opsflow.itsm.store.incidents import incidents
+from opsflow.itsm.store.incidents import INCIDENTS, incidents
 from opsflow.itsm.store.records import Records
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -442,16 +441,16 @@ def test_lost_write_is_retried_then_reported(
 ) -> None:
     """The version guard on the UPDATE sends the change round again, a few times at most."""
     opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
-    real_write = incidents_module.write_incident
+    real_write = INCIDENTS.try_write
     losses = {"left": 2}
 
-    def lose_some(conn, before, after) -> bool:  # type: ignore[no-untyped-def]
+    def lose_some(*args, **kwargs):  # type: ignore[no-untyped-def]
         if losses["left"] > 0:
             losses["left"] -= 1
-            return False
-        return real_write(conn, before, after)
+            return None
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(incidents_module, "write_incident", lose_some)
+    monkeypatch.setattr(INCIDENTS, "try_write", lose_some)
     updated = store.incidents.update(opened.id, IncidentUpdate(assigned_to="a"), "a", minutes(1))
     assert (updated.assigned_to, updated.version) == ("a", 2)
     assert len(store.audit.trail("incident", opened.id)) == 2
