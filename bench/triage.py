@@ -57,9 +57,9 @@ TARGET_STORM_S = 5.0
 def fill_store(url: str, alerts: list[dict]) -> int:
     """Store the storm through the desk's conversion, 100 alerts per webhook."""
     from opsflow.desk.intake import AlertmanagerWebhook, from_alertmanager
-    from opsflow.itsm.store.records import Records
+    from opsflow.itsm.store.records import open_records
 
-    store = Records(url)
+    store = open_records(url)
     stored = 0
     for start in range(0, len(alerts), 100):
         body = AlertmanagerWebhook.model_validate(webhook(alerts[start : start + 100]))
@@ -80,10 +80,10 @@ def outcome(db: Path) -> dict[str, Any]:
 def run_direct(db: Path, estate_dir: Path) -> dict[str, Any]:
     """Baseline: the triage logic called directly until nothing is pending."""
     from opsflow.inventory.loader import load_estate
-    from opsflow.itsm.store.records import Records
+    from opsflow.itsm.store.records import open_records
     from opsflow.itsm.triage import triage
 
-    store = Records(f"sqlite:///{db}")
+    store = open_records(f"sqlite:///{db}")
     estate = load_estate(estate_dir)
     actions: Counter[str] = Counter()
     batches = 0

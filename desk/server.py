@@ -23,9 +23,9 @@ from opsflow.desk.app import create_app
 from opsflow.desk.dispatch import Dispatcher
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.flows.work import triage_events
+from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
 from opsflow.tasks.events import publish_incident_change
-from opsflow.tasks.records import open_store
 
 DEFAULT_PORT = 8765
 
@@ -50,7 +50,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         dispatcher.stop()
 
     app = create_app(
-        open_store(),
+        open_records(),
         estate,
         on_events=dispatcher.notify,
         lifespan=lifespan,

@@ -41,6 +41,7 @@ from opsflow.inventory.models import Estate
 from opsflow.itsm.problems import KnownError
 from opsflow.itsm.records import CLAIMABLE_STATES, Incident, IncidentUpdate, left_to_automation
 from opsflow.itsm.store.leases import restoration_lease
+from opsflow.itsm.store.records import open_records
 from opsflow.itsm.timeline import render_timeline
 from opsflow.settings import get_settings
 from opsflow.tasks.concurrency import SLOT_WAIT_S, host_slot
@@ -52,7 +53,6 @@ from opsflow.tasks.records import (
     change_incident,
     claim_incident,
     current_flow_run_id,
-    open_store,
     read_incident,
     spend_remediation,
     write_worklog,
@@ -83,7 +83,7 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
     a broken estate file does not leave the on-call unpaged.
     """
     holder = flow_run.parameters.get("lease_holder") or run_holder(str(flow_run.id))
-    leases = open_store().leases
+    leases = open_records().leases
     claim = leases.claim_restoration(
         flow_run.parameters["incident"],
         holder,
@@ -142,7 +142,7 @@ def incident_restoration(
         else:
             logger.info("%s is %s: nothing to restore", record.number, record.state)
         return record.state
-    leases = open_store().leases
+    leases = open_records().leases
     lease = restoration_lease(record.id)
     with leases.renewing(lease, holder, get_settings().lease_seconds), untagged():
         estate = None
@@ -271,7 +271,7 @@ def _lease_kept(record: Incident, holder: str, instead: str) -> bool:
     slot) may have lost it to a desk that took the restoration over; then this run must
     not act on the incident: it says in the worklog what it did `instead` and steps aside.
     """
-    leases = open_store().leases
+    leases = open_records().leases
     lease = restoration_lease(record.id)
     if leases.holds(lease, holder, get_settings().lease_seconds):
         return True
@@ -332,7 +332,7 @@ def _announce(record: Incident, change: str | None) -> None:
 
 
 def _publish_timeline(record: Incident) -> None:
-    store = open_store()
+    store = open_records()
     create_markdown_artifact(
         key=f"incident-{record.number.lower()}",
         markdown=render_timeline(

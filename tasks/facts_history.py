@@ -9,7 +9,7 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from opsflow.itsm.store.facts import FactsSnapshot
-from opsflow.tasks.records import open_store
+from opsflow.itsm.store.records import open_records
 
 
 class HistoryWrite(BaseModel):
@@ -22,7 +22,7 @@ class HistoryWrite(BaseModel):
 @task(cache_policy=NONE, timeout_seconds=120)
 def record_facts_history(snapshots: list[FactsSnapshot], keep_days: float) -> HistoryWrite:
     """Append this run's snapshots and drop those older than `keep_days` (not retried)."""
-    facts = open_store().facts
+    facts = open_records().facts
     recorded = facts.record(snapshots)
     pruned = facts.prune(datetime.now(UTC) - timedelta(days=keep_days))
     return HistoryWrite(recorded=recorded, pruned=pruned)

@@ -12,7 +12,8 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from opsflow.itsm.store.maintenance import DeclaredWindow
-from opsflow.tasks.records import current_flow_run_id, open_store
+from opsflow.itsm.store.records import open_records
+from opsflow.tasks.records import current_flow_run_id
 
 DEFAULT_GRACE_S = 60.0
 """How long a window outlives the work: monitoring stamps an alert when it evaluates it,
@@ -25,7 +26,7 @@ def open_maintenance_window(
 ) -> DeclaredWindow:
     """Declare a window over `hosts` from now for at most `minutes` (not retried: no duplicates)."""
     now = datetime.now(UTC)
-    window = open_store().maintenance.declare(
+    window = open_records().maintenance.declare(
         name=name,
         hosts=hosts,
         reason=reason,
@@ -52,7 +53,7 @@ def open_maintenance_window(
 def close_maintenance_window(window_id: int, grace_s: float = DEFAULT_GRACE_S) -> DeclaredWindow:
     """End the window `grace_s` from now, never later than declared; idempotent, so retried."""
     now = datetime.now(UTC)
-    window = open_store().maintenance.close(window_id, now + timedelta(seconds=grace_s), now)
+    window = open_records().maintenance.close(window_id, now + timedelta(seconds=grace_s), now)
     get_run_logger().info("maintenance window %s ends %s", window.label, f"{window.end:%H:%M:%S}")
     return window
 

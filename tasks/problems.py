@@ -10,13 +10,14 @@ from prefect.cache_policies import NONE
 from opsflow.itsm.problem_report import ReviewInput
 from opsflow.itsm.problems import KnownError, Recurrence, find_recurrences
 from opsflow.itsm.store.problems import ProblemChange
-from opsflow.tasks.records import current_flow_run_id, open_store
+from opsflow.itsm.store.records import open_records
+from opsflow.tasks.records import current_flow_run_id
 
 
 @task(cache_policy=NONE, timeout_seconds=120)
 def find_recurring_incidents(since: datetime, threshold: int) -> list[Recurrence]:
     """Incidents opened since `since`, grouped by service and symptom, with what to link."""
-    records = open_store()
+    records = open_records()
     return find_recurrences(
         records.incidents.opened_since(since), records.problems.list_open(), threshold
     )
@@ -25,7 +26,7 @@ def find_recurring_incidents(since: datetime, threshold: int) -> list[Recurrence
 @task(cache_policy=NONE, timeout_seconds=60)
 def record_recurrence(service: str, symptom: str, incident_ids: list[int]) -> ProblemChange:
     """Open the problem for a recurring symptom or add the incidents to the open one."""
-    return open_store().problems.record_recurrence(
+    return open_records().problems.record_recurrence(
         service,
         symptom,
         incident_ids,
@@ -38,7 +39,7 @@ def record_recurrence(service: str, symptom: str, incident_ids: list[int]) -> Pr
 @task(cache_policy=NONE, timeout_seconds=120)
 def read_review(since: datetime, threshold: int, window_days: int) -> ReviewInput:
     """The records the review report shows, read after the review acted."""
-    records = open_store()
+    records = open_records()
     incidents = records.incidents.opened_since(since)
     open_problems = records.problems.list_open()
     linked_ids = {i.problem_id for i in incidents if i.problem_id is not None}
@@ -59,13 +60,13 @@ def read_review(since: datetime, threshold: int, window_days: int) -> ReviewInpu
 @task(cache_policy=NONE, timeout_seconds=60)
 def read_known_error(known_error_id: int) -> KnownError:
     """One known error by id."""
-    return open_store().known_errors.get(known_error_id)
+    return open_records().known_errors.get(known_error_id)
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
 def record_workaround_outcome(known_error_id: int, incident_id: int, worked: bool) -> KnownError:
     """Count whether a known error's workaround restored an incident's service (once each)."""
-    return open_store().known_errors.record_workaround_outcome(
+    return open_records().known_errors.record_workaround_outcome(
         known_error_id,
         worked,
         incident=incident_id,

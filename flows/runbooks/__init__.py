@@ -14,7 +14,7 @@ from typing import Any
 from prefect.transactions import Transaction
 from pydantic import BaseModel, Field
 
-from opsflow.tasks.records import open_store
+from opsflow.itsm.store.records import open_records
 
 
 class Diagnosis(BaseModel):
@@ -48,7 +48,7 @@ def record_rollback(transaction: Transaction, text: str) -> None:
     """Write what a rollback hook did into the incident's worklog (the restoration sets its id)."""
     incident_id = transaction.get("incident_id", None)
     if incident_id is not None:
-        open_store().worklog.add(incident_id, "rollback", text, datetime.now(UTC))
+        open_records().worklog.add(incident_id, "rollback", text, datetime.now(UTC))
 
 
 def runbooks() -> dict[str, Runbook]:

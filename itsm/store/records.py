@@ -1,18 +1,20 @@
-"""The records facade: every kind of record over one database, opened once.
+"""The records facade: every kind of record over one database, opened once per process.
 
 `Records(url)` opens the database (bringing it to the newest schema) and gives each kind of
 record's store over it: `records.incidents`, `records.events`, `records.problems`, ... All of
 them share one engine and its pool, so one `Records` serves a whole process, from many
-threads.
+threads: `open_records()` is that one (per URL), for the flows, tasks, desk, worker and CLI.
 """
 
 from __future__ import annotations
+
+import threading
 
 from opsflow.itsm.priority import SlaTargets
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.audit import Audit
 from opsflow.itsm.store.correlation import Correlator
-from opsflow.itsm.store.db import Database
+from opsflow.itsm.store.db import Database, default_database_url
 from opsflow.itsm.store.events import Events
 from opsflow.itsm.store.facts import FactsHistory
 from opsflow.itsm.store.incidents import Incidents
@@ -50,3 +52,17 @@ class Records:
         self.leases = Leases(self.db, self.incidents)
         self.maintenance = MaintenanceWindows(self.db)
         self.facts = FactsHistory(self.db)
+
+
+_opened: dict[str, Records] = {}
+_opening = threading.Lock()
+
+
+def open_records(url: str | None = None) -> Records:
+    """This process's records at `url` (default: the configured database), opened on first
+    use and shared: one engine and pool per database, whoever asks."""
+    key = url or default_database_url()
+    with _opening:
+        if key not in _opened:
+            _opened[key] = Records(key)
+        return _opened[key]

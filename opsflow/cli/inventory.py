@@ -14,8 +14,8 @@ from opsflow.inventory.loader import load_estate
 from opsflow.inventory.models import Estate
 from opsflow.itsm.drift import find_drift
 from opsflow.itsm.store.facts import StoredSnapshot
+from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
-from opsflow.tasks.records import open_store
 
 HISTORY = 10
 """Snapshots shown in the short history."""
@@ -83,7 +83,7 @@ def inventory_show(host: str, as_json: bool) -> None:
         err_console.print(Text.assemble(("warning:", "yellow"), f" inventory not loaded: {exc}"))
         estate = None
     try:
-        history = open_store().facts.history(host, limit=HISTORY)
+        history = open_records().facts.history(host, limit=HISTORY)
     except OpsError as exc:
         raise fail(exc) from exc
     entry = _inventory_entry(estate, host)

@@ -41,10 +41,9 @@ from opsflow.itsm.records import Incident
 from opsflow.itsm.requests import REQUEST_NUMBERING
 from opsflow.itsm.store.event_notices import listen_for_stored_events
 from opsflow.itsm.store.exclusive import exclusive
-from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.records import Records, open_records
 from opsflow.runtime.flow_runs import run_flow_here
 from opsflow.tasks.inventory import last_good_estate
-from opsflow.tasks.records import open_store
 from opsflow.tasks.ssh import warm_connection
 
 logger = logging.getLogger("opsflow.worker")
@@ -75,7 +74,7 @@ class Worker:
         requests: int = DEFAULT_MAX_REQUESTS,
         access_changes: int = DEFAULT_MAX_ACCESS,
     ) -> None:
-        self.store = store or open_store()
+        self.store = store or open_records()
         self.restorations = RestorationRunner(
             self.store, self._restore, lease_s=lease_s, max_running=limit
         )

@@ -18,6 +18,7 @@ from opsflow.flows.access_provisioning import (
     revoke_access,
 )
 from opsflow.itsm.access import AccessRequestCreate, marker, resolve_request
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.accounts import (
     AUTHORIZED_KEYS_MAX_BYTES,
@@ -28,7 +29,6 @@ from opsflow.tasks.accounts import (
     delete_key,
     read_access_facts,
 )
-from opsflow.tasks.records import open_store
 from tests.access.conftest import Person, ssh_as
 
 pytestmark = pytest.mark.usefixtures("access_env")
@@ -101,7 +101,7 @@ def test_an_oversized_authorized_keys_blocks_neither_review_nor_revocation(
 
 def _grant(estate: Any, requester: Person, entitlement: str, username: str) -> int:
     """A grant of `entitlement` for `username`, approved and put in place by the real flow."""
-    store = open_store().access
+    store = open_records().access
     body = AccessRequestCreate(entitlement=entitlement, username=username, duration_minutes=30)
     resolved = resolve_request(estate, estate.person(requester.name), body)
     grant = store.request(resolved, requester.name, datetime.now(UTC))
@@ -142,7 +142,7 @@ def test_a_marker_of_a_grant_on_other_hosts_does_not_keep_the_account(
 
     revoke_access(lab)
 
-    assert open_store().access.get(lab).state == "revoked"
+    assert open_records().access.get(lab).state == "revoked"
     assert gone(access_lab, "lab02", "hank"), "a marker hank wrote kept his account on lab02"
     assert gone(access_lab, "lab04", "hank")
     assert ssh_as(lab02, "hank", carol.key_file) is None

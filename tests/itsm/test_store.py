@@ -25,7 +25,7 @@ from opsflow.itsm.store.errors import (
 )
 from opsflow.itsm.store.events import EventLink, events
 from opsflow.itsm.store.incidents import INCIDENTS, incidents
-from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.records import Records, open_records
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -601,6 +601,25 @@ def test_default_location_is_under_the_opsflow_home(
     assert (home / "opsflow.db").exists()
     monkeypatch.setenv("OPSFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     assert Records().db.url.endswith("elsewhere.db")
+
+
+def test_a_process_opens_the_records_of_a_database_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    monkeypatch.setenv("OPSFLOW_DATABASE_URL", url)
+    records = open_records()
+    assert open_records(url) is records, "the configured database and its URL are one"
+    assert records.incidents.db is records.events.db is records.db, "one engine for every kind"
+    other = open_records(f"sqlite:///{tmp_path / 'other.db'}")
+    assert other is not records and other.db.url.endswith("other.db")
+    opened = []
+    threads = [threading.Thread(target=lambda: opened.append(open_records(url))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r is records for r in opened)
 
 
 def test_unsupported_backend_is_refused() -> None:

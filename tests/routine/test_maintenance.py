@@ -10,10 +10,9 @@ import pytest
 
 from opsflow.flows.routine_ops.backup_services import backup_services
 from opsflow.flows.routine_ops.health_check import health_check, health_event
-from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.records import Records, open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
-from opsflow.tasks.records import open_store
 from opsflow.tasks.service_control import stop_service
 from opsflow.tasks.services import HealthResult, probe_health
 from tests.support import wait_for
@@ -77,7 +76,7 @@ def test_all_clear_only_where_an_incident_waits_and_nothing_refires() -> None:
 
 def decided(fingerprint: str, occurred_at: datetime):
     """The triaged event of `fingerprint` that occurred at `occurred_at`, once triaged."""
-    for event in open_store().events.with_fingerprint(fingerprint):
+    for event in open_records().events.with_fingerprint(fingerprint):
         if event.occurred_at == occurred_at and event.triaged_at is not None:
             return event
     return None
@@ -130,14 +129,14 @@ def test_a_job_s_window_suppresses_its_own_stop_but_not_the_same_stop_later(
         events = wait_for(
             lambda: [
                 e
-                for e in open_store().events.with_fingerprint(fingerprint)
+                for e in open_records().events.with_fingerprint(fingerprint)
                 if e.occurred_at > observed and e.triaged_at is not None
             ],
             20,
             "triage of the event outside the window",
         )
         assert events[0].incident_id is not None, events[0].rule
-        incident = open_store().incidents.get(events[0].incident_id)
+        incident = open_records().incidents.get(events[0].incident_id)
         assert (incident.host, incident.symptom) == (HOST, "service-down")
         # The desk restores it through the restart-service runbook.
         wait_for(lambda: probe_health(host, service).healthy, 60, "the desk to restore the app")
