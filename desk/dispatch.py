@@ -42,6 +42,13 @@ took 2.4 ms of CPU per alert on a 2-core machine and cut the desk's intake to a 
 (bench.intake). A pass after a quiet spell starts at once: the closed loop waits only in
 a storm."""
 
+MAX_DUTY = 0.5
+"""In a storm, triage passes take at most this share of the time: after a pass that took
+T seconds and found work, the next waits T x (1 - MAX_DUTY) / MAX_DUTY. Triage catches up
+after the storm; meanwhile intake, on the same cores and database, keeps acknowledging
+senders at its own speed (a worker triaging back to back halved the desk's intake in
+bench.intake). A short pass (one alert) waits no longer than `min_interval_s`."""
+
 
 class Dispatcher:
     """Coalesces "events stored" signals into triage passes.
@@ -50,6 +57,7 @@ class Dispatcher:
         triage: runs one pass; True when it found work (another pass follows).
         backoff_s: (first, longest) delay before retrying a pass that failed.
         min_interval_s: least time from one pass's start to the next's.
+        max_duty: most of the time passes that found work may take, in (0, 1].
     """
 
     def __init__(
@@ -57,11 +65,15 @@ class Dispatcher:
         triage: Callable[[], bool],
         backoff_s: tuple[float, float] = (1.0, 60.0),
         min_interval_s: float = MIN_PASS_INTERVAL_S,
+        max_duty: float = MAX_DUTY,
     ) -> None:
+        if not 0 < max_duty <= 1:
+            raise ValueError(f"max_duty must be in (0, 1], got {max_duty}")
         self._triage = triage
         self._backoff_s = backoff_s
         self._min_interval_s = min_interval_s
-        self._last_start = -min_interval_s
+        self._rest_per_busy_s = (1 - max_duty) / max_duty
+        self._next_start = 0.0
         self._failures = 0
         self._last_error: str | None = None
         self._last_error_at: datetime | None = None
@@ -106,10 +118,11 @@ class Dispatcher:
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
-            self._stop.wait(self._last_start + self._min_interval_s - time.monotonic())
+            self._stop.wait(self._next_start - time.monotonic())
             if self._stop.is_set():
                 return
-            self._last_start = time.monotonic()
+            started = time.monotonic()
+            self._next_start = started + self._min_interval_s
             try:
                 found_work = self._triage()
             except Exception as exc:
@@ -130,6 +143,9 @@ class Dispatcher:
                 self._failures = 0
                 self._last_success_at = datetime.now(UTC)
             if found_work:
+                ended = time.monotonic()
+                rest = (ended - started) * self._rest_per_busy_s
+                self._next_start = max(self._next_start, ended + rest)
                 self._wake.set()
 
 

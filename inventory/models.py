@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -361,9 +362,13 @@ class Estate(StrictModel):
                 return service
         raise KeyError(f"no service {name!r} in the estate")
 
-    @property
+    @cached_property
     def groups(self) -> dict[str, list[str]]:
-        """Group name to the names of its hosts, as the hosts declare them."""
+        """Group name to the names of its hosts, as the hosts declare them.
+
+        Made once per estate (it is frozen; read it, never change it): triage asks for it
+        on every event it settles.
+        """
         groups: dict[str, list[str]] = {}
         for host in self.hosts:
             for group in host.groups:

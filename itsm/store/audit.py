@@ -1,7 +1,8 @@
 """The audit: one append-only row per change to a record, written in the change's transaction.
 
 Who (actor), what (action), which record (type and id), before and after, from which flow
-run, when. `write_audit` is the only writer of the table; retention (`itsm.store.retention`)
+run, when. `write_audit` (rows made here) and `write_audit_of` (one row per record a query
+selects, all alike) are the only writers of the table; retention (`itsm.store.retention`)
 deletes the old rows of records that no longer matter.
 """
 
@@ -12,7 +13,17 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Connection, Index, String, Table, insert, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Index,
+    String,
+    Table,
+    insert,
+    literal,
+    select,
+)
 
 from opsflow.itsm.records import AuditEntry
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
@@ -65,6 +76,40 @@ def write_audit(conn: Connection, entries: dict[str, Any] | Sequence[dict[str, A
     rows = [entries] if isinstance(entries, dict) else list(entries)
     if rows:
         conn.execute(insert(audit), rows)
+
+
+def write_audit_of(
+    conn: Connection,
+    record_ids: ColumnElement[int],
+    where: ColumnElement[bool],
+    at: datetime,
+    actor: str,
+    action: str,
+    record_type: str,
+    after: dict[str, Any],
+    flow_run_id: str | None = None,
+) -> None:
+    """Append one row per record whose `record_ids` column `where` selects, each saying the
+    same `after`, as one INSERT ... SELECT in the caller's transaction, in id order.
+
+    A storm's repeated alerts share one triage decision: row by row, their audit cost more
+    CPU per alert than the intake that stored them.
+    """
+    rows = (
+        select(
+            literal(at, UtcDateTime),
+            literal(actor, String),
+            literal(action, String),
+            literal(record_type, String),
+            record_ids,
+            literal(_json(after), Json),
+            literal(flow_run_id, String),
+        )
+        .where(where)
+        .order_by(record_ids)
+    )
+    columns = ["at", "actor", "action", "record_type", "record_id", "after", "flow_run_id"]
+    conn.execute(insert(audit).from_select(columns, rows))
 
 
 def _json(value: Snapshot) -> dict[str, Any] | None:

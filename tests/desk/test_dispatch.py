@@ -34,6 +34,43 @@ def test_a_burst_coalesces_into_few_passes() -> None:
     assert len(runs) < 50, f"{len(runs)} triage runs for one burst"
 
 
+def test_in_a_storm_passes_take_at_most_their_share_of_the_time() -> None:
+    spans: list[tuple[float, float]] = []
+
+    def long_pass() -> bool:
+        started = time.monotonic()
+        time.sleep(0.2)
+        spans.append((started, time.monotonic()))
+        return True  # a storm: there is always more
+
+    dispatcher = Dispatcher(long_pass, min_interval_s=0.01, max_duty=0.4)
+    dispatcher.start()
+    wait_for(lambda: len(spans) >= 4, 10, "four passes")
+    dispatcher.stop()
+    rests = [later[0] - earlier[1] for earlier, later in itertools.pairwise(spans)]
+    # 0.2 s busy at 40 % leaves 0.3 s of rest before the next pass.
+    assert all(rest >= 0.29 for rest in rests), rests
+
+
+def test_after_a_quiet_spell_a_pass_starts_at_once() -> None:
+    starts: list[float] = []
+
+    def short_pass() -> bool:
+        starts.append(time.monotonic())
+        time.sleep(0.2)
+        return False  # nothing more pending: no rest owed
+
+    dispatcher = Dispatcher(short_pass, min_interval_s=0.01, max_duty=0.1)
+    dispatcher.start()
+    wait_for(lambda: len(starts) == 1, 10, "the first pass")
+    time.sleep(0.3)
+    notified = time.monotonic()
+    dispatcher.notify()
+    wait_for(lambda: len(starts) == 2, 10, "the second pass")
+    dispatcher.stop()
+    assert starts[1] - notified < 0.1
+
+
 def test_a_failing_triage_backs_off_and_says_so() -> None:
     calls: list[float] = []
 
