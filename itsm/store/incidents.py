@@ -1,9 +1,10 @@
 """Incidents in the records: reading them, and changing them through the state machine.
 
-Every change reads the row under the write lock, applies `lifecycle.apply_update` or the
-caller's change, bumps the version (an If-Match from the API is checked against it) and
-writes its audit row in the same transaction. Triage opens incidents and counts events on
-them in `itsm.store.correlation`.
+A change goes through `lifecycle.apply_update` (or is the caller's, a link to a flow run)
+and is written as the incident's next version with its audit row (`INCIDENTS`, a
+`record_table.RecordTable`), an If-Match from the API checked against the version. Triage
+opens incidents and counts events on them in `itsm.store.correlation`; the worklog is
+`itsm.store.worklog`.
 """
 
 from __future__ import annotations
