@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: up test lint format debian-packages clean
+.PHONY: up test lint format docs debian-packages clean
 
 $(BIN)/opsflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ test: debian-packages $(BIN)/opsflow
 lint: $(BIN)/opsflow
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/lint_imports.py
 
 format: $(BIN)/opsflow
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# docs/cli.md is generated from the CLI; a test fails when it is out of date.
+docs: $(BIN)/opsflow
+	$(BIN)/python -m opsflow.cli.reference
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from opsflow.blocks.alertmanager import AlertmanagerCredentials
 from opsflow.blocks.ssh import SshCredentials
 
-BLOCK_TYPES = (SshCredentials,)
+BLOCK_TYPES = (SshCredentials, AlertmanagerCredentials)
 
 
 def register_block_types() -> None:

@@ -120,14 +120,13 @@ def _fingerprint(labels: dict[str, str]) -> str:
 
 
 def from_alert(alert: Alert) -> EventIn:
-    """The event of one alert; its labels name its host and service (an empty one names none)."""
+    """The event of one alert, its labels whole: which of them name its host and service is
+    the estate's label contract, applied by triage (`itsm.ci`)."""
     ends_at = alert.endsAt if alert.endsAt and alert.endsAt > NO_END else None
     return EventIn(
         source="alertmanager",
         fingerprint=alert.fingerprint or _fingerprint(alert.labels),
         status=alert.status,
-        host=alert.labels.get("host") or None,
-        service=alert.labels.get("service") or None,
         labels=alert.labels,
         annotations=alert.annotations,
         summary=alert.annotations.get("summary", alert.labels.get("alertname", ""))[:1000],

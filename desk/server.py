@@ -1,6 +1,7 @@
-"""Run the desk: HTTP API and intake; triage goes to the workers.
+"""The desk process's entrypoint: `desk.app` wired to the records, the estate and triage's
+wake-ups, served over HTTP from one or several processes; triage goes to the workers.
 
-`python -m opsflow.desk.server [--processes N]`
+`python -m opsflow.desk.server [--processes N]` (`opsflow up` starts it so).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from opsflow.desk.app import create_app
-from opsflow.desk.dispatch import Dispatcher
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
+from opsflow.desk.runners.dispatch import Dispatcher
 from opsflow.flows.work import triage_events
 from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
@@ -35,7 +36,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
 
     The desk records and answers; it runs no flow. It hands triage to the workers
     (`opsflow worker`) through Prefect, and wakes them for the requests and access changes
-    it records (`desk.wake_ups`).
+    it records (`desk.runners.wake_ups`).
     """
     estate = EstateCache(estate_dir or get_settings().estate_dir)
     with suppress(EstateUnavailableError):

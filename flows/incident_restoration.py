@@ -16,7 +16,7 @@ leases its incident in the transaction that claims it (so one restoration at a t
 an incident), renews the lease while it works and gives it back only once the outcome is
 recorded; an unexpected error or a crash escalates through the flow's hooks; a run whose
 process died leaves its lease to lapse, and a desk takes the restoration over
-(`desk.restorations`). A run that stalled longer than its lease may have lost it to such a
+(`desk.runners.restorations`). A run that stalled longer than its lease may have lost it to such a
 takeover: it asks before it remediates, escalates or resolves, and steps aside if so. An
 escalated incident belongs to its on-call: no restoration claims it again.
 """

@@ -9,7 +9,7 @@ identity in OSS Prefect, so it counts only if the estate sets `ui_approvals`.
 
 `submit_request` is the same process started from the Prefect UI's typed form: it
 validates, records the request under a lease of its own, and runs `fulfil_request` as a
-subflow (requests submitted to the desk are carried by the workers, `desk.fulfilments`).
+subflow (requests submitted to the desk are carried by the workers, `desk.runners.fulfillments`).
 
 A run waiting for a decision costs nothing per second: a desk in the same process wakes it
 at once (`decision_sent`), and one shared check per process every RESUME_CHECK_S finds the

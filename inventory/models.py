@@ -11,9 +11,18 @@ from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
-from opsflow.inventory.types import Address, Labels, Name, Port, SSHPublicKey, Username
+from opsflow.inventory.matchers import MatcherText
+from opsflow.inventory.types import (
+    Address,
+    LabelName,
+    Labels,
+    Name,
+    Port,
+    SSHPublicKey,
+    Username,
+)
 
 
 class StrictModel(BaseModel):
@@ -165,10 +174,20 @@ EventClassName = Literal["informational", "warning", "exception"]
 
 
 class EventRule(StrictModel):
-    """Classifies the events whose labels match; the first matching rule wins."""
+    """Classifies the events whose labels match; the first matching rule wins.
+
+    `match` and `matchers` must all hold; a rule with neither matches every event.
+    """
 
     name: Name
-    match: dict[str, str] = Field(description="Labels that must be equal, all of them.")
+    match: dict[str, str] = Field(
+        default_factory=dict, description="Labels that must be equal, all of them."
+    )
+    matchers: list[MatcherText] = Field(
+        default_factory=list,
+        description='Alertmanager matchers, all of which must hold: name="v", name!="v", '
+        'name=~"regex", name!~"regex" (regexes anchored; an absent label is "").',
+    )
     event_class: EventClassName = Field(alias="class")
     symptom: Name | None = Field(default=None, description="Default: the event's symptom label.")
     impact: int | None = Field(default=None, ge=1, le=3, description="Default: the service's.")
@@ -181,6 +200,51 @@ class EventRule(StrictModel):
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether an event's labels satisfy every condition of the rule.
+
+        Raises:
+            MatchTimeoutError: one of its regular expressions ran too long on these labels.
+        """
+        return all(labels.get(name) == value for name, value in self.match.items()) and all(
+            matcher.matches(labels) for matcher in self.matchers
+        )
+
+
+class LabelContract(StrictModel):
+    """Which labels of an alert name its configuration item (estate.yaml `labels:`).
+
+    Each list is tried in order and the first label present and non-empty wins. The host is
+    the value of a `host` label, else the host part of an `instance` label (`host:port`,
+    `[v6]:port`, a bare host or a URL) when it is an inventory host's name or address; an
+    instance that matches no host names no host. The service is a `service` label's value.
+    """
+
+    host: list[LabelName] = Field(
+        default_factory=lambda: ["host"],
+        description="Labels whose value is the host's inventory name (or address).",
+    )
+    instance: list[LabelName] = Field(
+        default_factory=lambda: ["instance"],
+        description="Labels holding host:port, matched against the hosts' addresses and names.",
+    )
+    service: list[LabelName] = Field(
+        default_factory=lambda: ["service", "job"],
+        description="Labels whose value is the service's name.",
+    )
+
+
+class AlertmanagerLink(StrictModel):
+    """The Alertmanager opsflow mirrors its maintenance windows to, as silences."""
+
+    url: AnyHttpUrl = Field(description="Alertmanager's base URL, e.g. http://am.example:9093.")
+    credentials: Name | None = Field(
+        default=None,
+        description="Name of an opsflow Alertmanager credentials block (basic auth or a bearer "
+        "token), when Alertmanager or a proxy in front of it asks for one.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Per request, each way.")
 
 
 class MaintenanceWindow(StrictModel):
@@ -314,6 +378,14 @@ class EstateSettings(StrictModel):
         default=10,
         ge=1,
         description="Service requests one person may have open at once (429 beyond it).",
+    )
+    labels: LabelContract = Field(
+        default_factory=LabelContract,
+        description="Which alert labels name the host and the service an event is about.",
+    )
+    alertmanager: AlertmanagerLink | None = Field(
+        default=None,
+        description="Where maintenance windows are mirrored as silences; none: not mirrored.",
     )
 
 

@@ -20,6 +20,17 @@ Name = Annotated[
 
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP port, 1-65535")]
 
+ReleaseVersion = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"),
+    Field(
+        description="a release's version, e.g. 1.2.0 or 1.2.0-rc.1+b7: letters, digits, '.', "
+        "'+', '_' and '-', starting with a letter or digit, at most 64 characters"
+    ),
+]
+"""A version of a service's release: one path component on a host (never '.' or '..', no
+'/'), safe in a shell and a URL."""
+
 Username = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$"),
@@ -74,6 +85,12 @@ def _check_public_key(value: str) -> str:
 
 SSHPublicKey = Annotated[str, AfterValidator(_check_public_key)]
 """An OpenSSH public key line whose type and body agree; no options, no shell characters."""
+
+LabelName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$"),
+    Field(description="A Prometheus label name"),
+]
 
 Labels = dict[
     Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$")],

@@ -20,7 +20,8 @@ from typing import Literal
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from opsflow.errors import TransientError
-from opsflow.inventory.models import Estate, EventRule
+from opsflow.inventory.models import Estate
+from opsflow.itsm.ci import ci_of
 from opsflow.itsm.problems import KnownError, match_known_error
 from opsflow.itsm.records import Event, EventClass, IncidentCreate, IncidentReport, IncidentUpdate
 from opsflow.itsm.store.correlation import Correlation
@@ -88,10 +89,6 @@ class Decision:
     reason: str | None = None
 
 
-def _matches(rule: EventRule, labels: dict[str, str]) -> bool:
-    return all(labels.get(name) == value for name, value in rule.match.items())
-
-
 def _render_key(template: str, values: dict[str, str]) -> str:
     try:
         return template.format_map(values)
@@ -112,7 +109,7 @@ def classify_labels(
     One classification for alerts and for people, so both get the same correlation key,
     impact, urgency and runbook for the same CI and symptom.
     """
-    rule = next((r for r in estate.rules if _matches(r, labels)), None)
+    rule = next((r for r in estate.rules if r.matches(labels)), None)
     symptom = (rule.symptom if rule and rule.symptom else None) or labels.get(
         "symptom", labels.get("alertname", "unspecified")
     )
@@ -164,34 +161,15 @@ def _service_named(name: str | None, estate: Estate):
 
 
 def with_ci(event: Event, estate: Estate) -> Event:
-    """The event with the host and service its labels imply when it names neither itself.
-
-    Most Prometheus alerts carry only `instance` (host:port) and `job`: the host is the
-    inventory host whose name or address is the instance's host part (else that host part,
-    a host outside the inventory, which gets no automation), and the service is the job.
-    """
+    """The event with the host and service its labels name (`itsm.ci`) where it names neither
+    itself: an alert has only labels; a generic event may name its CI in fields of its own."""
     if event.host and event.service:
         return event
-    host = event.host or _host_of_instance(event.labels.get("instance", ""), estate)
-    service = event.service or (event.labels.get("job", "")[:255] or None)
+    host, service = ci_of(event.labels, estate)
+    host, service = event.host or host, event.service or service
     if (host, service) == (event.host, event.service):
         return event
     return event.model_copy(update={"host": host, "service": service})
-
-
-def _host_of_instance(instance: str, estate: Estate) -> str | None:
-    """The inventory host an `instance` label (host, host:port, [v6]:port) points at."""
-    part = instance.strip()
-    if part.startswith("["):
-        part = part[1 : part.find("]")] if "]" in part else part[1:]
-    elif part.count(":") == 1:
-        part = part.split(":", 1)[0]
-    if not part:
-        return None
-    for host in estate.hosts:
-        if part in (host.name, host.address):
-            return host.name
-    return part[:255]
 
 
 def in_maintenance(event: Event, estate: Estate, at: datetime) -> str | None:
@@ -324,8 +302,8 @@ def triage(
                         verdict.event_class,
                         verdict.rule,
                         "failed",
-                        reason="no CI: an incident needs a host or a service, and the event "
-                        "has no host, service, instance or job label",
+                        reason="no CI: an incident needs a host or a service, and no label "
+                        "of the estate's label contract names an inventory host or a service",
                     )
                 )
             else:

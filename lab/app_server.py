@@ -1,9 +1,12 @@
 """The lab's managed service: a tiny HTTP server each lab host runs as `app`.
 
-It is copied into every host's private `/var/lib/app/bin/app-server` and run by the system's
-`/usr/bin/python3` (not the project's venv), so it uses the standard library only. `svc`
-(lab/files/svc) starts and stops it. It answers `GET /health` with the host's name and its
-PID, and `GET /metrics` in Prometheus text format so Prometheus can scrape it.
+It is copied into each release a host keeps (`/var/lib/app/releases/<version>/app-server`,
+beside that release's `release.conf`) and run by the system's `/usr/bin/python3` (not the
+project's venv), so it uses the standard library only. `svc` (lab/files/svc) starts and stops
+the release `/var/lib/app/current` names. It answers `GET /health` with the host's name, its
+PID and version, `GET /version` with the version, and `GET /metrics` in Prometheus text format
+so Prometheus can scrape it. A release's `DEFECT` makes it a bad one on purpose: `badhealth`
+serves but answers /health 503, `nostart` exits at start.
 """
 
 from __future__ import annotations
@@ -37,16 +40,18 @@ class AppServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: str, port: int, name: str):
+    def __init__(self, address: str, port: int, name: str, version: str, defect: str):
         super().__init__((address, port), AppHandler)
         self.name = name
+        self.version = version
+        self.defect = defect
         self.started = time.time()
         self.requests = 0
         self.lock = threading.Lock()
 
 
 class AppHandler(BaseHTTPRequestHandler):
-    """Serves /health and /metrics; anything else is 404."""
+    """Serves /health, /version and /metrics; anything else is 404."""
 
     server: AppServer
     server_version = "opsflow-lab-app/1"
@@ -56,7 +61,14 @@ class AppHandler(BaseHTTPRequestHandler):
             self.server.requests += 1
             requests = self.server.requests
         if self.path == "/health":
-            body = json.dumps({"host": self.server.name, "pid": os.getpid()}).encode()
+            answer = {"host": self.server.name, "pid": os.getpid(), "version": self.server.version}
+            if self.server.defect == "badhealth":
+                answer["error"] = "release defect: health check fails"
+                self._send(503, "application/json", json.dumps(answer).encode())
+            else:
+                self._send(200, "application/json", json.dumps(answer).encode())
+        elif self.path == "/version":
+            body = json.dumps({"version": self.server.version}).encode()
             self._send(200, "application/json", body)
         elif self.path == "/metrics":
             lines = [
@@ -69,9 +81,9 @@ class AppHandler(BaseHTTPRequestHandler):
                 "# HELP app_start_time_seconds Unix time the app started.",
                 "# TYPE app_start_time_seconds gauge",
                 f"app_start_time_seconds {self.server.started:.3f}",
-                "# HELP app_info The host this app runs on.",
+                "# HELP app_info The host this app runs on and the version it runs.",
                 "# TYPE app_info gauge",
-                f'app_info{{host="{self.server.name}"}} 1',
+                f'app_info{{host="{self.server.name}",version="{self.server.version}"}} 1',
             ]
             body = ("\n".join(lines) + "\n").encode()
             self._send(200, "text/plain; version=0.0.4; charset=utf-8", body)
@@ -109,10 +121,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="app-server", description=__doc__)
     parser.add_argument("--conf", type=Path, default=Path("/etc/app/app.conf"))
     parser.add_argument("--pidfile", type=Path, default=Path("/var/lib/app/app.pid"))
+    parser.add_argument(
+        "--release-conf", type=Path, default=Path(__file__).resolve().with_name("release.conf")
+    )
     args = parser.parse_args(argv)
 
     conf = read_conf(args.conf)
-    server = AppServer(conf["ADDRESS"], int(conf["PORT"]), conf.get("NAME", os.uname().nodename))
+    release = read_conf(args.release_conf)
+    version, defect = release["VERSION"], release.get("DEFECT", "")
+    if defect == "nostart":
+        _log(f"app {version}: release defect: refusing to start")
+        return 1
+    server = AppServer(
+        conf["ADDRESS"],
+        int(conf["PORT"]),
+        conf.get("NAME", os.uname().nodename),
+        version,
+        defect,
+    )
 
     def stop(signum: int, _frame: object) -> None:
         _log(f"received signal {signum}, shutting down")
@@ -121,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     _write_pidfile(args.pidfile)
-    _log(f"app {server.name} listening on {conf['ADDRESS']}:{conf['PORT']} pid {os.getpid()}")
+    _log(
+        f"app {server.name} {version} listening on {conf['ADDRESS']}:{conf['PORT']} "
+        f"pid {os.getpid()}"
+    )
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -49,6 +49,13 @@ RULES = [
         "urgency": 2,
     },
     {
+        "name": "instance-down",
+        "matchers": ['alertname="InstanceDown"', 'job=~"app|app-.+"'],
+        "class": "exception",
+        "symptom": "service-down",
+        "urgency": 1,
+    },
+    {
         "name": "watchdog",
         "match": {"alertname": "Watchdog"},
         "class": "informational",

@@ -1,19 +1,32 @@
-"""Declare a maintenance window around work that stops things, so triage expects its fallout."""
+"""Declare a maintenance window around work that stops things, so triage expects its fallout.
+
+Where the estate names an Alertmanager, the window is mirrored there as silences (one per
+label the estate's label contract reads a host from), so the team's other receivers are quiet
+too; closing the window ends them with it. Alertmanager being down never stops the work: the
+window still holds in opsflow, and the run's log says the mirror failed.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
+from opsflow.errors import OpsError
+from opsflow.inventory.models import Estate
+from opsflow.itsm.ci import silence_label_sets
 from opsflow.itsm.store.maintenance import DeclaredWindow
 from opsflow.itsm.store.records import open_records
+from opsflow.tasks.inventory import last_good_estate
 from opsflow.tasks.records import current_flow_run_id
+from opsflow.tasks.silences import create_silence, end_silence
 
 DEFAULT_GRACE_S = 60.0
 """How long a window outlives the work: monitoring stamps an alert when it evaluates it,
@@ -58,6 +71,60 @@ def close_maintenance_window(window_id: int, grace_s: float = DEFAULT_GRACE_S) -
     return window
 
 
+def silence_comment(window: DeclaredWindow) -> str:
+    """The comment of the silences mirroring a window: its name and id, and why."""
+    return f"opsflow maintenance window {window.label}: {window.reason}"[:1000]
+
+
+def mirror_window(window_id: int, estate: Estate) -> DeclaredWindow:
+    """Mirror a window as silences in the estate's Alertmanager, once: a window that already
+    has its silences keeps them (and a silence made before a crash is found, not made again).
+
+    Raises:
+        OpsError: Alertmanager failed or refused; the window stays unmirrored.
+    """
+    windows = open_records().maintenance
+    window = windows.get(window_id)
+    link = estate.settings.alertmanager
+    if link is None or window.silence_ids is not None:
+        return window
+    hosts = [h for h in estate.hosts if h.name in window.hosts]
+    ids = [
+        create_silence(link, matchers, window.start, window.end, silence_comment(window)).silence_id
+        for matchers in silence_label_sets(hosts, estate.settings.labels)
+    ]
+    return windows.record_silences(window.id, ids)
+
+
+def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
+    """End a window's silences with it: at its (new) end, expired at once if that is past.
+
+    Raises:
+        OpsError: Alertmanager failed or refused; the silences lapse at their own end.
+    """
+    windows = open_records().maintenance
+    window = windows.get(window_id)
+    if not window.silence_ids:
+        return window
+    link = estate.settings.alertmanager
+    if link is None:
+        _logger().warning(
+            "maintenance window %s has silences %s but the estate names no Alertmanager now",
+            window.label,
+            ", ".join(window.silence_ids),
+        )
+        return window
+    ids = [end_silence(link, sid, window.end).silence_id for sid in window.silence_ids]
+    return windows.record_silences(window.id, ids) if ids != window.silence_ids else window
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("opsflow.tasks.maintenance")
+
+
 @contextmanager
 def maintenance_window(
     hosts: Iterable[str],
@@ -65,6 +132,7 @@ def maintenance_window(
     minutes: float,
     grace_s: float = DEFAULT_GRACE_S,
     name: str | None = None,
+    estate: Estate | None = None,
 ) -> Iterator[DeclaredWindow | None]:
     """Hold a declared maintenance window over `hosts` for the block, closed when it exits.
 
@@ -75,6 +143,7 @@ def maintenance_window(
             dies without closing it.
         grace_s: How long after the block the window still covers late-stamped alerts.
         name: Who declares it; default the running flow's name.
+        estate: The estate whose Alertmanager mirrors the window; default the configured one.
     """
     hosts = sorted(set(hosts))
     if not hosts:
@@ -84,6 +153,16 @@ def maintenance_window(
         name or flow_run.flow_name or "opsflow", hosts, reason, minutes
     )
     try:
+        estate = estate or last_good_estate()
+        window = mirror_window(window.id, estate)
+    except OpsError as exc:
+        _logger().error("maintenance window %s is not mirrored as silences: %s", window.label, exc)
+    try:
         yield window
     finally:
         close_maintenance_window(window.id, grace_s)
+        try:
+            if estate is not None:
+                end_mirror(window.id, estate)
+        except OpsError as exc:
+            _logger().error("the silences of window %s are not ended: %s", window.label, exc)

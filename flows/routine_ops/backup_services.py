@@ -119,6 +119,7 @@ def backup_services(
         f"backup with {', '.join(paths)} stopped for a consistent copy",
         window_minutes,
         grace_s=window_grace_s,
+        estate=estate,
     ):
         for service, service_paths in plan:
             outcomes = map_hosts(

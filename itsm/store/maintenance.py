@@ -29,6 +29,7 @@ maintenance_windows = Table(
     Column("end", UtcDateTime, nullable=False),
     Column("closed_at", UtcDateTime),
     Column("flow_run_id", String(64)),
+    Column("silence_ids", Json),
     sqlite_autoincrement=True,
 )
 Index("ix_maintenance_windows_end", maintenance_windows.c.end)
@@ -45,6 +46,10 @@ class DeclaredWindow(BaseModel):
     end: AwareDatetime = Field(description="When it lapses; closing it early moves this.")
     closed_at: AwareDatetime | None = None
     flow_run_id: str | None = None
+    silence_ids: list[str] | None = Field(
+        default=None,
+        description="The Alertmanager silences mirroring the window (None: not mirrored).",
+    )
 
     @property
     def label(self) -> str:
@@ -125,6 +130,17 @@ class MaintenanceWindows:
                 .values(end=after.end, closed_at=after.closed_at)
             )
         return after
+
+    def record_silences(self, window_id: int, silence_ids: list[str]) -> DeclaredWindow:
+        """Keep the ids of the Alertmanager silences that mirror a window with it."""
+        table = maintenance_windows
+        with self.db.write() as conn:
+            found = conn.execute(
+                update(table).where(table.c.id == window_id).values(silence_ids=silence_ids)
+            )
+            if found.rowcount == 0:
+                raise WindowNotFoundError(f"no maintenance window {window_id}")
+        return self.get(window_id)
 
     def get(self, window_id: int) -> DeclaredWindow:
         """One declared window by id."""

@@ -1,5 +1,6 @@
 """A lab host's own files and mounts: its /etc overlay (sshd config, keys, login.defs), private
-directories and cron spool, and the script that mounts them in its namespaces.
+directories (the app's releases among them) and cron spool, and the script that mounts them in
+its namespaces.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from opsflow.lab.hosts.plan import APP_PORT, SSH_PORT, Plan, account_ids
+from opsflow.lab.hosts.releases import write_releases
 
 CRON_SPOOL = Path("/var/spool/cron")
 """Users' crontabs and at jobs: private per host when the machine has cron or at installed."""
@@ -105,7 +107,8 @@ def namespace_script(plan: Plan, log_size_mib: int) -> str:
 def write_host_files(
     plan: Plan, client_public: str, app_server: bytes, svc: bytes, hosts_file: str
 ) -> None:
-    """Lay out a host's directory: overlay upper dir with its /etc files, private dirs."""
+    """Lay out a host's directory: overlay upper dir with its /etc files, private dirs, the
+    app's control script and releases."""
     root = plan.root
     for sub in ("etc-upper/ssh", "etc-upper/app", "etc-work", "home", "root", "var-lib-app/bin"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -124,7 +127,6 @@ def write_host_files(
         _private_cron_spool(root)
     (etc / "hosts").write_text(hosts_file + f"{plan.address}\t{plan.name}\n")
     bin_dir = root / "var-lib-app" / "bin"
-    (bin_dir / "app-server").write_bytes(app_server)
     (bin_dir / "svc").write_bytes(svc)
-    (bin_dir / "app-server").chmod(0o755)
     (bin_dir / "svc").chmod(0o755)
+    write_releases(root / "var-lib-app", app_server)

@@ -1,5 +1,5 @@
-"""Asking lab hosts from outside whether they answer (the ssh banner, the app's /health, every
-host's status) and waiting until something holds.
+"""Asking lab hosts from outside whether they answer (the ssh banner, the app's /health and
+/version, every host's status) and waiting until something holds.
 """
 
 from __future__ import annotations
@@ -36,9 +36,20 @@ def ssh_banner(address: str, port: int = SSH_PORT, timeout: float = 1.0) -> str 
 
 def app_health(address: str, port: int = APP_PORT, timeout: float = 1.0) -> dict[str, Any] | None:
     """The app's /health answer as a dict, or None if it does not answer 200 in time."""
+    return _get_json(address, port, "/health", timeout)
+
+
+def app_version(address: str, port: int = APP_PORT, timeout: float = 1.0) -> str | None:
+    """The version the app says it runs (/version), healthy or not; None if it does not answer."""
+    answer = _get_json(address, port, "/version", timeout)
+    version = answer.get("version") if answer else None
+    return version if isinstance(version, str) else None
+
+
+def _get_json(address: str, port: int, path: str, timeout: float) -> dict[str, Any] | None:
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        conn.request("GET", "/health")
+        conn.request("GET", path)
         response = conn.getresponse()
         body = response.read()
         if response.status != 200:
@@ -60,7 +71,8 @@ def poll(what: str, check: Callable[[], bool], timeout: float, interval: float =
 
 
 def lab_status(directory: Path | None = None) -> list[dict[str, Any]]:
-    """Per host: name, address, whether sshd runs, the ssh port answers, the app is healthy."""
+    """Per host: name, address, whether sshd runs, the ssh port answers, the app is healthy,
+    and the app's PID and version."""
     lab = lab_state(directory)
 
     def check(host: LabHost) -> dict[str, Any]:
@@ -76,6 +88,7 @@ def lab_status(directory: Path | None = None) -> list[dict[str, Any]]:
             "ssh_answers": banner is not None,
             "app_healthy": bool(health and health.get("host") == host.name),
             "app_pid": health.get("pid") if health else None,
+            "app_version": health.get("version") if health else None,
         }
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(lab.hosts)))) as pool:

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from opsflow.cli.output import JsonOption, call_desk, console, err_console, fail, print_json
+from opsflow.cli.output import (
+    Column,
+    JsonOption,
+    call_desk,
+    console,
+    err_console,
+    fail,
+    fitted_table,
+    moment,
+    print_json,
+)
 
 access_app = typer.Typer(help="Access to hosts: request, approve, reject, revoke, list, review.")
 
@@ -21,12 +31,23 @@ WaitOption = Annotated[
 TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait at most.")]
 
 
+GRANT_COLUMNS = (
+    Column("id", whole=True, justify="right"),
+    Column("state", whole=True),
+    Column("entitlement", min_width=16),
+    Column("user", whole=True),
+    Column("requester", drop=3),
+    Column("approver", drop=4),
+    Column("hosts", drop=2, min_width=16),
+    Column("ends", whole=True, drop=1),
+)
+"""Who has what, and its state, stay; the approver, the requester (mostly the user), the hosts
+(the entitlement's group) and the end give way on a narrow terminal, in that order."""
+
+
 def _table(grants: list[dict[str, Any]]) -> Table:
-    table = Table()
-    for column in ("id", "state", "entitlement", "user", "requester", "approver", "hosts", "ends"):
-        table.add_column(column)
-    for g in grants:
-        table.add_row(
+    rows = [
+        [
             str(g["id"]),
             g["state"] + (" (revoking)" if g["revoke_requested_at"] and g["state"] in LIVE else ""),
             g["entitlement"],
@@ -34,9 +55,11 @@ def _table(grants: list[dict[str, Any]]) -> Table:
             g["requester"],
             g["approver"] or "",
             ", ".join(g["hosts"]) or g["host_group"],
-            (g["ends_at"] or "")[:19],
-        )
-    return table
+            moment(g["ends_at"]),
+        ]
+        for g in grants
+    ]
+    return fitted_table(GRANT_COLUMNS, rows)
 
 
 def _wait(grant_id: int, done: tuple[str, ...], timeout_s: float) -> dict[str, Any]:

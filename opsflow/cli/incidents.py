@@ -8,7 +8,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.cli.output import JsonOption, call_desk, console, name_values, print_json
+from opsflow.cli.output import (
+    Column,
+    JsonOption,
+    call_desk,
+    console,
+    fitted_table,
+    moment,
+    name_values,
+    print_json,
+)
 
 event_app = typer.Typer(help="Send monitoring events to the desk.")
 incident_app = typer.Typer(help="Incidents: list, show, open, resolve.")
@@ -52,19 +61,26 @@ def event_failed(
     if as_json:
         print_json(failed)
         return
-    table = Table(title="events triage could not handle")
-    for column in ("id", "received", "source", "CI", "alert", "reason"):
-        table.add_column(column, no_wrap=column in ("id", "received"))
-    for e in failed:
-        table.add_row(
+    columns = (
+        Column("id", whole=True, justify="right"),
+        Column("received", whole=True, drop=2),
+        Column("source", drop=3),
+        Column("CI", min_width=16),
+        Column("alert", drop=1),
+        Column("reason", min_width=24),
+    )
+    rows = [
+        [
             str(e["id"]),
-            e["received_at"][:19].replace("T", " "),
-            Text(e["source"]),
-            Text(f"{e['service'] or '-'}@{e['host'] or '-'}"),
-            Text(e["labels"].get("alertname", "")),
-            Text(e["reason"]),
-        )
-    console.print(table)
+            moment(e["received_at"]),
+            e["source"],
+            f"{e['service'] or '-'}@{e['host'] or '-'}",
+            e["labels"].get("alertname", ""),
+            e["reason"],
+        ]
+        for e in failed
+    ]
+    console.print(fitted_table(columns, rows, title="events triage could not handle"))
 
 
 @event_app.command("retry")
@@ -82,23 +98,36 @@ def event_retry(
         console.print(f"{len(answer['retried'])} event(s) back before triage")
 
 
+INCIDENT_COLUMNS = (
+    Column("number", whole=True),
+    Column("P", whole=True),
+    Column("state", whole=True),
+    Column("CI", min_width=24),
+    Column("symptom", min_width=16),
+    Column("events", whole=True, drop=3, justify="right"),
+    Column("opened", whole=True, drop=1),
+    Column("assigned", drop=2, min_width=8),
+)
+"""What people scan first (number, priority, state, CI, symptom) stays whole; the event
+count, the assignee and the time opened give way on a narrow terminal, in that order."""
+
+
 def incident_table(incidents: list[dict[str, Any]], title: str | None = None) -> Table:
-    """Incidents as a table that keeps numbers and states whole on narrow terminals."""
-    table = Table(title=title)
-    for column in ("number", "P", "state", "CI", "symptom", "events", "opened", "assigned"):
-        table.add_column(column, no_wrap=column in ("number", "P", "state", "opened"))
-    for i in incidents:
-        table.add_row(
+    """Incidents as a table fitted to the terminal (see `INCIDENT_COLUMNS`)."""
+    rows = [
+        [
             i["number"],
             f"P{i['priority']}",
             i["state"],
             f"{i['service'] or '-'}@{i['host'] or '-'}",
             i["symptom"],
             str(i["event_count"]),
-            i["opened_at"][:16].replace("T", " "),
+            moment(i["opened_at"]),
             i["assigned_to"] or i["assignment_group"] or "",
-        )
-    return table
+        ]
+        for i in incidents
+    ]
+    return fitted_table(INCIDENT_COLUMNS, rows, title=title)
 
 
 @incident_app.command("list")
@@ -200,16 +229,32 @@ def show_me(as_json: bool) -> None:
         Text.assemble((me["full_name"] or me["name"], "bold"), f" ({', '.join(me['roles'])})")
     )
     console.print(incident_table(me["incidents"], title="incidents you reported"))
-    requests = Table(title="requests you made")
-    for column in ("number", "item", "inputs", "state", "outcome"):
-        requests.add_column(column, no_wrap=column in ("number", "state"))
-    for r in me["requests"]:
-        inputs = ", ".join(f"{k}={v}" for k, v in r["inputs"].items())
-        requests.add_row(r["number"], r["item"], inputs, r["state"], (r["outcome"] or "")[:80])
-    console.print(requests)
-    grants = Table(title="your access")
-    for column in ("id", "entitlement", "state", "until"):
-        grants.add_column(column, no_wrap=True)
-    for g in me["access_grants"]:
-        grants.add_row(str(g["id"]), g["entitlement"], g["state"], str(g.get("ends_at") or "")[:16])
-    console.print(grants)
+    request_columns = (
+        Column("number", whole=True),
+        Column("item"),
+        Column("inputs", drop=2),
+        Column("state", whole=True),
+        Column("outcome", drop=1, min_width=20),
+    )
+    request_rows = [
+        [
+            r["number"],
+            r["item"],
+            ", ".join(f"{k}={v}" for k, v in r["inputs"].items()),
+            r["state"],
+            (r["outcome"] or "")[:80],
+        ]
+        for r in me["requests"]
+    ]
+    console.print(fitted_table(request_columns, request_rows, title="requests you made"))
+    grant_columns = (
+        Column("id", whole=True, justify="right"),
+        Column("entitlement"),
+        Column("state", whole=True),
+        Column("until", whole=True),
+    )
+    grant_rows = [
+        [str(g["id"]), g["entitlement"], g["state"], moment(g.get("ends_at"))]
+        for g in me["access_grants"]
+    ]
+    console.print(fitted_table(grant_columns, grant_rows, title="your access"))

@@ -1,21 +1,54 @@
-"""`opsflow inventory show HOST`: a host as the inventory describes it and as its facts show it."""
+"""`opsflow inventory`: check the estate, show a host as the inventory describes it and as its
+facts show it, and import an estate from another tool."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.cli.output import console, err_console, fail
-from opsflow.errors import OpsError
+from opsflow.cli.output import (
+    Column,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    fitted_table,
+    print_json,
+)
+from opsflow.errors import InventoryError, OpsError
+from opsflow.inventory.ansible import MAX_INVENTORY_BYTES, hosts_from_ansible, render_hosts
+from opsflow.inventory.known_hosts import KnownHosts
 from opsflow.inventory.loader import load_estate
 from opsflow.inventory.models import Estate
-from opsflow.itsm.drift import find_drift
-from opsflow.itsm.store.facts import StoredSnapshot
-from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
+
+if TYPE_CHECKING:
+    from opsflow.itsm.store.facts import StoredSnapshot
+
+inventory_app = typer.Typer(help="The estate: hosts, services and their checks.")
+import_app = typer.Typer(help="Write an estate's hosts.yaml from another tool's inventory.")
+inventory_app.add_typer(import_app, name="import")
+
+MAX_KNOWN_HOSTS_BYTES = 16 * 1024 * 1024
+SHOWN_PROBLEMS = 100
+"""Problems of a refused import listed one by one; the rest are counted."""
+
+
+class InventoryForm(StrEnum):
+    """How an Ansible inventory file is written."""
+
+    AUTO = "auto"
+    YAML = "yaml"
+    INI = "ini"
+
 
 HISTORY = 10
 """Snapshots shown in the short history."""
@@ -75,8 +108,57 @@ def _history_table(host: str, history: list[StoredSnapshot]) -> Table:
     return table
 
 
-def inventory_show(host: str, as_json: bool) -> None:
-    """Show a host's inventory entry, its latest facts, a short history and its drift."""
+@inventory_app.command("check")
+def inventory_check(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Estate directory (default: OPSFLOW_INVENTORY or lab).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate the estate and print its summary, or every problem found (exit 1)."""
+    directory = directory or get_settings().estate_dir
+    try:
+        estate = load_estate(directory)
+    except OpsError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        console.print_json(estate.model_dump_json())
+        return
+    columns = (
+        Column("host", whole=True),
+        Column("address", whole=True),
+        Column("port", whole=True, drop=2, justify="right"),
+        Column("user", whole=True, drop=3),
+        Column("groups", drop=1),
+        Column("services"),
+    )
+    rows = [
+        [
+            host.name,
+            host.address,
+            str(host.port),
+            host.user,
+            ", ".join(host.groups),
+            ", ".join(s.name for s in estate.services if host in estate.hosts_of(s)),
+        ]
+        for host in estate.hosts
+    ]
+    console.print(fitted_table(columns, rows, title=f"estate {estate.settings.name} ({directory})"))
+    console.print(
+        f"{len(estate.hosts)} hosts, {len(estate.groups)} groups, {len(estate.services)} services:"
+        " valid."
+    )
+
+
+@inventory_app.command("show")
+def inventory_show(
+    host: Annotated[str, typer.Argument(help="Host name, as in the inventory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A host's inventory entry, latest facts, a short history of them, and its drift."""
+    from opsflow.itsm.drift import find_drift
+    from opsflow.itsm.store.records import open_records
+
     try:
         estate: Estate | None = load_estate(get_settings().estate_dir)
     except OpsError as exc:
@@ -160,3 +242,101 @@ def inventory_show(host: str, as_json: bool) -> None:
             )
     elif latest is not None and entry is not None:
         console.print("No drift: the host answered and runs what the inventory says.")
+
+
+def _read_text(path: Path, what: str, limit: int) -> str:
+    """A file's text, read no further than `limit` bytes; a refusal names the file and why."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except OSError as exc:
+        raise fail(f"{what} {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise fail(f"{what} {path}: larger than {limit // (1024 * 1024)} MiB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise fail(f"{what} {path}: not UTF-8 text (byte {exc.start})") from exc
+
+
+def _write_whole(target: Path, text: str, replace: bool) -> None:
+    """Write `target` all at once: a temporary file in its directory, then linked (refusing an
+    existing file) or renamed over it. A reader sees the old file or the new, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        if replace:
+            os.replace(temporary, target)
+        else:
+            os.link(temporary, target)  # fails if the target exists, even if made meanwhile
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+@import_app.command("ansible")
+def import_ansible(
+    inventory: Annotated[Path, typer.Argument(help="An Ansible inventory file (YAML or INI).")],
+    known_hosts: Annotated[
+        Path,
+        typer.Option(help="known_hosts file holding every host's key (e.g. ~/.ssh/known_hosts)."),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Estate directory to write hosts.yaml in (made if missing).")
+    ] = Path("."),
+    form: Annotated[
+        InventoryForm,
+        typer.Option("--format", help="auto: YAML for .yml, .yaml or .json files, else INI."),
+    ] = InventoryForm.AUTO,
+    credentials: Annotated[
+        str | None,
+        typer.Option(help="SSH credentials block every host logs in with (default opsflow-lab)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing hosts.yaml.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write hosts.yaml from an Ansible inventory: names, ansible_host, ansible_port,
+    ansible_user, groups (nested children too) and each host's key from known_hosts.
+
+    A host whose key is not in the known_hosts file is refused, and so is the whole import:
+    every problem is listed and nothing is written. Hosts without ansible_user log in as root.
+    """
+    if form is InventoryForm.AUTO:
+        yaml_suffixes = (".yml", ".yaml", ".json")
+        form = (
+            InventoryForm.YAML if inventory.suffix.lower() in yaml_suffixes else InventoryForm.INI
+        )
+    target = out / "hosts.yaml"
+    if target.exists() and not force:
+        raise fail(f"{target} exists: give --force to replace it")
+    text = _read_text(inventory, "inventory", MAX_INVENTORY_BYTES)
+    keys = KnownHosts.parse(_read_text(known_hosts, "known_hosts", MAX_KNOWN_HOSTS_BYTES))
+    try:
+        hosts = hosts_from_ansible(text, form.value, keys, credentials)
+    except InventoryError as exc:
+        shown = [f"  - {p}" for p in exc.problems[:SHOWN_PROBLEMS]]
+        if len(exc.problems) > SHOWN_PROBLEMS:
+            shown.append(f"  … and {len(exc.problems) - SHOWN_PROBLEMS} more")
+        listed = "\n".join(shown)
+        raise fail(
+            f"{inventory}: nothing written, {len(exc.problems)} problem(s):\n{listed}"
+        ) from exc
+    try:
+        _write_whole(target, render_hosts(hosts), replace=force)
+    except FileExistsError as exc:
+        raise fail(f"{target} exists: give --force to replace it") from exc
+    except OSError as exc:
+        raise fail(f"{target}: {exc.strerror}") from exc
+    groups = sorted({g for host in hosts for g in host.groups})
+    if as_json:
+        print_json({"hosts_yaml": str(target), "hosts": [h.name for h in hosts], "groups": groups})
+        return
+    console.print(
+        f"{target}: {len(hosts)} hosts in {len(groups)} groups, each with its pinned key.\n"
+        f"Next: opsflow inventory check {out}",
+        soft_wrap=True,
+    )

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import os
+import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from opsflow.cli.access import access_app
 from opsflow.cli.db import db_app
 from opsflow.cli.incidents import event_app, incident_app
+from opsflow.cli.inventory import inventory_app
 from opsflow.cli.output import console, err_console, fail, print_json
 from opsflow.cli.problems import known_error_app, problem_app
 from opsflow.cli.service_requests import request_app
 from opsflow.errors import OpsError
-from opsflow.inventory.loader import load_estate
 from opsflow.settings import get_settings
 
 app = typer.Typer(help="opsflow: ITIL service operation on Prefect.", no_args_is_help=True)
-inventory_app = typer.Typer(help="The estate: hosts, services and their checks.")
 credentials_app = typer.Typer(help="SSH credentials, stored as Prefect blocks.")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(credentials_app, name="credentials")
@@ -42,8 +42,39 @@ app.add_typer(known_error_app, name="known-error")
 app.add_typer(db_app, name="db")
 
 
+def installed_versions() -> str:
+    """opsflow's version from the installed package's metadata, with Prefect's and Python's:
+    what a bug report needs, read without importing Prefect."""
+    try:
+        opsflow = metadata.version("opsflow")
+    except metadata.PackageNotFoundError:
+        opsflow = "unknown (not installed: pip install -e .)"
+    try:
+        prefect = metadata.version("prefect")
+    except metadata.PackageNotFoundError:
+        prefect = "not installed"
+    return f"opsflow {opsflow} (prefect {prefect}, python {platform.python_version()})"
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(installed_versions())
+        raise typer.Exit()
+
+
 @app.callback()
-def _find_what_up_started(ctx: typer.Context) -> None:
+def _find_what_up_started(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed opsflow's version (and Prefect's, Python's) and exit.",
+        ),
+    ] = False,
+) -> None:
     # Before any command imports prefect: other shells reach the Prefect API `up` started.
     if ctx.invoked_subcommand != "up":
         from opsflow.runtime.up import use_up_env
@@ -108,53 +139,6 @@ def worker(
 
     os.nice(nice)
     run_worker(limit)
-
-
-@inventory_app.command("check")
-def inventory_check(
-    directory: Annotated[
-        Path | None, typer.Argument(help="Estate directory (default: OPSFLOW_INVENTORY or lab).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Validate the estate and print its summary, or every problem found (exit 1)."""
-    directory = directory or get_settings().estate_dir
-    try:
-        estate = load_estate(directory)
-    except OpsError as exc:
-        raise fail(exc) from exc
-    if as_json:
-        console.print_json(estate.model_dump_json())
-        return
-    table = Table(title=f"estate {estate.settings.name} ({directory})")
-    for column in ("host", "address", "port", "user", "groups", "services"):
-        table.add_column(column)
-    for host in estate.hosts:
-        services = [s.name for s in estate.services if host in estate.hosts_of(s)]
-        table.add_row(
-            host.name,
-            host.address,
-            str(host.port),
-            host.user,
-            ", ".join(host.groups),
-            ", ".join(services),
-        )
-    console.print(table)
-    console.print(
-        f"{len(estate.hosts)} hosts, {len(estate.groups)} groups, {len(estate.services)} services:"
-        " valid."
-    )
-
-
-@inventory_app.command("show")
-def inventory_show_command(
-    host: Annotated[str, typer.Argument(help="Host name, as in the inventory.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """A host's inventory entry, latest facts, a short history of them, and its drift."""
-    from opsflow.cli.inventory import inventory_show
-
-    inventory_show(host, as_json)
 
 
 @credentials_app.command("add")

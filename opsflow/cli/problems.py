@@ -7,49 +7,73 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from opsflow.cli.output import JsonOption, call_desk, console, name_values, print_json
+from opsflow.cli.output import (
+    Column,
+    JsonOption,
+    call_desk,
+    console,
+    fitted_table,
+    moment,
+    name_values,
+    print_json,
+)
 
 problem_app = typer.Typer(help="Problems: the causes behind recurring incidents.")
 known_error_app = typer.Typer(help="Known errors: diagnosed faults and their workarounds.")
 
 
 def _problem_table(problems: list[dict[str, Any]]) -> Table:
-    table = Table()
-    table.add_column("number", no_wrap=True)
-    for column in ("state", "service", "symptom", "incidents", "known errors", "opened"):
-        table.add_column(column)
-    for p in problems:
-        table.add_row(
+    columns = (
+        Column("number", whole=True),
+        Column("state", whole=True),
+        Column("service"),
+        Column("symptom", min_width=16),
+        Column("incidents", whole=True, drop=2, justify="right"),
+        Column("known errors", drop=3),
+        Column("opened", whole=True, drop=1),
+    )
+    rows = [
+        [
             p["number"],
             p["state"],
             p["service"],
             p["symptom"],
             str(len(p["incident_ids"])),
             ", ".join(f"KE{i:07d}" for i in p["known_error_ids"]) or "-",
-            p["opened_at"][:19],
-        )
-    return table
+            moment(p["opened_at"]),
+        ]
+        for p in problems
+    ]
+    return fitted_table(columns, rows)
 
 
 def _known_error_table(known_errors: list[dict[str, Any]]) -> Table:
-    table = Table()
-    table.add_column("number", no_wrap=True)
-    for column in ("signature", "workaround", "applied", "worked", "problem", "root cause"):
-        table.add_column(column)
+    columns = (
+        Column("number", whole=True),
+        Column("signature", min_width=20),
+        Column("workaround", min_width=16),
+        Column("applied", whole=True, drop=3, justify="right"),
+        Column("worked", whole=True, drop=3, justify="right"),
+        Column("problem", whole=True, drop=2),
+        Column("root cause", drop=1, min_width=20),
+    )
+    rows = []
     for ke in known_errors:
         signature = f"{ke['service']}/{ke['symptom']}" + (f" on {ke['host']}" if ke["host"] else "")
         if ke["labels"]:
             signature += " " + ",".join(f"{k}={v}" for k, v in sorted(ke["labels"].items()))
-        table.add_row(
-            ke["number"] + (" (retired)" if ke["retired_at"] else ""),
-            signature,
-            ke["workaround"],
-            str(ke["times_applied"]),
-            str(ke["times_worked"]),
-            f"PRB{ke['problem_id']:07d}" if ke["problem_id"] else "-",
-            ke["root_cause"][:60],
+        rows.append(
+            [
+                ke["number"] + (" (retired)" if ke["retired_at"] else ""),
+                signature,
+                ke["workaround"],
+                str(ke["times_applied"]),
+                str(ke["times_worked"]),
+                f"PRB{ke['problem_id']:07d}" if ke["problem_id"] else "-",
+                ke["root_cause"][:60],
+            ]
         )
-    return table
+    return fitted_table(columns, rows)
 
 
 def _print(data: Any, as_json: bool, table: Table) -> None:

@@ -8,7 +8,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from opsflow.cli.output import JsonOption, call_desk, console, name_values, print_json
+from opsflow.cli.output import (
+    Column,
+    JsonOption,
+    call_desk,
+    console,
+    fitted_table,
+    moment,
+    name_values,
+    print_json,
+)
 
 request_app = typer.Typer(
     help="Service requests: catalog, submit, list, show, approve, reject.", no_args_is_help=True
@@ -16,6 +25,15 @@ request_app = typer.Typer(
 
 RequestArgument = Annotated[str, typer.Argument(help="Number (REQ0000001) or id.")]
 CommentOption = Annotated[str, typer.Option("--comment", "-m", help="Why; kept in the audit.")]
+
+REQUEST_COLUMNS = (
+    Column("number", whole=True),
+    Column("item", min_width=16),
+    Column("state", whole=True),
+    Column("requester", drop=2),
+    Column("inputs", drop=3, min_width=16),
+    Column("submitted", whole=True, drop=1),
+)
 
 
 def _print_request(detail: dict[str, Any]) -> None:
@@ -99,19 +117,18 @@ def list_requests(
     if as_json:
         print_json(records)
         return
-    table = Table()
-    for column in ("number", "item", "state", "requester", "inputs", "submitted"):
-        table.add_column(column)
-    for r in records:
-        table.add_row(
+    rows = [
+        [
             r["number"],
             r["item"],
             r["state"],
             r["requester"],
-            Text(", ".join(f"{k}={v}" for k, v in r["inputs"].items())),
-            r["submitted_at"][:19],
-        )
-    console.print(table)
+            ", ".join(f"{k}={v}" for k, v in r["inputs"].items()),
+            moment(r["submitted_at"]),
+        ]
+        for r in records
+    ]
+    console.print(fitted_table(REQUEST_COLUMNS, rows))
 
 
 @request_app.command("show")

@@ -8,7 +8,7 @@ it has room, and wakes another through Prefect when it has not; service requests
 changes spread over the workers as Prefect hands out their wake-ups. Each runs under a lease
 that another worker takes over if this one dies. Restorations run in the task worker's
 threads (`limit` of them); requests and access changes in threads of their own runners,
-bounded apart (`desk.carrier`), so requests waiting hours for an approver never hold a slot
+bounded apart (`desk.runners.carrier`), so requests waiting hours for an approver never hold a slot
 a restoration needs. Every worker also sweeps: events left pending, incidents left New and
 requests or access changes left unleased (their wake-up went to a worker that died, or was
 never sent) are picked up within a few seconds (events) or a lease (the rest), so no wake-up
@@ -29,12 +29,12 @@ from types import FrameType
 from prefect import tags
 from prefect.task_worker import TaskWorker
 
-from opsflow.desk.access_changes import DEFAULT_MAX_RUNNING as DEFAULT_MAX_ACCESS
-from opsflow.desk.access_changes import AccessRunner
-from opsflow.desk.dispatch import Dispatcher
-from opsflow.desk.fulfilments import DEFAULT_MAX_RUNNING as DEFAULT_MAX_REQUESTS
-from opsflow.desk.fulfilments import RequestRunner
-from opsflow.desk.restorations import RestorationRunner
+from opsflow.desk.runners.access_changes import DEFAULT_MAX_RUNNING as DEFAULT_MAX_ACCESS
+from opsflow.desk.runners.access_changes import AccessRunner
+from opsflow.desk.runners.dispatch import Dispatcher
+from opsflow.desk.runners.fulfillments import DEFAULT_MAX_RUNNING as DEFAULT_MAX_REQUESTS
+from opsflow.desk.runners.fulfillments import RequestRunner
+from opsflow.desk.runners.restorations import RestorationRunner
 from opsflow.errors import OpsError
 from opsflow.flows import work
 from opsflow.itsm.records import Incident

@@ -200,7 +200,7 @@ def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
     import uvicorn
 
     from opsflow.desk.app import create_app
-    from opsflow.desk.server import EstateCache
+    from opsflow.desk.estate import EstateCache
     from opsflow.itsm.store.records import open_records
     from opsflow.runtime.worker import Worker
 

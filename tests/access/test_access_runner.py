@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from opsflow.desk.access_changes import AccessRunner
+from opsflow.desk.runners.access_changes import AccessRunner
 from opsflow.itsm.access import AccessGrant, AccessRequestCreate, resolve_request
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.records import Records

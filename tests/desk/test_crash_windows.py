@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from opsflow.desk.access_changes import AccessRunner
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
-from opsflow.desk.fulfilments import RequestRunner
+from opsflow.desk.runners.access_changes import AccessRunner
+from opsflow.desk.runners.fulfillments import RequestRunner
 from opsflow.itsm.store.leases import leases
 from opsflow.itsm.store.records import Records
 from opsflow.itsm.store.requests import Requests

@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 
-from opsflow.desk.dispatch import Dispatcher
+from opsflow.desk.runners.dispatch import Dispatcher
 from tests.desk.conftest import auth
 from tests.support import wait_for
 

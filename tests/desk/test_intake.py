@@ -57,7 +57,8 @@ def test_alertmanager_webhook_is_stored_once(desk, store) -> None:
     assert (first.status_code, first.json()) == (202, accepted(stored=1))
     assert (again.status_code, again.json()) == (202, accepted(duplicates=1))
     [event] = stored_events(store)
-    assert (event.source, event.status, event.host) == ("alertmanager", "firing", "h1")
+    assert (event.source, event.status, event.labels["host"]) == ("alertmanager", "firing", "h1")
+    assert (event.host, event.service) == (None, None)  # the label contract is triage's
     assert event.fingerprint == body["alerts"][0]["fingerprint"]
 
 
@@ -113,7 +114,6 @@ HOSTILE = [
     ),
     ("bad-status", lambda b: {**b, "alerts": [{**b["alerts"][0], "status": "exploded"}]}, "status"),
     ("one-mb-label", lambda b: firing(host="x" * 1_048_576), "host"),
-    ("host-too-long-for-a-ci", lambda b: firing(host="x" * 300), "host"),
     (
         "naive-time",
         lambda b: {**b, "alerts": [{**b["alerts"][0], "startsAt": "2026-01-01T00:00"}]},
@@ -143,7 +143,6 @@ def _alert(**changes: object) -> dict:
 HOSTILE_ALERTS = [
     ("far-east-offset-before-year-1", _alert(startsAt="0001-01-01T00:00:00+23:59"), "startsAt"),
     ("far-west-offset-after-9999", _alert(endsAt="9999-12-31T23:59:59-23:59"), "endsAt"),
-    ("host-over-255", _alert(labels={"host": "x" * 300}), "host"),
     ("lone-surrogate-label", _alert(labels={"service": "app\ud800"}), "labels.service"),
     ("lone-surrogate-label-name", _alert(labels={"a\ud800": "x"}), "labels"),
     ("nul-in-label", _alert(labels={"service": "app\x00"}), "labels.service"),
@@ -166,7 +165,7 @@ def test_a_bad_alert_costs_only_itself(desk, store, case, hostile, field) -> Non
     [rejected] = result["rejected"]
     assert rejected["index"] == 1
     assert rejected["reason"].startswith(f"alerts[1].{field}"), rejected
-    assert sorted(e.host for e in stored_events(store)) == ["web1", "web2"]
+    assert sorted(e.labels["host"] for e in stored_events(store)) == ["web1", "web2"]
     metrics = desk.get("/metrics").text
     process = f'process="{os.getpid()}"'
     assert f'opsflow_events_rejected_total{{source="alertmanager",{process}}} 1' in metrics
@@ -258,4 +257,4 @@ def test_shell_metacharacters_are_stored_literally(desk, store) -> None:
     )
     assert answer.status_code == 202
     [event] = stored_events(store)
-    assert (event.host, event.service) == (hostile, "$(id)")
+    assert (event.labels["host"], event.labels["service"]) == (hostile, "$(id)")

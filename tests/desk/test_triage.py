@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from opsflow.inventory.loader import load_estate
-from opsflow.inventory.models import MaintenanceWindow
+from opsflow.inventory.models import EventRule, LabelContract, MaintenanceWindow
 from opsflow.itsm.records import EventIn
 from opsflow.itsm.triage import triage
 
@@ -32,8 +32,6 @@ def alert(status="firing", at=NOW, fingerprint="f1", **labels) -> EventIn:
         source="alertmanager",
         fingerprint=fingerprint,
         status=status,
-        host=labels.get("host"),
-        service=labels.get("service"),
         labels=labels,
         summary=f"{labels['alertname']} on {labels.get('host')}",
         occurred_at=at,
@@ -216,7 +214,63 @@ def test_alert_with_only_instance_and_job_gets_the_ci_it_names(store, estate) ->
     assert [d.action for d in decisions] == ["opened", "opened"]
     known, other = (store.incidents.get(d.incident_number) for d in decisions)
     assert (known.host, known.service) == ("web2", "app")
-    assert (other.host, other.service, other.runbook) == ("10.9.9.9", "node", None)
+    assert (other.host, other.service, other.runbook) == (None, "node", None)
+
+
+def test_the_estate_says_which_labels_name_the_ci(store, estate) -> None:
+    contract = LabelContract(host=["node"], instance=["target"], service=["app_name"])
+    estate = estate.model_copy(
+        update={"settings": estate.settings.model_copy(update={"labels": contract})}
+    )
+    by_target = {"target": "https://127.0.99.2:8443/health", "instance": "web1:9100"}
+    decisions = run(
+        store,
+        estate,
+        alert(fingerprint="node", host="web2", service="other", node="web1", app_name="app"),
+        alert(fingerprint="target", host=None, service=None, app_name="app", **by_target),
+    )
+    incidents = [store.incidents.get(d.incident_number) for d in decisions]
+    assert [(i.host, i.service) for i in incidents] == [("web1", "app"), ("web2", "app")]
+
+
+RULES = [
+    {
+        "name": "app-jobs-down",
+        "matchers": ['alertname="InstanceDown"', 'job=~"app|web-.*"', 'env!="test"'],
+        "class": "exception",
+        "symptom": "service-down",
+    },
+    {"name": "not-prod", "matchers": ['env!~"prod|"'], "class": "informational"},
+]
+
+
+@pytest.mark.parametrize(
+    ("labels", "rule"),
+    [
+        ({"job": "app"}, "app-jobs-down"),
+        ({"job": "web-frontend"}, "app-jobs-down"),
+        ({"job": "myapp"}, "severity:none"),  # anchored: a part of the value is not enough
+        ({"job": "app\n"}, "severity:none"),
+        ({"job": "app", "env": "test"}, "not-prod"),
+        ({"job": "app", "env": "prod"}, "app-jobs-down"),
+        ({"job": "other", "env": "staging"}, "not-prod"),
+    ],
+    ids=["equal", "regex", "anchored", "newline", "not-equal", "absent-is-empty", "not-regex"],
+)
+def test_rules_match_as_alertmanager_matchers_do(store, estate, labels, rule) -> None:
+    estate = estate.model_copy(update={"rules": [EventRule.model_validate(r) for r in RULES]})
+    labels = {"alertname": "InstanceDown", "instance": "127.0.99.1:18080", **labels}
+    [decision] = run(store, estate, alert(host=None, service=None, severity=None, **labels))
+    assert decision.rule == rule
+
+
+def test_a_regex_too_slow_fails_its_event_only(store, estate) -> None:
+    slow = {"name": "slow", "matchers": ['summary=~"(.*a){25}"'], "class": "exception"}
+    estate = estate.model_copy(update={"rules": [EventRule.model_validate(slow)]})
+    hostile = alert(fingerprint="hostile", summary="a" * 2000 + "b")
+    decisions = run(store, estate, hostile, alert(fingerprint="plain"))
+    assert [d.action for d in decisions] == ["failed", "opened"]
+    assert decisions[0].reason.startswith('MatchTimeoutError: summary=~"(.*a){25}": gave up')
 
 
 def test_a_batch_is_bounded_by_bytes(store) -> None:

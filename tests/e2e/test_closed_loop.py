@@ -106,7 +106,7 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
 
 def test_unrecoverable_service_escalates_to_a_human(lab, pager) -> None:
     host = lab.hosts[4].name
-    binary = "/var/lib/app/bin/app-server"
+    binary = "/var/lib/app/current/app-server"
     run_on_host(host, ["mv", binary, f"{binary}.away"], lab.directory)
     pages_before = len(pager.pages)
     try:

@@ -17,7 +17,7 @@ import pytest
 import requests
 from prefect.client.orchestration import get_client
 
-from opsflow.desk.restorations import RestorationRunner
+from opsflow.desk.runners.restorations import RestorationRunner
 from opsflow.flows.incident_restoration import incident_restoration
 from opsflow.itsm.records import Incident, IncidentUpdate
 from opsflow.itsm.store.leases import RESTORATION_PREFIX, restoration_lease

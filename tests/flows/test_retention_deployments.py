@@ -8,7 +8,9 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from opsflow.runtime.project import find_deployment, to_runner_deployment
 
 
-@pytest.mark.parametrize("name", ["expire-access", "health-check", "prune-records"])
+@pytest.mark.parametrize(
+    "name", ["expire-access", "health-check", "prune-records", "mirror-maintenance-windows"]
+)
 def test_frequent_deployments_run_one_at_a_time(name: str) -> None:
     deployment = to_runner_deployment(find_deployment(name))
     assert deployment.concurrency_limit == 1

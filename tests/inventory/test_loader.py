@@ -125,3 +125,37 @@ def test_known_hosts_file_pins_keys(tmp_path: Path, host_key: str) -> None:
     (tmp_path / "estate.yaml").write_text("known_hosts: known_hosts\n")
     (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:2200 {host_key}\n")
     assert load_estate(tmp_path).host("web1").host_key == host_key
+
+
+def test_rule_matchers_load_and_a_bad_one_is_named(tmp_path: Path, host_key: str) -> None:
+    write(tmp_path, [host("web1", host_key)])
+    good = {"name": "down", "class": "exception", "matchers": ['job =~ "app|node"', "env!=test"]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": [good]}))
+    [rule] = load_estate(tmp_path).rules
+    assert [str(m) for m in rule.matchers] == ['job=~"app|node"', 'env!="test"']
+
+    bad = {"name": "broken", "class": "exception", "matchers": ['alertname="X"', 'job=~"(app"']}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": [good, bad]}))
+    message = problems(tmp_path)
+    assert (
+        'rules.yaml: rules[1] (broken): matchers.1: Value error, job=~"(app": invalid ' in message
+    )
+    assert "rules[0]" not in message
+
+
+def test_label_contract_and_alertmanager_are_estate_settings(tmp_path: Path, host_key: str) -> None:
+    write(tmp_path, [host("web1", host_key)])
+    settings = {
+        "labels": {"host": ["hostname"], "service": ["job"]},
+        "alertmanager": {"url": "http://127.0.0.1:9093", "credentials": "am"},
+    }
+    (tmp_path / "estate.yaml").write_text(yaml.safe_dump(settings))
+    loaded = load_estate(tmp_path).settings
+    assert (loaded.labels.host, loaded.labels.instance, loaded.labels.service) == (
+        ["hostname"],
+        ["instance"],
+        ["job"],
+    )
+    assert loaded.alertmanager is not None and loaded.alertmanager.credentials == "am"
+    (tmp_path / "estate.yaml").write_text(yaml.safe_dump({"labels": {"host": ["bad-name"]}}))
+    assert "estate.yaml: labels.host.0: String should match pattern" in problems(tmp_path)

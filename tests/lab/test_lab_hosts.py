@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from opsflow.inventory.loader import load_estate
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.hosts.checks import require_root
 from opsflow.lab.hosts.down import lab_down
-from opsflow.lab.hosts.probes import app_health, lab_status
+from opsflow.lab.hosts.probes import app_health, app_version, lab_status
+from opsflow.lab.hosts.releases import INITIAL_RELEASE, RELEASES
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.hosts.state import Lab, lab_state
 from opsflow.lab.hosts.up import lab_up
@@ -221,6 +223,62 @@ def test_break_disk_fills_that_hosts_log_disk_only(lab3: Lab) -> None:
     finally:
         run(lab3, host.name, "find", "/var/log/app", "-name", "app.log.*", "-delete")
     assert log_disk_percent(lab3, host.name) < 50
+
+
+def test_each_host_keeps_the_releases_and_runs_the_initial_one(lab3: Lab) -> None:
+    for host in lab3.hosts:
+        assert run(lab3, host.name, "ls", "/var/lib/app/releases").split() == sorted(RELEASES)
+        assert run(lab3, host.name, "readlink", "/var/lib/app/current").strip() == (
+            f"releases/{INITIAL_RELEASE}"
+        )
+        assert app_version(host.address, timeout=2) == INITIAL_RELEASE
+        assert (app_health(host.address, timeout=2) or {}).get("version") == INITIAL_RELEASE
+        assert f"release {INITIAL_RELEASE}" in run(lab3, host.name, SVC, "status")
+
+
+def switch_and_restart(lab: Lab, host: str, version: str) -> subprocess.CompletedProcess[str]:
+    """Point the host's `current` at `version` (ground truth, not SSH) and restart the app."""
+    run(lab, host, "ln", "-sfn", f"releases/{version}", "/var/lib/app/current")
+    return run_on_host(host, [SVC, "restart"], lab.directory)
+
+
+def test_restart_runs_the_release_current_names(lab3: Lab) -> None:
+    host = lab3.hosts[1]
+    try:
+        assert run(lab3, host.name, SVC, "restart")  # a restart alone keeps the release
+        assert app_version(host.address, timeout=2) == INITIAL_RELEASE
+
+        assert switch_and_restart(lab3, host.name, "1.1.0").returncode == 0
+        assert (app_health(host.address, timeout=2) or {}).get("version") == "1.1.0"
+        assert "release 1.1.0" in run(lab3, host.name, SVC, "status")
+
+        assert switch_and_restart(lab3, host.name, "1.2.0-badhealth").returncode == 0
+        assert app_version(host.address, timeout=2) == "1.2.0-badhealth"
+        assert app_health(host.address, timeout=2) is None
+
+        nostart = switch_and_restart(lab3, host.name, "1.3.0-nostart")
+        assert nostart.returncode == 1
+        assert "1.3.0-nostart did not come up" in nostart.stderr
+        assert app_version(host.address, timeout=0.5) is None
+        assert run_on_host(host.name, [SVC, "status"], lab3.directory).returncode == 3
+    finally:
+        back = switch_and_restart(lab3, host.name, INITIAL_RELEASE)
+    assert back.returncode == 0, back.stderr
+    assert (app_health(host.address, timeout=2) or {}).get("version") == INITIAL_RELEASE
+
+
+def test_start_refuses_a_current_outside_the_releases(lab3: Lab) -> None:
+    host = lab3.hosts[2]
+    try:
+        run(lab3, host.name, SVC, "stop")
+        run(lab3, host.name, "ln", "-sfn", "/usr/lib", "/var/lib/app/current")
+        refused = run_on_host(host.name, [SVC, "start"], lab3.directory)
+        assert refused.returncode == 5
+        assert "not a release in /var/lib/app/releases" in refused.stderr
+        assert app_health(host.address, timeout=0.5) is None
+    finally:
+        back = switch_and_restart(lab3, host.name, INITIAL_RELEASE)
+    assert back.returncode == 0, back.stderr
 
 
 def test_etc_home_and_root_are_private_to_each_host(lab3: Lab) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from opsflow.desk.api_problems import router
+from opsflow.desk.api.problems import router
 from opsflow.desk.app import create_app
-from opsflow.desk.server import EstateCache
+from opsflow.desk.estate import EstateCache
 from opsflow.itsm.records import Incident, IncidentCreate, IncidentUpdate
 from opsflow.itsm.store.records import Records
 from tests.desk.conftest import desk_estate  # noqa: F401  (the small written estate)

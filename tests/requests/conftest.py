@@ -185,7 +185,7 @@ def desk(
     """The desk with the requests API, served by uvicorn on a free port; the session's worker,
     in this process and on the same records, carries the requests (`Desk.session.worker`)."""
     from opsflow.desk.app import create_app
-    from opsflow.desk.server import EstateCache
+    from opsflow.desk.estate import EstateCache
     from opsflow.itsm.store.records import open_records
 
     session = desk

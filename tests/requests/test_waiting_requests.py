@@ -21,7 +21,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from opsflow.desk.app import create_app
-from opsflow.desk.server import EstateCache
+from opsflow.desk.estate import EstateCache
 from opsflow.flows.request_fulfillment import RESUME_CHECK_S
 from opsflow.itsm.store.records import Records
 from opsflow.lab.people import token_file

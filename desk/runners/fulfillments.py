@@ -21,8 +21,8 @@ from typing import Any
 
 from prefect import tags
 
-from opsflow.desk.carrier import Carrier
-from opsflow.desk.lease_keeper import crash_runs
+from opsflow.desk.runners.carrier import Carrier
+from opsflow.desk.runners.lease_keeper import crash_runs
 from opsflow.itsm.requests import CARRIED_STATES
 from opsflow.itsm.store.records import Records
 from opsflow.itsm.store.requests import LEASE_PREFIX

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsflow.desk.lease_keeper import LeaseKeeper, TakeOver, crash_runs
+from opsflow.desk.runners.lease_keeper import LeaseKeeper, TakeOver, crash_runs
 from opsflow.itsm.records import Incident, left_to_automation
 from opsflow.itsm.store.leases import RESTORATION_PREFIX, incident_of
 from opsflow.itsm.store.records import Records

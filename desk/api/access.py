@@ -2,7 +2,7 @@
 
 Approval checks the approver against the entitlement (never the requester), records the
 decision and wakes a worker (`provision-access`), which puts the access in place with the
-`grant-access` flow in one of its threads (`desk.access_changes`: a flow run starts at once
+`grant-access` flow in one of its threads (`desk.runners.access_changes`: a flow run starts at once
 instead of waiting for a runner to poll); the desk answers 202 with the grant and
 `GET /access-grants/{id}` shows it become active. Revocation is recorded, with who asked,
 before any host is touched, and carried out by a worker the same way; the worker that put a
@@ -18,12 +18,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict
 
-from opsflow.desk.api_schema import Offset, RecordId
-from opsflow.desk.auth import Operator, Reader, may_read, sees_everything
-from opsflow.desk.wake_ups import WakeUps, wake_ups
+from opsflow.desk.api.schema import Offset, RecordId
+from opsflow.desk.deps import (
+    CurrentEstate,
+    Grants,
+    Operator,
+    Reader,
+    Wake,
+    may_read,
+    sees_everything,
+)
 from opsflow.errors import OpsError
 from opsflow.inventory.models import Entitlement, Estate, Person
 from opsflow.itsm.access import (
@@ -43,15 +50,6 @@ logger = logging.getLogger("opsflow.desk.access")
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
 
-def access_grants(request: Request) -> AccessGrants:
-    """The access grants in the app's records."""
-    return request.app.state.store.access
-
-
-Wake = Annotated[WakeUps, Depends(wake_ups)]
-Grants = Annotated[AccessGrants, Depends(access_grants)]
-
-
 @contextmanager
 def _refusals() -> Iterator[None]:
     """Refused requests and decisions as HTTP answers: 403 not allowed, 422 does not fit."""
@@ -63,13 +61,9 @@ def _refusals() -> Iterator[None]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-def _estate(request: Request) -> Estate:
-    return request.app.state.estate()
-
-
-def _entitlement(request: Request, grant: AccessGrant) -> Entitlement:
+def _entitlement(estate: Estate, grant: AccessGrant) -> Entitlement:
     try:
-        return _estate(request).entitlement(grant.entitlement)
+        return estate.entitlement(grant.entitlement)
     except KeyError:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -108,10 +102,9 @@ class ReviewRequest(BaseModel):
 
 @router.post("/access-requests", status_code=status.HTTP_201_CREATED)
 def request_access(
-    body: AccessRequestCreate, request: Request, person: Reader, grants: Grants
+    body: AccessRequestCreate, person: Reader, estate: CurrentEstate, grants: Grants
 ) -> AccessGrant:
     """Ask for an entitlement for yourself; it waits for an approver (state requested)."""
-    estate = _estate(request)
     with _refusals():
         resolved = resolve_request(estate, person, body)
         return grants.request(resolved, person.name, datetime.now(UTC))
@@ -120,15 +113,15 @@ def request_access(
 @router.post("/access-requests/{grant_id}/approve", status_code=status.HTTP_202_ACCEPTED)
 def approve_access(
     grant_id: RecordId,
-    request: Request,
     person: Reader,
+    estate: CurrentEstate,
     grants: Grants,
     wake: Wake,
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Approve a request (not your own; the entitlement names who may) and start the grant."""
-    grant = _visible(grants, grant_id, _estate(request), person)
-    entitlement = _entitlement(request, grant)
+    grant = _visible(grants, grant_id, estate, person)
+    entitlement = _entitlement(estate, grant)
     with _refusals():
         check_approver(person, grant.requester, entitlement.approvers, _what(grant))
     approved = grants.decide(
@@ -141,14 +134,14 @@ def approve_access(
 @router.post("/access-requests/{grant_id}/reject")
 def reject_access(
     grant_id: RecordId,
-    request: Request,
     person: Reader,
+    estate: CurrentEstate,
     grants: Grants,
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Deny a request (not your own; the entitlement names who may)."""
-    grant = _visible(grants, grant_id, _estate(request), person)
-    entitlement = _entitlement(request, grant)
+    grant = _visible(grants, grant_id, estate, person)
+    entitlement = _entitlement(estate, grant)
     with _refusals():
         check_approver(person, grant.requester, entitlement.approvers, _what(grant))
     return grants.decide(
@@ -158,8 +151,8 @@ def reject_access(
 
 @router.get("/access-grants")
 def list_access_grants(
-    request: Request,
     person: Reader,
+    estate: CurrentEstate,
     grants: Grants,
     state: Annotated[list[str] | None, Query()] = None,
     requester: str | None = None,
@@ -177,29 +170,29 @@ def list_access_grants(
         limit=limit,
         offset=offset,
         visible_to=None if everything else person.name,
-        entitlements=() if everything else _approvable_entitlements(_estate(request), person),
+        entitlements=() if everything else _approvable_entitlements(estate, person),
     )
 
 
 @router.get("/access-grants/{grant_id}")
 def show_access_grant(
-    grant_id: RecordId, request: Request, person: Reader, grants: Grants
+    grant_id: RecordId, person: Reader, estate: CurrentEstate, grants: Grants
 ) -> AccessGrant:
     """One access grant: its state, hosts, end, and the last error if a run failed (404 if
     it is neither yours nor one you may approve)."""
-    return _visible(grants, grant_id, _estate(request), person)
+    return _visible(grants, grant_id, estate, person)
 
 
 @router.delete("/access-grants/{grant_id}", status_code=status.HTTP_202_ACCEPTED)
 def revoke_access_grant(
-    grant_id: RecordId, request: Request, person: Reader, grants: Grants, wake: Wake
+    grant_id: RecordId, person: Reader, estate: CurrentEstate, grants: Grants, wake: Wake
 ) -> AccessGrant:
     """Revoke a grant (its requester, its approvers, operators: 404 for anyone else, who may
     not see it); a pending request is withdrawn.
 
     The revocation is recorded at once and carried out on the hosts by a worker.
     """
-    grant = _visible(grants, grant_id, _estate(request), person)
+    grant = _visible(grants, grant_id, estate, person)
     now = datetime.now(UTC)
     if grant.state == "requested":
         return grants.decide(grant_id, False, person.name, "withdrawn", now)

@@ -19,7 +19,7 @@ import threading
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 
-from opsflow.desk.lease_keeper import LeaseKeeper, TakeOver
+from opsflow.desk.runners.lease_keeper import LeaseKeeper, TakeOver
 from opsflow.itsm.store.records import Records
 from opsflow.settings import get_settings
 

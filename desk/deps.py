@@ -1,7 +1,12 @@
-"""Bearer tokens to people and roles, from the estate's people.yaml (which holds only hashes).
+"""What the desk's routes depend on, defined once: who is asking, and the records and estate.
 
-Role checks are dependencies (`require`); which records a person may read is `sees_everything`
-plus each resource's own rule (their own, or what they may approve).
+Who: bearer tokens to people and roles, from the estate's people.yaml (which holds only
+hashes); role checks are dependencies (`require`), and which records a person may read is
+`sees_everything` plus each resource's own rule (their own, or what they may approve). What:
+the records the app was made with and each kind of record in them, the estate in use, and
+the wake-ups to the workers. Every dependency is async (a sync one costs a hop through the
+thread pool on every request) and quick: the estate is cached and its files looked at no
+more than once a second, and each kind of record is an attribute of the records.
 """
 
 from __future__ import annotations
@@ -13,8 +18,14 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from opsflow.desk.estate import EstateUnavailableError
+from opsflow.desk.estate import EstateCache, EstateUnavailableError
+from opsflow.desk.runners.wake_ups import WakeUps
 from opsflow.inventory.models import Estate, Person, token_sha256
+from opsflow.itsm.store import records as store
+from opsflow.itsm.store.access import AccessGrants
+from opsflow.itsm.store.known_errors import KnownErrors as KnownErrorRecords
+from opsflow.itsm.store.problems import Problems as ProblemRecords
+from opsflow.itsm.store.requests import Requests as RequestRecords
 
 bearer = HTTPBearer(auto_error=False, description="A person's opsflow API token.")
 
@@ -90,6 +101,8 @@ Reader = Annotated[Person, Depends(require(*READER_ROLES))]
 """A route parameter: the person asking, who holds a role that reads the desk's records."""
 Operator = Annotated[Person, Depends(require("operator"))]
 """A route parameter: the person asking, an operator (or admin)."""
+Sender = Annotated[Person, Depends(require("monitor", "operator"))]
+"""A route parameter: the person asking, who may post events (a monitor or an operator)."""
 
 
 def sees_everything(person: Person | None) -> bool:
@@ -105,3 +118,69 @@ def may_read(person: Person, requester: str, kind: str, approvable: Collection[s
     """Whether `person` reads a request or grant of `requester` for catalog item or
     entitlement `kind`: operators and admins, its requester, and who may approve `kind`."""
     return sees_everything(person) or requester == person.name or kind in approvable
+
+
+async def records(request: Request) -> store.Records:
+    """The records the app was made with (`app.state.store`)."""
+    return request.app.state.store
+
+
+async def service_requests(request: Request) -> RequestRecords:
+    """The service requests in the app's records."""
+    return request.app.state.store.requests
+
+
+async def access_grants(request: Request) -> AccessGrants:
+    """The access grants in the app's records."""
+    return request.app.state.store.access
+
+
+async def problems(request: Request) -> ProblemRecords:
+    """The problems in the app's records."""
+    return request.app.state.store.problems
+
+
+async def known_errors(request: Request) -> KnownErrorRecords:
+    """The known errors in the app's records."""
+    return request.app.state.store.known_errors
+
+
+async def current_estate(request: Request) -> Estate:
+    """The estate in use (`app.state.estate()`: cached, reloaded when its files change)."""
+    return request.app.state.estate()
+
+
+async def estate_files(request: Request) -> EstateCache:
+    """The estate's files as the desk loads them (`app.state.estate`), for whether they load."""
+    return request.app.state.estate
+
+
+async def wake_ups(request: Request) -> WakeUps:
+    """The app's wake-ups to the workers (`app.state.wake_ups`), made on first use.
+
+    Async dependencies run one at a time on the app's event loop, so two requests cannot
+    both make one.
+    """
+    found = getattr(request.app.state, "wake_ups", None)
+    if found is None:
+        found = request.app.state.wake_ups = WakeUps()
+    return found
+
+
+Records = Annotated[store.Records, Depends(records)]
+"""A route parameter: the records."""
+Requests = Annotated[RequestRecords, Depends(service_requests)]
+"""A route parameter: the service requests."""
+Grants = Annotated[AccessGrants, Depends(access_grants)]
+"""A route parameter: the access grants."""
+Problems = Annotated[ProblemRecords, Depends(problems)]
+"""A route parameter: the problems."""
+KnownErrors = Annotated[KnownErrorRecords, Depends(known_errors)]
+"""A route parameter: the known errors."""
+CurrentEstate = Annotated[Estate, Depends(current_estate)]
+"""A route parameter: the estate in use. Declare it after the person asking, so that a
+request without a token is told 401 before anything about the estate."""
+EstateFiles = Annotated[EstateCache, Depends(estate_files)]
+"""A route parameter: the estate's loader, which says whether the files load (never raises)."""
+Wake = Annotated[WakeUps, Depends(wake_ups)]
+"""A route parameter: the wake-ups that tell the workers work was recorded."""

@@ -2,7 +2,7 @@
 
 A new request is recorded and answered at once (201), and a worker is woken to carry it
 (`fulfil-request`): its `request-fulfilment` flow runs in a thread of that worker
-(`desk.fulfilments`), so it starts in milliseconds instead of waiting for a runner to poll
+(`desk.runners.fulfillments`), so it starts in milliseconds instead of waiting for a runner to poll
 for a deployment run. An approval is authenticated here, checked against the item's policy
 (never the requester), signed with the key in the `opsflow-approval-key` Secret block, and
 sent through the Prefect API to the paused run, in whichever worker it waits, as its run
@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
-from opsflow.desk.auth import Reader, may_read, sees_everything
-from opsflow.desk.wake_ups import wake_ups
+from opsflow.desk.deps import CurrentEstate, Reader, Requests, Wake, may_read, sees_everything
 from opsflow.inventory.models import CatalogItem, Estate, Person
 from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
 from opsflow.itsm.catalog import (
@@ -40,7 +39,8 @@ from opsflow.itsm.requests import (
     decision_signature,
 )
 from opsflow.itsm.store.errors import RecordNotFoundError
-from opsflow.itsm.store.requests import RequestQuotaError, Requests
+from opsflow.itsm.store.requests import RequestQuotaError
+from opsflow.itsm.store.requests import Requests as RequestRecords
 
 logger = logging.getLogger("opsflow.desk.requests")
 
@@ -129,11 +129,7 @@ def _entry(item: CatalogItem, estate: Estate, person: Person) -> CatalogEntry:
     )
 
 
-def _store(request: Request) -> Requests:
-    return request.app.state.store.requests
-
-
-def _detail(requests: Requests, id_or_number: str | int) -> RequestDetail:
+def _detail(requests: RequestRecords, id_or_number: str | int) -> RequestDetail:
     record = requests.get(id_or_number)
     return RequestDetail(**record.model_dump(), audit=requests.audit_trail(record.id))
 
@@ -148,7 +144,7 @@ def _approvable_items(estate: Estate, person: Person) -> list[str]:
 
 
 def _visible(
-    requests: Requests, id_or_number: str, estate: Estate, person: Person
+    requests: RequestRecords, id_or_number: str, estate: Estate, person: Person
 ) -> ServiceRequest:
     """The request if `person` may read it; otherwise 404, exactly as if there were none."""
     record = requests.get(id_or_number)
@@ -169,23 +165,22 @@ def _unprocessable(exc: InvalidRequestError) -> HTTPException:
 
 
 @router.get("/catalog")
-def list_catalog(request: Request, person: Reader) -> list[CatalogEntry]:
+def list_catalog(person: Reader, estate: CurrentEstate) -> list[CatalogEntry]:
     """Every catalog item, its inputs with the estate's current choices, and its approval."""
-    estate: Estate = request.app.state.estate()
     return [_entry(item, estate, person) for item in estate.catalog]
 
 
 @router.post("/requests", status_code=status.HTTP_201_CREATED)
-def submit_request(body: RequestCreate, request: Request, person: Reader) -> RequestDetail:
+def submit_request(
+    body: RequestCreate, person: Reader, estate: CurrentEstate, requests: Requests, wake: Wake
+) -> RequestDetail:
     """Ask for a catalog item; refused with every bad field named (422) and nothing recorded."""
-    estate: Estate = request.app.state.estate()
     try:
         item, _, inputs = validate_request(estate, body.item, body.inputs, person.name)
     except InvalidRequestError as exc:
         raise _unprocessable(exc) from None
     except NotEntitledError as exc:
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
-    requests = _store(request)
     try:
         record = requests.create(
             item.name,
@@ -198,14 +193,15 @@ def submit_request(body: RequestCreate, request: Request, person: Reader) -> Req
         )
     except RequestQuotaError as exc:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
-    wake_ups(request).request_submitted()
+    wake.request_submitted()
     return _detail(requests, record.id)
 
 
 @router.get("/requests")
 def list_requests(
-    request: Request,
     person: Reader,
+    estate: CurrentEstate,
+    requests: Requests,
     state: Annotated[list[str] | None, Query()] = None,
     requester: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -214,9 +210,8 @@ def list_requests(
 
     Operators see every request; others their own and those they may approve.
     """
-    estate: Estate = request.app.state.estate()
     everything = sees_everything(person)
-    return _store(request).list(
+    return requests.list(
         state=state,
         requester=requester,
         limit=limit,
@@ -226,35 +221,49 @@ def list_requests(
 
 
 @router.get("/requests/{request_id}")
-def show_request(request_id: str, request: Request, person: Reader) -> RequestDetail:
+def show_request(
+    request_id: str, person: Reader, estate: CurrentEstate, requests: Requests
+) -> RequestDetail:
     """One request by id or number (REQ0000001), with its audit trail (404 if not yours)."""
-    requests = _store(request)
-    record = _visible(requests, request_id, request.app.state.estate(), person)
+    record = _visible(requests, request_id, estate, person)
     return _detail(requests, record.id)
 
 
 @router.post("/requests/{request_id}/approve")
 def approve_request(
-    request_id: str, request: Request, person: Reader, body: DecisionIn | None = None
+    request_id: str,
+    person: Reader,
+    estate: CurrentEstate,
+    requests: Requests,
+    body: DecisionIn | None = None,
 ) -> RequestDetail:
     """Approve a request waiting for approval: the policy's approvers only, never the requester."""
-    return _decide(request, request_id, person, "approve", (body or DecisionIn()).comment)
+    comment = (body or DecisionIn()).comment
+    return _decide(requests, estate, request_id, person, "approve", comment)
 
 
 @router.post("/requests/{request_id}/reject")
 def reject_request(
-    request_id: str, request: Request, person: Reader, body: DecisionIn | None = None
+    request_id: str,
+    person: Reader,
+    estate: CurrentEstate,
+    requests: Requests,
+    body: DecisionIn | None = None,
 ) -> RequestDetail:
     """Reject a request waiting for approval: the policy's approvers only, never the requester."""
-    return _decide(request, request_id, person, "reject", (body or DecisionIn()).comment)
+    comment = (body or DecisionIn()).comment
+    return _decide(requests, estate, request_id, person, "reject", comment)
 
 
 def _decide(
-    request: Request, request_id: str, person: Person, decision: Decision, comment: str
+    requests: RequestRecords,
+    estate: Estate,
+    request_id: str,
+    person: Person,
+    decision: Decision,
+    comment: str,
 ) -> RequestDetail:
     """Check the approver, wait for the run's pause, resume it with a signed decision."""
-    requests = _store(request)
-    estate: Estate = request.app.state.estate()
     record = _visible(requests, request_id, estate, person)
     try:
         item = estate.catalog_item(record.item)
@@ -304,7 +313,7 @@ def _decide(
     return _detail(requests, record.id)
 
 
-def _paused(requests: Requests, record: ServiceRequest) -> ServiceRequest:
+def _paused(requests: RequestRecords, record: ServiceRequest) -> ServiceRequest:
     """The record once its run is paused for a decision; 409 if that does not happen soon."""
     from prefect.client.orchestration import get_client
 

@@ -14,8 +14,6 @@ import queue
 import threading
 from typing import Any
 
-from fastapi import Request
-
 from opsflow.flows.work import fulfil_request, provision_access
 
 logger = logging.getLogger("opsflow.desk.wake_ups")
@@ -60,15 +58,3 @@ class WakeUps:
                 logger.warning(
                     "could not send %s (%s): a worker's sweep takes the work up", wake_up.name, exc
                 )
-
-
-def wake_ups(request: Request) -> WakeUps:
-    """The app's wake-ups (`app.state.wake_ups`), made on first use."""
-    with _state_lock:
-        found = getattr(request.app.state, "wake_ups", None)
-        if found is None:
-            found = request.app.state.wake_ups = WakeUps()
-        return found
-
-
-_state_lock = threading.Lock()

@@ -22,8 +22,8 @@ from typing import Any
 
 from prefect import tags
 
-from opsflow.desk.carrier import Carrier
-from opsflow.desk.lease_keeper import crash_runs
+from opsflow.desk.runners.carrier import Carrier
+from opsflow.desk.runners.lease_keeper import crash_runs
 from opsflow.itsm.access import AccessGrant
 from opsflow.itsm.store.access import LEASE_PREFIX
 from opsflow.itsm.store.records import Records

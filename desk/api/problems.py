@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 
-from opsflow.desk.api_schema import Offset
-from opsflow.desk.auth import Operator
+from opsflow.desk.api.schema import Offset
+from opsflow.desk.deps import KnownErrors, Operator, Problems
 from opsflow.itsm.problems import (
     KnownError,
     KnownErrorCreate,
@@ -25,24 +25,8 @@ from opsflow.itsm.problems import (
     UnknownRunbookError,
     check_workaround,
 )
-from opsflow.itsm.store.known_errors import KnownErrors
-from opsflow.itsm.store.problems import Problems
 
 router = APIRouter(prefix="/api/v1", tags=["problems"])
-
-
-def problem_records(request: Request) -> Problems:
-    """The problems in the app's records."""
-    return request.app.state.store.problems
-
-
-def known_error_records(request: Request) -> KnownErrors:
-    """The known errors in the app's records."""
-    return request.app.state.store.known_errors
-
-
-ProblemRecords = Annotated[Problems, Depends(problem_records)]
-KnownErrorRecords = Annotated[KnownErrors, Depends(known_error_records)]
 
 
 def workaround_runbooks() -> list[str]:
@@ -55,7 +39,7 @@ def workaround_runbooks() -> list[str]:
 @router.get("/problems")
 def list_problems(
     person: Operator,
-    problems: ProblemRecords,
+    problems: Problems,
     state: Annotated[list[ProblemState] | None, Query()] = None,
     service: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -66,14 +50,14 @@ def list_problems(
 
 
 @router.get("/problems/{problem_id}")
-def show_problem(problem_id: str, person: Operator, problems: ProblemRecords) -> Problem:
+def show_problem(problem_id: str, person: Operator, problems: Problems) -> Problem:
     """One problem by id or number (PRB0000001), with its incidents and known errors."""
     return problems.get(problem_id)
 
 
 @router.patch("/problems/{problem_id}")
 def update_problem(
-    problem_id: str, body: ProblemUpdate, person: Operator, problems: ProblemRecords
+    problem_id: str, body: ProblemUpdate, person: Operator, problems: Problems
 ) -> Problem:
     """Add root-cause notes or move the problem on; illegal moves are refused (409)."""
     return problems.update(problem_id, body, actor=person.name, now=datetime.now(UTC))
@@ -82,7 +66,7 @@ def update_problem(
 @router.get("/known-errors")
 def list_known_errors(
     person: Operator,
-    known_errors: KnownErrorRecords,
+    known_errors: KnownErrors,
     service: str | None = None,
     include_retired: bool = False,
 ) -> list[KnownError]:
@@ -92,7 +76,7 @@ def list_known_errors(
 
 @router.post("/known-errors", status_code=status.HTTP_201_CREATED)
 def add_known_error(
-    body: KnownErrorCreate, person: Operator, known_errors: KnownErrorRecords
+    body: KnownErrorCreate, person: Operator, known_errors: KnownErrors
 ) -> KnownError:
     """Record a known error; triage applies its workaround to every new matching incident.
 
@@ -109,7 +93,7 @@ def add_known_error(
 
 @router.get("/known-errors/{known_error_id}")
 def show_known_error(
-    known_error_id: str, person: Operator, known_errors: KnownErrorRecords
+    known_error_id: str, person: Operator, known_errors: KnownErrors
 ) -> KnownError:
     """One known error by id or number (KE0000001)."""
     return known_errors.get(known_error_id)

@@ -1,0 +1,199 @@
+"""Events: intake (Alertmanager webhooks and generic events), and those triage could not handle.
+
+Intake answers 202 only once events are committed to the store, item by item: the valid ones
+are stored and the others named; triage runs afterwards, over micro-batches, started through
+the app's `on_events` callback. Operators read the events triage marked failed (`opsflow
+event failed`) to see alerts that opened no incident because triage could not place them,
+and put them back before triage once the cause is mended (`opsflow event retry`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from pydantic import BaseModel, Field
+
+from opsflow.desk.deps import Operator, Records, Sender
+from opsflow.desk.group_commit import GroupCommit
+from opsflow.desk.intake import (
+    GENERIC_BODY,
+    AlertmanagerWebhook,
+    Delivery,
+    Rejected,
+    read_alertmanager,
+    read_generic,
+)
+from opsflow.inventory.models import Person
+from opsflow.itsm.numbering import MAX_RECORD_ID
+from opsflow.itsm.records import FailedEvent
+
+logger = logging.getLogger("opsflow.desk.intake")
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+
+class Accepted(BaseModel):
+    """The answer to an event delivery: what was stored, what repeated, what was refused."""
+
+    accepted: int = Field(description="Alerts or events that were valid (stored or repeats).")
+    stored: int = Field(description="Of those, how many were new.")
+    duplicates: int = Field(description="Of those, how many were already stored.")
+    rejected: list[Rejected] = Field(
+        default_factory=list, description="Items not stored, with the field at fault."
+    )
+
+
+class Intake:
+    """One app's intake: the group commit that stores events, and the items refused by source.
+
+    Both are per desk process, so its metrics carry the process (label `process`): a scrape
+    is answered by one of the processes serving the port, and without it their counters would
+    take turns and look reset.
+
+    Args:
+        store: the records store events go to.
+        max_waiting: events waiting for their commit past which intake answers 503.
+        on_events: told when new events are stored (the desk wakes triage).
+    """
+
+    def __init__(self, store: Records, max_waiting: int, on_events: Callable[[], None]) -> None:
+        self.commit = GroupCommit(store, max_waiting=max_waiting)
+        self.rejected_total: Counter[str] = Counter()
+        self.on_events = on_events
+
+    async def accept(self, delivery: Delivery, source: str, sender: Person) -> Accepted:
+        """Store the delivery's valid events, tell the app when some are new, log the rest."""
+        events = delivery.events
+        stored, duplicates = await self.commit.store(events) if events else (0, 0)
+        if stored:
+            self.on_events()
+        rejected = delivery.rejected()
+        if rejected:
+            self.rejected_total[source] += len(rejected)
+            logger.warning(
+                "%s sent %d %s item(s) that were not stored: %r",
+                sender.name,
+                len(rejected),
+                source,
+                [r.reason for r in rejected[:20]],
+            )
+        return Accepted(
+            accepted=len(events), stored=stored, duplicates=duplicates, rejected=rejected
+        )
+
+    def metrics(self) -> list[str]:
+        """Prometheus text lines: items refused by source, and events awaiting commit."""
+        process = f'process="{os.getpid()}"'
+        lines = [
+            "# HELP opsflow_events_rejected_total Alerts and events refused at intake, by source.",
+            "# TYPE opsflow_events_rejected_total counter",
+        ]
+        for source in ("alertmanager", "generic"):
+            count = self.rejected_total[source]
+            lines.append(f'opsflow_events_rejected_total{{source="{source}",{process}}} {count}')
+        return [
+            *lines,
+            "# HELP opsflow_intake_waiting_events Events accepted and waiting for their commit.",
+            "# TYPE opsflow_intake_waiting_events gauge",
+            f"opsflow_intake_waiting_events{{{process}}} {self.commit.waiting}",
+        ]
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI request body for a route that reads its own body, with `$defs` inlined."""
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    body = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": body}}
+
+
+INTAKE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Nothing in the body can be stored: each problem with its location",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    },
+    503: {"description": "Too many events waiting, or no store or estate: retry after a while"},
+}
+
+
+@router.post(
+    "/events/alertmanager",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Alertmanager webhook (format 4)",
+    openapi_extra=_json_body(AlertmanagerWebhook.model_json_schema()),
+    responses=INTAKE_RESPONSES,
+)
+async def receive_alertmanager(request: Request, sender: Sender) -> Accepted:
+    """Store every valid alert of the webhook and name the others; a repeat stores nothing.
+
+    The body is read only once the sender is known. 422 only when no alert is usable.
+    """
+    delivery = read_alertmanager(await request.body())
+    return await request.app.state.intake.accept(delivery, "alertmanager", sender)
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Generic events",
+    openapi_extra=_json_body(GENERIC_BODY.json_schema()),
+    responses=INTAKE_RESPONSES,
+)
+async def receive_events(request: Request, sender: Sender) -> Accepted:
+    """Store one generic event or each valid one of a list, naming the others."""
+    delivery = read_generic(await request.body(), datetime.now(UTC))
+    return await request.app.state.intake.accept(delivery, "generic", sender)
+
+
+@router.get("/events/failed")
+def failed_events(
+    person: Operator,
+    store: Records,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[FailedEvent]:
+    """Events triage marked failed, newest first, each with its reason."""
+    return store.events.failed(limit)
+
+
+class RetryFailed(BaseModel):
+    """Which failed events to triage again: the ids given, or every one when none are."""
+
+    model_config = {"extra": "forbid"}
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_RECORD_ID)]] | None = Field(
+        default=None, max_length=10_000
+    )
+
+
+class Retried(BaseModel):
+    """The failed events put back before triage."""
+
+    retried: list[int]
+
+
+@router.post("/events/failed/retry")
+def retry_failed_events(
+    request: Request, person: Operator, store: Records, body: RetryFailed
+) -> Retried:
+    """Triage failed events again, once what made them fail is mended; audited."""
+    ids = store.events.retry_failed(body.ids, datetime.now(UTC), person.name)
+    if ids:
+        request.app.state.on_events()
+    return Retried(retried=ids)
