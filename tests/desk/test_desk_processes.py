@@ -144,9 +144,14 @@ def start_desk(database_url: str, estate_dir: Path, home: Path) -> Desk:
             return False
         return True
 
-    wait_for(up, 90, "the desk to answer")
-    for pid in desk.serving():
-        desk.connection_to(pid).close()  # each has started
+    try:
+        wait_for(up, 90, "the desk to answer")
+        for pid in desk.serving():
+            desk.connection_to(pid).close()  # each has started
+    except BaseException:
+        process.terminate()  # a desk that never came up is not left serving after the test
+        process.wait(60)
+        raise
     return desk
 
 
