@@ -16,7 +16,7 @@ def test_concurrent_requests_share_commits_and_are_each_answered(store: Records)
     commits = []
     lock = threading.Lock()
 
-    @event.listens_for(store.engine, "commit")
+    @event.listens_for(store.db.engine, "commit")
     def count(conn) -> None:
         with lock:
             commits.append(1)
