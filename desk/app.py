@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from opsflow.desk.access_log import AccessLog
 from opsflow.desk.api import access, events, incidents, me, problems, requests, services
 from opsflow.desk.api import status as desk_status
 from opsflow.desk.api.events import Intake
@@ -21,11 +22,13 @@ from opsflow.desk.api.schema import ERROR_RESPONSES
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.desk.group_commit import RETRY_AFTER_S, IntakeBusyError, IntakeStoreError
 from opsflow.desk.intake import BodyRefusedError, field_errors
+from opsflow.desk.metrics import metrics_registry
 from opsflow.desk.middleware import BodyLimit, SenderFirst
 from opsflow.desk.web import page
 from opsflow.errors import PermanentError
 from opsflow.itsm.records import Incident
 from opsflow.itsm.store.records import Records
+from opsflow.settings import get_settings
 
 ROUTERS = (
     requests.router,
@@ -70,10 +73,12 @@ def create_app(
     app.state.on_events = on_events
     app.state.on_incident_change = on_incident_change
     app.state.intake = Intake(store, max_waiting_events, on_events)
+    app.state.metrics_registry = metrics_registry(store, estate)
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyLimit)
     app.add_middleware(SenderFirst, estate=estate)
+    app.add_middleware(AccessLog, enabled=get_settings().access_log)  # the outermost
     _answer_errors(app)
     return app
 

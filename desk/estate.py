@@ -54,18 +54,6 @@ class EstateStatus:
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
         }
 
-    def metrics(self) -> list[str]:
-        """Prometheus text lines: whether loading fails and when the estate in use loaded."""
-        loaded = self.loaded_at.timestamp() if self.loaded_at else 0
-        return [
-            "# HELP opsflow_estate_load_failing 1 while the estate files on disk do not load.",
-            "# TYPE opsflow_estate_load_failing gauge",
-            f"opsflow_estate_load_failing {int(self.failing)}",
-            "# HELP opsflow_estate_loaded_timestamp_seconds When the estate in use was loaded.",
-            "# TYPE opsflow_estate_loaded_timestamp_seconds gauge",
-            f"opsflow_estate_loaded_timestamp_seconds {loaded:.3f}",
-        ]
-
 
 class EstateCache:
     """The estate, reloaded when one of its files changes, so new people and rules apply.
@@ -128,5 +116,12 @@ class EstateCache:
             return
         if self._status.failing:
             logger.warning("the estate in %s loads again", self._directory)
+        logger.info(
+            "estate loaded from %s: %d hosts, %d services, %d people",
+            self._directory,
+            len(estate.hosts),
+            len(estate.services),
+            len(estate.people),
+        )
         self._estate = estate
         self._status = EstateStatus(loaded_at=datetime.now(UTC))

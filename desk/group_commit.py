@@ -6,10 +6,17 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from opsflow.desk.metrics import (
+    EVENTS_REPEATED,
+    EVENTS_STORED,
+    INTAKE_WAITING,
+    observe_commit,
+)
 from opsflow.errors import TransientError
 from opsflow.itsm.records import EventIn
 from opsflow.itsm.store.records import Records
@@ -63,11 +70,6 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    @property
-    def waiting(self) -> int:
-        """Events accepted and not yet committed (or refused by the store)."""
-        return self._waiting
-
     async def store(self, events: list[EventIn]) -> tuple[int, int]:
         """Store one request's events; (stored, duplicates) once they are committed.
 
@@ -81,6 +83,7 @@ class GroupCommit:
                     f"{self._waiting} events are waiting to be stored; retry in {RETRY_AFTER_S} s"
                 )
             self._waiting += len(events)
+        INTAKE_WAITING.inc(len(events))
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[int, int]] = loop.create_future()
         self._ensure_writer()
@@ -109,8 +112,10 @@ class GroupCommit:
             self._write(group)
             with self._waiting_lock:
                 self._waiting -= size
+            INTAKE_WAITING.dec(size)
 
     def _write(self, group: list[_Waiting]) -> None:
+        started = time.perf_counter()
         try:
             counts = self._store.events.store_groups([w.events for w in group], datetime.now(UTC))
         except Exception as exc:  # every request of the group is told: nothing of it is stored
@@ -119,6 +124,9 @@ class GroupCommit:
             for waiting in group:
                 _answer(waiting, None, error)
             return
+        observe_commit(len(group), sum(map(sum, counts)), time.perf_counter() - started)
+        EVENTS_STORED.inc(sum(stored for stored, _ in counts))
+        EVENTS_REPEATED.inc(sum(repeated for _, repeated in counts))
         for waiting, count in zip(group, counts, strict=True):
             _answer(waiting, count, None)
 

@@ -19,16 +19,21 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
+from opsflow.desk.metrics import prepare_multiprocess_dir
 from opsflow.desk.runners.dispatch import Dispatcher
 from opsflow.flows.work import triage_events
 from opsflow.itsm.store.records import open_records
+from opsflow.logs import configure_logging
 from opsflow.settings import get_settings
 from opsflow.tasks.events import publish_incident_change
 
 DEFAULT_PORT = 8765
+
+logger = logging.getLogger("opsflow.desk.server")
 
 
 def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
@@ -72,6 +77,12 @@ DEFAULT_PROCESSES = 2
 measure on (each is one Python thread's worth of intake, the GIL's); a third measured no
 better (bench/results/README.md, 2026-12-01). The group commit, the store's connections
 and the lifespan are per process."""
+HEALTHCHECK_S = 60
+"""How long uvicorn waits for a desk process to answer its ping before killing it as hung. A
+new process answers only once it has imported the desk (Prefect included: 3-4 s on an idle
+2-core machine); at uvicorn's 5 s, on a busy machine (load 40-50, seen while tests ran) every
+new process was killed before it answered and replaced, without end. A process that dies is
+seen at once whatever this is."""
 PR_SET_PDEATHSIG = 1
 """prctl option: the signal this process gets when the process that started it dies."""
 
@@ -80,9 +91,15 @@ def desk_app() -> FastAPI:
     """The desk app of one serving process: uvicorn's factory, called in each process."""
     if multiprocessing.parent_process() is not None:
         _exit_with_parent()
-    logging.basicConfig(level=logging.INFO)
+    configure_logging()  # after Prefect's import, which configured logging its way
     app, _ = build_desk()
     freeze_startup_objects()
+    records = app.state.store.db.url
+    logger.info(
+        "desk process %d ready: records %s",
+        os.getpid(),
+        make_url(records).render_as_string(hide_password=True),
+    )
     return app
 
 
@@ -120,7 +137,9 @@ def main() -> None:
 
     With `--processes N` above 1, uvicorn binds the port once and N processes accept on it,
     each with its own desk (group commit, store connections, triage wake-ups); uvicorn replaces a
-    process that dies, and the processes die with it.
+    process that dies, and the processes die with it. They count their metrics in files of a
+    directory under the home (`metrics/desk-PORT`, emptied here), so that whichever answers
+    `/metrics` shows them all (`desk.metrics`).
     """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -134,17 +153,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes < 1:
         parser.error("--processes must be at least 1")
+    configure_logging()
+    # uvicorn's own logging config and access log stay off: `opsflow.logs` configures its
+    # loggers, and `desk.access_log` logs requests without their query's secrets.
     if args.processes == 1:
-        uvicorn.run(desk_app(), host=args.host, port=args.port, log_level="warning")
+        app = desk_app()
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
         return
     create_records()
+    prepare_multiprocess_dir(get_settings().home / "metrics" / f"desk-{args.port}")
     uvicorn.run(
         "opsflow.desk.server:desk_app",
         factory=True,
         workers=args.processes,
         host=args.host,
         port=args.port,
-        log_level="warning",
+        log_config=None,
+        access_log=False,
+        timeout_worker_healthcheck=HEALTHCHECK_S,
     )
 
 

@@ -33,6 +33,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.transactions import transaction
+from prometheus_client import Counter
 
 from opsflow.errors import OpsError, PermanentError
 from opsflow.flows.runbooks import runbooks
@@ -61,6 +62,16 @@ from opsflow.tasks.services import verify_restored
 from opsflow.tasks.untagged import untagged
 
 ACTOR = "incident-restoration"
+
+RESTORATIONS = Counter(
+    "opsflow_restorations",
+    "Restorations this process finished, by outcome: resolved; escalated (the runbook could "
+    "not restore); failed (the run failed or crashed, and its hook escalated); stepped-aside "
+    "(a person or another restoration took the incident on meanwhile).",
+    ["outcome"],
+)
+for _outcome in ("resolved", "escalated", "failed", "stepped-aside"):
+    RESTORATIONS.labels(outcome=_outcome)
 
 
 class RestorationError(PermanentError):
@@ -100,6 +111,7 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
         reason += f" (and the estate cannot be read: {exc})"
         estate = None
     record = _escalate(estate, claim.incident, reason)
+    RESTORATIONS.labels(outcome="failed").inc()
     leases.release(restoration_lease(record.id), holder)
     _announce(record, "escalated")
 
@@ -163,6 +175,7 @@ def incident_restoration(
             record = read_incident.fn(str(record.id))
             change = "resolved" if restored else None
     leases.release(lease, holder)
+    RESTORATIONS.labels(outcome=change or "stepped-aside").inc()
     with untagged():
         _announce(record, change)
     return record.state

@@ -25,6 +25,12 @@ Alerts (all `for: 0s`, labels `host`, `service`, `severity`, `symptom`; annotati
   3 s. ServiceDown and ServiceHung are exclusive by construction: one needs the process
   dead, the other alive, and both facts come from the same exporter sample.
 - LogFilesystemFull (`disk-full`, runbook `free-disk-space`): `/var/log/app` over 90 % used.
+
+Given opsflow's own processes (`SelfWatch`), Prometheus also scrapes the desk (job
+`opsflow-desk`) and the workers (`opsflow-worker`) and evaluates the rules opsflow ships on
+itself (`opsflow/monitoring/opsflow-rules.yml`); Alertmanager sends those alerts (label
+`source="opsflow-self"`) to the on-call's pager, by a route placed before opsflow's receiver:
+an opsflow that falls behind is never told so through its own intake.
 """
 
 from __future__ import annotations
@@ -64,6 +70,11 @@ STATE_FILE = "monitoring.json"
 TOKEN_FILE = "webhook-token"  # noqa: S105 (a file name, not a secret)
 APP_JOB = "app"
 EXPORTER_JOB = "lab-exporter"
+DESK_JOB = "opsflow-desk"
+WORKER_JOB = "opsflow-worker"
+ON_CALL = "on-call"
+OPSFLOW_SCRAPE_INTERVAL = "2s"
+OPSFLOW_SCRAPE_TIMEOUT = "1500ms"
 LOG_MOUNTPOINT = "/var/log/app"
 APP_PIDFILE = "/var/lib/app/app.pid"
 DISK_FULL_RATIO = 0.9
@@ -90,6 +101,16 @@ _OUR_FILES = {
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 # Nothing here talks to anything but 127.0.0.1: never through a proxy from the environment.
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class SelfWatch:
+    """opsflow's own processes for the lab's Prometheus to scrape (ADDRESS:PORT each), and
+    the on-call's pager that opsflow's alerts on itself go to."""
+
+    desk: tuple[str, ...]
+    workers: tuple[str, ...]
+    pager_url: str
 
 
 @dataclass(frozen=True)
@@ -357,6 +378,40 @@ def _alertmanager_config(webhook_url: str, token_file: Path | None) -> dict[str,
     }
 
 
+def _watch_opsflow(prometheus: dict[str, Any], watch: SelfWatch) -> None:
+    """Add opsflow's desk and workers as scrape jobs, and the rules opsflow ships on itself,
+    to a Prometheus config."""
+    from opsflow.monitoring import rules_path
+
+    prometheus["rule_files"].append(str(rules_path()))
+    for job, targets in ((DESK_JOB, watch.desk), (WORKER_JOB, watch.workers)):
+        if targets:
+            prometheus["scrape_configs"].append(
+                {
+                    "job_name": job,
+                    "scrape_interval": OPSFLOW_SCRAPE_INTERVAL,
+                    "scrape_timeout": OPSFLOW_SCRAPE_TIMEOUT,
+                    "static_configs": [{"targets": list(targets)}],
+                }
+            )
+
+
+def _page_self_alerts(alertmanager: dict[str, Any], pager_url: str) -> None:
+    """Send opsflow's alerts on itself to the on-call's pager, by a route ahead of opsflow's
+    receiver, so that they never come back into opsflow."""
+    from opsflow.monitoring import SELF_SOURCE
+
+    route = {
+        "receiver": ON_CALL,
+        "matchers": [f'source="{SELF_SOURCE}"'],
+        "group_by": ["alertname"],
+        "continue": False,
+    }
+    alertmanager["route"].setdefault("routes", []).insert(0, route)
+    webhook = {"url": pager_url, "send_resolved": True}
+    alertmanager["receivers"].append({"name": ON_CALL, "webhook_configs": [webhook]})
+
+
 def _write_yaml(path: Path, data: dict[str, Any], header: str) -> None:
     import yaml
 
@@ -499,12 +554,15 @@ def monitoring_up(
     directory: Path | None = None,
     *,
     exporter_port: int | None = None,
+    watch_opsflow: SelfWatch | None = None,
 ) -> Monitoring:
     """Start Prometheus, Alertmanager and the lab exporter for `lab`, alerting `webhook_url`.
 
     Whatever monitoring already runs in `directory` is stopped first. The exporter listens
-    on `exporter_port`, by default `prometheus_port + 2`. Returns once all three answer;
-    call `wait_until_scraped` before breaking anything (the first scrape takes ~6 s).
+    on `exporter_port`, by default `prometheus_port + 2`. With `watch_opsflow`, opsflow's
+    processes are scraped too and its alerts on itself page the on-call. Returns once all
+    three answer; call `wait_until_scraped` before breaking anything (the first scrape
+    takes ~6 s).
     """
     directory = (directory or lab.directory / "monitoring").resolve()
     exporter_port = prometheus_port + 2 if exporter_port is None else exporter_port
@@ -528,14 +586,19 @@ def monitoring_up(
     ]
     (directory / "exporter.json").write_text(json.dumps({"hosts": hosts}, indent=2) + "\n")
     _write_yaml(directory / "rules.yml", alert_rules(), "lab alert rules, written by opsflow")
+    prometheus = _prometheus_config(lab, alertmanager_port, exporter_port, directory / "rules.yml")
+    alertmanager = _alertmanager_config(webhook_url, token_file)
+    if watch_opsflow is not None:
+        _watch_opsflow(prometheus, watch_opsflow)
+        _page_self_alerts(alertmanager, watch_opsflow.pager_url)
     _write_yaml(
         directory / "prometheus.yml",
-        _prometheus_config(lab, alertmanager_port, exporter_port, directory / "rules.yml"),
+        prometheus,
         "Prometheus watching the opsflow lab, written by opsflow",
     )
     _write_yaml(
         directory / "alertmanager.yml",
-        _alertmanager_config(webhook_url, token_file),
+        alertmanager,
         "Alertmanager for the opsflow lab, written by opsflow (token in a 0600 file)",
     )
     check_configs(directory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,17 @@ class OpsflowSettings(BaseSettings):
             "without renewing; when a worker stops, another takes its work over once those "
             "leases lapse (and takes up work nobody leased within one)."
         ),
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How opsflow's processes write their logs: a line of text per record, "
+        "or a JSON object per line (for log shippers).",
+    )
+    access_log: bool = Field(
+        default=True,
+        description="Whether the desk logs every request it answers (method, path, status, "
+        "duration, client); a busy intake writes a line per webhook.",
     )
 
     @property

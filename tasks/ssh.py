@@ -223,6 +223,12 @@ class _ConnectionPool:
                 return
             self._wake.wait(max(0.01, next_check - time.monotonic()))
 
+    def open_count(self) -> int:
+        """Pooled connections whose transport is up."""
+        with self._lock:
+            clients = [e.client for e in self._hosts.values() if e.client is not None]
+        return sum(1 for client in clients if (t := client.get_transport()) and t.is_active())
+
     def close_all(self) -> None:
         """Close every pooled connection (sessions still running on them fail)."""
         with self._lock:
@@ -249,6 +255,11 @@ def warm_connection(host: Host, timeout_s: float = 10.0) -> None:
             pass
     except Exception as exc:
         _log.info("%s: could not open a connection ahead of the flow: %s", host.name, exc)
+
+
+def open_connections() -> int:
+    """SSH connections this process holds open in its pool (one per host at most)."""
+    return _pool.open_count()
 
 
 def close_connections() -> None:

@@ -10,8 +10,6 @@ and put them back before triage once the cause is mended (`opsflow event retry`)
 from __future__ import annotations
 
 import logging
-import os
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -29,6 +27,7 @@ from opsflow.desk.intake import (
     read_alertmanager,
     read_generic,
 )
+from opsflow.desk.metrics import EVENTS_REJECTED
 from opsflow.inventory.models import Person
 from opsflow.itsm.numbering import MAX_RECORD_ID
 from opsflow.itsm.records import FailedEvent
@@ -50,11 +49,8 @@ class Accepted(BaseModel):
 
 
 class Intake:
-    """One app's intake: the group commit that stores events, and the items refused by source.
-
-    Both are per desk process, so its metrics carry the process (label `process`): a scrape
-    is answered by one of the processes serving the port, and without it their counters would
-    take turns and look reset.
+    """One app's intake: the group commit that stores events; items refused are counted by
+    source in `desk.metrics`.
 
     Args:
         store: the records store events go to.
@@ -64,7 +60,6 @@ class Intake:
 
     def __init__(self, store: Records, max_waiting: int, on_events: Callable[[], None]) -> None:
         self.commit = GroupCommit(store, max_waiting=max_waiting)
-        self.rejected_total: Counter[str] = Counter()
         self.on_events = on_events
 
     async def accept(self, delivery: Delivery, source: str, sender: Person) -> Accepted:
@@ -75,7 +70,7 @@ class Intake:
             self.on_events()
         rejected = delivery.rejected()
         if rejected:
-            self.rejected_total[source] += len(rejected)
+            EVENTS_REJECTED.labels(source=source).inc(len(rejected))
             logger.warning(
                 "%s sent %d %s item(s) that were not stored: %r",
                 sender.name,
@@ -86,23 +81,6 @@ class Intake:
         return Accepted(
             accepted=len(events), stored=stored, duplicates=duplicates, rejected=rejected
         )
-
-    def metrics(self) -> list[str]:
-        """Prometheus text lines: items refused by source, and events awaiting commit."""
-        process = f'process="{os.getpid()}"'
-        lines = [
-            "# HELP opsflow_events_rejected_total Alerts and events refused at intake, by source.",
-            "# TYPE opsflow_events_rejected_total counter",
-        ]
-        for source in ("alertmanager", "generic"):
-            count = self.rejected_total[source]
-            lines.append(f'opsflow_events_rejected_total{{source="{source}",{process}}} {count}')
-        return [
-            *lines,
-            "# HELP opsflow_intake_waiting_events Events accepted and waiting for their commit.",
-            "# TYPE opsflow_intake_waiting_events gauge",
-            f"opsflow_intake_waiting_events{{{process}}} {self.commit.waiting}",
-        ]
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:

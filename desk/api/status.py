@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opsflow.desk.deps import EstateFiles, Records, optional_person, sees_everything
 from opsflow.desk.estate import EstateCache
-from opsflow.desk.metrics import render_metrics
 from opsflow.desk.runners.dispatch import triage_health
 from opsflow.errors import OpsError
 from opsflow.inventory.models import Person
@@ -52,11 +52,12 @@ def health(
     } | estate_health(estate, person)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(request: Request, store: Records, estate: EstateFiles) -> str:
-    """Prometheus text: events by class, open incidents by priority, time to restore."""
-    intake = request.app.state.intake
-    return render_metrics(store) + "\n".join([*estate.status().metrics(), *intake.metrics()]) + "\n"
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text: the records' backlog, failures, incidents, SLA breaches and
+    approvals, and what the desk's processes counted (`desk.metrics`)."""
+    registry = request.app.state.metrics_registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def estate_health(estate: EstateCache, person: Person | None) -> dict[str, Any]:

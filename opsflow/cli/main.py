@@ -128,6 +128,12 @@ def worker(
     nice: Annotated[
         int, typer.Option(help="Lower the CPU priority by N (on a machine shared with a desk).")
     ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address of this worker's /metrics for Prometheus.")
+    ] = "127.0.0.1",
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of this worker's /metrics (0: a free one, in the log).")
+    ] = 0,
 ) -> None:
     """Triage, restore, fulfil requests and change access as Prefect hands out the work,
     until Ctrl-C.
@@ -138,7 +144,10 @@ def worker(
     from opsflow.runtime.worker import run_worker
 
     os.nice(nice)
-    run_worker(limit)
+    try:
+        run_worker(limit, metrics_host=metrics_host, metrics_port=metrics_port)
+    except OpsError as exc:
+        raise fail(exc) from exc
 
 
 @credentials_app.command("add")

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import requests
 from rich.console import Console
@@ -74,6 +75,17 @@ class LabPlaces:
 
 class UpError(OpsError):
     """Something `opsflow up` starts did not come up."""
+
+
+def metrics_targets(desk_url: str, workers: int) -> dict[str, list[str]]:
+    """Where Prometheus scrapes what `up` starts (ADDRESS:PORT): the desk on its own port,
+    and worker N's `/metrics` on the desk's port + N."""
+    address = urlsplit(desk_url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    return {
+        "desk": [f"{host}:{port}"],
+        "workers": [f"127.0.0.1:{port + number}" for number in range(1, workers + 1)],
+    }
 
 
 def _wait_for(url: str, what: str, timeout_s: float, process: subprocess.Popen | None) -> None:
@@ -308,7 +320,7 @@ def run_up(
         from opsflow.cli.jobs import run_job
 
         run_job("health-check", console)
-        _print_where_to_look(console, settings, port, lab_places, cluster)
+        _print_where_to_look(console, settings, port, lab_places, cluster, workers)
         _wait_until_interrupted(console, supervisor)
 
 
@@ -366,15 +378,23 @@ def _start_opsflow(
     stack.callback(supervisor.stop, "the desk")
     _wait_for(f"{settings.desk_url}/api/v1/health", "the desk", PROCESS_START_TIMEOUT_S, desk)
     console.print(Text.assemble(("Workers", "bold"), f" starting {workers} …"))
-    for number in range(1, workers + 1):
+    targets = metrics_targets(settings.desk_url, workers)
+    for number, target in enumerate(targets["workers"], start=1):
         name = f"worker {number}"
         log = logs / f"worker-{number}.log"
         written = log.stat().st_size if log.is_file() else 0  # the log is appended to
-        worker = supervisor.start(name, [sys.executable, "-m", "opsflow.runtime.worker"], log)
+        argv = [sys.executable, "-m", "opsflow.runtime.worker"]
+        argv += ["--metrics-port", target.rsplit(":", 1)[1]]
+        worker = supervisor.start(name, argv, log)
         stack.callback(supervisor.stop, name)
         _wait_for_log(log, written, "worker serving", name, worker)
     if lab is not None:
-        from opsflow.lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
+        from opsflow.lab.monitoring import (
+            SelfWatch,
+            monitoring_down,
+            monitoring_up,
+            wait_until_scraped,
+        )
         from opsflow.lab.people import token_file
 
         console.print(
@@ -387,6 +407,11 @@ def _start_opsflow(
             prometheus_port=places.prometheus_port,
             alertmanager_port=places.alertmanager_port,
             exporter_port=places.exporter_port,
+            watch_opsflow=SelfWatch(
+                desk=tuple(targets["desk"]),
+                workers=tuple(targets["workers"]),
+                pager_url=f"http://127.0.0.1:{places.pager_port}/page",
+            ),
         )
         stack.callback(monitoring_down, monitoring.directory)
         wait_until_scraped(monitoring, timeout_s=60)
@@ -446,6 +471,7 @@ def _print_where_to_look(
     port: int,
     places: LabPlaces,
     cluster: Cluster | None,
+    workers: int,
 ) -> None:
     from opsflow.lab.hosts.probes import lab_status
 
@@ -461,12 +487,19 @@ def _print_where_to_look(
             console.print(f"  lab host {host['name']}: ssh root@{host['address']} -p 2222")
         console.print(f"  client key: {settings.lab_dir / 'client_key'}")
     console.print(f"  desk API: {settings.desk_url}/docs  (token: {settings.lab_dir}/tokens/alice)")
+    targets = metrics_targets(settings.desk_url, workers)
+    names = ["desk", *(f"worker {n}" for n in range(1, workers + 1))]
+    for name, target in zip(names, targets["desk"] + targets["workers"], strict=True):
+        console.print(f"  metrics of the {name}: http://{target}/metrics")
     if settings.inventory is None:
         console.print(
             f"  Prometheus: http://127.0.0.1:{places.prometheus_port}   "
             f"Alertmanager: http://127.0.0.1:{places.alertmanager_port}"
         )
-        console.print(f"  pages to the on-call: {settings.home / 'logs' / 'pages.log'}")
+        console.print(
+            "  pages to the on-call (escalations, opsflow's alerts on itself): "
+            f"{settings.home / 'logs' / 'pages.log'}"
+        )
     if cluster is not None:
         from opsflow.runtime.postgres import ROLE
 

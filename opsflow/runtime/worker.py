@@ -41,7 +41,10 @@ from opsflow.itsm.records import Incident
 from opsflow.itsm.requests import REQUEST_NUMBERING
 from opsflow.itsm.store.event_notices import listen_for_stored_events
 from opsflow.itsm.store.exclusive import exclusive
+from opsflow.itsm.store.metrics import oldest_pending
 from opsflow.itsm.store.records import Records, open_records
+from opsflow.logs import configure_logging
+from opsflow.runtime import worker_metrics
 from opsflow.runtime.flow_runs import run_flow_here
 from opsflow.tasks.inventory import last_good_estate
 from opsflow.tasks.ssh import warm_connection
@@ -114,6 +117,7 @@ class Worker:
     def start(self) -> None:
         """Start taking wake-ups (the server keeps those sent meanwhile) and sweeping."""
         work.install(self)
+        worker_metrics.watch(self)
         self.triage.start()
         self.restorations.keep()
         self.requests.keep()
@@ -182,10 +186,12 @@ class Worker:
         from opsflow.flows.event_triage import event_triage
 
         with exclusive(self.store.db, "event-triage"), tags("itil:event"):
+            with self.store.db.read() as conn:
+                oldest = oldest_pending(conn)
             # A doubled wake-up finds nothing: no empty run for the Prefect UI then.
-            if not self.store.events.any_pending():
+            if oldest is None:
                 return False
-            return bool(run_flow_here(event_triage))
+            return worker_metrics.observe_triage(lambda: run_flow_here(event_triage), oldest)
 
     def _restore(self, record: Incident, lease_holder: str | None) -> str:
         from opsflow.flows.incident_restoration import incident_restoration
@@ -213,13 +219,13 @@ def run_worker(
     limit: int = DEFAULT_LIMIT,
     requests: int = DEFAULT_MAX_REQUESTS,
     access_changes: int = DEFAULT_MAX_ACCESS,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int = 0,
 ) -> None:
-    """Run a worker in this process until SIGTERM or Ctrl-C (arguments as `Worker`'s)."""
-    # Prefect configured logging at import: basicConfig would do nothing now.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("opsflow").addHandler(handler)
-    logging.getLogger("opsflow").setLevel(logging.INFO)
+    """Run a worker in this process until SIGTERM or Ctrl-C (arguments as `Worker`'s), with
+    its `/metrics` on `metrics_host`:`metrics_port` (0: a free port, which it logs)."""
+    configure_logging()
+    port = worker_metrics.serve_metrics(metrics_host, metrics_port)
     worker = Worker(limit=limit, requests=requests, access_changes=access_changes)
     stopping = threading.Event()
 
@@ -229,14 +235,19 @@ def run_worker(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     worker.start()
-    logger.info("worker serving %s", ", ".join(t.name for t in work.WAKE_UPS))
+    logger.info(
+        "worker serving %s; metrics on http://%s:%d/metrics",
+        ", ".join(t.name for t in work.WAKE_UPS),
+        metrics_host,
+        port,
+    )
     stopping.wait()
     worker.stop()
 
 
 def main() -> None:
     """`python -m opsflow.runtime.worker [--limit N] [--requests N] [--access-changes N]
-    [--nice N]`."""
+    [--nice N] [--metrics-host HOST] [--metrics-port PORT]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--limit", type=int, default=DEFAULT_LIMIT, help="wake-ups (restorations) at once"
@@ -254,9 +265,18 @@ def main() -> None:
         help="lower this worker's CPU priority by N, on a machine it shares with a desk: a "
         "sender waiting for its 202 cannot wait, a triage backlog can",
     )
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of this worker's /metrics"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="port of this worker's /metrics (default: a free one, named in the log)",
+    )
     args = parser.parse_args()
     os.nice(args.nice)
-    run_worker(args.limit, args.requests, args.access_changes)
+    run_worker(args.limit, args.requests, args.access_changes, args.metrics_host, args.metrics_port)
 
 
 if __name__ == "__main__":

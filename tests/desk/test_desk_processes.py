@@ -54,6 +54,18 @@ class Desk:
                 found.append(int(pid))
         return sorted(found)
 
+    def stop(self) -> None:
+        """Stop the desk (SIGTERM), and kill it if it has not stopped within a minute: a
+        desk left behind keeps respawning processes on a port nobody uses any more."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+
     def connect(self, timeout_s: float = 30) -> http.client.HTTPConnection:
         """A keep-alive connection that has been answered once (so a process accepted it)."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
@@ -149,8 +161,8 @@ def start_desk(database_url: str, estate_dir: Path, home: Path) -> Desk:
         for pid in desk.serving():
             desk.connection_to(pid).close()  # each has started
     except BaseException:
-        process.terminate()  # a desk that never came up is not left serving after the test
-        process.wait(60)
+        process.kill()  # else it outlives the test, its children respawning without end
+        process.wait(30)
         raise
     return desk
 
@@ -163,8 +175,7 @@ def desk(
     try:
         yield started
     finally:
-        started.process.terminate()
-        started.process.wait(60)
+        started.stop()
 
 
 def webhook(prefix: str, count: int) -> bytes:
@@ -224,9 +235,7 @@ def sqlite_desk(desk_estate: Path, tmp_path: Path, prefect_server: None) -> Iter
     try:
         yield started
     finally:
-        if started.process.poll() is None:
-            started.process.terminate()
-            started.process.wait(60)
+        started.stop()
 
 
 def test_a_process_that_dies_is_replaced_and_the_other_answers_meanwhile(

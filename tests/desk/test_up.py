@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -278,7 +279,9 @@ def test_prefect_and_the_records_live_in_the_cluster_in_the_home(up: Up) -> None
     with up.cluster.connect("records") as records:
         tables = {row[0] for row in records.execute("SELECT tablename FROM pg_tables")}
         assert {"events", "incidents", "audit"} <= tables
-    assert not list(up.home.rglob("*.db")), "no SQLite database: neither Prefect's nor ours"
+    # prometheus_client's multiprocess files are called *.db too: look at what files hold.
+    sqlite = [p for p in up.home.rglob("*") if p.is_file() and _is_sqlite(p)]
+    assert not sqlite, f"no SQLite database, neither Prefect's nor ours: {sqlite}"
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(
             host="127.0.0.1", port=up.cluster.port, user="opsflow", dbname="records",
@@ -335,6 +338,37 @@ def test_ups_workers_restore_what_monitoring_finds_down(up: Up) -> None:
         time.sleep(1)
 
 
+def test_its_prometheus_scrapes_every_opsflow_process_and_their_logs_say_what_they_do(
+    up: Up,
+) -> None:
+    output = up.output.read_text()
+    [prometheus] = re.findall(r"Prometheus: (http://127\.0\.0\.1:\d+)", output)
+    announced = dict(re.findall(r"metrics of the (desk|worker \d): (http://\S+)", output))
+    assert sorted(announced) == ["desk", "worker 1", "worker 2"]
+    answer = requests.get(f"{prometheus}/api/v1/targets?state=active", timeout=30).json()
+    scraped = {
+        t["scrapeUrl"]: (t["labels"]["job"], t["health"])
+        for t in answer["data"]["activeTargets"]
+        if t["labels"]["job"].startswith("opsflow")
+    }
+    assert scraped == {
+        announced["desk"]: ("opsflow-desk", "up"),
+        announced["worker 1"]: ("opsflow-worker", "up"),
+        announced["worker 2"]: ("opsflow-worker", "up"),
+    }
+    rules = requests.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    assert "opsflow-self" in {group["name"] for group in rules}
+
+    logs = up.home / "logs"
+    desk_log = (logs / "desk.log").read_text()
+    assert "INFO opsflow.desk.server[" in desk_log
+    assert "GET /api/v1/health 200 " in desk_log, "the access log"
+    assert "INFO opsflow.worker[" in (logs / "worker-1.log").read_text()
+    for log in logs.glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert up.auth_string not in text and up.cluster.password() not in text, log
+
+
 def test_sigterm_stops_everything_up_started(up: Up) -> None:
     postmaster = running_pid(up.cluster)
     assert postmaster is not None
@@ -348,3 +382,8 @@ def test_sigterm_stops_everything_up_started(up: Up) -> None:
     assert not listening("127.0.0.1", up.cluster.port)
     assert not (up.home / "up.env").exists()
     assert "database system is shut down" in (up.home / "logs" / "postgres.log").read_text()
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"

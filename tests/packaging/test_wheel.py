@@ -51,6 +51,7 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
         "opsflow/desk/runners/carrier.py",
         "opsflow/itsm/migrations/versions/0001_schema_of_2a3d754.py",
         "opsflow/itsm/migrations/script.py.mako",
+        "opsflow/monitoring/opsflow-rules.yml",
     ):
         assert expected in names, f"{expected} is not in the wheel"
     assert any(n.startswith("opsflow/desk/web/") for n in names)
