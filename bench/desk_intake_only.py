@@ -17,15 +17,15 @@ from fastapi import FastAPI
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.desk.server import DEFAULT_PROCESSES, create_records, freeze_startup_objects
+from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
-from opsflow.tasks.records import open_store
 
 
 def intake_app() -> FastAPI:
     """The desk's app without dispatcher or runners, for one serving process."""
     estate = EstateCache(get_settings().estate_dir)
     estate()
-    app = create_app(open_store(), estate)
+    app = create_app(open_records(), estate)
     freeze_startup_objects()
     return app
 

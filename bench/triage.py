@@ -57,14 +57,14 @@ TARGET_STORM_S = 5.0
 def fill_store(url: str, alerts: list[dict]) -> int:
     """Store the storm through the desk's conversion, 100 alerts per webhook."""
     from opsflow.desk.intake import AlertmanagerWebhook, from_alertmanager
-    from opsflow.itsm.store import Store
+    from opsflow.itsm.store.records import open_records
 
-    store = Store(url)
+    store = open_records(url)
     stored = 0
     for start in range(0, len(alerts), 100):
         body = AlertmanagerWebhook.model_validate(webhook(alerts[start : start + 100]))
-        stored += store.store_events(from_alertmanager(body), datetime.now(UTC))[0]
-    store.dispose()
+        stored += store.events.store(from_alertmanager(body), datetime.now(UTC))[0]
+    store.db.dispose()
     return stored
 
 
@@ -80,20 +80,20 @@ def outcome(db: Path) -> dict[str, Any]:
 def run_direct(db: Path, estate_dir: Path) -> dict[str, Any]:
     """Baseline: the triage logic called directly until nothing is pending."""
     from opsflow.inventory.loader import load_estate
-    from opsflow.itsm.store import Store
+    from opsflow.itsm.store.records import open_records
     from opsflow.itsm.triage import triage
 
-    store = Store(f"sqlite:///{db}")
+    store = open_records(f"sqlite:///{db}")
     estate = load_estate(estate_dir)
     actions: Counter[str] = Counter()
     batches = 0
     started = time.perf_counter()
-    while events := store.pending_events(20_000):
+    while events := store.events.pending(20_000):
         decisions = triage(store, estate, events, datetime.now(UTC))
         actions.update(d.action for d in decisions)
         batches += 1
     elapsed = time.perf_counter() - started
-    store.dispose()
+    store.db.dispose()
     return {"seconds": elapsed, "batches": batches, "actions": dict(actions)}
 
 

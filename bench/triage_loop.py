@@ -20,8 +20,8 @@ import time
 from prefect import tags
 
 from opsflow.flows.event_triage import event_triage
+from opsflow.itsm.store.records import open_records
 from opsflow.runtime.flow_runs import run_flow_here
-from opsflow.tasks.records import open_store
 
 logger = logging.getLogger("opsflow.bench.triage_loop")
 IDLE_S = 0.05
@@ -31,9 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nice", type=int, default=10, help="added to the CPU niceness")
     os.nice(parser.parse_args().nice)
-    store = open_store()
+    store = open_records()
     while True:
-        if not store.triage_backlog().pending:
+        if not store.events.backlog().pending:
             time.sleep(IDLE_S)
             continue
         try:

@@ -27,7 +27,7 @@ from opsflow.desk.middleware import BodyLimit, SenderFirst
 from opsflow.desk.web import page
 from opsflow.errors import PermanentError
 from opsflow.itsm.records import Incident
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.settings import get_settings
 
 ROUTERS = (
@@ -45,7 +45,7 @@ ROUTERS = (
 
 
 def create_app(
-    store: Store,
+    store: Records,
     estate: EstateCache,
     on_events: Callable[[], None] = lambda: None,
     lifespan: Any = None,

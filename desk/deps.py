@@ -3,10 +3,10 @@
 Who: bearer tokens to people and roles, from the estate's people.yaml (which holds only
 hashes); role checks are dependencies (`require`), and which records a person may read is
 `sees_everything` plus each resource's own rule (their own, or what they may approve). What:
-the records store the app was made with and the stores of each kind of record over it, the
-estate in use, and the wake-ups to the workers. Every dependency is async (a sync one costs
-a hop through the thread pool on every request) and quick: the estate is cached and its files
-looked at no more than once a second, and the stores over the records cost nothing to make.
+the records the app was made with and each kind of record in them, the estate in use, and
+the wake-ups to the workers. Every dependency is async (a sync one costs a hop through the
+thread pool on every request) and quick: the estate is cached and its files looked at no
+more than once a second, and each kind of record is an attribute of the records.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from fastapi.security.utils import get_authorization_scheme_param
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.desk.runners.wake_ups import WakeUps
 from opsflow.inventory.models import Estate, Person, token_sha256
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.problem_store import ProblemStore
-from opsflow.itsm.request_store import RequestStore
-from opsflow.itsm.store import Store
+from opsflow.itsm.store import records as store
+from opsflow.itsm.store.access import AccessGrants
+from opsflow.itsm.store.known_errors import KnownErrors as KnownErrorRecords
+from opsflow.itsm.store.problems import Problems as ProblemRecords
+from opsflow.itsm.store.requests import Requests as RequestRecords
 
 bearer = HTTPBearer(auto_error=False, description="A person's opsflow API token.")
 
@@ -119,24 +120,29 @@ def may_read(person: Person, requester: str, kind: str, approvable: Collection[s
     return sees_everything(person) or requester == person.name or kind in approvable
 
 
-async def records(request: Request) -> Store:
-    """The records store the app was made with (`app.state.store`)."""
+async def records(request: Request) -> store.Records:
+    """The records the app was made with (`app.state.store`)."""
     return request.app.state.store
 
 
-async def service_requests(request: Request) -> RequestStore:
+async def service_requests(request: Request) -> RequestRecords:
     """The service requests in the app's records."""
-    return RequestStore(request.app.state.store)
+    return request.app.state.store.requests
 
 
-async def access_grants(request: Request) -> AccessStore:
+async def access_grants(request: Request) -> AccessGrants:
     """The access grants in the app's records."""
-    return AccessStore(request.app.state.store)
+    return request.app.state.store.access
 
 
-async def problems(request: Request) -> ProblemStore:
-    """The problems and known errors in the app's records."""
-    return ProblemStore(request.app.state.store)
+async def problems(request: Request) -> ProblemRecords:
+    """The problems in the app's records."""
+    return request.app.state.store.problems
+
+
+async def known_errors(request: Request) -> KnownErrorRecords:
+    """The known errors in the app's records."""
+    return request.app.state.store.known_errors
 
 
 async def current_estate(request: Request) -> Estate:
@@ -161,14 +167,16 @@ async def wake_ups(request: Request) -> WakeUps:
     return found
 
 
-Records = Annotated[Store, Depends(records)]
-"""A route parameter: the records store."""
-Requests = Annotated[RequestStore, Depends(service_requests)]
+Records = Annotated[store.Records, Depends(records)]
+"""A route parameter: the records."""
+Requests = Annotated[RequestRecords, Depends(service_requests)]
 """A route parameter: the service requests."""
-Grants = Annotated[AccessStore, Depends(access_grants)]
+Grants = Annotated[AccessGrants, Depends(access_grants)]
 """A route parameter: the access grants."""
-Problems = Annotated[ProblemStore, Depends(problems)]
-"""A route parameter: the problems and known errors."""
+Problems = Annotated[ProblemRecords, Depends(problems)]
+"""A route parameter: the problems."""
+KnownErrors = Annotated[KnownErrorRecords, Depends(known_errors)]
+"""A route parameter: the known errors."""
 CurrentEstate = Annotated[Estate, Depends(current_estate)]
 """A route parameter: the estate in use. Declare it after the person asking, so that a
 request without a token is told 401 before anything about the estate."""

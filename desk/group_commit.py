@@ -19,7 +19,7 @@ from opsflow.desk.metrics import (
 )
 from opsflow.errors import TransientError
 from opsflow.itsm.records import EventIn
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 
 logger = logging.getLogger("opsflow.desk.intake")
 
@@ -60,7 +60,7 @@ class GroupCommit:
             queue is taken whatever its size.
     """
 
-    def __init__(self, store: Store, max_events: int = 10_000, max_waiting: int = 50_000) -> None:
+    def __init__(self, store: Records, max_events: int = 10_000, max_waiting: int = 50_000) -> None:
         self._store = store
         self._max_events = max_events
         self._max_waiting = max_waiting
@@ -117,7 +117,7 @@ class GroupCommit:
     def _write(self, group: list[_Waiting]) -> None:
         started = time.perf_counter()
         try:
-            counts = self._store.store_event_groups([w.events for w in group], datetime.now(UTC))
+            counts = self._store.events.store_groups([w.events for w in group], datetime.now(UTC))
         except Exception as exc:  # every request of the group is told: nothing of it is stored
             logger.warning("storing the events of %d request(s) failed: %s", len(group), exc)
             error = IntakeStoreError(f"storing the events failed: {exc}")

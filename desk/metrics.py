@@ -3,7 +3,7 @@
 Two kinds of figures:
 - what the records say (backlog, failed events, open incidents, SLA breaches, restorations
   running, approvals waiting, time to restore): read at scrape time by the bounded queries of
-  `itsm.metrics_queries`, the same whichever desk answers;
+  `itsm.store.metrics`, the same whichever desk answers;
 - what a desk process counted itself (intake latency, group commit sizes, events stored,
   refused, waiting for their commit) and the process's own CPU, memory and file descriptors.
 
@@ -38,8 +38,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from opsflow.desk.estate import EstateCache
-from opsflow.itsm.metrics_queries import WAITING_FOR_APPROVAL, records_health
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.metrics import WAITING_FOR_APPROVAL, records_health
+from opsflow.itsm.store.records import Records
 
 logger = logging.getLogger("opsflow.desk.metrics")
 
@@ -105,13 +105,13 @@ def observe_commit(requests: int, events: int, seconds: float) -> None:
 
 
 class RecordsCollector(Collector):
-    """The records' figures (`itsm.metrics_queries`), read afresh at each scrape.
+    """The records' figures (`itsm.store.metrics`), read afresh at each scrape.
 
     When the records cannot be read, the scrape still answers: `opsflow_records_readable`
     is 0 and the figures are missing, rather than the whole page failing.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Records) -> None:
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -121,7 +121,7 @@ class RecordsCollector(Collector):
             "opsflow_records_readable", "1 when the desk could read its records at this scrape."
         )
         try:
-            health = records_health(self._store, now)
+            health = records_health(self._store.db, now)
         except Exception as exc:  # whatever the database says, the page answers
             logger.warning("metrics: cannot read the records: %s", exc)
             readable.add_metric([], 0)
@@ -249,7 +249,7 @@ class _ThisProcess(Collector):
         return REGISTRY.collect()
 
 
-def metrics_registry(store: Store, estate: EstateCache) -> CollectorRegistry:
+def metrics_registry(store: Records, estate: EstateCache) -> CollectorRegistry:
     """What the desk's `/metrics` shows: the records, the estate, and the desk's processes
     (all of them in multiprocess mode, else this one)."""
     registry = CollectorRegistry(auto_describe=False)

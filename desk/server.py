@@ -26,10 +26,10 @@ from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.desk.metrics import prepare_multiprocess_dir
 from opsflow.desk.runners.dispatch import Dispatcher
 from opsflow.flows.work import triage_events
+from opsflow.itsm.store.records import open_records
 from opsflow.logs import configure_logging
 from opsflow.settings import get_settings
 from opsflow.tasks.events import publish_incident_change
-from opsflow.tasks.records import open_store
 
 DEFAULT_PORT = 8765
 
@@ -56,7 +56,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         dispatcher.stop()
 
     app = create_app(
-        open_store(),
+        open_records(),
         estate,
         on_events=dispatcher.notify,
         lifespan=lifespan,
@@ -94,7 +94,7 @@ def desk_app() -> FastAPI:
     configure_logging()  # after Prefect's import, which configured logging its way
     app, _ = build_desk()
     freeze_startup_objects()
-    records = app.state.store.url
+    records = app.state.store.db.url
     logger.info(
         "desk process %d ready: records %s",
         os.getpid(),

@@ -10,7 +10,6 @@ the live grants and reports, or with `enforce` removes, what no grant explains.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,9 +38,7 @@ from opsflow.itsm.access import (
     grant_covers,
     marker,
 )
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.leases import Leases
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
 from opsflow.tasks.access.accounts import ensure_account, remove_account
 from opsflow.tasks.access.facts import AccessFacts, read_access_facts
@@ -51,7 +48,7 @@ from opsflow.tasks.change import Change
 from opsflow.tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures, submit_calls
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import notify_person
-from opsflow.tasks.records import current_flow_run_id, open_store
+from opsflow.tasks.records import current_flow_run_id
 
 ACTOR = "access-provisioning"
 LOCK_WAIT_S = 300.0
@@ -64,35 +61,23 @@ class AccessProvisioningError(PermanentError):
 
 # --- the records, through tasks --------------------------------------------------------------
 
-_access_stores: dict[int, AccessStore] = {}
-_lock = threading.Lock()
-
-
-def access_store(store: Store | None = None) -> AccessStore:
-    """The access grants of `store` (default: the process's), opened once per store."""
-    store = store or open_store()
-    with _lock:
-        if id(store) not in _access_stores:
-            _access_stores[id(store)] = AccessStore(store)
-        return _access_stores[id(store)]
-
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="read_grant[{grant_id}]")
 def read_grant(grant_id: int) -> AccessGrant:
     """One access grant from the store."""
-    return access_store().get(grant_id)
+    return open_records().access.get(grant_id)
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
 def read_live_grants() -> list[AccessGrant]:
     """Every approved or active grant, which together explain what hosts may hold."""
-    return access_store().live()
+    return open_records().access.live()
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
 def read_grants_due(now: datetime) -> list[AccessGrant]:
     """Live grants past their end, or whose revocation is pending."""
-    return access_store().due_for_removal(now)
+    return open_records().access.due_for_removal(now)
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="link_run[{grant_id}]")
@@ -100,31 +85,35 @@ def link_run(grant_id: int) -> None:
     """Record this flow run on the grant, so the record leads to the run in the UI."""
     run_id = current_flow_run_id()
     if run_id:
-        access_store().link_flow_run(grant_id, run_id, datetime.now(UTC))
+        open_records().access.link_flow_run(grant_id, run_id, datetime.now(UTC))
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="activate_grant[{grant_id}]")
 def activate_grant(grant_id: int, hosts: list[str]) -> AccessGrant:
     """Mark the grant active on `hosts` from now until now plus its duration."""
-    return access_store().activate(grant_id, hosts, datetime.now(UTC), ACTOR, current_flow_run_id())
+    grants = open_records().access
+    return grants.activate(grant_id, hosts, datetime.now(UTC), ACTOR, current_flow_run_id())
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="request_revoke[{grant_id}]")
 def request_revoke(grant_id: int, actor: str) -> AccessGrant:
     """Mark the grant for revocation first, so expiry retries it if this run fails."""
-    return access_store().request_revoke(grant_id, actor, datetime.now(UTC))
+    return open_records().access.request_revoke(grant_id, actor, datetime.now(UTC))
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="end_grant[{grant_id}:{state}]")
 def end_grant(grant_id: int, state: AccessState) -> AccessGrant:
     """Close the grant, expired or revoked, once its access is gone from every host."""
-    return access_store().end(grant_id, state, datetime.now(UTC), ACTOR, current_flow_run_id())
+    return open_records().access.end(
+        grant_id, state, datetime.now(UTC), ACTOR, current_flow_run_id()
+    )
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="record_failure[{grant_id}]")
 def record_failure(grant_id: int, error: str) -> None:
     """Keep on the grant why this run failed."""
-    access_store().record_error(grant_id, error, datetime.now(UTC), ACTOR, current_flow_run_id())
+    grants = open_records().access
+    grants.record_error(grant_id, error, datetime.now(UTC), ACTOR, current_flow_run_id())
 
 
 # --- fan-out helpers --------------------------------------------------------------------------
@@ -192,7 +181,7 @@ def _user_lock(username: str, timeout_s: float = LOCK_WAIT_S) -> Iterator[None]:
     within a lease (`OPSFLOW_LEASE_SECONDS`) of its holder dying: the worker that takes the
     dead one's change over gets the account well before `timeout_s`.
     """
-    leases, name, holder = Leases(access_store().store), f"user:{username}", uuid4().hex
+    leases, name, holder = open_records().leases, f"user:{username}", uuid4().hex
     lease_s = get_settings().lease_seconds
     deadline = time.monotonic() + timeout_s
     while not leases.take(name, holder, datetime.now(UTC), lease_s):

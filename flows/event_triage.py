@@ -14,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
 from opsflow.flows.work import restore_soon
-from opsflow.itsm.store import TRIAGE_BYTE_BUDGET
+from opsflow.itsm.store.events import TRIAGE_BYTE_BUDGET
 from opsflow.itsm.triage import RESTORING_ACTIONS
 from opsflow.tasks.events import emit_incident_events, triage_pending_events
 from opsflow.tasks.inventory import read_estate

@@ -39,9 +39,10 @@ from opsflow.errors import OpsError, PermanentError
 from opsflow.flows.runbooks import runbooks
 from opsflow.flows.runbooks.free_disk_space import disk_ok
 from opsflow.inventory.models import Estate
-from opsflow.itsm.leases import Leases, restoration_lease
 from opsflow.itsm.problems import KnownError
 from opsflow.itsm.records import CLAIMABLE_STATES, Incident, IncidentUpdate, left_to_automation
+from opsflow.itsm.store.leases import restoration_lease
+from opsflow.itsm.store.records import open_records
 from opsflow.itsm.timeline import render_timeline
 from opsflow.settings import get_settings
 from opsflow.tasks.concurrency import SLOT_WAIT_S, host_slot
@@ -53,7 +54,6 @@ from opsflow.tasks.records import (
     change_incident,
     claim_incident,
     current_flow_run_id,
-    open_store,
     read_incident,
     spend_remediation,
     write_worklog,
@@ -94,7 +94,7 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
     a broken estate file does not leave the on-call unpaged.
     """
     holder = flow_run.parameters.get("lease_holder") or run_holder(str(flow_run.id))
-    leases = Leases(open_store())
+    leases = open_records().leases
     claim = leases.claim_restoration(
         flow_run.parameters["incident"],
         holder,
@@ -154,7 +154,7 @@ def incident_restoration(
         else:
             logger.info("%s is %s: nothing to restore", record.number, record.state)
         return record.state
-    leases = Leases(open_store())
+    leases = open_records().leases
     lease = restoration_lease(record.id)
     with leases.renewing(lease, holder, get_settings().lease_seconds), untagged():
         estate = None
@@ -284,7 +284,7 @@ def _lease_kept(record: Incident, holder: str, instead: str) -> bool:
     slot) may have lost it to a desk that took the restoration over; then this run must
     not act on the incident: it says in the worklog what it did `instead` and steps aside.
     """
-    leases = Leases(open_store())
+    leases = open_records().leases
     lease = restoration_lease(record.id)
     if leases.holds(lease, holder, get_settings().lease_seconds):
         return True
@@ -345,13 +345,13 @@ def _announce(record: Incident, change: str | None) -> None:
 
 
 def _publish_timeline(record: Incident) -> None:
-    store = open_store()
+    store = open_records()
     create_markdown_artifact(
         key=f"incident-{record.number.lower()}",
         markdown=render_timeline(
-            store.get_incident(str(record.id)),
-            store.worklog(record.id),
-            store.audit_trail("incident", record.id),
+            store.incidents.get(str(record.id)),
+            store.worklog.entries(record.id),
+            store.audit.trail("incident", record.id),
         ),
         description=f"Timeline of {record.number}",
     )

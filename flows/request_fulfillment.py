@@ -53,9 +53,7 @@ from opsflow.flows.fulfillment import FulfillmentResult, fulfillment_flows
 from opsflow.inventory.models import CatalogItem, Estate
 from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
 from opsflow.itsm.catalog import InvalidRequestError, validate_inputs, validate_request
-from opsflow.itsm.leases import LeaseClaim, Leases
 from opsflow.itsm.markdown import md_text
-from opsflow.itsm.request_store import LEASE_PREFIX, RequestStore
 from opsflow.itsm.requests import (
     PENDING_STATES,
     Attachment,
@@ -64,10 +62,13 @@ from opsflow.itsm.requests import (
     ServiceRequest,
     signature_valid,
 )
+from opsflow.itsm.store.leases import LeaseClaim
+from opsflow.itsm.store.records import open_records
+from opsflow.itsm.store.requests import LEASE_PREFIX
 from opsflow.settings import get_settings
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import person_block, send_notification
-from opsflow.tasks.records import current_flow_run_id, open_store
+from opsflow.tasks.records import current_flow_run_id
 
 ACTOR = "request-fulfillment"
 APPROVAL_KEY_BLOCK = "opsflow-approval-key"
@@ -174,18 +175,13 @@ def approval_key(create: bool = False) -> bytes | None:
     return str(Secret.load(APPROVAL_KEY_BLOCK).get()).encode()
 
 
-def request_store() -> RequestStore:
-    """The service requests in this process's records store."""
-    return RequestStore(open_store())
-
-
 # -- tasks: every read and change of the record goes through one, audited with this run ----
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
 def read_request(request: str) -> ServiceRequest:
     """One service request by id or number."""
-    return request_store().get(request)
+    return open_records().requests.get(request)
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
@@ -199,7 +195,7 @@ def create_request(
 ) -> ServiceRequest:
     """Record a submitted request whose inputs the catalog has validated, leased to
     `lease_holder` in the same transaction (so no worker takes it up meanwhile)."""
-    return request_store().create(
+    return open_records().requests.create(
         item,
         inputs,
         requester,
@@ -216,7 +212,7 @@ def move_request(
     request_id: int, target: RequestState, actor: str = ACTOR, **changes: Any
 ) -> ServiceRequest:
     """Move the request through its state machine, audited with this run."""
-    return request_store().move(
+    return open_records().requests.move(
         request_id, target, actor, datetime.now(UTC), current_flow_run_id(), **changes
     )
 
@@ -224,7 +220,7 @@ def move_request(
 @task(cache_policy=NONE, timeout_seconds=60)
 def update_request(request_id: int, **changes: Any) -> ServiceRequest:
     """Change fields of the request other than its state, audited with this run."""
-    return request_store().update(
+    return open_records().requests.update(
         request_id, ACTOR, datetime.now(UTC), current_flow_run_id(), **changes
     )
 
@@ -232,13 +228,13 @@ def update_request(request_id: int, **changes: Any) -> ServiceRequest:
 @task(cache_policy=NONE, timeout_seconds=60)
 def link_request_run(request_id: int, flow_run_id: str) -> ServiceRequest:
     """Record a flow run on the request, so the record leads to the run in the UI."""
-    return request_store().link_flow_run(request_id, flow_run_id, ACTOR, datetime.now(UTC))
+    return open_records().requests.link_flow_run(request_id, flow_run_id, ACTOR, datetime.now(UTC))
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
 def attach_files(request_id: int, attachments: list[Attachment]) -> ServiceRequest:
     """Attach the files a fulfillment produced, with their checksums."""
-    return request_store().attach(
+    return open_records().requests.attach(
         request_id, attachments, ACTOR, datetime.now(UTC), current_flow_run_id()
     )
 
@@ -246,7 +242,7 @@ def attach_files(request_id: int, attachments: list[Attachment]) -> ServiceReque
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="note_request[{action}]")
 def note_request(request_id: int, actor: str, action: str, detail: dict[str, Any]) -> None:
     """Audit something that happened to the request without changing it."""
-    request_store().note(
+    open_records().requests.note(
         request_id, actor, action, detail, datetime.now(UTC), current_flow_run_id()
     )
 
@@ -324,7 +320,7 @@ def submit_request(item: str, inputs: dict[str, Any], requester: str) -> str:
         lease_holder=holder,
     )
     get_run_logger().info("%s submitted for %s", record.number, requester)
-    leases, name = Leases(request_store().store), f"{LEASE_PREFIX}{record.id}"
+    leases, name = open_records().leases, f"{LEASE_PREFIX}{record.id}"
     try:
         with leases.renewing(name, holder, get_settings().lease_seconds):
             return fulfill_request(record.number)
@@ -615,7 +611,7 @@ def _notify(
 @task(cache_policy=NONE, timeout_seconds=60)
 def publish_request(record: ServiceRequest) -> None:
     """A markdown artifact with the request's record and audit trail, for the Prefect UI."""
-    trail = request_store().audit_trail(record.id)
+    trail = open_records().requests.audit_trail(record.id)
     lines = [
         f"# {record.number}: {record.item} ({record.state})",
         "",

@@ -16,15 +16,15 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from opsflow.itsm.store import PruneResult
+from opsflow.itsm.store.records import open_records
+from opsflow.itsm.store.retention import PruneResult, prune
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.records import open_store
 
 
 @task(cache_policy=NONE, timeout_seconds=3600)
 def prune_records_before(before: datetime) -> PruneResult:
     """Delete triaged events and closed records' audit rows older than `before` (idempotent)."""
-    return open_store().prune(before)
+    return prune(open_records().db, before)
 
 
 @flow(name="prune-records")

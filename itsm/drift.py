@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from opsflow.inventory.models import Estate
-from opsflow.itsm.facts_store import FactsSnapshot
+from opsflow.itsm.store.facts import FactsSnapshot
 
 DriftKind = Literal["host-unreachable", "host-not-gathered", "service-missing", "service-stopped"]
 

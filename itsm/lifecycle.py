@@ -9,52 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from opsflow.errors import PermanentError
 from opsflow.itsm.priority import SlaTargets, priority
-from opsflow.itsm.records import FINAL_STATES, Incident, IncidentState, IncidentUpdate
-
-TRANSITIONS: dict[IncidentState, tuple[IncidentState, ...]] = {
-    "New": ("In Progress", "On Hold", "Resolved", "Canceled"),
-    "In Progress": ("On Hold", "Resolved", "Canceled"),
-    "On Hold": ("In Progress", "Resolved", "Canceled"),
-    "Resolved": ("Closed", "In Progress"),
-    "Closed": (),
-    "Canceled": (),
-}
-"""Legal moves from each state; Resolved -> In Progress is a reopen."""
+from opsflow.itsm.records import INCIDENT_STATES, Incident, IncidentState, IncidentUpdate
+from opsflow.itsm.states import InvalidUpdateError
 
 _RESOLUTION_STATES: tuple[IncidentState, ...] = ("Resolved", "Closed", "Canceled")
 
 _DEFAULT_TARGETS = SlaTargets()
-
-
-class IllegalTransitionError(PermanentError, ValueError):
-    """An incident was asked to move to a state the state machine does not allow from here."""
-
-    def __init__(self, current: str, target: str, message: str | None = None):
-        self.current = current
-        self.target = target
-        if message is None:
-            allowed = ", ".join(TRANSITIONS.get(current, ())) or "none"  # type: ignore[call-overload]
-            message = (
-                f"incident cannot go from {current} to {target}; allowed from {current}: {allowed}"
-            )
-        super().__init__(message)
-
-
-class InvalidUpdateError(PermanentError, ValueError):
-    """An update is incomplete or contradicts the incident's state (names the field)."""
-
-    def __init__(self, field: str, cause: str):
-        self.field = field
-        self.cause = cause
-        super().__init__(f"{field}: {cause}")
-
-
-def check_transition(current: IncidentState, target: IncidentState) -> None:
-    """Refuse a move the state machine does not allow, naming both states and the legal ones."""
-    if target not in TRANSITIONS.get(current, ()):
-        raise IllegalTransitionError(current, target)
 
 
 def apply_update(
@@ -88,19 +49,15 @@ def apply_update(
             changes[field] = given[field]
     target = given.get("state") or incident.state
 
-    if incident.state in FINAL_STATES:
+    if incident.state in INCIDENT_STATES.final:
         if target != incident.state:
-            check_transition(incident.state, target)
+            INCIDENT_STATES.check(incident.state, target)
         if any(getattr(incident, name) != value for name, value in changes.items()):
-            raise IllegalTransitionError(
-                incident.state,
-                target,
-                f"incident is {incident.state}, a final state; it cannot be changed",
-            )
+            raise INCIDENT_STATES.refuse_final_change(incident.state, target)
         return incident
 
     if target != incident.state:
-        check_transition(incident.state, target)
+        INCIDENT_STATES.check(incident.state, target)
         changes.update(_transition_effects(incident, target, now))
 
     impact = changes.get("impact", incident.impact)
@@ -139,7 +96,7 @@ def _transition_effects(incident: Incident, target: IncidentState, now: datetime
         effects.update(
             resolved_at=None, time_to_restore_s=None, resolution_code=None, resolution_notes=None
         )
-    if target in FINAL_STATES:
+    if target in INCIDENT_STATES.final:
         effects["closed_at"] = now
     return effects
 

@@ -13,71 +13,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from opsflow.errors import PermanentError
-from opsflow.itsm.numbering import parse_record_id
+from opsflow.itsm.numbering import NumberedRecord, Numbering
 from opsflow.itsm.records import CiName, Incident, LongText, UtcDatetime
+from opsflow.itsm.states import InvalidUpdateError, StateMachine
 
 ProblemState = Literal["New", "Root Cause Analysis", "Known Error", "Resolved", "Closed"]
 
-PROBLEM_TRANSITIONS: dict[ProblemState, tuple[ProblemState, ...]] = {
-    "New": ("Root Cause Analysis",),
-    "Root Cause Analysis": ("Known Error", "Resolved"),
-    "Known Error": ("Resolved",),
-    "Resolved": ("Closed", "Root Cause Analysis"),
-    "Closed": (),
-}
-"""Legal moves; Root Cause Analysis -> Resolved is a fix found without a workaround first, and
-Resolved -> Root Cause Analysis reopens a problem whose fix did not hold."""
+PROBLEM_STATES: StateMachine[ProblemState] = StateMachine(
+    "problem",
+    {
+        "New": ("Root Cause Analysis",),
+        "Root Cause Analysis": ("Known Error", "Resolved"),
+        "Known Error": ("Resolved",),
+        "Resolved": ("Closed", "Root Cause Analysis"),
+        "Closed": (),
+    },
+)
+"""The problem state machine; Root Cause Analysis -> Resolved is a fix found without a
+workaround first, and Resolved -> Root Cause Analysis reopens a problem whose fix did not hold."""
+
+PROBLEM_NUMBERING = Numbering("PRB")
+KNOWN_ERROR_NUMBERING = Numbering("KE")
 
 OPEN_PROBLEM_STATES: tuple[ProblemState, ...] = ("New", "Root Cause Analysis", "Known Error")
 """States in which a problem still collects incidents; at most one per service and symptom."""
 
 Symptom = Annotated[str, Field(min_length=1, max_length=128)]
-
-
-def problem_number(problem_id: int) -> str:
-    """The human-facing number of a problem, e.g. PRB0000007 for id 7."""
-    return f"PRB{problem_id:07d}"
-
-
-def known_error_number(known_error_id: int) -> str:
-    """The human-facing number of a known error, e.g. KE0000003 for id 3."""
-    return f"KE{known_error_id:07d}"
-
-
-def parse_problem_id(key: int | str) -> int | None:
-    """The id in 7, "7" or "PRB0000007"; None when it is none of those."""
-    return parse_record_id(key, "PRB")
-
-
-def parse_known_error_id(key: int | str) -> int | None:
-    """The id in 3, "3" or "KE0000003"; None when it is none of those."""
-    return parse_record_id(key, "KE")
-
-
-class IllegalProblemTransitionError(PermanentError, ValueError):
-    """A problem was asked to move to a state its state machine does not allow from here."""
-
-    def __init__(self, current: str, target: str, message: str | None = None):
-        self.current = current
-        self.target = target
-        if message is None:
-            allowed = ", ".join(PROBLEM_TRANSITIONS.get(current, ())) or "none"  # type: ignore[call-overload]
-            message = (
-                f"problem cannot go from {current} to {target}; allowed from {current}: {allowed}"
-            )
-        super().__init__(message)
-
-
-class InvalidProblemUpdateError(PermanentError, ValueError):
-    """A problem update lacks a field its target state needs (names the field)."""
-
-    def __init__(self, field: str, cause: str):
-        self.field = field
-        self.cause = cause
-        super().__init__(f"{field}: {cause}")
 
 
 class UnknownRunbookError(PermanentError, ValueError):
@@ -90,13 +54,11 @@ class UnknownRunbookError(PermanentError, ValueError):
         )
 
 
-class Problem(BaseModel):
+class Problem(NumberedRecord):
     """The unknown cause of one or more incidents, investigated until it is removed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    numbering = PROBLEM_NUMBERING
 
-    id: int
-    number: str = Field(default="", description="PRB followed by the zero-padded id.")
     service: str
     symptom: str
     summary: str
@@ -115,13 +77,6 @@ class Problem(BaseModel):
     )
     version: int = Field(default=1, ge=1, description="Bumped on every change.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_number(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("number") and isinstance(data.get("id"), int):
-            data = {**data, "number": problem_number(data["id"])}
-        return data
-
     @property
     def is_open(self) -> bool:
         """Whether the problem still collects recurring incidents."""
@@ -138,13 +93,11 @@ class ProblemUpdate(BaseModel):
     resolution_notes: LongText | None = None
 
 
-class KnownError(BaseModel):
+class KnownError(NumberedRecord):
     """A diagnosed fault: the signature it shows, its root cause and the workaround to apply."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    numbering = KNOWN_ERROR_NUMBERING
 
-    id: int
-    number: str = Field(default="", description="KE followed by the zero-padded id.")
     service: str
     symptom: str
     host: str | None = Field(default=None, description="Only this host, or any when null.")
@@ -162,13 +115,6 @@ class KnownError(BaseModel):
         default=None, description="When it stopped being applied (e.g. the fault was fixed)."
     )
     version: int = Field(default=1, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_number(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("number") and isinstance(data.get("id"), int):
-            data = {**data, "number": known_error_number(data["id"])}
-        return data
 
     @property
     def active(self) -> bool:
@@ -215,12 +161,6 @@ class KnownErrorCreate(BaseModel):
     )
 
 
-def check_problem_transition(current: ProblemState, target: ProblemState) -> None:
-    """Refuse a move the problem state machine does not allow, naming the legal ones."""
-    if target not in PROBLEM_TRANSITIONS.get(current, ()):
-        raise IllegalProblemTransitionError(current, target)
-
-
 def apply_problem_update(problem: Problem, update: ProblemUpdate, now: datetime) -> Problem:
     """The problem after `update` at `now`; the same object when nothing changes.
 
@@ -228,8 +168,8 @@ def apply_problem_update(problem: Problem, update: ProblemUpdate, now: datetime)
     it; a Closed problem never changes again.
 
     Raises:
-        IllegalProblemTransitionError: the move is not allowed, or the problem is Closed.
-        InvalidProblemUpdateError: the target state needs a field that is missing.
+        IllegalTransitionError: the move is not allowed, or the problem is Closed.
+        InvalidUpdateError: the target state needs a field that is missing.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -240,16 +180,14 @@ def apply_problem_update(problem: Problem, update: ProblemUpdate, now: datetime)
         if name in ("root_cause", "resolution_notes") and value is not None
     }
     target = given.get("state") or problem.state
-    if problem.state == "Closed":
-        if target != "Closed":
-            check_problem_transition("Closed", target)
+    if problem.state in PROBLEM_STATES.final:
+        if target != problem.state:
+            PROBLEM_STATES.check(problem.state, target)
         if any(getattr(problem, n) != v for n, v in changes.items()):
-            raise IllegalProblemTransitionError(
-                "Closed", target, "problem is Closed, a final state; it cannot be changed"
-            )
+            raise PROBLEM_STATES.refuse_final_change(problem.state, target)
         return problem
     if target != problem.state:
-        check_problem_transition(problem.state, target)
+        PROBLEM_STATES.check(problem.state, target)
         changes["state"] = target
         if target == "Resolved":
             changes["resolved_at"] = now
@@ -258,29 +196,10 @@ def apply_problem_update(problem: Problem, update: ProblemUpdate, now: datetime)
         if target == "Closed":
             changes["closed_at"] = now
     if target in ("Known Error", "Resolved") and not changes.get("root_cause", problem.root_cause):
-        raise InvalidProblemUpdateError("root_cause", f"required for a problem to be {target}")
+        raise InvalidUpdateError("root_cause", f"required for a problem to be {target}")
     if all(getattr(problem, name) == value for name, value in changes.items()):
         return problem
     return problem.model_copy(update={**changes, "updated_at": now})
-
-
-def path_to(current: ProblemState, target: ProblemState) -> list[ProblemState]:
-    """The shortest chain of legal moves from `current` to `target` (empty when already there).
-
-    Raises:
-        IllegalProblemTransitionError: no chain of legal moves leads there.
-    """
-    frontier: list[list[ProblemState]] = [[current]]
-    seen = {current}
-    while frontier:
-        path = frontier.pop(0)
-        if path[-1] == target:
-            return path[1:]
-        for step in PROBLEM_TRANSITIONS[path[-1]]:
-            if step not in seen:
-                seen.add(step)
-                frontier.append([*path, step])
-    raise IllegalProblemTransitionError(current, target)
 
 
 def check_workaround(runbook: str, available: Collection[str]) -> None:

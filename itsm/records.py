@@ -12,12 +12,29 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from opsflow.itsm.numbering import parse_record_id
+from opsflow.itsm.numbering import NumberedRecord, Numbering
+from opsflow.itsm.states import StateMachine
 
 EventClass = Literal["informational", "warning", "exception"]
 EventStatus = Literal["firing", "resolved"]
 IncidentState = Literal["New", "In Progress", "On Hold", "Resolved", "Closed", "Canceled"]
 ResolutionCode = Literal["auto-remediated", "manual", "no-fault", "workaround", "duplicate"]
+
+INCIDENT_STATES: StateMachine[IncidentState] = StateMachine(
+    "incident",
+    {
+        "New": ("In Progress", "On Hold", "Resolved", "Canceled"),
+        "In Progress": ("On Hold", "Resolved", "Canceled"),
+        "On Hold": ("In Progress", "Resolved", "Canceled"),
+        "Resolved": ("Closed", "In Progress"),
+        "Closed": (),
+        "Canceled": (),
+    },
+)
+"""The incident state machine; Resolved -> In Progress is a reopen, Closed and Canceled are
+final."""
+
+INCIDENT_NUMBERING = Numbering("INC")
 
 REPORTER_HIDDEN = (
     "hold_reason",
@@ -48,10 +65,6 @@ def left_to_automation(incident: Incident) -> bool:
     return incident.state in CLAIMABLE_STATES and incident.assigned_to is None
 
 
-FINAL_STATES: tuple[IncidentState, ...] = ("Closed", "Canceled")
-"""States an incident never leaves."""
-
-
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
@@ -65,16 +78,6 @@ Priority = Annotated[int, Field(ge=1, le=5, description="1 (critical) to 5 (plan
 CiName = Annotated[str, Field(min_length=1, max_length=255)]
 ShortText = Annotated[str, Field(min_length=1, max_length=500)]
 LongText = Annotated[str, Field(max_length=10_000)]
-
-
-def incident_number(incident_id: int) -> str:
-    """The human-facing number of an incident, e.g. INC0000042 for id 42."""
-    return f"INC{incident_id:07d}"
-
-
-def parse_incident_id(key: int | str) -> int | None:
-    """The id in 7, "7" or "INC0000007"; None when it is none of those."""
-    return parse_record_id(key, "INC")
 
 
 class _EventFields(BaseModel):
@@ -178,13 +181,11 @@ class FailedEvent(Event):
     reason: str
 
 
-class Incident(BaseModel):
+class Incident(NumberedRecord):
     """An unplanned interruption or reduction in quality of a service, and its handling."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    numbering = INCIDENT_NUMBERING
 
-    id: int
-    number: str = Field(default="", description="INC followed by the zero-padded id.")
     host: str | None = None
     service: str | None = None
     symptom: str
@@ -219,19 +220,6 @@ class Incident(BaseModel):
     problem_id: int | None = None
     known_error_id: int | None = None
     version: int = Field(default=1, ge=1, description="Bumped on every change.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_number(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("number") and isinstance(data.get("id"), int):
-            data = {**data, "number": incident_number(data["id"])}
-        return data
-
-    @model_validator(mode="after")
-    def _number_matches_id(self) -> Incident:
-        if self.number != incident_number(self.id):
-            raise ValueError(f"number {self.number!r} does not match id {self.id}")
-        return self
 
     def reporter_view(self) -> Incident:
         """The incident as a person who reported it, but does not operate, may read it.

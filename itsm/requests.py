@@ -14,11 +14,11 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from opsflow.errors import PermanentError
-from opsflow.itsm.numbering import parse_record_id
+from opsflow.itsm.numbering import NumberedRecord, Numbering
 from opsflow.itsm.records import UtcDatetime
+from opsflow.itsm.states import StateMachine
 
 RequestState = Literal[
     "submitted",
@@ -34,40 +34,33 @@ RequestState = Literal[
 InputValue = str | int
 """A validated catalog input: integers for type integer, strings for every other type."""
 
-TRANSITIONS: dict[RequestState, tuple[RequestState, ...]] = {
-    "submitted": ("awaiting-approval", "approved", "rejected", "failed", "canceled"),
-    "awaiting-approval": ("approved", "rejected", "expired", "failed", "canceled"),
-    "approved": ("fulfilling", "failed", "canceled"),
-    "fulfilling": ("fulfilled", "failed", "approved"),
-    "fulfilled": (),
-    "failed": (),
-    "rejected": (),
-    "expired": (),
-    "canceled": (),
-}
-"""Legal moves from each state; a request that has started fulfillment can no longer be canceled.
+REQUEST_STATES: StateMachine[RequestState] = StateMachine(
+    "service request",
+    {
+        "submitted": ("awaiting-approval", "approved", "rejected", "failed", "canceled"),
+        "awaiting-approval": ("approved", "rejected", "expired", "failed", "canceled"),
+        "approved": ("fulfilling", "failed", "canceled"),
+        "fulfilling": ("fulfilled", "failed", "approved"),
+        "fulfilled": (),
+        "failed": (),
+        "rejected": (),
+        "expired": (),
+        "canceled": (),
+    },
+)
+"""The request state machine; a request that has started fulfillment can no longer be canceled,
+and its final states close it.
 
 Fulfilling goes back to approved only when the desk carrying it stopped and another takes it
 over to fulfill it again (fulfillment flows are idempotent)."""
 
-FINAL_STATES: tuple[RequestState, ...] = tuple(s for s, moves in TRANSITIONS.items() if not moves)
-"""States a request never leaves: it is closed."""
+REQUEST_NUMBERING = Numbering("REQ")
 
 PENDING_STATES: tuple[RequestState, ...] = ("submitted", "awaiting-approval")
 """States in which a decision about the request may still be taken."""
 
 CARRIED_STATES: tuple[RequestState, ...] = (*PENDING_STATES, "approved", "fulfilling")
 """States in which a flow run is carrying the request towards a final state."""
-
-
-def request_number(request_id: int) -> str:
-    """The human-facing number of a request, e.g. REQ0000042 for id 42."""
-    return f"REQ{request_id:07d}"
-
-
-def parse_request_id(key: int | str) -> int | None:
-    """The id in 7, "7" or "REQ0000007"; None when it is none of those."""
-    return parse_record_id(key, "REQ")
 
 
 class Attachment(BaseModel):
@@ -83,13 +76,11 @@ class Attachment(BaseModel):
     remote_path: str | None = None
 
 
-class ServiceRequest(BaseModel):
+class ServiceRequest(NumberedRecord):
     """A request for something the catalog offers, and what became of it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    numbering = REQUEST_NUMBERING
 
-    id: int
-    number: str = Field(default="", description="REQ followed by the zero-padded id.")
     item: str = Field(description="The catalog item asked for.")
     inputs: dict[str, InputValue] = Field(default_factory=dict)
     requester: str
@@ -120,23 +111,10 @@ class ServiceRequest(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list)
     version: int = Field(default=1, ge=1, description="Bumped on every change.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_number(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("number") and isinstance(data.get("id"), int):
-            data = {**data, "number": request_number(data["id"])}
-        return data
-
-    @model_validator(mode="after")
-    def _number_matches_id(self) -> ServiceRequest:
-        if self.number != request_number(self.id):
-            raise ValueError(f"number {self.number!r} does not match id {self.id}")
-        return self
-
     @property
     def is_closed(self) -> bool:
         """Whether the request reached a final state."""
-        return self.state in FINAL_STATES
+        return self.state in REQUEST_STATES.final
 
 
 class RequestCreate(BaseModel):
@@ -158,24 +136,6 @@ class DecisionIn(BaseModel):
     comment: str = Field(default="", max_length=2000)
 
 
-class IllegalRequestTransitionError(PermanentError, ValueError):
-    """A request was asked to move to a state its state machine does not allow from here."""
-
-    def __init__(self, number: str, current: str, target: str) -> None:
-        self.current = current
-        self.target = target
-        allowed = ", ".join(TRANSITIONS.get(current, ())) or "none, it is closed"  # type: ignore[call-overload]
-        super().__init__(
-            f"{number} cannot go from {current} to {target}; allowed from {current}: {allowed}"
-        )
-
-
-def check_transition(request: ServiceRequest, target: RequestState) -> None:
-    """Refuse a move the state machine does not allow, naming both states and the legal ones."""
-    if target not in TRANSITIONS[request.state]:
-        raise IllegalRequestTransitionError(request.number, request.state, target)
-
-
 def apply_transition(
     request: ServiceRequest, target: RequestState, now: datetime, **changes: Any
 ) -> ServiceRequest:
@@ -186,13 +146,13 @@ def apply_transition(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    check_transition(request, target)
+    REQUEST_STATES.check(request.state, target, request.number)
     update: dict[str, Any] = {**changes, "state": target, "updated_at": now}
     if target in ("approved", "rejected"):
         if not (changes.get("approver") or request.approver):
             raise ValueError(f"{request.number}: {target} needs an approver")
         update.setdefault("decided_at", now)
-    if target in FINAL_STATES:
+    if target in REQUEST_STATES.final:
         update["closed_at"] = now
     if target != "awaiting-approval":
         update.setdefault("approval_due_at", None)

@@ -22,11 +22,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from opsflow.errors import TransientError
 from opsflow.inventory.models import Estate
 from opsflow.itsm.ci import ci_of
-from opsflow.itsm.maintenance_store import declared_windows
-from opsflow.itsm.problem_store import ProblemStore
 from opsflow.itsm.problems import KnownError, match_known_error
 from opsflow.itsm.records import Event, EventClass, IncidentCreate, IncidentReport, IncidentUpdate
-from opsflow.itsm.store import Correlation, EventLink, Store
+from opsflow.itsm.store.correlation import Correlation
+from opsflow.itsm.store.events import EventLink
+from opsflow.itsm.store.records import Records
 
 SEVERITY_CLASSES: dict[str, EventClass] = {
     "critical": "exception",
@@ -185,7 +185,7 @@ def in_maintenance(event: Event, estate: Estate, at: datetime) -> str | None:
 
 
 def triage(
-    store: Store,
+    store: Records,
     estate: Estate,
     events: list[Event],
     now: datetime,
@@ -202,11 +202,10 @@ def triage(
         TransientError, OperationalError, InterfaceError: the database failed; nothing of
             the events not yet written is lost, they stay pending for the next batch.
     """
-    problem_store = ProblemStore(store)
-    known_errors = problem_store.active_known_errors()
+    known_errors = store.known_errors.active()
     decisions: list[Decision] = []
     by_key: dict[str, list[tuple[Event, Classification]]] = defaultdict(list)
-    declared = declared_windows(store, [e.occurred_at for e in events])
+    declared = store.maintenance.index([e.occurred_at for e in events])
 
     def failed(event: Event, verdict: Classification | None, exc: Exception) -> None:
         if isinstance(exc, BATCH_ERRORS):
@@ -230,7 +229,6 @@ def triage(
                 decision = _settle_one(
                     store,
                     estate,
-                    problem_store,
                     known_errors,
                     event,
                     verdict,
@@ -254,7 +252,7 @@ def triage(
         verdict = group[0][1]
         if rest and first.incident_id is not None:
             try:
-                counted = store.correlate_more(
+                counted = store.correlation.correlate_more(
                     first.incident_id,
                     len(rest),
                     max(e.occurred_at for e, _ in rest),
@@ -314,7 +312,7 @@ def triage(
             failed(event, verdict, exc)
     for key, group in by_key.items():
         settle(key, group)
-    store.mark_triaged(
+    store.events.mark_triaged(
         [
             (d.event_id, d.event_class, d.rule, d.incident_id)
             for d in decisions
@@ -323,7 +321,7 @@ def triage(
         now,
         flow_run_id=flow_run_id,
     )
-    store.mark_failed(
+    store.events.mark_failed(
         [(d.event_id, d.reason or "failed") for d in decisions if d.action == "failed"],
         now,
         flow_run_id=flow_run_id,
@@ -338,9 +336,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _settle_one(
-    store: Store,
+    store: Records,
     estate: Estate,
-    problem_store: ProblemStore,
     known_errors: list[KnownError],
     event: Event,
     verdict: Classification,
@@ -357,7 +354,7 @@ def _settle_one(
     runbook = verdict.runbook
     if known_error is not None and _automatable(known_error.workaround, event, estate):
         runbook = known_error.workaround
-    found = store.correlate(
+    found = store.correlation.correlate(
         IncidentCreate(
             host=event.host,
             service=event.service,
@@ -378,7 +375,7 @@ def _settle_one(
     incident = found.incident
     linked = None
     if found.outcome == "opened" and known_error is not None:
-        _apply_known_error(problem_store, incident.id, known_error, runbook, now, flow_run_id)
+        _apply_known_error(store, incident.id, known_error, runbook, now, flow_run_id)
         linked = known_error.number
     return Decision(
         event.id,
@@ -407,7 +404,7 @@ def _automatable(runbook: str, event: Event, estate: Estate) -> bool:
 
 
 def _apply_known_error(
-    problem_store: ProblemStore,
+    store: Records,
     incident_id: int,
     known_error: KnownError,
     runbook: str | None,
@@ -415,7 +412,7 @@ def _apply_known_error(
     flow_run_id: str | None,
 ) -> None:
     """Link a new incident to its known error and say in the worklog what that means."""
-    problem_store.link_incident_to_known_error(
+    store.known_errors.link_incident(
         incident_id, known_error.id, actor="triage", now=now, flow_run_id=flow_run_id
     )
     action = (
@@ -423,7 +420,7 @@ def _apply_known_error(
         if runbook == known_error.workaround
         else f"workaround {known_error.workaround} cannot run automatically here"
     )
-    problem_store.store.add_worklog(
+    store.worklog.add(
         incident_id,
         "triage",
         f"known error {known_error.number}: {known_error.root_cause[:500]}; {action}",
@@ -441,7 +438,7 @@ def _team_of(service_name: str | None, estate: Estate) -> str:
 
 
 def report_incident(
-    store: Store,
+    store: Records,
     estate: Estate,
     report: IncidentReport,
     reporter: str,
@@ -452,7 +449,7 @@ def report_incident(
 
     The correlation key and priority come from the estate's classification, so a report and
     the alert for the same CI and symptom meet on one incident; no runbook starts from a
-    report (a later alert brings one, see `Store.correlate`'s adoption). The reporter's
+    report (a later alert brings one, see `Correlator.correlate`'s adoption). The reporter's
     impact and urgency apply when they `assesses` (operators); anyone else's are noted in
     the worklog with their words. Every reporter is recorded on the incident.
     """
@@ -466,7 +463,7 @@ def report_incident(
     elif report.impact or report.urgency:
         view = f"impact {report.impact or '-'}, urgency {report.urgency or '-'}"
         words += f" (reporter's view: {view})"
-    return store.correlate(
+    return store.correlation.correlate(
         IncidentCreate(
             host=report.host,
             service=report.service,
@@ -484,14 +481,14 @@ def report_incident(
 
 
 def _close_loop(
-    store: Store, event: Event, verdict: Classification, now: datetime, flow_run_id: str | None
+    store: Records, event: Event, verdict: Classification, now: datetime, flow_run_id: str | None
 ) -> Decision:
-    incident = store.open_incident_for_key(verdict.correlation_key)
+    incident = store.incidents.open_for_key(verdict.correlation_key)
     if incident is None:
         return Decision(event.id, verdict.event_class, verdict.rule, "no-open-incident")
     note = f"Alert resolved at {event.ends_at or event.occurred_at:%Y-%m-%d %H:%M:%S %Z}."
     if incident.state == "New":
-        incident = store.update_incident(
+        incident = store.incidents.update(
             incident.id,
             IncidentUpdate(
                 state="Resolved",
@@ -503,7 +500,7 @@ def _close_loop(
             flow_run_id=flow_run_id,
         )
     else:
-        store.add_worklog(incident.id, "triage", note, now)
+        store.worklog.add(incident.id, "triage", note, now)
     return Decision(
         event.id, verdict.event_class, verdict.rule, "alert-resolved", incident.id, incident.number
     )

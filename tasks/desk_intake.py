@@ -20,8 +20,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from opsflow.errors import PermanentError, TransientError
 from opsflow.itsm.records import OPEN_STATES
+from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
-from opsflow.tasks.records import open_store
 from opsflow.tasks.retry import is_transient
 
 DESK_TOKEN_BLOCK = "opsflow-desk-token"  # noqa: S105 (a block name, not a secret)
@@ -146,11 +146,11 @@ def send_events(
 @task(cache_policy=NONE, timeout_seconds=120)
 def read_open_incidents(symptoms: list[str]) -> list[OpenIncident]:
     """The open incidents with one of `symptoms`, read from the records store (reads only)."""
-    store = open_store()
+    store = open_records()
     found: list[OpenIncident] = []
     offset, limit = 0, 1000
     while True:
-        page = store.list_incidents(state=OPEN_STATES, limit=limit, offset=offset)
+        page = store.incidents.list(state=OPEN_STATES, limit=limit, offset=offset)
         found += [
             OpenIncident.model_validate(i.model_dump()) for i in page if i.symptom in symptoms
         ]

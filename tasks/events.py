@@ -10,16 +10,17 @@ from prefect.events import emit_event
 
 from opsflow.inventory.models import Estate
 from opsflow.itsm.records import Incident
+from opsflow.itsm.store.records import open_records
 from opsflow.itsm.triage import Decision, triage
-from opsflow.tasks.records import current_flow_run_id, open_store
+from opsflow.tasks.records import current_flow_run_id
 
 
 @task(cache_policy=NONE, timeout_seconds=300)
 def triage_pending_events(estate: Estate, limit: int, max_bytes: int) -> list[Decision]:
     """Classify and correlate up to `limit` stored, untriaged events (and `max_bytes` of
     their labels, annotations and summaries), oldest first."""
-    store = open_store()
-    events = store.pending_events(limit, max_bytes)
+    store = open_records()
+    events = store.events.pending(limit, max_bytes)
     if not events:
         return []
     return triage(store, estate, events, datetime.now(UTC), current_flow_run_id())
@@ -63,12 +64,12 @@ def publish_incident_change(incident: Incident, change: str, events: int = 1) ->
 @task(cache_policy=NONE, timeout_seconds=60)
 def emit_incident_event(incident_id: int, change: str, events: int = 1) -> None:
     """Task form of `publish_incident_change`, reading the incident as it is now."""
-    publish_incident_change(open_store().get_incident(str(incident_id)), change, events)
+    publish_incident_change(open_records().incidents.get(str(incident_id)), change, events)
 
 
 @task(cache_policy=NONE, timeout_seconds=120)
 def emit_incident_events(changes: list[tuple[int, str, int]]) -> None:
     """Publish a triage batch's incident changes (id, change, events counted) in one task."""
-    store = open_store()
+    store = open_records()
     for incident_id, change, events in changes:
-        publish_incident_change(store.get_incident(str(incident_id)), change, events)
+        publish_incident_change(store.incidents.get(str(incident_id)), change, events)

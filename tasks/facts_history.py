@@ -8,8 +8,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from opsflow.itsm.facts_store import FactsSnapshot, prune_snapshots, record_snapshots
-from opsflow.tasks.records import open_store
+from opsflow.itsm.store.facts import FactsSnapshot
+from opsflow.itsm.store.records import open_records
 
 
 class HistoryWrite(BaseModel):
@@ -22,7 +22,7 @@ class HistoryWrite(BaseModel):
 @task(cache_policy=NONE, timeout_seconds=120)
 def record_facts_history(snapshots: list[FactsSnapshot], keep_days: float) -> HistoryWrite:
     """Append this run's snapshots and drop those older than `keep_days` (not retried)."""
-    store = open_store()
-    recorded = record_snapshots(store, snapshots)
-    pruned = prune_snapshots(store, datetime.now(UTC) - timedelta(days=keep_days))
+    facts = open_records().facts
+    recorded = facts.record(snapshots)
+    pruned = facts.prune(datetime.now(UTC) - timedelta(days=keep_days))
     return HistoryWrite(recorded=recorded, pruned=pruned)

@@ -22,15 +22,10 @@ from prefect.runtime import flow_run
 from opsflow.errors import OpsError
 from opsflow.inventory.models import Estate
 from opsflow.itsm.ci import silence_label_sets
-from opsflow.itsm.maintenance_store import (
-    DeclaredWindow,
-    close_window,
-    declare_window,
-    get_window,
-    record_silences,
-)
+from opsflow.itsm.store.maintenance import DeclaredWindow
+from opsflow.itsm.store.records import open_records
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.records import current_flow_run_id, open_store
+from opsflow.tasks.records import current_flow_run_id
 from opsflow.tasks.silences import create_silence, end_silence
 
 DEFAULT_GRACE_S = 60.0
@@ -44,8 +39,7 @@ def open_maintenance_window(
 ) -> DeclaredWindow:
     """Declare a window over `hosts` from now for at most `minutes` (not retried: no duplicates)."""
     now = datetime.now(UTC)
-    window = declare_window(
-        open_store(),
+    window = open_records().maintenance.declare(
         name=name,
         hosts=hosts,
         reason=reason,
@@ -72,7 +66,7 @@ def open_maintenance_window(
 def close_maintenance_window(window_id: int, grace_s: float = DEFAULT_GRACE_S) -> DeclaredWindow:
     """End the window `grace_s` from now, never later than declared; idempotent, so retried."""
     now = datetime.now(UTC)
-    window = close_window(open_store(), window_id, now + timedelta(seconds=grace_s), now)
+    window = open_records().maintenance.close(window_id, now + timedelta(seconds=grace_s), now)
     get_run_logger().info("maintenance window %s ends %s", window.label, f"{window.end:%H:%M:%S}")
     return window
 
@@ -89,8 +83,8 @@ def mirror_window(window_id: int, estate: Estate) -> DeclaredWindow:
     Raises:
         OpsError: Alertmanager failed or refused; the window stays unmirrored.
     """
-    store = open_store()
-    window = get_window(store, window_id)
+    windows = open_records().maintenance
+    window = windows.get(window_id)
     link = estate.settings.alertmanager
     if link is None or window.silence_ids is not None:
         return window
@@ -99,7 +93,7 @@ def mirror_window(window_id: int, estate: Estate) -> DeclaredWindow:
         create_silence(link, matchers, window.start, window.end, silence_comment(window)).silence_id
         for matchers in silence_label_sets(hosts, estate.settings.labels)
     ]
-    return record_silences(store, window.id, ids)
+    return windows.record_silences(window.id, ids)
 
 
 def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
@@ -108,8 +102,8 @@ def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
     Raises:
         OpsError: Alertmanager failed or refused; the silences lapse at their own end.
     """
-    store = open_store()
-    window = get_window(store, window_id)
+    windows = open_records().maintenance
+    window = windows.get(window_id)
     if not window.silence_ids:
         return window
     link = estate.settings.alertmanager
@@ -121,7 +115,7 @@ def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
         )
         return window
     ids = [end_silence(link, sid, window.end).silence_id for sid in window.silence_ids]
-    return record_silences(store, window.id, ids) if ids != window.silence_ids else window
+    return windows.record_silences(window.id, ids) if ids != window.silence_ids else window
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:

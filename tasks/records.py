@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from opsflow.itsm.leases import Leases, RestorationClaim
 from opsflow.itsm.records import Incident, IncidentUpdate
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.leases import RestorationClaim
+from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
-
-_stores: dict[str, Store] = {}
-_lock = threading.Lock()
-
-
-def open_store(url: str | None = None) -> Store:
-    """The process's store for `url` (default: the settings'), opened once and shared."""
-    key = url or get_settings().database_url or str(get_settings().home)
-    with _lock:
-        if key not in _stores:
-            _stores[key] = Store(url)
-        return _stores[key]
 
 
 def current_flow_run_id() -> str | None:
@@ -36,7 +23,7 @@ def current_flow_run_id() -> str | None:
 @task(cache_policy=NONE, timeout_seconds=60)
 def read_incident(incident: str) -> Incident:
     """One incident by id or number."""
-    return open_store().get_incident(incident)
+    return open_records().incidents.get(incident)
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
@@ -46,7 +33,7 @@ def claim_incident(incident: str, actor: str, holder: str) -> RestorationClaim:
     Claimed (In Progress if New, linked to the run) only if it is New or In Progress and
     no other live restoration holds its lease; otherwise returned as it is, untouched.
     """
-    return Leases(open_store()).claim_restoration(
+    return open_records().leases.claim_restoration(
         incident, holder, get_settings().lease_seconds, actor, current_flow_run_id()
     )
 
@@ -54,7 +41,7 @@ def claim_incident(incident: str, actor: str, holder: str) -> RestorationClaim:
 @task(cache_policy=NONE, timeout_seconds=60)
 def change_incident(incident_id: int, update: IncidentUpdate, actor: str) -> Incident:
     """Apply a state or field change through the lifecycle rules, audited with this run."""
-    return open_store().update_incident(
+    return open_records().incidents.update(
         incident_id, update, actor=actor, now=datetime.now(UTC), flow_run_id=current_flow_run_id()
     )
 
@@ -62,7 +49,7 @@ def change_incident(incident_id: int, update: IncidentUpdate, actor: str) -> Inc
 @task(cache_policy=NONE, timeout_seconds=60)
 def write_worklog(incident_id: int, author: str, text: str) -> None:
     """Add a line to the incident's worklog."""
-    open_store().add_worklog(incident_id, author, text, datetime.now(UTC))
+    open_records().worklog.add(incident_id, author, text, datetime.now(UTC))
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
@@ -70,6 +57,6 @@ def spend_remediation(service: str, host: str, incident_id: int, budget: int) ->
     """Count one automatic remediation against the service's hourly budget, if it allows;
     the hour's count with it, or None when the budget is spent."""
     now = datetime.now(UTC)
-    return open_store().spend_remediation(
+    return open_records().remediations.spend(
         service, host, incident_id, budget, since=now - timedelta(hours=1), at=now
     )

@@ -165,9 +165,9 @@ class NoWorkers:
 
 def open_service_down(host: str, summary: str) -> Incident:
     """A New service-down incident for app on `host`, with the restart-service runbook."""
-    from opsflow.tasks.records import open_store
+    from opsflow.itsm.store.records import open_records
 
-    incident, _ = open_store().open_or_correlate(
+    incident, _ = open_records().correlation.open_or_correlate(
         IncidentCreate(
             host=host,
             service="app",

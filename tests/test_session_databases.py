@@ -29,10 +29,10 @@ def test_prefect_server_records_flow_runs_in_postgresql(
 
 
 def test_session_desk_keeps_its_records_in_postgresql(desk, postgres: PostgresCluster) -> None:
-    from opsflow.tasks.records import open_store
+    from opsflow.itsm.store.records import open_records
 
-    store = open_store()
-    assert store.dialect == "postgresql"
+    store = open_records()
+    assert store.db.dialect == "postgresql"
     with psycopg.connect(_dsn(postgres, "records")) as connection:
         tables = {r[0] for r in connection.execute("SELECT tablename FROM pg_tables")}
     assert {"incidents", "events", "audit"} <= tables

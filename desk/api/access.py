@@ -41,9 +41,9 @@ from opsflow.itsm.access import (
     AccessRequestInvalidError,
     resolve_request,
 )
-from opsflow.itsm.access_store import AccessStore
 from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
-from opsflow.itsm.store import RecordNotFoundError
+from opsflow.itsm.store.access import AccessGrants
+from opsflow.itsm.store.errors import RecordNotFoundError
 
 logger = logging.getLogger("opsflow.desk.access")
 
@@ -77,7 +77,7 @@ def _approvable_entitlements(estate: Estate, person: Person) -> list[str]:
     return [e.name for e in estate.entitlements if e.approvers.admits(person)]
 
 
-def _visible(grants: AccessStore, grant_id: int, estate: Estate, person: Person) -> AccessGrant:
+def _visible(grants: AccessGrants, grant_id: int, estate: Estate, person: Person) -> AccessGrant:
     """The grant if `person` may see it (theirs, one they may approve, or an operator);
     otherwise 404, exactly as if there were none."""
     grant = grants.get(grant_id)

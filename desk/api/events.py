@@ -31,7 +31,6 @@ from opsflow.desk.metrics import EVENTS_REJECTED
 from opsflow.inventory.models import Person
 from opsflow.itsm.numbering import MAX_RECORD_ID
 from opsflow.itsm.records import FailedEvent
-from opsflow.itsm.store import Store
 
 logger = logging.getLogger("opsflow.desk.intake")
 
@@ -59,7 +58,7 @@ class Intake:
         on_events: told when new events are stored (the desk wakes triage).
     """
 
-    def __init__(self, store: Store, max_waiting: int, on_events: Callable[[], None]) -> None:
+    def __init__(self, store: Records, max_waiting: int, on_events: Callable[[], None]) -> None:
         self.commit = GroupCommit(store, max_waiting=max_waiting)
         self.on_events = on_events
 
@@ -148,7 +147,7 @@ def failed_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[FailedEvent]:
     """Events triage marked failed, newest first, each with its reason."""
-    return store.failed_events(limit)
+    return store.events.failed(limit)
 
 
 class RetryFailed(BaseModel):
@@ -172,7 +171,7 @@ def retry_failed_events(
     request: Request, person: Operator, store: Records, body: RetryFailed
 ) -> Retried:
     """Triage failed events again, once what made them fail is mended; audited."""
-    ids = store.retry_failed(body.ids, datetime.now(UTC), person.name)
+    ids = store.events.retry_failed(body.ids, datetime.now(UTC), person.name)
     if ids:
         request.app.state.on_events()
     return Retried(retried=ids)

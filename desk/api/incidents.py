@@ -17,7 +17,7 @@ from opsflow.desk.api.schema import Offset
 from opsflow.desk.deps import CurrentEstate, Operator, Reader, Records, sees_everything
 from opsflow.inventory.models import Person
 from opsflow.itsm.records import Incident, IncidentReport, IncidentUpdate, WorklogEntry
-from opsflow.itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.store.errors import RecordNotFoundError
 from opsflow.itsm.triage import report_incident as classify_report
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
@@ -46,7 +46,7 @@ def list_incidents(
 ) -> list[Incident]:
     """Incidents, newest first, filtered by state, host or service (operators: all of
     them; anyone else: those they reported, in the reporter's view)."""
-    found = store.list_incidents(
+    found = store.incidents.list(
         state=state,
         host=host,
         service=service,
@@ -77,8 +77,8 @@ def show_incident(incident_id: str, person: Reader, store: Records) -> IncidentD
     """One incident by id or number (INC0000001), with its worklog and SLA state; 404
     for an incident someone else reported, unless an operator asks. Its reporters read
     the reporter's view: no automation's worklog, notes or assignee."""
-    incident = store.get_incident(incident_id)
-    if not sees_everything(person) and not store.reported_by(incident.id, person.name):
+    incident = store.incidents.get(incident_id)
+    if not sees_everything(person) and not store.incidents.reported_by(incident.id, person.name):
         raise RecordNotFoundError("incident", incident_id)
     return _detail(store, incident_id, person)
 
@@ -88,8 +88,8 @@ def update_incident(
     incident_id: str, body: IncidentUpdate, request: Request, person: Operator, store: Records
 ) -> IncidentDetail:
     """Change state, assignment or priority; illegal transitions are refused (409)."""
-    incident = store.get_incident(incident_id)
-    after = store.update_incident(incident.id, body, actor=person.name, now=datetime.now(UTC))
+    incident = store.incidents.get(incident_id)
+    after = store.incidents.update(incident.id, body, actor=person.name, now=datetime.now(UTC))
     on_incident_change = request.app.state.on_incident_change
     if after.state != incident.state and after.state in ("Resolved", "Closed", "Canceled"):
         on_incident_change(after, after.state.lower())
@@ -103,13 +103,13 @@ def as_seen_by(incident: Incident, person: Person) -> Incident:
     return incident if sees_everything(person) else incident.reporter_view()
 
 
-def _detail(store: Store, incident_id: str, person: Person) -> IncidentDetail:
+def _detail(store: Records, incident_id: str, person: Person) -> IncidentDetail:
     """The incident with its SLA state and the worklog `person` may read: all of it for
     operators, their own entries (their reports) for anyone else."""
-    incident = store.get_incident(incident_id)
+    incident = store.incidents.get(incident_id)
     author = None if sees_everything(person) else person.name
     return IncidentDetail(
         **as_seen_by(incident, person).model_dump(),
-        worklog=store.worklog(incident.id, author=author),
+        worklog=store.worklog.entries(incident.id, author=author),
         sla_breached=incident.sla_breaches(datetime.now(UTC)),
     )

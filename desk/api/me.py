@@ -36,7 +36,7 @@ def me(person: Reader, store: Records, requests: Requests, grants: Grants) -> My
         roles=list(person.roles),
         team=person.team,
         incidents=[
-            as_seen_by(i, person) for i in store.list_incidents(reported_by=person.name, limit=200)
+            as_seen_by(i, person) for i in store.incidents.list(reported_by=person.name, limit=200)
         ],
         requests=requests.list(requester=person.name, limit=200),
         access_grants=grants.list(requester=person.name, limit=200),

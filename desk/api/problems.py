@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from opsflow.desk.api.schema import Offset
-from opsflow.desk.deps import Operator, Problems
+from opsflow.desk.deps import KnownErrors, Operator, Problems
 from opsflow.itsm.problems import (
     KnownError,
     KnownErrorCreate,
@@ -46,13 +46,13 @@ def list_problems(
     offset: Offset = 0,
 ) -> list[Problem]:
     """Problems, newest first, each with the incidents it explains; filter by state or service."""
-    return problems.list_problems(state=state, service=service, limit=limit, offset=offset)
+    return problems.list(state=state, service=service, limit=limit, offset=offset)
 
 
 @router.get("/problems/{problem_id}")
 def show_problem(problem_id: str, person: Operator, problems: Problems) -> Problem:
     """One problem by id or number (PRB0000001), with its incidents and known errors."""
-    return problems.get_problem(problem_id)
+    return problems.get(problem_id)
 
 
 @router.patch("/problems/{problem_id}")
@@ -60,22 +60,24 @@ def update_problem(
     problem_id: str, body: ProblemUpdate, person: Operator, problems: Problems
 ) -> Problem:
     """Add root-cause notes or move the problem on; illegal moves are refused (409)."""
-    return problems.update_problem(problem_id, body, actor=person.name, now=datetime.now(UTC))
+    return problems.update(problem_id, body, actor=person.name, now=datetime.now(UTC))
 
 
 @router.get("/known-errors")
 def list_known_errors(
     person: Operator,
-    problems: Problems,
+    known_errors: KnownErrors,
     service: str | None = None,
     include_retired: bool = False,
 ) -> list[KnownError]:
     """Known errors with how often their workaround was applied and worked, oldest first."""
-    return problems.list_known_errors(service=service, include_retired=include_retired)
+    return known_errors.list(service=service, include_retired=include_retired)
 
 
 @router.post("/known-errors", status_code=status.HTTP_201_CREATED)
-def add_known_error(body: KnownErrorCreate, person: Operator, problems: Problems) -> KnownError:
+def add_known_error(
+    body: KnownErrorCreate, person: Operator, known_errors: KnownErrors
+) -> KnownError:
     """Record a known error; triage applies its workaround to every new matching incident.
 
     The workaround must be a runbook opsflow can run (422 otherwise); a duplicate signature
@@ -86,12 +88,12 @@ def add_known_error(body: KnownErrorCreate, person: Operator, problems: Problems
         check_workaround(body.workaround, available)
     except UnknownRunbookError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    return problems.add_known_error(
-        body, actor=person.name, now=datetime.now(UTC), runbooks=available
-    )
+    return known_errors.add(body, actor=person.name, now=datetime.now(UTC), runbooks=available)
 
 
 @router.get("/known-errors/{known_error_id}")
-def show_known_error(known_error_id: str, person: Operator, problems: Problems) -> KnownError:
+def show_known_error(
+    known_error_id: str, person: Operator, known_errors: KnownErrors
+) -> KnownError:
     """One known error by id or number (KE0000001)."""
-    return problems.get_known_error(known_error_id)
+    return known_errors.get(known_error_id)

@@ -30,7 +30,6 @@ from opsflow.itsm.catalog import (
     validate_request,
 )
 from opsflow.itsm.records import AuditEntry
-from opsflow.itsm.request_store import RequestQuotaError, RequestStore
 from opsflow.itsm.requests import (
     PENDING_STATES,
     Decision,
@@ -39,7 +38,9 @@ from opsflow.itsm.requests import (
     ServiceRequest,
     decision_signature,
 )
-from opsflow.itsm.store import RecordNotFoundError
+from opsflow.itsm.store.errors import RecordNotFoundError
+from opsflow.itsm.store.requests import RequestQuotaError
+from opsflow.itsm.store.requests import Requests as RequestRecords
 
 logger = logging.getLogger("opsflow.desk.requests")
 
@@ -128,7 +129,7 @@ def _entry(item: CatalogItem, estate: Estate, person: Person) -> CatalogEntry:
     )
 
 
-def _detail(requests: RequestStore, id_or_number: str | int) -> RequestDetail:
+def _detail(requests: RequestRecords, id_or_number: str | int) -> RequestDetail:
     record = requests.get(id_or_number)
     return RequestDetail(**record.model_dump(), audit=requests.audit_trail(record.id))
 
@@ -143,7 +144,7 @@ def _approvable_items(estate: Estate, person: Person) -> list[str]:
 
 
 def _visible(
-    requests: RequestStore, id_or_number: str, estate: Estate, person: Person
+    requests: RequestRecords, id_or_number: str, estate: Estate, person: Person
 ) -> ServiceRequest:
     """The request if `person` may read it; otherwise 404, exactly as if there were none."""
     record = requests.get(id_or_number)
@@ -255,7 +256,7 @@ def reject_request(
 
 
 def _decide(
-    requests: RequestStore,
+    requests: RequestRecords,
     estate: Estate,
     request_id: str,
     person: Person,
@@ -312,7 +313,7 @@ def _decide(
     return _detail(requests, record.id)
 
 
-def _paused(requests: RequestStore, record: ServiceRequest) -> ServiceRequest:
+def _paused(requests: RequestRecords, record: ServiceRequest) -> ServiceRequest:
     """The record once its run is paused for a decision; 409 if that does not happen soon."""
     from prefect.client.orchestration import get_client
 

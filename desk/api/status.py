@@ -36,7 +36,7 @@ def health(
     it names hosts, users, files and people."""
     detailed = sees_everything(person)
     try:
-        open_incidents = sum(store.count_open_by_priority().values())
+        open_incidents = sum(store.incidents.count_open_by_priority().values())
         status_of = getattr(request.app.state, "dispatcher", None)
         triage = triage_health(
             store, status_of and status_of.status(), datetime.now(UTC), detailed=detailed

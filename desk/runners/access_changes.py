@@ -25,7 +25,8 @@ from prefect import tags
 from opsflow.desk.runners.carrier import Carrier
 from opsflow.desk.runners.lease_keeper import crash_runs
 from opsflow.itsm.access import AccessGrant
-from opsflow.itsm.access_store import LEASE_PREFIX, AccessStore
+from opsflow.itsm.store.access import LEASE_PREFIX
+from opsflow.itsm.store.records import Records
 
 logger = logging.getLogger("opsflow.desk.access")
 
@@ -41,7 +42,7 @@ class AccessRunner(Carrier):
     each run takes away every grant due, so one run at a time is enough.
 
     Args:
-        grants: the access grants.
+        store: the records holding the access grants and their leases.
         grant: puts one grant in place (by id) in the calling thread.
         revoke: takes one grant away (by id, with who asked) in the calling thread.
         expire: takes away every grant due.
@@ -51,15 +52,15 @@ class AccessRunner(Carrier):
 
     def __init__(
         self,
-        grants: AccessStore,
+        store: Records,
         grant: Callable[[int], Any] | None = None,
         revoke: Callable[[int, str], Any] | None = None,
         expire: Callable[[], Any] | None = None,
         max_running: int = DEFAULT_MAX_RUNNING,
         lease_s: float | None = None,
     ) -> None:
-        super().__init__(grants.store, LEASE_PREFIX, lease_s, max_running)
-        self._grants = grants
+        super().__init__(store, LEASE_PREFIX, lease_s, max_running)
+        self._grants = store.access
         self._grant = grant or _run_grant
         self._revoke = revoke or _run_revoke
         self._expire = expire or _run_expire

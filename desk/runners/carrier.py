@@ -20,8 +20,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 
 from opsflow.desk.runners.lease_keeper import LeaseKeeper, TakeOver
-from opsflow.itsm.leases import Leases
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.carrier")
@@ -31,20 +30,22 @@ class Carrier(ABC):
     """Claims, carries and takes over one kind of leased work, in threads of its own.
 
     Args:
-        store: the records store holding the items and their leases.
+        store: the records holding the items and their leases.
         prefix: the items' lease prefix, e.g. "request:".
         lease_s: how long this process's leases last without renewal (default: the settings').
         max_running: most items carried here at once.
     """
 
-    def __init__(self, store: Store, prefix: str, lease_s: float | None, max_running: int) -> None:
+    def __init__(
+        self, store: Records, prefix: str, lease_s: float | None, max_running: int
+    ) -> None:
         self.max_running = max_running
         self.running = 0
         self._prefix = prefix
         self._changed = threading.Condition()
         self._stopped = threading.Event()
         self.leases = LeaseKeeper(
-            Leases(store),
+            store.leases,
             prefix,
             lease_s or get_settings().lease_seconds,
             self._take_over,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 
 logger = logging.getLogger("opsflow.desk.dispatch")
 
@@ -154,7 +154,7 @@ TRIAGE_LAG_LIMIT_S = 60.0
 
 
 def triage_health(
-    store: Store, status: TriageStatus | None, now: datetime, detailed: bool = False
+    store: Records, status: TriageStatus | None, now: datetime, detailed: bool = False
 ) -> dict[str, Any]:
     """What the health endpoint says about triage: backlog, failed events, the last error.
 
@@ -163,7 +163,7 @@ def triage_health(
     error's text (`last_error`) is given only when `detailed` (to operators): it can name
     the database's host, user and name.
     """
-    backlog = store.triage_backlog()
+    backlog = store.events.backlog()
     oldest = backlog.oldest_received_at
     age = (now - oldest).total_seconds() if oldest is not None else None
     failing = status is not None and status.failing

@@ -23,8 +23,9 @@ from prefect import tags
 
 from opsflow.desk.runners.carrier import Carrier
 from opsflow.desk.runners.lease_keeper import crash_runs
-from opsflow.itsm.request_store import LEASE_PREFIX, RequestStore
 from opsflow.itsm.requests import CARRIED_STATES
+from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.requests import LEASE_PREFIX
 
 logger = logging.getLogger("opsflow.desk.fulfillments")
 
@@ -37,7 +38,7 @@ class RequestRunner(Carrier):
     """Runs each request's fulfillment flow in its own daemon thread of a worker process.
 
     Args:
-        requests: the service requests.
+        store: the records holding the service requests and their leases.
         run: runs the fulfillment of one request (by number) in the calling thread.
         max_running: most requests carried here at once.
         lease_s: how long this process's leases last without renewal.
@@ -45,13 +46,13 @@ class RequestRunner(Carrier):
 
     def __init__(
         self,
-        requests: RequestStore,
+        store: Records,
         run: Callable[[str], Any] | None = None,
         max_running: int = DEFAULT_MAX_RUNNING,
         lease_s: float | None = None,
     ) -> None:
-        super().__init__(requests.store, LEASE_PREFIX, lease_s, max_running)
-        self._requests = requests
+        super().__init__(store, LEASE_PREFIX, lease_s, max_running)
+        self._requests = store.requests
         self._run = run or _run_fulfillment
 
     def waiting(self, changed_before: datetime | None) -> list[int]:

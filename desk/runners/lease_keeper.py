@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID, uuid4
 
-from opsflow.itsm.leases import Leases
+from opsflow.itsm.store.leases import Leases
 
 logger = logging.getLogger("opsflow.desk.leases")
 

@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opsflow.desk.runners.lease_keeper import LeaseKeeper, TakeOver, crash_runs
-from opsflow.itsm.leases import RESTORATION_PREFIX, Leases, incident_of
 from opsflow.itsm.records import Incident, left_to_automation
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.leases import RESTORATION_PREFIX, incident_of
+from opsflow.itsm.store.records import Records
 from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.restorations")
@@ -44,14 +44,14 @@ class RestorationRunner:
 
     def __init__(
         self,
-        store: Store,
+        store: Records,
         restore: Restore,
         lease_s: float | None = None,
         max_running: int = 8,
     ) -> None:
         self._store = store
         self._restore = restore
-        self._leases = Leases(store)
+        self._leases = store.leases
         self._changed = threading.Condition()
         self.running = 0
         self.max_running = max_running
@@ -73,7 +73,7 @@ class RestorationRunner:
         for name in self._leases.unclaimed_restorations(datetime.now(UTC)):
             if not self.leases.hold(name):
                 continue
-            record = self._store.get_incident(incident_of(name))
+            record = self._store.incidents.get(incident_of(name))
             if not left_to_automation(record) or not record.runbook or not self._reserve():
                 self.leases.let_lapse(name)
                 return None
@@ -98,7 +98,7 @@ class RestorationRunner:
 
     def _take_over(self, name: str, holder: str) -> TakeOver:
         """Carry on the restoration `name`, whose lease this desk now holds."""
-        record = self._store.get_incident(incident_of(name))
+        record = self._store.incidents.get(incident_of(name))
         if not left_to_automation(record) or not record.runbook:
             return "finished"  # resolved or escalated before its lease was given back
         if not self._reserve():
@@ -127,7 +127,7 @@ class RestorationRunner:
                 note += f" (its runs {', '.join(crashed)} marked Crashed)"
         else:
             note = f"no restoration started while {record.number} was New: starting one"
-        self._store.add_worklog(record.id, ACTOR, note, datetime.now(UTC))
+        self._store.worklog.add(record.id, ACTOR, note, datetime.now(UTC))
         logger.warning("%s: %s", record.number, note)
 
     def _work(self, record: Incident, name: str) -> None:

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 
 from opsflow.itsm.drift import Drift, find_drift
-from opsflow.itsm.facts_store import FactsSnapshot
+from opsflow.itsm.store.facts import FactsSnapshot
 from opsflow.tasks.facts import HostFacts, read_host_facts
 from opsflow.tasks.facts_history import record_facts_history
 from opsflow.tasks.fanout import map_calls, map_hosts, raise_failures

@@ -14,8 +14,8 @@ from typing import Any
 from prefect.transactions import Transaction
 from pydantic import BaseModel, Field
 
+from opsflow.itsm.store.records import open_records
 from opsflow.tasks.change import Change
-from opsflow.tasks.records import open_store
 
 
 class Diagnosis(BaseModel):
@@ -49,7 +49,7 @@ def record_rollback(transaction: Transaction, text: str) -> None:
     """Write what a rollback hook did into the incident's worklog (the restoration sets its id)."""
     incident_id = transaction.get("incident_id", None)
     if incident_id is not None:
-        open_store().add_worklog(incident_id, "rollback", text, datetime.now(UTC))
+        open_records().worklog.add(incident_id, "rollback", text, datetime.now(UTC))
 
 
 def runbooks() -> dict[str, Runbook]:

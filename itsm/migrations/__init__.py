@@ -1,6 +1,6 @@
 """Schema changes of the records database, as Alembic migrations run when a store opens.
 
-Opening a `Store` brings its database to the newest revision (`upgrade_engine`), and so do
+Opening the records' `Database` brings it to the newest revision (`upgrade_engine`), and so do
 `opsflow db upgrade` and `opsflow up` (its desk opens the store). One process migrates at
 a time: the migration runs in one transaction that holds an advisory lock on PostgreSQL and
 the write lock (BEGIN IMMEDIATE) on SQLite, and the others find the work done.
@@ -103,7 +103,7 @@ def records_metadata() -> MetaData:
     for module in walk_packages(import_module("opsflow.itsm").__path__, "opsflow.itsm."):
         if not module.name.startswith(__name__):
             import_module(module.name)
-    from opsflow.itsm.store import metadata
+    from opsflow.itsm.store.db import metadata
 
     return metadata
 
@@ -117,15 +117,15 @@ def current(conn: Connection) -> str | None:
 
 def upgrade(url: str | None = None) -> SchemaUpgrade:
     """Bring the records database at `url` (default: the configured one) to head."""
-    from opsflow.itsm.store import Store
+    from opsflow.itsm.store.db import Database
 
-    store = Store(url)
-    store.dispose()
-    return store.schema
+    db = Database(url)
+    db.dispose()
+    return db.schema
 
 
 def upgrade_engine(engine: Engine) -> SchemaUpgrade:
-    """Bring the database of a `Store`'s engine to head, unless it is there already.
+    """Bring the database of a records `Database`'s engine to head, unless it is there already.
 
     The check costs two small reads; only a database behind head takes the lock.
 
@@ -205,14 +205,14 @@ def new_revision(message: str, url: str) -> None:
     comparing them with the scratch database at `url` (brought to head first)."""
     from alembic import command
 
-    from opsflow.itsm.store import Store
+    from opsflow.itsm.store.db import Database
 
-    store = Store(url)
+    db = Database(url)
     try:
-        with store.engine.connect() as conn:
+        with db.engine.connect() as conn:
             config = alembic_config()
             config.attributes["connection"] = conn
             config.attributes["target_metadata"] = records_metadata()
             command.revision(config, message, autogenerate=True)
     finally:
-        store.dispose()
+        db.dispose()

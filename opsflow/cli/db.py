@@ -17,7 +17,7 @@ def _database() -> tuple[str, str]:
     """The records database URL, and how to print it (password hidden)."""
     from sqlalchemy.engine import make_url
 
-    from opsflow.itsm.store import default_database_url
+    from opsflow.itsm.store.db import default_database_url
 
     url = default_database_url()
     return url, make_url(url).render_as_string(hide_password=True)

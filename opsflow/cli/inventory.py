@@ -31,7 +31,7 @@ from opsflow.inventory.models import Estate
 from opsflow.settings import get_settings
 
 if TYPE_CHECKING:
-    from opsflow.itsm.facts_store import StoredSnapshot
+    from opsflow.itsm.store.facts import StoredSnapshot
 
 inventory_app = typer.Typer(help="The estate: hosts, services and their checks.")
 import_app = typer.Typer(help="Write an estate's hosts.yaml from another tool's inventory.")
@@ -157,8 +157,7 @@ def inventory_show(
 ) -> None:
     """A host's inventory entry, latest facts, a short history of them, and its drift."""
     from opsflow.itsm.drift import find_drift
-    from opsflow.itsm.facts_store import snapshot_history
-    from opsflow.tasks.records import open_store
+    from opsflow.itsm.store.records import open_records
 
     try:
         estate: Estate | None = load_estate(get_settings().estate_dir)
@@ -166,7 +165,7 @@ def inventory_show(
         err_console.print(Text.assemble(("warning:", "yellow"), f" inventory not loaded: {exc}"))
         estate = None
     try:
-        history = snapshot_history(open_store(), host, limit=HISTORY)
+        history = open_records().facts.history(host, limit=HISTORY)
     except OpsError as exc:
         raise fail(exc) from exc
     entry = _inventory_entry(estate, host)

@@ -37,19 +37,16 @@ from opsflow.desk.runners.fulfillments import RequestRunner
 from opsflow.desk.runners.restorations import RestorationRunner
 from opsflow.errors import OpsError
 from opsflow.flows import work
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.event_notices import listen_for_stored_events
-from opsflow.itsm.exclusive import exclusive
-from opsflow.itsm.metrics_queries import oldest_pending
 from opsflow.itsm.records import Incident
-from opsflow.itsm.request_store import RequestStore
-from opsflow.itsm.requests import request_number
-from opsflow.itsm.store import Store
+from opsflow.itsm.requests import REQUEST_NUMBERING
+from opsflow.itsm.store.event_notices import listen_for_stored_events
+from opsflow.itsm.store.exclusive import exclusive
+from opsflow.itsm.store.metrics import oldest_pending
+from opsflow.itsm.store.records import Records, open_records
 from opsflow.logs import configure_logging
 from opsflow.runtime import worker_metrics
 from opsflow.runtime.flow_runs import run_flow_here
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.records import open_store
 from opsflow.tasks.ssh import warm_connection
 
 logger = logging.getLogger("opsflow.worker")
@@ -74,22 +71,18 @@ class Worker:
 
     def __init__(
         self,
-        store: Store | None = None,
+        store: Records | None = None,
         limit: int = DEFAULT_LIMIT,
         lease_s: float | None = None,
         requests: int = DEFAULT_MAX_REQUESTS,
         access_changes: int = DEFAULT_MAX_ACCESS,
     ) -> None:
-        self.store = store or open_store()
+        self.store = store or open_records()
         self.restorations = RestorationRunner(
             self.store, self._restore, lease_s=lease_s, max_running=limit
         )
-        self.requests = RequestRunner(
-            RequestStore(self.store), max_running=requests, lease_s=lease_s
-        )
-        self.access = AccessRunner(
-            AccessStore(self.store), max_running=access_changes, lease_s=lease_s
-        )
+        self.requests = RequestRunner(self.store, max_running=requests, lease_s=lease_s)
+        self.access = AccessRunner(self.store, max_running=access_changes, lease_s=lease_s)
         self.triage = Dispatcher(self._triage_pass)
         self._limit = limit
         self._stopped = threading.Event()
@@ -110,7 +103,7 @@ class Worker:
     def fulfill_next(self) -> str | None:
         """A wake-up said a request was submitted: start carrying the oldest nobody carries."""
         request_id = self.requests.run_next()
-        return None if request_id is None else request_number(request_id)
+        return None if request_id is None else REQUEST_NUMBERING.number(request_id)
 
     def provision_next(self) -> int | None:
         """A wake-up said an access change waits: start the oldest nobody carries."""
@@ -172,7 +165,7 @@ class Worker:
     def _sweep(self) -> None:
         while not self._stopped.wait(SWEEP_S):
             try:
-                oldest = self.store.triage_backlog().oldest_received_at
+                oldest = self.store.events.backlog().oldest_received_at
             except Exception:
                 logger.exception("could not read the triage backlog; trying again")
                 continue
@@ -180,7 +173,7 @@ class Worker:
                 self.triage.notify()
 
     def _listen(self) -> None:
-        listen_for_stored_events(self.store, self.triage.notify, self._stopped)
+        listen_for_stored_events(self.store.db, self.triage.notify, self._stopped)
 
     def restore_here(self) -> bool:
         """Start restoring the next incident nobody carries in a thread here, unless full."""
@@ -192,8 +185,8 @@ class Worker:
     def _triage_pass(self) -> bool:
         from opsflow.flows.event_triage import event_triage
 
-        with exclusive(self.store, "event-triage"), tags("itil:event"):
-            with self.store.read() as conn:
+        with exclusive(self.store.db, "event-triage"), tags("itil:event"):
+            with self.store.db.read() as conn:
                 oldest = oldest_pending(conn)
             # A doubled wake-up finds nothing: no empty run for the Prefect UI then.
             if oldest is None:

@@ -201,10 +201,10 @@ def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
 
     from opsflow.desk.app import create_app
     from opsflow.desk.estate import EstateCache
+    from opsflow.itsm.store.records import open_records
     from opsflow.runtime.worker import Worker
-    from opsflow.tasks.records import open_store
 
-    app = create_app(open_store(), EstateCache(access_estate_dir))
+    app = create_app(open_records(), EstateCache(access_estate_dir))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -213,7 +213,7 @@ def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
     thread.start()
     wait_for(lambda: server.started, 30, "the desk to start")
     server.url = f"http://127.0.0.1:{port}"
-    server.worker = Worker(open_store())
+    server.worker = Worker(open_records())
     server.worker.start()
     yield server
     server.worker.stop()

@@ -129,23 +129,21 @@ def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
 def test_a_grant_whose_worker_died_before_its_run_is_put_in_place(
     access_desk: Any, access_estate: Any, people: dict[str, Person]
 ) -> None:
-    from opsflow.itsm.access_store import AccessStore
-    from opsflow.itsm.leases import Leases
-    from opsflow.tasks.records import open_store
+    from opsflow.itsm.store.records import open_records
 
     carol = people["carol"]
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
     # What a worker leaves behind when it dies between leasing an approved grant and its
     # run: the grant approved, its lease held by a process that no longer renews it.
-    AccessStore(open_store()).decide(grant["id"], True, "bob", "ok", datetime.now(UTC))
+    open_records().access.decide(grant["id"], True, "bob", "ok", datetime.now(UTC))
     lapsed = datetime.now(UTC) - timedelta(minutes=1)
-    assert Leases(open_store()).take(f"grant:{grant['id']}", "a-dead-worker", lapsed, lease_s=1)
+    assert open_records().leases.take(f"grant:{grant['id']}", "a-dead-worker", lapsed, lease_s=1)
     assert logins(access_estate, WEB, carol) == dict.fromkeys(WEB)
 
     active = grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
     assert active["hosts"] == WEB
     assert logins(access_estate, ALL, carol) == {n: 0 if n in WEB else None for n in ALL}
-    trail = AccessStore(open_store()).audit_trail(grant["id"])
+    trail = open_records().access.audit_trail(grant["id"])
     [taken] = [e for e in trail if e.action == "access_grant.taken_over"]
     assert taken.after["from"] == "a-dead-worker"
     assert taken.after["by"] == access_desk.worker.access.leases.holder
@@ -247,11 +245,12 @@ def test_expiry_reads_the_store_so_a_restart_loses_nothing(
     access_estate: Any, people: dict[str, Person]
 ) -> None:
     """No desk, no timer: a fresh expiry run finds the ended grant in the store."""
-    from opsflow.flows.access_provisioning import access_store, expire_access, grant_access
+    from opsflow.flows.access_provisioning import expire_access, grant_access
     from opsflow.itsm.access import AccessRequestCreate, resolve_request
+    from opsflow.itsm.store.records import open_records
 
     carol = people["carol"]
-    grants = access_store()
+    grants = open_records().access
     body = AccessRequestCreate(entitlement="web-login", duration_minutes=0.05)
     person = access_estate.person("carol")
     grant = grants.request(resolve_request(access_estate, person, body), "carol", datetime.now(UTC))

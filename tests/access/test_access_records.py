@@ -13,11 +13,12 @@ from opsflow.itsm.access import (
     AccessNotEntitledError,
     AccessRequestCreate,
     AccessRequestInvalidError,
-    IllegalAccessTransitionError,
     resolve_request,
 )
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.states import IllegalTransitionError
+from opsflow.itsm.store.access import AccessGrants
+from opsflow.itsm.store.errors import RecordNotFoundError
+from opsflow.itsm.store.records import Records
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -64,8 +65,8 @@ def estate(public_key: str) -> Estate:
 
 
 @pytest.fixture
-def grants(records_url: str) -> AccessStore:
-    return AccessStore(Store(records_url))
+def grants(records_url: str) -> AccessGrants:
+    return Records(records_url).access
 
 
 def ask(estate: Estate, who: str, **fields: object) -> object:
@@ -126,7 +127,7 @@ def test_metacharacters_and_unknown_fields_are_refused(fields: dict) -> None:
         AccessRequestCreate.model_validate({"entitlement": "web-login", **fields})
 
 
-def test_life_of_a_grant_is_audited(estate: Estate, grants: AccessStore) -> None:
+def test_life_of_a_grant_is_audited(estate: Estate, grants: AccessGrants) -> None:
     grant = grants.request(ask(estate, "carol", duration_minutes=30), "carol", T0)
     assert (grant.state, grant.privilege, grant.host_group) == ("requested", "login", "web")
     grant = grants.decide(grant.id, True, "bob", "ok", T0 + timedelta(minutes=1))
@@ -152,15 +153,15 @@ def test_life_of_a_grant_is_audited(estate: Estate, grants: AccessStore) -> None
 
 
 def test_illegal_transitions_are_refused_and_change_nothing(
-    estate: Estate, grants: AccessStore
+    estate: Estate, grants: AccessGrants
 ) -> None:
     grant = grants.request(ask(estate, "carol"), "carol", T0)
-    with pytest.raises(IllegalAccessTransitionError, match="cannot go from requested to active"):
+    with pytest.raises(IllegalTransitionError, match="cannot go from requested to active"):
         grants.activate(grant.id, ["web1"], T0, "flow")
     denied = grants.decide(grant.id, False, "bob", "no", T0)
-    with pytest.raises(IllegalAccessTransitionError, match="none, it is final"):
+    with pytest.raises(IllegalTransitionError, match="none, it is final"):
         grants.decide(grant.id, True, "bob", "changed my mind", T0)
-    with pytest.raises(IllegalAccessTransitionError):
+    with pytest.raises(IllegalTransitionError):
         grants.request_revoke(grant.id, "bob", T0)
     assert grants.get(grant.id) == denied
     with pytest.raises(RecordNotFoundError):
@@ -168,7 +169,7 @@ def test_illegal_transitions_are_refused_and_change_nothing(
 
 
 def test_revocation_is_recorded_before_hosts_are_touched(
-    estate: Estate, grants: AccessStore
+    estate: Estate, grants: AccessGrants
 ) -> None:
     grant = grants.request(ask(estate, "carol"), "carol", T0)
     grants.decide(grant.id, True, "bob", "", T0)
@@ -180,7 +181,7 @@ def test_revocation_is_recorded_before_hosts_are_touched(
 
 
 def test_an_approved_grant_never_activated_is_due_at_approval_plus_duration(
-    estate: Estate, grants: AccessStore
+    estate: Estate, grants: AccessGrants
 ) -> None:
     grant = grants.request(ask(estate, "carol", duration_minutes=10), "carol", T0)
     grants.decide(grant.id, True, "bob", "", T0)
@@ -189,7 +190,7 @@ def test_an_approved_grant_never_activated_is_due_at_approval_plus_duration(
 
 
 def test_a_username_belongs_to_one_person_at_a_time(
-    estate: Estate, grants: AccessStore, public_key: str
+    estate: Estate, grants: AccessGrants, public_key: str
 ) -> None:
     grants.request(ask(estate, "carol", username="shared"), "carol", T0)
     with pytest.raises(AccessRequestInvalidError, match="account of carol"):

@@ -11,8 +11,8 @@ import pytest
 
 from opsflow.desk.runners.access_changes import AccessRunner
 from opsflow.itsm.access import AccessGrant, AccessRequestCreate, resolve_request
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.access import AccessGrants
+from opsflow.itsm.store.records import Records
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHtfozhPTtl8AkMOSM3DVfaazlgK6iLBcy+DLgNv9iP"
 
@@ -36,11 +36,16 @@ def grant(grant_id: int, ends_in_s: float, state: str = "active") -> AccessGrant
 
 
 @pytest.fixture
-def grants(tmp_path: Any) -> AccessStore:
-    return AccessStore(Store(f"sqlite:///{tmp_path / 'records.db'}"))
+def store(tmp_path: Any) -> Records:
+    return Records(f"sqlite:///{tmp_path / 'records.db'}")
 
 
-def test_expiry_runs_once_each_grant_ends_and_stops_cleanly(grants: AccessStore) -> None:
+@pytest.fixture
+def grants(store: Records) -> AccessGrants:
+    return store.access
+
+
+def test_expiry_runs_once_each_grant_ends_and_stops_cleanly(store: Records) -> None:
     runs: list[float] = []
     ran = threading.Event()
 
@@ -48,7 +53,7 @@ def test_expiry_runs_once_each_grant_ends_and_stops_cleanly(grants: AccessStore)
         runs.append(time.monotonic())
         ran.set()
 
-    runner = AccessRunner(grants, expire=expire)
+    runner = AccessRunner(store, expire=expire)
     started = time.monotonic()
     runner.schedule_expiry(grant(2, 0.4))
     runner.schedule_expiry(grant(1, 0.2))
@@ -68,7 +73,7 @@ def test_expiry_runs_once_each_grant_ends_and_stops_cleanly(grants: AccessStore)
 
 
 def test_a_failing_flow_is_logged_and_the_runner_carries_on(
-    grants: AccessStore, access_estate: Any, caplog: Any
+    store: Records, grants: AccessGrants, access_estate: Any, caplog: Any
 ) -> None:
     def fail(grant_id: int, *_: Any) -> None:
         grants.record_error(grant_id, "host down", datetime.now(UTC), "test")
@@ -83,7 +88,7 @@ def test_a_failing_flow_is_logged_and_the_runner_carries_on(
         grants.decide(grant.id, True, "bob", "", datetime.now(UTC))
     grants.request_revoke(asked[1].id, "carol", datetime.now(UTC))
 
-    runner = AccessRunner(grants, grant=fail, revoke=fail, expire=lambda: None)
+    runner = AccessRunner(store, grant=fail, revoke=fail, expire=lambda: None)
     assert runner.run_next() == asked[0].id
     assert runner.wait_idle(5)
     assert runner.run_next() is None, "the other change was carried on in the same slot"

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from opsflow.flows.access_provisioning import (
-    access_store,
     grant_access,
     review_access,
     revoke_access,
 )
 from opsflow.itsm.access import AccessRequestCreate, marker, resolve_request
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.access.accounts import ensure_account, remove_account
 from opsflow.tasks.access.facts import AUTHORIZED_KEYS_MAX_BYTES, KEY_LINES_MAX, read_access_facts
@@ -95,7 +95,7 @@ def test_an_oversized_authorized_keys_blocks_neither_review_nor_revocation(
 
 def _grant(estate: Any, requester: Person, entitlement: str, username: str) -> int:
     """A grant of `entitlement` for `username`, approved and put in place by the real flow."""
-    store = access_store()
+    store = open_records().access
     body = AccessRequestCreate(entitlement=entitlement, username=username, duration_minutes=30)
     resolved = resolve_request(estate, estate.person(requester.name), body)
     grant = store.request(resolved, requester.name, datetime.now(UTC))
@@ -136,7 +136,7 @@ def test_a_marker_of_a_grant_on_other_hosts_does_not_keep_the_account(
 
     revoke_access(lab)
 
-    assert access_store().get(lab).state == "revoked"
+    assert open_records().access.get(lab).state == "revoked"
     assert gone(access_lab, "lab02", "hank"), "a marker hank wrote kept his account on lab02"
     assert gone(access_lab, "lab04", "hank")
     assert ssh_as(lab02, "hank", carol.key_file) is None

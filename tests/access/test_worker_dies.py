@@ -26,8 +26,8 @@ def two_workers(
 ) -> Iterator[list[subprocess.Popen]]:
     """Two worker processes on the access lab's records, with 2 s leases, and no other
     worker while they run."""
+    from opsflow.itsm.store.records import open_records
     from opsflow.runtime.worker import Worker
-    from opsflow.tasks.records import open_store
 
     access_desk.worker.stop()
     try:
@@ -37,7 +37,7 @@ def two_workers(
         ):
             yield [first, second]
     finally:
-        access_desk.worker = Worker(open_store())
+        access_desk.worker = Worker(open_records())
         access_desk.worker.start()
 
 
@@ -48,12 +48,10 @@ def test_a_worker_killed_mid_grant_leaves_the_grant_to_another(
     people: dict[str, Person],
     two_workers: list[subprocess.Popen],
 ) -> None:
-    from opsflow.itsm.access_store import AccessStore
-    from opsflow.itsm.leases import Leases
-    from opsflow.tasks.records import open_store
+    from opsflow.itsm.store.records import open_records
 
     carol, bob = people["carol"], people["bob"]
-    grants, leases = AccessStore(open_store()), Leases(open_store())
+    grants, leases = open_records().access, open_records().leases
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
     by_pid = {process.pid: process for process in two_workers}
 

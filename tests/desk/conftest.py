@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.inventory.models import token_sha256
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 
 TOKENS = {"olga": "olga-operator-token", "max": "max-monitor-token", "rita": "rita-requester"}
 
@@ -68,12 +68,12 @@ def desk_estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(records_url: str) -> Store:
-    return Store(records_url)
+def store(records_url: str) -> Records:
+    return Records(records_url)
 
 
 @pytest.fixture
-def desk(store: Store, desk_estate: Path) -> TestClient:
+def desk(store: Records, desk_estate: Path) -> TestClient:
     return TestClient(create_app(store, EstateCache(desk_estate)))
 
 

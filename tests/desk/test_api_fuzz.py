@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.inventory.models import token_sha256
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.lab.people import PEOPLE, write_people_and_rules
 
 EXAMPLES_PER_OPERATION = 12
@@ -64,7 +64,7 @@ def fuzzed(
     people_file.write_text(yaml.safe_dump(people))
     by_role = {p["roles"][0]: tokens[p["name"]] for p in PEOPLE}
     by_role["admin"] = ADMIN_TOKEN
-    app = create_app(Store(f"sqlite:///{directory / 'desk.db'}"), EstateCache(estate))
+    app = create_app(Records(f"sqlite:///{directory / 'desk.db'}"), EstateCache(estate))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPSFLOW_INVENTORY", str(estate))
         yield app, by_role

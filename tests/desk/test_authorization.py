@@ -22,7 +22,7 @@ from opsflow.cli.main import app as opsflow
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.records import IncidentCreate
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.lab.people import token_file
 from tests.support import NoWorkers, free_port, wait_for
 
@@ -52,7 +52,7 @@ class Desk:
 def desk(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     """A served desk over a fresh SQLite file holding incidents, requests and grants of
     several people; request and grant runs wait until the module ends."""
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('authz') / 'records.db'}")
+    store = Records(f"sqlite:///{tmp_path_factory.mktemp('authz') / 'records.db'}")
     app = create_app(store, EstateCache(lab.estate_dir))
     app.state.wake_ups = NoWorkers()
     server = uvicorn.Server(
@@ -64,14 +64,14 @@ def desk(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     desk = Desk(f"http://127.0.0.1:{server.config.port}", lab.directory, {})
 
     host = lab.hosts[0].name
-    triaged, _ = store.open_or_correlate(
+    triaged, _ = store.correlation.open_or_correlate(
         IncidentCreate(
             host=host, service="app", symptom="service-down", summary="down", impact=2, urgency=1
         ),
         datetime.now(UTC),
         actor="triage",
     )
-    store.add_worklog(triaged.id, "restoration", "root shell output", datetime.now(UTC))
+    store.worklog.add(triaged.id, "restoration", "root shell output", datetime.now(UTC))
     report = {
         "summary": "blank page",
         "service": "app",

@@ -24,7 +24,7 @@ from opsflow.cli.output import Column, Short, fitted_table
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.records import IncidentCreate, IncidentUpdate
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.itsm.timeline import render_timeline
 from tests.desk.conftest import TOKENS
 from tests.support import free_port, wait_for
@@ -47,19 +47,19 @@ ORDINARY = [  # (host, service, symptom, impact, urgency, opened this long ago)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, desk_estate: Path) -> Iterator[tuple]:
     """A desk served by uvicorn over a SQLite file, holding one incident with hostile text."""
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('cli-desk') / 'records.db'}")
+    store = Records(f"sqlite:///{tmp_path_factory.mktemp('cli-desk') / 'records.db'}")
     now = datetime.now(UTC)
-    incident, _ = store.open_or_correlate(
+    incident, _ = store.correlation.open_or_correlate(
         IncidentCreate(**HOSTILE, impact=2, urgency=2), now, actor="triage"
     )
-    store.add_worklog(incident.id, "restoration[/]", WORKLOG, now)
+    store.worklog.add(incident.id, "restoration[/]", WORKLOG, now)
     for host, service, symptom, impact, urgency, ago in ORDINARY:
         create = IncidentCreate(
             host=host, service=service, symptom=symptom, summary=symptom, impact=impact,
             urgency=urgency, assignment_group="ops",
         )  # fmt: skip
-        store.open_or_correlate(create, now - ago, actor="triage", now=now - ago)
-    store.update_incident(
+        store.correlation.open_or_correlate(create, now - ago, actor="triage", now=now - ago)
+    store.incidents.update(
         "INC0000002", IncidentUpdate(state="In Progress", assigned_to="alice"), "alice", now
     )
     server = uvicorn.Server(
@@ -73,7 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, desk_estate: Path) -> Itera
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 30, "the desk to start")
-    yield f"http://127.0.0.1:{server.config.port}", store, store.get_incident(incident.id)
+    yield f"http://127.0.0.1:{server.config.port}", store, store.incidents.get(incident.id)
     server.should_exit = True
     thread.join(30)
 
@@ -102,7 +102,7 @@ def test_incident_list_and_show_print_markup_literally(served, monkeypatch) -> N
 def test_timeline_markdown_escapes_alert_text(served) -> None:
     _, store, incident = served
     markdown = render_timeline(
-        incident, store.worklog(incident.id), store.audit_trail("incident", incident.id)
+        incident, store.worklog.entries(incident.id), store.audit.trail("incident", incident.id)
     )
     unescaped = re.compile(r"(?<!\\)[\[\]<>]")  # a link or a tag needs one
     for line in markdown.splitlines():
@@ -144,7 +144,7 @@ def test_incident_list_keeps_what_people_scan_whole(served, monkeypatch, columns
     listed = run_cli(monkeypatch, url, "incident", "list", columns=columns)
     assert max(cell_len(line) for line in listed.splitlines()) <= columns
     records = read_table(listed)
-    incidents = {i.number: i for i in store.list_incidents(limit=50)}
+    incidents = {i.number: i for i in store.incidents.list(limit=50)}
     assert [r["number"] for r in records] == list(incidents)
     for record in records:
         incident = incidents[record["number"]]
@@ -156,7 +156,7 @@ def test_incident_list_keeps_what_people_scan_whole(served, monkeypatch, columns
     assert rows["INC0000002"]["CI"] == "app@lab02"  # the cut this fixes: `app@…`, `serv…`
     assert rows["INC0000002"]["symptom"] == "service-down"
     assert rows["INC0000003"]["CI"] == LONG_CI  # wrapped over lines, never cut
-    opened = store.get_incident("INC0000003").opened_at
+    opened = store.incidents.get("INC0000003").opened_at
     if columns == 120:  # room for every column, some times shortened
         assert set(records[0]) == {"number", "P", "state", "CI", "symptom", "events", "opened",
                                    "assigned"}  # fmt: skip

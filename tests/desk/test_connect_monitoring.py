@@ -16,7 +16,7 @@ import yaml
 
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.lab.monitoring import AMTOOL
 from tests.alerting import alertmanager, check, prometheus, readme_yaml
 from tests.desk.conftest import TOKENS
@@ -27,7 +27,7 @@ RELABEL = '# prometheus.yml: every target of the job gets host="web1" for web1.i
 
 
 @pytest.fixture
-def served(store: Store, desk_estate: Path) -> Iterator[str]:
+def served(store: Records, desk_estate: Path) -> Iterator[str]:
     """The desk app served by uvicorn on a free port, for a real Alertmanager to post to."""
     app = create_app(store, EstateCache(desk_estate))
     port = free_port()
@@ -50,7 +50,7 @@ def test_the_readme_receiver_passes_amtool(tmp_path: Path) -> None:
 
 
 def test_the_desk_stores_what_the_readme_receiver_sends(
-    served: str, store: Store, tmp_path: Path
+    served: str, store: Records, tmp_path: Path
 ) -> None:
     config = yaml.safe_load(readme_yaml(RECEIVER))
     webhook = config["receivers"][0]["webhook_configs"][0]
@@ -64,7 +64,7 @@ def test_the_desk_stores_what_the_readme_receiver_sends(
     now = datetime.now(UTC)
 
     def stored(status: str):
-        return [e for e in store.pending_events(100) if e.status == status]
+        return [e for e in store.events.pending(100) if e.status == status]
 
     with alertmanager(config, tmp_path / "alertmanager") as am:
         alert = {"labels": labels, "startsAt": now.isoformat()}

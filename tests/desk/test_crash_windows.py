@@ -21,10 +21,9 @@ from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.desk.runners.access_changes import AccessRunner
 from opsflow.desk.runners.fulfillments import RequestRunner
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.leases import leases
-from opsflow.itsm.request_store import RequestStore
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.leases import leases
+from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.requests import Requests
 from opsflow.lab.people import token_file
 from tests.support import wait_for
 
@@ -47,7 +46,7 @@ class LostWakeUps:
 @dataclass
 class Desk:
     client: TestClient
-    store: Store
+    store: Records
     wake_ups: LostWakeUps
     lab_dir: Path
 
@@ -57,21 +56,21 @@ class Desk:
         return self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
 
     def held(self) -> dict[str, str]:
-        with self.store.read() as conn:
+        with self.store.db.read() as conn:
             return {r.name: r.holder for r in conn.execute(select(leases))}
 
 
 @pytest.fixture
 def desk(lab, records_url: str) -> Iterator[Desk]:
     """The desk's app over a fresh records database; its wake-ups reach nobody."""
-    store = Store(records_url)
+    store = Records(records_url)
     app = create_app(store, EstateCache(lab.estate_dir))
     app.state.wake_ups = LostWakeUps()
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Desk(client, store, app.state.wake_ups, lab.directory)
 
 
-def finish(requests: RequestStore, carried: list[str]):
+def finish(requests: Requests, carried: list[str]):
     """A stand-in fulfillment: note the request and close it."""
 
     def run(number: str) -> None:
@@ -92,9 +91,9 @@ def test_a_request_whose_wake_up_is_lost_is_taken_up_by_a_sweep(desk: Desk, lab)
     assert desk.wake_ups.sent == ["fulfill-request"]
     assert desk.held() == {}, "recorded with no lease: it waits for a worker"
 
-    requests = RequestStore(desk.store)
+    requests = desk.store.requests
     carried: list[str] = []
-    runner = RequestRunner(requests, run=finish(requests, carried), lease_s=LEASE_S)
+    runner = RequestRunner(desk.store, run=finish(requests, carried), lease_s=LEASE_S)
     assert runner.leases.take_over_lapsed() == [], "not before it waited a lease"
     time.sleep(LEASE_S)
     assert runner.leases.take_over_lapsed() == [f"request:{submitted.json()['id']}"]
@@ -115,14 +114,14 @@ def test_an_approved_grant_whose_wake_up_is_lost_is_put_in_place_by_a_sweep(desk
     assert approved.json()["state"] == "approved"
     assert desk.wake_ups.sent == ["provision-access"] and desk.held() == {}
 
-    grants = AccessStore(desk.store)
+    grants = desk.store.access
     put: list[int] = []
 
     def grant(grant_id: int) -> None:
         put.append(grant_id)
         grants.activate(grant_id, ["lab01"], datetime.now(UTC), "test")
 
-    runner = AccessRunner(grants, grant=grant, expire=lambda: None, lease_s=LEASE_S)
+    runner = AccessRunner(desk.store, grant=grant, expire=lambda: None, lease_s=LEASE_S)
     time.sleep(LEASE_S)
     assert runner.leases.take_over_lapsed() == [f"grant:{grant_id}"]
     assert runner.wait_idle(10)
@@ -139,7 +138,7 @@ def test_an_approved_grant_whose_wake_up_is_lost_is_put_in_place_by_a_sweep(desk
         taken.append((grant_id, actor))
         grants.end(grant_id, "revoked", datetime.now(UTC), "test")
 
-    runner = AccessRunner(grants, revoke=revoke, expire=lambda: None, lease_s=LEASE_S)
+    runner = AccessRunner(desk.store, revoke=revoke, expire=lambda: None, lease_s=LEASE_S)
     assert runner.run_next() == grant_id, "a wake-up takes it up at once"
     assert runner.wait_idle(10)
     assert taken == [(grant_id, "carol")] and grants.get(grant_id).state == "revoked"
@@ -147,14 +146,14 @@ def test_an_approved_grant_whose_wake_up_is_lost_is_put_in_place_by_a_sweep(desk
 
 
 def test_workers_woken_together_carry_each_request_once(records_url: str) -> None:
-    store = Store(records_url)
-    requests = RequestStore(store)
+    store = Records(records_url)
+    requests = store.requests
     numbers = [
         requests.create("clear-old-logs", {}, "carol", "none", "carol", datetime.now(UTC)).number
         for _ in range(6)
     ]
     carried: list[str] = []
-    runners = [RequestRunner(requests, run=finish(requests, carried)) for _ in range(3)]
+    runners = [RequestRunner(store, run=finish(requests, carried)) for _ in range(3)]
     wake_ups = [threading.Thread(target=r.run_next) for r in runners for _ in numbers]
     for thread in wake_ups:
         thread.start()
@@ -168,8 +167,8 @@ def test_workers_woken_together_carry_each_request_once(records_url: str) -> Non
 def test_paused_requests_hold_no_wake_up_and_a_freed_slot_takes_the_next(
     records_url: str,
 ) -> None:
-    store = Store(records_url)
-    requests = RequestStore(store)
+    store = Records(records_url)
+    requests = store.requests
     numbers = [
         requests.create("clear-old-logs", {}, "carol", "one", "carol", datetime.now(UTC)).number
         for _ in range(3)
@@ -182,7 +181,7 @@ def test_paused_requests_hold_no_wake_up_and_a_freed_slot_takes_the_next(
         decided[number].wait(30)
         requests.move(number, "rejected", "bob", datetime.now(UTC), approver="bob")
 
-    runner = RequestRunner(requests, run=wait_for_approver, max_running=2)
+    runner = RequestRunner(store, run=wait_for_approver, max_running=2)
     woken = time.monotonic()
     assert runner.run_next() is not None and runner.run_next() is not None
     assert time.monotonic() - woken < 5, "a wake-up returns at once; the run goes on"

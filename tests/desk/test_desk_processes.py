@@ -24,7 +24,8 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 from sqlalchemy import func, select
 
-from opsflow.itsm.store import Store, events
+from opsflow.itsm.store.events import events
+from opsflow.itsm.store.records import Records
 from tests.desk.conftest import TOKENS
 from tests.support import PROJECT, free_port, wait_for
 
@@ -201,12 +202,12 @@ def post(connection: http.client.HTTPConnection, body: bytes) -> dict:
 
 
 def stored_events(url: str) -> int:
-    store = Store(url)
+    store = Records(url)
     try:
-        with store.read() as conn:
+        with store.db.read() as conn:
             return conn.execute(select(func.count()).select_from(events)).scalar_one()
     finally:
-        store.dispose()
+        store.db.dispose()
 
 
 def test_every_process_stores_and_a_repeat_to_another_is_a_duplicate(

@@ -128,7 +128,7 @@ def test_health_is_degraded_while_triage_fails_or_lags(store, desk_estate) -> No
     event = EventIn(
         source="t", fingerprint="f", status="firing", host="web1", occurred_at=old, labels={}
     )
-    store.store_events([event], old)
+    store.events.store([event], old)
     lagging = client.get("/api/v1/health").json()
     assert lagging["status"] == "degraded"
     assert lagging["triage"]["pending_events"] == 1

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.inventory.models import token_sha256
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from tests.desk.conftest import auth
 from tests.desk.test_intake import firing, stored_events
 from tests.support import sample, wait_for
@@ -31,7 +31,7 @@ def estate_dir(desk_estate: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(desk_estate, tmp_path / "estate"))
 
 
-def _desk(store: Store, estate_dir: Path) -> TestClient:
+def _desk(store: Records, estate_dir: Path) -> TestClient:
     return TestClient(create_app(store, EstateCache(estate_dir, recheck_s=0)))
 
 
@@ -48,7 +48,7 @@ def _failing_gauge(desk: TestClient) -> str:
 
 @pytest.mark.parametrize("case", sorted(BREAKAGES))
 def test_a_broken_estate_file_leaves_intake_running_on_the_last_good_estate(
-    store: Store, estate_dir: Path, case: str
+    store: Records, estate_dir: Path, case: str
 ) -> None:
     desk = _desk(store, estate_dir)
     assert desk.get("/api/v1/health").json()["status"] == "ok"
@@ -73,7 +73,7 @@ def test_a_broken_estate_file_leaves_intake_running_on_the_last_good_estate(
     assert _failing_gauge(desk) == "1"
 
 
-def test_a_fixed_estate_is_used_again(store: Store, estate_dir: Path) -> None:
+def test_a_fixed_estate_is_used_again(store: Records, estate_dir: Path) -> None:
     desk = _desk(store, estate_dir)
     _break(estate_dir, "people-typo")
     assert desk.get("/api/v1/health", headers=auth("olga")).json()["status"] == "degraded"
@@ -91,7 +91,7 @@ def test_a_fixed_estate_is_used_again(store: Store, estate_dir: Path) -> None:
     assert _failing_gauge(desk) == "0"
 
 
-def test_no_estate_yet_answers_503_until_one_loads(store: Store, estate_dir: Path) -> None:
+def test_no_estate_yet_answers_503_until_one_loads(store: Records, estate_dir: Path) -> None:
     people = estate_dir / "people.yaml"
     good = people.read_text()
     people.write_text(good.replace("roles:", "rolez:", 1))

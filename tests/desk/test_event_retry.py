@@ -21,24 +21,24 @@ def test_an_operator_retries_failed_events_and_nobody_else_can(desk, store, desk
         summary="something somewhere",
         occurred_at=NOW,
     )
-    store.store_events([nowhere], NOW)
+    store.events.store([nowhere], NOW)
     estate = load_estate(desk_estate)
-    [decision] = triage(store, estate, store.pending_events(10), NOW)
+    [decision] = triage(store, estate, store.events.pending(10), NOW)
     assert decision.action == "failed"
     failed_id = decision.event_id
 
     refused = desk.post("/api/v1/events/failed/retry", json={}, headers=auth("rita"))
     assert refused.status_code == 403
-    assert [e.id for e in store.failed_events()] == [failed_id]
+    assert [e.id for e in store.events.failed()] == [failed_id]
 
     answer = desk.post("/api/v1/events/failed/retry", json={}, headers=auth("olga"))
     assert (answer.status_code, answer.json()) == (200, {"retried": [failed_id]})
-    assert store.failed_events() == []
-    assert [e.id for e in store.pending_events(10)] == [failed_id]
+    assert store.events.failed() == []
+    assert [e.id for e in store.events.pending(10)] == [failed_id]
     assert desk.post("/api/v1/events/failed/retry", json={}, headers=auth("olga")).json() == {
         "retried": []
     }
-    [again] = triage(store, estate, store.pending_events(10), NOW)
+    [again] = triage(store, estate, store.events.pending(10), NOW)
     assert again.action == "failed", "still no CI: it fails again, with its reason"
-    actions = [row.action for row in store.audit_trail("event", failed_id)]
+    actions = [row.action for row in store.audit.trail("event", failed_id)]
     assert actions == ["event.failed", "event.retried", "event.failed"]

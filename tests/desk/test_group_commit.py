@@ -8,15 +8,15 @@ import threading
 from sqlalchemy import event
 
 from opsflow.desk.group_commit import GroupCommit
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from tests.itsm.test_store import alert
 
 
-def test_concurrent_requests_share_commits_and_are_each_answered(store: Store) -> None:
+def test_concurrent_requests_share_commits_and_are_each_answered(store: Records) -> None:
     commits = []
     lock = threading.Lock()
 
-    @event.listens_for(store.engine, "commit")
+    @event.listens_for(store.db.engine, "commit")
     def count(conn) -> None:
         with lock:
             commits.append(1)
@@ -30,15 +30,15 @@ def test_concurrent_requests_share_commits_and_are_each_answered(store: Store) -
     answers = asyncio.run(deliver_all())
     assert all(stored + duplicates == 1 for stored, duplicates in answers)
     assert sum(stored for stored, _ in answers) == 100
-    assert len(store.pending_events(1000)) == 100
+    assert len(store.events.pending(1000)) == 100
     assert len(commits) < 100, f"{len(commits)} commits for 200 requests: nothing was grouped"
 
 
-def test_a_failed_commit_reaches_every_request_of_its_group(store: Store) -> None:
+def test_a_failed_commit_reaches_every_request_of_its_group(store: Records) -> None:
     intake = GroupCommit(store)
-    with store.write() as conn:
+    with store.db.write() as conn:
         conn.exec_driver_sql(
-            "DROP TABLE events" + (" CASCADE" if store.dialect == "postgresql" else "")
+            "DROP TABLE events" + (" CASCADE" if store.db.dialect == "postgresql" else "")
         )
 
     async def deliver() -> list[object]:

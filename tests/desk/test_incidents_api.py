@@ -47,7 +47,7 @@ def test_operator_moves_it_through_legal_states_only(desk, store) -> None:
         headers=auth("olga"),
     ).json()
     assert resolved["state"] == "Resolved" and resolved["time_to_restore_s"] >= 0
-    actions = [a.actor for a in store.audit_trail("incident", resolved["id"])]
+    actions = [a.actor for a in store.audit.trail("incident", resolved["id"])]
     assert actions == ["rita", "rita", "olga", "olga"]  # opened, reported, two changes
 
 

@@ -27,7 +27,7 @@ def firing(**labels: str) -> dict:
 
 
 def stored_events(store) -> list:
-    return store.pending_events(10_000)
+    return store.events.pending(10_000)
 
 
 def accepted(stored: int = 0, duplicates: int = 0, rejected: list | None = None) -> dict:

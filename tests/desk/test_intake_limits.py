@@ -18,7 +18,7 @@ import uvicorn
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.desk.middleware import MAX_BODY_BYTES
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from tests.desk.conftest import TOKENS, auth
 from tests.desk.test_intake import _alert, load, stored_events
 from tests.support import free_port, sample, wait_for
@@ -28,7 +28,7 @@ WAITING_BOUND = 3
 
 
 @pytest.fixture
-def served(store: Store, desk_estate: Path) -> Iterator[str]:
+def served(store: Records, desk_estate: Path) -> Iterator[str]:
     """The desk app served by uvicorn on a free port, with a tiny commit queue."""
     app = create_app(store, EstateCache(desk_estate), max_waiting_events=WAITING_BOUND)
     port = free_port()
@@ -91,7 +91,7 @@ def _head(path: str, token: str | None, framing: str) -> str:
     return "\r\n".join(lines) + "\r\n\r\n"
 
 
-def test_chunked_body_over_the_limit_is_refused_as_it_arrives(served: str, store: Store) -> None:
+def test_chunked_body_over_the_limit_is_refused_as_it_arrives(served: str, store: Records) -> None:
     mib = 1024 * 1024
     head = _head("/api/v1/events", TOKENS["max"], "Transfer-Encoding: chunked")
     answer = _answer_while_sending(served, head, _chunked(mib, MAX_BODY_BYTES // mib + 4))
@@ -104,7 +104,7 @@ def test_chunked_body_over_the_limit_is_refused_as_it_arrives(served: str, store
 )
 @pytest.mark.parametrize("token", [None, "nobody-knows-this"], ids=["no-token", "unknown-token"])
 def test_stranger_is_refused_before_the_body_is_read(
-    served: str, store: Store, framing: str, token: str | None
+    served: str, store: Records, framing: str, token: str | None
 ) -> None:
     head = _head("/api/v1/events/alertmanager", token, framing)
     # One small piece of the body is sent, then nothing: only an early answer can come.
@@ -124,7 +124,7 @@ def _webhook(*hosts: str) -> dict:
 
 
 def test_a_full_commit_queue_answers_503_and_stores_nothing_of_the_refused(
-    served: str, store: Store
+    served: str, store: Records
 ) -> None:
     post = lambda body: requests.post(  # noqa: E731
         f"{served}/api/v1/events/alertmanager", json=body, headers=auth("max"), timeout=30
@@ -133,8 +133,8 @@ def test_a_full_commit_queue_answers_503_and_stores_nothing_of_the_refused(
     release = threading.Event()
 
     def hold_the_writer() -> None:
-        with store.write() as conn:
-            if store.dialect == "postgresql":  # SQLite's writers queue on the store's own lock
+        with store.db.write() as conn:
+            if store.db.dialect == "postgresql":  # SQLite's writers queue on the store's own lock
                 conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
             held.set()
             release.wait(30)
@@ -167,7 +167,7 @@ def test_a_full_commit_queue_answers_503_and_stores_nothing_of_the_refused(
     assert (again.status_code, again.json()["stored"]) == (202, 2)
 
 
-def test_body_under_the_limit_in_chunks_is_stored(served: str, store: Store) -> None:
+def test_body_under_the_limit_in_chunks_is_stored(served: str, store: Records) -> None:
     body = json.dumps(_webhook("chunked1")).encode()
     answer = requests.post(
         f"{served}/api/v1/events/alertmanager",

@@ -11,7 +11,6 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsflow.itsm.records import EventIn
-from opsflow.itsm.request_store import RequestStore
 from tests.desk.conftest import auth
 from tests.desk.test_intake import firing
 from tests.support import desk_process, sample
@@ -60,8 +59,8 @@ def test_the_figures_follow_the_records_and_the_intake(desk, store) -> None:
     before = desk.get("/metrics").text
     old = datetime.now(UTC) - timedelta(minutes=10)
     event = EventIn(source="t", fingerprint="old", status="firing", occurred_at=old, labels={})
-    store.store_events([event], old)
-    requests_ = RequestStore(store)
+    store.events.store([event], old)
+    requests_ = store.requests
     waiting = requests_.create("restart", {}, "rita", "one", "rita", old)
     requests_.move(waiting.id, "awaiting-approval", "desk", old)
 
@@ -87,7 +86,7 @@ def test_the_figures_follow_the_records_and_the_intake(desk, store) -> None:
 @pytest.mark.parametrize("records_url", ["sqlite"], indirect=True)
 def test_a_scrape_answers_when_the_records_cannot_be_read(desk, store, records_url) -> None:
     database = Path(records_url.removeprefix("sqlite:///"))
-    store.dispose()
+    store.db.dispose()
     for path in database.parent.glob(database.name + "*"):
         path.unlink()
     database.mkdir()  # where the database was, something SQLite cannot open

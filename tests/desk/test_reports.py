@@ -31,13 +31,13 @@ def test_a_report_first_does_not_stop_the_runbook_of_the_real_alert(
 ) -> None:
     reported = desk.post("/api/v1/incidents", json=SERVICE_DOWN, headers=auth("rita"))
     assert reported.status_code == 201 and reported.json()["runbook"] is None
-    store.store_events([real_alert()], datetime.now(UTC))
+    store.events.store([real_alert()], datetime.now(UTC))
     [decision] = triage(
-        store, load_estate(desk_estate), store.pending_events(10), datetime.now(UTC)
+        store, load_estate(desk_estate), store.events.pending(10), datetime.now(UTC)
     )
     assert (decision.action, decision.runbook) == ("adopted", "restart-service")
     assert decision.incident_id == reported.json()["id"]
-    assert store.get_incident(decision.incident_id).runbook == "restart-service"
+    assert store.incidents.get(decision.incident_id).runbook == "restart-service"
 
 
 def test_a_reporter_chooses_neither_key_nor_runbook(desk) -> None:
@@ -78,14 +78,14 @@ def test_a_second_report_is_recorded_and_shown_to_its_reporter(desk) -> None:
 def test_a_reporter_reads_where_the_alerts_incident_stands_not_how_it_is_handled(
     desk, store, desk_estate
 ) -> None:
-    store.store_events([real_alert()], datetime.now(UTC))
+    store.events.store([real_alert()], datetime.now(UTC))
     [decision] = triage(
-        store, load_estate(desk_estate), store.pending_events(10), datetime.now(UTC)
+        store, load_estate(desk_estate), store.events.pending(10), datetime.now(UTC)
     )
     assert decision.action == "opened"
     root_output = "restart failed: sudo: /usr/sbin/svc: Permission denied (stderr of web1)"
     for text in (root_output, "paged olga"):
-        store.add_worklog(decision.incident_id, "restoration", text, datetime.now(UTC))
+        store.worklog.add(decision.incident_id, "restoration", text, datetime.now(UTC))
     joined = desk.post("/api/v1/incidents", json=SERVICE_DOWN, headers=auth("rita"))
     assert joined.json()["id"] == decision.incident_id and joined.json()["runbook"] is None
     url = f"/api/v1/incidents/{joined.json()['number']}"

@@ -40,8 +40,8 @@ def alert(status="firing", at=NOW, fingerprint="f1", **labels) -> EventIn:
 
 
 def run(store, estate, *events: EventIn):
-    store.store_events(list(events), NOW)
-    return triage(store, estate, store.pending_events(100), NOW)
+    store.events.store(list(events), NOW)
+    return triage(store, estate, store.events.pending(100), NOW)
 
 
 @pytest.mark.parametrize(
@@ -62,12 +62,12 @@ def run(store, estate, *events: EventIn):
 def test_classification(store, estate, labels, event_class, rule, action) -> None:
     [decision] = run(store, estate, alert(**labels))
     assert (decision.event_class, decision.rule, decision.action) == (event_class, rule, action)
-    assert store.pending_events(10) == []
+    assert store.events.pending(10) == []
 
 
 def test_rule_sets_priority_and_runbook(store, estate) -> None:
     [decision] = run(store, estate, alert())
-    incident = store.get_incident(decision.incident_number)
+    incident = store.incidents.get(decision.incident_number)
     assert (incident.impact, incident.urgency, incident.priority) == (2, 1, 2)
     assert (incident.symptom, incident.runbook) == ("service-down", "restart-service")
 
@@ -80,12 +80,12 @@ def test_firing_events_correlate_to_one_incident(store, estate) -> None:
     )
     assert [d.action for d in decisions] == ["opened"] + ["correlated"] * 4
     assert len({d.incident_id for d in decisions}) == 1
-    assert store.get_incident(decisions[0].incident_number).event_count == 5
+    assert store.incidents.get(decisions[0].incident_number).event_count == 5
 
 
 def test_unknown_host_opens_an_incident_without_automation(store, estate) -> None:
     [decision] = run(store, estate, alert(host="nowhere; reboot"))
-    incident = store.get_incident(decision.incident_number)
+    incident = store.incidents.get(decision.incident_number)
     assert incident.host == "nowhere; reboot" and incident.runbook is None
 
 
@@ -99,7 +99,7 @@ def test_maintenance_window_records_but_opens_nothing(store, estate) -> None:
     under_maintenance = estate.model_copy(update={"maintenance": [window]})
     [decision] = run(store, under_maintenance, alert())
     assert decision.action == "suppressed" and "patching" in decision.rule
-    assert store.list_incidents() == []
+    assert store.incidents.list() == []
     [after] = run(store, under_maintenance, alert(at=NOW + timedelta(minutes=6), fingerprint="x"))
     assert after.action == "opened"
 
@@ -108,7 +108,7 @@ def test_resolved_alert_closes_an_untouched_incident(store, estate) -> None:
     [opened] = run(store, estate, alert())
     [closed] = run(store, estate, alert(status="resolved"))
     assert closed.action == "alert-resolved" and closed.incident_id == opened.incident_id
-    incident = store.get_incident(opened.incident_number)
+    incident = store.incidents.get(opened.incident_number)
     assert (incident.state, incident.resolution_code) == ("Resolved", "no-fault")
 
 
@@ -116,8 +116,8 @@ def test_resolved_alert_after_restoration_leaves_it_resolved(store, estate) -> N
     from opsflow.itsm.records import IncidentUpdate
 
     [opened] = run(store, estate, alert())
-    store.update_incident(opened.incident_id, IncidentUpdate(state="In Progress"), "test", NOW)
-    store.update_incident(
+    store.incidents.update(opened.incident_id, IncidentUpdate(state="In Progress"), "test", NOW)
+    store.incidents.update(
         opened.incident_id,
         IncidentUpdate(state="Resolved", resolution_code="auto-remediated"),
         "test",
@@ -125,13 +125,13 @@ def test_resolved_alert_after_restoration_leaves_it_resolved(store, estate) -> N
     )
     [late] = run(store, estate, alert(status="resolved"))
     assert late.action == "no-open-incident"
-    assert store.get_incident(opened.incident_number).resolution_code == "auto-remediated"
+    assert store.incidents.get(opened.incident_number).resolution_code == "auto-remediated"
 
 
 def test_firing_and_resolution_in_one_batch_close_the_loop(store, estate) -> None:
     decisions = run(store, estate, alert(), alert(status="resolved"))
     assert [d.action for d in decisions] == ["opened", "alert-resolved"]
-    incident = store.get_incident(decisions[0].incident_number)
+    incident = store.incidents.get(decisions[0].incident_number)
     assert (incident.state, incident.resolution_code) == ("Resolved", "no-fault")
 
 
@@ -142,7 +142,7 @@ def stored_as_before_the_clamp(store, event: EventIn) -> int:
     """Store `event` with its times as sent, as intake did before times were bounded."""
     from sqlalchemy import insert
 
-    from opsflow.itsm.store import events
+    from opsflow.itsm.store.events import events
 
     row = {
         "dedup_key": event.dedup_key(),
@@ -153,7 +153,7 @@ def stored_as_before_the_clamp(store, event: EventIn) -> int:
         "occurred_at": event.occurred_at,
         "received_at": NOW,
     }
-    with store.write() as conn:
+    with store.db.write() as conn:
         return conn.execute(insert(events).values(row).returning(events.c.id)).scalar_one()
 
 
@@ -162,32 +162,32 @@ def test_events_triage_cannot_handle_are_marked_failed_and_the_rest_go_on(store,
         store, alert(fingerprint="y9999", at=datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
     )
     no_ci = alert(fingerprint="noci", alertname="Mystery", host=None, service=None)
-    store.store_events([no_ci, alert(fingerprint="real", host="web2")], NOW)
-    decisions = triage(store, estate, store.pending_events(100), NOW)
+    store.events.store([no_ci, alert(fingerprint="real", host="web2")], NOW)
+    decisions = triage(store, estate, store.events.pending(100), NOW)
     by_event = {d.event_id: d for d in decisions}
     assert by_event[far_future].action == "failed"
     assert "OverflowError" in (by_event[far_future].reason or "")
     [real] = [d for d in decisions if d.action == "opened"]
-    assert store.get_incident(real.incident_number).host == "web2"
-    assert store.pending_events(10) == []
-    failed = {e.id: e.reason for e in store.failed_events()}
+    assert store.incidents.get(real.incident_number).host == "web2"
+    assert store.events.pending(10) == []
+    failed = {e.id: e.reason for e in store.events.failed()}
     assert set(failed) == {
         far_future,
         next(d.event_id for d in decisions if d.rule == "severity:critical"),
     }
     assert "no CI" in failed[max(failed)]
-    assert store.event_counts_by_class()["failed"] == 2
+    assert store.events.counts_by_class()["failed"] == 2
     # A second run has nothing left to retry: the failures are recorded, not pending.
-    assert triage(store, estate, store.pending_events(100), NOW) == []
+    assert triage(store, estate, store.events.pending(100), NOW) == []
 
 
 def test_far_future_time_is_clamped_at_intake_and_the_original_kept(store, estate) -> None:
     from opsflow.itsm.records import EVENT_MAX_SKEW, ORIGINAL_TIME_ANNOTATION
 
     sent = alert(fingerprint="y9999", at=datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
-    assert store.store_events([sent], NOW) == (1, 0)
-    assert store.store_events([sent], NOW + timedelta(seconds=30)) == (0, 1)  # still deduped
-    [event] = store.pending_events(10)
+    assert store.events.store([sent], NOW) == (1, 0)
+    assert store.events.store([sent], NOW + timedelta(seconds=30)) == (0, 1)  # still deduped
+    [event] = store.events.pending(10)
     assert event.occurred_at == NOW + EVENT_MAX_SKEW
     assert "9999-12-31T23:00:00+00:00" in event.annotations[ORIGINAL_TIME_ANNOTATION]
     [decision] = triage(store, estate, [event], NOW)
@@ -197,8 +197,8 @@ def test_far_future_time_is_clamped_at_intake_and_the_original_kept(store, estat
 def test_ancient_time_is_clamped_to_the_oldest_allowed(store) -> None:
     from opsflow.itsm.records import EVENT_MAX_AGE
 
-    store.store_events([alert(at=datetime(1, 1, 2, tzinfo=UTC))], NOW)
-    [event] = store.pending_events(10)
+    store.events.store([alert(at=datetime(1, 1, 2, tzinfo=UTC))], NOW)
+    [event] = store.events.pending(10)
     assert event.occurred_at == NOW - EVENT_MAX_AGE
 
 
@@ -212,7 +212,7 @@ def test_alert_with_only_instance_and_job_gets_the_ci_it_names(store, estate) ->
         alert(fingerprint="unknown", host=None, service=None, **unknown),
     )
     assert [d.action for d in decisions] == ["opened", "opened"]
-    known, other = (store.get_incident(d.incident_number) for d in decisions)
+    known, other = (store.incidents.get(d.incident_number) for d in decisions)
     assert (known.host, known.service) == ("web2", "app")
     assert (other.host, other.service, other.runbook) == (None, "node", None)
 
@@ -229,7 +229,7 @@ def test_the_estate_says_which_labels_name_the_ci(store, estate) -> None:
         alert(fingerprint="node", host="web2", service="other", node="web1", app_name="app"),
         alert(fingerprint="target", host=None, service=None, app_name="app", **by_target),
     )
-    incidents = [store.get_incident(d.incident_number) for d in decisions]
+    incidents = [store.incidents.get(d.incident_number) for d in decisions]
     assert [(i.host, i.service) for i in incidents] == [("web1", "app"), ("web2", "app")]
 
 
@@ -275,7 +275,7 @@ def test_a_regex_too_slow_fails_its_event_only(store, estate) -> None:
 
 def test_a_batch_is_bounded_by_bytes(store) -> None:
     big = {f"l{i}": "x" * 2000 for i in range(10)}  # ~20 kB of labels each
-    store.store_events([alert(fingerprint=f"b{i}", **big) for i in range(10)], NOW)
-    assert len(store.pending_events(100, max_bytes=50_000)) == 2
-    assert len(store.pending_events(100, max_bytes=10)) == 1  # never zero: progress is made
-    assert len(store.pending_events(100)) == 10
+    store.events.store([alert(fingerprint=f"b{i}", **big) for i in range(10)], NOW)
+    assert len(store.events.pending(100, max_bytes=50_000)) == 2
+    assert len(store.events.pending(100, max_bytes=10)) == 1  # never zero: progress is made
+    assert len(store.events.pending(100)) == 10

@@ -290,8 +290,8 @@ def test_prefect_and_the_records_live_in_the_cluster_in_the_home(up: Up) -> None
 
 
 def test_another_shell_finds_what_up_started(up: Up) -> None:
-    from opsflow.itsm.facts_store import FactsSnapshot, record_snapshots
-    from opsflow.itsm.store import Store
+    from opsflow.itsm.store.facts import FactsSnapshot
+    from opsflow.itsm.store.records import Records
 
     # Through up's Prefect server and its served deployments, with its auth string.
     rows = json.loads(up.opsflow("run", "health-check", "--json").stdout)
@@ -308,10 +308,10 @@ def test_another_shell_finds_what_up_started(up: Up) -> None:
         assert stored.fetchall() == [(summary,)], "the desk keeps them in up's records"
 
     # The command reads the records itself: it finds up's, not a SQLite file of its own.
-    store = Store(up.cluster.url("records"))
+    store = Records(up.cluster.url("records"))
     gathered = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    record_snapshots(store, [FactsSnapshot(host="lab01", gathered_at=gathered, reachable=True)])
-    store.dispose()
+    store.facts.record([FactsSnapshot(host="lab01", gathered_at=gathered, reachable=True)])
+    store.db.dispose()
     shown = json.loads(up.opsflow("inventory", "show", "lab01", "--json").stdout)
     assert "2026-01-02T03:04:05" in json.dumps(shown["history"])
     assert not (up.home / "opsflow.db").exists()

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from opsflow.flows.incident_restoration import incident_restoration
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.records import open_store
 from tests.support import open_service_down
 
 
@@ -30,9 +30,9 @@ def test_spent_budget_escalates_without_acting(lab, pager, no_budget) -> None:
     incident = open_service_down(host, "budget test")
     pages_before = len(pager.pages)
     assert incident_restoration(incident.number) == "In Progress"
-    after = open_store().get_incident(incident.id)
+    after = open_records().incidents.get(incident.id)
     assert after.assigned_to == "alice"
-    worklog = " ".join(w.text for w in open_store().worklog(incident.id))
+    worklog = " ".join(w.text for w in open_records().worklog.entries(incident.id))
     assert "remediation budget spent" in worklog
     assert "runbook restart-service started" not in worklog
     assert app_pid(lab, host) == pid_before

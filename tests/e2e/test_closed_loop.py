@@ -6,9 +6,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.hosts.run import SVC, run_on_host
-from opsflow.tasks.records import open_store
 from opsflow.tasks.services import check_service_health
 from tests.support import prefect_events, wait_for
 
@@ -19,7 +19,7 @@ RESTORE_TIMEOUT_S = 90
 
 def incident_for(host: str, symptom: str):
     found = [
-        i for i in open_store().list_incidents(host=host, service="app") if i.symptom == symptom
+        i for i in open_records().incidents.list(host=host, service="app") if i.symptom == symptom
     ]
     return found[0] if found else None
 
@@ -59,11 +59,11 @@ def incident_events(number: str, change: str) -> list[dict]:
 
 
 def resolved_alert_triaged(incident) -> bool:
-    store = open_store()
-    for fingerprint in {e.fingerprint for e in store.incident_events(incident.id)}:
+    store = open_records()
+    for fingerprint in {e.fingerprint for e in store.events.of_incident(incident.id)}:
         if any(
             e.status == "resolved" and e.triaged_at
-            for e in store.events_with_fingerprint(fingerprint)
+            for e in store.events.with_fingerprint(fingerprint)
         ):
             return True
     return False
@@ -89,7 +89,7 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
     assert incident.time_to_restore_s is not None and incident.time_to_restore_s > 0
     assert (incident.impact, incident.priority) == (2, 2 if symptom != "disk-full" else 3)
     assert check_service_health.fn(estate.host(host), estate.service("app")).healthy
-    worklog = [w.text for w in open_store().worklog(incident.id)]
+    worklog = [w.text for w in open_records().worklog.entries(incident.id)]
     assert any(t.startswith("diagnosis:") for t in worklog)
     assert any(t.startswith("verified:") for t in worklog)
     assert [e["payload"]["state"] for e in incident_events(incident.number, "resolved")] == [
@@ -98,7 +98,7 @@ def test_alert_to_verified_restoration(lab, estate, host_index, kind, symptom, r
     assert {"itil:incident", f"host:{host}"} <= restoration_tags(incident.number)
     assert not restoration_task_tags(incident.number), "task runs cost a round trip per tag"
     wait_for(lambda: resolved_alert_triaged(incident), 30, "the resolved alert, triaged")
-    assert open_store().get_incident(incident.id).state == "Resolved"
+    assert open_records().incidents.get(incident.id).state == "Resolved"
     if kind == "disk":
         df = run_on_host(host, ["df", "-P", "/var/log/app"], lab.directory).stdout
         assert int(df.splitlines()[-1].split()[4].rstrip("%")) < 80
@@ -123,7 +123,7 @@ def test_unrecoverable_service_escalates_to_a_human(lab, pager) -> None:
     assert incident.state == "In Progress"
     assert (incident.assignment_group, incident.assigned_to) == ("ops", "alice")
     assert incident.number in pages[-1]["body"]["subject"]
-    worklog = [w.text for w in open_store().worklog(incident.id)]
+    worklog = [w.text for w in open_records().worklog.entries(incident.id)]
     assert any(t.startswith("stopped app on") for t in worklog), worklog
     assert any("escalated to ops" in t for t in worklog)
     assert incident_events(incident.number, "escalated")

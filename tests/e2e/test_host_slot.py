@@ -6,9 +6,9 @@ import threading
 import time
 
 from opsflow.flows.incident_restoration import incident_restoration
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.concurrency import host_slot
-from opsflow.tasks.records import open_store
 from tests.support import open_service_down, wait_for
 
 HELD_S = 4.0
@@ -26,12 +26,12 @@ def test_restoration_waits_for_the_hosts_slot(lab, desk) -> None:
         )
         worker.start()
         wait_for(
-            lambda: open_store().get_incident(incident.id).state == "In Progress",
+            lambda: open_records().incidents.get(incident.id).state == "In Progress",
             30,
             "the restoration to start",
         )
         time.sleep(max(0.0, HELD_S - (time.monotonic() - held_since)))
-        worklog = [w.text for w in open_store().worklog(incident.id)]
+        worklog = [w.text for w in open_records().worklog.entries(incident.id)]
         assert not any(t.startswith("runbook ") for t in worklog), "acted while the slot was held"
         assert run_on_host(host, [SVC, "status"], lab.directory).returncode != 0
     worker.join(60)

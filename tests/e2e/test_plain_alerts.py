@@ -16,9 +16,9 @@ import pytest
 import requests
 import yaml
 
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
-from opsflow.tasks.records import open_store
 from opsflow.tasks.services import check_service_health
 from tests.alerting import alertmanager, prometheus, readme_yaml
 from tests.support import wait_for
@@ -42,7 +42,7 @@ def scraped(url: str, count: int) -> bool:
 
 
 def restored(host: str, since: datetime):
-    for incident in open_store().list_incidents(host=host, service="app"):
+    for incident in open_records().incidents.list(host=host, service="app"):
         if incident.opened_at >= since and incident.state == "Resolved":
             return incident
     return None
@@ -73,7 +73,7 @@ def test_a_plain_up_alert_opens_and_restores_the_right_ci(lab, desk, estate, tmp
             )
     assert (incident.symptom, incident.runbook) == ("service-down", "restart-service")
     assert incident.resolution_code == "auto-remediated"
-    events = open_store().incident_events(incident.id)
+    events = open_records().events.of_incident(incident.id)
     assert events and all(set(e.labels) == PLAIN_LABELS for e in events), [e.labels for e in events]
     assert {e.labels["instance"] for e in events} == {f"{host.address}:{host.app_port}"}
     assert {e.rule for e in events} == {"instance-down"}

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
-from opsflow.tasks.records import open_store
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
@@ -37,14 +37,14 @@ def alert(labels: dict[str, str], starts_at: str, fingerprint: str) -> dict:
 
 def outcome(fingerprint: str) -> str | None:
     """What triage made of an alert: the incident's CI, or the failure's reason."""
-    store = open_store()
-    [event] = store.events_with_fingerprint(fingerprint) or [None]
+    store = open_records()
+    [event] = store.events.with_fingerprint(fingerprint) or [None]
     if event is None or event.triaged_at is None:
         return None
     if event.incident_id is not None:
-        incident = store.get_incident(event.incident_id)
+        incident = store.incidents.get(event.incident_id)
         return f"incident {incident.service}@{incident.host}"
-    reasons = [e.reason for e in store.failed_events(1000) if e.id == event.id]
+    reasons = [e.reason for e in store.events.failed(1000) if e.id == event.id]
     return f"failed: {reasons[0]}" if reasons else None
 
 
@@ -84,10 +84,10 @@ def test_poison_events_do_not_stop_a_real_outage_from_being_restored(desk, lab) 
     for fingerprint in (f"a{run}", f"b{run}"):
         said = wait_for(lambda fp=fingerprint: outcome(fp), 15, f"triage of {fingerprint}")
         assert said == f"incident app@{host.name}" or said.startswith("failed: "), said
-    store = open_store()
-    [event] = store.events_with_fingerprint(f"c{run}")
+    store = open_records()
+    [event] = store.events.with_fingerprint(f"c{run}")
     resolved = wait_for(
-        lambda: (i := store.get_incident(event.incident_id)).state == "Resolved" and i,
+        lambda: (i := store.incidents.get(event.incident_id)).state == "Resolved" and i,
         RESTORE_TIMEOUT_S,
         "the outage to be restored",
     )

@@ -19,15 +19,15 @@ from prefect.client.orchestration import get_client
 
 from opsflow.desk.runners.restorations import RestorationRunner
 from opsflow.flows.incident_restoration import incident_restoration
-from opsflow.itsm.leases import RESTORATION_PREFIX, Leases, restoration_lease
 from opsflow.itsm.records import Incident, IncidentUpdate
+from opsflow.itsm.store.leases import RESTORATION_PREFIX, restoration_lease
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
 from opsflow.settings import get_settings
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.records import open_store
 from tests.support import open_service_down, wait_for, worker_process
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -37,14 +37,14 @@ FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.j
 def keeper() -> RestorationRunner:
     """A desk's keeper of restorations with 1 s leases, restoring in this process."""
     return RestorationRunner(
-        open_store(),
+        open_records(),
         lambda record, holder: incident_restoration(record.number, lease_holder=holder),
         lease_s=1.0,
     )
 
 
 def worklog(incident: Incident) -> list[str]:
-    return [w.text for w in open_store().worklog(incident.id)]
+    return [w.text for w in open_records().worklog.entries(incident.id)]
 
 
 def runbook_starts(incident: Incident) -> int:
@@ -52,11 +52,11 @@ def runbook_starts(incident: Incident) -> int:
 
 
 def state(incident: Incident) -> str:
-    return open_store().get_incident(incident.id).state
+    return open_records().incidents.get(incident.id).state
 
 
 def lease_holder(incident: Incident) -> str | None:
-    return Leases(open_store()).holder(restoration_lease(incident.id), datetime.now(UTC))
+    return open_records().leases.holder(restoration_lease(incident.id), datetime.now(UTC))
 
 
 def app_runs(lab, host: str) -> bool:
@@ -76,7 +76,7 @@ def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
     with host_slot(host), pytest.raises(TimeoutError):
         incident_restoration(incident.number, slot_wait_s=1.0)
 
-    after = open_store().get_incident(incident.id)
+    after = open_records().incidents.get(incident.id)
     assert (after.state, after.assigned_to) == ("In Progress", "alice")
     escalation = next(t for t in worklog(incident) if t.startswith("escalated to ops"))
     assert "TimeoutError" in escalation, escalation
@@ -90,7 +90,7 @@ def test_a_restoration_that_lost_its_lease_while_waiting_steps_aside(lab, desk, 
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "lease lost while waiting for the slot")
     name = restoration_lease(incident.id)
-    leases = Leases(open_store())
+    leases = open_records().leases
     pages_before = len(pager.pages)
     results: list[str] = []
     worker = threading.Thread(target=lambda: results.append(incident_restoration(incident.number)))
@@ -127,7 +127,7 @@ def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:
     assert pages == pages_before + 1
 
     # The escalating run crashed before it gave its lease back: the lease lapses.
-    leases = Leases(open_store())
+    leases = open_records().leases
     name = restoration_lease(incident.id)
     assert leases.take(name, "crashed-run", datetime.now(UTC) - timedelta(minutes=1), 1)
     runner = keeper()
@@ -143,7 +143,7 @@ def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:
         runner.stop()
     assert incident_restoration(incident.number) == "In Progress", "as for a correlated alert"
 
-    after = open_store().get_incident(incident.id)
+    after = open_records().incidents.get(incident.id)
     assert (after.state, after.assigned_to) == ("In Progress", "alice")
     assert runbook_starts(incident) == 0
     assert not any("taken over" in t for t in worklog(incident))
@@ -167,7 +167,7 @@ def test_the_crash_hook_pages_from_the_last_good_estate(
     with host_slot(host), pytest.raises(TimeoutError):
         incident_restoration(incident.number, slot_wait_s=1.0)
 
-    assert open_store().get_incident(incident.id).assigned_to == "alice"
+    assert open_records().incidents.get(incident.id).assigned_to == "alice"
     assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]
     assert not any("estate cannot be read" in t for t in worklog(incident))
 
@@ -206,7 +206,7 @@ def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, desk
     with host_slot(host):
         worker.start()
         wait_for(lambda: lease_holder(incident), 30, "the restoration to claim the incident")
-        open_store().update_incident(
+        open_records().incidents.update(
             incident.id,
             IncidentUpdate(state="Resolved", resolution_code="manual", resolution_notes="by hand"),
             actor="alice",
@@ -272,7 +272,7 @@ def test_worker_killed_mid_restoration_leaves_no_incident_behind(
     by_pid = {process.pid: process for process in two_workers}
 
     def claimed_by_a_worker() -> tuple[Incident, subprocess.Popen] | None:
-        for found in open_store().list_incidents(host=host, state=["In Progress"], limit=5):
+        for found in open_records().incidents.list(host=host, state=["In Progress"], limit=5):
             holder = lease_holder(found) or ""
             pid = int(holder.split(":")[1]) if holder.count(":") == 2 else None
             if found.runbook and pid in by_pid:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from opsflow.flows.incident_restoration import incident_restoration
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
-from opsflow.tasks.records import open_store
 from tests.support import open_service_down
 
 
@@ -43,9 +43,9 @@ def test_alert_for_a_host_outside_the_service_runs_nothing_there(
         )
     finally:
         run_on_host(host, [SVC, "start"], lab.directory)
-    worklog = [w.text for w in open_store().worklog(incident.id)]
+    worklog = [w.text for w in open_records().worklog.entries(incident.id)]
     assert not any(t.startswith("runbook ") for t in worklog)
     [escalation] = [t for t in worklog if t.startswith("escalated to ops")]
     assert f"{host} does not run app" in escalation, escalation
-    assert open_store().get_incident(incident.id).assigned_to == "alice"
+    assert open_records().incidents.get(incident.id).assigned_to == "alice"
     assert incident.number in pager.wait_for(pages_before + 1, 20)[-1]["body"]["subject"]

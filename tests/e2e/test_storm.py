@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.people import token_file
-from opsflow.tasks.records import open_store
 from tests.support import wait_for
 
 FIRING = json.loads(
@@ -45,13 +45,13 @@ def test_200_concurrent_deliveries_make_one_incident(desk, lab) -> None:
     assert sum(a.json()["stored"] for a in repeats) == 0
 
     def the_incident():
-        found = open_store().list_incidents(host="ghost")
+        found = open_records().incidents.list(host="ghost")
         return found if found and found[0].event_count == 200 else None
 
     incidents = wait_for(the_incident, 60, "all 200 events triaged into the incident")
     assert len(incidents) == 1
     assert incidents[0].runbook is None, "an unknown host gets no automation"
-    assert len(open_store().incident_events(incidents[0].id, limit=1000)) == 200
+    assert len(open_records().events.of_incident(incidents[0].id, limit=1000)) == 200
 
 
 @pytest.mark.parametrize(

@@ -17,14 +17,14 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from opsflow.itsm.leases import Leases, restoration_lease
 from opsflow.itsm.records import Incident
-from opsflow.itsm.store import events
+from opsflow.itsm.store.events import events
+from opsflow.itsm.store.leases import restoration_lease
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.concurrency import host_slot
-from opsflow.tasks.records import open_store
 from tests.support import DeskProcess, desk_process, wait_for, worker_process
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -98,14 +98,14 @@ def test_a_storm_survives_a_killed_desk_and_a_killed_worker(lab, topology, tmp_p
             refused.append(webhook)
 
     def carrier_of(incident: Incident) -> subprocess.Popen | None:
-        holder = Leases(open_store()).holder(restoration_lease(incident.id), datetime.now(UTC))
+        holder = open_records().leases.holder(restoration_lease(incident.id), datetime.now(UTC))
         for process in workers:
             if holder and f":{process.pid}:" in holder:
                 return process
         return None
 
     def opened_now(host: str) -> list[Incident]:
-        found = open_store().list_incidents(host=host, limit=10)
+        found = open_records().incidents.list(host=host, limit=10)
         return [i for i in found if i.opened_at >= started and i.runbook]
 
     def opened(host: str) -> Incident | None:
@@ -138,17 +138,17 @@ def test_a_storm_survives_a_killed_desk_and_a_killed_worker(lab, topology, tmp_p
         carrier.wait(10)
 
     assert not refused, f"webhooks no desk acknowledged: {refused}"
-    with open_store().read() as conn:
+    with open_records().db.read() as conn:
         stored = set(conn.execute(select(events.c.fingerprint)).scalars())
     assert set(acknowledged) <= stored, "an acknowledged alert was lost"
     for host in hosts:
         incident = wait_for(lambda h=host: opened(h), 60, f"an incident for {host}")
         wait_for(
-            lambda i=incident: open_store().get_incident(i.id).state == "Resolved",
+            lambda i=incident: open_records().incidents.get(i.id).state == "Resolved",
             90,
             f"{incident.number} on {host} to be resolved",
         )
-        worklog = [w.text for w in open_store().worklog(incident.id)]
+        worklog = [w.text for w in open_records().worklog.entries(incident.id)]
         starts = sum(t.startswith("runbook restart-service started") for t in worklog)
         assert starts == 1, f"{incident.number}: the runbook started {starts} times"
         assert len(opened_now(host)) == 1, f"more than one incident on {host}"

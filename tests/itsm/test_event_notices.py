@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from opsflow.itsm.event_notices import listen_for_stored_events
 from opsflow.itsm.records import EventIn
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.event_notices import listen_for_stored_events
+from opsflow.itsm.store.records import Records
 
 WAIT_S = 10.0
 """Generous: a notice normally arrives in milliseconds; this only bounds a failing test."""
@@ -60,49 +60,49 @@ def pg_url(postgres) -> Iterator[str]:
 
 
 @pytest.fixture
-def desk(pg_url: str) -> Iterator[Store]:
+def desk(pg_url: str) -> Iterator[Records]:
     """The store the test writes events through, as a desk would."""
-    store = Store(pg_url)
+    store = Records(pg_url)
     yield store
-    store.dispose()
+    store.db.dispose()
 
 
 @pytest.fixture
 def listening(pg_url: str) -> Iterator[Heard]:
     """A listener on its own store, heard once it listens; the test writes through another."""
-    listener_store = Store(pg_url)
+    listener_store = Records(pg_url)
     heard = Heard()
     stopped = threading.Event()
     thread = threading.Thread(
-        target=listen_for_stored_events, args=(listener_store, heard, stopped), daemon=True
+        target=listen_for_stored_events, args=(listener_store.db, heard, stopped), daemon=True
     )
     thread.start()
     assert heard.wait_beyond(0), "the listener never started listening"
     yield heard
     stopped.set()
     thread.join(5)
-    listener_store.dispose()
+    listener_store.db.dispose()
 
 
 def test_a_commit_that_stores_events_is_heard_and_duplicates_are_not(
-    desk: Store, listening: Heard
+    desk: Records, listening: Heard
 ) -> None:
     heard = listening
     before = heard.calls
-    assert desk.store_events([alert("a"), alert("b")], datetime.now(UTC)) == (2, 0)
+    assert desk.events.store([alert("a"), alert("b")], datetime.now(UTC)) == (2, 0)
     assert heard.wait_beyond(before), "no notice after events were stored"
     assert heard.calls == before + 1, "one commit, one notice"
 
     after = heard.calls
-    assert desk.store_events([alert("a")], datetime.now(UTC)) == (0, 1)
+    assert desk.events.store([alert("a")], datetime.now(UTC)) == (0, 1)
     assert not heard.wait_beyond(after, timeout_s=1.0), "a duplicate was announced"
 
 
 def test_the_listener_listens_again_after_its_connection_is_killed(
-    desk: Store, listening: Heard
+    desk: Records, listening: Heard
 ) -> None:
     heard = listening
-    with desk.read() as conn:
+    with desk.db.read() as conn:
         killed = conn.execute(
             text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -114,12 +114,12 @@ def test_the_listener_listens_again_after_its_connection_is_killed(
     # Back on a new connection, it first calls once for what it may have missed.
     assert heard.wait_beyond(heard.calls, timeout_s=WAIT_S)
     before = heard.calls
-    desk.store_events([alert("c")], datetime.now(UTC))
+    desk.events.store([alert("c")], datetime.now(UTC))
     assert heard.wait_beyond(before), "no notice after the listener reconnected"
 
 
 def test_sqlite_has_no_listener(tmp_path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'records.db'}")
+    store = Records(f"sqlite:///{tmp_path / 'records.db'}")
     heard = Heard()
-    listen_for_stored_events(store, heard, threading.Event())  # returns at once
+    listen_for_stored_events(store.db, heard, threading.Event())  # returns at once
     assert heard.calls == 0

@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opsflow.itsm.leases import Leases
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.leases import Leases
+from opsflow.itsm.store.records import Records
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
 def leases(records_url: str) -> Leases:
-    return Leases(Store(records_url))
+    return Records(records_url).leases
 
 
 def at(seconds: float) -> datetime:

@@ -9,14 +9,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from opsflow.itsm.lifecycle import (
-    IllegalTransitionError,
-    InvalidUpdateError,
-    apply_update,
-    check_transition,
-)
+from opsflow.itsm.lifecycle import apply_update
 from opsflow.itsm.priority import SlaTargets
-from opsflow.itsm.records import Incident, IncidentCreate, IncidentUpdate
+from opsflow.itsm.records import INCIDENT_STATES, Incident, IncidentCreate, IncidentUpdate
+from opsflow.itsm.states import IllegalTransitionError, InvalidUpdateError
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 STATES = ["New", "In Progress", "On Hold", "Resolved", "Closed", "Canceled"]
@@ -86,10 +82,10 @@ def move_to(target: str) -> IncidentUpdate:
 @pytest.mark.parametrize(("current", "target"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
 def test_check_transition_table(current: str, target: str) -> None:
     if (current, target) in LEGAL:
-        check_transition(current, target)  # type: ignore[arg-type]
+        INCIDENT_STATES.check(current, target)  # type: ignore[arg-type]
     else:
         with pytest.raises(IllegalTransitionError) as caught:
-            check_transition(current, target)  # type: ignore[arg-type]
+            INCIDENT_STATES.check(current, target)  # type: ignore[arg-type]
         assert f"from {current} to {target}" in str(caught.value)
         assert caught.value.current == current
         assert caught.value.target == target
@@ -97,12 +93,12 @@ def test_check_transition_table(current: str, target: str) -> None:
 
 def test_illegal_transition_message_lists_what_is_allowed() -> None:
     with pytest.raises(IllegalTransitionError) as caught:
-        check_transition("Closed", "In Progress")
+        INCIDENT_STATES.check("Closed", "In Progress")
     assert str(caught.value) == (
-        "incident cannot go from Closed to In Progress; allowed from Closed: none"
+        "incident cannot go from Closed to In Progress; allowed from Closed: none, it is final"
     )
     with pytest.raises(IllegalTransitionError, match="allowed from Resolved: Closed, In Progress"):
-        check_transition("Resolved", "On Hold")
+        INCIDENT_STATES.check("Resolved", "On Hold")
 
 
 MOVES = [(a, b) for a, b in PAIRS if a != b]

@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 from opsflow.cli.main import app
 from opsflow.inventory.models import Audience, Entitlement
 from opsflow.itsm.access import ResolvedRequest
-from opsflow.itsm.access_store import AccessStore
 from opsflow.itsm.migrations import (
     SchemaTooNewError,
     UnknownSchemaError,
@@ -34,10 +33,8 @@ from opsflow.itsm.migrations import (
     premigration,
     records_metadata,
 )
-from opsflow.itsm.problem_store import ProblemStore
 from opsflow.itsm.records import EventIn, IncidentCreate
-from opsflow.itsm.request_store import RequestStore
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "records_schema"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -138,21 +135,21 @@ def test_a_database_made_before_migrations_is_upgraded_and_used(
     assert "alembic_version" not in made_then
     assert ("event_failures" in made_then) == (commit == "d71d4a3")
 
-    store = Store(records_url)
-    assert store.schema.before is None
-    assert store.schema.after == head()
-    assert set(store.schema.premigration_tables) == made_then
+    store = Records(records_url)
+    assert store.db.schema.before is None
+    assert store.db.schema.after == head()
+    assert set(store.db.schema.premigration_tables) == made_then
     assert revision_of(records_url) == head()
     assert schema_differences(records_url) == []
     assert unseen_differences(records_url) == []
 
     # What the old code wrote reads back through today's API.
-    old = store.get_incident("INC0000001")
+    old = store.incidents.get("INC0000001")
     assert (old.host, old.service, old.state, old.priority) == ("web1", "app", "New", 2)
-    assert [e.fingerprint for e in store.incident_events(old.id)] == ["fp1", "fp0"]
-    assert [w.text for w in store.worklog(old.id)] == ["looking at it"]
-    assert store.audit_trail("incident", old.id)[0].action == "incident.opened"
-    requests, grants = RequestStore(store), AccessStore(store)
+    assert [e.fingerprint for e in store.events.of_incident(old.id)] == ["fp1", "fp0"]
+    assert [w.text for w in store.worklog.entries(old.id)] == ["looking at it"]
+    assert store.audit.trail("incident", old.id)[0].action == "incident.opened"
+    requests, grants = store.requests, store.access
     old_request = requests.get("REQ0000001")
     # Stored under the catalog item's first name, since renamed: it reads as it was stored.
     assert (old_request.item, old_request.inputs) == (
@@ -161,7 +158,7 @@ def test_a_database_made_before_migrations_is_upgraded_and_used(
     )
     assert (grants.get(1).username, grants.get(1).state) == ("alice", "requested")
     if commit == "d71d4a3":
-        assert store.reported_by(2, "carol")
+        assert store.incidents.reported_by(2, "carol")
 
     # And today's code writes beside it, in the tables the upgrade added too.
     alert = EventIn(
@@ -173,19 +170,19 @@ def test_a_database_made_before_migrations_is_upgraded_and_used(
         summary="app is down on web3",
         occurred_at=NOW,
     )
-    assert store.store_events([alert], NOW) == (1, 0)
-    (pending,) = store.pending_events()
-    assert store.mark_failed([(pending.id, "no rule")], NOW) == 1
+    assert store.events.store([alert], NOW) == (1, 0)
+    (pending,) = store.events.pending()
+    assert store.events.mark_failed([(pending.id, "no rule")], NOW) == 1
     old_failures = {"no CI"} if commit == "d71d4a3" else set()
-    assert {f.reason for f in store.failed_events()} == {"no rule"} | old_failures
+    assert {f.reason for f in store.events.failed()} == {"no rule"} | old_failures
     report = IncidentCreate(
         host="web3", service="app", symptom="slow", summary="web3 is slow", impact=3, urgency=3
     )
-    reported = store.correlate(report, NOW, "dave", report="web3 is slow").incident
+    reported = store.correlation.correlate(report, NOW, "dave", report="web3 is slow").incident
     assert reported.id > old.id
-    assert store.reported_by(reported.id, "dave")
-    store.add_worklog(old.id, "bob", "restarted app", NOW)
-    assert len(store.worklog(old.id)) == 2
+    assert store.incidents.reported_by(reported.id, "dave")
+    store.worklog.add(old.id, "bob", "restarted app", NOW)
+    assert len(store.worklog.entries(old.id)) == 2
     created = requests.create("restart-service", {"service": "app"}, "bob", "none", "bob", NOW)
     assert created.id == 2
     entitlement = Entitlement(
@@ -204,12 +201,12 @@ def test_a_database_made_before_migrations_is_upgraded_and_used(
         reason="look at logs",
     )
     assert grants.request(resolved, "bob", NOW).id == 2
-    assert ProblemStore(store).list_problems() == []
-    store.dispose()
+    assert store.problems.list() == []
+    store.db.dispose()
 
-    again = Store(records_url)
-    assert not again.schema.changed
-    again.dispose()
+    again = Records(records_url)
+    assert not again.db.schema.changed
+    again.db.dispose()
 
 
 def test_a_database_with_some_of_the_old_tables_gets_the_rest(records_url: str) -> None:
@@ -223,18 +220,18 @@ def test_a_database_with_some_of_the_old_tables_gets_the_rest(records_url: str) 
             conn.execute(text(f"DROP TABLE {name}"))
     engine.dispose()
 
-    store = Store(records_url)
-    assert not set(lazy) & set(store.schema.premigration_tables)
+    store = Records(records_url)
+    assert not set(lazy) & set(store.db.schema.premigration_tables)
     assert schema_differences(records_url) == []
-    assert store.get_incident("INC0000001").host == "web1"
-    store.dispose()
+    assert store.incidents.get("INC0000001").host == "web1"
+    store.db.dispose()
 
 
 def test_an_empty_database_gets_exactly_the_schema_the_code_declares(records_url: str) -> None:
-    store = Store(records_url)
-    assert (store.schema.before, store.schema.after) == (None, head())
-    assert store.schema.premigration_tables == ()
-    store.dispose()
+    store = Records(records_url)
+    assert (store.db.schema.before, store.db.schema.after) == (None, head())
+    assert store.db.schema.premigration_tables == ()
+    store.db.dispose()
     differences = schema_differences(records_url)
     assert differences == [], (
         "the code's tables differ from what the migrations make: write a revision "
@@ -258,9 +255,9 @@ def test_the_first_revision_makes_the_schema_of_2a3d754(records_url: str) -> Non
     load_fixture_schema = tables(records_url) - {"alembic_version"}
     assert load_fixture_schema == set(premigration.AT_2A3D754)
     assert revision_of(records_url) == "0001"
-    store = Store(records_url)
-    assert (store.schema.before, store.schema.after) == ("0001", head())
-    store.dispose()
+    store = Records(records_url)
+    assert (store.db.schema.before, store.db.schema.after) == ("0001", head())
+    store.db.dispose()
     assert schema_differences(records_url) == []
 
 
@@ -295,8 +292,8 @@ def test_opsflow_db_upgrade_twice_changes_nothing_the_second_time(
 
 def test_processes_opening_one_new_database_at_once_migrate_it_once(records_url: str) -> None:
     opener = (
-        "import sys; from itsm.store import Store; "
-        "print(Store(sys.argv[1]).schema.before is None, flush=True)"
+        "import sys; from opsflow.itsm.store.records import Records; "
+        "print(Records(sys.argv[1]).db.schema.before is None, flush=True)"
     )
     openers = [
         subprocess.Popen(
@@ -327,15 +324,15 @@ def test_tables_opsflow_did_not_make_are_refused_and_left_alone(records_url: str
         conn.execute(text("CREATE TABLE incidents (id INTEGER PRIMARY KEY, title TEXT)"))
     engine.dispose()
     with pytest.raises(UnknownSchemaError, match="table incidents has columns"):
-        Store(records_url)
+        Records(records_url)
     assert tables(records_url) == {"incidents"}
 
 
 def test_a_database_a_newer_opsflow_migrated_is_refused(records_url: str) -> None:
-    Store(records_url).dispose()
+    Records(records_url).db.dispose()
     engine = _engine(records_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'from-the-future'"))
     engine.dispose()
     with pytest.raises(SchemaTooNewError, match="from-the-future"):
-        Store(records_url)
+        Records(records_url)

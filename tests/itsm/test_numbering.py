@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from opsflow.itsm.numbering import MAX_RECORD_ID, parse_record_id
-from opsflow.itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.numbering import MAX_RECORD_ID, Numbering
+from opsflow.itsm.store.errors import RecordNotFoundError
+from opsflow.itsm.store.records import Records
 
 
 @pytest.mark.parametrize(
@@ -29,11 +30,11 @@ from opsflow.itsm.store import RecordNotFoundError, Store
     ],
 )
 def test_ids_are_ascii_digits_within_64_bits(key: int | str, expected: int | None) -> None:
-    assert parse_record_id(key, "INC") == expected
+    assert Numbering("INC").parse(key) == expected
 
 
 @pytest.mark.parametrize("key", ["³", "9" * 40, "INC" + "9" * 30])
 def test_a_hostile_id_is_not_found_rather_than_a_crash(records_url: str, key: str) -> None:
-    store = Store(records_url)
+    store = Records(records_url)
     with pytest.raises(RecordNotFoundError):
-        store.get_incident(key)
+        store.incidents.get(key)

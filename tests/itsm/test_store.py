@@ -14,19 +14,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateIndex
 
 from opsflow.errors import PermanentError, TransientError
-from opsflow.itsm import store as store_module
-from opsflow.itsm.lifecycle import IllegalTransitionError, InvalidUpdateError
 from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
-from opsflow.itsm.store import (
+from opsflow.itsm.states import IllegalTransitionError, InvalidUpdateError
+from opsflow.itsm.store.audit import Audit
+from opsflow.itsm.store.errors import (
     ConcurrentUpdateError,
-    EventLink,
     RecordNotFoundError,
     StaleVersionError,
-    Store,
     StoreConfigError,
-    events,
-    incidents,
 )
+from opsflow.itsm.store.events import EventLink, events
+from opsflow.itsm.store.incidents import INCIDENTS, incidents
+from opsflow.itsm.store.records import Records, open_records
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -36,10 +35,10 @@ def minutes(n: float) -> datetime:
 
 
 @pytest.fixture
-def store(records_url: str) -> Iterator[Store]:
-    records = Store(records_url)
+def store(records_url: str) -> Iterator[Records]:
+    records = Records(records_url)
     yield records
-    records.dispose()
+    records.db.dispose()
 
 
 def alert(fingerprint: str = "a1", status: str = "firing", **extra: object) -> EventIn:
@@ -72,7 +71,7 @@ def app_down(**extra: object) -> IncidentCreate:
 # -- intake -------------------------------------------------------------------------------
 
 
-def test_events_round_trip_as_aware_utc(store: Store) -> None:
+def test_events_round_trip_as_aware_utc(store: Records) -> None:
     cest = timezone(timedelta(hours=2))
     sent = alert(
         status="resolved",
@@ -80,41 +79,41 @@ def test_events_round_trip_as_aware_utc(store: Store) -> None:
         ends_at=datetime(2024, 5, 1, 14, 5, tzinfo=cest),
         labels={"alertname": "AppDown", "note": 'ünïcode "quoted"'},
     )
-    assert store.store_events([sent], minutes(6)) == (1, 0)
-    [stored] = store.pending_events()
+    assert store.events.store([sent], minutes(6)) == (1, 0)
+    [stored] = store.events.pending()
     assert stored.occurred_at == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
     assert stored.occurred_at.tzinfo is UTC
     assert stored.ends_at == minutes(5)
     assert stored.received_at == minutes(6)
     assert stored.dedup_key == sent.dedup_key()
     assert stored.model_dump(include=set(EventIn.model_fields)) == sent.model_dump()
-    assert store.get_event(stored.id) == stored
+    assert store.events.get(stored.id) == stored
 
 
 def test_sqlite_intake_stores_datetimes_like_the_rest_of_the_store(tmp_path: Path) -> None:
     """The fast intake path writes exactly what SQLAlchemy's types write for other tables."""
-    records = Store(f"sqlite:///{tmp_path / 'records.db'}")
-    records.store_events([alert(occurred_at=T0)], T0)
-    records.open_or_correlate(app_down(), T0, actor="test")
-    with records._engine.connect() as conn:
+    records = Records(f"sqlite:///{tmp_path / 'records.db'}")
+    records.events.store([alert(occurred_at=T0)], T0)
+    records.correlation.open_or_correlate(app_down(), T0, actor="test")
+    with records.db.engine.connect() as conn:
         raw_event = conn.execute(text("SELECT occurred_at, received_at FROM events")).one()
         raw_incident = conn.execute(text("SELECT opened_at FROM incidents")).one()
     assert raw_event[0] == raw_event[1] == raw_incident[0] == "2024-05-01 12:00:00.000000"
 
 
-def test_repeated_delivery_stores_nothing_new(store: Store) -> None:
+def test_repeated_delivery_stores_nothing_new(store: Records) -> None:
     batch = [alert("a1"), alert("a2"), alert("a3", status="resolved", ends_at=minutes(3))]
-    assert store.store_events(batch, minutes(1)) == (3, 0)
-    assert store.store_events(batch, minutes(2)) == (0, 3)
-    assert len(store.pending_events()) == 3
-    assert {e.received_at for e in store.pending_events()} == {minutes(1)}
+    assert store.events.store(batch, minutes(1)) == (3, 0)
+    assert store.events.store(batch, minutes(2)) == (0, 3)
+    assert len(store.events.pending()) == 3
+    assert {e.received_at for e in store.events.pending()} == {minutes(1)}
 
 
-def test_batch_with_internal_duplicates(store: Store) -> None:
+def test_batch_with_internal_duplicates(store: Records) -> None:
     batch = [alert("a1"), alert("a2"), alert("a1"), alert("a1"), alert("a2")]
-    assert store.store_events(batch, T0) == (2, 3)
-    assert store.store_events([], T0) == (0, 0)
-    assert [e.fingerprint for e in store.pending_events()] == ["a1", "a2"]
+    assert store.events.store(batch, T0) == (2, 3)
+    assert store.events.store([], T0) == (0, 0)
+    assert [e.fingerprint for e in store.events.pending()] == ["a1", "a2"]
 
 
 @pytest.mark.parametrize(
@@ -150,41 +149,41 @@ def test_dedup_key(first: EventIn, second: EventIn, same: bool) -> None:
     assert (first.dedup_key() == second.dedup_key()) is same
 
 
-def test_intake_refuses_naive_times(store: Store) -> None:
+def test_intake_refuses_naive_times(store: Records) -> None:
     with pytest.raises(ValueError, match="received_at must be timezone-aware"):
-        store.store_events([alert()], datetime(2024, 5, 1))
+        store.events.store([alert()], datetime(2024, 5, 1))
     with pytest.raises(ValueError, match="timezone"):
         alert(occurred_at=datetime(2024, 5, 1))
 
 
 def test_events_are_durable_for_another_store_on_the_same_database(records_url: str) -> None:
     url = records_url
-    Store(url).store_events([alert("a1"), alert("a2")], T0)
-    assert [e.fingerprint for e in Store(url).pending_events()] == ["a1", "a2"]
+    Records(url).events.store([alert("a1"), alert("a2")], T0)
+    assert [e.fingerprint for e in Records(url).events.pending()] == ["a1", "a2"]
 
 
-def test_triage_marks_events_once_and_audits_them(store: Store) -> None:
-    store.store_events([alert(f"a{i}") for i in range(5)], T0)
-    pending = store.pending_events(limit=3)
+def test_triage_marks_events_once_and_audits_them(store: Records) -> None:
+    store.events.store([alert(f"a{i}") for i in range(5)], T0)
+    pending = store.events.pending(limit=3)
     assert [e.fingerprint for e in pending] == ["a0", "a1", "a2"]
-    incident, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+    incident, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     decisions = [
         (pending[0].id, "exception", "app-down", incident.id),
         (pending[1].id, "informational", "severity", None),
         (pending[2].id, "warning", "severity", None),
     ]
-    assert store.mark_triaged(decisions, minutes(1), flow_run_id="run-1") == 3
-    assert store.mark_triaged(decisions, minutes(2), flow_run_id="run-2") == 0
-    assert [e.fingerprint for e in store.pending_events()] == ["a3", "a4"]
-    triaged = store.get_event(pending[0].id)
+    assert store.events.mark_triaged(decisions, minutes(1), flow_run_id="run-1") == 3
+    assert store.events.mark_triaged(decisions, minutes(2), flow_run_id="run-2") == 0
+    assert [e.fingerprint for e in store.events.pending()] == ["a3", "a4"]
+    triaged = store.events.get(pending[0].id)
     assert (triaged.event_class, triaged.rule, triaged.incident_id) == (
         "exception",
         "app-down",
         incident.id,
     )
     assert triaged.triaged_at == minutes(1)
-    assert [e.id for e in store.incident_events(incident.id)] == [pending[0].id]
-    [entry] = store.audit_trail("event", pending[0].id)
+    assert [e.id for e in store.events.of_incident(incident.id)] == [pending[0].id]
+    [entry] = store.audit.trail("event", pending[0].id)
     assert (entry.action, entry.actor, entry.flow_run_id) == (
         "event.triaged",
         "event-triage",
@@ -197,7 +196,7 @@ def test_triage_marks_events_once_and_audits_them(store: Store) -> None:
         "rule": "app-down",
         "incident_id": incident.id,
     }
-    assert store.event_counts_by_class() == {
+    assert store.events.counts_by_class() == {
         "exception": 1,
         "informational": 1,
         "warning": 1,
@@ -208,13 +207,15 @@ def test_triage_marks_events_once_and_audits_them(store: Store) -> None:
 # -- incidents: opening and correlating -----------------------------------------------------
 
 
-def test_open_then_correlate(store: Store) -> None:
-    opened, created = store.open_or_correlate(app_down(), T0, actor="triage", flow_run_id="run-1")
+def test_open_then_correlate(store: Records) -> None:
+    opened, created = store.correlation.open_or_correlate(
+        app_down(), T0, actor="triage", flow_run_id="run-1"
+    )
     assert created
     assert (opened.number, opened.state, opened.priority) == ("INC0000001", "New", 1)
     assert (opened.respond_due, opened.resolve_due) == (minutes(15), minutes(60))
     assert (opened.event_count, opened.version, opened.flow_run_ids) == (1, 1, ["run-1"])
-    later, created = store.open_or_correlate(app_down(), minutes(3), actor="triage")
+    later, created = store.correlation.open_or_correlate(app_down(), minutes(3), actor="triage")
     assert not created
     assert (later.id, later.event_count, later.last_event_at, later.version) == (
         opened.id,
@@ -222,10 +223,10 @@ def test_open_then_correlate(store: Store) -> None:
         minutes(3),
         2,
     )
-    earlier, _ = store.open_or_correlate(app_down(), minutes(1), actor="triage")
+    earlier, _ = store.correlation.open_or_correlate(app_down(), minutes(1), actor="triage")
     assert earlier.last_event_at == minutes(3)
-    assert store.get_incident(opened.id) == earlier
-    trail = store.audit_trail("incident", opened.id)
+    assert store.incidents.get(opened.id) == earlier
+    trail = store.audit.trail("incident", opened.id)
     assert [e.action for e in trail] == [
         "incident.opened",
         "incident.correlated",
@@ -238,14 +239,14 @@ def test_open_then_correlate(store: Store) -> None:
     assert trail[0].flow_run_id == "run-1"
 
 
-def test_events_land_on_their_incident_in_the_same_write(store: Store) -> None:
-    store.store_events([alert(f"a{i}") for i in range(3)], T0)
-    first, *rest = [e.id for e in store.pending_events()]
-    opened, _ = store.open_or_correlate(
+def test_events_land_on_their_incident_in_the_same_write(store: Records) -> None:
+    store.events.store([alert(f"a{i}") for i in range(3)], T0)
+    first, *rest = [e.id for e in store.events.pending()]
+    opened, _ = store.correlation.open_or_correlate(
         app_down(), T0, actor="triage", link=EventLink([first], "exception", "app-down", T0)
     )
-    assert [e.id for e in store.incident_events(opened.id)] == [first]
-    counted = store.correlate_more(
+    assert [e.id for e in store.events.of_incident(opened.id)] == [first]
+    counted = store.correlation.correlate_more(
         opened.id,
         len(rest),
         minutes(1),
@@ -254,13 +255,13 @@ def test_events_land_on_their_incident_in_the_same_write(store: Store) -> None:
         link=EventLink(rest, "exception", "app-down", minutes(1)),
     )
     assert counted is not None and counted.event_count == 3
-    assert sorted(e.id for e in store.incident_events(opened.id)) == [first, *rest]
+    assert sorted(e.id for e in store.events.of_incident(opened.id)) == [first, *rest]
     # A triage stopped here finds nothing left to count again when it restarts.
-    assert store.pending_events() == []
-    assert store.audit_trail("event", first)[0].after["incident_id"] == opened.id
+    assert store.events.pending() == []
+    assert store.audit.trail("event", first)[0].after["incident_id"] == opened.id
 
 
-def test_200_concurrent_reports_make_one_incident(store: Store) -> None:
+def test_200_concurrent_reports_make_one_incident(store: Records) -> None:
     threads = 200
     barrier = threading.Barrier(threads)
     results: list[tuple[int, bool]] = []
@@ -270,7 +271,9 @@ def test_200_concurrent_reports_make_one_incident(store: Store) -> None:
     def report(i: int) -> None:
         try:
             barrier.wait()
-            incident, created = store.open_or_correlate(app_down(), minutes(i / 100), actor="t")
+            incident, created = store.correlation.open_or_correlate(
+                app_down(), minutes(i / 100), actor="t"
+            )
             with lock:
                 results.append((incident.id, created))
         except BaseException as exc:
@@ -285,44 +288,44 @@ def test_200_concurrent_reports_make_one_incident(store: Store) -> None:
     assert errors == []
     assert len({incident_id for incident_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1
-    [incident] = store.list_incidents(state=["New", "In Progress", "On Hold"])
+    [incident] = store.incidents.list(state=["New", "In Progress", "On Hold"])
     assert incident.event_count == threads
     assert incident.version == threads
-    assert len(store.audit_trail("incident", incident.id)) == threads
+    assert len(store.audit.trail("incident", incident.id)) == threads
 
 
-def test_database_itself_refuses_a_second_open_incident_per_key(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+def test_database_itself_refuses_a_second_open_incident_per_key(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     row = opened.model_dump(exclude={"id", "number"})
-    with pytest.raises(IntegrityError), store.write() as conn:
+    with pytest.raises(IntegrityError), store.db.write() as conn:
         conn.execute(insert(incidents).values(row))
-    with store.write() as conn:
+    with store.db.write() as conn:
         conn.execute(insert(incidents).values({**row, "state": "Closed"}))
 
 
-def test_after_resolution_a_new_event_opens_a_new_incident(store: Store) -> None:
-    first, _ = store.open_or_correlate(app_down(), T0, actor="triage")
-    store.update_incident(
+def test_after_resolution_a_new_event_opens_a_new_incident(store: Records) -> None:
+    first, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
+    store.incidents.update(
         first.id,
         IncidentUpdate(state="Resolved", resolution_code="auto-remediated"),
         actor="restoration",
         now=minutes(10),
     )
-    assert store.open_incident_for_key(first.correlation_key) is None
-    second, created = store.open_or_correlate(app_down(), minutes(20), actor="triage")
+    assert store.incidents.open_for_key(first.correlation_key) is None
+    second, created = store.correlation.open_or_correlate(app_down(), minutes(20), actor="triage")
     assert created
     assert second.id != first.id
     assert second.number == "INC0000002"
-    assert store.open_incident_for_key(first.correlation_key) == second
-    assert store.get_incident(first.id).event_count == 1
+    assert store.incidents.open_for_key(first.correlation_key) == second
+    assert store.incidents.get(first.id).event_count == 1
 
 
 # -- incidents: changes ---------------------------------------------------------------------
 
 
-def test_update_is_audited_with_before_and_after(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
-    working = store.update_incident(
+def test_update_is_audited_with_before_and_after(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
+    working = store.incidents.update(
         opened.number,
         IncidentUpdate(state="In Progress", assigned_to="alice"),
         actor="alice",
@@ -330,8 +333,8 @@ def test_update_is_audited_with_before_and_after(store: Store) -> None:
         flow_run_id="run-7",
     )
     assert (working.state, working.responded_at, working.version) == ("In Progress", minutes(5), 2)
-    assert store.get_incident(opened.id) == working
-    entry = store.audit_trail("incident", opened.id)[-1]
+    assert store.incidents.get(opened.id) == working
+    entry = store.audit.trail("incident", opened.id)[-1]
     assert (entry.action, entry.actor, entry.flow_run_id, entry.at) == (
         "incident.in_progress",
         "alice",
@@ -343,17 +346,19 @@ def test_update_is_audited_with_before_and_after(store: Store) -> None:
     assert (entry.before["assigned_to"], entry.after["assigned_to"]) == (None, "alice")
 
 
-def test_update_that_changes_nothing_writes_nothing(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(assignment_group="ops"), T0, actor="triage")
-    same = store.update_incident(
+def test_update_that_changes_nothing_writes_nothing(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(
+        app_down(assignment_group="ops"), T0, actor="triage"
+    )
+    same = store.incidents.update(
         opened.id, IncidentUpdate(assignment_group="ops"), actor="bob", now=minutes(1)
     )
     assert same == opened
-    assert len(store.audit_trail("incident", opened.id)) == 1
+    assert len(store.audit.trail("incident", opened.id)) == 1
 
 
-def test_full_lifecycle_through_the_store(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+def test_full_lifecycle_through_the_store(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     steps = [
         (IncidentUpdate(state="In Progress"), minutes(5)),
         (IncidentUpdate(state="On Hold", hold_reason="waiting for vendor"), minutes(10)),
@@ -362,13 +367,13 @@ def test_full_lifecycle_through_the_store(store: Store) -> None:
         (IncidentUpdate(state="Closed"), minutes(70)),
     ]
     for update, at in steps:
-        current = store.update_incident(opened.id, update, actor="alice", now=at)
+        current = store.incidents.update(opened.id, update, actor="alice", now=at)
     assert current.state == "Closed"
     assert current.paused_s == 30 * 60
     assert current.time_to_restore_s == 20 * 60
     assert current.sla_breaches(minutes(500)) == {"response": False, "resolution": False}
-    assert store.restore_times() == [20 * 60]
-    actions = [e.action for e in store.audit_trail("incident", opened.id)]
+    assert store.incidents.restore_times() == [20 * 60]
+    actions = [e.action for e in store.audit.trail("incident", opened.id)]
     assert actions == [
         "incident.opened",
         "incident.in_progress",
@@ -388,40 +393,40 @@ def test_full_lifecycle_through_the_store(store: Store) -> None:
     ids=["reopen-closed", "edit-closed"],
 )
 def test_refused_update_leaves_the_row_and_audit_unchanged(
-    store: Store, update: IncidentUpdate, error: type[Exception]
+    store: Records, update: IncidentUpdate, error: type[Exception]
 ) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
-    store.update_incident(
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
+    store.incidents.update(
         opened.id, IncidentUpdate(state="Resolved", resolution_code="manual"), "a", minutes(1)
     )
-    closed = store.update_incident(opened.id, IncidentUpdate(state="Closed"), "a", minutes(2))
-    trail = store.audit_trail("incident", opened.id)
+    closed = store.incidents.update(opened.id, IncidentUpdate(state="Closed"), "a", minutes(2))
+    trail = store.audit.trail("incident", opened.id)
     with pytest.raises(error) as caught:
-        store.update_incident(opened.id, update, actor="bob", now=minutes(3))
+        store.incidents.update(opened.id, update, actor="bob", now=minutes(3))
     assert isinstance(caught.value, PermanentError)
-    assert store.get_incident(opened.id) == closed
-    assert store.audit_trail("incident", opened.id) == trail
+    assert store.incidents.get(opened.id) == closed
+    assert store.audit.trail("incident", opened.id) == trail
 
 
-def test_hold_without_reason_via_the_store_changes_nothing(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+def test_hold_without_reason_via_the_store_changes_nothing(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     with pytest.raises(InvalidUpdateError, match="hold_reason"):
-        store.update_incident(opened.id, IncidentUpdate(state="On Hold"), "bob", minutes(1))
-    assert store.get_incident(opened.id) == opened
+        store.incidents.update(opened.id, IncidentUpdate(state="On Hold"), "bob", minutes(1))
+    assert store.incidents.get(opened.id) == opened
 
 
-def test_stale_version_is_refused(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+def test_stale_version_is_refused(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     seen = opened.version
-    store.update_incident(opened.id, IncidentUpdate(assigned_to="alice"), "alice", minutes(1))
-    current = store.get_incident(opened.id)
+    store.incidents.update(opened.id, IncidentUpdate(assigned_to="alice"), "alice", minutes(1))
+    current = store.incidents.get(opened.id)
     with pytest.raises(StaleVersionError, match="at version 2, not 1") as caught:
-        store.update_incident(
+        store.incidents.update(
             opened.id, IncidentUpdate(assigned_to="bob"), "bob", minutes(2), expected_version=seen
         )
     assert isinstance(caught.value, PermanentError)
-    assert store.get_incident(opened.id) == current
-    updated = store.update_incident(
+    assert store.incidents.get(opened.id) == current
+    updated = store.incidents.update(
         opened.id,
         IncidentUpdate(assigned_to="bob"),
         "bob",
@@ -431,89 +436,95 @@ def test_stale_version_is_refused(store: Store) -> None:
     assert (updated.assigned_to, updated.version) == ("bob", 3)
 
 
-def test_lost_write_is_retried_then_reported(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lost_write_is_retried_then_reported(
+    store: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The version guard on the UPDATE sends the change round again, a few times at most."""
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
-    real_write = Store._write_incident
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
+    real_write = INCIDENTS.try_write
     losses = {"left": 2}
 
-    def lose_some(self: Store, conn, before, after) -> bool:  # type: ignore[no-untyped-def]
+    def lose_some(*args, **kwargs):  # type: ignore[no-untyped-def]
         if losses["left"] > 0:
             losses["left"] -= 1
-            return False
-        return real_write(self, conn, before, after)
+            return None
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(Store, "_write_incident", lose_some)
-    updated = store.update_incident(opened.id, IncidentUpdate(assigned_to="a"), "a", minutes(1))
+    monkeypatch.setattr(INCIDENTS, "try_write", lose_some)
+    updated = store.incidents.update(opened.id, IncidentUpdate(assigned_to="a"), "a", minutes(1))
     assert (updated.assigned_to, updated.version) == ("a", 2)
-    assert len(store.audit_trail("incident", opened.id)) == 2
+    assert len(store.audit.trail("incident", opened.id)) == 2
 
     losses["left"] = 100
     with pytest.raises(ConcurrentUpdateError) as caught:
-        store.update_incident(opened.id, IncidentUpdate(assigned_to="b"), "b", minutes(2))
+        store.incidents.update(opened.id, IncidentUpdate(assigned_to="b"), "b", minutes(2))
     assert isinstance(caught.value, TransientError)
-    assert store.get_incident(opened.id) == updated
+    assert store.incidents.get(opened.id) == updated
 
 
-def test_concurrent_updates_all_land(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+def test_concurrent_updates_all_land(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     runs = [f"run-{i}" for i in range(20)]
     workers = [
-        threading.Thread(target=store.link_flow_run, args=(opened.id, run), kwargs={"now": T0})
+        threading.Thread(
+            target=store.incidents.link_flow_run, args=(opened.id, run), kwargs={"now": T0}
+        )
         for run in runs
     ]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    final = store.get_incident(opened.id)
+    final = store.incidents.get(opened.id)
     assert sorted(final.flow_run_ids) == sorted(runs)
     assert final.version == 21
 
 
-def test_link_flow_run_twice_changes_nothing(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
-    linked = store.link_flow_run(opened.id, "run-1", now=minutes(1))
-    assert store.link_flow_run(opened.id, "run-1", now=minutes(2)) == linked
+def test_link_flow_run_twice_changes_nothing(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
+    linked = store.incidents.link_flow_run(opened.id, "run-1", now=minutes(1))
+    assert store.incidents.link_flow_run(opened.id, "run-1", now=minutes(2)) == linked
     assert linked.flow_run_ids == ["run-1"]
-    assert [e.action for e in store.audit_trail("incident", opened.id)] == [
+    assert [e.action for e in store.audit.trail("incident", opened.id)] == [
         "incident.opened",
         "incident.flow_run_linked",
     ]
 
 
-def test_impact_change_recomputes_priority_in_the_store(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(impact=3, urgency=3), T0, actor="triage")
+def test_impact_change_recomputes_priority_in_the_store(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(
+        app_down(impact=3, urgency=3), T0, actor="triage"
+    )
     assert (opened.priority, opened.resolve_due) == (5, T0 + timedelta(weeks=1))
-    raised = store.update_incident(opened.id, IncidentUpdate(impact=1), "bob", minutes(1))
+    raised = store.incidents.update(opened.id, IncidentUpdate(impact=1), "bob", minutes(1))
     assert (raised.priority, raised.respond_due, raised.resolve_due) == (
         3,
         minutes(60),
         minutes(8 * 60),
     )
-    assert store.count_open_by_priority() == {1: 0, 2: 0, 3: 1, 4: 0, 5: 0}
+    assert store.incidents.count_open_by_priority() == {1: 0, 2: 0, 3: 1, 4: 0, 5: 0}
 
 
 # -- reading --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("key", [1, "1", "INC0000001", "inc0000001"])
-def test_get_incident_by_id_or_number(store: Store, key: int | str) -> None:
-    store.open_or_correlate(app_down(), T0, actor="triage")
-    assert store.get_incident(key).number == "INC0000001"
+def test_get_incident_by_id_or_number(store: Records, key: int | str) -> None:
+    store.correlation.open_or_correlate(app_down(), T0, actor="triage")
+    assert store.incidents.get(key).number == "INC0000001"
 
 
 @pytest.mark.parametrize("key", [99, "INC0000099", "web1", ""])
-def test_missing_incident(store: Store, key: int | str) -> None:
-    store.open_or_correlate(app_down(), T0, actor="triage")
+def test_missing_incident(store: Records, key: int | str) -> None:
+    store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     with pytest.raises(RecordNotFoundError) as caught:
-        store.get_incident(key)
+        store.incidents.get(key)
     assert isinstance(caught.value, LookupError)
     with pytest.raises(RecordNotFoundError):
-        store.update_incident(key, IncidentUpdate(assigned_to="x"), "x", T0)
+        store.incidents.update(key, IncidentUpdate(assigned_to="x"), "x", T0)
 
 
-def test_list_and_count(store: Store) -> None:
+def test_list_and_count(store: Records) -> None:
     specs = [
         ("web1", "app", "service-down", 1, 1),
         ("web2", "app", "service-down", 2, 2),
@@ -521,41 +532,40 @@ def test_list_and_count(store: Store) -> None:
         ("web3", "app", "slow", 2, 1),
     ]
     for host, service, symptom, impact, urgency in specs:
-        store.open_or_correlate(
+        store.correlation.open_or_correlate(
             app_down(host=host, service=service, symptom=symptom, impact=impact, urgency=urgency),
             T0,
             actor="triage",
         )
-    store.update_incident(4, IncidentUpdate(state="Canceled"), "bob", minutes(1))
-    assert [i.id for i in store.list_incidents()] == [4, 3, 2, 1]
-    assert [i.id for i in store.list_incidents(host="web2")] == [3, 2]
-    assert [i.id for i in store.list_incidents(service="app", state=["New"])] == [2, 1]
-    assert [i.id for i in store.list_incidents(state=["Canceled"])] == [4]
-    assert [i.id for i in store.list_incidents(limit=2, offset=1)] == [3, 2]
-    assert store.count_open_by_priority() == {1: 1, 2: 0, 3: 1, 4: 0, 5: 1}
+    store.incidents.update(4, IncidentUpdate(state="Canceled"), "bob", minutes(1))
+    assert [i.id for i in store.incidents.list()] == [4, 3, 2, 1]
+    assert [i.id for i in store.incidents.list(host="web2")] == [3, 2]
+    assert [i.id for i in store.incidents.list(service="app", state=["New"])] == [2, 1]
+    assert [i.id for i in store.incidents.list(state=["Canceled"])] == [4]
+    assert [i.id for i in store.incidents.list(limit=2, offset=1)] == [3, 2]
+    assert store.incidents.count_open_by_priority() == {1: 1, 2: 0, 3: 1, 4: 0, 5: 1}
 
 
-def test_worklog(store: Store) -> None:
-    opened, _ = store.open_or_correlate(app_down(), T0, actor="triage")
-    first = store.add_worklog(opened.number, "alice", "looking at it", minutes(2))
-    store.add_worklog(opened.id, "bob", "restarted app", minutes(3))
-    assert [(w.author, w.text) for w in store.worklog(opened.id)] == [
+def test_worklog(store: Records) -> None:
+    opened, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
+    first = store.worklog.add(opened.number, "alice", "looking at it", minutes(2))
+    store.worklog.add(opened.id, "bob", "restarted app", minutes(3))
+    assert [(w.author, w.text) for w in store.worklog.entries(opened.id)] == [
         ("alice", "looking at it"),
         ("bob", "restarted app"),
     ]
     assert first.at == minutes(2)
-    entry = store.audit_trail("incident", opened.id)[-1]
+    entry = store.audit.trail("incident", opened.id)[-1]
     assert (entry.action, entry.actor, entry.before) == ("incident.worklog_added", "bob", None)
     assert entry.after is not None and entry.after["text"] == "restarted app"
     with pytest.raises(RecordNotFoundError):
-        store.add_worklog(42, "alice", "no such incident", minutes(4))
+        store.worklog.add(42, "alice", "no such incident", minutes(4))
     with pytest.raises(ValueError, match="author and a text"):
-        store.add_worklog(opened.id, "alice", "  ", minutes(4))
+        store.worklog.add(opened.id, "alice", "  ", minutes(4))
 
 
 def test_audit_is_append_only() -> None:
-    public = {name for name in dir(Store) if not name.startswith("_")}
-    assert not {name for name in public if "audit" in name} - {"audit_trail"}
+    assert {name for name in dir(Audit) if not name.startswith("_")} == {"trail"}
 
 
 # -- the database itself --------------------------------------------------------------------
@@ -563,11 +573,11 @@ def test_audit_is_append_only() -> None:
 
 def test_sqlite_settings_and_idempotent_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nested' / 'records.db'}"
-    first = Store(url)
-    first.store_events([alert()], T0)
-    second = Store(url)  # opens a database already at head
-    assert len(second.pending_events()) == 1
-    with second._engine.connect() as conn:
+    first = Records(url)
+    first.events.store([alert()], T0)
+    second = Records(url)  # opens a database already at head
+    assert len(second.events.pending()) == 1
+    with second.db.engine.connect() as conn:
         pragmas = {
             name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
             for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
@@ -586,16 +596,35 @@ def test_default_location_is_under_the_opsflow_home(
     home = tmp_path / "home"
     monkeypatch.setenv("OPSFLOW_HOME", str(home))
     monkeypatch.delenv("OPSFLOW_DATABASE_URL", raising=False)
-    records = Store()
-    assert records.url == f"sqlite:///{home}/opsflow.db"
+    records = Records()
+    assert records.db.url == f"sqlite:///{home}/opsflow.db"
     assert (home / "opsflow.db").exists()
     monkeypatch.setenv("OPSFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
-    assert Store().url.endswith("elsewhere.db")
+    assert Records().db.url.endswith("elsewhere.db")
+
+
+def test_a_process_opens_the_records_of_a_database_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    monkeypatch.setenv("OPSFLOW_DATABASE_URL", url)
+    records = open_records()
+    assert open_records(url) is records, "the configured database and its URL are one"
+    assert records.incidents.db is records.events.db is records.db, "one engine for every kind"
+    other = open_records(f"sqlite:///{tmp_path / 'other.db'}")
+    assert other is not records and other.db.url.endswith("other.db")
+    opened = []
+    threads = [threading.Thread(target=lambda: opened.append(open_records(url))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r is records for r in opened)
 
 
 def test_unsupported_backend_is_refused() -> None:
     with pytest.raises(StoreConfigError, match="sqlite and postgresql, not 'mysql'"):
-        Store("mysql://localhost/opsflow")
+        Records("mysql://localhost/opsflow")
 
 
 def test_postgresql_ddl_uses_partial_indexes_and_on_conflict() -> None:
@@ -611,21 +640,19 @@ def test_postgresql_ddl_uses_partial_indexes_and_on_conflict() -> None:
     assert "WHERE state IN ('New', 'In Progress', 'On Hold')" in ddl["uq_incidents_open_key"]
     assert "UNIQUE" in ddl["uq_incidents_open_key"]
     assert "WHERE triaged_at IS NULL" in ddl["ix_events_pending"]
-    statement = store_module.postgresql.insert(events).on_conflict_do_nothing(
-        index_elements=["dedup_key"]
-    )
+    statement = postgresql.insert(events).on_conflict_do_nothing(index_elements=["dedup_key"])
     assert "ON CONFLICT (dedup_key) DO NOTHING" in str(statement.compile(dialect=dialect))
     query = select(incidents).where(incidents.c.id == 1).with_for_update()
     assert "FOR UPDATE" in str(query.compile(dialect=dialect))
 
 
-def test_remediation_budget_is_never_overspent_by_concurrent_restorations(store: Store) -> None:
-    incident, _ = store.open_or_correlate(app_down(), T0, actor="triage")
+def test_remediation_budget_is_never_overspent_by_concurrent_restorations(store: Records) -> None:
+    incident, _ = store.correlation.open_or_correlate(app_down(), T0, actor="triage")
     hour_ago = minutes(-60)
     spent: list[int | None] = []
 
     def spend() -> None:
-        spent.append(store.spend_remediation("app", "lab01", incident.id, 3, hour_ago, T0))
+        spent.append(store.remediations.spend("app", "lab01", incident.id, 3, hour_ago, T0))
 
     threads = [threading.Thread(target=spend) for _ in range(20)]
     for thread in threads:
@@ -634,16 +661,16 @@ def test_remediation_budget_is_never_overspent_by_concurrent_restorations(store:
         thread.join()
     assert sorted(s for s in spent if s is not None) == [1, 2, 3]
     assert spent.count(None) == 17
-    assert store.spend_remediation("app", "lab01", incident.id, 3, minutes(1), minutes(2)) == 1, (
+    assert store.remediations.spend("app", "lab01", incident.id, 3, minutes(1), minutes(2)) == 1, (
         "remediations before the window do not count"
     )
 
 
-def test_triage_batches_stay_within_the_byte_budget(store: Store) -> None:
+def test_triage_batches_stay_within_the_byte_budget(store: Records) -> None:
     """Sizes are measured by the database (JSON cast to text on both backends)."""
-    store.store_events([alert(f"a{i}", summary="x" * 1000) for i in range(5)], T0)
-    assert [e.fingerprint for e in store.pending_events(max_bytes=2500)] == ["a0", "a1"]
-    assert [e.fingerprint for e in store.pending_events(max_bytes=10)] == ["a0"], (
+    store.events.store([alert(f"a{i}", summary="x" * 1000) for i in range(5)], T0)
+    assert [e.fingerprint for e in store.events.pending(max_bytes=2500)] == ["a0", "a1"]
+    assert [e.fingerprint for e in store.events.pending(max_bytes=10)] == ["a0"], (
         "the first event goes however large, so triage never stalls"
     )
-    assert len(store.pending_events(limit=4, max_bytes=10**6)) == 4
+    assert len(store.events.pending(limit=4, max_bytes=10**6)) == 4

@@ -15,7 +15,7 @@ import requests
 import yaml
 
 from opsflow.itsm.records import EventIn
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.lab.monitoring import (
     DESK_JOB,
     SelfWatch,
@@ -79,8 +79,8 @@ def test_a_backlog_nobody_triages_pages_the_on_call_not_the_desk(
             stuck = EventIn(
                 source="test", fingerprint="stuck", status="firing", occurred_at=arrived, labels={}
             )
-            store = Store(records_url)
-            assert store.store_events([stuck], arrived) == (1, 0)
+            store = Records(records_url)
+            assert store.events.store([stuck], arrived) == (1, 0)
 
             [page] = pager.wait_for(1, timeout_s=60)[:1]
             alerts = page["body"]["alerts"]
@@ -88,7 +88,7 @@ def test_a_backlog_nobody_triages_pages_the_on_call_not_the_desk(
             assert alerts[0]["labels"]["source"] == SELF_SOURCE
             assert alerts[0]["status"] == "firing"
             time.sleep(3)  # Alertmanager's group interval is 1 s: a copy would have come by now
-            names = [e.labels.get("alertname") for e in store.pending_events()]
+            names = [e.labels.get("alertname") for e in store.events.pending()]
             assert names == [None], f"opsflow's alert on itself reached the desk: {names}"
         finally:
             monitoring_down(watch.directory)

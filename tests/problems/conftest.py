@@ -11,25 +11,19 @@ from fastapi.testclient import TestClient
 from opsflow.desk.api.problems import router
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
-from opsflow.itsm.problem_store import ProblemStore
 from opsflow.itsm.records import Incident, IncidentCreate, IncidentUpdate
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from tests.desk.conftest import desk_estate  # noqa: F401  (the small written estate)
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(records_url: str) -> Store:
-    return Store(records_url)
+def store(records_url: str) -> Records:
+    return Records(records_url)
 
 
-@pytest.fixture
-def problems(store: Store) -> ProblemStore:
-    return ProblemStore(store)
-
-
-def problems_desk(store: Store, estate_dir: Path) -> TestClient:
+def problems_desk(store: Records, estate_dir: Path) -> TestClient:
     """The desk app over `store` with the problems API, mounted here unless `create_app` does."""
     app = create_app(store, EstateCache(estate_dir))
     if not any(getattr(route, "path", None) == "/api/v1/known-errors" for route in app.routes):
@@ -38,12 +32,12 @@ def problems_desk(store: Store, estate_dir: Path) -> TestClient:
 
 
 @pytest.fixture
-def api(store: Store, desk_estate: Path) -> TestClient:  # noqa: F811
+def api(store: Records, desk_estate: Path) -> TestClient:  # noqa: F811
     return problems_desk(store, desk_estate)
 
 
 def failure(
-    store: Store,
+    store: Records,
     host: str = "web1",
     service: str = "app",
     symptom: str = "service-down",
@@ -51,7 +45,7 @@ def failure(
     resolve_after: timedelta | None = timedelta(minutes=5),
 ) -> Incident:
     """One incident of `symptom` on `service`, resolved after `resolve_after` (None: left open)."""
-    incident, created = store.open_or_correlate(
+    incident, created = store.correlation.open_or_correlate(
         IncidentCreate(
             host=host,
             service=service,
@@ -66,10 +60,10 @@ def failure(
     )
     assert created
     if resolve_after is not None:
-        store.update_incident(
+        store.incidents.update(
             incident.id,
             IncidentUpdate(state="Resolved", resolution_code="auto-remediated"),
             "test",
             at + resolve_after,
         )
-    return store.get_incident(incident.id)
+    return store.incidents.get(incident.id)

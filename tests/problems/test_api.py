@@ -27,9 +27,11 @@ KNOWN_ERROR = {
 
 
 @pytest.fixture
-def recurring(store, problems):
+def recurring(store):
     ids = [failure(store, at=NOW + timedelta(hours=i)).id for i in range(3)]
-    return problems.record_recurrence("app", "service-down", ids, "problem-review", NOW).problem
+    return store.problems.record_recurrence(
+        "app", "service-down", ids, "problem-review", NOW
+    ).problem
 
 
 def test_problems_are_listed_and_shown_to_operators(api, recurring) -> None:
@@ -76,7 +78,7 @@ def test_operators_record_known_errors(api, recurring, store) -> None:
     assert [k["number"] for k in listed] == ["KE0000001"]
     problem = api.get("/api/v1/problems/1", headers=auth("olga")).json()
     assert (problem["state"], problem["known_error_ids"]) == ("Known Error", [1])
-    assert store.audit_trail("known_error", 1)[0].actor == "olga"
+    assert store.audit.trail("known_error", 1)[0].actor == "olga"
 
 
 @pytest.fixture

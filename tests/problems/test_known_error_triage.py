@@ -35,11 +35,11 @@ def alert(host="web1", fingerprint="f1", at=NOW, **labels) -> EventIn:
 
 
 def run(store, estate, *events: EventIn):
-    store.store_events(list(events), NOW)
-    return triage(store, estate, store.pending_events(100), NOW)
+    store.events.store(list(events), NOW)
+    return triage(store, estate, store.events.pending(100), NOW)
 
 
-def add(problems, **signature):
+def add(store, **signature):
     fields = {
         "service": "app",
         "symptom": "service-down",
@@ -48,41 +48,41 @@ def add(problems, **signature):
         **signature,
     }
     create = KnownErrorCreate(**fields)
-    return problems.add_known_error(create, "olga", NOW, RUNBOOKS)
+    return store.known_errors.add(create, "olga", NOW, RUNBOOKS)
 
 
-def test_a_matching_incident_is_linked_and_gets_the_workaround(store, problems, estate) -> None:
-    ke = add(problems, host="web1")
+def test_a_matching_incident_is_linked_and_gets_the_workaround(store, estate) -> None:
+    ke = add(store, host="web1")
     [decision] = run(store, estate, alert())
     assert (decision.action, decision.runbook, decision.known_error) == (
         "opened",
         "recover-hung-service",
         ke.number,
     )
-    incident = store.get_incident(decision.incident_number)
+    incident = store.incidents.get(decision.incident_number)
     assert (incident.known_error_id, incident.runbook) == (ke.id, "recover-hung-service")
-    [note] = [w.text for w in store.worklog(incident.id)]
+    [note] = [w.text for w in store.worklog.entries(incident.id)]
     assert ke.number in note and "stale pidfile" in note
 
 
-def test_no_match_keeps_the_estate_runbook(store, problems, estate) -> None:
-    add(problems, host="web1")
-    add(problems, symptom="disk-full")
+def test_no_match_keeps_the_estate_runbook(store, estate) -> None:
+    add(store, host="web1")
+    add(store, symptom="disk-full")
     [decision] = run(store, estate, alert(host="web2"))
-    incident = store.get_incident(decision.incident_number)
+    incident = store.incidents.get(decision.incident_number)
     assert (decision.runbook, decision.known_error) == ("restart-service", None)
     assert (incident.known_error_id, incident.runbook) == (None, "restart-service")
 
 
-def test_labels_in_the_signature_must_match(store, problems, estate) -> None:
-    ke = add(problems, labels={"severity": "critical"})
+def test_labels_in_the_signature_must_match(store, estate) -> None:
+    ke = add(store, labels={"severity": "critical"})
     [plain] = run(store, estate, alert(host="web2", severity="page"))
     [critical] = run(store, estate, alert(fingerprint="f2", severity="critical"))
     assert plain.known_error is None and critical.known_error == ke.number
 
 
-def test_correlated_events_do_not_apply_it_again(store, problems, estate) -> None:
-    ke = add(problems)
+def test_correlated_events_do_not_apply_it_again(store, estate) -> None:
+    ke = add(store)
     decisions = run(
         store, estate, *(alert(fingerprint=f"f{i}", at=NOW + timedelta(seconds=i)) for i in (1, 2))
     )
@@ -90,19 +90,19 @@ def test_correlated_events_do_not_apply_it_again(store, problems, estate) -> Non
         ("opened", ke.number),
         ("correlated", None),
     ]
-    assert len(store.worklog(decisions[0].incident_id)) == 1
+    assert len(store.worklog.entries(decisions[0].incident_id)) == 1
 
 
-def test_a_retired_known_error_is_not_applied(store, problems, estate) -> None:
-    ke = add(problems)
-    problems.retire_known_error(ke.id, "olga", NOW)
+def test_a_retired_known_error_is_not_applied(store, estate) -> None:
+    ke = add(store)
+    store.known_errors.retire(ke.id, "olga", NOW)
     [decision] = run(store, estate, alert())
     assert (decision.runbook, decision.known_error) == ("restart-service", None)
 
 
-def test_unknown_hosts_get_the_link_but_no_automation(store, problems, estate) -> None:
-    ke = add(problems)
+def test_unknown_hosts_get_the_link_but_no_automation(store, estate) -> None:
+    ke = add(store)
     [decision] = run(store, estate, alert(host="nowhere"))
-    incident = store.get_incident(decision.incident_number)
+    incident = store.incidents.get(decision.incident_number)
     assert (incident.known_error_id, incident.runbook) == (ke.id, None)
-    assert "cannot run automatically" in store.worklog(incident.id)[0].text
+    assert "cannot run automatically" in store.worklog.entries(incident.id)[0].text

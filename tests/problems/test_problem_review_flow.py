@@ -12,8 +12,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
 from opsflow.flows.problem_review import problem_review
-from opsflow.tasks.problems import open_problem_store
-from opsflow.tasks.records import open_store
+from opsflow.itsm.store.records import open_records
 from tests.problems.conftest import failure
 
 
@@ -34,7 +33,7 @@ def service() -> str:
 
 
 def test_review_opens_a_problem_once_and_publishes_the_report(lab, prefect_server, service) -> None:
-    store = open_store()
+    store = open_records()
     start = datetime.now(UTC) - timedelta(hours=3)
     ids = [
         failure(store, host="lab01", service=service, at=start + timedelta(minutes=i)).id
@@ -44,10 +43,12 @@ def test_review_opens_a_problem_once_and_publishes_the_report(lab, prefect_serve
 
     result = problem_review(window_days=7, threshold=3)
 
-    [problem] = open_problem_store().list_problems(service=service)
+    [problem] = open_records().problems.list(service=service)
     assert (problem.symptom, problem.state, problem.incident_ids) == ("service-down", "New", ids)
     assert problem.number in result["problems_opened"]
-    assert result["incidents_linked"][problem.number] == [store.get_incident(i).number for i in ids]
+    assert result["incidents_linked"][problem.number] == [
+        store.incidents.get(i).number for i in ids
+    ]
     report = asyncio.run(latest_artifact("problem-review")).data
     assert f"| {problem.number} (new) | New | {service} / service-down |" in report
     assert "data:image/svg+xml;base64," in report and "## SLA breaches" in report
@@ -56,7 +57,7 @@ def test_review_opens_a_problem_once_and_publishes_the_report(lab, prefect_serve
 
     again = problem_review(window_days=7, threshold=3)
     assert problem.number not in again["incidents_linked"]
-    assert open_problem_store().get_problem(problem.id).incident_ids == ids
+    assert open_records().problems.get(problem.id).incident_ids == ids
 
 
 def test_review_refuses_a_threshold_that_is_no_recurrence(lab, prefect_server) -> None:

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from opsflow.itsm.problems import (
-    IllegalProblemTransitionError,
-    InvalidProblemUpdateError,
+    KNOWN_ERROR_NUMBERING,
+    PROBLEM_NUMBERING,
+    PROBLEM_STATES,
     KnownError,
     KnownErrorCreate,
     Problem,
@@ -19,14 +20,10 @@ from opsflow.itsm.problems import (
     apply_problem_update,
     check_workaround,
     find_recurrences,
-    known_error_number,
     match_known_error,
-    parse_known_error_id,
-    parse_problem_id,
-    path_to,
-    problem_number,
 )
 from opsflow.itsm.records import Incident
+from opsflow.itsm.states import IllegalTransitionError, InvalidUpdateError
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 STATES = ["New", "Root Cause Analysis", "Known Error", "Resolved", "Closed"]
@@ -66,7 +63,7 @@ def test_only_legal_transitions_are_allowed(current: str, target: str) -> None:
         after = apply_problem_update(before, update, T0 + timedelta(hours=1))
         assert after.state == target and after.updated_at == T0 + timedelta(hours=1)
     else:
-        with pytest.raises(IllegalProblemTransitionError, match=f"from {current} to {target}"):
+        with pytest.raises(IllegalTransitionError, match=f"from {current} to {target}"):
             apply_problem_update(before, update, T0)
 
 
@@ -86,7 +83,7 @@ def test_known_error_and_resolved_need_root_cause(current, target, root_cause, o
     if ok:
         assert apply_problem_update(before, update, T0).state == target
     else:
-        with pytest.raises(InvalidProblemUpdateError, match="root_cause"):
+        with pytest.raises(InvalidUpdateError, match="root_cause"):
             apply_problem_update(before, update, T0)
 
 
@@ -103,7 +100,7 @@ def test_resolving_stamps_the_time_and_reopening_clears_it() -> None:
 
 def test_closed_is_final_and_no_change_returns_the_same_object() -> None:
     closed = problem("Closed")
-    with pytest.raises(IllegalProblemTransitionError, match="final"):
+    with pytest.raises(IllegalTransitionError, match="final"):
         apply_problem_update(closed, ProblemUpdate(root_cause="something else"), T0)
     assert apply_problem_update(closed, ProblemUpdate(state="Closed"), T0) is closed
     same = problem("New")
@@ -120,12 +117,12 @@ def test_closed_is_final_and_no_change_returns_the_same_object() -> None:
     ],
 )
 def test_path_to_walks_legal_moves(current, target, path) -> None:
-    assert path_to(current, target) == path
+    assert PROBLEM_STATES.path(current, target) == path
 
 
 def test_path_to_refuses_what_no_moves_reach() -> None:
-    with pytest.raises(IllegalProblemTransitionError):
-        path_to("Closed", "New")
+    with pytest.raises(IllegalTransitionError, match="problem cannot go from Closed to New"):
+        PROBLEM_STATES.path("Closed", "New")
 
 
 @pytest.mark.parametrize(
@@ -140,12 +137,13 @@ def test_path_to_refuses_what_no_moves_reach() -> None:
     ],
 )
 def test_numbers_parse(text, problem_id, known_error_id) -> None:
-    assert parse_problem_id(text) == problem_id
-    assert parse_known_error_id(text) == known_error_id
+    assert PROBLEM_NUMBERING.parse(text) == problem_id
+    assert KNOWN_ERROR_NUMBERING.parse(text) == known_error_id
 
 
 def test_numbers_render() -> None:
-    assert (problem_number(7), known_error_number(3)) == ("PRB0000007", "KE0000003")
+    assert PROBLEM_NUMBERING.number(7) == "PRB0000007"
+    assert KNOWN_ERROR_NUMBERING.number(3) == "KE0000003"
     assert problem().number == "PRB0000007"
 
 

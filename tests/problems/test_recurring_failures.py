@@ -13,10 +13,9 @@ import pytest
 
 from opsflow.flows.problem_review import problem_review
 from opsflow.itsm.records import Incident
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
-from opsflow.tasks.problems import open_problem_store
-from opsflow.tasks.records import open_store
 from opsflow.tasks.services import check_service_health
 from tests.problems.conftest import problems_desk
 from tests.support import wait_for
@@ -33,18 +32,18 @@ RESTORE_TIMEOUT_S = 90
 def app_incidents(host: str) -> list[Incident]:
     return [
         i
-        for i in open_store().list_incidents(host=host, service=SERVICE, limit=1000)
+        for i in open_records().incidents.list(host=host, service=SERVICE, limit=1000)
         if i.symptom == SYMPTOM
     ]
 
 
 def resolved_alert_triaged(incident: Incident) -> bool:
     """Whether the all-clear of an alert that went to the incident has been triaged."""
-    store = open_store()
-    for fingerprint in {e.fingerprint for e in store.incident_events(incident.id)}:
+    store = open_records()
+    for fingerprint in {e.fingerprint for e in store.events.of_incident(incident.id)}:
         if any(
             e.status == "resolved" and e.triaged_at and e.occurred_at >= incident.opened_at
-            for e in store.events_with_fingerprint(fingerprint)
+            for e in store.events.with_fingerprint(fingerprint)
         ):
             return True
     return False
@@ -63,15 +62,15 @@ def fail_and_restore(lab, host: str) -> Incident:
     seen = {i.id for i in app_incidents(host)}
     break_host(host, "service", lab.directory)
     incident = wait_for(lambda: settled(host, seen), RESTORE_TIMEOUT_S, f"{SYMPTOM} on {host}")
-    assert incident.state == "Resolved", open_store().worklog(incident.id)
+    assert incident.state == "Resolved", open_records().worklog.entries(incident.id)
     wait_for(lambda: resolved_alert_triaged(incident), 30, "the resolved alert, triaged")
-    return open_store().get_incident(incident.id)
+    return open_records().incidents.get(incident.id)
 
 
 def recurring_in_window(since: datetime) -> list[Incident]:
     return [
         i
-        for i in open_problem_store().incidents_opened_since(since)
+        for i in open_records().incidents.opened_since(since)
         if (i.service, i.symptom) == (SERVICE, SYMPTOM) and i.state != "Canceled"
     ]
 
@@ -79,7 +78,7 @@ def recurring_in_window(since: datetime) -> list[Incident]:
 def open_problem_for_symptom():
     found = [
         p
-        for p in open_problem_store().open_problems()
+        for p in open_records().problems.list_open()
         if (p.service, p.symptom) == (SERVICE, SYMPTOM)
     ]
     assert len(found) <= 1, "at most one open problem per service and symptom"
@@ -116,7 +115,7 @@ def test_recurring_failures_open_a_problem_and_its_known_error_restores_the_next
     linked_now = result["incidents_linked"][problem.number]
     assert {i.number for i in failures} <= set(linked_now)
 
-    desk = problems_desk(open_store(), lab.estate_dir)
+    desk = problems_desk(open_records(), lab.estate_dir)
     alice = {"Authorization": f"Bearer {token_file(lab.directory, 'alice').read_text().strip()}"}
     answer = desk.post(
         "/api/v1/known-errors",
@@ -132,7 +131,7 @@ def test_recurring_failures_open_a_problem_and_its_known_error_restores_the_next
     )
     assert answer.status_code == 201, answer.text
     known_error = answer.json()
-    assert open_problem_store().get_problem(problem.id).state == "Known Error"
+    assert open_records().problems.get(problem.id).state == "Known Error"
     try:
         fourth = fail_and_restore(lab, host)
         assert fourth.runbook == WORKAROUND
@@ -141,22 +140,20 @@ def test_recurring_failures_open_a_problem_and_its_known_error_restores_the_next
         assert (fourth.known_error_id, fourth.problem_id) == (known_error["id"], problem.id)
         assert check_service_health.fn(estate.host(host), estate.service(SERVICE)).healthy
         counted = wait_for(
-            lambda: (
-                (k := open_problem_store().get_known_error(known_error["id"])).times_worked and k
-            ),
+            lambda: (k := open_records().known_errors.get(known_error["id"])).times_worked and k,
             30,
             "the workaround's success, counted",
         )
         assert (counted.times_applied, counted.times_worked) == (1, 1)
-        worklog = [w.text for w in open_store().worklog(fourth.id)]
+        worklog = [w.text for w in open_records().worklog.entries(fourth.id)]
         assert any(f"as the workaround of {known_error['number']}" in t for t in worklog)
 
         report = problem_review(window_days=7, threshold=3)["report"]
         signature = f"{SERVICE} / {SYMPTOM} on {host}"
         row = f"| {known_error['number']} | {signature} | {WORKAROUND} | 1 | 1 | 100% |"
         assert row in report
-        assert open_problem_store().get_problem(problem.id).incident_ids[-1] == fourth.id
+        assert open_records().problems.get(problem.id).incident_ids[-1] == fourth.id
         print(report)
     finally:
         # Later tests that break this host expect the estate's own runbook again.
-        open_problem_store().retire_known_error(known_error["id"], "test", datetime.now(UTC))
+        open_records().known_errors.retire(known_error["id"], "test", datetime.now(UTC))

@@ -12,20 +12,20 @@ from opsflow.itsm.problems import find_recurrences
 from tests.problems.conftest import NOW, failure
 
 
-def review(store, problems) -> ReviewInput:
+def review(store) -> ReviewInput:
     ids = [failure(store, host=f"web{i % 2 + 1}", at=NOW + timedelta(hours=i)).id for i in range(3)]
     failure(store, service="db", symptom="disk-full", at=NOW, resolve_after=timedelta(hours=30))
     failure(
         store, service="db", symptom="disk-full", at=NOW + timedelta(hours=1), resolve_after=None
     )
-    change = problems.record_recurrence("app", "service-down", ids, "problem-review", NOW)
-    incidents = problems.incidents_opened_since(NOW - timedelta(days=7))
+    change = store.problems.record_recurrence("app", "service-down", ids, "problem-review", NOW)
+    incidents = store.incidents.opened_since(NOW - timedelta(days=7))
     return ReviewInput(
         now=NOW + timedelta(days=1),
         window_days=7,
         threshold=3,
         incidents=incidents,
-        recurrences=find_recurrences(incidents, problems.open_problems(), 3),
+        recurrences=find_recurrences(incidents, store.problems.list_open(), 3),
         problems={change.problem.id: change.problem},
         known_errors=[],
         opened=(change.problem.id,),
@@ -33,8 +33,8 @@ def review(store, problems) -> ReviewInput:
     )
 
 
-def test_report_sections_and_numbers(store, problems) -> None:
-    markdown = render_review(review(store, problems))
+def test_report_sections_and_numbers(store) -> None:
+    markdown = render_review(review(store))
     assert (
         "| PRB0000001 (new) | New | app / service-down | INC0000001, INC0000002, INC0000003 | 3 |"
         in markdown
@@ -51,8 +51,8 @@ def test_report_sections_and_numbers(store, problems) -> None:
     assert "No known errors recorded." in markdown
 
 
-def test_chart_is_embedded_and_well_formed(store, problems) -> None:
-    markdown = render_review(review(store, problems))
+def test_chart_is_embedded_and_well_formed(store) -> None:
+    markdown = render_review(review(store))
     encoded = re.search(r"!\[[^]]*\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
     assert encoded, "no embedded chart"
     svg = ElementTree.fromstring(base64.b64decode(encoded.group(1)))  # noqa: S314 (our own SVG)

@@ -186,10 +186,10 @@ def desk(
     in this process and on the same records, carries the requests (`Desk.session.worker`)."""
     from opsflow.desk.app import create_app
     from opsflow.desk.estate import EstateCache
-    from opsflow.tasks.records import open_store
+    from opsflow.itsm.store.records import open_records
 
     session = desk
-    app = create_app(open_store(), EstateCache(request_estate.directory))
+    app = create_app(open_records(), EstateCache(request_estate.directory))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

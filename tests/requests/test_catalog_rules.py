@@ -9,12 +9,12 @@ import pytest
 from opsflow.inventory.models import CatalogItem, Estate, Host, Person, Service
 from opsflow.itsm.catalog import InvalidRequestError, NotEntitledError, validate_request
 from opsflow.itsm.requests import (
-    IllegalRequestTransitionError,
     ServiceRequest,
     apply_transition,
     decision_signature,
     signature_valid,
 )
+from opsflow.itsm.states import IllegalTransitionError
 from opsflow.lab.catalog import lab_catalog
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -187,11 +187,11 @@ def test_state_machine_allows_the_process_and_nothing_else() -> None:
     fulfilling = apply_transition(approved, "fulfilling", NOW)
     done = apply_transition(fulfilling, "fulfilled", NOW, outcome="ok")
     assert done.is_closed and done.closed_at == NOW
-    with pytest.raises(IllegalRequestTransitionError, match="allowed from fulfilled: none"):
+    with pytest.raises(IllegalTransitionError, match="allowed from fulfilled: none"):
         apply_transition(done, "failed", NOW)
-    with pytest.raises(IllegalRequestTransitionError, match="from submitted to fulfilling"):
+    with pytest.raises(IllegalTransitionError, match="from submitted to fulfilling"):
         apply_transition(record, "fulfilling", NOW)
-    with pytest.raises(IllegalRequestTransitionError, match="from fulfilling to canceled"):
+    with pytest.raises(IllegalTransitionError, match="from fulfilling to canceled"):
         apply_transition(fulfilling, "canceled", NOW)
     with pytest.raises(ValueError, match="needs an approver"):
         apply_transition(waiting, "approved", NOW)

@@ -7,16 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opsflow.itsm.request_store import RequestQuotaError, RequestStore
-from opsflow.itsm.requests import Attachment, IllegalRequestTransitionError
-from opsflow.itsm.store import RecordNotFoundError, Store
+from opsflow.itsm.requests import Attachment
+from opsflow.itsm.states import IllegalTransitionError
+from opsflow.itsm.store.errors import RecordNotFoundError
+from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.requests import RequestQuotaError, Requests
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
-def requests(records_url: str) -> RequestStore:
-    return RequestStore(Store(records_url))
+def requests(records_url: str) -> Requests:
+    return Records(records_url).requests
 
 
 def test_a_request_moves_through_approval_and_every_change_is_audited(requests) -> None:
@@ -57,7 +59,7 @@ def test_a_request_moves_through_approval_and_every_change_is_audited(requests) 
 
 def test_refused_changes_leave_record_and_audit_untouched(requests) -> None:
     created = requests.create("x", {}, "carol", "none", "carol", NOW)
-    with pytest.raises(IllegalRequestTransitionError, match="REQ0000001 cannot go from submitted"):
+    with pytest.raises(IllegalTransitionError, match="REQ0000001 cannot go from submitted"):
         requests.move(created.id, "fulfilled", "flow", NOW)
     with pytest.raises(ValueError, match="needs an approver"):
         requests.move(created.id, "approved", "flow", NOW)

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.flows.request_fulfillment import RESUME_CHECK_S
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from opsflow.lab.people import token_file
 from tests.requests.conftest import Desk
 from tests.requests.test_fulfillment import paused_request
@@ -82,7 +82,7 @@ def quota_desk(lab, tmp_path: Path, records_url: str) -> Iterator[TestClient]:
     settings = yaml.safe_load((estate / "estate.yaml").read_text()) or {}
     settings["max_open_requests_per_person"] = 2
     (estate / "estate.yaml").write_text(yaml.safe_dump(settings))
-    store = Store(records_url)
+    store = Records(records_url)
     app = create_app(store, EstateCache(estate))
     app.state.wake_ups = NoWorkers()
     with TestClient(app) as client:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from opsflow.itsm.leases import Leases
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.probes import app_health
 from opsflow.runtime.worker import Worker
-from opsflow.tasks.records import open_store
 from tests.requests.conftest import Desk, RequestEstate
 from tests.requests.test_fulfillment import actions, paused_request, run_state
 from tests.support import wait_for, worker_process
@@ -42,7 +41,7 @@ def two_workers(
 
 def carrier(request_id: int, workers: list[subprocess.Popen]) -> subprocess.Popen | None:
     """The worker process holding the request's lease now, if one does."""
-    holder = Leases(open_store()).holder(f"request:{request_id}", datetime.now(UTC)) or ""
+    holder = open_records().leases.holder(f"request:{request_id}", datetime.now(UTC)) or ""
     pids = {process.pid: process for process in workers}
     return pids.get(int(holder.split(":")[1])) if holder.count(":") == 2 else None
 

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from opsflow.flows.routine_ops.check_certificates import check_certificates
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.certificates import CertificateFile, TlsEndpoint, classify_expiry
-from opsflow.tasks.records import open_store
 from tests.routine.conftest import latest_artifact
 from tests.support import wait_for
 
@@ -133,10 +133,10 @@ def test_expiring_certificate_raises_an_incident(
         "the desk to open an incident for the expiring certificate",
     )
     assert incident["host"] == HOST and incident["runbook"] is None
-    events = open_store().incident_events(incident["id"])
+    events = open_records().events.of_incident(incident["id"])
     assert {e.source for e in events} == {"opsflow-certificates"}
     assert len(events) == 2, "the endpoint and the file go to the one incident"
-    warning = open_store().events_with_fingerprint(f"certificate/{HOST}/file {TLS_DIR}/soon.pem")
+    warning = open_records().events.with_fingerprint(f"certificate/{HOST}/file {TLS_DIR}/soon.pem")
     assert [(e.event_class, e.incident_id) for e in warning] == [("warning", None)]
 
     # Renewed: the next check sends the all-clear, and triage resolves the incident.
@@ -146,7 +146,7 @@ def test_expiring_certificate_raises_an_incident(
     rows = check_certificates(endpoints=[endpoint], files=files)
     assert sorted(r["class"] for r in rows) == ["ok", "ok", "warning"]
     resolved = wait_for(
-        lambda: open_store().get_incident(incident["id"]).state == "Resolved",
+        lambda: open_records().incidents.get(incident["id"]).state == "Resolved",
         20,
         "the incident to be resolved by the all-clear",
     )

@@ -8,8 +8,8 @@ import pytest
 from prefect import flow
 
 from opsflow.errors import PermanentError
+from opsflow.itsm.store.records import open_records
 from opsflow.tasks.desk_intake import DeskEvent, send_events
-from opsflow.tasks.records import open_store
 
 
 def test_events_the_desk_refuses_fail_the_task_and_the_others_are_stored(
@@ -30,6 +30,6 @@ def test_events_the_desk_refuses_fail_the_task_and_the_others_are_stored(
 
     with pytest.raises(PermanentError, match="refused 1 of 2"):
         job()
-    store = open_store()
-    assert len(store.events_with_fingerprint(good.fingerprint)) == 1
-    assert store.events_with_fingerprint(bad.fingerprint) == []
+    store = open_records()
+    assert len(store.events.with_fingerprint(good.fingerprint)) == 1
+    assert store.events.with_fingerprint(bad.fingerprint) == []

@@ -14,9 +14,9 @@ from opsflow.cli.inventory import inventory_show
 from opsflow.flows.routine_ops.gather_facts import gather_facts
 from opsflow.inventory.loader import load_estate
 from opsflow.itsm.drift import find_drift
-from opsflow.itsm.facts_store import FactsSnapshot, latest_snapshot, snapshot_history
+from opsflow.itsm.store.facts import FactsSnapshot
+from opsflow.itsm.store.records import open_records
 from opsflow.tasks.fanout import FanOutError
-from opsflow.tasks.records import open_store
 from tests.routine.conftest import latest_artifact
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
@@ -44,11 +44,11 @@ def test_drift_names_unreachable_hosts_and_missing_services(estate) -> None:
 
 def test_facts_are_kept_as_history_and_shown(estate, capsys) -> None:
     host = estate.hosts[0].name
-    store = open_store()
-    before = len(snapshot_history(store, host, limit=1000))
+    facts = open_records().facts
+    before = len(facts.history(host, limit=1000))
     gather_facts()
     gather_facts()
-    history = snapshot_history(store, host, limit=1000)
+    history = facts.history(host, limit=1000)
     assert len(history) == before + 2
     assert history[0].gathered_at > history[1].gathered_at
     assert history[0].reachable and history[0].services == {"app": "running"}
@@ -96,7 +96,7 @@ def test_gather_facts_reports_drift(lab, tmp_path: Path) -> None:
     with pytest.raises(FanOutError, match="ghost"):
         gather_facts(estate_dir=str(estate_dir))
 
-    ghost = latest_snapshot(open_store(), "ghost")
+    ghost = open_records().facts.latest("ghost")
     assert ghost is not None and not ghost.reachable and "refused" in (ghost.error or "")
     report = latest_artifact("inventory-drift")
     assert "| ghost | host-unreachable |" in report

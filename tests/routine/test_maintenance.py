@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-import opsflow.itsm.triage
 from opsflow.flows.routine_ops.backup_services import backup_services
 from opsflow.flows.routine_ops.health_check import health_check, health_event
-from opsflow.itsm.maintenance_store import (
-    active_windows,
-    close_window,
-    declare_window,
-    declared_windows,
-    get_window,
-)
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records, open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
-from opsflow.tasks.records import open_store
 from opsflow.tasks.service_control import stop_service
 from opsflow.tasks.services import HealthResult, check_service_health
 from tests.support import wait_for
@@ -30,34 +20,31 @@ from tests.support import wait_for
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 HOST = "lab04"
 
-TRIAGE_WIRED = "declared_windows" in inspect.getsource(opsflow.itsm.triage) or (
-    "active_windows" in inspect.getsource(opsflow.itsm.triage)
-)
-
 
 @pytest.fixture
-def store(records_url: str) -> Store:
-    return Store(records_url)
+def store(records_url: str) -> Records:
+    return Records(records_url)
 
 
-def test_a_declared_window_covers_its_hosts_for_its_time_only(store: Store) -> None:
-    window = declare_window(
-        store, "backup-services", ["lab02", "lab01"], "cold backup", T0, T0 + timedelta(hours=1)
+def test_a_declared_window_covers_its_hosts_for_its_time_only(store: Records) -> None:
+    windows = store.maintenance
+    window = windows.declare(
+        "backup-services", ["lab02", "lab01"], "cold backup", T0, T0 + timedelta(hours=1)
     )
     assert window.hosts == ["lab01", "lab02"]
-    assert active_windows(store, "lab01", T0 + timedelta(minutes=5)) == [window.label]
-    assert active_windows(store, "lab03", T0 + timedelta(minutes=5)) == []
-    assert active_windows(store, "lab01", T0 - timedelta(seconds=1)) == []
-    assert active_windows(store, "lab01", T0 + timedelta(hours=1)) == []
+    assert windows.active("lab01", T0 + timedelta(minutes=5)) == [window.label]
+    assert windows.active("lab03", T0 + timedelta(minutes=5)) == []
+    assert windows.active("lab01", T0 - timedelta(seconds=1)) == []
+    assert windows.active("lab01", T0 + timedelta(hours=1)) == []
 
-    closed = close_window(store, window.id, T0 + timedelta(minutes=10), T0 + timedelta(minutes=9))
+    closed = windows.close(window.id, T0 + timedelta(minutes=10), T0 + timedelta(minutes=9))
     assert closed.end == T0 + timedelta(minutes=10)
-    assert active_windows(store, "lab01", T0 + timedelta(minutes=11)) == []
+    assert windows.active("lab01", T0 + timedelta(minutes=11)) == []
     # Closing again, or later than declared, never extends it.
-    close_window(store, window.id, T0 + timedelta(hours=5), T0 + timedelta(hours=5))
-    assert get_window(store, window.id).end == T0 + timedelta(minutes=10)
+    windows.close(window.id, T0 + timedelta(hours=5), T0 + timedelta(hours=5))
+    assert windows.get(window.id).end == T0 + timedelta(minutes=10)
 
-    batch = declared_windows(store, [T0 + timedelta(minutes=1), T0 + timedelta(minutes=30)])
+    batch = windows.index([T0 + timedelta(minutes=1), T0 + timedelta(minutes=30)])
     assert batch.covering("lab02", T0 + timedelta(minutes=1)) == window.label
     assert batch.covering("lab02", T0 + timedelta(minutes=30)) is None
     assert batch.covering(None, T0 + timedelta(minutes=1)) is None
@@ -89,16 +76,12 @@ def test_all_clear_only_where_an_incident_waits_and_nothing_refires() -> None:
 
 def decided(fingerprint: str, occurred_at: datetime):
     """The triaged event of `fingerprint` that occurred at `occurred_at`, once triaged."""
-    for event in open_store().events_with_fingerprint(fingerprint):
+    for event in open_records().events.with_fingerprint(fingerprint):
         if event.occurred_at == occurred_at and event.triaged_at is not None:
             return event
     return None
 
 
-@pytest.mark.skipif(
-    not TRIAGE_WIRED,
-    reason="needs itsm/triage.py to consult itsm.maintenance_store (the lead's wiring)",
-)
 @pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted:UserWarning")
 def test_a_job_s_window_suppresses_its_own_stop_but_not_the_same_stop_later(
     lab, estate, desk_url: str, ssh_credentials, tmp_path: Path
@@ -146,14 +129,14 @@ def test_a_job_s_window_suppresses_its_own_stop_but_not_the_same_stop_later(
         events = wait_for(
             lambda: [
                 e
-                for e in open_store().events_with_fingerprint(fingerprint)
+                for e in open_records().events.with_fingerprint(fingerprint)
                 if e.occurred_at > observed and e.triaged_at is not None
             ],
             20,
             "triage of the event outside the window",
         )
         assert events[0].incident_id is not None, events[0].rule
-        incident = open_store().get_incident(events[0].incident_id)
+        incident = open_records().incidents.get(events[0].incident_id)
         assert (incident.host, incident.symptom) == (HOST, "service-down")
         # The desk restores it through the restart-service runbook.
         wait_for(

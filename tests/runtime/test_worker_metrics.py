@@ -12,7 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsflow.itsm.records import EventIn
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 from tests.support import sample, wait_for, worker_process
 
 SERIES = (
@@ -44,7 +44,7 @@ def test_a_worker_serves_what_it_counted(
             EventIn(source="t", fingerprint=f"f{n}", status="firing", occurred_at=now, labels={})
             for n in range(3)
         ]
-        Store(records_url).store_events(events, now)
+        Records(records_url).events.store(events, now)
 
         def triaged() -> float:
             page = requests.get(url, timeout=10).text

@@ -23,14 +23,13 @@ from opsflow.blocks.alertmanager import AlertmanagerCredentials
 from opsflow.blocks.registration import register_block_types
 from opsflow.inventory.matchers import parse_matcher
 from opsflow.inventory.models import AlertmanagerLink, Estate, EstateSettings, Host
-from opsflow.itsm.maintenance_store import close_window, get_window
+from opsflow.itsm.store.records import open_records
 from opsflow.tasks.maintenance import (
     end_mirror,
     maintenance_window,
     mirror_window,
     open_maintenance_window,
 )
-from opsflow.tasks.records import open_store
 from opsflow.tasks.silences import AlertmanagerRefusedError, create_silence, end_silence
 from tests.alerting import Daemon, Receiver, alertmanager, amtool, webhook_receiver
 from tests.support import free_port, wait_for
@@ -124,7 +123,7 @@ def test_a_window_silences_its_hosts_for_every_receiver_until_cancelled(pipeline
         )
         assert pipeline.silenced_by(host="web3") == []
         assert not (pipeline.pager.got(host="web1") or pipeline.chat.got(host="web1"))
-        cancelled = close_window(open_store(), window.id, *[datetime.now(UTC)] * 2)
+        cancelled = open_records().maintenance.close(window.id, *[datetime.now(UTC)] * 2)
         end_mirror(cancelled.id, estate)
         expired = {s["id"] for s in amtool(pipeline.am, "silence", "query", "--expired")}
         assert set(window.silence_ids) <= expired
@@ -137,7 +136,7 @@ def test_closing_a_window_early_moves_its_silences_end(pipeline) -> None:
     estate = pipeline.estate()
     window = mirror_window(open_maintenance_window("patching", ["web3"], "patch", 60).id, estate)
     end = datetime.now(UTC) + timedelta(minutes=5)
-    close_window(open_store(), window.id, end, datetime.now(UTC))
+    open_records().maintenance.close(window.id, end, datetime.now(UTC))
     ended = end_mirror(window.id, estate)
     assert ended.silence_ids == window.silence_ids  # changed in place, same silences
     for silence in amtool(pipeline.am, "silence", "query"):
@@ -165,7 +164,7 @@ def test_alertmanager_down_costs_the_mirror_not_the_work(records_database, prefe
     estate = Estate(hosts=HOSTS, settings=EstateSettings(alertmanager=link))
     with maintenance_window(["web2"], "work", 10, grace_s=0, estate=estate) as window:
         assert window.silence_ids is None
-    assert get_window(open_store(), window.id).closed_at is not None
+    assert open_records().maintenance.get(window.id).closed_at is not None
 
 
 def test_a_credentials_block_passes_alertmanager_s_basic_auth(pipeline, tmp_path) -> None:

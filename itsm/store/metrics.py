@@ -14,11 +14,13 @@ from datetime import datetime
 
 from sqlalchemy import Connection, case, func, literal, literal_column, select
 
-from opsflow.itsm.access_store import access_grants
-from opsflow.itsm.leases import RESTORATION_PREFIX, leases
 from opsflow.itsm.records import OPEN_STATES
-from opsflow.itsm.request_store import service_requests
-from opsflow.itsm.store import Store, UtcDateTime, event_failures, events, incidents
+from opsflow.itsm.store.access import access_grants
+from opsflow.itsm.store.db import Database, UtcDateTime
+from opsflow.itsm.store.events import event_failures, events
+from opsflow.itsm.store.incidents import incidents
+from opsflow.itsm.store.leases import RESTORATION_PREFIX, leases
+from opsflow.itsm.store.requests import service_requests
 
 RESTORE_BUCKETS_S = (1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400)
 """Upper bounds of the time-to-restore histogram, seconds."""
@@ -58,9 +60,9 @@ class RecordsHealth:
     restore_times: RestoreTimes
 
 
-def records_health(store: Store, now: datetime) -> RecordsHealth:
+def records_health(db: Database, now: datetime) -> RecordsHealth:
     """Every figure of `RecordsHealth`, read in one connection."""
-    with store.read() as conn:
+    with db.read() as conn:
         return RecordsHealth(
             at=now,
             pending=pending_events(conn),
@@ -68,7 +70,7 @@ def records_health(store: Store, now: datetime) -> RecordsHealth:
                 conn.execute(select(func.count()).select_from(event_failures)).scalar_one()
             ),
             open_incidents=open_incidents(conn),
-            sla_breached=sla_breached(conn, store.dialect, now),
+            sla_breached=sla_breached(conn, db.dialect, now),
             restorations_running=restorations_running(conn, now),
             approvals={kind: awaiting(conn, kind) for kind in WAITING_FOR_APPROVAL},
             restore_times=restore_times(conn),

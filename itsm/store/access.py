@@ -1,8 +1,8 @@
-"""Access grants in the records store: one table, state changes guarded and audited.
+"""Access grants in the records: one table, state changes guarded and audited.
 
 Every change reads the row under the store's write lock, checks the state machine, bumps the
-version and writes its audit row (record type "access_grant") in the same transaction, like
-incidents do.
+version and writes its audit row (record type "access_grant") in the same transaction, as
+every kind of record does (`itsm.store.record_table`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     CheckConstraint,
     Column,
-    Connection,
     Float,
     Index,
     Integer,
@@ -24,44 +21,31 @@ from sqlalchemy import (
     Table,
     Text,
     func,
-    insert,
     or_,
     select,
-    update,
 )
-from sqlalchemy.dialects import postgresql
 
 from opsflow.itsm.access import (
-    FINAL_STATES,
+    GRANT_STATES,
     LIVE_STATES,
     AccessGrant,
     AccessRequestInvalidError,
     AccessState,
     ResolvedRequest,
-    check_transition,
 )
-from opsflow.itsm.leases import leases
-from opsflow.itsm.store import (
-    ConcurrentUpdateError,
-    RecordNotFoundError,
-    Store,
-    UtcDateTime,
-    audit,
-    metadata,
-)
+from opsflow.itsm.store.audit import Audit
+from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
+from opsflow.itsm.store.leases import leases
+from opsflow.itsm.store.record_table import RecordTable
 
 RECORD_TYPE = "access_grant"
 LEASE_PREFIX = "grant:"
 """Grants waiting for a change on hosts are leased as `grant:ID` by whoever carries it out."""
-_RETRIES = 5
-_Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
-_Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite's rowid alias must be INTEGER
-_states = ", ".join(f"'{s}'" for s in ("requested", *LIVE_STATES, *FINAL_STATES))
 
 access_grants = Table(
     "access_grants",
     metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("id", Id, primary_key=True, autoincrement=True),
     Column("entitlement", String(63), nullable=False),
     Column("privilege", String(16), nullable=False),
     Column("host_group", String(63), nullable=False),
@@ -75,16 +59,16 @@ access_grants = Table(
     Column("approver", String(255)),
     Column("decided_at", UtcDateTime),
     Column("decision_comment", Text),
-    Column("hosts", _Json, nullable=False),
+    Column("hosts", Json, nullable=False),
     Column("starts_at", UtcDateTime),
     Column("ends_at", UtcDateTime),
     Column("revoke_requested_at", UtcDateTime),
     Column("revoke_requested_by", String(255)),
     Column("ended_at", UtcDateTime),
     Column("last_error", Text),
-    Column("flow_run_ids", _Json, nullable=False),
+    Column("flow_run_ids", Json, nullable=False),
     Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(f"state IN ({_states})", name="ck_access_grants_state"),
+    CheckConstraint(GRANT_STATES.sql_check(), name="ck_access_grants_state"),
     CheckConstraint("privilege IN ('login', 'sudo')", name="ck_access_grants_privilege"),
     CheckConstraint("duration_minutes > 0", name="ck_access_grants_duration"),
     sqlite_autoincrement=True,  # never reuse an id: it names keys and sudo rules on hosts
@@ -92,21 +76,19 @@ access_grants = Table(
 Index("ix_access_grants_state", access_grants.c.state)
 Index("ix_access_grants_username", access_grants.c.username, access_grants.c.state)
 
-_COLUMNS = [c.name for c in access_grants.columns if c.name != "id"]
 
+class AccessGrants:
+    """The access grants of `db`; safe to share between threads."""
 
-class AccessStore:
-    """Access grants kept in `store`'s database; safe to share between threads."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, grant_id: int) -> AccessGrant:
         """One grant by id; `RecordNotFoundError` when there is none."""
-        with self.store.read() as conn:
-            return self._fetch(conn, grant_id)
+        with self.db.read() as conn:
+            return GRANTS.fetch(conn, grant_id)
 
     def list(
         self,
@@ -135,13 +117,13 @@ class AccessStore:
         if requester:
             query = query.where(access_grants.c.requester == requester)
         query = query.order_by(access_grants.c.id.desc()).limit(limit).offset(offset)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return [_grant(row) for row in conn.execute(query).mappings()]
 
     def live(self) -> list[AccessGrant]:
         """Every approved or active grant: what explains access found on hosts."""
         query = select(access_grants).where(access_grants.c.state.in_(LIVE_STATES))
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(query.order_by(access_grants.c.id)).mappings()
             return [_grant(row) for row in rows]
 
@@ -164,7 +146,7 @@ class AccessStore:
         )
         if changed_before is not None:
             query = query.where(func.coalesce(c.revoke_requested_at, c.decided_at) < changed_before)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
     def due_for_removal(self, now: datetime) -> list[AccessGrant]:
@@ -193,14 +175,13 @@ class AccessStore:
             "requested_at": now,
             "hosts": [],
             "flow_run_ids": [],
-            "version": 1,
         }
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             holder = conn.execute(
                 select(access_grants.c.id, access_grants.c.requester).where(
                     access_grants.c.username == resolved.username,
                     access_grants.c.requester != requester,
-                    access_grants.c.state.not_in(FINAL_STATES),
+                    access_grants.c.state.not_in(GRANT_STATES.final),
                 )
             ).first()
             if holder is not None:
@@ -209,15 +190,7 @@ class AccessStore:
                     f"{resolved.username!r} is the account of {holder.requester} "
                     f"(access grant {holder.id})",
                 )
-            grant_id = conn.execute(
-                insert(access_grants).values(values).returning(access_grants.c.id)
-            ).scalar_one()
-            grant = AccessGrant.model_validate({"id": grant_id, **values})
-            conn.execute(
-                insert(audit),
-                _audit_row(now, requester, "access_grant.requested", grant_id, None, grant, None),
-            )
-        return grant
+            return GRANTS.insert(conn, values, requester, now, "requested")
 
     def decide(
         self, grant_id: int, approve: bool, approver: str, comment: str, now: datetime
@@ -229,7 +202,7 @@ class AccessStore:
         target: AccessState = "approved" if approve else "denied"
 
         def change(before: AccessGrant) -> dict[str, Any]:
-            check_transition(before.id, before.state, target)
+            GRANT_STATES.check(before.state, target, f"access grant {before.id}")
             extra: dict[str, Any] = {"ended_at": now} if target == "denied" else {}
             return {
                 "state": target,
@@ -254,7 +227,7 @@ class AccessStore:
         def change(before: AccessGrant) -> dict[str, Any]:
             if before.state == "active":
                 return {"hosts": sorted(set(before.hosts) | set(hosts)), "last_error": None}
-            check_transition(before.id, before.state, "active")
+            GRANT_STATES.check(before.state, "active", f"access grant {before.id}")
             return {
                 "state": "active",
                 "hosts": sorted(hosts),
@@ -282,7 +255,7 @@ class AccessStore:
         """
 
         def change(before: AccessGrant) -> dict[str, Any]:
-            check_transition(before.id, before.state, "revoked")
+            GRANT_STATES.check(before.state, "revoked", f"access grant {before.id}")
             if before.revoke_requested_at is not None:
                 return {"last_error": None}
             return {"revoke_requested_at": now, "revoke_requested_by": actor, "last_error": None}
@@ -302,7 +275,7 @@ class AccessStore:
             raise ValueError(f"state: a grant ends expired or revoked, not {state}")
 
         def change(before: AccessGrant) -> dict[str, Any]:
-            check_transition(before.id, before.state, state)
+            GRANT_STATES.check(before.state, state, f"access grant {before.id}")
             return {"state": state, "ended_at": now, "last_error": None}
 
         return self._modify(grant_id, change, actor, now, flow_run_id)
@@ -321,36 +294,15 @@ class AccessStore:
         self, grant_id: int, actor: str, action: str, detail: dict[str, Any], now: datetime
     ) -> None:
         """Append an audit entry about the grant that changes none of its fields (a take-over)."""
-        with self.store.write() as conn:
-            self._fetch(conn, grant_id)
-            conn.execute(
-                insert(audit),
-                {
-                    "at": now,
-                    "actor": actor,
-                    "action": f"{RECORD_TYPE}.{action}",
-                    "record_type": RECORD_TYPE,
-                    "record_id": grant_id,
-                    "before": None,
-                    "after": detail,
-                    "flow_run_id": None,
-                },
-            )
+        with self.db.write() as conn:
+            grant = GRANTS.fetch(conn, grant_id)
+            GRANTS.note(conn, grant.id, actor, action, None, detail, now)
 
     def audit_trail(self, grant_id: int) -> list[Any]:
         """Every recorded change to the grant, oldest first."""
-        return self.store.audit_trail(RECORD_TYPE, grant_id)
+        return Audit(self.db).trail(RECORD_TYPE, grant_id)
 
     # -- internals -------------------------------------------------------------------------
-
-    def _fetch(self, conn: Connection, grant_id: int, lock: bool = False) -> AccessGrant:
-        query = select(access_grants).where(access_grants.c.id == grant_id)
-        if lock and self.store.dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).mappings().first()
-        if row is None:
-            raise RecordNotFoundError(RECORD_TYPE, grant_id)
-        return _grant(row)
 
     def _modify(
         self,
@@ -360,36 +312,15 @@ class AccessStore:
         now: datetime,
         flow_run_id: str | None,
     ) -> AccessGrant:
-        """Apply `change` (fields to set) under the write lock, version-guarded and audited."""
-        for _attempt in range(_RETRIES):
-            with self.store.write() as conn:
-                before = self._fetch(conn, grant_id, lock=True)
-                fields = change(before)
-                after = before.model_copy(update=fields)
-                if not fields or after == before:
-                    return before
-                after = AccessGrant.model_validate(
-                    {**after.model_dump(), "version": before.version + 1}
-                )
-                row = after.model_dump(include=set(_COLUMNS))
-                written = conn.execute(
-                    update(access_grants)
-                    .where(
-                        access_grants.c.id == before.id,
-                        access_grants.c.version == before.version,
-                    )
-                    .values(row)
-                ).rowcount
-                if written != 1:
-                    continue
-                conn.execute(
-                    insert(audit),
-                    _audit_row(
-                        now, actor, _action(before, after), before.id, before, after, flow_run_id
-                    ),
-                )
-                return after
-        raise ConcurrentUpdateError(RECORD_TYPE, grant_id, _RETRIES)
+        """Set the fields `change` gives as the grant's next version, audited."""
+
+        def next_version(before: AccessGrant) -> AccessGrant:
+            fields = change(before)
+            if not fields:
+                return before
+            return AccessGrant.model_validate({**before.model_dump(), **fields})
+
+        return GRANTS.modify(self.db, grant_id, next_version, actor, now, flow_run_id)
 
 
 def _grant(row: Any) -> AccessGrant:
@@ -399,32 +330,15 @@ def _grant(row: Any) -> AccessGrant:
 def _action(before: AccessGrant, after: AccessGrant) -> str:
     """A short name for a change: the new state when it changed, else what changed."""
     if before.state != after.state:
-        return f"{RECORD_TYPE}.{after.state}"
+        return after.state
     if before.revoke_requested_at != after.revoke_requested_at:
-        return f"{RECORD_TYPE}.revoke_requested"
+        return "revoke_requested"
     if before.flow_run_ids != after.flow_run_ids:
-        return f"{RECORD_TYPE}.flow_run_linked"
+        return "flow_run_linked"
     if after.last_error and before.last_error != after.last_error:
-        return f"{RECORD_TYPE}.failed"
-    return f"{RECORD_TYPE}.updated"
+        return "failed"
+    return "updated"
 
 
-def _audit_row(
-    at: datetime,
-    actor: str,
-    action: str,
-    record_id: int,
-    before: AccessGrant | None,
-    after: AccessGrant | None,
-    flow_run_id: str | None,
-) -> dict[str, Any]:
-    return {
-        "at": at,
-        "actor": actor,
-        "action": action,
-        "record_type": RECORD_TYPE,
-        "record_id": record_id,
-        "before": None if before is None else before.model_dump(mode="json"),
-        "after": None if after is None else after.model_dump(mode="json"),
-        "flow_run_id": flow_run_id,
-    }
+GRANTS = RecordTable(access_grants, AccessGrant, RECORD_TYPE, "access grant", action=_action)
+"""Access grants as versioned, audited records."""

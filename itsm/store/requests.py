@@ -1,70 +1,55 @@
-"""Service requests in the records store, every change audited in the same transaction.
+"""Service requests in the records, every change audited in the same transaction.
 
-The table lives on `itsm.store.metadata` next to incidents and the audit; `RequestStore`
-wraps a `Store` (which made the table when it opened). Changes follow the incidents' pattern:
-the row is read under the write lock, the state machine in `itsm.requests` decides, and a
-version column guards against any writer that did not take the lock.
+A change is read under the write lock, the state machine in `itsm.requests` decides, and the
+version guards against any writer that did not take the lock (`itsm.store.record_table`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
     Column,
-    Connection,
     Index,
     Integer,
     String,
     Table,
     Text,
     func,
-    insert,
     or_,
     select,
-    update,
 )
 
 from opsflow.errors import PermanentError
-from opsflow.itsm.leases import LeaseClaim, leases
 from opsflow.itsm.records import AuditEntry
 from opsflow.itsm.requests import (
     CARRIED_STATES,
-    TRANSITIONS,
+    REQUEST_NUMBERING,
+    REQUEST_STATES,
     Attachment,
     InputValue,
     RequestState,
     ServiceRequest,
     apply_transition,
-    parse_request_id,
 )
-from opsflow.itsm.store import (
-    ConcurrentUpdateError,
-    RecordNotFoundError,
-    Store,
-    UtcDateTime,
-    _audit_row,
-    _Id,
-    _Json,
-    audit,
-    metadata,
-)
+from opsflow.itsm.store.audit import Audit
+from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
+from opsflow.itsm.store.leases import LeaseClaim, leases
+from opsflow.itsm.store.record_table import RecordTable, state_action
 
 RECORD_TYPE = "service_request"
 LEASE_PREFIX = "request:"
 """Requests are leased as `request:ID` by whoever carries them."""
-_RETRIES = 5
-_states = ", ".join(f"'{state}'" for state in TRANSITIONS)
 
 service_requests = Table(
     "service_requests",
     metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("id", Id, primary_key=True, autoincrement=True),
     Column("item", String(63), nullable=False),
-    Column("inputs", _Json, nullable=False),
+    Column("inputs", Json, nullable=False),
     Column("requester", String(255), nullable=False),
     Column("state", String(32), nullable=False),
     Column("approval_policy", String(8), nullable=False),
@@ -79,16 +64,14 @@ service_requests = Table(
     Column("fulfil_due_at", UtcDateTime),
     Column("closed_at", UtcDateTime),
     Column("outcome", Text),
-    Column("flow_run_ids", _Json, nullable=False),
-    Column("attachments", _Json, nullable=False),
+    Column("flow_run_ids", Json, nullable=False),
+    Column("attachments", Json, nullable=False),
     Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(f"state IN ({_states})", name="ck_service_requests_state"),
+    CheckConstraint(REQUEST_STATES.sql_check(), name="ck_service_requests_state"),
     sqlite_autoincrement=True,  # never reuse an id, so never reuse a request number
 )
 Index("ix_service_requests_state", service_requests.c.state)
 Index("ix_service_requests_requester", service_requests.c.requester)
-
-_COLUMNS = [c.name for c in service_requests.columns if c.name != "id"]
 
 
 class RequestQuotaError(PermanentError):
@@ -104,47 +87,36 @@ class RequestQuotaError(PermanentError):
 
 def _action(before: ServiceRequest, after: ServiceRequest) -> str:
     """A short audit name for a change: the new state when it changed, else what changed."""
-    if before.state != after.state:
-        return f"{RECORD_TYPE}.{after.state.replace('-', '_')}"
-    if before.escalated_at != after.escalated_at:
-        return f"{RECORD_TYPE}.escalated"
-    if before.attachments != after.attachments:
-        return f"{RECORD_TYPE}.attached"
-    if before.flow_run_ids != after.flow_run_ids:
-        return f"{RECORD_TYPE}.flow_run_linked"
-    return f"{RECORD_TYPE}.updated"
+    if before.state == after.state:
+        if before.escalated_at != after.escalated_at:
+            return "escalated"
+        if before.attachments != after.attachments:
+            return "attached"
+    return state_action(before, after)
 
 
-class RequestStore:
-    """Service requests over a `Store`: create, read, move through the state machine, audit.
+REQUESTS = RecordTable(
+    service_requests,
+    ServiceRequest,
+    RECORD_TYPE,
+    "service request",
+    REQUEST_NUMBERING,
+    action=_action,
+)
+"""Service requests as versioned, audited records."""
 
-    Args:
-        store: the records store.
-    """
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+class Requests:
+    """The service requests of `db`: create, read, move through the state machine, audit."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- reading --------------------------------------------------------------------------
 
-    def _fetch(
-        self, conn: Connection, id_or_number: int | str, lock: bool = False
-    ) -> ServiceRequest:
-        request_id = parse_request_id(id_or_number)
-        row = None
-        if request_id is not None:
-            query = select(service_requests).where(service_requests.c.id == request_id)
-            if lock:
-                query = query.with_for_update()
-            row = conn.execute(query).mappings().first()
-        if row is None:
-            raise RecordNotFoundError("service request", id_or_number)
-        return ServiceRequest.model_validate(dict(row))
-
     def get(self, id_or_number: int | str) -> ServiceRequest:
         """One request by id (42, "42") or number ("REQ0000042")."""
-        with self.store.read() as conn:
-            return self._fetch(conn, id_or_number)
+        return REQUESTS.get(self.db, id_or_number)
 
     def list(
         self,
@@ -173,7 +145,7 @@ class RequestStore:
         if requester is not None:
             query = query.where(service_requests.c.requester == requester)
         query = query.order_by(service_requests.c.id.desc()).limit(limit).offset(offset)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(query).mappings().all()
         return [ServiceRequest.model_validate(dict(row)) for row in rows]
 
@@ -189,12 +161,12 @@ class RequestStore:
         )
         if changed_before is not None:
             query = query.where(service_requests.c.updated_at < changed_before)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
     def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
         """Every recorded change to one request, oldest first."""
-        return self.store.audit_trail(RECORD_TYPE, self.get(id_or_number).id)
+        return Audit(self.db).trail(RECORD_TYPE, self.get(id_or_number).id)
 
     # -- changing -------------------------------------------------------------------------
 
@@ -234,10 +206,9 @@ class RequestStore:
             "updated_at": now,
             "flow_run_ids": [flow_run_id] if flow_run_id else [],
             "attachments": [],
-            "version": 1,
         }
         ServiceRequest.model_validate({"id": 1, **values})  # refuse bad values before writing
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             if max_open is not None:
                 if conn.dialect.name == "postgresql":  # SQLite's writers are serial already
                     conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(requester))))
@@ -249,25 +220,9 @@ class RequestStore:
                 ).scalar_one()
                 if open_requests >= max_open:
                     raise RequestQuotaError(requester, open_requests, max_open)
-            new_id = conn.execute(
-                insert(service_requests).values(values).returning(service_requests.c.id)
-            ).scalar_one()
+            created = REQUESTS.insert(conn, values, actor, now, "submitted", flow_run_id)
             if lease is not None:
-                lease.take(conn, new_id, now)
-            created = ServiceRequest.model_validate({"id": new_id, **values})
-            conn.execute(
-                insert(audit),
-                _audit_row(
-                    now,
-                    actor,
-                    f"{RECORD_TYPE}.submitted",
-                    RECORD_TYPE,
-                    new_id,
-                    None,
-                    created,
-                    flow_run_id,
-                ),
-            )
+                lease.take(conn, created.id, now)
         return created
 
     def move(
@@ -282,9 +237,10 @@ class RequestStore:
         """Move a request to `target` through the state machine, with field `changes`, audited.
 
         Raises:
-            IllegalRequestTransitionError: the state machine does not allow the move.
+            IllegalTransitionError: the state machine does not allow the move.
         """
-        return self._modify(
+        return REQUESTS.modify(
+            self.db,
             id_or_number,
             lambda before: apply_transition(before, target, now, **changes),
             actor,
@@ -311,7 +267,7 @@ class RequestStore:
                 {**before.model_dump(), **changes, "updated_at": now}
             )
 
-        return self._modify(id_or_number, change, actor, now, flow_run_id)
+        return REQUESTS.modify(self.db, id_or_number, change, actor, now, flow_run_id)
 
     def link_flow_run(
         self, id_or_number: int | str, flow_run_id: str, actor: str, now: datetime
@@ -325,7 +281,7 @@ class RequestStore:
                 update={"flow_run_ids": [*before.flow_run_ids, flow_run_id], "updated_at": now}
             )
 
-        return self._modify(id_or_number, change, actor, now, flow_run_id)
+        return REQUESTS.modify(self.db, id_or_number, change, actor, now, flow_run_id)
 
     def attach(
         self,
@@ -346,7 +302,7 @@ class RequestStore:
                 update={"attachments": [*before.attachments, *new], "updated_at": now}
             )
 
-        return self._modify(id_or_number, change, actor, now, flow_run_id)
+        return REQUESTS.modify(self.db, id_or_number, change, actor, now, flow_run_id)
 
     def note(
         self,
@@ -362,73 +318,6 @@ class RequestStore:
         Used for what happened to a request without moving it: a decision sent to its run,
         a decision refused because it came from the Prefect UI.
         """
-        with self.store.write() as conn:
-            request = self._fetch(conn, id_or_number)
-            conn.execute(
-                insert(audit),
-                {
-                    "at": now,
-                    "actor": actor,
-                    "action": f"{RECORD_TYPE}.{action}",
-                    "record_type": RECORD_TYPE,
-                    "record_id": request.id,
-                    "before": None,
-                    "after": detail,
-                    "flow_run_id": flow_run_id,
-                },
-            )
-
-    def _modify(
-        self,
-        id_or_number: int | str,
-        change: Callable[[ServiceRequest], ServiceRequest],
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None,
-    ) -> ServiceRequest:
-        """Change a request and audit it in one transaction, guarded by its version."""
-        if now.tzinfo is None:
-            raise ValueError("now must be timezone-aware")
-        for _attempt in range(_RETRIES):
-            with self.store.write() as conn:
-                before = self._fetch(conn, id_or_number, lock=True)
-                after = change(before)
-                if after is before or after == before:
-                    return before
-                after = after.model_copy(update={"version": before.version + 1})
-                values = after.model_dump(mode="json", include=set(_COLUMNS))
-                for field in (
-                    "decided_at",
-                    "approval_due_at",
-                    "escalated_at",
-                    "submitted_at",
-                    "updated_at",
-                    "fulfil_due_at",
-                    "closed_at",
-                ):
-                    values[field] = getattr(after, field)
-                result = conn.execute(
-                    update(service_requests)
-                    .where(
-                        service_requests.c.id == before.id,
-                        service_requests.c.version == before.version,
-                    )
-                    .values(values)
-                )
-                if result.rowcount != 1:
-                    continue
-                conn.execute(
-                    insert(audit),
-                    _audit_row(
-                        now,
-                        actor,
-                        _action(before, after),
-                        RECORD_TYPE,
-                        after.id,
-                        before,
-                        after,
-                        flow_run_id,
-                    ),
-                )
-                return after
-        raise ConcurrentUpdateError("service request", id_or_number, _RETRIES)
+        with self.db.write() as conn:
+            request = REQUESTS.fetch(conn, id_or_number)
+            REQUESTS.note(conn, request.id, actor, action, None, detail, now, flow_run_id)

@@ -11,28 +11,28 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.db import Database
 
 
 @contextmanager
-def exclusive(store: Store, name: str) -> Iterator[None]:
-    """Hold the lock `name` on the store's database until the block ends; waits for it.
+def exclusive(db: Database, name: str) -> Iterator[None]:
+    """Hold the lock `name` on the records database until the block ends; waits for it.
 
     PostgreSQL: a session advisory lock on a connection of its own; SQLite: an flock on a
     file beside the database. Either is released by the server or the kernel when the
     holding process dies, so a killed holder never blocks the next one (a lease would until
     it lapsed).
     """
-    if store.dialect == "postgresql":
+    if db.dialect == "postgresql":
         key = zlib.crc32(f"opsflow:{name}".encode())
-        with store.own_connection() as conn:
+        with db.own_connection() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
             try:
                 yield
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
         return
-    database = make_url(store.url).database
+    database = make_url(db.url).database
     if not database or database == ":memory:":
         yield  # one process, one connection: nothing else can hold it
         return

@@ -7,17 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from opsflow.inventory.models import Audience, Entitlement
 from opsflow.itsm.access import ResolvedRequest
-from opsflow.itsm.access_store import AccessStore
-from opsflow.itsm.leases import Leases
-from opsflow.itsm.metrics_queries import (
+from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
+from opsflow.itsm.store.metrics import (
     RESTORE_BUCKETS_S,
     oldest_pending,
     records_health,
     sla_breached,
 )
-from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
-from opsflow.itsm.request_store import RequestStore
-from opsflow.itsm.store import Store
+from opsflow.itsm.store.records import Records
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHtfozhPTtl8AkMOSM3DVfaazlgK6iLBcy+DLgNv9iP"
@@ -27,7 +24,7 @@ def minutes(n: float) -> datetime:
     return T0 + timedelta(minutes=n)
 
 
-def _incident(store: Store, name: str, impact: int = 1, urgency: int = 1) -> int:
+def _incident(store: Records, name: str, impact: int = 1, urgency: int = 1) -> int:
     create = IncidentCreate(
         host=name,
         service="app",
@@ -37,13 +34,13 @@ def _incident(store: Store, name: str, impact: int = 1, urgency: int = 1) -> int
         urgency=urgency,
         correlation_key=name,
     )
-    incident, _ = store.open_or_correlate(create, T0, actor="test", now=T0)
+    incident, _ = store.correlation.open_or_correlate(create, T0, actor="test", now=T0)
     return incident.id
 
 
-def _move(store: Store, incident_id: int, at: float, state: str, **fields: str) -> None:
+def _move(store: Records, incident_id: int, at: float, state: str, **fields: str) -> None:
     update = IncidentUpdate(state=state, **fields)  # type: ignore[arg-type]
-    store.update_incident(incident_id, update, actor="test", now=minutes(at))
+    store.incidents.update(incident_id, update, actor="test", now=minutes(at))
 
 
 def _event(fingerprint: str) -> EventIn:
@@ -52,7 +49,7 @@ def _event(fingerprint: str) -> EventIn:
 
 def test_sla_breaches_agree_with_each_incidents_own_rule(records_url: str) -> None:
     """P1: respond within 15 min, resolve within 1 h; the clock stops while On Hold."""
-    store = Store(records_url)
+    store = Records(records_url)
     _incident(store, "unanswered")
     _move(store, _incident(store, "answered"), 5, "In Progress")
     on_hold = _incident(store, "on-hold")
@@ -67,7 +64,7 @@ def test_sla_breaches_agree_with_each_incidents_own_rule(records_url: str) -> No
     _move(store, resolved, 200, "Resolved", resolution_code="manual", resolution_notes="done")
     _incident(store, "p5", impact=3, urgency=3)  # respond within a day
 
-    incidents = [i for i in store.list_incidents(limit=100) if i.is_open]
+    incidents = [i for i in store.incidents.list(limit=100) if i.is_open]
     for at in (10, 20, 80, 95, 120):
         now = minutes(at)
         expected = Counter(
@@ -76,29 +73,29 @@ def test_sla_breaches_agree_with_each_incidents_own_rule(records_url: str) -> No
             for target, missed in i.sla_breaches(now).items()
             if missed
         )
-        with store.read() as conn:
-            assert sla_breached(conn, store.dialect, now) == dict(expected), f"at {at} min"
+        with store.db.read() as conn:
+            assert sla_breached(conn, store.db.dialect, now) == dict(expected), f"at {at} min"
 
-    with store.read() as conn:  # the figures themselves, so that agreeing is not agreeing on 0
-        assert sla_breached(conn, store.dialect, minutes(80)) == {
+    with store.db.read() as conn:  # the figures themselves, so that agreeing is not agreeing on 0
+        assert sla_breached(conn, store.db.dialect, minutes(80)) == {
             (1, "response"): 2,  # unanswered, answered-late
             (1, "resolution"): 3,  # unanswered, answered, answered-late (held-once: due at 90)
         }
 
 
 def test_records_health_counts_what_waits_and_what_ran(records_url: str) -> None:
-    store = Store(records_url)
-    store.store_events([_event("a"), _event("b")], minutes(1))
-    store.store_events([_event("c")], minutes(2))
-    [first, *_] = store.pending_events()
-    store.mark_failed([(first.id, "no rule")], minutes(3))
-    with store.read() as conn:
+    store = Records(records_url)
+    store.events.store([_event("a"), _event("b")], minutes(1))
+    store.events.store([_event("c")], minutes(2))
+    [first, *_] = store.events.pending()
+    store.events.mark_failed([(first.id, "no rule")], minutes(3))
+    with store.db.read() as conn:
         assert oldest_pending(conn) == minutes(1)
 
     for n, restore_s in enumerate((0.5, 4, 4000)):
         incident_id = _incident(store, f"restored-{n}")
         _move(store, incident_id, 0, "In Progress")
-        store.update_incident(
+        store.incidents.update(
             incident_id,
             IncidentUpdate(state="Resolved", resolution_code="manual", resolution_notes="ok"),
             actor="test",
@@ -106,7 +103,7 @@ def test_records_health_counts_what_waits_and_what_ran(records_url: str) -> None
         )
     _incident(store, "open-p3", impact=2, urgency=2)
 
-    requests = RequestStore(store)
+    requests = store.requests
     waiting = requests.create("restart", {}, "carol", "one", "carol", minutes(5))
     requests.move(waiting.id, "awaiting-approval", "desk", minutes(5))
     requests.create("restart", {}, "dave", "one", "dave", minutes(6))  # not asked yet
@@ -125,14 +122,14 @@ def test_records_health_counts_what_waits_and_what_ran(records_url: str) -> None
         duration_minutes=60,
         reason="on call",
     )
-    AccessStore(store).request(resolved, "carol", minutes(7))
-    leases = Leases(store)
+    store.access.request(resolved, "carol", minutes(7))
+    leases = store.leases
     now = datetime.now(UTC)
     assert leases.take("restoration:1", "worker-a", now, 60)
     assert leases.take("restoration:2", "worker-b", now - timedelta(minutes=5), 60)  # lapsed
     assert leases.take("request:1", "worker-a", now, 60)
 
-    health = records_health(store, now)
+    health = records_health(store.db, now)
 
     assert (health.pending.count, health.pending.oldest) == (2, minutes(1))
     assert health.failed_events == 1
@@ -149,7 +146,7 @@ def test_records_health_counts_what_waits_and_what_ran(records_url: str) -> None
 
 
 def test_an_empty_store_reads_as_zeros(records_url: str) -> None:
-    health = records_health(Store(records_url), datetime.now(UTC))
+    health = records_health(Records(records_url).db, datetime.now(UTC))
     assert (health.pending.count, health.pending.oldest, health.failed_events) == (0, None, 0)
     assert (health.restore_times.count, health.restore_times.sum_s) == (0, 0.0)
     assert all(count == 0 for _, count in health.restore_times.buckets)

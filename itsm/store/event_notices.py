@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opsflow.itsm.store import Store
+    from opsflow.itsm.store.db import Database
 
-logger = logging.getLogger("opsflow.itsm.event_notices")
+logger = logging.getLogger("opsflow.itsm.store.event_notices")
 
 CHANNEL = "opsflow_events_stored"
 """The notice's channel; its payload is empty (the events table says what was stored)."""
@@ -30,15 +30,15 @@ WAIT_S = 1.0
 
 
 def listen_for_stored_events(
-    store: Store, on_stored: Callable[[], None], stopped: threading.Event
+    db: Database, on_stored: Callable[[], None], stopped: threading.Event
 ) -> None:
     """Call `on_stored` whenever events were stored, until `stopped` is set (PostgreSQL
     stores only; returns at once on SQLite). Reconnects after any error."""
-    if store.dialect != "postgresql":
+    if db.dialect != "postgresql":
         return
     while not stopped.is_set():
         try:
-            with store.own_connection() as conn:
+            with db.own_connection() as conn:
                 try:
                     listener = conn.connection.driver_connection
                     listener.execute(f"LISTEN {CHANNEL}")

@@ -26,11 +26,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from opsflow.errors import TransientError
 from opsflow.itsm.records import Incident
-from opsflow.itsm.store import Store, UtcDateTime, incidents, metadata
+from opsflow.itsm.store.db import Database, UtcDateTime, metadata
+from opsflow.itsm.store.incidents import Incidents, incidents
 
 RESTORATION_PREFIX = "restoration:"
 
-logger = logging.getLogger("opsflow.itsm.leases")
+logger = logging.getLogger("opsflow.itsm.store.leases")
 
 leases = Table(
     "leases",
@@ -99,14 +100,15 @@ def take_lease(conn: Connection, name: str, holder: str, now: datetime, lease_s:
 
 
 class Leases:
-    """The leases kept in `store`'s database."""
+    """The leases kept in `db`; restorations claim `incidents` with them."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database, incidents: Incidents) -> None:
+        self.db = db
+        self._incidents = incidents
 
     def take(self, name: str, holder: str, now: datetime, lease_s: float) -> bool:
         """Hold `name` for `lease_s` from `now` if it is free, lapsed or `holder`'s already."""
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             return take_lease(conn, name, holder, now, lease_s)
 
     def renew(self, holder: str, names: Sequence[str], until: datetime) -> set[str]:
@@ -116,13 +118,13 @@ class Leases:
         if not names:
             return set()
         mine = (leases.c.holder == holder) & leases.c.name.in_(list(names))
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             conn.execute(update(leases).where(mine).values(until=until))
             return set(conn.execute(select(leases.c.name).where(mine)).scalars())
 
     def release(self, name: str, holder: str) -> None:
         """Give the lease back, if `holder` still has it."""
-        with self.store.write() as conn:
+        with self.db.write() as conn:
             conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
 
     def lapsed(self, prefix: str, now: datetime) -> list[tuple[str, str]]:
@@ -132,13 +134,13 @@ class Leases:
             .where(leases.c.name.startswith(prefix, autoescape=True), leases.c.until <= now)
             .order_by(leases.c.name)
         )
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return [(row.name, row.holder) for row in conn.execute(query)]
 
     def holder(self, name: str, now: datetime) -> str | None:
         """Who holds `name` now, if anyone does (a lapsed lease is held by nobody)."""
         query = select(leases.c.holder).where(leases.c.name == name, leases.c.until > now)
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return conn.execute(query).scalar_one_or_none()
 
     def holds(self, name: str, holder: str, lease_s: float) -> bool:
@@ -196,7 +198,7 @@ class Leases:
         def hold(conn: Connection, record: Incident) -> bool:
             return take_lease(conn, restoration_lease(record.id), holder, now, lease_s)
 
-        record, claimed = self.store.claim_incident(incident, actor, now, flow_run_id, hold)
+        record, claimed = self._incidents.claim(incident, actor, now, flow_run_id, hold)
         current = holder if claimed else self.holder(restoration_lease(record.id), now)
         return RestorationClaim(record, claimed, current)
 
@@ -216,7 +218,7 @@ class Leases:
             )
             .order_by(incidents.c.id)
         )
-        with self.store.read() as conn:
+        with self.db.read() as conn:
             return [restoration_lease(incident_id) for incident_id in conn.execute(query).scalars()]
 
 
