@@ -24,7 +24,7 @@ from opsflow.desk.group_commit import RETRY_AFTER_S, IntakeBusyError, IntakeStor
 from opsflow.desk.intake import BodyRefusedError, field_errors
 from opsflow.desk.metrics import metrics_registry
 from opsflow.desk.middleware import BodyLimit, SenderFirst
-from opsflow.desk.web import page
+from opsflow.desk.web import page, status_view
 from opsflow.errors import PermanentError
 from opsflow.itsm.records import Incident
 from opsflow.itsm.store.records import Records
@@ -39,6 +39,7 @@ ROUTERS = (
     me.router,
     services.router,
     page.router,
+    status_view.router,
     desk_status.router,
 )
 """Every router of the desk, in the order the app mounts them."""
