@@ -23,7 +23,7 @@ STATUS_DAYS = 14
 """How many days of time to restore the view shows by default."""
 
 
-@router.get("/web/status", response_class=HTMLResponse, tags=["desk"])
+@router.get("/web/status", response_class=HTMLResponse, include_in_schema=False)
 def status_view(
     person: Operator,
     store: Records,

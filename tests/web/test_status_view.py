@@ -178,6 +178,7 @@ def test_the_status_view_is_for_operators_only(page, status_desk) -> None:
         status_desk.url + "/web/status", headers={"Authorization": f"Bearer {TOKENS['rita']}"}
     )
     assert answer.status == 403
+    assert page.request.get(status_desk.url + "/web/status").status == 401
 
 
 def read_png(data: bytes) -> tuple[int, int, list[list[tuple[int, int, int]]]]:
