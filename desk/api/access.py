@@ -41,7 +41,11 @@ from opsflow.itsm.access import (
     AccessRequestInvalidError,
     resolve_request,
 )
-from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
+from opsflow.itsm.approvals import (
+    ApprovalRefusedError,
+    approvable_entitlements,
+    check_approver,
+)
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.errors import RecordNotFoundError
 
@@ -72,16 +76,11 @@ def _entitlement(estate: Estate, grant: AccessGrant) -> Entitlement:
         ) from None
 
 
-def _approvable_entitlements(estate: Estate, person: Person) -> list[str]:
-    """The entitlements whose grants `person` may approve (their own excepted)."""
-    return [e.name for e in estate.entitlements if e.approvers.admits(person)]
-
-
 def _visible(grants: AccessGrants, grant_id: int, estate: Estate, person: Person) -> AccessGrant:
     """The grant if `person` may see it (theirs, one they may approve, or an operator);
     otherwise 404, exactly as if there were none."""
     grant = grants.get(grant_id)
-    approvable = _approvable_entitlements(estate, person)
+    approvable = approvable_entitlements(estate, person)
     if may_read(person, grant.requester, grant.entitlement, approvable):
         return grant
     raise RecordNotFoundError("access_grant", grant_id)
@@ -170,7 +169,7 @@ def list_access_grants(
         limit=limit,
         offset=offset,
         visible_to=None if everything else person.name,
-        entitlements=() if everything else _approvable_entitlements(estate, person),
+        entitlements=() if everything else approvable_entitlements(estate, person),
     )
 
 

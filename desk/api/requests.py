@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from opsflow.desk.deps import CurrentEstate, Reader, Requests, Wake, may_read, sees_everything
 from opsflow.inventory.models import CatalogItem, Estate, Person
-from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
+from opsflow.itsm.approvals import ApprovalRefusedError, approvable_items, check_approver
 from opsflow.itsm.catalog import (
     InvalidRequestError,
     NotEntitledError,
@@ -134,21 +134,12 @@ def _detail(requests: RequestRecords, id_or_number: str | int) -> RequestDetail:
     return RequestDetail(**record.model_dump(), audit=requests.audit_trail(record.id))
 
 
-def _approvable_items(estate: Estate, person: Person) -> list[str]:
-    """The catalog items whose requests `person` may approve (their own excepted)."""
-    return [
-        item.name
-        for item in estate.catalog
-        if item.approval.policy != "none" and item.approval.approvers.admits(person)
-    ]
-
-
 def _visible(
     requests: RequestRecords, id_or_number: str, estate: Estate, person: Person
 ) -> ServiceRequest:
     """The request if `person` may read it; otherwise 404, exactly as if there were none."""
     record = requests.get(id_or_number)
-    if may_read(person, record.requester, record.item, _approvable_items(estate, person)):
+    if may_read(person, record.requester, record.item, approvable_items(estate, person)):
         return record
     raise RecordNotFoundError("service request", id_or_number)
 
@@ -216,7 +207,7 @@ def list_requests(
         requester=requester,
         limit=limit,
         visible_to=None if everything else person.name,
-        items=() if everything else _approvable_items(estate, person),
+        items=() if everything else approvable_items(estate, person),
     )
 
 
