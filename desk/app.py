@@ -35,7 +35,9 @@ from opsflow.desk.metrics import metrics_registry
 from opsflow.desk.middleware import BodyLimit, SenderFirst
 from opsflow.desk.web import page, status_view
 from opsflow.errors import PermanentError
+from opsflow.itsm.access import AccessGrant
 from opsflow.itsm.records import Incident
+from opsflow.itsm.requests import ServiceRequest
 from opsflow.itsm.store.records import Records
 from opsflow.settings import get_settings
 
@@ -62,11 +64,15 @@ def create_app(
     lifespan: Any = None,
     on_incident_change: Callable[[Incident, str], None] = lambda incident, change: None,
     max_waiting_events: int = 50_000,
+    on_record_change: Callable[[ServiceRequest | AccessGrant, str], None] = (
+        lambda record, change: None
+    ),
 ) -> FastAPI:
     """The desk API over `store`, authenticating against `estate()`'s people.
 
     `on_events` is told when new events are stored; `on_incident_change` when a person
-    opens or changes an incident (the server publishes both to Prefect). Past
+    opens or changes an incident; `on_record_change` when a person submits or decides a
+    service request or access grant (the server publishes all three to Prefect). Past
     `max_waiting_events` events waiting for their commit, intake answers 503.
     """
     app = FastAPI(
@@ -83,6 +89,7 @@ def create_app(
     app.state.estate = estate
     app.state.on_events = on_events
     app.state.on_incident_change = on_incident_change
+    app.state.on_record_change = on_record_change
     app.state.intake = Intake(store, max_waiting_events, on_events)
     app.state.metrics_registry = metrics_registry(store, estate)
     for router in ROUTERS:

@@ -20,7 +20,15 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
-from opsflow.desk.deps import CurrentEstate, Reader, Requests, Wake, may_read, sees_everything
+from opsflow.desk.deps import (
+    CurrentEstate,
+    Publish,
+    Reader,
+    Requests,
+    Wake,
+    may_read,
+    sees_everything,
+)
 from opsflow.inventory.models import CatalogItem, Estate, Person
 from opsflow.itsm.approvals import ApprovalRefusedError, approvable_items, check_approver
 from opsflow.itsm.catalog import (
@@ -163,7 +171,12 @@ def list_catalog(person: Reader, estate: CurrentEstate) -> list[CatalogEntry]:
 
 @router.post("/requests", status_code=status.HTTP_201_CREATED)
 def submit_request(
-    body: RequestCreate, person: Reader, estate: CurrentEstate, requests: Requests, wake: Wake
+    body: RequestCreate,
+    person: Reader,
+    estate: CurrentEstate,
+    requests: Requests,
+    wake: Wake,
+    publish: Publish,
 ) -> RequestDetail:
     """Ask for a catalog item; refused with every bad field named (422) and nothing recorded."""
     try:
@@ -184,6 +197,7 @@ def submit_request(
         )
     except RequestQuotaError as exc:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
+    publish(record, "submitted")
     wake.request_submitted()
     return _detail(requests, record.id)
 
