@@ -29,7 +29,7 @@ from opsflow.flows.work import triage_events
 from opsflow.itsm.store.records import open_records
 from opsflow.logs import configure_logging
 from opsflow.settings import get_settings
-from opsflow.tasks.events import publish_incident_change
+from opsflow.tasks.events import publish_incident_change, publish_record_change
 
 DEFAULT_PORT = 8765
 
@@ -68,6 +68,7 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
         on_events=dispatcher.notify if wakes else lambda: None,
         lifespan=lifespan,
         on_incident_change=publish_incident_change,
+        on_record_change=publish_record_change,
     )
     if wakes:
         app.state.dispatcher = dispatcher
