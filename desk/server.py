@@ -39,9 +39,10 @@ logger = logging.getLogger("opsflow.desk.server")
 def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     """The desk app wired to the store, the estate and a dispatcher (not yet started).
 
-    The desk records and answers; it runs no flow. It hands triage to the workers
-    (`opsflow worker`) through Prefect, and wakes them for the requests and access changes
-    it records (`desk.runners.wake_ups`).
+    The desk records and answers; it runs no flow. Triage is the workers' (`opsflow
+    worker`): PostgreSQL tells them of stored events, and on SQLite the desk wakes them
+    through Prefect; it wakes them too for the requests and access changes it records
+    (`desk.runners.wake_ups`).
     """
     estate = EstateCache(estate_dir or get_settings().estate_dir)
     with suppress(EstateUnavailableError):
