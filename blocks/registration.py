@@ -7,9 +7,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from opsflow.blocks.alertmanager import AlertmanagerCredentials
+from opsflow.blocks.http import HttpCredentials
 from opsflow.blocks.ssh import SshCredentials
 
-BLOCK_TYPES = (SshCredentials, AlertmanagerCredentials)
+BLOCK_TYPES = (SshCredentials, AlertmanagerCredentials, HttpCredentials)
 
 
 def register_block_types() -> None:
@@ -23,6 +24,14 @@ def save_desk_token(token: str, name: str = "opsflow-desk-token") -> None:
     from prefect.blocks.system import Secret
 
     Secret(value=token).save(name, overwrite=True)
+
+
+def save_http_credentials(name: str, bearer_token: str) -> HttpCredentials:
+    """Store a bearer token as the HTTP credentials block called `name` (a runbook's
+    HTTP steps name it)."""
+    block = HttpCredentials(bearer_token=SecretStr(bearer_token))
+    block.save(name, overwrite=True)
+    return block
 
 
 def save_ssh_credentials(

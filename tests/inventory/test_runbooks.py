@@ -13,6 +13,7 @@ import yaml
 from opsflow.errors import InventoryError
 from opsflow.inventory.loader import load_estate
 from opsflow.inventory.templates import render_url
+from opsflow.lab.runbooks import RUNBOOKS_YAML
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,17 @@ def runbook(**steps: Any) -> dict[str, Any]:
         "remediate": [{"name": "start", "command": ["/usr/bin/svc", "start"]}],
         **steps,
     }
+
+
+def test_the_lab_runbook_loads_and_counts_as_a_runbook(tmp_path: Path, host_key: str) -> None:
+    estate = load_estate(estate_dir(tmp_path, host_key, RUNBOOKS_YAML))
+    [declared] = estate.runbooks
+    assert declared.name == "put-app-back-in-service"
+    assert {"put-app-back-in-service", "restart-service"} <= estate.runbook_names
+    [start, back] = declared.remediate
+    assert start.command == ["/var/lib/app/bin/svc", "start"] and start.rollback[0].name == "stop"
+    assert back.http is not None and back.http.method == "PUT" and back.http.retry_count == 2
+    assert declared.diagnose[0].expect_exit == [0, 3]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,256 @@
+"""Runbooks declared in the estate, run on real lab hosts: restoring a broken service over
+the app's admin API, rolled back when they do not restore, and fed values that reach the host
+literally, from an event through triage and restoration or from a catalog request."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import requests
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+from opsflow.itsm.records import IncidentCreate
+from opsflow.itsm.store.records import open_records
+from opsflow.lab.hosts.breakage import break_host
+from opsflow.lab.hosts.probes import set_app_state
+from opsflow.lab.hosts.run import run_on_host
+from opsflow.lab.hosts.state import app_admin_token_file
+from opsflow.lab.people import token_file
+from opsflow.lab.runbooks import ADMIN_CREDENTIALS
+from tests.support import wait_for
+
+pytestmark = pytest.mark.slow
+
+RESTORE_TIMEOUT_S = 90
+EVIL = "a b; touch injected $(touch injected2) `id` 'q' \"dq\" | & > < * ~ \\ #"
+"""A note full of what a shell would act on: it must become one file name, nothing else."""
+
+
+@pytest.fixture(scope="module")
+def app_admin(lab, ssh_credentials) -> str:
+    """The lab apps' admin token as the HTTP credentials block its runbook names."""
+    from opsflow.blocks.registration import save_http_credentials
+
+    token = app_admin_token_file(lab.directory).read_text().strip()
+    save_http_credentials(ADMIN_CREDENTIALS, token)
+    return token
+
+
+@pytest.fixture
+def more_runbooks(lab, desk) -> Iterator[None]:
+    """The lab estate with two more declared runbooks and a catalog item naming one; put back
+    after the test."""
+    runbooks_path: Path = lab.estate_dir / "runbooks.yaml"
+    catalog_path: Path = lab.estate_dir / "catalog.yaml"
+    services_path: Path = lab.estate_dir / "services.yaml"
+    originals = {p: p.read_text() for p in (runbooks_path, catalog_path, services_path)}
+    declared = yaml.safe_load(originals[runbooks_path])
+    declared["runbooks"] += [
+        {
+            "name": "leave-a-note",
+            "description": "Leave a note file on the host, named by the request.",
+            "parameters": [{"name": "note", "type": "string", "max_length": 120}],
+            "remediate": [
+                {"name": "write", "command": ["touch", "--", "/var/lib/app/note-{params.note}"]}
+            ],
+        },
+        {
+            "name": "take-out-and-fail",
+            "description": "Takes the app out of service, so verification must fail.",
+            "remediate": [
+                {
+                    "name": "out",
+                    "http": {
+                        "method": "PUT",
+                        "url": "http://{host.address}:{service.port}/admin/state",
+                        "body": {"state": "out-of-service", "reason": "{reference}"},
+                        "credentials": ADMIN_CREDENTIALS,
+                    },
+                    "rollback": [
+                        {
+                            "name": "back",
+                            "http": {
+                                "method": "PUT",
+                                "url": "http://{host.address}:{service.port}/admin/state",
+                                "body": {"state": "serving"},
+                                "credentials": ADMIN_CREDENTIALS,
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+    ]
+    runbooks_path.write_text(yaml.safe_dump(declared, sort_keys=False))
+    catalog = yaml.safe_load(originals[catalog_path])
+    catalog["catalog"].append(
+        {
+            "name": "leave-a-note",
+            "description": "Leave a note on a host of a service.",
+            "inputs": [
+                {"name": "service", "type": "service"},
+                {"name": "host", "type": "host"},
+                {"name": "note", "type": "string", "max_length": 120},
+            ],
+            "requesters": {"roles": ["requester"]},
+            "fulfillment": {"runbook": "leave-a-note"},
+            "fulfill_within_minutes": 2,
+        }
+    )
+    catalog_path.write_text(yaml.safe_dump(catalog, sort_keys=False))
+    yield
+    for path, text in originals.items():
+        path.write_text(text)
+
+
+def admin_state(lab, host: str, token: str) -> dict[str, Any]:
+    address = lab.host(host).address
+    conn = http.client.HTTPConnection(address, lab.host(host).app_port, timeout=5)
+    try:
+        conn.request("GET", "/admin/state", headers={"Authorization": f"Bearer {token}"})
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def health_status(lab, host: str) -> int:
+    conn = http.client.HTTPConnection(lab.host(host).address, lab.host(host).app_port, timeout=5)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def task_run_names(number: str) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"restore-{number}"]))
+        )
+    return [run.name for run in runs]
+
+
+def test_a_declared_runbook_restores_an_app_out_of_service_over_its_admin_api(
+    lab, desk, app_admin: str
+) -> None:
+    host = "lab03"
+    break_host(host, "drain", lab.directory)
+    assert health_status(lab, host) == 503
+    sent = requests.post(
+        f"{desk.url}/api/v1/events",
+        headers={"Authorization": f"Bearer {token_file(lab.directory, 'alice').read_text()}"},
+        json={
+            "source": "e2e",
+            "host": host,
+            "service": "app",
+            "severity": "critical",
+            "summary": f"app on {host} answers 503",
+            "labels": {"symptom": "out-of-service", "run": uuid4().hex},
+        },
+        timeout=30,
+    )
+    assert sent.status_code == 202, sent.text
+
+    def resolved():
+        found = [
+            i
+            for i in open_records().incidents.list(host=host, service="app")
+            if i.symptom == "out-of-service" and i.state == "Resolved"
+        ]
+        return found[0] if found else None
+
+    incident = wait_for(resolved, RESTORE_TIMEOUT_S, f"the out-of-service incident on {host}")
+    assert health_status(lab, host) == 200
+    assert incident.runbook == "put-app-back-in-service"
+    assert incident.resolution_code == "auto-remediated"
+    state = admin_state(lab, host, app_admin)
+    assert state["state"] == "serving"
+    worklog = [w.text for w in open_records().worklog.entries(incident.id)]
+    assert f"runbook put-app-back-in-service started on {host}" in worklog
+    [diagnosis] = [t for t in worklog if t.startswith("diagnosis: ")]
+    assert "admin-state:" in diagnosis and "out-of-service" in diagnosis, diagnosis
+    [remediation] = [t for t in worklog if t.startswith("remediation: ")]
+    assert f"PUT http://{lab.host(host).address}:18080/admin/state: 200" in remediation
+    assert any(t.startswith("verified: GET ") and "running: ran " in t for t in worklog), worklog
+    names = task_run_names(incident.number)
+    assert any(n.startswith("call_http_step[put-app-back-in-service: remediate[1]") for n in names)
+    assert any(n.startswith("run_command_step[put-app-back-in-service: diagnose[0]") for n in names)
+    assert app_admin not in json.dumps(worklog) + (incident.resolution_notes or "")
+
+
+def test_a_declared_runbook_that_does_not_restore_is_rolled_back_and_escalated(
+    lab, desk, app_admin: str, more_runbooks: None, pager
+) -> None:
+    from opsflow.flows.incident_restoration import incident_restoration
+
+    host = "lab04"
+    incident, _ = open_records().correlation.open_or_correlate(
+        IncidentCreate(
+            host=host,
+            service="app",
+            symptom="slow",
+            summary="app slow",
+            impact=2,
+            urgency=2,
+            runbook="take-out-and-fail",
+            assignment_group="ops",
+            correlation_key=f"{host}/app/{uuid4().hex}",
+        ),
+        datetime.now(UTC),
+        actor="test",
+    )
+    try:
+        assert incident_restoration(incident.number, verify_deadline_s=1) == "In Progress"
+        assert admin_state(lab, host, app_admin)["state"] == "serving", "not rolled back"
+        assert health_status(lab, host) == 200
+    finally:
+        set_app_state(lab.host(host).address, app_admin, "serving")
+    entries = open_records().worklog.entries(incident.id)
+    rollbacks = [w.text for w in entries if w.author == "rollback"]
+    assert rollbacks == [
+        f"take-out-and-fail: remediate[0] (out) rollback[0] (back) on {host}: "
+        f"PUT http://{lab.host(host).address}:18080/admin/state: 200"
+    ]
+    assert open_records().incidents.get(incident.id).assigned_to == "alice"
+
+
+def test_a_parameter_with_shell_metacharacters_reaches_the_host_literally(
+    lab, desk, more_runbooks: None
+) -> None:
+    host = "lab02"
+    carol = {"Authorization": f"Bearer {token_file(lab.directory, 'carol').read_text()}"}
+    answer = requests.post(
+        f"{desk.url}/api/v1/requests",
+        headers=carol,
+        json={"item": "leave-a-note", "inputs": {"service": "app", "host": host, "note": EVIL}},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    number = answer.json()["number"]
+    alice = {"Authorization": f"Bearer {token_file(lab.directory, 'alice').read_text()}"}
+
+    def done():
+        record = requests.get(
+            f"{desk.url}/api/v1/requests/{number}", headers=alice, timeout=30
+        ).json()
+        return record if record["state"] in ("fulfilled", "failed") else None
+
+    try:
+        record = wait_for(done, RESTORE_TIMEOUT_S, f"{number} to be fulfilled")
+        assert record["state"] == "fulfilled", record["outcome"]
+        listed = run_on_host(host, ["ls", "-1A", "/var/lib/app"], lab.directory).stdout
+        assert f"note-{EVIL}" in listed.splitlines(), listed
+        for cwd in ("/root", "/var/lib/app", "/"):
+            found = run_on_host(host, ["ls", "-1A", cwd], lab.directory).stdout.splitlines()
+            assert "injected" not in found and "injected2" not in found, f"a shell ran in {cwd}"
+    finally:
+        run_on_host(host, ["rm", "-f", "--", f"/var/lib/app/note-{EVIL}"], lab.directory)
