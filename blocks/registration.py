@@ -26,10 +26,19 @@ def save_desk_token(token: str, name: str = "opsflow-desk-token") -> None:
     Secret(value=token).save(name, overwrite=True)
 
 
-def save_http_credentials(name: str, bearer_token: str) -> HttpCredentials:
-    """Store a bearer token as the HTTP credentials block called `name` (a runbook's
-    HTTP steps name it)."""
-    block = HttpCredentials(bearer_token=SecretStr(bearer_token))
+def save_http_credentials(
+    name: str,
+    bearer_token: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> HttpCredentials:
+    """Store a bearer token, or a user and password, as the HTTP credentials block called
+    `name` (a runbook's HTTP steps name it); ValueError when it is neither."""
+    block = HttpCredentials(
+        bearer_token=SecretStr(bearer_token.strip()) if bearer_token is not None else None,
+        username=username,
+        password=SecretStr(password) if password is not None else None,
+    )
     block.save(name, overwrite=True)
     return block
 

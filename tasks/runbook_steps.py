@@ -197,7 +197,7 @@ def run_deployment_step(
             f"{label}: deployment {call.name} run {run.name} ended {state.name}: {state.message}"
         )
     what = f"ran deployment {call.name}: run {run.name} {state.name}"
-    return _result(host, "run_deployment_step", label, phase, changes, what, state.message or "")
+    return _result(host, "run_deployment_step", label, phase, changes, what, f"run {run.name}")
 
 
 _RUNNERS = {

@@ -1,11 +1,16 @@
 """Runbooks declared in the estate, run on real lab hosts: restoring a broken service over
-the app's admin API, rolled back when they do not restore, and fed values that reach the host
-literally, from an event through triage and restoration or from a catalog request."""
+the app's admin API, rolled back when they do not restore, running a served deployment, fed
+values that reach the host literally."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +22,7 @@ import requests
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.settings import PREFECT_API_URL
 
 from opsflow.itsm.records import IncidentCreate
 from opsflow.itsm.store.records import open_records
@@ -26,7 +32,7 @@ from opsflow.lab.hosts.run import run_on_host
 from opsflow.lab.hosts.state import app_admin_token_file
 from opsflow.lab.people import token_file
 from opsflow.lab.runbooks import ADMIN_CREDENTIALS
-from tests.support import wait_for
+from tests.support import PROJECT, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +49,45 @@ def app_admin(lab, ssh_credentials) -> str:
     token = app_admin_token_file(lab.directory).read_text().strip()
     save_http_credentials(ADMIN_CREDENTIALS, token)
     return token
+
+
+@pytest.fixture(scope="module")
+def served_patch_report(prefect_server, ssh_credentials, lab, opsflow_home) -> Iterator[None]:
+    """The `patch-report` flow served as the deployment `patch-report/patch-report`, as `make
+    up` serves it, from a process of its own."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "OPSFLOW_INVENTORY": str(lab.estate_dir),
+        "OPSFLOW_HOME": str(opsflow_home),
+    }
+    serve = (
+        "from prefect import serve\n"
+        "from opsflow.runtime.project import read_deployments, to_runner_deployment\n"
+        "[spec] = [s for s in read_deployments() if s.name == 'patch-report']\n"
+        "serve(to_runner_deployment(spec), print_starting_message=False)"
+    )
+    log = opsflow_home / "served-patch-report.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", serve],
+            cwd=PROJECT,
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def registered() -> bool:
+        assert process.poll() is None, log.read_text()
+        with get_client(sync_client=True) as client:
+            return "patch-report" in {d.name for d in client.read_deployments()}
+
+    wait_for(registered, 90, "patch-report/patch-report to be served")
+    yield
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(30)
 
 
 @pytest.fixture
@@ -62,6 +107,21 @@ def more_runbooks(lab, desk) -> Iterator[None]:
             "remediate": [
                 {"name": "write", "command": ["touch", "--", "/var/lib/app/note-{params.note}"]}
             ],
+        },
+        {
+            "name": "report-then-start",
+            "description": "Runs the patch report deployment for the host, then starts the app.",
+            "diagnose": [
+                {
+                    "name": "patch-report",
+                    "deployment": {
+                        "name": "patch-report/patch-report",
+                        "parameters": {"hosts": ["{host}"]},
+                    },
+                    "timeout_s": 120,
+                }
+            ],
+            "remediate": [{"name": "start", "command": ["/var/lib/app/bin/svc", "start"]}],
         },
         {
             "name": "take-out-and-fail",
@@ -139,6 +199,25 @@ def task_run_names(number: str) -> list[str]:
     return [run.name for run in runs]
 
 
+def open_incident(host: str, runbook: str, symptom: str = "slow"):
+    incident, _ = open_records().correlation.open_or_correlate(
+        IncidentCreate(
+            host=host,
+            service="app",
+            symptom=symptom,
+            summary=f"app {symptom}",
+            impact=2,
+            urgency=2,
+            runbook=runbook,
+            assignment_group="ops",
+            correlation_key=f"{host}/app/{uuid4().hex}",
+        ),
+        datetime.now(UTC),
+        actor="test",
+    )
+    return incident
+
+
 def test_a_declared_runbook_restores_an_app_out_of_service_over_its_admin_api(
     lab, desk, app_admin: str
 ) -> None:
@@ -193,21 +272,7 @@ def test_a_declared_runbook_that_does_not_restore_is_rolled_back_and_escalated(
     from opsflow.flows.incident_restoration import incident_restoration
 
     host = "lab04"
-    incident, _ = open_records().correlation.open_or_correlate(
-        IncidentCreate(
-            host=host,
-            service="app",
-            symptom="slow",
-            summary="app slow",
-            impact=2,
-            urgency=2,
-            runbook="take-out-and-fail",
-            assignment_group="ops",
-            correlation_key=f"{host}/app/{uuid4().hex}",
-        ),
-        datetime.now(UTC),
-        actor="test",
-    )
+    incident = open_incident(host, "take-out-and-fail")
     try:
         assert incident_restoration(incident.number, verify_deadline_s=1) == "In Progress"
         assert admin_state(lab, host, app_admin)["state"] == "serving", "not rolled back"
@@ -254,3 +319,27 @@ def test_a_parameter_with_shell_metacharacters_reaches_the_host_literally(
             assert "injected" not in found and "injected2" not in found, f"a shell ran in {cwd}"
     finally:
         run_on_host(host, ["rm", "-f", "--", f"/var/lib/app/note-{EVIL}"], lab.directory)
+
+
+def test_a_declared_runbook_runs_a_deployment_and_waits_for_it(
+    lab, desk, more_runbooks: None, served_patch_report: None
+) -> None:
+    from opsflow.flows.incident_restoration import incident_restoration
+
+    host = "lab05"
+    break_host(host, "service", lab.directory)
+    incident = open_incident(host, "report-then-start", "service-down")
+    assert incident_restoration(incident.number) == "Resolved"
+    assert health_status(lab, host) == 200
+    [diagnosis] = [
+        w.text for w in open_records().worklog.entries(incident.id) if w.text.startswith("diag")
+    ]
+    run_name = re.search(r"patch-report: run (\S+)", diagnosis)
+    assert run_name, diagnosis
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name.group(1)]))
+        )
+    assert run.state is not None and run.state.is_completed()
+    assert run.parameters == {"hosts": [host]}
+    assert run.parent_task_run_id is not None, "the run is not linked to the step's task run"
