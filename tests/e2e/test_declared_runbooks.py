@@ -1,6 +1,6 @@
 """Runbooks declared in the estate, run on real lab hosts: restoring a broken service over
 the app's admin API, rolled back when they do not restore, running a served deployment, fed
-values that reach the host literally."""
+values that reach the host literally; and the README's "Write a runbook" as written."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,15 +24,18 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import PREFECT_API_URL
+from typer.testing import CliRunner
 
+from opsflow.cli.main import app
 from opsflow.itsm.records import IncidentCreate
 from opsflow.itsm.store.records import open_records
+from opsflow.lab.catalog import lab_catalog
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.hosts.probes import set_app_state
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.lab.hosts.state import app_admin_token_file
 from opsflow.lab.people import token_file
-from opsflow.lab.runbooks import ADMIN_CREDENTIALS
+from opsflow.lab.runbooks import ADMIN_CREDENTIALS, RUNBOOKS_YAML
 from tests.support import PROJECT, wait_for
 
 pytestmark = pytest.mark.slow
@@ -343,3 +347,59 @@ def test_a_declared_runbook_runs_a_deployment_and_waits_for_it(
     assert run.state is not None and run.state.is_completed()
     assert run.parameters == {"hosts": [host]}
     assert run.parent_task_run_id is not None, "the run is not linked to the step's task run"
+
+
+def readme_section() -> str:
+    text = (PROJECT / "README.md").read_text()
+    return text.split("\n## Write a runbook\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", readme_section(), re.S)
+
+
+def test_the_readme_declares_the_labs_runbook_and_catalog_items(lab) -> None:
+    runbooks, mapping, catalog = readme_blocks("yaml")
+    assert runbooks == RUNBOOKS_YAML
+    [app_service] = yaml.safe_load((lab.estate_dir / "services.yaml").read_text())["services"]
+    assert yaml.safe_load(mapping)["runbooks"].items() <= app_service["runbooks"].items()
+    by_name = {item["name"]: item for item in lab_catalog()}
+    for item in yaml.safe_load(catalog)["catalog"]:
+        assert item == by_name[item["name"]]
+
+
+def test_try_it_on_the_lab_as_written(
+    lab, desk, app_admin: str, served_patch_report: None, monkeypatch
+) -> None:
+    monkeypatch.setenv("OPSFLOW_TOKEN", token_file(lab.directory, "alice").read_text())
+    [commands] = readme_blocks("sh")
+    lines = re.sub(r"\\\n\s*", " ", commands).splitlines()
+    numbers = []
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "opsflow", line
+        result = CliRunner().invoke(app, argv[1:])
+        assert result.exit_code == 0, f"{line}: {result.output}"
+        numbers += re.findall(r"REQ\d{7}", result.output) if "submit" in argv else []
+    assert len(numbers) == 2
+
+    def resolved():
+        found = [
+            i
+            for i in open_records().incidents.list(host="lab02", service="app")
+            if i.symptom == "out-of-service" and i.state == "Resolved"
+        ]
+        return found[0] if found else None
+
+    wait_for(resolved, RESTORE_TIMEOUT_S, "the out-of-service incident on lab02 to be resolved")
+    assert health_status(lab, "lab02") == 200
+    for number in numbers:
+        record = wait_for(
+            lambda n=number: (
+                (r := open_records().requests.get(n)).state in ("fulfilled", "failed") and r
+            ),
+            RESTORE_TIMEOUT_S,
+            f"{number} to be fulfilled",
+        )
+        assert record.state == "fulfilled", record.outcome
+    assert admin_state(lab, "lab02", app_admin)["state"] == "serving"
