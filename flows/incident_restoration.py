@@ -248,7 +248,8 @@ def _restore(
                     if not ok:
                         raise RestorationError(f"verification failed: {detail}")
                 if runbook.verify is not None:
-                    detail += "; " + runbook.verify(host, service, verify_deadline_s)
+                    checked = runbook.verify(host, service, verify_deadline_s)
+                    detail += f"; {checked}" if checked else ""
         except Exception:
             if workaround is not None:
                 record_workaround_outcome.fn(workaround.id, record.id, worked=False)

@@ -13,8 +13,11 @@ import time
 from typing import Any, Literal
 
 import requests
+import urllib3
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from pydantic import Field
 
 from opsflow.blocks.http import HttpCredentials
@@ -28,6 +31,9 @@ from opsflow.tasks.ssh import MASK, execute
 
 OUTPUT_CHARS = 1000
 """How much of what a step printed or answered its result keeps (the end)."""
+
+MAX_ANSWER_BYTES = 64 * 1024
+"""How much of an HTTP answer is read (its start); the rest is never downloaded."""
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 """Statuses that may pass on their own: retried when the call is idempotent."""
@@ -127,6 +133,15 @@ def run_command_step(
     return _result(host, "run_command_step", label, phase, changes, what, output)
 
 
+def _credentials(label: str, name: str | None) -> HttpCredentials | None:
+    if name is None:
+        return None
+    try:
+        return HttpCredentials.load(name)
+    except ValueError as exc:  # no such block, or not an HTTP credentials one
+        raise StepFailedError(f"{label}: http.credentials: block {name!r}: {exc}") from None
+
+
 @task(cache_policy=NONE, task_run_name="call_http_step[{label}@{host.name}]")
 def call_http_step(
     label: str, step: StepAction, phase: str, changes: bool, host: Host, values: dict[str, str]
@@ -137,7 +152,7 @@ def call_http_step(
         raise StepFailedError(f"{label}: not an http step")
     url = _rendered(label, "http.url", lambda: render_url(call.url, values), values)
     body = _rendered(label, "http.body", lambda: _render_json(call.body, values), values)
-    credentials = HttpCredentials.load(call.credentials) if call.credentials else None
+    credentials = _credentials(label, call.credentials)
     secrets = credentials.secrets() if credentials else []
     session = credentials.get_client() if credentials else requests.Session()
     shown = f"{call.method} {url}"
@@ -150,14 +165,17 @@ def call_http_step(
                 timeout=(min(10.0, step.timeout), step.timeout),
                 allow_redirects=False,
                 verify=call.verify_tls,
+                stream=True,  # read no more of the answer than the result keeps
             )
+            with response:
+                answer = response.raw.read(MAX_ANSWER_BYTES, decode_content=True)
         except requests.Timeout:
             raise StepTransientError(
                 f"{label}: {shown}: no answer within {step.timeout:g}s"
             ) from None
-        except requests.ConnectionError:
+        except (requests.ConnectionError, urllib3.exceptions.HTTPError):
             raise StepTransientError(f"{label}: {shown}: connection failed") from None
-    output = response.text[:OUTPUT_CHARS]
+    output = answer.decode(response.encoding or "utf-8", errors="replace")[:OUTPUT_CHARS]
     for secret in secrets:
         output = output.replace(secret, MASK)
     if response.status_code not in call.expect_status:
@@ -177,15 +195,18 @@ def run_deployment_step(
     label: str, step: StepAction, phase: str, changes: bool, host: Host, values: dict[str, str]
 ) -> StepResult:
     """Run the step's deployment with its parameters and wait until the run ends."""
-    from prefect.deployments import run_deployment
-
     call = step.deployment
     if call is None:
         raise StepFailedError(f"{label}: not a deployment step")
     parameters = _rendered(
         label, "deployment.parameters", lambda: _render_json(call.parameters, values), values
     )
-    run = run_deployment(call.name, parameters=parameters, timeout=step.timeout, as_subflow=True)
+    try:
+        run = run_deployment(
+            call.name, parameters=parameters, timeout=step.timeout, as_subflow=True
+        )
+    except ObjectNotFound:
+        raise StepFailedError(f"{label}: deployment: no deployment {call.name!r}") from None
     state = run.state
     if state is None or not state.is_final():
         raise StepFailedError(

@@ -33,9 +33,7 @@ router = APIRouter(prefix="/api/v1", tags=["problems"])
 def workaround_runbooks(estate: Estate) -> list[str]:
     """The runbooks a known error's workaround may name: every runbook restoration can run,
     the shipped ones and those the estate declares."""
-    from opsflow.flows.runbooks import runbooks
-
-    return sorted(set(runbooks()) | estate.runbook_names)
+    return sorted(estate.runbook_names)
 
 
 @router.get("/problems")

@@ -100,8 +100,7 @@ def more_runbooks(lab, desk) -> Iterator[None]:
     after the test."""
     runbooks_path: Path = lab.estate_dir / "runbooks.yaml"
     catalog_path: Path = lab.estate_dir / "catalog.yaml"
-    services_path: Path = lab.estate_dir / "services.yaml"
-    originals = {p: p.read_text() for p in (runbooks_path, catalog_path, services_path)}
+    originals = {p: p.read_text() for p in (runbooks_path, catalog_path)}
     declared = yaml.safe_load(originals[runbooks_path])
     declared["runbooks"] += [
         {

@@ -50,6 +50,13 @@ def runbook(**steps: Any) -> dict[str, Any]:
     }
 
 
+def test_the_shipped_names_are_the_runbooks_opsflow_ships() -> None:
+    from opsflow.flows.runbooks import runbooks
+    from opsflow.inventory.runbooks import SHIPPED_RUNBOOKS
+
+    assert set(runbooks()) == SHIPPED_RUNBOOKS
+
+
 def test_the_lab_runbook_loads_and_counts_as_a_runbook(tmp_path: Path, host_key: str) -> None:
     estate = load_estate(estate_dir(tmp_path, host_key, RUNBOOKS_YAML))
     [declared] = estate.runbooks
