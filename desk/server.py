@@ -47,22 +47,30 @@ def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     with suppress(EstateUnavailableError):
         estate()  # load it now; if it does not, the desk answers 503 until it does
 
+    records = open_records()
     dispatcher = Dispatcher(triage=wake_triage)
+    # On PostgreSQL the insert's notice wakes every worker (itsm.store.event_notices) and
+    # their sweeps cover a lost listener: a Prefect wake-up as well would only cost each
+    # worker a task run per pass.
+    wakes = records.db.dialect != "postgresql"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dispatcher.start()
+        if wakes:
+            dispatcher.start()
         yield
-        dispatcher.stop()
+        if wakes:
+            dispatcher.stop()
 
     app = create_app(
-        open_records(),
+        records,
         estate,
-        on_events=dispatcher.notify,
+        on_events=dispatcher.notify if wakes else lambda: None,
         lifespan=lifespan,
         on_incident_change=publish_incident_change,
     )
-    app.state.dispatcher = dispatcher
+    if wakes:
+        app.state.dispatcher = dispatcher
     return app, dispatcher
 
 
