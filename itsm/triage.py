@@ -38,9 +38,6 @@ SEVERITY_CLASSES: dict[str, EventClass] = {
 }
 """Fallback classification by the `severity` label when no rule matches."""
 
-RUNBOOKS = frozenset({"restart-service", "free-disk-space", "recover-hung-service"})
-"""Runbooks opsflow can run; an event naming any other gets an incident but no automation."""
-
 Action = Literal[
     "recorded",
     "suppressed",
@@ -120,7 +117,8 @@ def classify_labels(
     runbook = (rule.runbook if rule else None) or (
         known_service.runbooks.get(symptom) if known_service else None
     )
-    if runbook not in RUNBOOKS or (host and not _known_host(host, estate)):
+    # A runbook neither shipped nor declared in the estate: an incident, but no automation.
+    if runbook not in estate.runbook_names or (host and not _known_host(host, estate)):
         runbook = None
     if rule is not None:
         event_class, rule_name = rule.event_class, rule.name
@@ -400,7 +398,9 @@ def _known_error_for(
 
 def _automatable(runbook: str, event: Event, estate: Estate) -> bool:
     """Whether triage may hand `runbook` to restoration: a known runbook on a known host."""
-    return runbook in RUNBOOKS and not (event.host and not _known_host(event.host, estate))
+    return runbook in estate.runbook_names and not (
+        event.host and not _known_host(event.host, estate)
+    )
 
 
 def _apply_known_error(
