@@ -47,9 +47,13 @@ class DeploymentSpec(BaseModel):
     )
 
     def load_flow(self) -> Any:
-        """Import the flow the entrypoint names (relative to the project directory)."""
+        """Import the flow the entrypoint names (relative to the project directory), as the
+        module of the `opsflow` package it is: loaded by its file path, it would be a second
+        copy of the module, which Prefect refuses to deploy once another flow was loaded so
+        ("Flows defined interactively cannot be deployed")."""
         path, _, function = self.entrypoint.partition(":")
-        return load_flow_from_entrypoint(f"{PROJECT_DIR / path}:{function}")
+        module = "opsflow." + path.removesuffix(".py").replace("/", ".")
+        return load_flow_from_entrypoint(f"{module}:{function}")
 
     @property
     def flow_name(self) -> str:

@@ -7,6 +7,9 @@ for requests; submitted, approved, rejected, granted, revoked, expired for acces
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pytest
 import requests
 from prefect.settings import PREFECT_API_URL
 
@@ -27,26 +30,44 @@ def call(desk, lab, person: str, method: str, path: str, **kwargs) -> dict:
     return answer.json()
 
 
-def events_about(resource_id: str) -> dict[str, dict]:
-    """The Prefect events that name `resource_id` as a related resource, by event name."""
+@pytest.fixture
+def since() -> datetime:
+    """When the test began: earlier events are other tests', for record numbers repeat
+    across the session's databases (each test store starts at 1) and the Prefect server is one."""
+    return datetime.now(UTC)
+
+
+def events_about(resource_id: str, since: datetime) -> dict[str, dict]:
+    """The Prefect events since the test began that name `resource_id` as a related
+    resource, by event name."""
     answer = requests.post(
         f"{PREFECT_API_URL.value()}/events/filter",
-        json={"filter": {"related": {"id": [resource_id]}}, "limit": 50},
+        json={
+            "filter": {
+                "related": {"id": [resource_id]},
+                "occurred": {"since": since.isoformat()},
+            },
+            "limit": 50,
+        },
         timeout=10,
     )
     answer.raise_for_status()
     return {e["event"]: e for e in answer.json()["events"]}
 
 
-def wait_for_events(resource_id: str, names: set[str], timeout_s: float = 90) -> dict[str, dict]:
+def wait_for_events(
+    resource_id: str, names: set[str], since: datetime, timeout_s: float = 90
+) -> dict[str, dict]:
     return wait_for(
-        lambda: (found := events_about(resource_id)).keys() >= names and found,
+        lambda: (found := events_about(resource_id, since)).keys() >= names and found,
         timeout_s,
         f"events {sorted(names)} about {resource_id}",
     )
 
 
-def test_a_request_approved_and_fulfilled_and_one_rejected_are_in_the_event_feed(desk, lab) -> None:
+def test_a_request_approved_and_fulfilled_and_one_rejected_are_in_the_event_feed(
+    desk, lab, since
+) -> None:
     host = lab.hosts[2].name
     body = {"item": "diagnostic-bundle", "inputs": {"host": host}}
     fulfilled = call(desk, lab, "carol", "POST", "/requests", json=body)["number"]
@@ -57,6 +78,7 @@ def test_a_request_approved_and_fulfilled_and_one_rejected_are_in_the_event_feed
     events = wait_for_events(
         f"opsflow.request.{fulfilled}",
         {"opsflow.request.submitted", "opsflow.request.approved", "opsflow.request.fulfilled"},
+        since,
     )
     done = events["opsflow.request.fulfilled"]
     assert done["resource"]["prefect.resource.id"] == "opsflow.catalog-item.diagnostic-bundle"
@@ -66,12 +88,16 @@ def test_a_request_approved_and_fulfilled_and_one_rejected_are_in_the_event_feed
     assert roles["approver"] == "opsflow.person.bob"
 
     events = wait_for_events(
-        f"opsflow.request.{rejected}", {"opsflow.request.submitted", "opsflow.request.rejected"}
+        f"opsflow.request.{rejected}",
+        {"opsflow.request.submitted", "opsflow.request.rejected"},
+        since,
     )
     assert "opsflow.request.fulfilled" not in events
 
 
-def test_access_granted_revoked_expired_and_rejected_are_in_the_event_feed(desk, lab) -> None:
+def test_access_granted_revoked_expired_and_rejected_are_in_the_event_feed(
+    desk, lab, since
+) -> None:
     def ask(minutes: float) -> int:
         body = {"entitlement": "web-login", "duration_minutes": minutes, "reason": "events"}
         return call(desk, lab, "carol", "POST", "/access-requests", json=body)["id"]
@@ -84,9 +110,10 @@ def test_access_granted_revoked_expired_and_rejected_are_in_the_event_feed(desk,
     wait_for_events(
         f"opsflow.access-grant.{revoked}",
         {"opsflow.access.submitted", "opsflow.access.approved", "opsflow.access.granted"},
+        since,
     )
     call(desk, lab, "carol", "DELETE", f"/access-grants/{revoked}")
-    events = wait_for_events(f"opsflow.access-grant.{revoked}", {"opsflow.access.revoked"})
+    events = wait_for_events(f"opsflow.access-grant.{revoked}", {"opsflow.access.revoked"}, since)
     gone = events["opsflow.access.revoked"]
     assert gone["resource"]["prefect.resource.id"] == "opsflow.entitlement.web-login"
     assert gone["resource"]["opsflow.host_group"] == "web"
@@ -95,9 +122,13 @@ def test_access_granted_revoked_expired_and_rejected_are_in_the_event_feed(desk,
     assert granted["hosts"] and granted["ends_at"]
 
     wait_for_events(
-        f"opsflow.access-grant.{expiring}", {"opsflow.access.granted", "opsflow.access.expired"}
+        f"opsflow.access-grant.{expiring}",
+        {"opsflow.access.granted", "opsflow.access.expired"},
+        since,
     )
     events = wait_for_events(
-        f"opsflow.access-grant.{rejected}", {"opsflow.access.submitted", "opsflow.access.rejected"}
+        f"opsflow.access-grant.{rejected}",
+        {"opsflow.access.submitted", "opsflow.access.rejected"},
+        since,
     )
     assert "opsflow.access.granted" not in events
