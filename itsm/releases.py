@@ -18,8 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opsflow.inventory.types import ReleaseVersion
+from opsflow.itsm.markdown import md_text
 from opsflow.itsm.numbering import NumberedRecord, Numbering
-from opsflow.itsm.records import UtcDatetime
+from opsflow.itsm.records import AuditEntry, UtcDatetime
 from opsflow.itsm.states import StateMachine
 
 ReleaseState = Literal["approved", "rolling-out", "deployed", "failed", "canceled"]
@@ -175,3 +176,55 @@ def apply_transition(
     if target in RELEASE_STATES.final:
         update["finished_at"] = now
     return Release.model_validate({**release.model_dump(), **update})
+
+
+def rollback_summary(record: Release) -> str:
+    """What rolling back did, host by host, from the record: complete, or which hosts a
+    person must put back by hand."""
+    back = [h for h in record.hosts if h.step in ("rolled-back", "rollback-failed")]
+    if not back:
+        return "no host had been changed: nothing to roll back"
+    failed = [h.host for h in back if h.step == "rollback-failed"]
+    lines = "; ".join(f"{h.host}: {h.step} to {h.previous} ({h.detail})" for h in back)
+    verdict = f"NOT complete, put back by hand: {', '.join(failed)}" if failed else "complete"
+    return f"rollback {verdict}: {lines}"[:4000]
+
+
+def release_notice(record: Release) -> tuple[str, str]:
+    """The subject and body telling the requester what became of their release."""
+    subject = f"[opsflow] {record.number} {record.service} {record.to_version}: {record.state}"
+    lines = [
+        f"{record.number}: {record.service} {record.from_version or '?'} -> "
+        f"{record.to_version} is {record.state}.",
+        f"Outcome: {record.outcome or '-'}",
+    ]
+    if record.rollback:
+        lines.append(f"Rollback: {record.rollback}")
+    return subject, "\n".join(lines)
+
+
+def render_release(record: Release, trail: list[AuditEntry]) -> str:
+    """The release, each host's step and its audit trail, as markdown for the Prefect UI."""
+    return "\n".join(
+        [
+            f"# {record.number}: {md_text(record.service)} "
+            f"{md_text(record.from_version or '?')} -> {md_text(record.to_version)} "
+            f"({record.state})",
+            "",
+            f"- requester: {md_text(record.requester)}, approver: {md_text(record.approver)}",
+            f"- outcome: {md_text(record.outcome or '-')}",
+            f"- rollback: {md_text(record.rollback or '-')}",
+            "",
+            "| host | before | step | detail |",
+            "|---|---|---|---|",
+            *(
+                f"| {md_text(h.host)} | {md_text(h.previous or '-')} | {h.step} "
+                f"| {md_text(h.detail)} |"
+                for h in record.hosts
+            ),
+            "",
+            "| at | actor | action |",
+            "|---|---|---|",
+            *(f"| {e.at:%H:%M:%S} | {md_text(e.actor)} | {md_text(e.action)} |" for e in trail),
+        ]
+    )
