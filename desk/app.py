@@ -15,7 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from opsflow.desk.access_log import AccessLog
-from opsflow.desk.api import access, events, incidents, me, problems, requests, services
+from opsflow.desk.api import (
+    access,
+    events,
+    incidents,
+    me,
+    problems,
+    releases,
+    requests,
+    services,
+)
 from opsflow.desk.api import status as desk_status
 from opsflow.desk.api.events import Intake
 from opsflow.desk.api.schema import ERROR_RESPONSES
@@ -32,6 +41,7 @@ from opsflow.settings import get_settings
 
 ROUTERS = (
     requests.router,
+    releases.router,
     access.router,
     problems.router,
     events.router,

@@ -57,6 +57,7 @@ def fulfillment_flows() -> dict[str, Any]:
     from opsflow.flows.fulfillment import (
         clear_old_logs,
         create_app_account,
+        deploy_release,
         diagnostic_bundle,
         request_service_restart,
     )
@@ -66,4 +67,5 @@ def fulfillment_flows() -> dict[str, Any]:
         "clear-old-logs": clear_old_logs.clear_old_logs,
         "diagnostic-bundle": diagnostic_bundle.diagnostic_bundle,
         "create-app-account": create_app_account.create_app_account,
+        "deploy-release": deploy_release.deploy_release_request,
     }

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    or_,
     select,
 )
 
@@ -105,9 +106,18 @@ class Releases:
         service: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        request: str | None = None,
+        visible_to: str | None = None,
     ) -> list[Release]:
-        """Releases matching every filter given, newest first."""
+        """Releases matching every filter given, newest first; with `visible_to`, only those
+        that person asked for or approved."""
         query = select(releases)
+        if visible_to is not None:
+            query = query.where(
+                or_(releases.c.requester == visible_to, releases.c.approver == visible_to)
+            )
+        if request is not None:
+            query = query.where(releases.c.request == request)
         if state:
             query = query.where(releases.c.state.in_(list(state)))
         if service is not None:

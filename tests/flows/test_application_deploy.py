@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -20,7 +19,7 @@ from opsflow.flows.application_deploy import deploy_release
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.probes import app_health, app_version
 from opsflow.lab.hosts.releases import INITIAL_RELEASE
-from opsflow.lab.hosts.run import SVC, run_on_host
+from opsflow.lab.hosts.run import run_on_host
 from tests.support import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
@@ -64,28 +63,13 @@ def _pids(lab) -> dict[str, int]:
     return {h.name: (app_health(h.address, timeout=2) or {}).get("pid") for h in lab.hosts}
 
 
-@pytest.fixture
-def initial(lab) -> Iterator[None]:
-    """Every host on the initial release and healthy, before and after the test."""
-    yield
-    for host in lab.hosts:
-        if _link(lab, host.name) != f"releases/{INITIAL_RELEASE}":
-            run_on_host(
-                host.name, ["ln", "-sfn", f"releases/{INITIAL_RELEASE}", CURRENT], lab.directory
-            )
-        if (app_health(host.address, timeout=2) or {}).get("version") != INITIAL_RELEASE:
-            run_on_host(host.name, [SVC, "restart"], lab.directory)
-    for host in lab.hosts:
-        assert (app_health(host.address, timeout=5) or {}).get("version") == INITIAL_RELEASE
-
-
 def _record(version: str, requester: str = "alice", **options):
     return open_records().releases.create(
         "app", version, requester, requester, requester, datetime.now(UTC), **options
     )
 
 
-def test_a_dry_run_prints_the_plan_and_changes_nothing(lab, initial) -> None:
+def test_a_dry_run_prints_the_plan_and_changes_nothing(lab, initial_release) -> None:
     pids = _pids(lab)
     plan = deploy_release(service="app", version="1.1.0", batch="2", canary=1, dry_run=True)
     names = [h.name for h in lab.hosts]
@@ -105,7 +89,7 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(lab, initial) -> None:
 
 
 def test_a_good_release_rolls_out_in_batches_of_two_without_an_incident(
-    lab, monitoring, pager, initial
+    lab, monitoring, pager, initial_release
 ) -> None:
     started = datetime.now(UTC)
     record = _record("1.1.0", batch="2")
@@ -145,7 +129,7 @@ def test_a_good_release_rolls_out_in_batches_of_two_without_an_incident(
 
 
 def test_a_release_failing_its_gate_stops_at_the_canary_and_is_rolled_back(
-    lab, monitoring, pager, initial
+    lab, monitoring, pager, initial_release
 ) -> None:
     started = datetime.now(UTC)
     pids = _pids(lab)
@@ -183,7 +167,7 @@ def test_a_release_failing_its_gate_stops_at_the_canary_and_is_rolled_back(
     assert opened == [], [(i.number, i.summary) for i in opened]
 
 
-def test_a_host_of_the_failing_batch_that_finished_is_put_back_too(lab, initial) -> None:
+def test_a_host_of_the_failing_batch_that_finished_is_put_back_too(lab, initial_release) -> None:
     # lab02 lacks the release: its step fails before changing anything, while lab01 in the
     # same batch finishes: lab01 must go back, and nothing else be touched.
     first, second, *rest = lab.hosts
@@ -213,7 +197,9 @@ def test_a_host_of_the_failing_batch_that_finished_is_put_back_too(lab, initial)
     }
 
 
-def test_a_rollout_whose_run_stopped_is_rolled_back_by_the_next_run(lab, estate, initial) -> None:
+def test_a_rollout_whose_run_stopped_is_rolled_back_by_the_next_run(
+    lab, estate, initial_release
+) -> None:
     from opsflow.itsm.releases import ReleaseHost
     from opsflow.tasks.releases import put_release, restart_release
 
