@@ -32,7 +32,7 @@ from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from opsflow.errors import PermanentError
-from opsflow.inventory.models import Estate, Host, Service
+from opsflow.inventory.models import Estate, Service
 from opsflow.itsm.releases import (
     CARRIED_STATES,
     CHANGED_STEPS,
@@ -52,10 +52,9 @@ from opsflow.itsm.store.releases import LEASE_PREFIX
 from opsflow.settings import get_settings
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import person_block, send_notification
-from opsflow.tasks.records import current_flow_run_id
+from opsflow.tasks.records import RunLease, current_flow_run_id
 from opsflow.tasks.releases import (
     ReleaseChange,
-    ReleaseState,
     put_release,
     read_release,
     valid_version,
@@ -116,9 +115,8 @@ def deploy_release(
             the record's. Without it only a dry run of `service` and `version` is allowed.
         service: the service, when no release is named (a dry run).
         version: the version, when no release is named (a dry run).
-        batch: hosts changed at once: N or P% (when no release is named).
-        canary: 1 to change one host alone first (when no release is named).
-        pause_s: seconds to wait between batches (when no release is named).
+        batch, canary, pause_s: hosts changed at once (N or P%), 1 to change one host alone
+            first, seconds between batches (when no release is named).
         dry_run: return the plan; change and record nothing.
         gate_deadline_s: how long each host's health gate may take to pass.
         gate_passes: health checks in a row each host must pass.
@@ -148,43 +146,47 @@ def deploy_release(
         plan = _dry_run(estate, target, version, batch, canary, pause_s, record)
         logger.info("%s", plan.summary)
         return plan
-    assert record is not None
+    return _carry(estate, target, record, lease_holder, gate_deadline_s, gate_passes)
+
+
+def _carry(
+    estate: Estate,
+    service: Service,
+    record: Release,
+    lease_holder: str | None,
+    gate_deadline_s: float,
+    gate_passes: int,
+) -> RolloutPlan:
+    """Carry the release to a final state under its lease, tell its requester, publish it."""
+    logger = get_run_logger()
     if record.state not in CARRIED_STATES:
         logger.info("%s is %s: nothing to do", record.number, record.state)
         return _result(record, [])
     holder = lease_holder or run_holder(current_flow_run_id())
-    leases, name = open_records().leases, f"{LEASE_PREFIX}{record.id}"
-    lease_s = get_settings().lease_seconds
-    if not leases.take(name, holder, datetime.now(UTC), lease_s):
-        logger.info(
-            "%s is carried by %s: not twice at once",
-            record.number,
-            leases.holder(name, datetime.now(UTC)),
-        )
+    lease = RunLease(f"{LEASE_PREFIX}{record.id}", holder, get_settings().lease_seconds)
+    if not lease.take():
+        logger.info("%s is carried by %s: not twice at once", record.number, lease.taker())
         return _result(record, [])
+    changes: list[ReleaseChange] = []
     try:
-        with leases.renewing(name, holder, lease_s):
+        with lease.renewing():
             record = _link_run(record)
             if record.state == "rolling-out":
-                record = _finish_interrupted(estate, target, record, gate_deadline_s)
-                changes: list[ReleaseChange] = []
+                record = _finish_interrupted(estate, service, record, gate_deadline_s)
             else:
-                record, changes = _roll_out(estate, target, record, gate_deadline_s, gate_passes)
-            _tell_requester(estate, record)
-            _publish(record)
+                record, changes = _roll_out(
+                    estate, service, record, lease, gate_deadline_s, gate_passes
+                )
+            if record.is_closed:
+                _tell_requester(estate, record)
+                _publish(record)
     finally:
-        leases.release(name, holder)
+        lease.release()
     logger.info("%s %s: %s", record.number, record.state, record.outcome or "")
     return _result(record, changes)
 
 
 # -- planning ---------------------------------------------------------------------------
-
-
-def _read_states(hosts: list[Host], service: Service) -> dict[str, ReleaseState]:
-    """Which release each host runs, read on all of them at once."""
-    futures = [read_release.submit(h, service) for h in hosts]
-    return {h.name: f.result() for h, f in zip(hosts, futures, strict=True)}
 
 
 def _dry_run(
@@ -222,14 +224,24 @@ class RolloutStoppedError(PermanentError):
     """A host of the batch failed its step: the rollout stops and rolls back."""
 
 
+class LeaseLostError(RolloutStoppedError):
+    """Another worker took the release over while this run stalled: this run stops."""
+
+
 def _roll_out(
-    estate: Estate, service: Service, record: Release, gate_deadline_s: float, gate_passes: int
+    estate: Estate,
+    service: Service,
+    record: Release,
+    lease: RunLease,
+    gate_deadline_s: float,
+    gate_passes: int,
 ) -> tuple[Release, list[ReleaseChange]]:
     """Change the hosts not yet on the version, batch by batch; roll all back if one fails."""
     logger = get_run_logger()
     releases = open_records().releases
     hosts = estate.hosts_of(service)
-    states = _read_states(hosts, service)
+    reads = [read_release.submit(h, service) for h in hosts]
+    states = {h.name: f.result() for h, f in zip(hosts, reads, strict=True)}
     entries = [
         ReleaseHost(
             host=h.name,
@@ -259,6 +271,8 @@ def _roll_out(
                 if number and record.pause_s:
                     logger.info("pausing %ss before the next batch", record.pause_s)
                     time.sleep(record.pause_s)
+                if not lease.kept():
+                    raise LeaseLostError(f"{record.number}: lease lost to {lease.taker()}")
                 rollouts = [
                     HostRollout(
                         release_id=record.id,
@@ -282,6 +296,11 @@ def _roll_out(
                         failed.append(str(exc))
                 if failed:
                     raise RolloutStoppedError("; ".join(failed))
+    except LeaseLostError as exc:
+        # A worker took the release over (this run stalled longer than its lease): the
+        # hosts done are put back by the hooks and by the taker; the record is the taker's.
+        logger.warning("%s: stepped aside", exc)
+        return releases.get(record.id), changes
     except Exception as exc:
         # The transaction's hooks put back the hosts done before; a host of the failing
         # batch that finished after Prefect rolled the transaction back has no hook left to

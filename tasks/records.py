@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prefect import task
@@ -18,6 +20,40 @@ def current_flow_run_id() -> str | None:
     """The id of the flow run this code runs in, for the audit trail."""
     run_id = flow_run.get_id()
     return str(run_id) if run_id else None
+
+
+@dataclass(frozen=True)
+class RunLease:
+    """A flow run's lease on the record it carries (`name`, e.g. release:7), as `holder`.
+
+    A run takes it before acting, renews it while it works and asks whether it still holds
+    it before each step that changes something: one that stalled longer than the lease may
+    have lost it to a worker that took the record over.
+    """
+
+    name: str
+    holder: str
+    seconds: float
+
+    def take(self) -> bool:
+        """Hold it, if it is free, lapsed or this holder's already."""
+        return open_records().leases.take(self.name, self.holder, datetime.now(UTC), self.seconds)
+
+    def taker(self) -> str | None:
+        """Who holds it now, if anyone."""
+        return open_records().leases.holder(self.name, datetime.now(UTC))
+
+    def kept(self) -> bool:
+        """Whether this holder still holds it (renewing it)."""
+        return open_records().leases.holds(self.name, self.holder, self.seconds)
+
+    def renewing(self) -> AbstractContextManager[None]:
+        """Renew it from a thread while the block runs."""
+        return open_records().leases.renewing(self.name, self.holder, self.seconds)
+
+    def release(self) -> None:
+        """Give it back, if this holder still has it."""
+        open_records().leases.release(self.name, self.holder)
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
