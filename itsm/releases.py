@@ -12,7 +12,8 @@ nothing here reads the clock or the database: the caller passes `now`.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -99,6 +100,10 @@ class Release(NumberedRecord):
     finished_at: UtcDatetime | None = None
     updated_at: UtcDatetime
     flow_run_ids: list[str] = Field(default_factory=list)
+    incidents: list[str] = Field(
+        default_factory=list,
+        description="Incidents opened on the service within the estate's window after it.",
+    )
     version: int = Field(default=1, ge=1, description="Bumped on every change.")
 
     @field_validator("batch")
@@ -176,6 +181,23 @@ def apply_transition(
     if target in RELEASE_STATES.final:
         update["finished_at"] = now
     return Release.model_validate({**release.model_dump(), **update})
+
+
+def release_before(
+    releases: Iterable[Release], service: str, at: datetime, window: timedelta
+) -> Release | None:
+    """The newest of `releases` of `service` that started by `at` and was still rolling out,
+    or ended, within `window` before `at`: the change an incident opened at `at` may come
+    from."""
+    found = [
+        r
+        for r in releases
+        if r.service == service
+        and r.started_at is not None
+        and r.started_at <= at
+        and (r.finished_at is None or r.finished_at >= at - window)
+    ]
+    return max(found, key=lambda r: (r.started_at, r.id), default=None)
 
 
 def rollback_summary(record: Release) -> str:

@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from opsflow.itsm.records import Incident, IncidentUpdate
+from opsflow.itsm.releases import release_before
 from opsflow.itsm.store.leases import RestorationClaim
 from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
@@ -96,3 +97,41 @@ def spend_remediation(service: str, host: str, incident_id: int, budget: int) ->
     return open_records().remediations.spend(
         service, host, incident_id, budget, since=now - timedelta(hours=1), at=now
     )
+
+
+def link_to_recent_releases(
+    incident_ids: list[int], window_minutes: float, actor: str
+) -> list[tuple[str, str]]:
+    """Link each incident to the release of its service that started before it and ended
+    (or was still rolling out) within `window_minutes` of its opening: the incident's
+    worklog and the release record both say so. Returns (incident, release) numbers linked.
+
+    One query finds the releases recent enough to matter; without any (the usual case, and a
+    storm's) no incident is even read.
+    """
+    if window_minutes <= 0 or not incident_ids:
+        return []
+    records = open_records()
+    window = timedelta(minutes=window_minutes)
+    candidates = records.releases.recent(datetime.now(UTC) - window - timedelta(minutes=5))
+    linked: list[tuple[str, str]] = []
+    for incident_id in incident_ids if candidates else []:
+        incident = records.incidents.get(incident_id)
+        if incident.service is None:
+            continue
+        release = release_before(candidates, incident.service, incident.opened_at, window)
+        if release is None or incident.number in release.incidents:
+            continue
+        ended = "still rolling out"
+        if release.finished_at is not None:
+            ended = f"{release.state} at {release.finished_at:%H:%M:%S}"
+        note = (
+            f"opened after release {release.number} ({release.service} "
+            f"{release.from_version or '?'} -> {release.to_version}, started "
+            f"{release.started_at:%H:%M:%S}, {ended}): possibly caused by that change"
+        )
+        now = datetime.now(UTC)
+        records.worklog.add(incident.id, actor, note, now)
+        records.releases.link_incident(release.id, incident.number, actor, now)
+        linked.append((incident.number, release.number))
+    return linked

@@ -66,6 +66,7 @@ releases = Table(
     Column("finished_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("flow_run_ids", Json, nullable=False),
+    Column("incidents", Json, nullable=False),
     Column("version", Integer, nullable=False, default=1),
     CheckConstraint(RELEASE_STATES.sql_check(), name="ck_releases_state"),
     sqlite_autoincrement=True,  # never reuse an id, so never reuse a release number
@@ -76,6 +77,8 @@ Index("ix_releases_service", releases.c.service, releases.c.id)
 
 def _action(before: Release, after: Release) -> str:
     """A short audit name for a change: the new state, else the host step that changed."""
+    if before.state == after.state and before.incidents != after.incidents:
+        return "incident_linked"
     if before.state == after.state and before.hosts != after.hosts:
         changed = [h for h in after.hosts if before.host(h.host) != h]
         if len(changed) == 1:
@@ -142,6 +145,32 @@ class Releases:
         with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
+    def recent(self, since: datetime) -> list[Release]:
+        """Releases started that were still rolling out, or ended, at `since` or later: the
+        changes incidents opened since then may come from; newest first."""
+        query = (
+            select(releases)
+            .where(
+                releases.c.started_at.is_not(None),
+                or_(releases.c.finished_at.is_(None), releases.c.finished_at >= since),
+            )
+            .order_by(releases.c.started_at.desc(), releases.c.id.desc())
+        )
+        with self.db.read() as conn:
+            return [Release.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+    def with_incidents(self, since: datetime) -> list[Release]:
+        """Releases started since `since` that incidents were linked to, newest first."""
+        query = (
+            select(releases)
+            .where(releases.c.started_at >= since)
+            .order_by(releases.c.started_at.desc(), releases.c.id.desc())
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(query).mappings().all()
+        found = [Release.model_validate(dict(row)) for row in rows]
+        return [r for r in found if r.incidents]
+
     def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
         """Every recorded change to one release, oldest first."""
         return Audit(self.db).trail(RECORD_TYPE, self.get(id_or_number).id)
@@ -180,6 +209,7 @@ class Releases:
             "requested_at": now,
             "updated_at": now,
             "flow_run_ids": [flow_run_id] if flow_run_id else [],
+            "incidents": [],
         }
         checked = Release.model_validate({"id": 1, **values})  # refuse bad values before writing
         values = checked.model_dump(include=set(values))
@@ -266,6 +296,20 @@ class Releases:
             )
 
         return RELEASES.modify(self.db, id_or_number, change, actor, now, flow_run_id)
+
+    def link_incident(
+        self, id_or_number: int | str, incident: str, actor: str, now: datetime
+    ) -> Release:
+        """Record an incident that may have been caused by the release; twice changes nothing."""
+
+        def change(before: Release) -> Release:
+            if incident in before.incidents:
+                return before
+            return before.model_copy(
+                update={"incidents": [*before.incidents, incident], "updated_at": now}
+            )
+
+        return RELEASES.modify(self.db, id_or_number, change, actor, now)
 
     def note(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -230,3 +230,65 @@ def test_a_rollout_whose_run_stopped_is_rolled_back_by_the_next_run(
     again = deploy_release(record.number)
     assert again.state == "failed"
     assert [e.action for e in records.audit_trail(record.id)] == [e.action for e in trail]
+
+
+def test_an_outage_right_after_a_release_is_linked_to_it(
+    lab, monitoring, pager, initial_release
+) -> None:
+    from opsflow.lab.hosts.breakage import break_host
+
+    records = open_records()
+    record = _record("1.1.0", batch="100%")
+    assert deploy_release(record.number, gate_deadline_s=20).state == "deployed"
+    # Rollouts' windows cover their own restarts and a grace after them: end them now (this
+    # one's and the earlier tests'), as if the grace had passed, so that the outage below is
+    # nobody's maintenance.
+    now = datetime.now(UTC)
+    for window in records.maintenance.between(now - timedelta(hours=1), now):
+        if window.name == "deploy-release":
+            records.maintenance.close(window.id, now, now)
+    host = lab.hosts[1].name
+
+    break_host(host, "service", lab.directory)
+    incident = wait_for(
+        lambda: next(
+            (i for i in records.incidents.list(service="app", host=host) if i.opened_at >= now),
+            None,
+        ),
+        30,
+        f"an incident about app on {host}",
+    )
+    notes = wait_for(
+        lambda: [w.text for w in records.worklog.entries(incident.id) if record.number in w.text],
+        15,
+        f"{incident.number}'s worklog to name {record.number}",
+    )
+    assert notes[0].startswith(f"opened after release {record.number} (app 1.0.0 -> 1.1.0")
+    linked = records.releases.get(record.id)
+    assert linked.incidents == [incident.number]
+    assert "release.incident_linked" in [e.action for e in records.releases.audit_trail(record.id)]
+    wait_for(
+        lambda: records.incidents.get(incident.id).state in ("Resolved", "Closed"),
+        60,
+        f"{incident.number} to be restored",
+    )
+
+    # The problem review reports incidents per release.
+    from opsflow.flows.problem_review import problem_review
+
+    problem_review()
+    artifact_markdown = _latest_artifact("problem-review")
+    assert "## Incidents after releases" in artifact_markdown
+    assert f"| {record.number} | app | 1.0.0 -> 1.1.0 | deployed | 1: {incident.number} |" in (
+        artifact_markdown
+    )
+
+
+def _latest_artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+        found = [a for a in artifact if a.key == key]
+    assert found, f"no artifact {key}"
+    return str(found[0].data)

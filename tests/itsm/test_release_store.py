@@ -12,6 +12,7 @@ from opsflow.itsm.releases import (
     ReleaseHost,
     batch_size,
     plan_batches,
+    release_before,
     valid_batch,
 )
 from opsflow.itsm.states import IllegalTransitionError
@@ -132,3 +133,36 @@ def test_bad_batches_are_refused_naming_the_field(bad: str) -> None:
         valid_batch(bad)
     with pytest.raises(ValidationError, match="batch"):
         ReleaseCreate(service="app", version="1.1.0", batch=bad)
+
+
+def test_the_release_an_incident_came_after_is_the_newest_within_the_window(
+    releases: Releases,
+) -> None:
+    window = timedelta(minutes=60)
+    old = releases.create("app", "1.0.1", "alice", "alice", "alice", NOW)
+    releases.move(old.id, "rolling-out", "r", NOW)
+    releases.move(old.id, "deployed", "r", NOW + timedelta(minutes=1))
+    new = releases.create("app", "1.1.0", "alice", "alice", "alice", NOW)
+    releases.move(new.id, "rolling-out", "r", NOW + timedelta(minutes=10))
+    other = releases.create("db", "2.0", "alice", "alice", "alice", NOW)
+    releases.move(other.id, "rolling-out", "r", NOW + timedelta(minutes=20))
+
+    def before(at: datetime):
+        found = release_before(releases.recent(at - window), "app", at, window)
+        return found and found.id
+
+    assert before(NOW + timedelta(minutes=5)) == old.id
+    # Still rolling out: any incident after it started may be its.
+    assert before(NOW + timedelta(hours=5)) == new.id
+    releases.move(new.id, "deployed", "r", NOW + timedelta(minutes=15))
+    assert before(NOW + timedelta(minutes=70)) == new.id
+    assert before(NOW + timedelta(minutes=76)) is None
+    assert before(NOW - timedelta(minutes=1)) is None
+    assert release_before(releases.recent(NOW), "web", NOW + timedelta(minutes=30), window) is None
+    assert [r.id for r in releases.recent(NOW + timedelta(minutes=16))] == [other.id]
+
+    linked = releases.link_incident(new.id, "INC0000003", "event-triage", NOW)
+    assert releases.link_incident(new.id, "INC0000003", "event-triage", NOW) == linked
+    assert linked.incidents == ["INC0000003"]
+    assert releases.audit_trail(new.id)[-1].action == "release.incident_linked"
+    assert [r.id for r in releases.with_incidents(NOW - timedelta(days=1))] == [new.id]

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("finished_at", time),
         sa.Column("updated_at", time, nullable=False),
         sa.Column("flow_run_ids", json, nullable=False),
+        sa.Column("incidents", json, nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.CheckConstraint(
             "state IN ('approved', 'rolling-out', 'deployed', 'failed', 'canceled')",
