@@ -66,6 +66,7 @@ from opsflow.itsm.store.leases import LeaseClaim
 from opsflow.itsm.store.records import open_records
 from opsflow.itsm.store.requests import LEASE_PREFIX
 from opsflow.settings import get_settings
+from opsflow.tasks.events import publish_request_change
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import person_block, send_notification
 from opsflow.tasks.records import current_flow_run_id
@@ -195,7 +196,7 @@ def create_request(
 ) -> ServiceRequest:
     """Record a submitted request whose inputs the catalog has validated, leased to
     `lease_holder` in the same transaction (so no worker takes it up meanwhile)."""
-    return open_records().requests.create(
+    record = open_records().requests.create(
         item,
         inputs,
         requester,
@@ -205,16 +206,21 @@ def create_request(
         flow_run_id=current_flow_run_id(),
         lease=LeaseClaim(LEASE_PREFIX, lease_holder, get_settings().lease_seconds),
     )
+    publish_request_change(record, "submitted")
+    return record
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="move_request[{target}]")
 def move_request(
     request_id: int, target: RequestState, actor: str = ACTOR, **changes: Any
 ) -> ServiceRequest:
-    """Move the request through its state machine, audited with this run."""
-    return open_records().requests.move(
+    """Move the request through its state machine, audited with this run, and tell
+    Prefect's event feed (`opsflow.request.<target>`)."""
+    record = open_records().requests.move(
         request_id, target, actor, datetime.now(UTC), current_flow_run_id(), **changes
     )
+    publish_request_change(record, target)
+    return record
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
