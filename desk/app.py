@@ -22,6 +22,7 @@ from opsflow.desk.api import (
     incidents,
     me,
     problems,
+    releases,
     requests,
     services,
 )
@@ -43,6 +44,7 @@ from opsflow.settings import get_settings
 
 ROUTERS = (
     requests.router,
+    releases.router,
     access.router,
     approvals.router,
     problems.router,

@@ -27,6 +27,7 @@ from opsflow.itsm.store import records as store
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.known_errors import KnownErrors as KnownErrorRecords
 from opsflow.itsm.store.problems import Problems as ProblemRecords
+from opsflow.itsm.store.releases import Releases as ReleaseRecords
 from opsflow.itsm.store.requests import Requests as RequestRecords
 
 RecordChange = Callable[[ServiceRequest | AccessGrant, str], None]
@@ -150,6 +151,11 @@ async def known_errors(request: Request) -> KnownErrorRecords:
     return request.app.state.store.known_errors
 
 
+async def releases(request: Request) -> ReleaseRecords:
+    """The releases in the app's records."""
+    return request.app.state.store.releases
+
+
 async def current_estate(request: Request) -> Estate:
     """The estate in use (`app.state.estate()`: cached, reloaded when its files change)."""
     return request.app.state.estate()
@@ -188,6 +194,8 @@ Problems = Annotated[ProblemRecords, Depends(problems)]
 """A route parameter: the problems."""
 KnownErrors = Annotated[KnownErrorRecords, Depends(known_errors)]
 """A route parameter: the known errors."""
+Releases = Annotated[ReleaseRecords, Depends(releases)]
+"""A route parameter: the releases."""
 CurrentEstate = Annotated[Estate, Depends(current_estate)]
 """A route parameter: the estate in use. Declare it after the person asking, so that a
 request without a token is told 401 before anything about the estate."""

@@ -13,10 +13,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
 from opsflow.flows.work import restore_soon
+from opsflow.inventory.models import EstateSettings
 from opsflow.itsm.store.events import TRIAGE_BYTE_BUDGET
 from opsflow.itsm.triage import RESTORING_ACTIONS
 from opsflow.tasks.events import emit_incident_events, triage_pending_events
 from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.records import link_to_recent_releases
 
 ARTIFACT_ROWS = 200
 """Decisions shown in the artifact (failed ones first); a storm's counts are in its description."""
@@ -53,6 +55,7 @@ def event_triage(limit: int = 20_000, max_bytes: int = TRIAGE_BYTE_BUDGET) -> li
             for incident_id, count in per_incident.items()
         ]
     )
+    _link_releases(sorted(i for i in opened if i is not None), estate.settings)
     actions = Counter(d.action for d in decisions)
     failed = [d for d in decisions if d.action == "failed"]
     for decision in failed[:ARTIFACT_ROWS]:
@@ -83,3 +86,17 @@ def event_triage(limit: int = 20_000, max_bytes: int = TRIAGE_BYTE_BUDGET) -> li
         {"event_class": event_class, "action": action, "events": count}
         for (event_class, action), count in sorted(ways.items())
     ]
+
+
+def _link_releases(incident_ids: list[int], settings: EstateSettings) -> None:
+    """Link the incidents just opened to a release of their service that came just before;
+    a failure here is logged, never a reason to fail the triage that opened them."""
+    if not incident_ids:
+        return
+    try:
+        for incident, release in link_to_recent_releases(
+            incident_ids, settings.release_incident_window_minutes, "event-triage"
+        ):
+            get_run_logger().warning("%s opened after release %s", incident, release)
+    except Exception:
+        get_run_logger().exception("linking incidents %s to releases failed", incident_ids)

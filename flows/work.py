@@ -1,6 +1,6 @@
 """The wake-up calls that Prefect hands to opsflow's workers (`opsflow worker`).
 
-The desk (events, requests, access changes) and triage (incidents) submit these background
+The desk (events, requests, access changes, releases) and triage (incidents) submit these background
 tasks with `.delay()`; Prefect's server gives
 each to one of the task workers subscribed to it, on whichever machine. They take no
 parameters, on purpose: a background task's parameters travel through result storage,
@@ -37,6 +37,9 @@ class Workshop(Protocol):
 
     def provision_next(self) -> int | None:
         """Start the next access change nobody carries, here; its grant's id or None."""
+
+    def deploy_next(self) -> str | None:
+        """Start rolling out the next release nobody carries, here; its number or None."""
 
 
 @dataclass
@@ -116,5 +119,12 @@ def provision_access() -> int | None:
     return _workshop().provision_next()
 
 
-WAKE_UPS = (triage_events, restore_incident, fulfill_request, provision_access)
+@task(name="roll-out-release", persist_result=False, tags=["itil:release-deployment"])
+def roll_out_release() -> str | None:
+    """A release was recorded: start rolling out the oldest release nobody carries, in a
+    thread of the worker's (`deploy-release`)."""
+    return _workshop().deploy_next()
+
+
+WAKE_UPS = (triage_events, restore_incident, fulfill_request, provision_access, roll_out_release)
 """Every wake-up a worker serves."""

@@ -401,6 +401,13 @@ class EstateSettings(StrictModel):
         ge=1,
         description="Service requests one person may have open at once (429 beyond it).",
     )
+    release_incident_window_minutes: float = Field(
+        default=60,
+        ge=0,
+        le=10_080,
+        description="An incident triage opens on a service within this many minutes of a "
+        "release of it is linked to that release, as possibly caused by it (0: never).",
+    )
     labels: LabelContract = Field(
         default_factory=LabelContract,
         description="Which alert labels name the host and the service an event is about.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
 
@@ -10,7 +11,9 @@ from pydantic import BaseModel
 from opsflow.inventory.models import Estate
 from opsflow.itsm.store.facts import FactsSnapshot
 
-DriftKind = Literal["host-unreachable", "host-not-gathered", "service-missing", "service-stopped"]
+DriftKind = Literal[
+    "host-unreachable", "host-not-gathered", "service-missing", "service-stopped", "version-differs"
+]
 
 SERVICE_DRIFT: dict[str, DriftKind] = {"missing": "service-missing", "stopped": "service-stopped"}
 """Service states that contradict the inventory placing the service on the host."""
@@ -30,7 +33,8 @@ def find_drift(estate: Estate, snapshots: Iterable[FactsSnapshot]) -> list[Drift
 
     A host with no snapshot, or an unreachable one, is drift; so is a service the inventory
     places on a host whose status command says it is not installed (`missing`) or not
-    running (`stopped`).
+    running (`stopped`), and a service whose hosts have different releases in place
+    (`version-differs`, once per host not on the release most of them run).
     """
     latest: dict[str, FactsSnapshot] = {}
     for snapshot in snapshots:
@@ -64,6 +68,33 @@ def find_drift(estate: Estate, snapshots: Iterable[FactsSnapshot]) -> list[Drift
                         kind=kind,
                         service=service.name,
                         detail=f"inventory places {service.name} here; status says {state}",
+                    )
+                )
+    return drift + _version_drift(estate, latest)
+
+
+def _version_drift(estate: Estate, latest: dict[str, FactsSnapshot]) -> list[Drift]:
+    """Hosts of one service on another release than most of its hosts."""
+    drift: list[Drift] = []
+    for service in estate.services:
+        found: dict[str, str] = {}
+        for host in estate.hosts_of(service):
+            snapshot = latest.get(host.name)
+            releases = (snapshot.facts or {}).get("releases", {}) if snapshot else {}
+            if service.name in releases:
+                found[host.name] = releases[service.name] or "no release"
+        if len(set(found.values())) < 2:
+            continue
+        common, _ = Counter(found.values()).most_common(1)[0]
+        for host_name, version in sorted(found.items()):
+            if version != common:
+                drift.append(
+                    Drift(
+                        host=host_name,
+                        kind="version-differs",
+                        service=service.name,
+                        detail=f"{service.name} {version} here; {common} on the others "
+                        f"({', '.join(sorted(found))})",
                     )
                 )
     return drift

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape
 
 from opsflow.itsm.problems import KnownError, Problem, Recurrence
 from opsflow.itsm.records import Incident
+from opsflow.itsm.releases import Release
 
 TOP = 10
 """Rows in the recurring-symptoms table and bars in the chart."""
@@ -46,6 +47,8 @@ class ReviewInput:
     known_errors: Sequence[KnownError]
     opened: Sequence[int] = ()
     linked: dict[int, Sequence[int]] = field(default_factory=dict)
+    releases: Sequence[Release] = ()
+    """Releases in the window that incidents were opened after."""
 
 
 def bar_chart_svg(bars: Sequence[Bar], title: str, marker: float | None = None) -> str:
@@ -195,6 +198,7 @@ def render_review(review: ReviewInput) -> str:
         *_restore_times(incidents),
         *_breaches(incidents, review.now),
         *_known_errors(review.known_errors),
+        *_releases(review.releases),
     ]
     return "\n".join(lines) + "\n"
 
@@ -301,3 +305,18 @@ def _known_errors(known_errors: Sequence[KnownError]) -> list[str]:
             f"{ke.times_worked} | {rate} |"
         )
     return [*lines, ""]
+
+
+def _releases(releases: Sequence[Release]) -> list[str]:
+    """Incidents per release: those opened on a service within the window after a release."""
+    lines = ["", "## Incidents after releases", ""]
+    if not releases:
+        return [*lines, "No incident was opened on a service just after a release of it."]
+    lines += ["| release | service | from -> to | state | incidents |", "|---|---|---|---|---|"]
+    for release in releases:
+        lines.append(
+            f"| {release.number} | {_cell(release.service)} | "
+            f"{_cell(release.from_version or '?')} -> {_cell(release.to_version)} | "
+            f"{release.state} | {len(release.incidents)}: {_cell(', '.join(release.incidents))} |"
+        )
+    return lines

@@ -1,4 +1,4 @@
-"""The lab's service catalog: six real items, from a standard restart to an approved account,
+"""The lab's service catalog: seven real items, from a standard restart to an approved release,
 a runbook of the estate's runbooks.yaml and a Prefect deployment."""
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ import yaml
 REQUESTERS = {"roles": ["requester", "operator", "approver"]}
 APPROVERS = {"roles": ["approver"]}
 USERNAME_PATTERN = r"[a-z_][a-z0-9_-]{0,31}"
+RELEASE_VERSION_PATTERN = r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}"
+"""A release version, as `inventory.types.ReleaseVersion` has it."""
+BATCH_PATTERN = r"[1-9][0-9]{0,3}|(?:100|[1-9][0-9]?)%"
+"""A batch: hosts (1-9999) or a percentage of them (1%-100%)."""
 
 
 def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
@@ -118,6 +122,50 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
             "approval": {"policy": "none"},
             "fulfillment": {"deployment": "patch-report/patch-report"},
             "fulfill_within_minutes": 5,
+        },
+        {
+            "name": "deploy-release",
+            "description": "Roll a version of a service out across its hosts: a canary, "
+            "batches, each host behind its health gate; every changed host rolled back if one "
+            "gate fails.",
+            "inputs": [
+                {"name": "service", "type": "service", "description": "The service."},
+                {
+                    "name": "version",
+                    "type": "string",
+                    "description": "The release, e.g. 1.1.0; it must be on the hosts.",
+                    "pattern": RELEASE_VERSION_PATTERN,
+                    "max_length": 64,
+                },
+                {
+                    "name": "batch",
+                    "type": "string",
+                    "description": "Hosts changed at once: N or P% (default 1).",
+                    "required": False,
+                    "pattern": BATCH_PATTERN,
+                    "max_length": 4,
+                },
+                {
+                    "name": "canary",
+                    "type": "integer",
+                    "description": "1: one host alone first.",
+                    "required": False,
+                    "minimum": 0,
+                    "maximum": 1,
+                },
+                {
+                    "name": "pause_s",
+                    "type": "integer",
+                    "description": "Seconds to wait between batches.",
+                    "required": False,
+                    "minimum": 0,
+                    "maximum": 3600,
+                },
+            ],
+            "requesters": REQUESTERS,
+            "approval": one_approver("reject"),
+            "fulfillment": {"flow": "deploy-release"},
+            "fulfill_within_minutes": 30,
         },
     ]
 

@@ -54,6 +54,7 @@ def read_review(since: datetime, threshold: int, window_days: int) -> ReviewInpu
         recurrences=find_recurrences(incidents, open_problems, threshold),
         problems=shown,
         known_errors=records.known_errors.list(include_retired=True),
+        releases=records.releases.with_incidents(since),
     )
 
 

@@ -220,3 +220,29 @@ def monitoring(lab, desk):
     wait_until_scraped(watch, timeout_s=60)
     yield watch
     monitoring_down(watch.directory)
+
+
+@pytest.fixture
+def initial_release(lab) -> Iterator[None]:
+    """Every lab host back on the app's initial release and healthy after the test."""
+    from opsflow.lab.hosts.probes import app_health
+    from opsflow.lab.hosts.releases import INITIAL_RELEASE
+    from opsflow.lab.hosts.run import SVC, run_on_host
+
+    yield
+    current = "/var/lib/app/current"
+    for host in lab.hosts:
+        link = run_on_host(host.name, ["readlink", current], lab.directory).stdout.strip()
+        if link != f"releases/{INITIAL_RELEASE}":
+            run_on_host(
+                host.name, ["ln", "-sfn", f"releases/{INITIAL_RELEASE}", current], lab.directory
+            )
+        if (app_health(host.address, timeout=2) or {}).get("version") != INITIAL_RELEASE:
+            run_on_host(host.name, [SVC, "restart"], lab.directory)
+    for host in lab.hosts:
+        healthy = wait_for(
+            lambda h=host: (app_health(h.address, timeout=2) or {}).get("version"),
+            15,
+            f"{host.name}'s app to answer",
+        )
+        assert healthy == INITIAL_RELEASE

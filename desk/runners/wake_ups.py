@@ -14,7 +14,7 @@ import queue
 import threading
 from typing import Any
 
-from opsflow.flows.work import fulfill_request, provision_access
+from opsflow.flows.work import fulfill_request, provision_access, roll_out_release
 
 logger = logging.getLogger("opsflow.desk.wake_ups")
 
@@ -23,7 +23,8 @@ MAX_QUEUED = 10_000
 
 
 class WakeUps:
-    """Sends the `fulfill-request` and `provision-access` wake-ups in the background."""
+    """Sends the `fulfill-request`, `provision-access` and `roll-out-release` wake-ups in the
+    background."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
@@ -33,6 +34,10 @@ class WakeUps:
     def request_submitted(self) -> None:
         """A service request was recorded: a worker should start carrying it."""
         self._send(fulfill_request)
+
+    def release_recorded(self) -> None:
+        """A release was recorded: a worker should start rolling it out."""
+        self._send(roll_out_release)
 
     def access_changed(self) -> None:
         """A grant was approved or its revocation asked for: a worker should carry it out."""

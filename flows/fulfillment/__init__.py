@@ -59,6 +59,7 @@ def fulfillment_flows() -> dict[str, Any]:
         clear_old_logs,
         create_app_account,
         declared_runbook,
+        deploy_release,
         diagnostic_bundle,
         request_service_restart,
     )
@@ -69,4 +70,5 @@ def fulfillment_flows() -> dict[str, Any]:
         "diagnostic-bundle": diagnostic_bundle.diagnostic_bundle,
         "create-app-account": create_app_account.create_app_account,
         "run-declared-runbook": declared_runbook.run_declared_runbook,
+        "deploy-release": deploy_release.deploy_release_request,
     }

@@ -1,4 +1,5 @@
-"""gather-facts: gather every host's facts and services' states, kept as a history per host.
+"""gather-facts: gather every host's facts, services' states and the release of each service in
+place (`facts["releases"]`), kept as a history per host.
 
 Technical Management's view of the estate: drift from the inventory is reported as a
 markdown artifact and logged.
@@ -21,9 +22,12 @@ from opsflow.tasks.fanout import map_calls, map_hosts, raise_failures
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import current_flow_run_id
 from opsflow.tasks.service_control import ServiceStates, read_service_states
+from opsflow.tasks.versions import read_service_versions
 
 
-def _facts_row(f: HostFacts, states: dict[str, str]) -> dict[str, Any]:
+def _facts_row(
+    f: HostFacts, states: dict[str, str], versions: dict[str, str | None]
+) -> dict[str, Any]:
     return {
         "host": f.host,
         "os": f.os,
@@ -36,6 +40,7 @@ def _facts_row(f: HostFacts, states: dict[str, str]) -> dict[str, Any]:
         "fullest_disk": max(f.disks, key=lambda d: d.used_percent).mount if f.disks else None,
         "fullest_disk_percent": max((d.used_percent for d in f.disks), default=None),
         "services": ", ".join(f"{n}: {s}" for n, s in sorted(states.items())),
+        "releases": ", ".join(f"{n} {v or '-'}" for n, v in sorted(versions.items())),
     }
 
 
@@ -75,6 +80,10 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
         read_service_states, [(h, {"services": placement[h.name]}) for h in reachable], limit
     )
     states: dict[str, ServiceStates] = {o.host.name: o.result for o in state_outcomes if o.ok}
+    version_outcomes = map_calls(
+        read_service_versions, [(h, {"services": placement[h.name]}) for h in reachable], limit
+    )
+    versions = {o.host.name: o.result.versions for o in version_outcomes if o.ok}
     gathered_at = datetime.now(UTC)
     run_id = current_flow_run_id()
     snapshots = []
@@ -86,7 +95,11 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
                 host=name,
                 gathered_at=gathered_at,
                 reachable=outcome.ok,
-                facts=outcome.result.model_dump() if outcome.ok else None,
+                facts=(
+                    {**outcome.result.model_dump(), "releases": versions.get(name, {})}
+                    if outcome.ok
+                    else None
+                ),
                 services=dict(host_states.states) if host_states else {},
                 error=None if outcome.ok else str(outcome.error)[:2000],
                 flow_run_id=run_id,
@@ -96,7 +109,12 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
     facts = [o.result for o in outcomes if o.ok]
     create_table_artifact(
         key="host-facts",
-        table=[_facts_row(f, states[f.host].states if f.host in states else {}) for f in facts]
+        table=[
+            _facts_row(
+                f, states[f.host].states if f.host in states else {}, versions.get(f.host, {})
+            )
+            for f in facts
+        ]
         + [{"host": o.host.name, "os": f"unreachable: {o.error}"} for o in outcomes if not o.ok],
         description=f"Facts from {len(facts)} of {len(outcomes)} hosts; "
         f"{written.recorded} snapshots kept as history ({written.pruned} old ones pruned).",
@@ -111,4 +129,5 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
         logger.warning("DRIFT %s %s %s: %s", item.host, item.kind, item.service or "", item.detail)
     raise_failures("fact gathering", outcomes)
     raise_failures("service states", state_outcomes)
+    raise_failures("service versions", version_outcomes)
     return facts

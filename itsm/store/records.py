@@ -22,6 +22,7 @@ from opsflow.itsm.store.known_errors import KnownErrors
 from opsflow.itsm.store.leases import Leases
 from opsflow.itsm.store.maintenance import MaintenanceWindows
 from opsflow.itsm.store.problems import Problems
+from opsflow.itsm.store.releases import Releases
 from opsflow.itsm.store.remediations import Remediations
 from opsflow.itsm.store.requests import Requests
 from opsflow.itsm.store.worklog import Worklog
@@ -49,6 +50,7 @@ class Records:
         self.known_errors = KnownErrors(self.db)
         self.requests = Requests(self.db)
         self.access = AccessGrants(self.db)
+        self.releases = Releases(self.db)
         self.leases = Leases(self.db, self.incidents)
         self.maintenance = MaintenanceWindows(self.db)
         self.facts = FactsHistory(self.db)

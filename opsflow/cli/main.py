@@ -16,6 +16,7 @@ from opsflow.cli.incidents import event_app, incident_app
 from opsflow.cli.inventory import inventory_app
 from opsflow.cli.output import console, err_console, fail, print_json
 from opsflow.cli.problems import known_error_app, problem_app
+from opsflow.cli.releases import release_app
 from opsflow.cli.service_requests import request_app
 from opsflow.errors import OpsError
 from opsflow.settings import get_settings
@@ -36,6 +37,7 @@ app.add_typer(_lab_app(), name="lab")
 app.add_typer(event_app, name="event")
 app.add_typer(incident_app, name="incident")
 app.add_typer(request_app, name="request")
+app.add_typer(release_app, name="release")
 app.add_typer(access_app, name="access")
 app.add_typer(problem_app, name="problem")
 app.add_typer(known_error_app, name="known-error")

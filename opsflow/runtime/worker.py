@@ -34,10 +34,13 @@ from opsflow.desk.runners.access_changes import AccessRunner
 from opsflow.desk.runners.dispatch import Dispatcher
 from opsflow.desk.runners.fulfillments import DEFAULT_MAX_RUNNING as DEFAULT_MAX_REQUESTS
 from opsflow.desk.runners.fulfillments import RequestRunner
+from opsflow.desk.runners.releases import DEFAULT_MAX_RUNNING as DEFAULT_MAX_RELEASES
+from opsflow.desk.runners.releases import ReleaseRunner
 from opsflow.desk.runners.restorations import RestorationRunner
 from opsflow.errors import OpsError
 from opsflow.flows import work
 from opsflow.itsm.records import Incident
+from opsflow.itsm.releases import RELEASE_NUMBERING
 from opsflow.itsm.requests import REQUEST_NUMBERING
 from opsflow.itsm.store.event_notices import listen_for_stored_events
 from opsflow.itsm.store.exclusive import exclusive
@@ -67,6 +70,7 @@ class Worker:
         lease_s: how long this worker's leases last without renewal (default: the settings').
         requests: service requests carried here at once, paused ones included.
         access_changes: grants and revocations carried out here at once.
+        releases: releases rolled out here at once.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class Worker:
         lease_s: float | None = None,
         requests: int = DEFAULT_MAX_REQUESTS,
         access_changes: int = DEFAULT_MAX_ACCESS,
+        releases: int = DEFAULT_MAX_RELEASES,
     ) -> None:
         self.store = store or open_records()
         self.restorations = RestorationRunner(
@@ -83,6 +88,7 @@ class Worker:
         )
         self.requests = RequestRunner(self.store, max_running=requests, lease_s=lease_s)
         self.access = AccessRunner(self.store, max_running=access_changes, lease_s=lease_s)
+        self.releases = ReleaseRunner(self.store, max_running=releases, lease_s=lease_s)
         self.triage = Dispatcher(self._triage_pass)
         self._limit = limit
         self._stopped = threading.Event()
@@ -109,6 +115,11 @@ class Worker:
         """A wake-up said an access change waits: start the oldest nobody carries."""
         return self.access.run_next()
 
+    def deploy_next(self) -> str | None:
+        """A wake-up said a release was recorded: start rolling out the oldest nobody carries."""
+        release_id = self.releases.run_next()
+        return None if release_id is None else RELEASE_NUMBERING.number(release_id)
+
     def wake_ups_in_flight(self) -> int:
         """Wake-ups running now in this worker's task worker (restorations woken from elsewhere)."""
         worker = self._task_worker
@@ -122,6 +133,7 @@ class Worker:
         self.restorations.keep()
         self.requests.keep()
         self.access.keep()
+        self.releases.keep()
         for target, name in (
             (self._serve, "task-worker"),
             (self._sweep, "sweep"),
@@ -145,6 +157,7 @@ class Worker:
         self.restorations.stop()
         self.requests.stop()
         self.access.stop()
+        self.releases.stop()
         work.uninstall(self)
 
     def _serve(self) -> None:

@@ -102,3 +102,26 @@ def test_gather_facts_reports_drift(lab, tmp_path: Path) -> None:
     assert "| ghost | host-unreachable |" in report
     assert f"| {lab.hosts[1].name} | service-missing | billing |" in report
     assert report.startswith("**2 differences**")
+
+
+def test_versions_are_facts_and_hosts_of_one_service_on_other_versions_are_drift(
+    lab, estate, initial_release
+) -> None:
+    from opsflow.tasks.releases import put_release
+
+    odd = estate.hosts[1]
+    put_release.fn(odd, estate.service("app"), "1.1.0")  # in place; the app runs on, unchanged
+    gather_facts()
+    facts = open_records().facts
+    assert facts.latest(odd.name).facts["releases"] == {"app": "1.1.0"}
+    assert facts.latest(estate.hosts[0].name).facts["releases"] == {"app": "1.0.0"}
+    report = latest_artifact("inventory-drift")
+    assert report.startswith("**1 differences**"), report
+    assert f"| {odd.name} | version-differs | app | app 1.1.0 here; 1.0.0 on the others" in report
+
+    put_release.fn(odd, estate.service("app"), "1.0.0")
+    gather_facts()
+    assert facts.latest(odd.name).facts["releases"] == {"app": "1.0.0"}
+    assert len(facts.history(odd.name, limit=2)) == 2  # the 1.1.0 snapshot is kept
+    assert facts.history(odd.name, limit=2)[1].facts["releases"] == {"app": "1.1.0"}
+    assert latest_artifact("inventory-drift").startswith("**No drift:**")

@@ -235,3 +235,27 @@ def test_a_requester_sees_neither_the_queue_nor_the_status_view(page, desk, lab)
         "requests": [],
         "access_grants": [],
     }
+
+
+def test_the_page_lists_releases_as_they_end(page, desk, lab) -> None:
+    operator = {"Authorization": f"Bearer {token_file(lab.directory, 'alice').read_text()}"}
+    # A version no host keeps: the rollout stops at its first host, having changed nothing.
+    made = requests.post(
+        f"{desk.url}/api/v1/releases",
+        json={"service": "app", "version": "9.9.9-nowhere"},
+        headers=operator,
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    number = made.json()["number"]
+    sign_in(page, desk, lab, "alice")
+    row = page.locator(f"#releases tr[data-number='{number}']")
+    row.wait_for()
+    assert "app" in row.inner_text() and "9.9.9-nowhere" in row.inner_text()
+    page.wait_for_function(
+        "n => document.querySelector(`#releases tr[data-number='${n}'] .state`).textContent"
+        " === 'failed'",
+        arg=number,
+        timeout=60_000,
+    )
+    assert "no release 9.9.9-nowhere" in row.inner_text()
