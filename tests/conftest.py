@@ -12,8 +12,9 @@ import pytest
 import uvicorn
 import yaml
 
-from tests.postgres import PostgresCluster, start_cluster
-from tests.support import free_port, wait_for
+from tests.support.postgres import PostgresCluster, start_cluster
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 LAB_HOSTS = 5
 LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from prefect import flow
 
-from tests.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster
 
 
 @flow

@@ -23,8 +23,8 @@ import paramiko
 import pytest
 import yaml
 
-from tests.postgres import PostgresCluster
-from tests.support import wait_for
+from tests.support.postgres import PostgresCluster
+from tests.support.waiting import wait_for
 
 ACCESS_LAB_ADDRESS = os.environ.get("OPSFLOW_TEST_ACCESS_LAB_ADDRESS", "127.0.44.1")
 """Where the access lab listens; another address lets two test sessions run side by side."""

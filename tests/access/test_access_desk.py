@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from opsflow.cli.access import access_app
 from opsflow.lab.hosts.run import run_on_host
 from tests.access.conftest import Person, lab_state, ssh_as
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("access_env")
 

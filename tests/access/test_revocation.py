@@ -11,7 +11,7 @@ from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.access.accounts import ensure_account, remove_account
 from opsflow.tasks.access.keys import install_key, remove_key
 from tests.access.conftest import Person, ssh_as
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("access_env")
 

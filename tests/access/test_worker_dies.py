@@ -15,7 +15,9 @@ import pytest
 
 from tests.access.conftest import Person
 from tests.access.test_access_desk import ALL, WEB, approve, ask, grant_when, logins, revoke
-from tests.support import run_state, wait_for, worker_process
+from tests.support.prefect_api import run_state
+from tests.support.serving import worker_process
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("access_env")]
 

@@ -24,7 +24,9 @@ from opsflow.desk.estate import EstateCache
 from opsflow.itsm.records import IncidentCreate
 from opsflow.itsm.store.records import Records
 from opsflow.lab.people import token_file
-from tests.support import NoWorkers, free_port, wait_for
+from tests.support.factories import NoWorkers
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 
 @dataclass

@@ -27,7 +27,8 @@ from opsflow.itsm.records import IncidentCreate, IncidentUpdate
 from opsflow.itsm.store.records import Records
 from opsflow.itsm.timeline import render_timeline
 from tests.desk.conftest import TOKENS
-from tests.support import free_port, wait_for
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 HOSTILE = {
     "host": "web[/]1",

@@ -18,9 +18,10 @@ from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.store.records import Records
 from opsflow.lab.monitoring import AMTOOL
-from tests.alerting import alertmanager, check, prometheus, readme_yaml
 from tests.desk.conftest import TOKENS
-from tests.support import free_port, wait_for
+from tests.support.alerting import alertmanager, check, prometheus, readme_yaml
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 RECEIVER = "# alertmanager.yml: opsflow as a receiver"
 RELABEL = '# prometheus.yml: every target of the job gets host="web1" for web1.internal:18080'

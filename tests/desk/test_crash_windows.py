@@ -25,7 +25,7 @@ from opsflow.itsm.store.leases import leases
 from opsflow.itsm.store.records import Records
 from opsflow.itsm.store.requests import Requests
 from opsflow.lab.people import token_file
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 LEASE_S = 1.0
 

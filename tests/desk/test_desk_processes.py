@@ -27,7 +27,9 @@ from sqlalchemy import func, select
 from opsflow.itsm.store.events import events
 from opsflow.itsm.store.records import Records
 from tests.desk.conftest import TOKENS
-from tests.support import PROJECT, free_port, wait_for
+from tests.support import PROJECT
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 PATH = "/api/v1/events/alertmanager"
 HEADERS = {"Authorization": f"Bearer {TOKENS['max']}", "Content-Type": "application/json"}

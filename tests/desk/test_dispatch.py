@@ -8,7 +8,7 @@ import time
 
 from opsflow.desk.runners.dispatch import Dispatcher
 from tests.desk.conftest import auth
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
 def test_a_burst_coalesces_into_few_passes() -> None:

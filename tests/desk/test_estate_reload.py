@@ -16,7 +16,8 @@ from opsflow.inventory.models import token_sha256
 from opsflow.itsm.store.records import Records
 from tests.desk.conftest import auth
 from tests.desk.test_intake import firing, stored_events
-from tests.support import sample, wait_for
+from tests.support.metrics import sample
+from tests.support.waiting import wait_for
 
 BREAKAGES = {
     "people-typo": ("people.yaml", lambda text: text.replace("roles:", "rolez:", 1)),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.desk.conftest import auth
-from tests.support import sample
+from tests.support.metrics import sample
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager"
 """Real payloads captured from Prometheus and Alertmanager (copied from shared/fixtures)."""

@@ -21,7 +21,9 @@ from opsflow.desk.middleware import MAX_BODY_BYTES
 from opsflow.itsm.store.records import Records
 from tests.desk.conftest import TOKENS, auth
 from tests.desk.test_intake import _alert, load, stored_events
-from tests.support import free_port, sample, wait_for
+from tests.support.metrics import sample
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 WAITING_BOUND = 3
 """Events the served desk lets wait for their commit before it answers 503."""

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from opsflow.itsm.records import EventIn
 from tests.desk.conftest import auth
 from tests.desk.test_intake import firing
-from tests.support import desk_process, sample
+from tests.support.metrics import sample
+from tests.support.serving import desk_process
 
 SERIES = {
     "opsflow_records_readable": "gauge",

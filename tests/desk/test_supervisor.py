@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from opsflow.runtime.supervisor import SupervisionError, Supervisor
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 SLEEPER = [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"]
 

@@ -33,7 +33,7 @@ import requests
 from opsflow.runtime.postgres import SYSTEM_USER, Cluster, running_pid, stop_cluster
 from opsflow.runtime.project import PROJECT_DIR, read_deployments
 from opsflow.runtime.up import prefect_auth_string
-from tests.support import free_port
+from tests.support.serving import free_port
 
 UP_TIMEOUT_S = 300.0
 """A fresh cluster, Prefect's migrations, a lab host, monitoring and every deployment, on a

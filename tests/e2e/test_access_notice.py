@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 
 from opsflow.lab.people import token_file
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
 def test_requester_is_told_of_grant_and_revoke(desk, lab, pager) -> None:

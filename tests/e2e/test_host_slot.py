@@ -9,7 +9,8 @@ from opsflow.flows.incident_restoration import incident_restoration
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.concurrency import host_slot
-from tests.support import open_service_down, wait_for
+from tests.support.factories import open_service_down
+from tests.support.waiting import wait_for
 
 HELD_S = 4.0
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import requests
 
 from opsflow.lab.people import token_file
-from tests.support import prefect_events, wait_for
+from tests.support.prefect_api import prefect_events
+from tests.support.waiting import wait_for
 
 
 def test_opened_and_resolved_incident_events(desk, lab) -> None:

@@ -20,8 +20,8 @@ from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.services import check_service_health
-from tests.alerting import alertmanager, prometheus, readme_yaml
-from tests.support import wait_for
+from tests.support.alerting import alertmanager, prometheus, readme_yaml
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,9 @@ from opsflow.runtime.worker import Worker
 from opsflow.settings import get_settings
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.inventory import read_estate
-from tests.support import open_service_down, wait_for, worker_process
+from tests.support.factories import open_service_down
+from tests.support.serving import worker_process
+from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())

@@ -11,7 +11,7 @@ import yaml
 from opsflow.flows.incident_restoration import incident_restoration
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
-from tests.support import open_service_down
+from tests.support.factories import open_service_down
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from opsflow.cli.main import app
 from opsflow.runtime.project import read_deployments
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.concurrency import host_slot
-from tests.support import DeskProcess, desk_process, wait_for, worker_process
+from tests.support.serving import DeskProcess, desk_process, worker_process
+from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())

@@ -28,7 +28,7 @@ from opsflow.lab.monitoring import (
 from opsflow.lab.pager import PagerServer
 from opsflow.lab.people import token_file
 from opsflow.monitoring import SELF_SOURCE
-from tests.support import desk_process, free_port
+from tests.support.serving import desk_process, free_port
 
 pytestmark = pytest.mark.slow
 

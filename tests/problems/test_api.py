@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from opsflow.cli.problems import known_error_app, problem_app
 from tests.desk.conftest import TOKENS, auth
 from tests.problems.conftest import NOW, failure
-from tests.support import free_port
+from tests.support.serving import free_port
 
 KNOWN_ERROR = {
     "service": "app",

@@ -18,7 +18,7 @@ from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.services import check_service_health
 from tests.problems.conftest import problems_desk
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]
 

@@ -21,7 +21,7 @@ import yaml
 
 from opsflow.inventory.models import token_sha256
 from opsflow.lab.catalog import lab_catalog
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 QUICK_TIMEOUT_MINUTES = 0.1
 """Six seconds: the approval window of the test-only items that are left to time out."""

@@ -14,7 +14,7 @@ from prefect.flow_runs import resume_flow_run
 from opsflow.lab.hosts.probes import app_health
 from opsflow.lab.hosts.run import SVC, run_on_host
 from tests.requests.conftest import Desk
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

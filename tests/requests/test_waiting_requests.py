@@ -27,7 +27,8 @@ from opsflow.itsm.store.records import Records
 from opsflow.lab.people import token_file
 from tests.requests.conftest import Desk
 from tests.requests.test_fulfillment import paused_request
-from tests.support import NoWorkers, wait_for
+from tests.support.factories import NoWorkers
+from tests.support.waiting import wait_for
 
 WAITING = 3
 WINDOW_S = 3.0

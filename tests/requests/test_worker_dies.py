@@ -16,7 +16,8 @@ from opsflow.lab.hosts.probes import app_health
 from opsflow.runtime.worker import Worker
 from tests.requests.conftest import Desk, RequestEstate
 from tests.requests.test_fulfillment import actions, paused_request, run_state
-from tests.support import wait_for, worker_process
+from tests.support.serving import worker_process
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

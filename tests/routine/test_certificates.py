@@ -14,7 +14,7 @@ from opsflow.lab.hosts.run import run_on_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.certificates import CertificateFile, TlsEndpoint, classify_expiry
 from tests.routine.conftest import latest_artifact
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

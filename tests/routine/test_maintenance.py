@@ -15,7 +15,7 @@ from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.desk_intake import DeskEvent, OpenIncident, clearing_events, send_events
 from opsflow.tasks.service_control import stop_service
 from opsflow.tasks.services import HealthResult, check_service_health
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 HOST = "lab04"

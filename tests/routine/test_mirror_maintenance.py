@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from opsflow.flows.routine_ops.mirror_maintenance import mirror_maintenance_windows
-from tests.alerting import alertmanager, amtool
+from tests.support.alerting import alertmanager, amtool
 
 pytestmark = pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted:UserWarning")
 

@@ -21,7 +21,7 @@ from opsflow.tasks.ssh import (
     open_sftp,
     warm_connection,
 )
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

@@ -17,7 +17,7 @@ from opsflow.runtime.postgres import (
     stop_cluster,
 )
 from opsflow.runtime.postgres import start_cluster as start_server
-from tests.support import free_port
+from tests.support.serving import free_port
 
 
 @dataclass

@@ -18,7 +18,9 @@ import requests
 import yaml
 
 from opsflow.lab.monitoring import ALERTMANAGER, AMTOOL, PROMETHEUS, PROMTOOL
-from tests.support import PROJECT, free_port, wait_for
+from tests.support import PROJECT
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 
 def readme_yaml(first_line: str) -> str:
