@@ -12,9 +12,14 @@ import pytest
 import uvicorn
 import yaml
 
+from opsflow.itsm.store.records import Records
+from tests.support.access_lab import access_estate_dir, access_lab, access_records_url, people
+from tests.support.factories import write_small_estate
 from tests.support.postgres import PostgresCluster, start_cluster
 from tests.support.serving import free_port
 from tests.support.waiting import wait_for
+
+__all__ = ["access_estate_dir", "access_lab", "access_records_url", "people"]
 
 LAB_HOSTS = 5
 LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]
@@ -102,6 +107,20 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     cluster.drop_database(name)
 
 
+@pytest.fixture
+def store(records_url: str) -> Iterator[Records]:
+    """The records of one test, on each backend (`records_url`)."""
+    records = Records(records_url)
+    yield records
+    records.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def desk_estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small written estate of `tests.support.factories` (its people's tokens: `TOKENS`)."""
+    return write_small_estate(tmp_path_factory.mktemp("desk-estate"))
+
+
 @pytest.fixture(scope="session")
 def lab(opsflow_home: Path):
     """Real sshd hosts on loopback, each with its own /etc, /home, /root and app service."""
@@ -171,7 +190,7 @@ def generous_budget(lab) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
+def lab_desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
     """The desk served by uvicorn on a free port and a worker (`opsflow.runtime.worker`) that
     triages and restores, both in this process, the records on the session's PostgreSQL.
 
@@ -200,8 +219,27 @@ def desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
     thread.join(30)
 
 
+@pytest.fixture(scope="session")
+def desk_token(prefect_server: None, lab) -> str:
+    """The lab monitor's token saved as the Secret block routine jobs post events with."""
+    from prefect.blocks.system import Secret
+
+    from opsflow.lab.people import token_file
+
+    token = token_file(lab.directory, "alertmanager").read_text().strip()
+    Secret(value=token).save("opsflow-desk-token", overwrite=True)
+    return token
+
+
+@pytest.fixture
+def desk_url(lab_desk, desk_token: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The real desk's URL, also set as OPSFLOW_DESK_URL for the jobs."""
+    monkeypatch.setenv("OPSFLOW_DESK_URL", lab_desk.url)
+    yield lab_desk.url
+
+
 @pytest.fixture(scope="module")
-def monitoring(lab, desk):
+def monitoring(lab, lab_desk):
     """Real Prometheus and Alertmanager watching the lab, posting to the desk with a token.
 
     Module-scoped: while it runs, a service a test stops is restored within seconds, which
@@ -212,7 +250,7 @@ def monitoring(lab, desk):
 
     watch = monitoring_up(
         lab,
-        webhook_url=f"{desk.url}/api/v1/events/alertmanager",
+        webhook_url=f"{lab_desk.url}/api/v1/events/alertmanager",
         webhook_token=token_file(lab.directory, "alertmanager").read_text(),
         prometheus_port=free_port(),
         alertmanager_port=free_port(),

@@ -18,8 +18,8 @@ from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.store.records import Records
 from opsflow.lab.monitoring import AMTOOL
-from tests.desk.conftest import TOKENS
 from tests.support.alerting import alertmanager, check, prometheus, readme_yaml
+from tests.support.factories import TOKENS
 from tests.support.serving import free_port
 from tests.support.waiting import wait_for
 

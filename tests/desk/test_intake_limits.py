@@ -19,8 +19,8 @@ from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.desk.middleware import MAX_BODY_BYTES
 from opsflow.itsm.store.records import Records
-from tests.desk.conftest import TOKENS, auth
 from tests.desk.test_intake import _alert, load, stored_events
+from tests.support.factories import TOKENS, auth
 from tests.support.metrics import sample
 from tests.support.serving import free_port
 from tests.support.waiting import wait_for

@@ -12,7 +12,7 @@ from tests.support.factories import open_service_down
 
 
 @pytest.fixture
-def no_budget(lab, desk):
+def no_budget(lab, lab_desk):
     path = lab.estate_dir / "estate.yaml"
     original = path.read_text()
     path.write_text(yaml.safe_dump({**yaml.safe_load(original), "remediation_budget": 0}))

@@ -15,7 +15,7 @@ from tests.support.waiting import wait_for
 HELD_S = 4.0
 
 
-def test_restoration_waits_for_the_hosts_slot(lab, desk) -> None:
+def test_restoration_waits_for_the_hosts_slot(lab, lab_desk) -> None:
     host = lab.hosts[0].name
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "slot test")

@@ -48,11 +48,11 @@ def restored(host: str, since: datetime):
     return None
 
 
-def test_a_plain_up_alert_opens_and_restores_the_right_ci(lab, desk, estate, tmp_path: Path):
+def test_a_plain_up_alert_opens_and_restores_the_right_ci(lab, lab_desk, estate, tmp_path: Path):
     host = lab.hosts[2]
     receiver = yaml.safe_load(readme_yaml("# alertmanager.yml: opsflow as a receiver"))
     webhook = receiver["receivers"][0]["webhook_configs"][0]
-    webhook["url"] = f"{desk.url}/api/v1/events/alertmanager"
+    webhook["url"] = f"{lab_desk.url}/api/v1/events/alertmanager"
     webhook["http_config"]["authorization"]["credentials_file"] = str(
         token_file(lab.directory, "alertmanager")
     )

@@ -15,7 +15,7 @@ from tests.support.factories import open_service_down
 
 
 @pytest.fixture
-def app_not_on_last_host(lab, desk) -> Iterator[str]:
+def app_not_on_last_host(lab, lab_desk) -> Iterator[str]:
     """The estate's app runs on every lab host but the last; that host's name."""
     path: Path = lab.estate_dir / "services.yaml"
     original = path.read_text()

@@ -18,7 +18,7 @@ from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
-def served(prefect_server, ssh_credentials, lab, opsflow_home, desk):
+def served(prefect_server, ssh_credentials, lab, opsflow_home, lab_desk):
     env = {
         **os.environ,
         "PREFECT_API_URL": PREFECT_API_URL.value(),

@@ -1,7 +1,9 @@
-"""What the session's Prefect server recorded: events and flow run states."""
+"""What the session's Prefect server recorded: events, flow run states, artifacts."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
 from uuid import UUID
 
 import requests
@@ -25,3 +27,14 @@ def run_state(flow_run_id: str) -> str:
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(flow_run_id))
     return run.state.type.value if run.state else "NONE"
+
+
+def latest_artifact(key: str) -> Any:
+    """The data of the newest artifact with `key` (a table's rows, or markdown text)."""
+    with get_client(sync_client=True) as client:
+        found = [a for a in client.read_latest_artifacts() if a.key == key]
+    assert found, f"no artifact {key}"
+    data = found[0].data
+    if isinstance(data, str) and data[:1] in "[{":
+        return json.loads(data)
+    return data
