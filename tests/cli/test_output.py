@@ -8,13 +8,11 @@ in them must neither crash the CLI nor style, link or split what is shown.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from rich.cells import cell_len
 from rich.console import Console
 from typer.testing import CliRunner
@@ -27,8 +25,7 @@ from opsflow.itsm.records import IncidentCreate, IncidentUpdate
 from opsflow.itsm.store.records import Records
 from opsflow.itsm.timeline import render_timeline
 from tests.support.factories import TOKENS
-from tests.support.serving import free_port
-from tests.support.waiting import wait_for
+from tests.support.serving import serve_app
 
 HOSTILE = {
     "host": "web[/]1",
@@ -63,20 +60,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, desk_estate: Path) -> Itera
     store.incidents.update(
         "INC0000002", IncidentUpdate(state="In Progress", assigned_to="alice"), "alice", now
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(store, EstateCache(desk_estate)),
-            host="127.0.0.1",
-            port=free_port(),
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    yield f"http://127.0.0.1:{server.config.port}", store, store.incidents.get(incident.id)
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(create_app(store, EstateCache(desk_estate))) as url:
+        yield url, store, store.incidents.get(incident.id)
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, url: str, *args: str, columns: int = 400) -> str:

@@ -4,14 +4,12 @@ all; its Prometheus relabel example gives the targets the `host` label it says."
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 import yaml
 
 from opsflow.desk.app import create_app
@@ -20,7 +18,7 @@ from opsflow.itsm.store.records import Records
 from opsflow.lab.monitoring import AMTOOL
 from tests.support.alerting import alertmanager, check, prometheus, readme_yaml
 from tests.support.factories import TOKENS
-from tests.support.serving import free_port
+from tests.support.serving import serve_app
 from tests.support.waiting import wait_for
 
 RECEIVER = "# alertmanager.yml: opsflow as a receiver"
@@ -31,14 +29,8 @@ RELABEL = '# prometheus.yml: every target of the job gets host="web1" for web1.i
 def served(store: Records, desk_estate: Path) -> Iterator[str]:
     """The desk app served by uvicorn on a free port, for a real Alertmanager to post to."""
     app = create_app(store, EstateCache(desk_estate))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(app, log_level="error") as url:
+        yield url
 
 
 def test_the_readme_receiver_passes_amtool(tmp_path: Path) -> None:

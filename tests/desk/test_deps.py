@@ -7,7 +7,6 @@ endpoint at all is answered 403.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 from typer.testing import CliRunner
 
 from opsflow.cli.main import app as opsflow
@@ -25,8 +23,7 @@ from opsflow.itsm.records import IncidentCreate
 from opsflow.itsm.store.records import Records
 from opsflow.lab.people import token_file
 from tests.support.factories import NoWorkers
-from tests.support.serving import free_port
-from tests.support.waiting import wait_for
+from tests.support.serving import serve_app
 
 
 @dataclass
@@ -57,15 +54,13 @@ def people_desk(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]
     store = Records(f"sqlite:///{tmp_path_factory.mktemp('authz') / 'records.db'}")
     app = create_app(store, EstateCache(lab.estate_dir))
     app.state.wake_ups = NoWorkers()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    people_desk = Desk(f"http://127.0.0.1:{server.config.port}", lab.directory, {})
+    with serve_app(app) as url:
+        yield _with_records(Desk(url, lab.directory, {}), store, lab.hosts[0].name)
 
-    host = lab.hosts[0].name
+
+def _with_records(people_desk: Desk, store: Records, host: str) -> Desk:
+    """`people_desk` once it holds an incident, a request and a grant of several people."""
+
     triaged, _ = store.correlation.open_or_correlate(
         IncidentCreate(
             host=host, service="app", symptom="service-down", summary="down", impact=2, urgency=1
@@ -98,9 +93,7 @@ def people_desk(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]
             "POST", "/access-requests", person, json={"entitlement": entitlement}
         )
         people_desk.records[f"{person} grant"] = str(grant["id"])
-    yield people_desk
-    server.should_exit = True
-    thread.join(30)
+    return people_desk
 
 
 def numbers(listed: object) -> set[str]:

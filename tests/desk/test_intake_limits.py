@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
@@ -22,7 +21,7 @@ from opsflow.itsm.store.records import Records
 from tests.desk.test_intake import _alert, load, stored_events
 from tests.support.factories import TOKENS, auth
 from tests.support.metrics import sample
-from tests.support.serving import free_port
+from tests.support.serving import serve_app
 from tests.support.waiting import wait_for
 
 WAITING_BOUND = 3
@@ -33,14 +32,8 @@ WAITING_BOUND = 3
 def served(store: Records, desk_estate: Path) -> Iterator[str]:
     """The desk app served by uvicorn on a free port, with a tiny commit queue."""
     app = create_app(store, EstateCache(desk_estate), max_waiting_events=WAITING_BOUND)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(app, log_level="error") as url:
+        yield url
 
 
 def _port(url: str) -> int:

@@ -13,7 +13,7 @@ from opsflow.tasks.services import check_service_health
 from tests.support.prefect_api import prefect_events
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]
+pytestmark = pytest.mark.usefixtures("monitoring")
 
 RESTORE_TIMEOUT_S = 90
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
 
@@ -22,8 +21,6 @@ from opsflow.lab.people import token_file
 from opsflow.tasks.services import check_service_health
 from tests.support.alerting import alertmanager, prometheus, readme_yaml
 from tests.support.waiting import wait_for
-
-pytestmark = pytest.mark.slow
 
 RESTORE_TIMEOUT_S = 90
 PLAIN_LABELS = {"alertname", "instance", "job"}

@@ -7,15 +7,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import pytest
 import requests
 
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from tests.support.waiting import wait_for
-
-pytestmark = pytest.mark.slow
 
 RESTORE_TIMEOUT_S = 90
 

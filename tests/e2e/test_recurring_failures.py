@@ -22,7 +22,7 @@ from opsflow.lab.people import token_file
 from opsflow.tasks.services import check_service_health
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]
+pytestmark = pytest.mark.usefixtures("monitoring")
 
 SERVICE, SYMPTOM = "app", "service-down"
 WORKAROUND = "recover-hung-service"

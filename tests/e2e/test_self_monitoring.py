@@ -30,8 +30,6 @@ from opsflow.lab.people import token_file
 from opsflow.monitoring import SELF_SOURCE
 from tests.support.serving import desk_process, free_port
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def pager(tmp_path: Path) -> Iterator[PagerServer]:

@@ -23,6 +23,8 @@ from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.hosts.state import Lab, lab_state
 from opsflow.lab.hosts.up import lab_up
 
+pytestmark = pytest.mark.slow  # brings up its own daemons
+
 BASE_ADDRESS = "127.0.30.1"
 DOWN_BASE_ADDRESS = "127.0.31.1"
 

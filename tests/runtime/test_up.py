@@ -34,6 +34,9 @@ from opsflow.runtime.postgres import SYSTEM_USER, Cluster, running_pid, stop_clu
 from opsflow.runtime.project import PROJECT_DIR, read_deployments
 from opsflow.runtime.up import prefect_auth_string
 from tests.support.serving import free_port
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # brings up its own daemons
 
 UP_TIMEOUT_S = 300.0
 """A fresh cluster, Prefect's migrations, a lab host, monitoring and every deployment, on a
@@ -332,10 +335,7 @@ def test_ups_workers_restore_what_monitoring_finds_down(up: Up) -> None:
             for i in listed
         )
 
-    deadline = time.monotonic() + 120
-    while not resolved():
-        assert time.monotonic() < deadline, "lab02's app was not restored by up's workers"
-        time.sleep(1)
+    wait_for(resolved, 120, "lab02's app to be restored by up's workers")
 
 
 def test_its_prometheus_scrapes_every_opsflow_process_and_their_logs_say_what_they_do(

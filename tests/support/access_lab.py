@@ -17,7 +17,6 @@ import base64
 import os
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 import yaml
 
 from tests.support.postgres import PostgresCluster
+from tests.support.serving import ServedDesk, serve_app
 from tests.support.waiting import wait_for
 
 ACCESS_LAB_ADDRESS = os.environ.get("OPSFLOW_TEST_ACCESS_LAB_ADDRESS", "127.0.44.1")
@@ -202,33 +202,20 @@ def access_estate(access_env: None, access_estate_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="package")
-def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[Any]:
+def access_desk(access_env: None, access_estate_dir: Path) -> Iterator[ServedDesk]:
     """The desk with the access API, served by uvicorn on a free port, and a worker that
-    carries out its access changes (`server.worker`), both in this process."""
-    import socket
-
-    import uvicorn
-
+    carries out its access changes (`.worker`), both in this process."""
     from opsflow.desk.app import create_app
     from opsflow.desk.estate import EstateCache
     from opsflow.itsm.store.records import open_records
     from opsflow.runtime.worker import Worker
 
     app = create_app(open_records(), EstateCache(access_estate_dir))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    server.url = f"http://127.0.0.1:{port}"
-    server.worker = Worker(open_records())
-    server.worker.start()
-    yield server
-    server.worker.stop()
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(app) as url:
+        desk = ServedDesk(url, Worker(open_records()))
+        desk.worker.start()
+        yield desk
+        desk.worker.stop()
 
 
 # --- checking access the way a user would ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Serving for tests: free ports, and a desk or a worker in a process of its own."""
+"""Serving for tests: free ports, an app served by uvicorn in a thread, and a desk or a worker
+in a process of its own."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
+import uvicorn
 from prefect.settings import PREFECT_API_URL
 
 from tests.support import PROJECT
@@ -23,6 +27,45 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def serve_app(app: Any, log_level: str = "warning") -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free loopback port: its URL once it has
+    started; stopped at the end of the block."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level=log_level)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "the app to start")
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@dataclass
+class ServedDesk:
+    """A desk served in this process (`serve_app`): its URL, the worker that carries its work
+    in this process too, and its triage dispatcher when it has one of its own."""
+
+    url: str
+    worker: Any
+    dispatcher: Any = None
 
 
 @dataclass

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from datetime import timedelta
 
 import pytest
 import typer
-import uvicorn
 from typer.testing import CliRunner
 
 from opsflow.cli.problems import known_error_app, problem_app
 from tests.support.factories import NOW, TOKENS, auth, failure
-from tests.support.serving import free_port
+from tests.support.serving import serve_app
 
 KNOWN_ERROR = {
     "service": "app",
@@ -90,21 +87,10 @@ def test_operators_record_known_errors(desk_client, recurring, store) -> None:
 @pytest.fixture
 def served_desk(desk_client, monkeypatch):
     """The same desk app served over HTTP, with the CLI pointed at it as olga."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(desk_client.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the desk did not start"
-        time.sleep(0.05)
-    monkeypatch.setenv("OPSFLOW_DESK_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("OPSFLOW_TOKEN", TOKENS["olga"])
-    yield
-    server.should_exit = True
-    thread.join(10)
+    with serve_app(desk_client.app) as url:
+        monkeypatch.setenv("OPSFLOW_DESK_URL", url)
+        monkeypatch.setenv("OPSFLOW_TOKEN", TOKENS["olga"])
+        yield
 
 
 def cli(*args: str):

@@ -36,8 +36,9 @@ def grant(grant_id: int, ends_in_s: float, state: str = "active") -> AccessGrant
 
 
 @pytest.fixture
-def store(tmp_path: Any) -> Records:
-    return Records(f"sqlite:///{tmp_path / 'records.db'}")
+def records_url(tmp_path: Any) -> str:
+    """The runner's timing is the subject here, not the backend: SQLite only."""
+    return f"sqlite:///{tmp_path / 'records.db'}"
 
 
 @pytest.fixture

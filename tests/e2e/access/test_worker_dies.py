@@ -19,7 +19,7 @@ from tests.support.prefect_api import run_state
 from tests.support.serving import worker_process
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("access_env")]
+pytestmark = pytest.mark.usefixtures("access_env")
 
 
 @pytest.fixture

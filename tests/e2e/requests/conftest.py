@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +15,11 @@ from typing import Any
 
 import pytest
 import requests
-import uvicorn
 import yaml
 
 from opsflow.inventory.models import token_sha256
 from opsflow.lab.catalog import lab_catalog
+from tests.support.serving import serve_app
 from tests.support.waiting import wait_for
 
 QUICK_TIMEOUT_MINUTES = 0.1
@@ -135,12 +134,6 @@ def request_estate(lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
         yield RequestEstate(directory, tokens)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Desk:
     """A running desk and a small HTTP client acting as one person or another."""
 
@@ -190,13 +183,7 @@ def request_desk(
 
     session = lab_desk
     app = create_app(open_records(), EstateCache(request_estate.directory))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    yield Desk(f"http://127.0.0.1:{port}", request_estate.tokens, session)
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(app) as url:
+        yield Desk(url, request_estate.tokens, session)
     runs = session.worker.requests
     assert runs.wait_idle(60), f"{runs.running} request runs still going after the tests"

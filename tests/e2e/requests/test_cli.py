@@ -10,8 +10,6 @@ from typer.testing import CliRunner
 from opsflow.cli.service_requests import request_app
 from tests.e2e.requests.conftest import Desk
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def as_person(request_desk: Desk, monkeypatch: pytest.MonkeyPatch):

@@ -16,8 +16,6 @@ from opsflow.lab.hosts.run import SVC, run_on_host
 from tests.e2e.requests.conftest import Desk
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.slow
-
 
 def run_state(flow_run_id: str) -> str:
     """The Prefect state type of a flow run (PAUSED, RUNNING, COMPLETED…)."""

@@ -19,8 +19,6 @@ from tests.e2e.requests.test_fulfillment import actions, paused_request, run_sta
 from tests.support.serving import worker_process
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def two_workers(

@@ -90,9 +90,7 @@ def open_incidents(desk_url: str, token: str) -> list[dict]:
     return [i for i in answer.json() if i["symptom"] == "certificate-expiring"]
 
 
-def test_expiring_certificate_raises_an_incident(
-    tls_service, lab, desk_url: str, desk_token: str
-) -> None:
+def test_expiring_certificate_raises_an_incident(tls_service, lab, desk_url: str) -> None:
     address, pids = tls_service
     operator = token_file(lab.directory, "alice").read_text().strip()  # monitors only post
     endpoint = TlsEndpoint(host=HOST, port=TLS_PORT, service="app")

@@ -19,11 +19,6 @@ def at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def store(records_url: str) -> Records:
-    return Records(records_url)
-
-
-@pytest.fixture
 def leases(store: Records) -> Leases:
     return store.leases
 

@@ -19,11 +19,6 @@ from opsflow.itsm.store.requests import REQUESTS, service_requests
 T0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(records_url: str) -> Records:
-    return Records(records_url)
-
-
 def submitted(store: Records):
     return store.requests.create("clear-old-logs", {"days": 7}, "carol", "none", "carol", T0)
 

@@ -4,7 +4,6 @@ a temporary directory and on a new database of the session's PostgreSQL."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -32,13 +31,6 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 def minutes(n: float) -> datetime:
     return T0 + timedelta(minutes=n)
-
-
-@pytest.fixture
-def store(records_url: str) -> Iterator[Records]:
-    records = Records(records_url)
-    yield records
-    records.db.dispose()
 
 
 def alert(fingerprint: str = "a1", status: str = "firing", **extra: object) -> EventIn:
