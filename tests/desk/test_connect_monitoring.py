@@ -15,7 +15,7 @@ import yaml
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.store.records import Records
-from opsflow.lab.monitoring import AMTOOL
+from opsflow.lab.monitoring_config import AMTOOL
 from tests.support.alerting import alertmanager, check, prometheus, readme_yaml
 from tests.support.factories import TOKENS
 from tests.support.serving import serve_app

@@ -17,14 +17,13 @@ import yaml
 from opsflow.itsm.records import EventIn
 from opsflow.itsm.store.records import Records
 from opsflow.lab.monitoring import (
-    DESK_JOB,
     SelfWatch,
-    check_configs,
     monitoring_down,
     monitoring_up,
     query,
     wait_until_scraped,
 )
+from opsflow.lab.monitoring_config import DESK_JOB, check_configs
 from opsflow.lab.pager import PagerServer
 from opsflow.lab.people import token_file
 from opsflow.monitoring import SELF_SOURCE

@@ -24,13 +24,13 @@ from opsflow.lab.hosts.state import Lab
 from opsflow.lab.hosts.up import lab_up
 from opsflow.lab.monitoring import (
     Monitoring,
-    check_configs,
     firing_alerts,
     monitoring_down,
     monitoring_up,
     query,
     wait_until_scraped,
 )
+from opsflow.lab.monitoring_config import check_configs
 from tests.support.serving import free_ports
 from tests.support.waiting import wait_for
 
@@ -403,7 +403,7 @@ def _checks(timeline: dict[str, str | None]) -> list[dict[str, Any]]:
 def test_rules_keep_down_and_hung_apart(tmp_path: Path) -> None:
     import yaml
 
-    from opsflow.lab.monitoring import alert_rules
+    from opsflow.lab.monitoring_config import alert_rules
 
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(alert_rules()))
     cases = {

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 import yaml
 
-from opsflow.lab.monitoring import ALERTMANAGER, AMTOOL, PROMETHEUS, PROMTOOL
+from opsflow.lab.monitoring_config import ALERTMANAGER, AMTOOL, PROMETHEUS, PROMTOOL
 from tests.support import PROJECT
 from tests.support.serving import free_port
 from tests.support.waiting import wait_for
