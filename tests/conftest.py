@@ -153,7 +153,7 @@ def lab(opsflow_home: Path):
     try:
         yield lab
     finally:
-        from opsflow.tasks.ssh import close_connections
+        from opsflow.tasks.ssh_connections import close_connections
 
         close_connections()
         lab_down(directory)

@@ -94,7 +94,7 @@ def access_lab(opsflow_home: Path) -> Iterator[Any]:
     """Five lab hosts (lab01..lab05; odd ones in web, even ones in db) for access tests only."""
     from opsflow.lab.hosts.down import lab_down
     from opsflow.lab.hosts.up import lab_up
-    from opsflow.tasks.ssh import close_connections
+    from opsflow.tasks.ssh_connections import close_connections
 
     directory = opsflow_home / "access-lab"
     lab = lab_up(directory, hosts=5, base_address=ACCESS_LAB_ADDRESS)

@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import opsflow.tasks.ssh
+import opsflow.tasks.ssh_connections
 from opsflow.errors import CommandTimeoutError, SSHTransientError
 from opsflow.lab.hosts.run import run_on_host
-from opsflow.tasks.ssh import (
+from opsflow.tasks.ssh import execute
+from opsflow.tasks.ssh_connections import (
     MAX_SESSIONS_PER_HOST,
-    _ConnectionPool,
-    execute,
+    ConnectionPool,
     open_sftp,
     warm_connection,
 )
@@ -79,8 +79,8 @@ def test_more_commands_than_sshd_sessions_all_succeed(estate) -> None:
 
 
 def test_idle_connections_are_closed_and_the_reaper_ends(estate, monkeypatch) -> None:
-    pool = _ConnectionPool(idle_close_s=0.3)
-    monkeypatch.setattr(opsflow.tasks.ssh, "_pool", pool)
+    pool = ConnectionPool(idle_close_s=0.3)
+    monkeypatch.setattr(opsflow.tasks.ssh_connections, "_pool", pool)
     execute(estate.host("lab03"), ["true"])
     [client] = [entry.client for entry in pool._hosts.values()]
     transport = client.get_transport()
@@ -144,8 +144,8 @@ def _connections_to(address: str, port: int) -> int:
 
 
 def test_a_warmed_connection_is_the_one_the_next_command_uses(estate, monkeypatch) -> None:
-    pool = _ConnectionPool()
-    monkeypatch.setattr(opsflow.tasks.ssh, "_pool", pool)
+    pool = ConnectionPool()
+    monkeypatch.setattr(opsflow.tasks.ssh_connections, "_pool", pool)
     host = estate.host("lab04")
     before = _connections_to(host.address, host.port)
     warm_connection(host)
