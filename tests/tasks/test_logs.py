@@ -1,4 +1,5 @@
-"""Log clean-up and rotation do only what the policy names, and nothing through planted links."""
+"""Log clean-up and rotation do only what the policy names, and nothing through planted links
+(tasks.log_cleanup, tasks.log_rotation and the safe-directory core they share, tasks.logs)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,9 @@ from opsflow.flows.routine_ops.rotate_logs import rotate_logs
 from opsflow.inventory.models import Service
 from opsflow.lab.hosts.run import run_on_host
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.logs import (
-    CleanupPolicy,
-    Filesystem,
-    LogFile,
-    LogRotation,
-    UnsafeLogPathError,
-    plan_cleanup,
-    read_log_tail,
-    rotate_log,
-)
+from opsflow.tasks.log_cleanup import CleanupPolicy, Filesystem, LogFile, plan_cleanup
+from opsflow.tasks.log_rotation import LogRotation, rotate_log
+from opsflow.tasks.logs import UnsafeLogPathError, read_log_tail
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 
