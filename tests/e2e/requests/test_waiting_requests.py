@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
-from opsflow.flows.request_fulfillment import RESUME_CHECK_S
+from opsflow.flows.paused_runs import RESUME_CHECK_S
 from opsflow.itsm.store.records import Records
 from opsflow.lab.people import token_file
 from tests.e2e.requests.conftest import Desk
