@@ -11,8 +11,7 @@ import requests
 from sqlalchemy.engine import make_url
 
 from opsflow.desk.access_log import target
-from tests.desk.test_intake import firing
-from tests.support.factories import TOKENS, auth
+from tests.support.factories import TOKENS, auth, firing
 from tests.support.serving import desk_process
 from tests.support.waiting import wait_for
 

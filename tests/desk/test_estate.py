@@ -14,8 +14,7 @@ from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.inventory.models import token_sha256
 from opsflow.itsm.store.records import Records
-from tests.desk.test_intake import firing, stored_events
-from tests.support.factories import auth
+from tests.support.factories import auth, firing, stored_events
 from tests.support.metrics import sample
 from tests.support.waiting import wait_for
 

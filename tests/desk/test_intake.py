@@ -5,29 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.support.factories import auth
+from tests.support.factories import auth, firing, stored_events, webhook_alert, webhook_body
 from tests.support.metrics import sample
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager"
-"""Real payloads captured from Prometheus and Alertmanager (copied from shared/fixtures)."""
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def firing(**labels: str) -> dict:
-    body = copy.deepcopy(load("firing.json"))
-    body["alerts"][0]["labels"].update(labels)
-    return body
-
-
-def stored_events(store) -> list:
-    return store.events.pending(10_000)
 
 
 def accepted(stored: int = 0, duplicates: int = 0, rejected: list | None = None) -> dict:
@@ -63,9 +45,11 @@ def test_alertmanager_webhook_is_stored_once(desk_client, store) -> None:
 
 
 def test_resolved_delivery_is_a_new_event(desk_client, store) -> None:
-    desk_client.post("/api/v1/events/alertmanager", json=load("firing.json"), headers=auth("max"))
+    desk_client.post(
+        "/api/v1/events/alertmanager", json=webhook_body("firing.json"), headers=auth("max")
+    )
     answer = desk_client.post(
-        "/api/v1/events/alertmanager", json=load("resolved.json"), headers=auth("max")
+        "/api/v1/events/alertmanager", json=webhook_body("resolved.json"), headers=auth("max")
     )
     assert answer.json() == accepted(stored=1)
     assert [e.status for e in stored_events(store)] == ["firing", "resolved"]
@@ -134,23 +118,21 @@ def test_malformed_bodies_are_refused_naming_the_field(
     assert stored_events(store) == []
 
 
-def _alert(**changes: object) -> dict:
-    """The fixture's alert with a fingerprint of its own and `changes` applied; a `labels`
-    change is merged into the alert's labels."""
-    alert = copy.deepcopy(load("firing.json")["alerts"][0])
-    labels = changes.pop("labels", {})
-    alert.update(changes)
-    alert["labels"].update(labels)
-    return alert
-
-
 HOSTILE_ALERTS = [
-    ("far-east-offset-before-year-1", _alert(startsAt="0001-01-01T00:00:00+23:59"), "startsAt"),
-    ("far-west-offset-after-9999", _alert(endsAt="9999-12-31T23:59:59-23:59"), "endsAt"),
-    ("lone-surrogate-label", _alert(labels={"service": "app\ud800"}), "labels.service"),
-    ("lone-surrogate-label-name", _alert(labels={"a\ud800": "x"}), "labels"),
-    ("nul-in-label", _alert(labels={"service": "app\x00"}), "labels.service"),
-    ("nul-in-annotation", _alert(annotations={"summary": "down\x00"}), "annotations.summary"),
+    (
+        "far-east-offset-before-year-1",
+        webhook_alert(startsAt="0001-01-01T00:00:00+23:59"),
+        "startsAt",
+    ),
+    ("far-west-offset-after-9999", webhook_alert(endsAt="9999-12-31T23:59:59-23:59"), "endsAt"),
+    ("lone-surrogate-label", webhook_alert(labels={"service": "app\ud800"}), "labels.service"),
+    ("lone-surrogate-label-name", webhook_alert(labels={"a\ud800": "x"}), "labels"),
+    ("nul-in-label", webhook_alert(labels={"service": "app\x00"}), "labels.service"),
+    (
+        "nul-in-annotation",
+        webhook_alert(annotations={"summary": "down\x00"}),
+        "annotations.summary",
+    ),
 ]
 
 
@@ -158,8 +140,8 @@ HOSTILE_ALERTS = [
     ("case", "hostile", "field"), HOSTILE_ALERTS, ids=[h[0] for h in HOSTILE_ALERTS]
 )
 def test_a_bad_alert_costs_only_itself(desk_client, store, case, hostile, field) -> None:
-    good = [_alert(fingerprint=f"{i:016x}", labels={"host": f"web{i}"}) for i in (1, 2)]
-    body = {**load("firing.json"), "alerts": [good[0], hostile, good[1]]}
+    good = [webhook_alert(fingerprint=f"{i:016x}", labels={"host": f"web{i}"}) for i in (1, 2)]
+    body = {**webhook_body("firing.json"), "alerts": [good[0], hostile, good[1]]}
 
     refused = {"name": "opsflow_events_rejected_total", "source": "alertmanager"}
     refused_before = sample(desk_client.get("/metrics").text, **refused)
@@ -218,7 +200,7 @@ def test_a_body_with_nothing_usable_is_refused_with_a_json_detail(
     desk_client, store, case, path, body
 ) -> None:
     if case == "every-alert-bad":
-        body = {**load("firing.json"), "alerts": body}
+        body = {**webhook_body("firing.json"), "alerts": body}
     if isinstance(body, bytes | str):
         content = body if isinstance(body, bytes) else body.encode()
     else:

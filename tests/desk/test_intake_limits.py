@@ -18,8 +18,7 @@ from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.desk.middleware import MAX_BODY_BYTES
 from opsflow.itsm.store.records import Records
-from tests.desk.test_intake import _alert, load, stored_events
-from tests.support.factories import TOKENS, auth
+from tests.support.factories import TOKENS, auth, stored_events, webhook_alert, webhook_body
 from tests.support.metrics import sample
 from tests.support.serving import serve_app
 from tests.support.waiting import wait_for
@@ -114,8 +113,10 @@ def _waiting(url: str) -> int:
 
 
 def _webhook(*hosts: str) -> dict:
-    alerts = [_alert(fingerprint=f"{abs(hash(h)):016x}"[:16], labels={"host": h}) for h in hosts]
-    return {**load("firing.json"), "alerts": alerts}
+    alerts = [
+        webhook_alert(fingerprint=f"{abs(hash(h)):016x}"[:16], labels={"host": h}) for h in hosts
+    ]
+    return {**webhook_body("firing.json"), "alerts": alerts}
 
 
 def test_a_full_commit_queue_answers_503_and_stores_nothing_of_the_refused(

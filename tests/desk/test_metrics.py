@@ -11,8 +11,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsflow.itsm.records import EventIn
-from tests.desk.test_intake import firing
-from tests.support.factories import auth
+from tests.support.factories import auth, firing
 from tests.support.metrics import sample
 from tests.support.serving import desk_process
 

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import copy
-import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import requests
 
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.people import token_file
+from tests.support.factories import webhook_body
 from tests.support.waiting import wait_for
 
-FIRING = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "alertmanager" / "firing.json").read_text()
-)
+FIRING = webhook_body("firing.json")
 
 
 def delivery(index: int) -> dict:

@@ -1,8 +1,11 @@
-"""Estates, records and stand-ins tests make: a small written estate with people's tokens,
-incidents as triage would open them, a desk's silent wake-ups."""
+"""Estates, alerts, records and stand-ins tests make: a small written estate with people's
+tokens, Alertmanager webhook bodies from the captured fixtures, events and incidents as the
+desk and triage would store them, a desk's silent wake-ups."""
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,13 +14,61 @@ from uuid import uuid4
 import yaml
 
 from opsflow.inventory.models import token_sha256
-from opsflow.itsm.records import Incident, IncidentCreate, IncidentUpdate
+from opsflow.itsm.records import EventIn, Incident, IncidentCreate, IncidentUpdate
 from opsflow.itsm.store.records import Records
+from tests.support import PROJECT
 
 TOKENS = {"olga": "olga-operator-token", "max": "max-monitor-token", "rita": "rita-requester"}
 """The desk tokens of the small estate's people: olga operates, max monitors, rita requests."""
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 """When `failure` makes its incidents unless told otherwise."""
+ALERTED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+"""When `alert`'s events occurred unless told otherwise."""
+ALERTMANAGER_FIXTURES = PROJECT / "tests" / "fixtures" / "alertmanager"
+"""Real payloads captured from Prometheus and Alertmanager (copied from shared/fixtures)."""
+
+
+def webhook_body(name: str) -> dict:
+    """The captured Alertmanager webhook body `name` (firing.json, resolved.json), fresh."""
+    return json.loads((ALERTMANAGER_FIXTURES / name).read_text())
+
+
+def firing(**labels: str) -> dict:
+    """The captured firing webhook body, its alert's labels updated with `labels`."""
+    body = copy.deepcopy(webhook_body("firing.json"))
+    body["alerts"][0]["labels"].update(labels)
+    return body
+
+
+def webhook_alert(**changes: object) -> dict:
+    """The captured firing alert with `changes` applied; a `labels` change is merged into the
+    alert's labels."""
+    alert = copy.deepcopy(webhook_body("firing.json")["alerts"][0])
+    labels = changes.pop("labels", {})
+    alert.update(changes)
+    alert["labels"].update(labels)
+    return alert
+
+
+def alert(fingerprint: str = "a1", status: str = "firing", **extra: object) -> EventIn:
+    """An Alertmanager event for app on web1 as the desk stores it, with `extra` fields."""
+    fields: dict[str, object] = {
+        "source": "alertmanager",
+        "fingerprint": fingerprint,
+        "status": status,
+        "host": "web1",
+        "service": "app",
+        "labels": {"alertname": "AppDown", "severity": "critical"},
+        "annotations": {"summary": "app down"},
+        "summary": "app is down on web1",
+        "occurred_at": ALERTED_AT,
+    }
+    return EventIn.model_validate({**fields, **extra})
+
+
+def stored_events(store: Records) -> list:
+    """The events `store` holds that triage has not taken yet."""
+    return store.events.pending(10_000)
 
 
 def auth(person: str) -> dict[str, str]:

@@ -25,27 +25,13 @@ from opsflow.itsm.store.errors import (
 from opsflow.itsm.store.events import EventLink, events
 from opsflow.itsm.store.incidents import INCIDENTS, incidents
 from opsflow.itsm.store.records import Records, open_records
+from tests.support.factories import alert
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def minutes(n: float) -> datetime:
     return T0 + timedelta(minutes=n)
-
-
-def alert(fingerprint: str = "a1", status: str = "firing", **extra: object) -> EventIn:
-    fields: dict[str, object] = {
-        "source": "alertmanager",
-        "fingerprint": fingerprint,
-        "status": status,
-        "host": "web1",
-        "service": "app",
-        "labels": {"alertname": "AppDown", "severity": "critical"},
-        "annotations": {"summary": "app down"},
-        "summary": "app is down on web1",
-        "occurred_at": T0,
-    }
-    return EventIn.model_validate({**fields, **extra})
 
 
 def app_down(**extra: object) -> IncidentCreate:
