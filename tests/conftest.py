@@ -12,12 +12,17 @@ import pytest
 import yaml
 
 from opsflow.itsm.store.records import Records
-from tests.support.access_lab import access_estate_dir, access_lab, access_records_url, people
+from tests.support.access_lab import (
+    access_estate_dir,
+    access_lab,
+    access_people,
+    access_records_url,
+)
 from tests.support.factories import write_small_estate
 from tests.support.postgres import PostgresCluster, start_cluster
 from tests.support.serving import ServedDesk, free_port, serve_app
 
-__all__ = ["access_estate_dir", "access_lab", "access_records_url", "people"]
+__all__ = ["access_estate_dir", "access_lab", "access_people", "access_records_url"]
 
 LAB_HOSTS = 5
 LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]

@@ -107,7 +107,7 @@ def access_lab(opsflow_home: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def people(access_lab: Any) -> dict[str, Person]:
+def access_people(access_lab: Any) -> dict[str, Person]:
     """alice (operator, ops), bob (approver, ops), carol (requester, users): keys and tokens."""
     from opsflow.lab.people import token_file
 
@@ -131,7 +131,7 @@ def people(access_lab: Any) -> dict[str, Person]:
 
 
 @pytest.fixture(scope="session")
-def access_estate_dir(access_lab: Any, people: dict[str, Person]) -> Path:
+def access_estate_dir(access_lab: Any, access_people: dict[str, Person]) -> Path:
     """The access lab's estate with its own credentials block, people's keys and entitlements."""
     from opsflow.lab.entitlements import write_entitlements
 
@@ -144,8 +144,8 @@ def access_estate_dir(access_lab: Any, people: dict[str, Person]) -> Path:
     people_file = estate_dir / "people.yaml"
     data = yaml.safe_load(people_file.read_text())
     for entry in data["people"]:
-        if entry["name"] in people:
-            entry["ssh_public_key"] = people[entry["name"]].public_key
+        if entry["name"] in access_people:
+            entry["ssh_public_key"] = access_people[entry["name"]].public_key
     people_file.write_text(yaml.safe_dump(data, sort_keys=False))
     path = write_entitlements(estate_dir)
     data = yaml.safe_load(path.read_text())

@@ -102,9 +102,9 @@ def seconds_until_usable(estate: Any, names: list[str], person: Person, started:
 
 
 def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
-    on_host: Any, access_desk: Any, access_estate: Any, people: dict[str, Person]
+    on_host: Any, access_desk: Any, access_estate: Any, access_people: dict[str, Person]
 ) -> None:
-    carol, bob = people["carol"], people["bob"]
+    carol, bob = access_people["carol"], access_people["bob"]
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="deploy")
     assert grant["state"] == "requested"
     assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL)
@@ -127,11 +127,11 @@ def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
 
 
 def test_a_grant_whose_worker_died_before_its_run_is_put_in_place(
-    access_desk: Any, access_estate: Any, people: dict[str, Person]
+    access_desk: Any, access_estate: Any, access_people: dict[str, Person]
 ) -> None:
     from opsflow.itsm.store.records import open_records
 
-    carol = people["carol"]
+    carol = access_people["carol"]
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
     # What a worker leaves behind when it dies between leasing an approved grant and its
     # run: the grant approved, its lease held by a process that no longer renews it.
@@ -156,11 +156,11 @@ def test_sudo_grant_gives_sudo_on_its_group_only(
     access_lab: Any,
     access_desk: Any,
     access_estate: Any,
-    people: dict[str, Person],
+    access_people: dict[str, Person],
 ) -> None:
     from opsflow.flows.access_provisioning import grant_access
 
-    alice, bob = people["alice"], people["bob"]
+    alice, bob = access_people["alice"], access_people["bob"]
     grant = ask(access_desk, alice, "db-sudo", duration_minutes=30)
     before = lab_state(access_lab)
     plan = grant_access(grant["id"], dry_run=True)  # what an approver would set in motion
@@ -188,7 +188,7 @@ def test_time_to_access_on_five_hosts_and_granting_twice_changes_nothing(
     access_lab: Any,
     access_desk: Any,
     access_estate: Any,
-    people: dict[str, Person],
+    access_people: dict[str, Person],
     capsys: Any,
 ) -> None:
     """Measured, not asserted: approval to the moment the last host's key file was written.
@@ -198,7 +198,7 @@ def test_time_to_access_on_five_hosts_and_granting_twice_changes_nothing(
     """
     from opsflow.flows.access_provisioning import grant_access
 
-    carol, bob = people["carol"], people["bob"]
+    carol, bob = access_people["carol"], access_people["bob"]
     timings = []
     for attempt in range(3):
         grant = ask(access_desk, carol, "lab-login", duration_minutes=10)
@@ -226,9 +226,9 @@ def test_time_to_access_on_five_hosts_and_granting_twice_changes_nothing(
 
 
 def test_grant_expires_at_its_end(
-    access_desk: Any, access_estate: Any, people: dict[str, Person]
+    access_desk: Any, access_estate: Any, access_people: dict[str, Person]
 ) -> None:
-    carol, bob = people["carol"], people["bob"]
+    carol, bob = access_people["carol"], access_people["bob"]
     grant = ask(access_desk, carol, "web-login", duration_minutes=0.1)
     assert approve(access_desk, bob, grant["id"]).status_code == 202
     active = grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
@@ -242,14 +242,14 @@ def test_grant_expires_at_its_end(
 
 
 def test_expiry_reads_the_store_so_a_restart_loses_nothing(
-    access_estate: Any, people: dict[str, Person]
+    access_estate: Any, access_people: dict[str, Person]
 ) -> None:
     """No desk, no timer: a fresh expiry run finds the ended grant in the store."""
     from opsflow.flows.access_provisioning import expire_access, grant_access
     from opsflow.itsm.access import AccessRequestCreate, resolve_request
     from opsflow.itsm.store.records import open_records
 
-    carol = people["carol"]
+    carol = access_people["carol"]
     grants = open_records().access
     body = AccessRequestCreate(entitlement="web-login", duration_minutes=0.05)
     person = access_estate.person("carol")
@@ -267,9 +267,9 @@ def test_expiry_reads_the_store_so_a_restart_loses_nothing(
 
 
 def test_refusals_are_clear_and_change_nothing(
-    access_lab: Any, access_desk: Any, people: dict[str, Person]
+    access_lab: Any, access_desk: Any, access_people: dict[str, Person]
 ) -> None:
-    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    alice, bob, carol = access_people["alice"], access_people["bob"], access_people["carol"]
     before = lab_state(access_lab)
 
     own = ask(access_desk, bob, "db-sudo", duration_minutes=10, ssh_public_key=bob.public_key)
@@ -325,9 +325,9 @@ def test_refusals_are_clear_and_change_nothing(
 
 
 def test_a_grant_failing_on_one_host_leaves_no_host_changed(
-    on_host: Any, access_lab: Any, access_desk: Any, people: dict[str, Person]
+    on_host: Any, access_lab: Any, access_desk: Any, access_people: dict[str, Person]
 ) -> None:
-    alice, bob = people["alice"], people["bob"]
+    alice, bob = access_people["alice"], access_people["bob"]
     for name in DB:  # start from hosts opsflow never touched, so even its group must go
         on_host(name, ["groupdel", "opsflow-access"])
     before = lab_state(access_lab)
@@ -348,9 +348,13 @@ def test_a_grant_failing_on_one_host_leaves_no_host_changed(
 
 
 def test_review_reports_and_enforce_removes_what_no_grant_explains(
-    on_host: Any, access_lab: Any, access_desk: Any, access_estate: Any, people: dict[str, Person]
+    on_host: Any,
+    access_lab: Any,
+    access_desk: Any,
+    access_estate: Any,
+    access_people: dict[str, Person],
 ) -> None:
-    carol, bob = people["carol"], people["bob"]
+    carol, bob = access_people["carol"], access_people["bob"]
     grant = ask(access_desk, carol, "web-login", duration_minutes=30)
     assert approve(access_desk, bob, grant["id"]).status_code == 202
     grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
@@ -358,13 +362,13 @@ def test_review_reports_and_enforce_removes_what_no_grant_explains(
     on_host("lab03", ["groupadd", "--force", "opsflow-access"])
     on_host("lab03", ["useradd", "--create-home", "--groups", "opsflow-access", "mallory"])
     on_host("lab02", ["sh", "-c", "echo 'mallory ALL=(ALL) ALL' > /etc/sudoers.d/opsflow-x"])
-    stale = f"{people['alice'].public_key.rsplit(' ', 1)[0]} opsflow-grant-999"
+    stale = f"{access_people['alice'].public_key.rsplit(' ', 1)[0]} opsflow-grant-999"
     on_host("lab01", ["sh", "-c", f"echo '{stale}' >> /home/carol/.ssh/authorized_keys"])
     before = lab_state(access_lab)
 
     answer = call(access_desk, carol, "POST", "/access-reviews", json={})
     assert answer.status_code == 403, "reviews are for operators"
-    rows = call(access_desk, people["alice"], "POST", "/access-reviews", json={}).json()
+    rows = call(access_desk, access_people["alice"], "POST", "/access-reviews", json={}).json()
     unexplained = {(r["host"], r["kind"], r["name"]) for r in rows if r["explained_by"] is None}
     assert unexplained == {
         ("lab03", "account", "mallory"),
@@ -380,7 +384,7 @@ def test_review_reports_and_enforce_removes_what_no_grant_explains(
     result = CliRunner().invoke(
         access_app,
         ["review", "--enforce", "--json"],
-        env={"OPSFLOW_DESK_URL": access_desk.url, "OPSFLOW_TOKEN": people["alice"].token},
+        env={"OPSFLOW_DESK_URL": access_desk.url, "OPSFLOW_TOKEN": access_people["alice"].token},
     )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
@@ -401,7 +405,7 @@ def test_review_reports_and_enforce_removes_what_no_grant_explains(
 
 
 def test_cli_requests_approves_lists_and_revokes(
-    access_desk: Any, access_estate: Any, people: dict[str, Person]
+    access_desk: Any, access_estate: Any, access_people: dict[str, Person]
 ) -> None:
     def opsflow(person: Person, *args: str) -> Any:
         env = {"OPSFLOW_DESK_URL": access_desk.url, "OPSFLOW_TOKEN": person.token}
@@ -409,7 +413,7 @@ def test_cli_requests_approves_lists_and_revokes(
         assert result.exit_code == 0, result.output
         return json.loads(result.output)
 
-    carol, bob = people["carol"], people["bob"]
+    carol, bob = access_people["carol"], access_people["bob"]
     grant = opsflow(carol, "request", "web-login", "--minutes", "15", "--reason", "on call")
     assert grant["state"] == "requested" and grant["duration_minutes"] == 15
     refused = CliRunner().invoke(

@@ -47,12 +47,12 @@ def test_a_worker_killed_mid_grant_leaves_the_grant_to_another(
     access_desk: Any,
     access_lab: Any,
     access_estate: Any,
-    people: dict[str, Person],
+    access_people: dict[str, Person],
     two_workers: list[subprocess.Popen],
 ) -> None:
     from opsflow.itsm.store.records import open_records
 
-    carol, bob = people["carol"], people["bob"]
+    carol, bob = access_people["carol"], access_people["bob"]
     grants, leases = open_records().access, open_records().leases
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="on call")
     by_pid = {process.pid: process for process in two_workers}

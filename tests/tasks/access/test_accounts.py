@@ -56,9 +56,9 @@ def grant_dave(host: Any, public_key: str) -> list[bool]:
 
 @pytest.mark.usefixtures("clean")
 def test_second_run_changes_nothing_and_access_works(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
-    dave_key = people["carol"]
+    dave_key = access_people["carol"]
     assert grant_dave(host, dave_key.public_key) == [True, True, True]
     state = host_state(access_lab, host.name)
     assert grant_dave(host, dave_key.public_key) == [False, False, False]
@@ -72,12 +72,12 @@ def test_second_run_changes_nothing_and_access_works(
 
 @pytest.mark.usefixtures("clean")
 def test_dry_run_reports_the_plan_and_changes_nothing(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
     before = host_state(access_lab, host.name)
     plan = [
         ensure_account.fn(host, USER, dry_run=True),
-        install_key.fn(host, USER, people["carol"].public_key, GRANT, dry_run=True),
+        install_key.fn(host, USER, access_people["carol"].public_key, GRANT, dry_run=True),
         install_sudo_rule.fn(host, USER, GRANT, "test", dry_run=True),
     ]
     assert [c.state for c in plan] == ["planned"] * 3
@@ -88,11 +88,11 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
 
 @pytest.mark.usefixtures("clean")
 def test_removal_takes_only_what_opsflow_put_there(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
     ensure_account.fn(host, USER)
-    install_key.fn(host, USER, people["carol"].public_key, GRANT)
-    own = people["bob"].public_key
+    install_key.fn(host, USER, access_people["carol"].public_key, GRANT)
+    own = access_people["bob"].public_key
     run_on_host(
         host.name,
         ["sh", "-c", f'echo "{own}" >> /home/{USER}/.ssh/authorized_keys'],
@@ -111,16 +111,16 @@ def test_removal_takes_only_what_opsflow_put_there(
 
 @pytest.mark.usefixtures("clean")
 def test_a_marker_the_user_wrote_does_not_keep_the_account(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
     """A granted user copies the grant's marker onto a key of their own: once the grant is
     gone, the account goes too, because only the records say which grants are live."""
     ensure_account.fn(host, USER)
-    install_key.fn(host, USER, people["carol"].public_key, GRANT)
-    own = people["bob"].public_key.split()[:2]
+    install_key.fn(host, USER, access_people["carol"].public_key, GRANT)
+    own = access_people["bob"].public_key.split()[:2]
     planted = " ".join([*own, marker(GRANT + 7)])
     written = f"echo '{planted}' >> ~/.ssh/authorized_keys"
-    assert ssh_as(host, USER, people["carol"].key_file, written) == 0
+    assert ssh_as(host, USER, access_people["carol"].key_file, written) == 0
     assert remove_key.fn(host, USER, GRANT).changed
     assert remove_account.fn(host, USER, still_granted=[]).changed
     assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 2
@@ -128,13 +128,13 @@ def test_a_marker_the_user_wrote_does_not_keep_the_account(
 
 @pytest.mark.usefixtures("clean")
 def test_an_account_opsflow_did_not_create_is_never_adopted_or_removed(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
     run_on_host(host.name, ["useradd", "--create-home", USER], access_lab.directory)
     with pytest.raises(UnmanagedAccountError, match=f"not in group {MANAGED_GROUP}"):
         ensure_account.fn(host, USER)
     with pytest.raises(UnmanagedAccountError):
-        install_key.fn(host, USER, people["carol"].public_key, GRANT)
+        install_key.fn(host, USER, access_people["carol"].public_key, GRANT)
     assert not remove_account.fn(host, USER, still_granted=None).changed
     assert run_on_host(host.name, ["getent", "passwd", USER], access_lab.directory).returncode == 0
 
@@ -153,7 +153,7 @@ def test_visudo_rejects_a_bad_rule_before_it_is_in_place(access_lab: Any, host: 
 
 @pytest.mark.usefixtures("clean")
 def test_a_symlinked_authorized_keys_cannot_make_root_write_elsewhere(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
     ensure_account.fn(host, USER)
     for argv in (
@@ -168,7 +168,7 @@ def test_a_symlinked_authorized_keys_cannot_make_root_write_elsewhere(
     )
     shadow = run_on_host(host.name, ["cat", "/etc/shadow"], access_lab.directory).stdout
     with pytest.raises(Exception, match="Permission denied"):
-        install_key.fn(host, USER, people["carol"].public_key, GRANT)
+        install_key.fn(host, USER, access_people["carol"].public_key, GRANT)
     assert run_on_host(host.name, ["cat", "/etc/shadow"], access_lab.directory).stdout == shadow
 
 
@@ -199,11 +199,11 @@ def _root_keys(access_lab: Any, host: Any) -> str | None:
 
 @pytest.mark.usefixtures("clean")
 def test_a_crafted_authorized_keys_cannot_pass_for_root(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
     """Dave writes a file whose last lines read like root's account; nothing believes it."""
     ensure_account.fn(host, USER)
-    install_key.fn(host, USER, people["carol"].public_key, GRANT)
+    install_key.fn(host, USER, access_people["carol"].public_key, GRANT)
     grant_line = next(iter(read_account(host, USER).authorized_keys))
     # Exactly the last 4,000 characters a command result used to keep, shaped like the
     # account script's output: a passwd entry for uid 0, the managed group, the separator.
@@ -214,23 +214,25 @@ def test_a_crafted_authorized_keys_cannot_pass_for_root(
     assert len(forged) == 4000
     encoded = base64.b64encode(forged.encode()).decode()
     written = f"echo {encoded} | base64 -d >> ~/.ssh/authorized_keys"
-    assert ssh_as(host, USER, people["carol"].key_file, written) == 0, "dave wrote his own file"
+    assert ssh_as(host, USER, access_people["carol"].key_file, written) == 0, (
+        "dave wrote his own file"
+    )
     root_before = _root_keys(access_lab, host)
     try:
-        second = install_key.fn(host, USER, people["bob"].public_key, GRANT + 1)
+        second = install_key.fn(host, USER, access_people["bob"].public_key, GRANT + 1)
         assert second.changed
         assert _root_keys(access_lab, host) == root_before, "root's keys were touched"
         account = read_account(host, USER)
         assert (account.username, account.home) == (USER, f"/home/{USER}")
         assert account.uid != 0
-        bob_body = people["bob"].public_key.split()[1]
+        bob_body = access_people["bob"].public_key.split()[1]
         dave_keys = run_on_host(
             host.name, ["cat", f"/home/{USER}/.ssh/authorized_keys"], access_lab.directory
         ).stdout
         assert bob_body in dave_keys
 
         assert remove_key.fn(host, USER, GRANT + 1).changed
-        carol_grant = live_grant(GRANT, USER, people["carol"].public_key, [host.name])
+        carol_grant = live_grant(GRANT, USER, access_people["carol"].public_key, [host.name])
         kept = remove_account.fn(host, USER, still_granted=[carol_grant])
         assert not kept.changed and "opsflow key" in kept.detail, "grant 9001 still needs it"
         assert remove_key.fn(host, USER, GRANT).changed
@@ -250,11 +252,11 @@ def test_a_crafted_authorized_keys_cannot_pass_for_root(
 
 
 def test_review_reads_every_managed_account_and_key(
-    access_lab: Any, host: Any, people: dict[str, Person]
+    access_lab: Any, host: Any, access_people: dict[str, Person]
 ) -> None:
     """Eighty accounts, each with a key: far more output than any tail; all are read."""
     names = [f"bulk{n:03d}" for n in range(80)]
-    key = people["carol"].public_key
+    key = access_people["carol"].public_key
     script = """set -e
 group=$1 key=$2; shift 2
 getent group "$group" >/dev/null || groupadd --system "$group"

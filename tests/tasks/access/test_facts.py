@@ -29,9 +29,9 @@ def frank(access_lab: Any, access_estate: Any) -> Any:
 
 
 def test_review_does_not_read_keys_through_a_link_in_a_home(
-    access_lab: Any, frank: Any, people: dict[str, Person]
+    access_lab: Any, frank: Any, access_people: dict[str, Person]
 ) -> None:
-    key = " ".join(people["bob"].public_key.split()[:2])
+    key = " ".join(access_people["bob"].public_key.split()[:2])
     plant = f"""
     mkdir -p -m 0700 /root/.ssh
     echo "{key} opsflow-grant-{ROOT_GRANT}" > /root/.ssh/authorized_keys

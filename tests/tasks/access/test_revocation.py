@@ -55,14 +55,14 @@ def scheduled(lab: Any, host: str) -> str:
 
 
 @pytest.fixture
-def granted(access_lab: Any, access_estate: Any, people: dict[str, Person]) -> Any:
+def granted(access_lab: Any, access_estate: Any, access_people: dict[str, Person]) -> Any:
     """erin granted on lab03 and lab04, each with work running and scheduled; gone after."""
     uids = {}
     for name in HOSTS:
         host = access_estate.host(name)
         ensure_account.fn(host, USER)
-        install_key.fn(host, USER, people["carol"].public_key, GRANT)
-        assert ssh_as(host, USER, people["carol"].key_file, WORK) == 0
+        install_key.fn(host, USER, access_people["carol"].public_key, GRANT)
+        assert ssh_as(host, USER, access_people["carol"].key_file, WORK) == 0
         uids[name] = on(access_lab, name, 'id -u "$1"', USER).strip()
         wait_for(
             lambda n=name: (

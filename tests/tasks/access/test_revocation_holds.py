@@ -50,19 +50,19 @@ def gone(lab: Any, host: str, username: str) -> bool:
 
 
 @pytest.fixture
-def gina(access_lab: Any, access_estate: Any, people: dict[str, Person]) -> Any:
+def gina(access_lab: Any, access_estate: Any, access_people: dict[str, Person]) -> Any:
     """gina, granted on lab01 with carol's key; gone afterwards."""
     host = access_estate.host("lab01")
     ensure_account.fn(host, "gina")
-    install_key.fn(host, "gina", people["carol"].public_key, 9201)
+    install_key.fn(host, "gina", access_people["carol"].public_key, 9201)
     yield host
     run_on_host(host.name, ["userdel", "--force", "--remove", "gina"], access_lab.directory)
 
 
 def test_an_oversized_authorized_keys_blocks_neither_review_nor_revocation(
-    access_lab: Any, gina: Any, people: dict[str, Person]
+    access_lab: Any, gina: Any, access_people: dict[str, Person]
 ) -> None:
-    carol = people["carol"]
+    carol = access_people["carol"]
     # Over the review's line bound, under the size bound: the first lines are listed.
     assert ssh_as(gina, "gina", carol.key_file, mark(2000)) == 0
     facts = read_access_facts.fn(gina)
@@ -119,12 +119,12 @@ def hank(access_lab: Any, access_estate: Any) -> Any:
 
 
 def test_a_marker_of_a_grant_on_other_hosts_does_not_keep_the_account(
-    access_lab: Any, access_estate: Any, people: dict[str, Person], hank: list[int]
+    access_lab: Any, access_estate: Any, access_people: dict[str, Person], hank: list[int]
 ) -> None:
     """hank holds web-login (lab01, lab03, lab05) and lab-login (every host). On lab02, where
     only lab-login reaches, he marks his key with web-login's marker; revoking lab-login
     removes his account there, and keeps it where web-login still holds."""
-    carol = people["carol"]
+    carol = access_people["carol"]
     web = _grant(access_estate, carol, "web-login", "hank")
     hank.append(web)
     lab = _grant(access_estate, carol, "lab-login", "hank")
