@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from prefect import flow
 
-from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.service_control import control_of
-from opsflow.tasks.ssh import execute
-
 DEPLOYMENT = "first-command/first-command"
 
 
 @flow(name="first-command")
 def first_command(host: str, service: str = "app") -> int:
-    """Run `service`'s status command on `host`; its exit status."""
+    """Run `service`'s status command on `host`; its exit status.
+
+    Imports inside: the runner pickles a flow of `__main__` by value with its globals, and
+    the `read_estate` task holds a lock that cannot be pickled.
+    """
+    from opsflow.tasks.inventory import read_estate
+    from opsflow.tasks.service_control import control_of
+    from opsflow.tasks.ssh import execute
+
     estate = read_estate.fn()
     target = estate.host(host)
     service_spec = next(s for s in estate.services if s.name == service)

@@ -108,11 +108,12 @@ def run_flow(db: Path, estate_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     while True:
         run_started = time.perf_counter()
-        decisions = event_triage()
+        counts = event_triage()
         runs.append(time.perf_counter() - run_started)
-        if not decisions:
+        if not counts:
             break
-        actions.update(d["action"] for d in decisions)
+        for way in counts:
+            actions[way["action"]] += way["events"]
         last_productive = time.perf_counter()
     elapsed = last_productive - started
     return {

@@ -7,9 +7,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from opsflow.blocks.alertmanager import AlertmanagerCredentials
+from opsflow.blocks.http import HttpCredentials
 from opsflow.blocks.ssh import SshCredentials
 
-BLOCK_TYPES = (SshCredentials, AlertmanagerCredentials)
+BLOCK_TYPES = (SshCredentials, AlertmanagerCredentials, HttpCredentials)
 
 
 def register_block_types() -> None:
@@ -23,6 +24,23 @@ def save_desk_token(token: str, name: str = "opsflow-desk-token") -> None:
     from prefect.blocks.system import Secret
 
     Secret(value=token).save(name, overwrite=True)
+
+
+def save_http_credentials(
+    name: str,
+    bearer_token: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> HttpCredentials:
+    """Store a bearer token, or a user and password, as the HTTP credentials block called
+    `name` (a runbook's HTTP steps name it); ValueError when it is neither."""
+    block = HttpCredentials(
+        bearer_token=SecretStr(bearer_token.strip()) if bearer_token is not None else None,
+        username=username,
+        password=SecretStr(password) if password is not None else None,
+    )
+    block.save(name, overwrite=True)
+    return block
 
 
 def save_ssh_credentials(

@@ -15,7 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from opsflow.desk.access_log import AccessLog
-from opsflow.desk.api import access, events, incidents, me, problems, requests, services
+from opsflow.desk.api import (
+    access,
+    approvals,
+    events,
+    incidents,
+    me,
+    problems,
+    requests,
+    services,
+)
 from opsflow.desk.api import status as desk_status
 from opsflow.desk.api.events import Intake
 from opsflow.desk.api.schema import ERROR_RESPONSES
@@ -24,21 +33,25 @@ from opsflow.desk.group_commit import RETRY_AFTER_S, IntakeBusyError, IntakeStor
 from opsflow.desk.intake import BodyRefusedError, field_errors
 from opsflow.desk.metrics import metrics_registry
 from opsflow.desk.middleware import BodyLimit, SenderFirst
-from opsflow.desk.web import page
+from opsflow.desk.web import page, status_view
 from opsflow.errors import PermanentError
+from opsflow.itsm.access import AccessGrant
 from opsflow.itsm.records import Incident
+from opsflow.itsm.requests import ServiceRequest
 from opsflow.itsm.store.records import Records
 from opsflow.settings import get_settings
 
 ROUTERS = (
     requests.router,
     access.router,
+    approvals.router,
     problems.router,
     events.router,
     incidents.router,
     me.router,
     services.router,
     page.router,
+    status_view.router,
     desk_status.router,
 )
 """Every router of the desk, in the order the app mounts them."""
@@ -51,11 +64,15 @@ def create_app(
     lifespan: Any = None,
     on_incident_change: Callable[[Incident, str], None] = lambda incident, change: None,
     max_waiting_events: int = 50_000,
+    on_record_change: Callable[[ServiceRequest | AccessGrant, str], None] = (
+        lambda record, change: None
+    ),
 ) -> FastAPI:
     """The desk API over `store`, authenticating against `estate()`'s people.
 
     `on_events` is told when new events are stored; `on_incident_change` when a person
-    opens or changes an incident (the server publishes both to Prefect). Past
+    opens or changes an incident; `on_record_change` when a person submits or decides a
+    service request or access grant (the server publishes all three to Prefect). Past
     `max_waiting_events` events waiting for their commit, intake answers 503.
     """
     app = FastAPI(
@@ -72,6 +89,7 @@ def create_app(
     app.state.estate = estate
     app.state.on_events = on_events
     app.state.on_incident_change = on_incident_change
+    app.state.on_record_change = on_record_change
     app.state.intake = Intake(store, max_waiting_events, on_events)
     app.state.metrics_registry = metrics_registry(store, estate)
     for router in ROUTERS:

@@ -21,11 +21,16 @@ from fastapi.security.utils import get_authorization_scheme_param
 from opsflow.desk.estate import EstateCache, EstateUnavailableError
 from opsflow.desk.runners.wake_ups import WakeUps
 from opsflow.inventory.models import Estate, Person, token_sha256
+from opsflow.itsm.access import AccessGrant
+from opsflow.itsm.requests import ServiceRequest
 from opsflow.itsm.store import records as store
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.known_errors import KnownErrors as KnownErrorRecords
 from opsflow.itsm.store.problems import Problems as ProblemRecords
 from opsflow.itsm.store.requests import Requests as RequestRecords
+
+RecordChange = Callable[[ServiceRequest | AccessGrant, str], None]
+"""Told of a service request's or an access grant's change (the record after it, the change)."""
 
 bearer = HTTPBearer(auto_error=False, description="A person's opsflow API token.")
 
@@ -167,6 +172,12 @@ async def wake_ups(request: Request) -> WakeUps:
     return found
 
 
+async def record_changes(request: Request) -> RecordChange:
+    """Where the app tells of a service request or access grant submitted or decided
+    (`app.state.on_record_change`: the server publishes it to Prefect's event feed)."""
+    return request.app.state.on_record_change
+
+
 Records = Annotated[store.Records, Depends(records)]
 """A route parameter: the records."""
 Requests = Annotated[RequestRecords, Depends(service_requests)]
@@ -184,3 +195,5 @@ EstateFiles = Annotated[EstateCache, Depends(estate_files)]
 """A route parameter: the estate's loader, which says whether the files load (never raises)."""
 Wake = Annotated[WakeUps, Depends(wake_ups)]
 """A route parameter: the wake-ups that tell the workers work was recorded."""
+Publish = Annotated[RecordChange, Depends(record_changes)]
+"""A route parameter: tells of a request's or grant's change, e.g. `publish(grant, "approved")`."""

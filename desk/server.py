@@ -29,7 +29,7 @@ from opsflow.flows.work import triage_events
 from opsflow.itsm.store.records import open_records
 from opsflow.logs import configure_logging
 from opsflow.settings import get_settings
-from opsflow.tasks.events import publish_incident_change
+from opsflow.tasks.events import publish_incident_change, publish_record_change
 
 DEFAULT_PORT = 8765
 
@@ -39,30 +39,40 @@ logger = logging.getLogger("opsflow.desk.server")
 def build_desk(estate_dir: Path | None = None) -> tuple[FastAPI, Dispatcher]:
     """The desk app wired to the store, the estate and a dispatcher (not yet started).
 
-    The desk records and answers; it runs no flow. It hands triage to the workers
-    (`opsflow worker`) through Prefect, and wakes them for the requests and access changes
-    it records (`desk.runners.wake_ups`).
+    The desk records and answers; it runs no flow. Triage is the workers' (`opsflow
+    worker`): PostgreSQL tells them of stored events, and on SQLite the desk wakes them
+    through Prefect; it wakes them too for the requests and access changes it records
+    (`desk.runners.wake_ups`).
     """
     estate = EstateCache(estate_dir or get_settings().estate_dir)
     with suppress(EstateUnavailableError):
         estate()  # load it now; if it does not, the desk answers 503 until it does
 
+    records = open_records()
     dispatcher = Dispatcher(triage=wake_triage)
+    # On PostgreSQL the insert's notice wakes every worker (itsm.store.event_notices) and
+    # their sweeps cover a lost listener: a Prefect wake-up as well would only cost each
+    # worker a task run per pass.
+    wakes = records.db.dialect != "postgresql"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dispatcher.start()
+        if wakes:
+            dispatcher.start()
         yield
-        dispatcher.stop()
+        if wakes:
+            dispatcher.stop()
 
     app = create_app(
-        open_records(),
+        records,
         estate,
-        on_events=dispatcher.notify,
+        on_events=dispatcher.notify if wakes else lambda: None,
         lifespan=lifespan,
         on_incident_change=publish_incident_change,
+        on_record_change=publish_record_change,
     )
-    app.state.dispatcher = dispatcher
+    if wakes:
+        app.state.dispatcher = dispatcher
     return app, dispatcher
 
 

@@ -49,6 +49,7 @@ from opsflow.tasks.access.keys import install_key, remove_key
 from opsflow.tasks.access.review import ReviewItem, explain
 from opsflow.tasks.access.sudo import install_sudo_rule, remove_sudo_rule
 from opsflow.tasks.change import Change
+from opsflow.tasks.events import publish_grant_change
 from opsflow.tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures, submit_calls
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import notify_person
@@ -94,9 +95,12 @@ def link_run(grant_id: int) -> None:
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="activate_grant[{grant_id}]")
 def activate_grant(grant_id: int, hosts: list[str]) -> AccessGrant:
-    """Mark the grant active on `hosts` from now until now plus its duration."""
+    """Mark the grant active on `hosts` from now until now plus its duration, and tell
+    Prefect's event feed (`opsflow.access.granted`)."""
     grants = open_records().access
-    return grants.activate(grant_id, hosts, datetime.now(UTC), ACTOR, current_flow_run_id())
+    grant = grants.activate(grant_id, hosts, datetime.now(UTC), ACTOR, current_flow_run_id())
+    publish_grant_change(grant, "granted")
+    return grant
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="request_revoke[{grant_id}]")
@@ -107,10 +111,13 @@ def request_revoke(grant_id: int, actor: str) -> AccessGrant:
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="end_grant[{grant_id}:{state}]")
 def end_grant(grant_id: int, state: AccessState) -> AccessGrant:
-    """Close the grant, expired or revoked, once its access is gone from every host."""
-    return open_records().access.end(
+    """Close the grant, expired or revoked, once its access is gone from every host, and
+    tell Prefect's event feed (`opsflow.access.expired` or `.revoked`)."""
+    grant = open_records().access.end(
         grant_id, state, datetime.now(UTC), ACTOR, current_flow_run_id()
     )
+    publish_grant_change(grant, state)
+    return grant
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="record_failure[{grant_id}]")

@@ -36,7 +36,7 @@ from prefect.transactions import transaction
 from prometheus_client import Counter
 
 from opsflow.errors import OpsError, PermanentError
-from opsflow.flows.runbooks import runbooks
+from opsflow.flows.runbooks import find_runbook
 from opsflow.flows.runbooks.free_disk_space import disk_ok
 from opsflow.inventory.models import Estate
 from opsflow.itsm.problems import KnownError
@@ -199,7 +199,10 @@ def _restore(
 ) -> bool:
     """Run the incident's runbook and resolve it, as long as `holder` holds its lease; False
     when it needed nothing any more or was left to another restoration."""
-    runbook = runbooks().get(record.runbook or "")
+    try:
+        runbook = find_runbook(estate, record.runbook or "", record.number)
+    except ValueError as exc:
+        raise RestorationError(f"runbook {record.runbook} cannot run: {exc}") from None
     if runbook is None:
         raise RestorationError(f"no runbook for {record.number} (runbook {record.runbook!r})")
     if not record.host or not record.service:
@@ -244,6 +247,9 @@ def _restore(
                     ok, detail = disk_ok(host, service)
                     if not ok:
                         raise RestorationError(f"verification failed: {detail}")
+                if runbook.verify is not None:
+                    checked = runbook.verify(host, service, verify_deadline_s)
+                    detail += f"; {checked}" if checked else ""
         except Exception:
             if workaround is not None:
                 record_workaround_outcome.fn(workaround.id, record.id, worked=False)

@@ -43,6 +43,7 @@ from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
+from prefect.deployments import run_deployment
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.input.run_input import keyset_from_paused_state, run_input_subclass_from_type
@@ -69,6 +70,7 @@ from opsflow.itsm.store.leases import LeaseClaim
 from opsflow.itsm.store.records import open_records
 from opsflow.itsm.store.requests import LEASE_PREFIX
 from opsflow.settings import get_settings
+from opsflow.tasks.events import publish_request_change
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.notify import person_block, send_notification
 from opsflow.tasks.records import current_flow_run_id
@@ -132,7 +134,7 @@ def create_request(
 ) -> ServiceRequest:
     """Record a submitted request whose inputs the catalog has validated, leased to
     `lease_holder` in the same transaction (so no worker takes it up meanwhile)."""
-    return open_records().requests.create(
+    record = open_records().requests.create(
         item,
         inputs,
         requester,
@@ -142,16 +144,21 @@ def create_request(
         flow_run_id=current_flow_run_id(),
         lease=LeaseClaim(LEASE_PREFIX, lease_holder, get_settings().lease_seconds),
     )
+    publish_request_change(record, "submitted")
+    return record
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="move_request[{target}]")
 def move_request(
     request_id: int, target: RequestState, actor: str = ACTOR, **changes: Any
 ) -> ServiceRequest:
-    """Move the request through its state machine, audited with this run."""
-    return open_records().requests.move(
+    """Move the request through its state machine, audited with this run, and tell
+    Prefect's event feed (`opsflow.request.<target>`)."""
+    record = open_records().requests.move(
         request_id, target, actor, datetime.now(UTC), current_flow_run_id(), **changes
     )
+    publish_request_change(record, target)
+    return record
 
 
 @task(cache_policy=NONE, timeout_seconds=60)
@@ -473,15 +480,25 @@ def _escalate(estate: Estate, item: CatalogItem, record: ServiceRequest) -> None
 
 
 def _fulfill(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
-    """Run the item's fulfillment flow as a subflow and record its outcome, runs and files."""
-    fulfillment = fulfillment_flows().get(item.fulfillment.flow)
+    """Run the item's fulfillment (a flow, a declared runbook, a deployment) as a subflow and
+    record its outcome, runs and files."""
+    parameters: dict[str, Any] = {**item.fulfillment.parameters, **record.inputs}
+    if item.fulfillment.deployment is not None:
+        return _fulfill_by_deployment(item, record, item.fulfillment.deployment, parameters)
+    if item.fulfillment.runbook is not None:
+        service, host = parameters.pop("service", None), parameters.pop("host", None)
+        parameters = {
+            "runbook": item.fulfillment.runbook,
+            "service": service,
+            "host": host,
+            "parameters": parameters,
+        }
+    name = item.fulfillment.flow or "run-declared-runbook"
+    fulfillment = fulfillment_flows().get(name)
     if fulfillment is None:
         return move_request(
-            record.id,
-            "failed",
-            outcome=f"fulfillment: no fulfillment flow {item.fulfillment.flow!r}",
+            record.id, "failed", outcome=f"fulfillment: no fulfillment flow {name!r}"
         )
-    parameters: dict[str, Any] = {**item.fulfillment.parameters, **record.inputs}
     accepted = inspect.signature(fulfillment.fn).parameters
     if "reference" in accepted:
         parameters["reference"] = record.number
@@ -490,7 +507,7 @@ def _fulfill(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
         return move_request(
             record.id,
             "failed",
-            outcome=f"fulfillment: {item.fulfillment.flow} takes no parameter {', '.join(unknown)}",
+            outcome=f"fulfillment: {name} takes no parameter {', '.join(unknown)}",
         )
     within_s = item.fulfill_within_minutes * 60
     record = move_request(
@@ -506,10 +523,41 @@ def _fulfill(item: CatalogItem, record: ServiceRequest) -> ServiceRequest:
         result: FulfillmentResult = state.result()
     except Exception as exc:
         get_run_logger().warning("%s: fulfillment failed: %s", record.number, exc)
-        return move_request(record.id, "failed", outcome=f"{item.fulfillment.flow} failed: {exc}")
+        what = item.fulfillment.runbook or name
+        return move_request(record.id, "failed", outcome=f"{what} failed: {exc}")
     if result.attachments:
         record = attach_files(record.id, result.attachments)
     return move_request(record.id, "fulfilled", outcome=result.summary)
+
+
+def _fulfill_by_deployment(
+    item: CatalogItem, record: ServiceRequest, deployment: str, parameters: dict[str, Any]
+) -> ServiceRequest:
+    """Run any Prefect deployment with the request's inputs and wait for it to end, within
+    the item's fulfillment time; fulfilled when the run completes."""
+    within_s = item.fulfill_within_minutes * 60
+    record = move_request(
+        record.id,
+        "fulfilling",
+        fulfil_due_at=datetime.now(UTC) + timedelta(seconds=within_s),
+    )
+    try:
+        run = run_deployment(deployment, parameters=parameters, timeout=within_s, as_subflow=True)
+    except Exception as exc:  # no such deployment, parameters it refuses, an unreachable API
+        get_run_logger().warning("%s: deployment %s not run: %s", record.number, deployment, exc)
+        return move_request(record.id, "failed", outcome=f"deployment {deployment}: {exc}")
+    record = link_request_run(record.id, str(run.id))
+    state = run.state
+    if state is None or not state.is_completed():
+        how = state.name if state else "unknown"
+        if state is not None and not state.is_final():
+            how += f" after {item.fulfill_within_minutes:g} minutes (left running)"
+        return move_request(
+            record.id, "failed", outcome=f"deployment {deployment} run {run.name}: {how}"
+        )
+    return move_request(
+        record.id, "fulfilled", outcome=f"deployment {deployment} run {run.name} completed"
+    )
 
 
 def _tell_requester(estate: Estate, record: ServiceRequest) -> None:

@@ -24,6 +24,7 @@ from opsflow.inventory.models import (
     Service,
     Team,
 )
+from opsflow.inventory.runbooks import SHIPPED_RUNBOOKS, DeclaredRunbook
 from opsflow.inventory.types import SSHPublicKey
 
 SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
@@ -34,6 +35,7 @@ SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
     "maintenance.yaml": {"maintenance": MaintenanceWindow},
     "catalog.yaml": {"catalog": CatalogItem},
     "entitlements.yaml": {"entitlements": Entitlement},
+    "runbooks.yaml": {"runbooks": DeclaredRunbook},
 }
 """Each estate file and the lists it may hold, with the model of their entries."""
 
@@ -54,12 +56,34 @@ def _read_yaml(path: Path, problems: list[str]) -> Any:
     return None
 
 
-def _describe(error: dict[str, Any]) -> str:
-    field = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+def _describe(error: dict[str, Any], item: Any = None) -> str:
+    """One validation error as `field: reason`; in a runbook, the step is named by its
+    phase, position and name (`remediate[1] (put-in-service): http.method: …`)."""
+    loc = [p for p in error["loc"] if not str(p).startswith("function-")]
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown field"
-    return f"{field or '(entry)'}: {message}"
+    if error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    step = ""
+    if (
+        isinstance(item, dict)
+        and len(loc) >= 2
+        and loc[0] in ("diagnose", "remediate", "verify")
+        and isinstance(loc[1], int)
+    ):
+        steps = item.get(loc[0])
+        raw = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
+        name = raw.get("name") if isinstance(raw, dict) else None
+        step = f"{loc[0]}[{loc[1]}]" + (f" ({name})" if isinstance(name, str) else "")
+        loc = loc[2:]
+        if not loc:
+            return f"{step}: {message}"
+        step += ": "
+    if not loc and not step and error["type"] == "value_error":
+        return message  # a check across fields: the message names what it is about
+    field = ".".join(str(p) for p in loc)
+    return f"{step}{field or '(entry)'}: {message}"
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -86,7 +110,11 @@ def _sections(path: Path, data: Any, problems: list[str]) -> dict[str, list[Base
             try:
                 found[key].append(models[key].model_validate(item))
             except ValidationError as exc:
-                problems.extend(f"{path.name}: {label}: {_describe(e)}" for e in exc.errors())
+                problems.extend(
+                    f"{path.name}: {label}: {line}"
+                    for e in exc.errors()
+                    for line in _describe(e, item).splitlines()
+                )
     return found
 
 
@@ -217,6 +245,7 @@ def _cross_check(sections: dict[str, list[Any]], problems: list[str]) -> None:
         problems.extend(
             f"{where}: people: no person {p!r}" for p in audience.people if p not in person_names
         )
+    _check_runbooks(sections, problems)
     for window in sections["maintenance"]:
         for host in window.hosts:
             if host not in host_names:
@@ -225,6 +254,41 @@ def _cross_check(sections: dict[str, list[Any]], problems: list[str]) -> None:
             problems.append(
                 f"maintenance.yaml: {window.name}: group: no host is in group {window.group!r}"
             )
+
+
+def _check_runbooks(sections: dict[str, list[Any]], problems: list[str]) -> None:
+    """Declared runbooks have names of their own; a catalog item that names one gives it a
+    host, a service and exactly the parameters it takes."""
+    declared: list[DeclaredRunbook] = sections["runbooks"]
+    _duplicates("runbooks.yaml", "runbook", [r.name for r in declared], problems)
+    for runbook in declared:
+        if runbook.name in SHIPPED_RUNBOOKS:
+            problems.append(
+                f"runbooks.yaml: {runbook.name}: name: opsflow ships a runbook of that name"
+            )
+    by_name = {r.name: r for r in declared}
+    for item in sections["catalog"]:
+        name = item.fulfillment.runbook
+        if name is None:
+            continue
+        where = f"catalog.yaml: {item.name}: fulfillment.runbook"
+        runbook = by_name.get(name)
+        if runbook is None:
+            problems.append(f"{where}: no runbook {name!r} in runbooks.yaml")
+            continue
+        given = {i.name for i in item.inputs} | set(item.fulfillment.parameters)
+        for target in ("host", "service"):
+            if target not in given:
+                problems.append(f"{where}: the item gives no {target!r} input or parameter")
+        takes = {p.name for p in runbook.parameters}
+        for extra in sorted(given - takes - {"host", "service"}):
+            problems.append(f"{where}: {name} takes no parameter {extra!r}")
+        for parameter in runbook.parameters:
+            if parameter.default is None and parameter.name not in given:
+                problems.append(
+                    f"{where}: {name}'s parameter {parameter.name!r} has no default and the "
+                    "item gives no input of that name"
+                )
 
 
 def load_estate(estate_dir: Path | str) -> Estate:

@@ -16,9 +16,11 @@ from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, AnyHttpUrl, ConfigDict, Field, model_validator
 
 from opsflow.inventory.matchers import MatcherText
+from opsflow.inventory.runbooks import SHIPPED_RUNBOOKS, DeclaredRunbook, DeploymentName
+from opsflow.inventory.strict import StrictModel
 from opsflow.inventory.types import (
     Address,
     LabelName,
@@ -28,12 +30,6 @@ from opsflow.inventory.types import (
     SSHPublicKey,
     Username,
 )
-
-
-class StrictModel(BaseModel):
-    """Base for models we write: unknown fields are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Host(StrictModel):
@@ -315,10 +311,27 @@ class Approval(StrictModel):
 
 
 class Fulfillment(StrictModel):
-    """Which flow fulfills the item, with fixed parameters merged with the request's inputs."""
+    """What fulfills the item: one of opsflow's fulfillment flows, a runbook of the estate's
+    runbooks.yaml or any Prefect deployment; fixed parameters merged with the request's inputs.
+    """
 
-    flow: Name
+    flow: Name | None = Field(default=None, description="An opsflow fulfillment flow.")
+    runbook: Name | None = Field(
+        default=None,
+        description="A runbook of runbooks.yaml, run on the request's host and service inputs.",
+    )
+    deployment: DeploymentName | None = Field(
+        default=None, description="Any Prefect deployment, FLOW-NAME/DEPLOYMENT-NAME."
+    )
     parameters: dict[str, str | int | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Fulfillment:
+        ways = [w for w in ("flow", "runbook", "deployment") if getattr(self, w) is not None]
+        if len(ways) != 1:
+            found = ", ".join(ways) or "none"
+            raise ValueError(f"name exactly one of flow, runbook, deployment (found: {found})")
+        return self
 
 
 class CatalogItem(StrictModel):
@@ -415,6 +428,16 @@ class Estate(StrictModel):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     catalog: list[CatalogItem] = Field(default_factory=list)
     entitlements: list[Entitlement] = Field(default_factory=list)
+    runbooks: list[DeclaredRunbook] = Field(default_factory=list)
+
+    def declared_runbook(self, name: str) -> DeclaredRunbook | None:
+        """The runbook of runbooks.yaml called `name`, if the estate declares one."""
+        return next((r for r in self.runbooks if r.name == name), None)
+
+    @cached_property
+    def runbook_names(self) -> frozenset[str]:
+        """Every runbook restoration can run here: the shipped ones and the declared ones."""
+        return SHIPPED_RUNBOOKS | {r.name for r in self.runbooks}
 
     def person(self, name: str) -> Person | None:
         """The person called `name`, if the estate knows them."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from opsflow.errors import PermanentError
-from opsflow.inventory.models import Audience, Person
+from opsflow.inventory.models import Audience, Estate, Person
 
 
 class ApprovalRefusedError(PermanentError, PermissionError):
@@ -33,3 +33,17 @@ def check_approver(approver: Person, requester: str, approvers: Audience, what: 
         raise ApprovalRefusedError(
             f"{approver.name} may not approve {what}: the policy wants {wanted}"
         )
+
+
+def approvable_items(estate: Estate, person: Person) -> list[str]:
+    """The catalog items whose requests `person` may approve (their own excepted)."""
+    return [
+        item.name
+        for item in estate.catalog
+        if item.approval.policy != "none" and item.approval.approvers.admits(person)
+    ]
+
+
+def approvable_entitlements(estate: Estate, person: Person) -> list[str]:
+    """The entitlements whose grants `person` may approve (their own excepted)."""
+    return [e.name for e in estate.entitlements if e.approvers.admits(person)]

@@ -25,9 +25,6 @@ SEVERITY_CLASSES: dict[str, EventClass] = {
 }
 """Fallback classification by the `severity` label when no rule matches."""
 
-RUNBOOKS = frozenset({"restart-service", "free-disk-space", "recover-hung-service"})
-"""Runbooks opsflow can run; an event naming any other gets an incident but no automation."""
-
 
 @dataclass(frozen=True)
 class Classification:
@@ -73,7 +70,8 @@ def classify_labels(
     runbook = (rule.runbook if rule else None) or (
         known_service.runbooks.get(symptom) if known_service else None
     )
-    if runbook not in RUNBOOKS or (host and not known_host(host, estate)):
+    # A runbook neither shipped nor declared in the estate: an incident, but no automation.
+    if runbook not in estate.runbook_names or (host and not known_host(host, estate)):
         runbook = None
     if rule is not None:
         event_class, rule_name = rule.event_class, rule.name

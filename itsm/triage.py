@@ -23,7 +23,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from opsflow.errors import TransientError
 from opsflow.inventory.models import Estate
 from opsflow.itsm.classification import (
-    RUNBOOKS,
     Classification,
     classify,
     classify_labels,
@@ -289,7 +288,9 @@ def _known_error_for(
 
 def _automatable(runbook: str, event: Event, estate: Estate) -> bool:
     """Whether triage may hand `runbook` to restoration: a known runbook on a known host."""
-    return runbook in RUNBOOKS and not (event.host and not known_host(event.host, estate))
+    return runbook in estate.runbook_names and not (
+        event.host and not known_host(event.host, estate)
+    )
 
 
 def _apply_known_error(

@@ -1,4 +1,5 @@
-"""The lab's service catalog: four real items, from a standard restart to an approved account."""
+"""The lab's service catalog: six real items, from a standard restart to an approved account,
+a runbook of the estate's runbooks.yaml and a Prefect deployment."""
 
 from __future__ import annotations
 
@@ -87,6 +88,36 @@ def lab_catalog(approval_timeout_minutes: float = 60) -> list[dict[str, Any]]:
             "approval": one_approver("escalate"),
             "fulfillment": {"flow": "create-app-account"},
             "fulfill_within_minutes": 10,
+        },
+        {
+            "name": "put-app-back-in-service",
+            "description": "Start the app on a host if it is not running and put it back in "
+            "service through its admin API (the runbook of the estate's runbooks.yaml).",
+            "inputs": [
+                {"name": "service", "type": "service", "description": "The service."},
+                {"name": "host", "type": "host", "description": "One of the service's hosts."},
+                {
+                    "name": "reason",
+                    "type": "string",
+                    "description": "Why, kept by the app with its state.",
+                    "required": False,
+                    "pattern": r"[A-Za-z0-9 .,:()-]+",
+                    "max_length": 200,
+                },
+            ],
+            "requesters": {"roles": ["operator"]},
+            "approval": {"policy": "none"},
+            "fulfillment": {"runbook": "put-app-back-in-service"},
+            "fulfill_within_minutes": 5,
+        },
+        {
+            "name": "patch-report-now",
+            "description": "Run the patch report now, on every host (any deployment can "
+            "fulfill an item).",
+            "requesters": {"roles": ["operator"]},
+            "approval": {"policy": "none"},
+            "fulfillment": {"deployment": "patch-report/patch-report"},
+            "fulfill_within_minutes": 5,
         },
     ]
 

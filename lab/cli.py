@@ -37,6 +37,7 @@ class Breakage(StrEnum):
     service = "service"
     disk = "disk"
     hang = "hang"
+    drain = "drain"
 
 
 def _fail(exc: LabError) -> typer.Exit:
@@ -126,7 +127,8 @@ def break_(
     kind: Annotated[
         Breakage,
         typer.Argument(
-            help="service: stop the app; disk: fill /var/log/app; hang: SIGSTOP the app."
+            help="service: stop the app; disk: fill /var/log/app; hang: SIGSTOP the app; "
+            "drain: take the app out of service (admin API), /health answers 503."
         ),
     ],
     directory: DirOption = None,

@@ -26,6 +26,7 @@ from opsflow.desk.deps import (
     CurrentEstate,
     Grants,
     Operator,
+    Publish,
     Reader,
     Wake,
     may_read,
@@ -41,7 +42,11 @@ from opsflow.itsm.access import (
     AccessRequestInvalidError,
     resolve_request,
 )
-from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
+from opsflow.itsm.approvals import (
+    ApprovalRefusedError,
+    approvable_entitlements,
+    check_approver,
+)
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.errors import RecordNotFoundError
 
@@ -72,16 +77,11 @@ def _entitlement(estate: Estate, grant: AccessGrant) -> Entitlement:
         ) from None
 
 
-def _approvable_entitlements(estate: Estate, person: Person) -> list[str]:
-    """The entitlements whose grants `person` may approve (their own excepted)."""
-    return [e.name for e in estate.entitlements if e.approvers.admits(person)]
-
-
 def _visible(grants: AccessGrants, grant_id: int, estate: Estate, person: Person) -> AccessGrant:
     """The grant if `person` may see it (theirs, one they may approve, or an operator);
     otherwise 404, exactly as if there were none."""
     grant = grants.get(grant_id)
-    approvable = _approvable_entitlements(estate, person)
+    approvable = approvable_entitlements(estate, person)
     if may_read(person, grant.requester, grant.entitlement, approvable):
         return grant
     raise RecordNotFoundError("access_grant", grant_id)
@@ -102,12 +102,18 @@ class ReviewRequest(BaseModel):
 
 @router.post("/access-requests", status_code=status.HTTP_201_CREATED)
 def request_access(
-    body: AccessRequestCreate, person: Reader, estate: CurrentEstate, grants: Grants
+    body: AccessRequestCreate,
+    person: Reader,
+    estate: CurrentEstate,
+    grants: Grants,
+    publish: Publish,
 ) -> AccessGrant:
     """Ask for an entitlement for yourself; it waits for an approver (state requested)."""
     with _refusals():
         resolved = resolve_request(estate, person, body)
-        return grants.request(resolved, person.name, datetime.now(UTC))
+        grant = grants.request(resolved, person.name, datetime.now(UTC))
+    publish(grant, "submitted")
+    return grant
 
 
 @router.post("/access-requests/{grant_id}/approve", status_code=status.HTTP_202_ACCEPTED)
@@ -117,6 +123,7 @@ def approve_access(
     estate: CurrentEstate,
     grants: Grants,
     wake: Wake,
+    publish: Publish,
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Approve a request (not your own; the entitlement names who may) and start the grant."""
@@ -127,6 +134,7 @@ def approve_access(
     approved = grants.decide(
         grant_id, True, person.name, (body or AccessDecision()).comment, datetime.now(UTC)
     )
+    publish(approved, "approved")
     wake.access_changed()
     return approved
 
@@ -137,6 +145,7 @@ def reject_access(
     person: Reader,
     estate: CurrentEstate,
     grants: Grants,
+    publish: Publish,
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Deny a request (not your own; the entitlement names who may)."""
@@ -144,9 +153,11 @@ def reject_access(
     entitlement = _entitlement(estate, grant)
     with _refusals():
         check_approver(person, grant.requester, entitlement.approvers, _what(grant))
-    return grants.decide(
+    denied = grants.decide(
         grant_id, False, person.name, (body or AccessDecision()).comment, datetime.now(UTC)
     )
+    publish(denied, "rejected")
+    return denied
 
 
 @router.get("/access-grants")
@@ -170,7 +181,7 @@ def list_access_grants(
         limit=limit,
         offset=offset,
         visible_to=None if everything else person.name,
-        entitlements=() if everything else _approvable_entitlements(estate, person),
+        entitlements=() if everything else approvable_entitlements(estate, person),
     )
 
 
@@ -185,7 +196,12 @@ def show_access_grant(
 
 @router.delete("/access-grants/{grant_id}", status_code=status.HTTP_202_ACCEPTED)
 def revoke_access_grant(
-    grant_id: RecordId, person: Reader, estate: CurrentEstate, grants: Grants, wake: Wake
+    grant_id: RecordId,
+    person: Reader,
+    estate: CurrentEstate,
+    grants: Grants,
+    wake: Wake,
+    publish: Publish,
 ) -> AccessGrant:
     """Revoke a grant (its requester, its approvers, operators: 404 for anyone else, who may
     not see it); a pending request is withdrawn.
@@ -195,7 +211,9 @@ def revoke_access_grant(
     grant = _visible(grants, grant_id, estate, person)
     now = datetime.now(UTC)
     if grant.state == "requested":
-        return grants.decide(grant_id, False, person.name, "withdrawn", now)
+        withdrawn = grants.decide(grant_id, False, person.name, "withdrawn", now)
+        publish(withdrawn, "withdrawn")
+        return withdrawn
     marked = grants.request_revoke(grant_id, person.name, now)
     wake.access_changed()
     return marked

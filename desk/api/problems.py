@@ -15,7 +15,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from opsflow.desk.api.schema import Offset
-from opsflow.desk.deps import KnownErrors, Operator, Problems
+from opsflow.desk.deps import CurrentEstate, KnownErrors, Operator, Problems
+from opsflow.inventory.models import Estate
 from opsflow.itsm.problems import (
     KnownError,
     KnownErrorCreate,
@@ -29,11 +30,10 @@ from opsflow.itsm.problems import (
 router = APIRouter(prefix="/api/v1", tags=["problems"])
 
 
-def workaround_runbooks() -> list[str]:
-    """The runbooks a known error's workaround may name: every runbook restoration can run."""
-    from opsflow.flows.runbooks import runbooks
-
-    return sorted(runbooks())
+def workaround_runbooks(estate: Estate) -> list[str]:
+    """The runbooks a known error's workaround may name: every runbook restoration can run,
+    the shipped ones and those the estate declares."""
+    return sorted(estate.runbook_names)
 
 
 @router.get("/problems")
@@ -76,14 +76,14 @@ def list_known_errors(
 
 @router.post("/known-errors", status_code=status.HTTP_201_CREATED)
 def add_known_error(
-    body: KnownErrorCreate, person: Operator, known_errors: KnownErrors
+    body: KnownErrorCreate, person: Operator, known_errors: KnownErrors, estate: CurrentEstate
 ) -> KnownError:
     """Record a known error; triage applies its workaround to every new matching incident.
 
     The workaround must be a runbook opsflow can run (422 otherwise); a duplicate signature
     is refused (409).
     """
-    available = workaround_runbooks()
+    available = workaround_runbooks(estate)
     try:
         check_workaround(body.workaround, available)
     except UnknownRunbookError as exc:

@@ -20,9 +20,17 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
-from opsflow.desk.deps import CurrentEstate, Reader, Requests, Wake, may_read, sees_everything
+from opsflow.desk.deps import (
+    CurrentEstate,
+    Publish,
+    Reader,
+    Requests,
+    Wake,
+    may_read,
+    sees_everything,
+)
 from opsflow.inventory.models import CatalogItem, Estate, Person
-from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
+from opsflow.itsm.approvals import ApprovalRefusedError, approvable_items, check_approver
 from opsflow.itsm.catalog import (
     InvalidRequestError,
     NotEntitledError,
@@ -134,21 +142,12 @@ def _detail(requests: RequestRecords, id_or_number: str | int) -> RequestDetail:
     return RequestDetail(**record.model_dump(), audit=requests.audit_trail(record.id))
 
 
-def _approvable_items(estate: Estate, person: Person) -> list[str]:
-    """The catalog items whose requests `person` may approve (their own excepted)."""
-    return [
-        item.name
-        for item in estate.catalog
-        if item.approval.policy != "none" and item.approval.approvers.admits(person)
-    ]
-
-
 def _visible(
     requests: RequestRecords, id_or_number: str, estate: Estate, person: Person
 ) -> ServiceRequest:
     """The request if `person` may read it; otherwise 404, exactly as if there were none."""
     record = requests.get(id_or_number)
-    if may_read(person, record.requester, record.item, _approvable_items(estate, person)):
+    if may_read(person, record.requester, record.item, approvable_items(estate, person)):
         return record
     raise RecordNotFoundError("service request", id_or_number)
 
@@ -172,7 +171,12 @@ def list_catalog(person: Reader, estate: CurrentEstate) -> list[CatalogEntry]:
 
 @router.post("/requests", status_code=status.HTTP_201_CREATED)
 def submit_request(
-    body: RequestCreate, person: Reader, estate: CurrentEstate, requests: Requests, wake: Wake
+    body: RequestCreate,
+    person: Reader,
+    estate: CurrentEstate,
+    requests: Requests,
+    wake: Wake,
+    publish: Publish,
 ) -> RequestDetail:
     """Ask for a catalog item; refused with every bad field named (422) and nothing recorded."""
     try:
@@ -193,6 +197,7 @@ def submit_request(
         )
     except RequestQuotaError as exc:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(exc)) from None
+    publish(record, "submitted")
     wake.request_submitted()
     return _detail(requests, record.id)
 
@@ -216,7 +221,7 @@ def list_requests(
         requester=requester,
         limit=limit,
         visible_to=None if everything else person.name,
-        items=() if everything else _approvable_items(estate, person),
+        items=() if everything else approvable_items(estate, person),
     )
 
 

@@ -1,6 +1,7 @@
 """Fulfillment flows for the service catalog, one per module, each safe to run twice.
 
-A catalog item's `fulfillment.flow` names one of these; request fulfillment runs it as a
+A catalog item's `fulfillment.flow` names one of these (`fulfillment.runbook` runs
+`run-declared-runbook`); request fulfillment runs it as a
 subflow with the item's fixed parameters and the request's inputs, and records the
 `FulfillmentResult` it returns (summary, per-host changes, attached files) on the request.
 Each flow also runs on its own, with `dry_run` to report what it would do.
@@ -57,6 +58,7 @@ def fulfillment_flows() -> dict[str, Any]:
     from opsflow.flows.fulfillment import (
         clear_old_logs,
         create_app_account,
+        declared_runbook,
         diagnostic_bundle,
         request_service_restart,
     )
@@ -66,4 +68,5 @@ def fulfillment_flows() -> dict[str, Any]:
         "clear-old-logs": clear_old_logs.clear_old_logs,
         "diagnostic-bundle": diagnostic_bundle.diagnostic_bundle,
         "create-app-account": create_app_account.create_app_account,
+        "run-declared-runbook": declared_runbook.run_declared_runbook,
     }

@@ -1,8 +1,10 @@
-"""Restoration runbooks, one per module, each a diagnose and a remediate task.
+"""Restoration runbooks, one per module, each a diagnose and a remediate task; and the
+estate's own, declared in its runbooks.yaml (`declared`).
 
 Verification is common to all (the service's health check, polled to a deadline) and lives
-in `tasks.services.verify_restored`; each remediate task has a rollback hook that undoes or
-records what it changed when the restoration's transaction fails.
+in `tasks.services.verify_restored`; a runbook may add checks of its own (`verify`). Each
+remediate task has a rollback hook that undoes or records what it changed when the
+restoration's transaction fails.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from prefect.transactions import Transaction
 from pydantic import BaseModel, Field
 
+from opsflow.inventory.models import Estate
 from opsflow.itsm.store.records import open_records
 from opsflow.tasks.change import Change
 
@@ -43,6 +46,8 @@ class Runbook:
     diagnose: Any
     remediate: Any
     verify_disk: bool = False
+    verify: Any = None
+    """(host, service, deadline_s) -> what it checked: more checks after the health check."""
 
 
 def record_rollback(transaction: Transaction, text: str) -> None:
@@ -60,3 +65,23 @@ def runbooks() -> dict[str, Runbook]:
         r.name: r
         for r in (restart_service.RUNBOOK, free_disk_space.RUNBOOK, recover_hung_service.RUNBOOK)
     }
+
+
+def find_runbook(estate: Estate, name: str, reference: str) -> Runbook | None:
+    """The runbook called `name`: a shipped one, else one the estate declares, with its
+    parameters' defaults (ValueError naming a parameter that has none or is refused).
+
+    Args:
+        estate: the estate whose runbooks.yaml may declare it.
+        name: the runbook's name.
+        reference: the incident or request it runs for, its steps' `{reference}`.
+    """
+    shipped = runbooks().get(name)
+    if shipped is not None:
+        return shipped
+    declared = estate.declared_runbook(name)
+    if declared is None:
+        return None
+    from opsflow.flows.runbooks.declared import declared_runbook
+
+    return declared_runbook(declared, declared.parameter_values({}), reference)

@@ -120,6 +120,24 @@ class AccessGrants:
         with self.db.read() as conn:
             return [_grant(row) for row in conn.execute(query).mappings()]
 
+    def awaiting_decision(
+        self, entitlements: Sequence[str], not_requested_by: str, limit: int = 100
+    ) -> list[AccessGrant]:
+        """Grants requested for `entitlements` by anyone but `not_requested_by`, waiting for
+        a decision: what that person may decide, the longest waiting first."""
+        query = (
+            select(access_grants)
+            .where(
+                access_grants.c.state == "requested",
+                access_grants.c.entitlement.in_(list(entitlements)),
+                access_grants.c.requester != not_requested_by,
+            )
+            .order_by(access_grants.c.id)
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            return [_grant(row) for row in conn.execute(query).mappings()]
+
     def live(self) -> list[AccessGrant]:
         """Every approved or active grant: what explains access found on hosts."""
         query = select(access_grants).where(access_grants.c.state.in_(LIVE_STATES))

@@ -4,9 +4,12 @@ The intake's insert notifies `CHANNEL` when it stores new events; PostgreSQL del
 notice on commit, once per transaction however many events, to every listening worker,
 which starts a triage pass (the pass that gets the triage lock does the work). From the
 desk's commit to a worker's pass this takes milliseconds; the desk's Prefect wake-up took
-0.1-0.15 s (`bench.restore_latency`), a fifth of the closed loop's budget. The wake-up is
-still sent, and the workers still sweep: a listener that lost its connection misses
-notices until it reconnects, and SQLite has none.
+0.1-0.15 s (`bench.restore_latency`), a fifth of the closed loop's budget, and cost a worker
+a Prefect task run per pass (single-alert intake rose from ~1,030 to ~1,730 requests/s when
+the desk stopped sending them, `bench.intake` 2026-12-02). So on PostgreSQL the desk sends
+no Prefect wake-up; the workers still sweep, for a listener that lost its connection misses
+notices until it reconnects. SQLite has no notices: there the desk wakes the workers
+through Prefect.
 """
 
 from __future__ import annotations

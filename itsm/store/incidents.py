@@ -94,6 +94,7 @@ Index(
 Index("ix_incidents_state_priority", incidents.c.state, incidents.c.priority)
 Index("ix_incidents_host", incidents.c.host)
 Index("ix_incidents_service", incidents.c.service)
+Index("ix_incidents_resolved_at", incidents.c.resolved_at)
 
 incident_reports = Table(
     "incident_reports",

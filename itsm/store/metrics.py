@@ -1,18 +1,21 @@
-"""What the records say about opsflow's health, read at scrape time by bounded queries.
+"""What the records say about opsflow's health, read at scrape time (and for the desk's status
+view) by bounded queries.
 
 Every figure is a count, a sum or a minimum computed by the database, over an index where
 the set is open-ended: the pending events (the partial index of untriaged events), open
 incidents (by state), requests and grants waiting for a decision (by state), the leases held.
 Nothing loads the records themselves. The time-to-restore histogram is one aggregate over the
-incidents table (a bucket per bound, summed in SQL), one row out however many incidents.
+incidents table (a bucket per bound, summed in SQL), one row out however many incidents; so is
+the status view's time to restore per day (a column per day, over the index on `resolved_at`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 
-from sqlalchemy import Connection, case, func, literal, literal_column, select
+from sqlalchemy import Connection, and_, case, func, literal, literal_column, select
 
 from opsflow.itsm.records import OPEN_STATES
 from opsflow.itsm.store.access import access_grants
@@ -47,6 +50,27 @@ class RestoreTimes:
 
 
 @dataclass(frozen=True)
+class RestoredDay:
+    """The incidents restored on one UTC day, and how long they took to restore."""
+
+    day: date
+    count: int
+    mean_s: float | None
+    """None when nothing was restored that day."""
+    longest_s: float | None
+
+
+@dataclass(frozen=True)
+class StatusFigures:
+    """What the desk's status view draws: open incidents by priority, and time to restore
+    over the last days (oldest day first, today last)."""
+
+    at: datetime
+    open_incidents: dict[int, int]
+    restored: tuple[RestoredDay, ...]
+
+
+@dataclass(frozen=True)
 class RecordsHealth:
     """The records' side of opsflow's health at one instant (see each query)."""
 
@@ -74,6 +98,17 @@ def records_health(db: Database, now: datetime) -> RecordsHealth:
             restorations_running=restorations_running(conn, now),
             approvals={kind: awaiting(conn, kind) for kind in WAITING_FOR_APPROVAL},
             restore_times=restore_times(conn),
+        )
+
+
+def status_figures(db: Database, now: datetime, days: int) -> StatusFigures:
+    """Every figure of `StatusFigures`, over the `days` UTC days up to `now`'s, in one
+    connection."""
+    with db.read() as conn:
+        return StatusFigures(
+            at=now,
+            open_incidents=open_incidents(conn),
+            restored=restored_by_day(conn, now, days),
         )
 
 
@@ -182,3 +217,38 @@ def restore_times(conn: Connection) -> RestoreTimes:
         count=int(count),
         sum_s=float(total),
     )
+
+
+def restored_by_day(conn: Connection, now: datetime, days: int) -> tuple[RestoredDay, ...]:
+    """Per UTC day of the last `days` (today included), the incidents restored that day and
+    their mean and longest time to restore: one row summed by the database, read through
+    the index on `resolved_at`, however many incidents the records hold."""
+    first = datetime.combine(now.astimezone(UTC).date() - timedelta(days=days - 1), time(), UTC)
+    bounds = [first + timedelta(days=i) for i in range(days + 1)]
+    resolved, seconds = incidents.c.resolved_at, incidents.c.time_to_restore_s
+    columns = []
+    for start, end in pairwise(bounds):
+        on_day = and_(resolved >= literal(start, UtcDateTime), resolved < literal(end, UtcDateTime))
+        columns += [
+            func.coalesce(func.sum(case((on_day, 1), else_=0)), 0),
+            func.sum(case((on_day, seconds))),
+            func.max(case((on_day, seconds))),
+        ]
+    query = select(*columns).where(
+        seconds.is_not(None),
+        resolved >= literal(bounds[0], UtcDateTime),
+        resolved < literal(bounds[-1], UtcDateTime),
+    )
+    row = conn.execute(query).one()
+    restored = []
+    for i, start in enumerate(bounds[:-1]):
+        count, total, longest = row[3 * i : 3 * i + 3]
+        restored.append(
+            RestoredDay(
+                day=start.date(),
+                count=int(count),
+                mean_s=float(total) / int(count) if count else None,
+                longest_s=float(longest) if count else None,
+            )
+        )
+    return tuple(restored)

@@ -149,6 +149,25 @@ class Requests:
             rows = conn.execute(query).mappings().all()
         return [ServiceRequest.model_validate(dict(row)) for row in rows]
 
+    def awaiting_decision(
+        self, items: Sequence[str], not_requested_by: str, limit: int = 100
+    ) -> list[ServiceRequest]:
+        """Requests for catalog `items` by anyone but `not_requested_by`, waiting for
+        approval: what that person may decide, the longest waiting first."""
+        query = (
+            select(service_requests)
+            .where(
+                service_requests.c.state == "awaiting-approval",
+                service_requests.c.item.in_(list(items)),
+                service_requests.c.requester != not_requested_by,
+            )
+            .order_by(service_requests.c.id)
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [ServiceRequest.model_validate(dict(row)) for row in rows]
+
     def unclaimed(self, changed_before: datetime | None = None) -> list[int]:
         """Ids of the requests not yet final that no lease covers (nobody carries them),
         oldest first; with `changed_before`, only those unchanged since then."""

@@ -1,5 +1,5 @@
-"""Breaking a lab host for real (app stopped, log disk full, app hung), so flows and tests meet
-real failures.
+"""Breaking a lab host for real (app stopped, log disk full, app hung, app out of service), so
+flows and tests meet real failures.
 """
 
 from __future__ import annotations
@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import Literal
 
 from opsflow.errors import LabError
-from opsflow.lab.hosts.probes import poll
+from opsflow.lab.hosts.probes import poll, set_app_state
 from opsflow.lab.hosts.run import SVC, nsenter
-from opsflow.lab.hosts.state import alive_in, lab_dir, proc_state, running_record
+from opsflow.lab.hosts.state import (
+    alive_in,
+    app_admin_token_file,
+    lab_dir,
+    proc_state,
+    running_record,
+)
 
-BreakKind = Literal["service", "disk", "hang"]
+BreakKind = Literal["service", "disk", "hang", "drain"]
 
 
 def _app_pid(sshd_pid: int, mnt_ns: int) -> int | None:
@@ -78,7 +84,8 @@ def break_host(host: str, kind: BreakKind, directory: Path | None = None) -> str
         host: Lab host name, e.g. lab02.
         kind: `service` stops the app (svc stop); `disk` fills /var/log/app to at least 95%
             with old rotated logs; `hang` freezes the app with SIGSTOP, so its process lives
-            but /health times out.
+            but /health times out; `drain` takes the app out of service through its admin API,
+            so it runs but /health answers 503 until something puts it back.
         directory: The lab's directory; default `get_settings().lab_dir`.
     """
     directory = lab_dir(directory)
@@ -101,4 +108,10 @@ def break_host(host: str, kind: BreakKind, directory: Path | None = None) -> str
         # The signal is delivered when the process is next scheduled: wait until it is.
         poll(f"{host}'s app to stop", lambda: proc_state(pid) == "T", 5.0)
         return f"{host}: froze the app with SIGSTOP (pid {pid}); /health will time out"
-    raise LabError(f"unknown kind of breakage {kind!r} (service, disk or hang)")
+    if kind == "drain":
+        token = app_admin_token_file(directory).read_text().strip()
+        reason = "drained by opsflow lab break"
+        answer = set_app_state(record["address"], token, "out-of-service", reason)
+        done = "took" if answer.get("changed") else "found"
+        return f"{host}: {done} the app out of service; /health answers 503"
+    raise LabError(f"unknown kind of breakage {kind!r} (service, disk, hang or drain)")

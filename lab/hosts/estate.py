@@ -1,5 +1,5 @@
 """The estate a lab writes for its hosts (settings, hosts, the app service, pinned host keys,
-people, catalog, entitlements): what `inventory.loader.load_estate` reads to reach them.
+people, catalog, entitlements, runbooks): what `inventory.loader.load_estate` reads to reach them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from opsflow.lab.entitlements import write_entitlements
 from opsflow.lab.hosts.plan import APP_PORT, SSH_PORT, Plan
 from opsflow.lab.hosts.run import SVC
 from opsflow.lab.people import write_people_and_rules
+from opsflow.lab.runbooks import SYMPTOMS, write_runbooks
 
 CREDENTIALS = "opsflow-lab"
 
@@ -60,6 +61,7 @@ def write_estate(estate_dir: Path, plans: list[Plan], host_keys: dict[str, str])
             "service-down": "restart-service",
             "disk-full": "free-disk-space",
             "service-hung": "recover-hung-service",
+            **SYMPTOMS,
         },
     }
     (estate_dir / "services.yaml").write_text(
@@ -68,3 +70,4 @@ def write_estate(estate_dir: Path, plans: list[Plan], host_keys: dict[str, str])
     write_people_and_rules(estate_dir, estate_dir.parent)
     write_catalog(estate_dir)
     write_entitlements(estate_dir)
+    write_runbooks(estate_dir)

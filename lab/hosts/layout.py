@@ -104,8 +104,17 @@ def namespace_script(plan: Plan, log_size_mib: int) -> str:
     return "\n".join(lines)
 
 
+ADMIN_TOKEN_PATH = "/etc/app-admin/token"  # noqa: S105 - where the token is, not a token
+"""Where each host keeps its app's admin API token (root only)."""
+
+
 def write_host_files(
-    plan: Plan, client_public: str, app_server: bytes, svc: bytes, hosts_file: str
+    plan: Plan,
+    client_public: str,
+    app_server: bytes,
+    svc: bytes,
+    hosts_file: str,
+    admin_token: str,
 ) -> None:
     """Lay out a host's directory: overlay upper dir with its /etc files, private dirs, the
     app's control script and releases."""
@@ -118,7 +127,13 @@ def write_host_files(
     (etc / "ssh" / "lab_authorized_keys").write_text(client_public + "\n")
     (etc / "app" / "app.conf").write_text(
         f"ADDRESS={plan.address}\nPORT={APP_PORT}\nNAME={plan.name}\n"
+        f"ADMIN_TOKEN_FILE={ADMIN_TOKEN_PATH}\n"
     )
+    # Beside the config, not in it: a diagnostic bundle collects /etc/app for requesters.
+    token = etc / ADMIN_TOKEN_PATH.removeprefix("/etc/")
+    token.parent.mkdir(mode=0o700, exist_ok=True)
+    token.touch(mode=0o600)
+    token.write_text(admin_token + "\n")
     (etc / "hostname").write_text(plan.name + "\n")
     (etc / "login.defs").write_text(
         _login_defs(Path("/etc/login.defs").read_text(), account_ids(plan.address))

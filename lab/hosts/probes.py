@@ -46,6 +46,31 @@ def app_version(address: str, port: int = APP_PORT, timeout: float = 1.0) -> str
     return version if isinstance(version, str) else None
 
 
+def set_app_state(
+    address: str, token: str, state: str, reason: str = "", timeout: float = 5.0
+) -> dict[str, Any]:
+    """Put the app in or out of service through its admin API (`PUT /admin/state`); its
+    answer, or LabError saying why not."""
+    conn = http.client.HTTPConnection(address, APP_PORT, timeout=timeout)
+    body = json.dumps({"state": state, "reason": reason})
+    try:
+        conn.request(
+            "PUT",
+            "/admin/state",
+            body=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        text = response.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        raise LabError(f"{address}: the app's admin API does not answer: {exc}") from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise LabError(f"{address}: PUT /admin/state answered {response.status}: {text[:200]}")
+    return json.loads(text)
+
+
 def _get_json(address: str, port: int, path: str, timeout: float) -> dict[str, Any] | None:
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:

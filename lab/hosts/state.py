@@ -48,6 +48,11 @@ class Lab:
         raise LabError(f"no host {name!r} in the lab at {self.directory}")
 
 
+def app_admin_token_file(directory: Path) -> Path:
+    """Where a lab keeps the bearer token of its apps' admin API (the same on every host)."""
+    return directory / "app-admin-token"
+
+
 def lab_dir(directory: Path | str | None) -> Path:
     path = Path(directory) if directory is not None else get_settings().lab_dir
     return path.expanduser().resolve()

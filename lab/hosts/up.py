@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from opsflow.lab.hosts.probes import app_health, poll, ssh_banner
 from opsflow.lab.hosts.run import SVC, clean_env, nsenter
 from opsflow.lab.hosts.state import (
     Lab,
+    app_admin_token_file,
     boot_id,
     lab_dir,
     lab_state,
@@ -217,8 +219,12 @@ def lab_up(
         app_server = resources.files("opsflow.lab").joinpath("app_server.py").read_bytes()
         svc = resources.files("opsflow.lab").joinpath("files/svc").read_bytes()
         hosts_file = Path("/etc/hosts").read_text()
+        admin_token = secrets.token_urlsafe(24)
+        token_path = app_admin_token_file(directory)
+        token_path.touch(mode=0o600)
+        token_path.write_text(admin_token)
         for plan in plans:
-            write_host_files(plan, client_public, app_server, svc, hosts_file)
+            write_host_files(plan, client_public, app_server, svc, hosts_file, admin_token)
         write_estate(directory / "estate", plans, host_keys)
 
         procs = [_spawn_sshd(plan, log_size_mib) for plan in plans]

@@ -21,7 +21,7 @@ from opsflow.errors import OpsError
 from opsflow.settings import get_settings
 
 app = typer.Typer(help="opsflow: ITIL service operation on Prefect.", no_args_is_help=True)
-credentials_app = typer.Typer(help="SSH credentials, stored as Prefect blocks.")
+credentials_app = typer.Typer(help="SSH and HTTP credentials, stored as Prefect blocks.")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(credentials_app, name="credentials")
 
@@ -165,6 +165,34 @@ def credentials_add(
     except (OSError, ValueError) as exc:
         raise fail(exc) from exc
     console.print(f"SSH credentials block {name!r} saved.")
+
+
+@credentials_app.command("add-http")
+def credentials_add_http(
+    name: Annotated[str, typer.Argument(help="Block name a runbook's HTTP steps refer to.")],
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding a bearer token (sent as Authorization).")
+    ] = None,
+    username: Annotated[
+        str | None, typer.Option(help="Basic auth user, with --password-file.")
+    ] = None,
+    password_file: Annotated[Path | None, typer.Option(help="File holding the password.")] = None,
+) -> None:
+    """Store a bearer token or a user and password as an HTTP credentials block; secrets are
+    read from files, never from the command line."""
+    from opsflow.blocks.registration import register_block_types, save_http_credentials
+
+    try:
+        register_block_types()
+        save_http_credentials(
+            name,
+            bearer_token=token_file.read_text().strip() if token_file else None,
+            username=username,
+            password=password_file.read_text().strip() if password_file else None,
+        )
+    except (OSError, ValueError) as exc:
+        raise fail(exc) from exc
+    console.print(f"HTTP credentials block {name!r} saved.")
 
 
 @app.command("me")

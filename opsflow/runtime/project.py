@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
 from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,10 @@ class DeploymentSpec(BaseModel):
     schedules: list[CronSpec] = Field(default_factory=list)
     concurrency_limit: ConcurrencyLimitConfig | None = Field(
         default=None, description="Runs of the deployment at once, and what a run beyond does."
+    )
+    triggers: list[DeploymentTriggerTypes] = Field(
+        default_factory=list,
+        description="Events that start a run (automations the server keeps with the deployment).",
     )
 
     def load_flow(self) -> Any:
@@ -74,7 +79,8 @@ def find_deployment(name: str, path: Path = PREFECT_YAML) -> DeploymentSpec:
 
 
 def to_runner_deployment(spec: DeploymentSpec) -> Any:
-    """The deployment ready for `prefect.serve`, with its schedules, tags and concurrency."""
+    """The deployment ready for `prefect.serve`, with its schedules, tags, concurrency and
+    triggers (serving it creates their automations, replacing the deployment's old ones)."""
     return spec.load_flow().to_deployment(
         name=spec.name,
         description=spec.description,
@@ -82,4 +88,5 @@ def to_runner_deployment(spec: DeploymentSpec) -> Any:
         parameters=spec.parameters,
         schedules=[Cron(s.cron, timezone=s.timezone) for s in spec.schedules],
         concurrency_limit=spec.concurrency_limit,
+        triggers=spec.triggers or None,
     )

@@ -292,18 +292,25 @@ def _start_opsflow(
     """Lab (when no estate is set), blocks, pager, desk, workers, monitoring and the served
     deployments."""
     from opsflow.blocks.notifications import save_webhook_pager
-    from opsflow.blocks.registration import register_block_types, save_ssh_credentials
+    from opsflow.blocks.registration import (
+        register_block_types,
+        save_http_credentials,
+        save_ssh_credentials,
+    )
 
     register_block_types()
     lab = None
     if settings.inventory is None:
         from opsflow.lab.hosts.down import lab_down
+        from opsflow.lab.hosts.state import app_admin_token_file
         from opsflow.lab.hosts.up import lab_up
+        from opsflow.lab.runbooks import ADMIN_CREDENTIALS
 
         console.print(Text.assemble(("Lab", "bold"), f" bringing up {hosts} hosts …"))
         lab = lab_up(settings.lab_dir, hosts=hosts, base_address=places.base_address)
         stack.callback(lab_down, settings.lab_dir)
         save_ssh_credentials("opsflow-lab", lab.client_key)
+        save_http_credentials(ADMIN_CREDENTIALS, app_admin_token_file(lab.directory).read_text())
         supervisor.start(
             "the pager",
             [

@@ -64,19 +64,20 @@ def watch(worker: Worker) -> None:
 
 
 def observe_triage(run: Callable[[], list[dict[str, Any]]], oldest: datetime) -> bool:
-    """Run one triage pass whose oldest event arrived at `oldest`, counting it; whether it
-    decided on any event. The pass's error, if any, is counted and raised again."""
+    """Run one triage pass whose oldest event arrived at `oldest`, counting it and the events
+    it decided (the flow's counts by class and action); whether it decided on any. The
+    pass's error, if any, is counted and raised again."""
     TRIAGE_LAG.observe(max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
     with TRIAGE_SECONDS.time():
         try:
-            decisions = run()
+            ways = run()
         except BaseException:
             TRIAGE_RUNS.labels("failed").inc()
             raise
     TRIAGE_RUNS.labels("triaged").inc()
-    for decision in decisions:
-        TRIAGE_EVENTS.labels(decision.get("event_class") or "none", decision["action"]).inc()
-    return bool(decisions)
+    for way in ways:
+        TRIAGE_EVENTS.labels(way["event_class"], way["action"]).inc(way["events"])
+    return bool(ways)
 
 
 def serve_metrics(host: str, port: int) -> int:

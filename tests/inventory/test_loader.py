@@ -80,7 +80,7 @@ def test_valid_estate_loads(tmp_path: Path, host_key: str) -> None:
         pytest.param(
             lambda k: [host("web1", "ssh-ed25519 AAAAnotbase64!!")],
             None,
-            "hosts.yaml: hosts[0] (web1): host_key: Value error, the key's base64 body",
+            "hosts.yaml: hosts[0] (web1): host_key: the key's base64 body",
             id="malformed-key",
         ),
         pytest.param(
@@ -137,9 +137,7 @@ def test_rule_matchers_load_and_a_bad_one_is_named(tmp_path: Path, host_key: str
     bad = {"name": "broken", "class": "exception", "matchers": ['alertname="X"', 'job=~"(app"']}
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": [good, bad]}))
     message = problems(tmp_path)
-    assert (
-        'rules.yaml: rules[1] (broken): matchers.1: Value error, job=~"(app": invalid ' in message
-    )
+    assert 'rules.yaml: rules[1] (broken): matchers.1: job=~"(app": invalid ' in message
     assert "rules[0]" not in message
 
 

@@ -279,6 +279,8 @@ def test_prefect_and_the_records_live_in_the_cluster_in_the_home(up: Up) -> None
         names = {row[0] for row in prefect.execute("SELECT name FROM deployment")}
         assert {spec.name for spec in read_deployments()} <= names
         assert prefect.execute("SELECT count(*) FROM flow_run").fetchone()[0] >= 1, "health check"
+        automations = {row[0] for row in prefect.execute("SELECT name FROM automation")}
+        assert "page-on-failed-itil-run" in automations, "prefect.yaml's trigger is served"
     with up.cluster.connect("records") as records:
         tables = {row[0] for row in records.execute("SELECT tablename FROM pg_tables")}
         assert {"events", "incidents", "audit"} <= tables

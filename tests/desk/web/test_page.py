@@ -1,44 +1,11 @@
-"""The desk's web page in a real headless Chromium: report, follow, see it change."""
+"""The desk's web page in a real headless Chromium: report, follow, decide, watch the queue."""
 
 from __future__ import annotations
 
-import shutil
-
-import pytest
 import requests
 
 from opsflow.lab.people import token_file
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
+from tests.support import wait_for
 
 
 def sign_in(page, lab_desk, lab, person: str) -> None:
@@ -118,3 +85,153 @@ def test_an_approver_approves_and_the_requester_sees_it_fulfilled(browser, lab_d
         arg=number,
         timeout=60_000,
     )
+
+
+def call(lab_desk, lab, person: str, method: str, path: str, **kwargs) -> requests.Response:
+    """The desk's API as `person`, as the page calls it."""
+    token = token_file(lab.directory, person).read_text()
+    return requests.request(
+        method,
+        f"{lab_desk.url}/api/v1{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        **kwargs,
+    )
+
+
+def test_an_approver_sees_access_waiting_for_them_never_their_own_and_approves_it(
+    page, lab_desk, lab
+) -> None:
+    asked = call(
+        lab_desk,
+        lab,
+        "carol",
+        "POST",
+        "/access-requests",
+        json={"entitlement": "web-login", "duration_minutes": 10, "reason": "page test"},
+    )
+    assert asked.status_code == 201, asked.text
+    grant = asked.json()
+    own = call(lab_desk, lab, "bob", "POST", "/access-requests", json={"entitlement": "db-sudo"})
+    assert own.status_code == 201, own.text
+    try:
+        waiting = {
+            person: {
+                g["id"]
+                for g in call(lab_desk, lab, person, "GET", "/approvals").json()["access_grants"]
+            }
+            for person in ("bob", "carol", "alice")
+        }
+        assert grant["id"] in waiting["bob"] and own.json()["id"] not in waiting["bob"]
+        assert grant["id"] not in waiting["carol"]  # her own
+        assert grant["id"] not in waiting["alice"]  # an operator, not one of its approvers
+
+        sign_in(page, lab_desk, lab, "bob")
+        row = page.locator(f"#pending-access tr[data-grant='{grant['id']}']")
+        assert "web-login" in row.inner_text() and "carol" in row.inner_text()
+        assert page.locator(f"#pending-access tr[data-grant='{own.json()['id']}']").count() == 0
+        row.locator("button[data-decision='approve']").click()
+        page.wait_for_selector("#approval-result.ok")
+        row.wait_for(state="detached")
+
+        decided = call(lab_desk, lab, "carol", "GET", f"/access-grants/{grant['id']}").json()
+        assert decided["approver"] == "bob"
+        assert decided["state"] in ("approved", "active")
+        wait_for(
+            lambda: (
+                call(lab_desk, lab, "carol", "GET", f"/access-grants/{grant['id']}").json()["state"]
+                == "active"
+            ),
+            60,
+            "the grant approved on the page to be in place",
+        )
+    finally:
+        call(lab_desk, lab, "carol", "DELETE", f"/access-grants/{grant['id']}")
+        call(lab_desk, lab, "bob", "DELETE", f"/access-grants/{own.json()['id']}")
+
+
+def test_an_approver_rejects_a_request_on_the_page(page, lab_desk, lab) -> None:
+    asked = call(
+        lab_desk,
+        lab,
+        "carol",
+        "POST",
+        "/requests",
+        json={"item": "diagnostic-bundle", "inputs": {"host": lab.hosts[1].name}},
+    )
+    assert asked.status_code == 201, asked.text
+    number = asked.json()["number"]
+    sign_in(page, lab_desk, lab, "bob")
+    row = page.locator(f"#pending-approvals tr[data-number='{number}']")
+    row.locator("button[data-decision='reject']").click()
+    page.wait_for_selector("#approval-result.ok")
+    rejected = call(lab_desk, lab, "carol", "GET", f"/requests/{number}").json()
+    assert rejected["state"] == "rejected" and rejected["approver"] == "bob"
+
+
+def test_an_operator_sees_the_incident_queue_most_urgent_first(page, lab_desk, lab) -> None:
+    reported = []
+    for host, impact, urgency in ((lab.hosts[3].name, 3, 3), (lab.hosts[4].name, 1, 1)):
+        answer = call(
+            lab_desk,
+            lab,
+            "alice",
+            "POST",
+            "/incidents",
+            json={
+                "summary": f"queue test on {host}",
+                "host": host,
+                "service": "app",
+                "symptom": "queue-test",
+                "impact": impact,
+                "urgency": urgency,
+            },
+        )
+        assert answer.status_code == 201, answer.text
+        reported.append(answer.json())
+    low, urgent = reported
+    assert (low["priority"], urgent["priority"]) == (5, 1)
+    try:
+        sign_in(page, lab_desk, lab, "alice")
+        page.wait_for_selector(f"#incident-queue tr[data-number='{urgent['number']}']")
+        page.wait_for_selector(f"#incident-queue tr[data-number='{low['number']}']")
+        order = page.eval_on_selector_all(
+            "#incident-queue tr", "rows => rows.map(r => r.dataset.number)"
+        )
+        assert order.index(urgent["number"]) < order.index(low["number"])
+        priorities = page.eval_on_selector_all(
+            "#incident-queue tr td:nth-child(2)", "cells => cells.map(c => c.textContent)"
+        )
+        assert priorities == sorted(priorities)
+        assert page.is_visible("#status-section")
+
+        call(
+            lab_desk,
+            lab,
+            "alice",
+            "PATCH",
+            f"/incidents/{urgent['number']}",
+            json={"state": "Resolved", "resolution_code": "manual", "resolution_notes": "done"},
+        )
+        page.wait_for_selector(
+            f"#incident-queue tr[data-number='{urgent['number']}']", state="detached"
+        )
+    finally:
+        for incident in reported:
+            call(
+                lab_desk,
+                lab,
+                "alice",
+                "PATCH",
+                f"/incidents/{incident['number']}",
+                json={"state": "Canceled"},
+            )
+
+
+def test_a_requester_sees_neither_the_queue_nor_the_status_view(page, lab_desk, lab) -> None:
+    sign_in(page, lab_desk, lab, "carol")
+    assert page.is_hidden("#queue-section") and page.is_hidden("#status-section")
+    assert call(lab_desk, lab, "carol", "GET", "/approvals").json() == {
+        "requests": [],
+        "access_grants": [],
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from opsflow.inventory.models import Audience, Entitlement
 from opsflow.itsm.access import ResolvedRequest
@@ -12,6 +12,7 @@ from opsflow.itsm.store.metrics import (
     RESTORE_BUCKETS_S,
     oldest_pending,
     records_health,
+    restored_by_day,
     sla_breached,
 )
 from opsflow.itsm.store.records import Records
@@ -151,3 +152,28 @@ def test_an_empty_store_reads_as_zeros(records_url: str) -> None:
     assert (health.restore_times.count, health.restore_times.sum_s) == (0, 0.0)
     assert all(count == 0 for _, count in health.restore_times.buckets)
     assert health.approvals["access"].oldest is None
+
+
+def test_time_to_restore_per_day_counts_each_incident_on_the_utc_day_it_was_restored(
+    records_url: str,
+) -> None:
+    """Opened 1 March 09:00; the view of 2 to 4 March leaves out what was restored on 1 March
+    and what was reopened, and puts midnight in the day it starts."""
+    store = Records(records_url)
+    restored_at = {"first-march": 60, "midnight": 900, "late": 900 + 23 * 60, "fourth": 4380}
+    for name, at in restored_at.items():
+        _move(store, _incident(store, name), at, "Resolved", resolution_code="manual")
+    reopened = _incident(store, "reopened")
+    _move(store, reopened, 1000, "Resolved", resolution_code="manual")
+    _move(store, reopened, 1010, "In Progress")
+    _incident(store, "still-open")
+
+    with store.db.read() as conn:
+        days = restored_by_day(conn, datetime(2026, 3, 4, 12, 0, tzinfo=UTC), 3)
+
+    assert [d.day for d in days] == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+    assert [d.count for d in days] == [2, 0, 1]
+    assert days[0].mean_s == (900 + 900 + 23 * 60) * 60 / 2
+    assert days[0].longest_s == (900 + 23 * 60) * 60
+    assert days[1].mean_s is None and days[1].longest_s is None
+    assert days[2].mean_s == days[2].longest_s == 4380 * 60

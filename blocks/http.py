@@ -1,0 +1,53 @@
+"""The HTTP credentials block: how a declared runbook's HTTP steps authenticate to an API.
+
+A runbook in the estate names the block (`http.credentials` of a step); the token or
+password stays in Prefect, never in the estate, a parameter or a log.
+"""
+
+from __future__ import annotations
+
+import requests
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr, model_validator
+
+
+class HttpCredentials(Block):
+    """Basic auth (username and password) or a bearer token for an HTTP API."""
+
+    _block_type_name = "opsflow HTTP credentials"
+    _block_type_slug = "opsflow-http-credentials"
+    _description = "How a runbook's HTTP steps authenticate to an API (admin API, load balancer)."
+
+    username: str | None = Field(
+        default=None, title="Username", description="Basic auth user, with the password."
+    )
+    password: SecretStr | None = Field(
+        default=None, title="Password", description="Basic auth password of the user."
+    )
+    bearer_token: SecretStr | None = Field(
+        default=None,
+        title="Bearer token",
+        description="Sent as `Authorization: Bearer …` instead of basic auth.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> HttpCredentials:
+        basic = self.username is not None or self.password is not None
+        if basic and (self.username is None or self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        if basic == (self.bearer_token is not None):
+            raise ValueError("set either username and password, or bearer_token")
+        return self
+
+    def secrets(self) -> list[str]:
+        """The secret values, to mask wherever a response or an error might echo them."""
+        return [s.get_secret_value() for s in (self.password, self.bearer_token) if s is not None]
+
+    def get_client(self) -> requests.Session:
+        """A session that authenticates every request; use it in a `with` statement."""
+        session = requests.Session()
+        if self.bearer_token is not None:
+            session.headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
+        else:
+            session.auth = (self.username or "", self.password.get_secret_value())
+        return session
