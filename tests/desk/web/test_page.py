@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 
 from opsflow.lab.people import token_file
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
 def sign_in(page, lab_desk, lab, person: str) -> None:
