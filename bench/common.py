@@ -283,7 +283,7 @@ def prefect_server(
 @contextlib.contextmanager
 def postgres(*databases: str) -> Iterator[Any]:
     """A throwaway PostgreSQL 15 cluster (the tests' own) with `databases` made in it."""
-    from tests.postgres import start_cluster
+    from tests.support.postgres import start_cluster
 
     cluster = start_cluster()
     try:

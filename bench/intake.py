@@ -14,7 +14,7 @@ Servers, each started as its own processes on a fresh store:
 A desk target named with `@sqlite` (`desk@sqlite`) keeps its records in SQLite instead.
 `groupcommit` is a sketch of an async group-commit intake (bench/groupcommit_intake.py).
 
-PostgreSQL is a throwaway cluster (tests/postgres.py), a new database per server start, with
+PostgreSQL is a throwaway cluster (tests/support/postgres.py), a new database per server start, with
 `fsync` off like SQLite's synchronous=NORMAL (a commit survives the process, not the machine)
 and `synchronous_commit` on (a commit is in the WAL when it returns): 202 still means stored.
 
@@ -332,7 +332,7 @@ def postgres_cluster(needed: bool) -> Iterator[Any]:
     if not needed:
         yield None
         return
-    from tests.postgres import start_cluster
+    from tests.support.postgres import start_cluster
 
     cluster = start_cluster()
     try:

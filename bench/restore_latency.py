@@ -440,7 +440,7 @@ def main() -> None:
                         served = served_runs(lab, args.runs)
             finally:
                 pager.shutdown()
-                from opsflow.tasks.ssh import close_connections
+                from opsflow.tasks.ssh_connections import close_connections
 
                 close_connections()
                 lab_down(root / "lab")

@@ -161,7 +161,7 @@ def main() -> None:
             from opsflow.inventory.loader import load_estate
             from opsflow.lab.hosts.down import lab_down
             from opsflow.lab.hosts.up import lab_up
-            from opsflow.tasks.ssh import close_connections
+            from opsflow.tasks.ssh_connections import close_connections
 
             started = time.perf_counter()
             lab = lab_up(root / "lab", hosts=args.hosts, base_address=BASE_ADDRESS)

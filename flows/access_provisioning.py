@@ -5,7 +5,13 @@ sudoers.d rule on every host of the entitlement's group, inside a Prefect transa
 host fails, the rollback hooks of the tasks that succeeded undo them, so no host keeps part of
 a grant. `revoke_access` and `expire_access` take away exactly what grants added; expiry reads
 the store every minute, so a restart loses nothing. `review_access` compares every host with
-the live grants and reports, or with `enforce` removes, what no grant explains.
+the live grants and reports, or with `enforce` removes, what no grant explains (what the
+review finds is `tasks.access.review`'s).
+
+One module, over 500 lines, on purpose: it is one deployable process whose four flows share
+the grant's records (read and moved through tasks), the per-account lock, the fan-out and the
+taking away that revocation, expiry and enforcement all do; prefect.yaml's entrypoints name
+its flows here.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 from uuid import uuid4
 
 from prefect import flow, task
@@ -24,7 +30,6 @@ from prefect.cache_policies import NONE
 from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.transactions import transaction
-from pydantic import BaseModel, ConfigDict
 
 from opsflow.errors import OpsError, PermanentError
 from opsflow.inventory.models import Estate, Host
@@ -33,16 +38,15 @@ from opsflow.itsm.access import (
     MARKER_PREFIX,
     AccessGrant,
     AccessState,
-    explains_key,
-    explains_sudo_rule,
     grant_covers,
     marker,
 )
 from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
 from opsflow.tasks.access.accounts import ensure_account, remove_account
-from opsflow.tasks.access.facts import AccessFacts, read_access_facts
+from opsflow.tasks.access.facts import read_access_facts
 from opsflow.tasks.access.keys import install_key, remove_key
+from opsflow.tasks.access.review import ReviewItem, explain
 from opsflow.tasks.access.sudo import install_sudo_rule, remove_sudo_rule
 from opsflow.tasks.change import Change
 from opsflow.tasks.events import publish_grant_change
@@ -454,95 +458,6 @@ def expire_access() -> list[dict[str, Any]]:
 
 
 # --- review -------------------------------------------------------------------------------------
-
-
-class ReviewItem(BaseModel):
-    """Something opsflow manages found on a host, and the grant that explains it, if any.
-
-    Kind `authorized_keys` is an account's file review could not read whole (oversized, or
-    too many marked lines): never explained, always reported, never removed by enforce.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str
-    kind: Literal["account", "key", "sudo_rule", "authorized_keys"]
-    name: str
-    explained_by: str | None
-    action: Literal["kept", "reported", "removed", "failed"] = "kept"
-    detail: str = ""
-
-
-def explain(
-    estate: Estate, grants: Sequence[AccessGrant], facts: Sequence[AccessFacts]
-) -> list[ReviewItem]:
-    """Match each managed account, key and sudo rule on each host with a live grant."""
-    live = [g for g in grants if g.state in LIVE_STATES]
-
-    def covers(grant: AccessGrant, host: str) -> bool:
-        return grant_covers(grant, host, estate.groups)
-
-    by_id = {g.id: g for g in live}
-    items: list[ReviewItem] = []
-    for found in facts:
-        host = found.host
-        for account in found.accounts:
-            owner = next(
-                (g for g in live if g.username == account.username and covers(g, host)), None
-            )
-            items.append(
-                ReviewItem(
-                    host=host,
-                    kind="account",
-                    name=account.username,
-                    explained_by=marker(owner.id) if owner else None,
-                )
-            )
-        for key in found.ssh_keys:
-            grant = by_id.get(key.grant_id)
-            ok = (
-                grant is not None
-                and explains_key(grant, key.username, key.grant_id, key.key)
-                and covers(grant, host)
-            )
-            items.append(
-                ReviewItem(
-                    host=host,
-                    kind="key",
-                    name=f"{key.username}:{marker(key.grant_id)}",
-                    explained_by=marker(key.grant_id) if ok else None,
-                )
-            )
-        for rule in found.sudo_rules:
-            grant = by_id.get(rule.grant_id) if rule.grant_id is not None else None
-            ok = (
-                grant is not None
-                and explains_sudo_rule(grant, rule.name, rule.content)
-                and covers(grant, host)
-            )
-            items.append(
-                ReviewItem(
-                    host=host,
-                    kind="sudo_rule",
-                    name=rule.name,
-                    explained_by=marker(grant.id) if ok and grant else None,
-                )
-            )
-        for unread in found.unread_keys:
-            items.append(
-                ReviewItem(
-                    host=host,
-                    kind="authorized_keys",
-                    name=unread.username,
-                    explained_by=None,
-                    detail=unread.reason,
-                )
-            )
-    for item in items:
-        if item.explained_by is None:
-            item.action = "reported"
-            item.detail = item.detail or "no live grant explains it"
-    return items
 
 
 def _enforce(estate: Estate, items: list[ReviewItem]) -> None:

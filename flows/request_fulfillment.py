@@ -15,21 +15,24 @@ subflow (requests submitted to the desk are carried by the workers, `desk.runner
 A run waiting for a decision costs nothing per second: a desk in the same process wakes it
 at once (`decision_sent`), and one shared check per process every RESUME_CHECK_S finds the
 runs resumed from elsewhere (a desk in another process, the Prefect UI), however many are
-waiting. Prefect's own `pause_flow_run` polls the API once a second per paused run instead.
+waiting (`flows.paused_runs`). Prefect's own `pause_flow_run` polls the API once a second per
+paused run instead.
+
+One module, over 500 lines, on purpose: one deployable process, whose two flows share the
+request's records (read and moved through tasks), the approval (signed decisions, the
+approval window and its timeout policy) and fulfilment; prefect.yaml's entrypoints name its
+flows here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import math
 import os
 import secrets
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID, uuid4
@@ -39,7 +42,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import FlowPauseTimeout
@@ -51,6 +53,7 @@ from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from opsflow.flows.fulfillment import FulfillmentResult, fulfillment_flows
+from opsflow.flows.paused_runs import ResumeWaiters
 from opsflow.inventory.models import CatalogItem, Estate
 from opsflow.itsm.approvals import ApprovalRefusedError, check_approver
 from opsflow.itsm.catalog import InvalidRequestError, validate_inputs, validate_request
@@ -76,10 +79,6 @@ ACTOR = "request-fulfillment"
 APPROVAL_KEY_BLOCK = "opsflow-approval-key"
 """The Prefect Secret block holding the key the desk signs approval decisions with."""
 UI_APPROVER = "prefect-ui"
-RESUME_CHECK_S = 2.0
-"""How often one check per process looks for paused runs resumed by someone else."""
-
-logger = logging.getLogger("opsflow.flows.request_fulfillment")
 
 
 class ApprovalDecision(RunInput):
@@ -93,68 +92,6 @@ class ApprovalDecision(RunInput):
     signature: str | None = Field(
         default=None, description="The service desk's signature; leave empty in the Prefect UI."
     )
-
-
-class ResumeWaiters:
-    """The paused runs of this process, each woken when it is resumed.
-
-    `decision_sent` wakes a run at once; a thread of its own, alive only while some run
-    waits, reads every waiting run in one API call each RESUME_CHECK_S to find those
-    resumed elsewhere. `checks` counts those calls.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: dict[UUID, threading.Event] = {}
-        self._thread: threading.Thread | None = None
-        self.checks = 0
-
-    @contextlib.contextmanager
-    def waiting(self, run_id: UUID) -> Iterator[threading.Event]:
-        """Register `run_id` (before pausing, so no wake is missed) while the block runs."""
-        event = threading.Event()
-        with self._lock:
-            self._events[run_id] = event
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._check, name="request-resumes", daemon=True
-                )
-                self._thread.start()
-        try:
-            yield event
-        finally:
-            with self._lock:
-                self._events.pop(run_id, None)
-
-    def wake(self, run_id: UUID) -> None:
-        """The run was resumed: let it go on now."""
-        with self._lock:
-            event = self._events.get(run_id)
-        if event is not None:
-            event.set()
-
-    def _check(self) -> None:
-        while True:
-            time.sleep(RESUME_CHECK_S)
-            with self._lock:
-                ids = [run_id for run_id, event in self._events.items() if not event.is_set()]
-                if not self._events:
-                    self._thread = None
-                    return
-            if not ids:
-                continue
-            try:
-                self.checks += 1
-                with get_client(sync_client=True) as client:
-                    runs = client.read_flow_runs(
-                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
-                    )
-            except Exception:
-                logger.exception("checking %d paused runs failed; trying again", len(ids))
-                continue
-            for run in runs:
-                if run.state is not None and not run.state.is_paused():
-                    self.wake(run.id)
 
 
 RESUMES = ResumeWaiters()

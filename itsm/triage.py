@@ -1,4 +1,5 @@
-"""Event triage: classify each event, then record it, correlate it, or open an incident.
+"""Event triage: classify each event (`itsm.classification`), then record it, correlate it,
+or open an incident.
 
 Pure decisions over the estate's rules plus the store's writes, so the triage flow can run a
 micro-batch of thousands of events in one call, in milliseconds per event. The known-error
@@ -21,22 +22,20 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from opsflow.errors import TransientError
 from opsflow.inventory.models import Estate
-from opsflow.itsm.ci import ci_of
+from opsflow.itsm.classification import (
+    Classification,
+    classify,
+    classify_labels,
+    in_maintenance,
+    known_host,
+    service_named,
+    with_ci,
+)
 from opsflow.itsm.problems import KnownError, match_known_error
 from opsflow.itsm.records import Event, EventClass, IncidentCreate, IncidentReport, IncidentUpdate
 from opsflow.itsm.store.correlation import Correlation
 from opsflow.itsm.store.events import EventLink
 from opsflow.itsm.store.records import Records
-
-SEVERITY_CLASSES: dict[str, EventClass] = {
-    "critical": "exception",
-    "error": "exception",
-    "page": "exception",
-    "warning": "warning",
-    "info": "informational",
-    "none": "informational",
-}
-"""Fallback classification by the `severity` label when no rule matches."""
 
 Action = Literal[
     "recorded",
@@ -59,19 +58,6 @@ BATCH_ERRORS = (TransientError, OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)
-class Classification:
-    """What an event means: its class, the rule that said so, and the incident it belongs to."""
-
-    event_class: EventClass
-    rule: str
-    symptom: str
-    impact: int
-    urgency: int
-    runbook: str | None
-    correlation_key: str
-
-
-@dataclass(frozen=True)
 class Decision:
     """What triage did with one event, for the flow's table artifact and its follow-ups."""
 
@@ -84,102 +70,6 @@ class Decision:
     runbook: str | None = None
     known_error: str | None = None
     reason: str | None = None
-
-
-def _render_key(template: str, values: dict[str, str]) -> str:
-    try:
-        return template.format_map(values)
-    except (KeyError, ValueError, IndexError):
-        return "{host}/{service}/{symptom}".format_map(values)
-
-
-def classify(event: Event, estate: Estate) -> Classification:
-    """Classify by the first matching rule of the estate, else by the `severity` label."""
-    return classify_labels(event.labels, event.host, event.service, estate)
-
-
-def classify_labels(
-    labels: dict[str, str], host: str | None, service: str | None, estate: Estate
-) -> Classification:
-    """Classify what an event or a person's report says about a CI (host and/or service).
-
-    One classification for alerts and for people, so both get the same correlation key,
-    impact, urgency and runbook for the same CI and symptom.
-    """
-    rule = next((r for r in estate.rules if r.matches(labels)), None)
-    symptom = (rule.symptom if rule and rule.symptom else None) or labels.get(
-        "symptom", labels.get("alertname", "unspecified")
-    )
-    symptom = symptom[:128]
-    known_service = _service_named(service, estate)
-    impact = (rule.impact if rule else None) or (known_service.impact if known_service else 2)
-    urgency = rule.urgency if rule else (1 if labels.get("severity") == "critical" else 2)
-    runbook = (rule.runbook if rule else None) or (
-        known_service.runbooks.get(symptom) if known_service else None
-    )
-    # A runbook neither shipped nor declared in the estate: an incident, but no automation.
-    if runbook not in estate.runbook_names or (host and not _known_host(host, estate)):
-        runbook = None
-    if rule is not None:
-        event_class, rule_name = rule.event_class, rule.name
-    else:
-        severity = labels.get("severity", "none").lower()
-        event_class = SEVERITY_CLASSES.get(severity, "warning")
-        rule_name = f"severity:{severity}"[:255]
-    values = {
-        **labels,
-        "host": host or "-",
-        "service": service or "-",
-        "symptom": symptom,
-    }
-    template = rule.correlation_key if rule else "{host}/{service}/{symptom}"
-    return Classification(
-        event_class=event_class,
-        rule=rule_name,
-        symptom=symptom,
-        impact=impact,
-        urgency=urgency,
-        runbook=runbook,
-        correlation_key=_render_key(template, values)[:512],
-    )
-
-
-def _known_host(name: str, estate: Estate) -> bool:
-    return any(h.name == name for h in estate.hosts)
-
-
-def _known_service(event: Event, estate: Estate):
-    return _service_named(event.service, estate)
-
-
-def _service_named(name: str | None, estate: Estate):
-    if not name:
-        return None
-    return next((s for s in estate.services if s.name == name), None)
-
-
-def with_ci(event: Event, estate: Estate) -> Event:
-    """The event with the host and service its labels name (`itsm.ci`) where it names neither
-    itself: an alert has only labels; a generic event may name its CI in fields of its own."""
-    if event.host and event.service:
-        return event
-    host, service = ci_of(event.labels, estate)
-    host, service = event.host or host, event.service or service
-    if (host, service) == (event.host, event.service):
-        return event
-    return event.model_copy(update={"host": host, "service": service})
-
-
-def in_maintenance(event: Event, estate: Estate, at: datetime) -> str | None:
-    """The name of a maintenance window covering the event's host at `at`, if any."""
-    if not event.host:
-        return None
-    groups = estate.groups
-    for window in estate.maintenance:
-        hosts = set(window.hosts) | set(groups.get(window.group or "", []))
-        if event.host in hosts and window.start <= at < window.end:
-            return window.name
-    return None
 
 
 def triage(
@@ -399,7 +289,7 @@ def _known_error_for(
 def _automatable(runbook: str, event: Event, estate: Estate) -> bool:
     """Whether triage may hand `runbook` to restoration: a known runbook on a known host."""
     return runbook in estate.runbook_names and not (
-        event.host and not _known_host(event.host, estate)
+        event.host and not known_host(event.host, estate)
     )
 
 
@@ -433,7 +323,7 @@ def _team_for(event: Event, estate: Estate) -> str:
 
 
 def _team_of(service_name: str | None, estate: Estate) -> str:
-    service = _service_named(service_name, estate)
+    service = service_named(service_name, estate)
     return (service.owner_team if service else None) or estate.settings.default_team
 
 

@@ -5,8 +5,8 @@
 
 - Prometheus scrapes every lab host's app (`ADDRESS:18080/metrics`, job `app`, target labels
   `host` and `service`) once a second and evaluates the alert rules once a second.
-- A tiny exporter (this file, run by the system's `/usr/bin/python3 -I`, standard library
-  only; job `lab-exporter`) reports what Prometheus cannot see from outside the hosts: the
+- A tiny exporter (`lab/exporter.py`, run by the system's `/usr/bin/python3 -I`, standard
+  library only; job `lab-exporter`) reports what Prometheus cannot see from outside the hosts: the
   usage of each host's private `/var/log/app` tmpfs and the state of the app's process.
   It reads them through `/proc/SSHD_PID/root`, which resolves paths in the mount namespace
   of the host's sshd, so `statvfs` there sees the host's own tmpfs; the app's PID comes from
@@ -31,56 +31,50 @@ Given opsflow's own processes (`SelfWatch`), Prometheus also scrapes the desk (j
 itself (`opsflow/monitoring/opsflow-rules.yml`); Alertmanager sends those alerts (label
 `source="opsflow-self"`) to the on-call's pager, by a route placed before opsflow's receiver:
 an opsflow that falls behind is never told so through its own intake.
+
+The configs (scrape jobs, rules, routes) are `lab.monitoring_config`'s; this module writes
+them, runs and stops the three processes, and asks Prometheus and Alertmanager what they see.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from opsflow.errors import LabError
+from opsflow.lab.exporter import mnt_ns, proc_state
+from opsflow.lab.monitoring_config import (
+    ALERTMANAGER,
+    PROMETHEUS,
+    SelfWatch,
+    alert_rules,
+    alertmanager_config,
+    check_configs,
+    page_self_alerts,
+    prometheus_config,
+    scrape_opsflow,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from opsflow.lab.hosts.state import Lab
 
-# Only the standard library is imported at module level: the exporter runs this very file
-# with the system's Python, outside the project's virtualenv.
-
-PROMETHEUS = "/usr/bin/prometheus"
-ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-PROMTOOL = "/usr/bin/promtool"
-AMTOOL = "/usr/bin/amtool"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 STATE_FILE = "monitoring.json"
 TOKEN_FILE = "webhook-token"  # noqa: S105 (a file name, not a secret)
-APP_JOB = "app"
-EXPORTER_JOB = "lab-exporter"
-DESK_JOB = "opsflow-desk"
-WORKER_JOB = "opsflow-worker"
-ON_CALL = "on-call"
-OPSFLOW_SCRAPE_INTERVAL = "2s"
-OPSFLOW_SCRAPE_TIMEOUT = "1500ms"
-LOG_MOUNTPOINT = "/var/log/app"
-APP_PIDFILE = "/var/lib/app/app.pid"
-DISK_FULL_RATIO = 0.9
-SCRAPE_TIMEOUT = "800ms"
-EXPORTER_SCRAPE_INTERVAL = "500ms"
-HUNG_RUNNING_WINDOW = "3s"
 
 _OUR_FILES = {
     STATE_FILE,
@@ -104,16 +98,6 @@ _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True)
-class SelfWatch:
-    """opsflow's own processes for the lab's Prometheus to scrape (ADDRESS:PORT each), and
-    the on-call's pager that opsflow's alerts on itself go to."""
-
-    desk: tuple[str, ...]
-    workers: tuple[str, ...]
-    pager_url: str
-
-
-@dataclass(frozen=True)
 class Monitoring:
     """A running Prometheus, Alertmanager and lab exporter, and where they keep their files."""
 
@@ -127,289 +111,8 @@ class Monitoring:
 
 
 def _fail(message: str) -> NoReturn:
-    """Raise the lab's error type (imported late: the exporter runs without the project)."""
-    from opsflow.errors import LabError
-
+    """Raise the lab's error type."""
     raise LabError(message)
-
-
-# --- the exporter (runs under /usr/bin/python3, standard library only) -----------------------
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(**labels: str) -> str:
-    return ",".join(f'{key}="{_escape_label(value)}"' for key, value in labels.items())
-
-
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state of a process (R, S, T, Z…), or None when there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _mnt_ns(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
-    except OSError:
-        return None
-
-
-def _host_samples(host: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """Samples (metric, labels, value) for one lab host, read inside its mount namespace."""
-    name = host["name"]
-    sshd_pid = host.get("sshd_pid")
-    # The recorded namespace guards against a recycled PID: no namespace, nothing to see.
-    visible = bool(sshd_pid) and host.get("mnt_ns") is not None
-    visible = visible and _mnt_ns(sshd_pid) == host["mnt_ns"]
-    samples = [("lab_host_visible", _labels(host=name), float(visible))]
-    if not visible:
-        return samples
-    root = Path(f"/proc/{sshd_pid}/root")
-    service = host.get("service", "app")
-
-    try:
-        fs = os.statvfs(root / LOG_MOUNTPOINT.lstrip("/"))
-    except OSError:
-        fs = None
-    if fs is not None and fs.f_blocks:
-        used = fs.f_blocks - fs.f_bfree
-        usable = used + fs.f_bavail
-        disk = _labels(host=name, mountpoint=LOG_MOUNTPOINT, service=service)
-        samples += [
-            ("lab_filesystem_used_ratio", disk, used / usable if usable else 1.0),
-            ("lab_filesystem_size_bytes", disk, float(fs.f_blocks * fs.f_frsize)),
-            ("lab_filesystem_avail_bytes", disk, float(fs.f_bavail * fs.f_frsize)),
-        ]
-
-    state = None
-    try:
-        text = (root / APP_PIDFILE.lstrip("/")).read_text().strip()
-    except OSError:
-        text = ""
-    if text.isdigit() and _mnt_ns(int(text)) == host["mnt_ns"]:
-        state = _proc_state(int(text))
-    alive = state not in (None, "Z", "X", "x")
-    stopped = state in ("T", "t")
-    proc = _labels(host=name, service=service)
-    samples += [
-        ("lab_app_process_alive", proc, float(alive)),
-        ("lab_app_process_stopped", proc, float(alive and stopped)),
-        ("lab_app_process_running", proc, float(alive and not stopped)),
-    ]
-    return samples
-
-
-_HELP = {
-    "lab_host_visible": "Whether the exporter can see into the host's mount namespace.",
-    "lab_filesystem_used_ratio": "Used share of the filesystem, as df counts it.",
-    "lab_filesystem_size_bytes": "Size of the filesystem.",
-    "lab_filesystem_avail_bytes": "Bytes of the filesystem available to unprivileged users.",
-    "lab_app_process_alive": "Whether the pidfile names a live (non-zombie) app process.",
-    "lab_app_process_stopped": "Whether the app process is alive but stopped (state T).",
-    "lab_app_process_running": "Whether the app process is alive and not stopped.",
-}
-
-
-def render_metrics(hosts: list[dict[str, Any]]) -> str:
-    """The exporter's /metrics page for `hosts` (name, sshd_pid, mnt_ns), freshly read."""
-    by_metric: dict[str, list[str]] = {metric: [] for metric in _HELP}
-    for host in hosts:
-        for metric, labels, value in _host_samples(host):
-            by_metric[metric].append(f"{metric}{{{labels}}} {value:g}")
-    lines = []
-    for metric, samples in by_metric.items():
-        lines += [f"# HELP {metric} {_HELP[metric]}", f"# TYPE {metric} gauge", *samples]
-    return "\n".join(lines) + "\n"
-
-
-class _ExporterHandler(BaseHTTPRequestHandler):
-    """Serves /metrics, re-reading every host on each request."""
-
-    hosts: ClassVar[list[dict[str, Any]]] = []
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] == "/metrics":
-            body = render_metrics(self.hosts).encode()
-            status, content_type = 200, "text/plain; version=0.0.4; charset=utf-8"
-        else:
-            body, status, content_type = b"not found\n", 404, "text/plain"
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Stay quiet: Prometheus scrapes twice a second."""
-
-
-def serve_exporter(config: Path, listen: str) -> int:
-    """Serve the lab exporter on `listen` (ADDRESS:PORT) until SIGTERM."""
-    _ExporterHandler.hosts = json.loads(config.read_text())["hosts"]
-    address, _, port = listen.rpartition(":")
-    server = ThreadingHTTPServer((address, int(port)), _ExporterHandler)
-    server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
-
-
-# --- configuration -------------------------------------------------------------------------
-
-
-def alert_rules() -> dict[str, Any]:
-    """The Prometheus rule file (as data): ServiceDown, ServiceHung and LogFilesystemFull."""
-    app_up = f'up{{job="{APP_JOB}"}}'
-    exporter = f'job="{EXPORTER_JOB}"'
-    down = f"{app_up} == 0 unless on(host) lab_app_process_alive{{{exporter}}} == 1"
-    hung = (
-        f"({app_up} == 0 and on(host) lab_app_process_stopped{{{exporter}}} == 1)"
-        f" or (max_over_time({app_up}[{HUNG_RUNNING_WINDOW}]) == 0"
-        f" and on(host) min_over_time(lab_app_process_running{{{exporter}}}"
-        f"[{HUNG_RUNNING_WINDOW}]) == 1)"
-    )
-    disk = (
-        "max by (host, service, mountpoint) "
-        f"(lab_filesystem_used_ratio{{{exporter}}}) > {DISK_FULL_RATIO}"
-    )
-    return {
-        "groups": [
-            {
-                "name": "lab",
-                "interval": "1s",
-                "rules": [
-                    {
-                        "alert": "ServiceDown",
-                        "expr": down,
-                        "for": "0s",
-                        "labels": {"severity": "critical", "symptom": "service-down"},
-                        "annotations": {
-                            "summary": "{{ $labels.service }} on {{ $labels.host }} is down: "
-                            "{{ $labels.instance }} does not answer and its process is gone",
-                            "runbook": "restart-service",
-                        },
-                    },
-                    {
-                        "alert": "ServiceHung",
-                        "expr": hung,
-                        "for": "0s",
-                        "labels": {"severity": "critical", "symptom": "service-hung"},
-                        "annotations": {
-                            "summary": "{{ $labels.service }} on {{ $labels.host }} is hung: "
-                            "its process is alive but {{ $labels.instance }} does not answer",
-                            "runbook": "recover-hung-service",
-                        },
-                    },
-                    {
-                        "alert": "LogFilesystemFull",
-                        "expr": disk,
-                        "for": "0s",
-                        "labels": {"severity": "critical", "symptom": "disk-full"},
-                        "annotations": {
-                            "summary": "{{ $labels.mountpoint }} on {{ $labels.host }} is "
-                            "{{ $value | humanizePercentage }} full",
-                            "runbook": "free-disk-space",
-                        },
-                    },
-                ],
-            }
-        ]
-    }
-
-
-def _prometheus_config(
-    lab: Lab, alertmanager_port: int, exporter_port: int, rules: Path
-) -> dict[str, Any]:
-    return {
-        "global": {
-            "scrape_interval": "1s",
-            "scrape_timeout": SCRAPE_TIMEOUT,
-            "evaluation_interval": "1s",
-        },
-        "rule_files": [str(rules)],
-        "alerting": {
-            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]
-        },
-        "scrape_configs": [
-            {
-                "job_name": APP_JOB,
-                "static_configs": [
-                    {
-                        "targets": [f"{host.address}:{host.app_port}"],
-                        "labels": {"host": host.name, "service": "app"},
-                    }
-                    for host in lab.hosts
-                ],
-            },
-            {
-                "job_name": EXPORTER_JOB,
-                "scrape_interval": EXPORTER_SCRAPE_INTERVAL,
-                "scrape_timeout": "400ms",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
-            },
-        ],
-    }
-
-
-def _alertmanager_config(webhook_url: str, token_file: Path | None) -> dict[str, Any]:
-    webhook: dict[str, Any] = {"url": webhook_url, "send_resolved": True}
-    if token_file is not None:
-        webhook["http_config"] = {
-            "authorization": {"type": "Bearer", "credentials_file": str(token_file)}
-        }
-    return {
-        "route": {
-            "receiver": "opsflow",
-            "group_by": ["alertname", "host", "service"],
-            "group_wait": "0s",
-            "group_interval": "1s",
-            "repeat_interval": "1m",
-        },
-        "receivers": [{"name": "opsflow", "webhook_configs": [webhook]}],
-    }
-
-
-def _watch_opsflow(prometheus: dict[str, Any], watch: SelfWatch) -> None:
-    """Add opsflow's desk and workers as scrape jobs, and the rules opsflow ships on itself,
-    to a Prometheus config."""
-    from opsflow.monitoring import rules_path
-
-    prometheus["rule_files"].append(str(rules_path()))
-    for job, targets in ((DESK_JOB, watch.desk), (WORKER_JOB, watch.workers)):
-        if targets:
-            prometheus["scrape_configs"].append(
-                {
-                    "job_name": job,
-                    "scrape_interval": OPSFLOW_SCRAPE_INTERVAL,
-                    "scrape_timeout": OPSFLOW_SCRAPE_TIMEOUT,
-                    "static_configs": [{"targets": list(targets)}],
-                }
-            )
-
-
-def _page_self_alerts(alertmanager: dict[str, Any], pager_url: str) -> None:
-    """Send opsflow's alerts on itself to the on-call's pager, by a route ahead of opsflow's
-    receiver, so that they never come back into opsflow."""
-    from opsflow.monitoring import SELF_SOURCE
-
-    route = {
-        "receiver": ON_CALL,
-        "matchers": [f'source="{SELF_SOURCE}"'],
-        "group_by": ["alertname"],
-        "continue": False,
-    }
-    alertmanager["route"].setdefault("routes", []).insert(0, route)
-    webhook = {"url": pager_url, "send_resolved": True}
-    alertmanager["receivers"].append({"name": ON_CALL, "webhook_configs": [webhook]})
 
 
 def _write_yaml(path: Path, data: dict[str, Any], header: str) -> None:
@@ -425,19 +128,6 @@ def _write_secret(path: Path, secret: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secret)
-
-
-def _check(argv: list[str], what: str) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    if result.returncode != 0:
-        _fail(f"{what} is invalid:\n{(result.stdout + result.stderr).strip()}")
-
-
-def check_configs(directory: Path) -> None:
-    """Validate the generated configs with promtool and amtool; LabError on any problem."""
-    _check([PROMTOOL, "check", "config", str(directory / "prometheus.yml")], "prometheus.yml")
-    _check([PROMTOOL, "check", "rules", str(directory / "rules.yml")], "rules.yml")
-    _check([AMTOOL, "check-config", str(directory / "alertmanager.yml")], "alertmanager.yml")
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -512,7 +202,7 @@ def _is_ours(pid: int, directory: Path) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return str(directory).encode() in cmdline and _proc_state(pid) not in (None, "Z")
+    return str(directory).encode() in cmdline and proc_state(pid) not in (None, "Z")
 
 
 def _reap() -> None:
@@ -581,16 +271,16 @@ def monitoring_up(
     if token_file is not None:
         _write_secret(token_file, webhook_token)
     hosts = [
-        {"name": host.name, "sshd_pid": host.sshd_pid, "mnt_ns": _mnt_ns(host.sshd_pid or 0)}
+        {"name": host.name, "sshd_pid": host.sshd_pid, "mnt_ns": mnt_ns(host.sshd_pid or 0)}
         for host in lab.hosts
     ]
     (directory / "exporter.json").write_text(json.dumps({"hosts": hosts}, indent=2) + "\n")
     _write_yaml(directory / "rules.yml", alert_rules(), "lab alert rules, written by opsflow")
-    prometheus = _prometheus_config(lab, alertmanager_port, exporter_port, directory / "rules.yml")
-    alertmanager = _alertmanager_config(webhook_url, token_file)
+    prometheus = prometheus_config(lab, alertmanager_port, exporter_port, directory / "rules.yml")
+    alertmanager = alertmanager_config(webhook_url, token_file)
     if watch_opsflow is not None:
-        _watch_opsflow(prometheus, watch_opsflow)
-        _page_self_alerts(alertmanager, watch_opsflow.pager_url)
+        scrape_opsflow(prometheus, watch_opsflow)
+        page_self_alerts(alertmanager, watch_opsflow.pager_url)
     _write_yaml(
         directory / "prometheus.yml",
         prometheus,
@@ -609,7 +299,7 @@ def monitoring_up(
         "exporter": [
             SYSTEM_PYTHON,
             "-I",
-            str(Path(__file__).resolve()),
+            str(Path(__file__).resolve().with_name("exporter.py")),
             "exporter",
             "--config",
             str(directory / "exporter.json"),
@@ -733,18 +423,3 @@ def firing_alerts(monitoring: Monitoring) -> list[dict[str, Any]]:
     """Active (not silenced, not inhibited) alerts, as Alertmanager's API v2 lists them."""
     params = urllib.parse.urlencode({"active": "true", "silenced": "false", "inhibited": "false"})
     return _get_json(f"{monitoring.alertmanager_url}/api/v2/alerts?{params}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for the exporter process: `monitoring.py exporter --config F --listen A:P`."""
-    parser = argparse.ArgumentParser(prog="lab-monitoring")
-    commands = parser.add_subparsers(dest="command", required=True)
-    exporter = commands.add_parser("exporter", help="serve the lab exporter")
-    exporter.add_argument("--config", type=Path, required=True)
-    exporter.add_argument("--listen", required=True)
-    args = parser.parse_args(argv)
-    return serve_exporter(args.config, args.listen)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

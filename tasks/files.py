@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from opsflow.errors import PermanentError, SSHTransientError
 from opsflow.inventory.models import Host
 from opsflow.tasks.retry import RETRY_TRANSIENT
-from opsflow.tasks.ssh import execute, open_sftp
+from opsflow.tasks.ssh import execute
+from opsflow.tasks.ssh_connections import open_sftp
 
 CHUNK = 1 << 20
 

@@ -9,16 +9,38 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 import yaml
 
-from tests.postgres import PostgresCluster, start_cluster
-from tests.support import free_port, wait_for
+from opsflow.itsm.store.records import Records
+from tests.support.access_lab import (
+    access_estate_dir,
+    access_lab,
+    access_people,
+    access_records_url,
+)
+from tests.support.factories import write_small_estate
+from tests.support.postgres import PostgresCluster, start_cluster
+from tests.support.serving import ServedDesk, free_port, serve_app
+from tests.support.waiting import wait_for
+
+__all__ = ["access_estate_dir", "access_lab", "access_people", "access_records_url"]
 
 LAB_HOSTS = 5
 LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]
 """Where the test lab may live; a run takes the first free one, so runs can overlap."""
 _database_numbers = itertools.count(1)
+
+
+SLOW_FIXTURES = frozenset({"lab", "access_lab", "prefect_server", "monitoring"})
+"""Fixtures that bring up real daemons (sshd hosts, a Prefect server, Prometheus and
+Alertmanager): a test that uses one is `slow`, so `pytest -m "not slow"` runs in seconds."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test whose fixtures, direct or not, bring up real daemons."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +123,20 @@ def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     cluster.drop_database(name)
 
 
+@pytest.fixture
+def store(records_url: str) -> Iterator[Records]:
+    """The records of one test, on each backend (`records_url`)."""
+    records = Records(records_url)
+    yield records
+    records.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def desk_estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small written estate of `tests.support.factories` (its people's tokens: `TOKENS`)."""
+    return write_small_estate(tmp_path_factory.mktemp("desk-estate"))
+
+
 @pytest.fixture(scope="session")
 def lab(opsflow_home: Path):
     """Real sshd hosts on loopback, each with its own /etc, /home, /root and app service."""
@@ -123,7 +159,7 @@ def lab(opsflow_home: Path):
     try:
         yield lab
     finally:
-        from opsflow.tasks.ssh import close_connections
+        from opsflow.tasks.ssh_connections import close_connections
 
         close_connections()
         lab_down(directory)
@@ -170,37 +206,47 @@ def generous_budget(lab) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def desk(lab, ssh_credentials, pager, generous_budget, records_database: str):
+def desk_token(prefect_server: None, lab) -> str:
+    """The token routine jobs post events to the desk with (the lab's `routine-jobs`, a
+    monitor), saved as the `opsflow-desk-token` Secret block: the one source of that block."""
+    from opsflow.blocks.registration import save_desk_token
+    from opsflow.lab.people import token_file
+
+    token = token_file(lab.directory, "routine-jobs").read_text().strip()
+    save_desk_token(token)
+    return token
+
+
+@pytest.fixture(scope="session")
+def lab_desk(
+    lab, ssh_credentials, pager, generous_budget, records_database: str, desk_token: str
+) -> Iterator[ServedDesk]:
     """The desk served by uvicorn on a free port and a worker (`opsflow.runtime.worker`) that
     triages and restores, both in this process, the records on the session's PostgreSQL.
 
     Routine jobs find it through OPSFLOW_DESK_URL and the `opsflow-desk-token` Secret block.
     """
-    from opsflow.blocks.registration import save_desk_token
     from opsflow.desk.server import build_desk
-    from opsflow.lab.people import token_file
     from opsflow.runtime.worker import Worker
 
     app, dispatcher = build_desk(lab.estate_dir)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    server.url = f"http://127.0.0.1:{port}"
-    os.environ["OPSFLOW_DESK_URL"] = server.url
-    save_desk_token(token_file(lab.directory, "routine-jobs").read_text())
-    server.dispatcher = dispatcher
-    server.worker = Worker()
-    server.worker.start()
-    yield server
-    server.worker.stop()
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(app) as url:
+        os.environ["OPSFLOW_DESK_URL"] = url
+        desk = ServedDesk(url, Worker(), dispatcher)
+        desk.worker.start()
+        yield desk
+        desk.worker.stop()
+
+
+@pytest.fixture
+def desk_url(lab_desk: ServedDesk, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The real desk's URL, also set as OPSFLOW_DESK_URL for the jobs."""
+    monkeypatch.setenv("OPSFLOW_DESK_URL", lab_desk.url)
+    yield lab_desk.url
 
 
 @pytest.fixture(scope="module")
-def monitoring(lab, desk):
+def monitoring(lab, lab_desk):
     """Real Prometheus and Alertmanager watching the lab, posting to the desk with a token.
 
     Module-scoped: while it runs, a service a test stops is restored within seconds, which
@@ -211,7 +257,7 @@ def monitoring(lab, desk):
 
     watch = monitoring_up(
         lab,
-        webhook_url=f"{desk.url}/api/v1/events/alertmanager",
+        webhook_url=f"{lab_desk.url}/api/v1/events/alertmanager",
         webhook_token=token_file(lab.directory, "alertmanager").read_text(),
         prometheus_port=free_port(),
         alertmanager_port=free_port(),

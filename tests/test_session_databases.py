@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from prefect import flow
 
-from tests.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster
 
 
 @flow
@@ -28,7 +28,7 @@ def test_prefect_server_records_flow_runs_in_postgresql(
     assert row == ("COMPLETED",)
 
 
-def test_session_desk_keeps_its_records_in_postgresql(desk, postgres: PostgresCluster) -> None:
+def test_session_desk_keeps_its_records_in_postgresql(lab_desk, postgres: PostgresCluster) -> None:
     from opsflow.itsm.store.records import open_records
 
     store = open_records()

@@ -14,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 from opsflow.flows.routine_ops import common
 from opsflow.tasks.fanout import HostOutcome, map_hosts, raise_failures
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.logs import CleanupPolicy, LogCleanup, clean_logs
+from opsflow.tasks.log_cleanup import CleanupPolicy, LogCleanup, clean_logs
 
 
 @flow(name="clean-disk")

@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 from opsflow.flows.routine_ops import common
 from opsflow.tasks.fanout import HostOutcome, map_hosts, raise_failures
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.logs import LogRotation, rotate_log
+from opsflow.tasks.log_rotation import LogRotation, rotate_log
 
 
 @flow(name="rotate-logs")

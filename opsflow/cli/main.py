@@ -79,7 +79,7 @@ def _find_what_up_started(
 ) -> None:
     # Before any command imports prefect: other shells reach the Prefect API `up` started.
     if ctx.invoked_subcommand != "up":
-        from opsflow.runtime.up import use_up_env
+        from opsflow.runtime.home import use_up_env
 
         use_up_env(get_settings().home)
 

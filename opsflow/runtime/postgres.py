@@ -8,6 +8,10 @@ PostgreSQL requires (it refuses to run as root).
 
 Layout of the cluster's directory (`~/.opsflow/postgres` for `opsflow up`):
 `password` (0600, ours), `data/` (the cluster, the server's user's, 0700).
+
+One module, under 500 lines, on purpose: one cluster's life (made, started, ready, stopped),
+whose every step depends on the same facts decided here (who owns the files, which user runs
+the server, which port and password); the tests' throwaway cluster uses the same code.
 """
 
 from __future__ import annotations

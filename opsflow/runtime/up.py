@@ -1,11 +1,16 @@
 """`opsflow up`: PostgreSQL, the Prefect server, lab, blocks and deployments on one machine,
-until Ctrl-C."""
+until Ctrl-C.
+
+One module, under 500 lines, on purpose: `up` is one ordered sequence over one supervisor and
+one exit stack (each step started, waited for, and its stop registered before the next), and
+reads best in that order. What it leaves in the home for other shells is `runtime.home`; the
+supervisor, the PostgreSQL cluster and the served deployments are modules of their own.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
-import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +26,7 @@ from rich.console import Console
 from rich.text import Text
 
 from opsflow.errors import OpsError
+from opsflow.runtime.home import UP_ENV_KEYS, secure_home, write_up_env
 from opsflow.runtime.supervisor import SupervisionError, Supervisor
 from opsflow.settings import OpsflowSettings
 
@@ -34,16 +40,6 @@ Prefect (and the desk starts two serving processes), ~10 s apiece on a busy 2-co
 and over a minute when the machine runs much else (seen in CI)."""
 AUTH_STRING_FILE = "prefect-api-auth"
 """In the opsflow home: the auth string every caller of the Prefect API `up` starts must send."""
-UP_ENV_FILE = "up.env"
-"""In the opsflow home: where what `up` started is and how to reach it, for other shells."""
-UP_ENV_KEYS = (
-    "PREFECT_HOME",
-    "PREFECT_API_URL",
-    "PREFECT_API_AUTH_STRING",
-    "OPSFLOW_DATABASE_URL",
-    "OPSFLOW_DESK_URL",
-    "OPSFLOW_INVENTORY",
-)
 POSTGRES = "PostgreSQL"
 """The supervised server's name, as `up` reports it."""
 POSTGRES_STOP_TIMEOUT_S = 60.0
@@ -100,12 +96,6 @@ def _wait_for(url: str, what: str, timeout_s: float, process: subprocess.Popen |
             pass
         time.sleep(0.25)
     raise UpError(f"{what} did not answer {url} within {timeout_s:.0f}s")
-
-
-def secure_home(home: Path) -> None:
-    """Make the opsflow home private to its owner (0700): it holds keys, tokens and records."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    home.chmod(0o700)
 
 
 def prefect_auth_string(home: Path) -> str:
@@ -212,41 +202,6 @@ def prepare_records(url: str) -> None:
     except SQLAlchemyError as exc:
         where = make_url(url).render_as_string(hide_password=True)
         raise UpError(f"cannot open the records at {where}: {getattr(exc, 'orig', exc)}") from exc
-
-
-def write_up_env(home: Path, env: dict[str, str]) -> Path:
-    """Write where what `up` started is, with the secrets to reach it, to a 0600 file in the
-    home: the Prefect API and its auth string, the records' URL, the desk, the estate.
-
-    Shell syntax, so `set -a; . ~/.opsflow/up.env` also serves the `prefect` command.
-    """
-    path = home / UP_ENV_FILE
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as out:
-        for key in UP_ENV_KEYS:
-            if key in env:
-                out.write(f"{key}={shlex.quote(env[key])}\n")
-    partial.replace(path)
-    return path
-
-
-def use_up_env(home: Path) -> None:
-    """Point this process at what `up` started (Prefect API, records, desk, estate), unless
-    the environment already says otherwise.
-
-    Must run before `prefect` is imported: Prefect reads its settings once, at import.
-    opsflow's settings are read afresh by every `get_settings()`.
-    """
-    path = home / UP_ENV_FILE
-    if not path.is_file():
-        return
-    for line in path.read_text().splitlines():
-        for word in shlex.split(line):
-            key, _, value = word.partition("=")
-            if key in UP_ENV_KEYS:
-                os.environ.setdefault(key, value)
 
 
 def run_up(

@@ -50,7 +50,7 @@ from opsflow.logs import configure_logging
 from opsflow.runtime import worker_metrics
 from opsflow.runtime.flow_runs import run_flow_here
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.ssh import warm_connection
+from opsflow.tasks.ssh_connections import warm_connection
 
 logger = logging.getLogger("opsflow.worker")
 

@@ -17,7 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from opsflow.errors import OpsError
 from opsflow.flows.incident_restoration import RESTORATIONS
-from opsflow.tasks.ssh import open_connections
+from opsflow.tasks.ssh_connections import open_connections
 
 if TYPE_CHECKING:
     from opsflow.runtime.worker import Worker

@@ -13,5 +13,6 @@ read and written with that user's identity (`setpriv`), so a symlink planted in 
 directory cannot make root overwrite or disclose another file.
 
 One module per concept: `facts` (what a host holds), `accounts`, `keys` and `sudo` (the
-changing steps), `steps` (what every changing step shares).
+changing steps), `steps` (what every changing step shares), `review` (which grant explains
+what a host holds).
 """

@@ -11,9 +11,9 @@ import requests
 from sqlalchemy.engine import make_url
 
 from opsflow.desk.access_log import target
-from tests.desk.conftest import TOKENS, auth
-from tests.desk.test_intake import firing
-from tests.support import desk_process, wait_for
+from tests.support.factories import TOKENS, auth, firing
+from tests.support.serving import desk_process
+from tests.support.waiting import wait_for
 
 QUERY_SECRET = "query-secret-5c1d"
 LABEL_SECRET = "label-secret-77ab"

@@ -7,24 +7,23 @@ process that does not answer; its route sends those alerts to the on-call, not o
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 import yaml
 
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.itsm.store.records import Records
-from opsflow.lab.monitoring import AMTOOL
+from opsflow.lab.monitoring_config import AMTOOL
 from opsflow.monitoring import rules_path
-from tests.alerting import alertmanager, check, prometheus, readme_yaml
-from tests.desk.conftest import TOKENS
-from tests.support import free_port, wait_for
+from tests.support.alerting import alertmanager, check, prometheus, readme_yaml
+from tests.support.factories import TOKENS
+from tests.support.serving import free_port, serve_app
+from tests.support.waiting import wait_for
 
 RECEIVER = "# alertmanager.yml: opsflow as a receiver"
 RELABEL = '# prometheus.yml: every target of the job gets host="web1" for web1.internal:18080'
@@ -36,14 +35,8 @@ SELF_ROUTE = "# alertmanager.yml: opsflow's alerts on itself go to the on-call, 
 def served(store: Records, desk_estate: Path) -> Iterator[str]:
     """The desk app served by uvicorn on a free port, for a real Alertmanager to post to."""
     app = create_app(store, EstateCache(desk_estate))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(app, log_level="error") as url:
+        yield url
 
 
 def test_the_readme_receiver_passes_amtool(tmp_path: Path) -> None:

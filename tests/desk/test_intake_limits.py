@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 
 from opsflow.desk.app import create_app
 from opsflow.desk.estate import EstateCache
 from opsflow.desk.middleware import MAX_BODY_BYTES
 from opsflow.itsm.store.records import Records
-from tests.desk.conftest import TOKENS, auth
-from tests.desk.test_intake import _alert, load, stored_events
-from tests.support import free_port, sample, wait_for
+from tests.support.factories import TOKENS, auth, stored_events, webhook_alert, webhook_body
+from tests.support.metrics import sample
+from tests.support.serving import serve_app
+from tests.support.waiting import wait_for
 
 WAITING_BOUND = 3
 """Events the served desk lets wait for their commit before it answers 503."""
@@ -31,14 +31,8 @@ WAITING_BOUND = 3
 def served(store: Records, desk_estate: Path) -> Iterator[str]:
     """The desk app served by uvicorn on a free port, with a tiny commit queue."""
     app = create_app(store, EstateCache(desk_estate), max_waiting_events=WAITING_BOUND)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 30, "the desk to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(30)
+    with serve_app(app, log_level="error") as url:
+        yield url
 
 
 def _port(url: str) -> int:
@@ -119,8 +113,10 @@ def _waiting(url: str) -> int:
 
 
 def _webhook(*hosts: str) -> dict:
-    alerts = [_alert(fingerprint=f"{abs(hash(h)):016x}"[:16], labels={"host": h}) for h in hosts]
-    return {**load("firing.json"), "alerts": alerts}
+    alerts = [
+        webhook_alert(fingerprint=f"{abs(hash(h)):016x}"[:16], labels={"host": h}) for h in hosts
+    ]
+    return {**webhook_body("firing.json"), "alerts": alerts}
 
 
 def test_a_full_commit_queue_answers_503_and_stores_nothing_of_the_refused(

@@ -11,9 +11,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from opsflow.itsm.records import EventIn
-from tests.desk.conftest import auth
-from tests.desk.test_intake import firing
-from tests.support import desk_process, sample
+from tests.support.factories import auth, firing
+from tests.support.metrics import sample
+from tests.support.serving import desk_process
 
 SERIES = {
     "opsflow_records_readable": "gauge",
@@ -47,16 +47,16 @@ def families(page: str) -> dict[str, str]:
     return {f.name: f.type for f in text_string_to_metric_families(page)}
 
 
-def test_every_series_is_there_and_parses(desk) -> None:
-    page = desk.get("/metrics")
+def test_every_series_is_there_and_parses(desk_client) -> None:
+    page = desk_client.get("/metrics")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/plain")
     found = families(page.text)
     assert {name: found.get(name) for name in SERIES} == SERIES
 
 
-def test_the_figures_follow_the_records_and_the_intake(desk, store) -> None:
-    before = desk.get("/metrics").text
+def test_the_figures_follow_the_records_and_the_intake(desk_client, store) -> None:
+    before = desk_client.get("/metrics").text
     old = datetime.now(UTC) - timedelta(minutes=10)
     event = EventIn(source="t", fingerprint="old", status="firing", occurred_at=old, labels={})
     store.events.store([event], old)
@@ -64,9 +64,9 @@ def test_the_figures_follow_the_records_and_the_intake(desk, store) -> None:
     waiting = requests_.create("restart", {}, "rita", "one", "rita", old)
     requests_.move(waiting.id, "awaiting-approval", "desk", old)
 
-    answer = desk.post("/api/v1/events/alertmanager", json=firing(), headers=auth("max"))
+    answer = desk_client.post("/api/v1/events/alertmanager", json=firing(), headers=auth("max"))
     assert answer.status_code == 202
-    after = desk.get("/metrics").text
+    after = desk_client.get("/metrics").text
 
     assert sample(after, "opsflow_triage_pending_events") == 2
     assert sample(after, "opsflow_triage_oldest_pending_seconds") >= 600
@@ -84,13 +84,13 @@ def test_the_figures_follow_the_records_and_the_intake(desk, store) -> None:
 
 
 @pytest.mark.parametrize("records_url", ["sqlite"], indirect=True)
-def test_a_scrape_answers_when_the_records_cannot_be_read(desk, store, records_url) -> None:
+def test_a_scrape_answers_when_the_records_cannot_be_read(desk_client, store, records_url) -> None:
     database = Path(records_url.removeprefix("sqlite:///"))
     store.db.dispose()
     for path in database.parent.glob(database.name + "*"):
         path.unlink()
     database.mkdir()  # where the database was, something SQLite cannot open
-    page = desk.get("/metrics")
+    page = desk_client.get("/metrics")
     assert page.status_code == 200
     assert sample(page.text, "opsflow_records_readable") == 0
     assert "opsflow_triage_pending_events" not in families(page.text)
@@ -104,18 +104,21 @@ def test_every_desk_process_is_counted_whichever_answers(
     """The desk's two processes share its port: each scrape reaches one of them, and every
     one of them must show the events both stored and both processes' figures."""
     monkeypatch.setenv("OPSFLOW_DATABASE_URL", records_url)
-    with desk_process(desk_estate, tmp_path / "desk.log") as desk:
+    with desk_process(desk_estate, tmp_path / "desk.log") as desk_client:
         webhooks = 40
         for n in range(webhooks):  # a new connection each: both processes take some
             body = firing(host=f"web{n}")
             body["alerts"][0]["fingerprint"] = f"{n:016x}"
             answer = requests.post(
-                f"{desk.url}/api/v1/events/alertmanager", json=body, headers=auth("max"), timeout=30
+                f"{desk_client.url}/api/v1/events/alertmanager",
+                json=body,
+                headers=auth("max"),
+                timeout=30,
             )
             assert answer.status_code == 202, answer.text
         pids = set()
         for _ in range(10):  # a new connection each time: either process may answer
-            page = requests.get(f"{desk.url}/metrics", timeout=10).text
+            page = requests.get(f"{desk_client.url}/metrics", timeout=10).text
             assert sample(page, "opsflow_events_stored_total") == webhooks
             assert sample(page, "opsflow_intake_seconds_count", source="alertmanager") == webhooks
             cpu = [

@@ -5,15 +5,15 @@ from __future__ import annotations
 import requests
 
 from opsflow.lab.people import token_file
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
-def test_requester_is_told_of_grant_and_revoke(desk, lab, pager) -> None:
+def test_requester_is_told_of_grant_and_revoke(lab_desk, lab, pager) -> None:
     def call(person: str, method: str, path: str, **kwargs) -> requests.Response:
         token = token_file(lab.directory, person).read_text()
         return requests.request(
             method,
-            f"{desk.url}/api/v1{path}",
+            f"{lab_desk.url}/api/v1{path}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
             **kwargs,

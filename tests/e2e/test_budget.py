@@ -8,11 +8,11 @@ import yaml
 from opsflow.flows.incident_restoration import incident_restoration
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import run_on_host
-from tests.support import open_service_down
+from tests.support.factories import open_service_down
 
 
 @pytest.fixture
-def no_budget(lab, desk):
+def no_budget(lab, lab_desk):
     path = lab.estate_dir / "estate.yaml"
     original = path.read_text()
     path.write_text(yaml.safe_dump({**yaml.safe_load(original), "remediation_budget": 0}))

@@ -12,9 +12,9 @@ from opsflow.lab.people import token_file
 
 
 @pytest.fixture
-def opsflow(desk, lab, monkeypatch):
+def opsflow(lab_desk, lab, monkeypatch):
     def run(person: str, *args: str, code: int = 0):
-        monkeypatch.setenv("OPSFLOW_DESK_URL", desk.url)
+        monkeypatch.setenv("OPSFLOW_DESK_URL", lab_desk.url)
         monkeypatch.setenv("OPSFLOW_TOKEN", token_file(lab.directory, person).read_text())
         result = CliRunner().invoke(app, list(args))
         assert result.exit_code == code, result.output

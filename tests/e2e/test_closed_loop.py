@@ -10,9 +10,10 @@ from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.services import check_service_health
-from tests.support import prefect_events, wait_for
+from tests.support.prefect_api import prefect_events
+from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("monitoring")]
+pytestmark = pytest.mark.usefixtures("monitoring")
 
 RESTORE_TIMEOUT_S = 90
 

@@ -36,7 +36,8 @@ from opsflow.lab.hosts.run import run_on_host
 from opsflow.lab.hosts.state import app_admin_token_file
 from opsflow.lab.people import token_file
 from opsflow.lab.runbooks import ADMIN_CREDENTIALS, RUNBOOKS_YAML
-from tests.support import PROJECT, wait_for
+from tests.support import PROJECT
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ def served_patch_report(prefect_server, ssh_credentials, lab, opsflow_home) -> I
 
 
 @pytest.fixture
-def more_runbooks(lab, desk) -> Iterator[None]:
+def more_runbooks(lab, lab_desk) -> Iterator[None]:
     """The lab estate with two more declared runbooks and a catalog item naming one; put back
     after the test."""
     runbooks_path: Path = lab.estate_dir / "runbooks.yaml"
@@ -222,13 +223,13 @@ def open_incident(host: str, runbook: str, symptom: str = "slow"):
 
 
 def test_a_declared_runbook_restores_an_app_out_of_service_over_its_admin_api(
-    lab, desk, app_admin: str
+    lab, lab_desk, app_admin: str
 ) -> None:
     host = "lab03"
     break_host(host, "drain", lab.directory)
     assert health_status(lab, host) == 503
     sent = requests.post(
-        f"{desk.url}/api/v1/events",
+        f"{lab_desk.url}/api/v1/events",
         headers={"Authorization": f"Bearer {token_file(lab.directory, 'alice').read_text()}"},
         json={
             "source": "e2e",
@@ -270,7 +271,7 @@ def test_a_declared_runbook_restores_an_app_out_of_service_over_its_admin_api(
 
 
 def test_a_declared_runbook_that_does_not_restore_is_rolled_back_and_escalated(
-    lab, desk, app_admin: str, more_runbooks: None, pager
+    lab, lab_desk, app_admin: str, more_runbooks: None, pager
 ) -> None:
     from opsflow.flows.incident_restoration import incident_restoration
 
@@ -292,12 +293,12 @@ def test_a_declared_runbook_that_does_not_restore_is_rolled_back_and_escalated(
 
 
 def test_a_parameter_with_shell_metacharacters_reaches_the_host_literally(
-    lab, desk, more_runbooks: None
+    lab, lab_desk, more_runbooks: None
 ) -> None:
     host = "lab02"
     carol = {"Authorization": f"Bearer {token_file(lab.directory, 'carol').read_text()}"}
     answer = requests.post(
-        f"{desk.url}/api/v1/requests",
+        f"{lab_desk.url}/api/v1/requests",
         headers=carol,
         json={"item": "leave-a-note", "inputs": {"service": "app", "host": host, "note": EVIL}},
         timeout=30,
@@ -308,7 +309,7 @@ def test_a_parameter_with_shell_metacharacters_reaches_the_host_literally(
 
     def done():
         record = requests.get(
-            f"{desk.url}/api/v1/requests/{number}", headers=alice, timeout=30
+            f"{lab_desk.url}/api/v1/requests/{number}", headers=alice, timeout=30
         ).json()
         return record if record["state"] in ("fulfilled", "failed") else None
 
@@ -325,7 +326,7 @@ def test_a_parameter_with_shell_metacharacters_reaches_the_host_literally(
 
 
 def test_a_declared_runbook_runs_a_deployment_and_waits_for_it(
-    lab, desk, more_runbooks: None, served_patch_report: None
+    lab, lab_desk, more_runbooks: None, served_patch_report: None
 ) -> None:
     from opsflow.flows.incident_restoration import incident_restoration
 
@@ -368,7 +369,7 @@ def test_the_readme_declares_the_labs_runbook_and_catalog_items(lab) -> None:
 
 
 def test_try_it_on_the_lab_as_written(
-    lab, desk, app_admin: str, served_patch_report: None, monkeypatch
+    lab, lab_desk, app_admin: str, served_patch_report: None, monkeypatch
 ) -> None:
     monkeypatch.setenv("OPSFLOW_TOKEN", token_file(lab.directory, "alice").read_text())
     [commands] = readme_blocks("sh")

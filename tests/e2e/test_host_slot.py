@@ -9,12 +9,13 @@ from opsflow.flows.incident_restoration import incident_restoration
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.tasks.concurrency import host_slot
-from tests.support import open_service_down, wait_for
+from tests.support.factories import open_service_down
+from tests.support.waiting import wait_for
 
 HELD_S = 4.0
 
 
-def test_restoration_waits_for_the_hosts_slot(lab, desk) -> None:
+def test_restoration_waits_for_the_hosts_slot(lab, lab_desk) -> None:
     host = lab.hosts[0].name
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "slot test")

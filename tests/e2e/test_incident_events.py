@@ -5,15 +5,16 @@ from __future__ import annotations
 import requests
 
 from opsflow.lab.people import token_file
-from tests.support import prefect_events, wait_for
+from tests.support.prefect_api import prefect_events
+from tests.support.waiting import wait_for
 
 
-def test_opened_and_resolved_incident_events(desk, lab) -> None:
+def test_opened_and_resolved_incident_events(lab_desk, lab) -> None:
     def headers(person: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token_file(lab.directory, person).read_text()}"}
 
     incident = requests.post(
-        f"{desk.url}/api/v1/incidents",
+        f"{lab_desk.url}/api/v1/incidents",
         json={
             "host": "lab03",
             "service": "app",
@@ -26,7 +27,7 @@ def test_opened_and_resolved_incident_events(desk, lab) -> None:
         timeout=10,
     ).json()
     requests.patch(
-        f"{desk.url}/api/v1/incidents/{incident['number']}",
+        f"{lab_desk.url}/api/v1/incidents/{incident['number']}",
         json={"state": "Resolved", "resolution_code": "no-fault", "resolution_notes": "fine"},
         headers=headers("alice"),
         timeout=10,

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
 
@@ -20,10 +19,8 @@ from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
 from opsflow.tasks.services import check_service_health
-from tests.alerting import alertmanager, prometheus, readme_yaml
-from tests.support import wait_for
-
-pytestmark = pytest.mark.slow
+from tests.support.alerting import alertmanager, prometheus, readme_yaml
+from tests.support.waiting import wait_for
 
 RESTORE_TIMEOUT_S = 90
 PLAIN_LABELS = {"alertname", "instance", "job"}
@@ -48,11 +45,11 @@ def restored(host: str, since: datetime):
     return None
 
 
-def test_a_plain_up_alert_opens_and_restores_the_right_ci(lab, desk, estate, tmp_path: Path):
+def test_a_plain_up_alert_opens_and_restores_the_right_ci(lab, lab_desk, estate, tmp_path: Path):
     host = lab.hosts[2]
     receiver = yaml.safe_load(readme_yaml("# alertmanager.yml: opsflow as a receiver"))
     webhook = receiver["receivers"][0]["webhook_configs"][0]
-    webhook["url"] = f"{desk.url}/api/v1/events/alertmanager"
+    webhook["url"] = f"{lab_desk.url}/api/v1/events/alertmanager"
     webhook["http_config"]["authorization"]["credentials_file"] = str(
         token_file(lab.directory, "alertmanager")
     )

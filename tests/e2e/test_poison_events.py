@@ -7,15 +7,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import pytest
 import requests
 
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.people import token_file
-from tests.support import wait_for
-
-pytestmark = pytest.mark.slow
+from tests.support.waiting import wait_for
 
 RESTORE_TIMEOUT_S = 90
 
@@ -48,7 +45,7 @@ def outcome(fingerprint: str) -> str | None:
     return f"failed: {reasons[0]}" if reasons else None
 
 
-def test_poison_events_do_not_stop_a_real_outage_from_being_restored(desk, lab) -> None:
+def test_poison_events_do_not_stop_a_real_outage_from_being_restored(lab_desk, lab) -> None:
     host = lab.hosts[0]
     headers = {"Authorization": f"Bearer {token_file(lab.directory, 'alertmanager').read_text()}"}
     run = uuid.uuid4().hex[:12]
@@ -64,7 +61,7 @@ def test_poison_events_do_not_stop_a_real_outage_from_being_restored(desk, lab) 
         f"b{run}",
     )
     first = requests.post(
-        f"{desk.url}/api/v1/events/alertmanager",
+        f"{lab_desk.url}/api/v1/events/alertmanager",
         json=webhook(future, bare),
         headers=headers,
         timeout=10,
@@ -76,7 +73,10 @@ def test_poison_events_do_not_stop_a_real_outage_from_being_restored(desk, lab) 
         {"alertname": "ServiceDown", "host": host.name, "service": "app"}, now, f"c{run}"
     )
     second = requests.post(
-        f"{desk.url}/api/v1/events/alertmanager", json=webhook(outage), headers=headers, timeout=10
+        f"{lab_desk.url}/api/v1/events/alertmanager",
+        json=webhook(outage),
+        headers=headers,
+        timeout=10,
     )
     assert second.status_code == 202, second.text
 
@@ -92,5 +92,5 @@ def test_poison_events_do_not_stop_a_real_outage_from_being_restored(desk, lab) 
         "the outage to be restored",
     )
     assert (resolved.runbook, resolved.resolution_code) == ("restart-service", "auto-remediated")
-    health = requests.get(f"{desk.url}/api/v1/health", timeout=10).json()
+    health = requests.get(f"{lab_desk.url}/api/v1/health", timeout=10).json()
     assert health["triage"]["failing"] is False

@@ -14,14 +14,14 @@ import requests
 from prefect.settings import PREFECT_API_URL
 
 from opsflow.lab.people import token_file
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
-def call(desk, lab, person: str, method: str, path: str, **kwargs) -> dict:
+def call(lab_desk, lab, person: str, method: str, path: str, **kwargs) -> dict:
     token = token_file(lab.directory, person).read_text()
     answer = requests.request(
         method,
-        f"{desk.url}/api/v1{path}",
+        f"{lab_desk.url}/api/v1{path}",
         headers={"Authorization": f"Bearer {token}"},
         timeout=60,
         **kwargs,
@@ -66,14 +66,14 @@ def wait_for_events(
 
 
 def test_a_request_approved_and_fulfilled_and_one_rejected_are_in_the_event_feed(
-    desk, lab, since
+    lab_desk, lab, since
 ) -> None:
     host = lab.hosts[2].name
     body = {"item": "diagnostic-bundle", "inputs": {"host": host}}
-    fulfilled = call(desk, lab, "carol", "POST", "/requests", json=body)["number"]
-    call(desk, lab, "bob", "POST", f"/requests/{fulfilled}/approve", json={"comment": "ok"})
-    rejected = call(desk, lab, "carol", "POST", "/requests", json=body)["number"]
-    call(desk, lab, "bob", "POST", f"/requests/{rejected}/reject", json={"comment": "no"})
+    fulfilled = call(lab_desk, lab, "carol", "POST", "/requests", json=body)["number"]
+    call(lab_desk, lab, "bob", "POST", f"/requests/{fulfilled}/approve", json={"comment": "ok"})
+    rejected = call(lab_desk, lab, "carol", "POST", "/requests", json=body)["number"]
+    call(lab_desk, lab, "bob", "POST", f"/requests/{rejected}/reject", json={"comment": "no"})
 
     events = wait_for_events(
         f"opsflow.request.{fulfilled}",
@@ -96,23 +96,23 @@ def test_a_request_approved_and_fulfilled_and_one_rejected_are_in_the_event_feed
 
 
 def test_access_granted_revoked_expired_and_rejected_are_in_the_event_feed(
-    desk, lab, since
+    lab_desk, lab, since
 ) -> None:
     def ask(minutes: float) -> int:
         body = {"entitlement": "web-login", "duration_minutes": minutes, "reason": "events"}
-        return call(desk, lab, "carol", "POST", "/access-requests", json=body)["id"]
+        return call(lab_desk, lab, "carol", "POST", "/access-requests", json=body)["id"]
 
     revoked, expiring, rejected = ask(10), ask(0.05), ask(10)
     for grant in (revoked, expiring):
-        call(desk, lab, "bob", "POST", f"/access-requests/{grant}/approve", json={})
-    call(desk, lab, "bob", "POST", f"/access-requests/{rejected}/reject", json={})
+        call(lab_desk, lab, "bob", "POST", f"/access-requests/{grant}/approve", json={})
+    call(lab_desk, lab, "bob", "POST", f"/access-requests/{rejected}/reject", json={})
 
     wait_for_events(
         f"opsflow.access-grant.{revoked}",
         {"opsflow.access.submitted", "opsflow.access.approved", "opsflow.access.granted"},
         since,
     )
-    call(desk, lab, "carol", "DELETE", f"/access-grants/{revoked}")
+    call(lab_desk, lab, "carol", "DELETE", f"/access-grants/{revoked}")
     events = wait_for_events(f"opsflow.access-grant.{revoked}", {"opsflow.access.revoked"}, since)
     gone = events["opsflow.access.revoked"]
     assert gone["resource"]["prefect.resource.id"] == "opsflow.entitlement.web-login"

@@ -28,7 +28,9 @@ from opsflow.runtime.worker import Worker
 from opsflow.settings import get_settings
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.inventory import read_estate
-from tests.support import open_service_down, wait_for, worker_process
+from tests.support.factories import open_service_down
+from tests.support.serving import worker_process
+from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())
@@ -69,7 +71,7 @@ def run_state(flow_run_id: str) -> str:
     return run.state.type.value if run.state else "NONE"
 
 
-def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
+def test_a_host_slot_timeout_escalates_and_pages(lab, lab_desk, pager) -> None:
     host = lab.hosts[3].name
     incident = open_service_down(host, "slot timeout test")
     pages_before = len(pager.pages)
@@ -85,7 +87,7 @@ def test_a_host_slot_timeout_escalates_and_pages(lab, desk, pager) -> None:
     assert lease_holder(incident) is None, "the lease is given back once escalated"
 
 
-def test_a_restoration_that_lost_its_lease_while_waiting_steps_aside(lab, desk, pager) -> None:
+def test_a_restoration_that_lost_its_lease_while_waiting_steps_aside(lab, lab_desk, pager) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "lease lost while waiting for the slot")
@@ -117,7 +119,7 @@ def test_a_restoration_that_lost_its_lease_while_waiting_steps_aside(lab, desk, 
         run_on_host(host, [SVC, "start"], lab.directory)
 
 
-def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:
+def test_an_escalated_incident_is_not_restored_again(lab, lab_desk, pager) -> None:
     host = lab.hosts[3].name
     incident = open_service_down(host, "escalated, then its lease lapsed")
     pages_before = len(pager.pages)
@@ -152,7 +154,7 @@ def test_an_escalated_incident_is_not_restored_again(lab, desk, pager) -> None:
 
 
 def test_the_crash_hook_pages_from_the_last_good_estate(
-    lab, desk, pager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lab, lab_desk, pager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     estate_dir = tmp_path / "estate"
     shutil.copytree(lab.estate_dir, estate_dir)
@@ -172,7 +174,7 @@ def test_the_crash_hook_pages_from_the_last_good_estate(
     assert not any("estate cannot be read" in t for t in worklog(incident))
 
 
-def test_two_restorations_of_one_incident_run_the_runbook_once(lab, desk) -> None:
+def test_two_restorations_of_one_incident_run_the_runbook_once(lab, lab_desk) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "twice test")
@@ -197,7 +199,7 @@ def test_two_restorations_of_one_incident_run_the_runbook_once(lab, desk) -> Non
     assert app_runs(lab, host)
 
 
-def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, desk) -> None:
+def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, lab_desk) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "resolved meanwhile")
@@ -222,7 +224,7 @@ def test_an_incident_resolved_while_waiting_for_the_slot_is_left_alone(lab, desk
         run_on_host(host, [SVC, "start"], lab.directory)
 
 
-def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> None:
+def test_an_incident_whose_restoration_never_started_is_restored(lab, lab_desk) -> None:
     host = lab.hosts[3].name
     run_on_host(host, [SVC, "stop"], lab.directory)
     incident = open_service_down(host, "queued when its desk stopped")
@@ -239,9 +241,9 @@ def test_an_incident_whose_restoration_never_started_is_restored(lab, desk) -> N
 
 
 @pytest.fixture
-def two_workers(lab, desk, tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
+def two_workers(lab, lab_desk, tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
     """Two worker processes with 2 s leases, and no other worker while they run."""
-    desk.worker.stop()
+    lab_desk.worker.stop()
     try:
         with (
             worker_process(lab.estate_dir, tmp_path / "worker-1.log") as first,
@@ -249,8 +251,8 @@ def two_workers(lab, desk, tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
         ):
             yield [first, second]
     finally:
-        desk.worker = Worker()
-        desk.worker.start()
+        lab_desk.worker = Worker()
+        lab_desk.worker.start()
 
 
 def service_down_alert(host: str) -> dict:
@@ -264,7 +266,7 @@ def service_down_alert(host: str) -> dict:
 
 
 def test_worker_killed_mid_restoration_leaves_no_incident_behind(
-    lab, desk, two_workers: list[subprocess.Popen]
+    lab, lab_desk, two_workers: list[subprocess.Popen]
 ) -> None:
     host = lab.hosts[2].name
     run_on_host(host, [SVC, "stop"], lab.directory)
@@ -281,7 +283,7 @@ def test_worker_killed_mid_restoration_leaves_no_incident_behind(
 
     with host_slot(host):
         answer = requests.post(
-            f"{desk.url}/api/v1/events/alertmanager",
+            f"{lab_desk.url}/api/v1/events/alertmanager",
             json=service_down_alert(host),
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,

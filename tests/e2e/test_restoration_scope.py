@@ -11,11 +11,11 @@ import yaml
 from opsflow.flows.incident_restoration import incident_restoration
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
-from tests.support import open_service_down
+from tests.support.factories import open_service_down
 
 
 @pytest.fixture
-def app_not_on_last_host(lab, desk) -> Iterator[str]:
+def app_not_on_last_host(lab, lab_desk) -> Iterator[str]:
     """The estate's app runs on every lab host but the last; that host's name."""
     path: Path = lab.estate_dir / "services.yaml"
     original = path.read_text()

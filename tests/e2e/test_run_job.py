@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from opsflow.cli.main import app
 from opsflow.runtime.project import read_deployments
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
-def served(prefect_server, ssh_credentials, lab, opsflow_home, desk):
+def served(prefect_server, ssh_credentials, lab, opsflow_home, lab_desk):
     env = {
         **os.environ,
         "PREFECT_API_URL": PREFECT_API_URL.value(),

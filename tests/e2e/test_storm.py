@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import copy
-import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import requests
 
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.people import token_file
-from tests.support import wait_for
+from tests.support.factories import webhook_body
+from tests.support.waiting import wait_for
 
-FIRING = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "alertmanager" / "firing.json").read_text()
-)
+FIRING = webhook_body("firing.json")
 
 
 def delivery(index: int) -> dict:
@@ -30,9 +27,9 @@ def delivery(index: int) -> dict:
     return body
 
 
-def test_200_concurrent_deliveries_make_one_incident(desk, lab) -> None:
+def test_200_concurrent_deliveries_make_one_incident(lab_desk, lab) -> None:
     headers = {"Authorization": f"Bearer {token_file(lab.directory, 'alertmanager').read_text()}"}
-    url = f"{desk.url}/api/v1/events/alertmanager"
+    url = f"{lab_desk.url}/api/v1/events/alertmanager"
 
     def post(index: int) -> requests.Response:
         return requests.post(url, json=delivery(index), headers=headers, timeout=30)
@@ -59,9 +56,9 @@ def test_200_concurrent_deliveries_make_one_incident(desk, lab) -> None:
     [{"version": "4", "status": "firing", "alerts": "nope"}, {"a": 1}, []],
     ids=["alerts-not-list", "wrong-shape", "empty-list"],
 )
-def test_hostile_bodies_over_http_get_4xx(desk, lab, body) -> None:
+def test_hostile_bodies_over_http_get_4xx(lab_desk, lab, body) -> None:
     headers = {"Authorization": f"Bearer {token_file(lab.directory, 'alertmanager').read_text()}"}
     answer = requests.post(
-        f"{desk.url}/api/v1/events/alertmanager", json=body, headers=headers, timeout=10
+        f"{lab_desk.url}/api/v1/events/alertmanager", json=body, headers=headers, timeout=10
     )
     assert 400 <= answer.status_code < 500

@@ -25,7 +25,8 @@ from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.people import token_file
 from opsflow.runtime.worker import Worker
 from opsflow.tasks.concurrency import host_slot
-from tests.support import DeskProcess, desk_process, wait_for, worker_process
+from tests.support.serving import DeskProcess, desk_process, worker_process
+from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIRING = json.loads((PROJECT / "tests" / "fixtures" / "alertmanager" / "firing.json").read_text())
@@ -46,9 +47,9 @@ def alert(host: str, fingerprint: str, severity: str, starts_at: str) -> dict:
 
 
 @pytest.fixture
-def topology(lab, desk, tmp_path: Path) -> Iterator[tuple[list[DeskProcess], list]]:
+def topology(lab, lab_desk, tmp_path: Path) -> Iterator[tuple[list[DeskProcess], list]]:
     """Two desk processes and two worker processes, 2 s leases, no other worker running."""
-    desk.worker.stop()
+    lab_desk.worker.stop()
     try:
         with (
             desk_process(lab.estate_dir, tmp_path / "desk-1.log") as desk_1,
@@ -58,8 +59,8 @@ def topology(lab, desk, tmp_path: Path) -> Iterator[tuple[list[DeskProcess], lis
         ):
             yield [desk_1, desk_2], [worker_1, worker_2]
     finally:
-        desk.worker = Worker()
-        desk.worker.start()
+        lab_desk.worker = Worker()
+        lab_desk.worker.start()
 
 
 def test_a_storm_survives_a_killed_desk_and_a_killed_worker(lab, topology, tmp_path) -> None:

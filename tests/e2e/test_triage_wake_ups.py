@@ -11,11 +11,11 @@ from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.people import token_file
-from tests.desk.test_intake import firing
-from tests.support import wait_for
+from tests.support.factories import firing
+from tests.support.waiting import wait_for
 
 
-def test_on_postgresql_events_are_triaged_without_prefect_wake_ups(desk, lab) -> None:
+def test_on_postgresql_events_are_triaged_without_prefect_wake_ups(lab_desk, lab) -> None:
     store = open_records()
     assert store.db.dialect == "postgresql"
     since = datetime.now(UTC)
@@ -23,7 +23,7 @@ def test_on_postgresql_events_are_triaged_without_prefect_wake_ups(desk, lab) ->
     body["alerts"][0]["fingerprint"] = f"{int(since.timestamp() * 1e6):x}"
     token = token_file(lab.directory, "alertmanager").read_text().strip()
     answer = requests.post(
-        f"{desk.url}/api/v1/events/alertmanager",
+        f"{lab_desk.url}/api/v1/events/alertmanager",
         json=body,
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,

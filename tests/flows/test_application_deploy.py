@@ -20,7 +20,7 @@ from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.probes import app_health, app_version
 from opsflow.lab.hosts.releases import INITIAL_RELEASE
 from opsflow.lab.hosts.run import run_on_host
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

@@ -20,7 +20,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from opsflow.errors import PermanentError
 from opsflow.flows.failed_runs import page_on_failed_run
 from opsflow.runtime.project import find_deployment, read_deployments, to_runner_deployment
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 
 @flow(name="itil-test-failure")

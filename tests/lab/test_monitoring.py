@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,15 +24,15 @@ from opsflow.lab.hosts.state import Lab
 from opsflow.lab.hosts.up import lab_up
 from opsflow.lab.monitoring import (
     Monitoring,
-    check_configs,
     firing_alerts,
     monitoring_down,
     monitoring_up,
     query,
     wait_until_scraped,
 )
-
-pytestmark = pytest.mark.slow
+from opsflow.lab.monitoring_config import check_configs
+from tests.support.serving import free_ports
+from tests.support.waiting import wait_for
 
 BASE_ADDRESS = "127.0.40.1"
 TOKEN = "lab-webhook-token-9f2c1e77d3"
@@ -89,7 +88,7 @@ class WebhookReceiver:
             deliveries = [d for d in self.deliveries if d.at >= since]
         return [(d, alert) for d in deliveries for alert in d.body["alerts"]]
 
-    def wait_for(
+    def delivered(
         self, alertname: str, host: str, status: str, since: float, timeout: float = ALERT_TIMEOUT
     ) -> tuple[Delivery, dict[str, Any]]:
         """The first delivery after `since` holding a matching alert; fails after `timeout`."""
@@ -105,33 +104,9 @@ class WebhookReceiver:
                     return delivery, alert
             return None
 
-        found = poll(match, timeout, f"{status} {alertname} for {host}")
+        found = wait_for(match, timeout, f"{status} {alertname} for {host}")
         assert found is not None
         return found
-
-
-def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Call `check` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def ever_fired(monitoring: Monitoring, alertname: str, host: str) -> bool:
@@ -142,7 +117,7 @@ def ever_fired(monitoring: Monitoring, alertname: str, host: str) -> bool:
 
 def settle(monitoring: Monitoring, host: str) -> None:
     """Wait until `host` is scraped as up and the rules have been evaluated after that."""
-    poll(
+    wait_for(
         lambda: query(monitoring, f'up{{job="app",host="{host}"}} == 1'),
         ALERT_TIMEOUT,
         f"{host} to be scraped up",
@@ -154,7 +129,7 @@ def settle(monitoring: Monitoring, host: str) -> None:
             group = json.load(response)["data"]["groups"][0]
         return _rfc3339(group["lastEvaluation"]) > seen_up + 0.1
 
-    poll(evaluated, 5.0, "a rule evaluation after the host was up")
+    wait_for(evaluated, 5.0, "a rule evaluation after the host was up")
 
 
 def urlopen(url: str) -> Any:
@@ -251,7 +226,7 @@ def test_service_down_fires_and_resolves(
     wait_until_scraped(monitoring)
     print(break_host("lab01", "service", mon_lab.directory))
     broken = time.monotonic()
-    delivery, alert = webhook.wait_for("ServiceDown", "lab01", "firing", since=broken)
+    delivery, alert = webhook.delivered("ServiceDown", "lab01", "firing", since=broken)
     report("service stopped -> firing webhook", delivery.at - broken)
 
     assert delivery.authorization == f"Bearer {TOKEN}"
@@ -270,7 +245,7 @@ def test_service_down_fires_and_resolves(
     assert alert["annotations"]["runbook"] == "restart-service"
     assert "lab01" in alert["annotations"]["summary"]
 
-    active = poll(
+    active = wait_for(
         lambda: [
             a
             for a in firing_alerts(monitoring)
@@ -284,7 +259,7 @@ def test_service_down_fires_and_resolves(
     result = run_on_host("lab01", [SVC, "start"], mon_lab.directory)
     assert result.returncode == 0, result.stderr
     repaired = time.monotonic()
-    delivery, resolved = webhook.wait_for("ServiceDown", "lab01", "resolved", since=repaired)
+    delivery, resolved = webhook.delivered("ServiceDown", "lab01", "resolved", since=repaired)
     report("service started -> resolved webhook", delivery.at - repaired)
     assert resolved["fingerprint"] == alert["fingerprint"]
     assert delivery.authorization == f"Bearer {TOKEN}"
@@ -300,7 +275,7 @@ def test_hang_fires_service_hung_not_service_down(
     wait_until_scraped(monitoring)
     print(break_host("lab02", "hang", mon_lab.directory))
     broken = time.monotonic()
-    delivery, alert = webhook.wait_for("ServiceHung", "lab02", "firing", since=broken)
+    delivery, alert = webhook.delivered("ServiceHung", "lab02", "firing", since=broken)
     report("app SIGSTOPped -> firing webhook", delivery.at - broken)
     assert alert["labels"]["symptom"] == "service-hung"
     assert alert["labels"]["service"] == "app"
@@ -313,7 +288,7 @@ def test_hang_fires_service_hung_not_service_down(
     )
     assert result.returncode == 0, result.stderr
     repaired = time.monotonic()
-    delivery, _ = webhook.wait_for("ServiceHung", "lab02", "resolved", since=repaired)
+    delivery, _ = webhook.delivered("ServiceHung", "lab02", "resolved", since=repaired)
     report("app SIGCONTed -> resolved webhook", delivery.at - repaired)
 
     settle(monitoring, "lab02")
@@ -328,7 +303,7 @@ def test_full_log_disk_alerts_for_that_host_only(
     wait_until_scraped(monitoring)
     print(break_host("lab01", "disk", mon_lab.directory))
     broken = time.monotonic()
-    delivery, alert = webhook.wait_for("LogFilesystemFull", "lab01", "firing", since=broken)
+    delivery, alert = webhook.delivered("LogFilesystemFull", "lab01", "firing", since=broken)
     report("log disk filled -> firing webhook", delivery.at - broken)
     labels = alert["labels"]
     assert labels["symptom"] == "disk-full"
@@ -340,7 +315,7 @@ def test_full_log_disk_alerts_for_that_host_only(
     result = run_on_host("lab01", ["sh", "-c", "rm -f /var/log/app/app.log.*"], mon_lab.directory)
     assert result.returncode == 0, result.stderr
     repaired = time.monotonic()
-    delivery, _ = webhook.wait_for("LogFilesystemFull", "lab01", "resolved", since=repaired)
+    delivery, _ = webhook.delivered("LogFilesystemFull", "lab01", "resolved", since=repaired)
     report("rotated logs removed -> resolved webhook", delivery.at - repaired)
 
     assert not ever_fired(monitoring, "LogFilesystemFull", "lab02")
@@ -428,7 +403,7 @@ def _checks(timeline: dict[str, str | None]) -> list[dict[str, Any]]:
 def test_rules_keep_down_and_hung_apart(tmp_path: Path) -> None:
     import yaml
 
-    from opsflow.lab.monitoring import alert_rules
+    from opsflow.lab.monitoring_config import alert_rules
 
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(alert_rules()))
     cases = {

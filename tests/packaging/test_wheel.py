@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # brings up its own daemons
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 

@@ -34,7 +34,8 @@ from opsflow.runtime.postgres import (
     wait_until_ready,
 )
 from opsflow.runtime.supervisor import Supervisor
-from tests.support import free_port, wait_for
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 NAME = "PostgreSQL"
 

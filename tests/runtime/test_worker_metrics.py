@@ -13,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from opsflow.itsm.records import EventIn
 from opsflow.itsm.store.records import Records
-from tests.support import sample, wait_for, worker_process
+from tests.support.metrics import sample
+from tests.support.serving import worker_process
+from tests.support.waiting import wait_for
 
 SERIES = (
     "opsflow_triage_runs_total",

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from opsflow.tasks.change import Change
-from opsflow.tasks.logs import LogRotation
+from opsflow.tasks.log_rotation import LogRotation
 
 
 def test_only_a_made_change_is_changed() -> None:

@@ -25,7 +25,7 @@ from opsflow.inventory.models import Host
 from opsflow.tasks.fanout import FanOutError, map_calls, map_hosts, raise_failures
 from opsflow.tasks.retry import is_transient
 from opsflow.tasks.ssh import CommandResult, execute, run_command
-from tests.support import wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
 

@@ -31,8 +31,9 @@ from opsflow.tasks.maintenance import (
     open_maintenance_window,
 )
 from opsflow.tasks.silences import AlertmanagerRefusedError, create_silence, end_silence
-from tests.alerting import Daemon, Receiver, alertmanager, amtool, webhook_receiver
-from tests.support import free_port, wait_for
+from tests.support.alerting import Daemon, Receiver, alertmanager, amtool, webhook_receiver
+from tests.support.serving import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted:UserWarning")
 

@@ -1,0 +1,125 @@
+"""Workers hear of stored events from PostgreSQL itself: a notice per commit that stored some,
+none for duplicates, and the listener comes back after its connection is killed."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from opsflow.itsm.records import EventIn
+from opsflow.itsm.store.event_notices import listen_for_stored_events
+from opsflow.itsm.store.records import Records
+
+WAIT_S = 10.0
+"""Generous: a notice normally arrives in milliseconds; this only bounds a failing test."""
+
+
+def alert(fingerprint: str) -> EventIn:
+    return EventIn.model_validate(
+        {
+            "source": "alertmanager",
+            "fingerprint": fingerprint,
+            "status": "firing",
+            "host": "web01",
+            "service": "nginx",
+            "labels": {"alertname": "ServiceDown"},
+            "summary": "nginx down",
+            "occurred_at": datetime(2026, 12, 1, tzinfo=UTC),
+        }
+    )
+
+
+class Heard:
+    """Counts the listener's calls and lets a test wait for the next one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.changed = threading.Condition()
+
+    def __call__(self) -> None:
+        with self.changed:
+            self.calls += 1
+            self.changed.notify_all()
+
+    def wait_beyond(self, calls: int, timeout_s: float = WAIT_S) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.calls > calls, timeout_s)
+
+
+@pytest.fixture
+def pg_url(postgres) -> Iterator[str]:
+    name = f"records_notices_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(name)
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def writer_store(pg_url: str) -> Iterator[Records]:
+    """The store the test writes events through, as a desk would."""
+    store = Records(pg_url)
+    yield store
+    store.db.dispose()
+
+
+@pytest.fixture
+def listening(pg_url: str) -> Iterator[Heard]:
+    """A listener on its own store, heard once it listens; the test writes through another."""
+    listener_store = Records(pg_url)
+    heard = Heard()
+    stopped = threading.Event()
+    thread = threading.Thread(
+        target=listen_for_stored_events, args=(listener_store.db, heard, stopped), daemon=True
+    )
+    thread.start()
+    assert heard.wait_beyond(0), "the listener never started listening"
+    yield heard
+    stopped.set()
+    thread.join(5)
+    listener_store.db.dispose()
+
+
+def test_a_commit_that_stores_events_is_heard_and_duplicates_are_not(
+    writer_store: Records, listening: Heard
+) -> None:
+    heard = listening
+    before = heard.calls
+    assert writer_store.events.store([alert("a"), alert("b")], datetime.now(UTC)) == (2, 0)
+    assert heard.wait_beyond(before), "no notice after events were stored"
+    assert heard.calls == before + 1, "one commit, one notice"
+
+    after = heard.calls
+    assert writer_store.events.store([alert("a")], datetime.now(UTC)) == (0, 1)
+    assert not heard.wait_beyond(after, timeout_s=1.0), "a duplicate was announced"
+
+
+def test_the_listener_listens_again_after_its_connection_is_killed(
+    writer_store: Records, listening: Heard
+) -> None:
+    heard = listening
+    with writer_store.db.read() as conn:
+        killed = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed == 1
+    # Back on a new connection, it first calls once for what it may have missed.
+    assert heard.wait_beyond(heard.calls, timeout_s=WAIT_S)
+    before = heard.calls
+    writer_store.events.store([alert("c")], datetime.now(UTC))
+    assert heard.wait_beyond(before), "no notice after the listener reconnected"
+
+
+def test_sqlite_has_no_listener(tmp_path) -> None:
+    store = Records(f"sqlite:///{tmp_path / 'records.db'}")
+    heard = Heard()
+    listen_for_stored_events(store.db, heard, threading.Event())  # returns at once
+    assert heard.calls == 0

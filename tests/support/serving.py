@@ -1,0 +1,144 @@
+"""Serving for tests: free ports, an app served by uvicorn in a thread, and a desk or a worker
+in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import uvicorn
+from prefect.settings import PREFECT_API_URL
+
+from tests.support import PROJECT
+from tests.support.waiting import wait_for
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def serve_app(app: Any, log_level: str = "warning") -> Iterator[str]:
+    """`app` served by uvicorn in a thread on a free loopback port: its URL once it has
+    started; stopped at the end of the block."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level=log_level)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "the app to start")
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@dataclass
+class ServedDesk:
+    """A desk served in this process (`serve_app`): its URL, the worker that carries its work
+    in this process too, and its triage dispatcher when it has one of its own."""
+
+    url: str
+    worker: Any
+    dispatcher: Any = None
+
+
+@dataclass
+class DeskProcess:
+    """A desk in a process of its own, which the test may kill."""
+
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+
+@contextmanager
+def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[DeskProcess]:
+    """Another desk (`python -m opsflow.desk.server`) on the same records and Prefect server, with
+    short leases, once it answers; killed at the end."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "OPSFLOW_INVENTORY": str(estate_dir),
+        "OPSFLOW_LEASE_SECONDS": str(lease_s),
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "opsflow.desk.server", "--port", str(port)],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    desk = DeskProcess(process, f"http://127.0.0.1:{port}", log)
+
+    def answers() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return requests.get(f"{desk.url}/api/v1/health", timeout=1).ok
+        except (requests.ConnectionError, requests.Timeout):  # not up, or not answering yet
+            return False
+
+    try:
+        wait_for(answers, 60, "the other desk to start")
+        yield desk
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+@contextmanager
+def worker_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[subprocess.Popen]:
+    """A worker (`python -m opsflow.runtime.worker`) on the same records and Prefect server,
+    with short leases, once it serves; killed at the end."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "OPSFLOW_INVENTORY": str(estate_dir),
+        "OPSFLOW_LEASE_SECONDS": str(lease_s),
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "opsflow.runtime.worker"],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def serving() -> bool:
+        assert process.poll() is None, log.read_text()
+        return "worker serving" in log.read_text()
+
+    try:
+        wait_for(serving, 60, "the worker to serve")
+        yield process
+    finally:
+        process.kill()
+        process.wait(10)
