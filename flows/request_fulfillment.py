@@ -387,7 +387,7 @@ def _pause_for_input(form: type[ApprovalDecision], timeout_s: int, key: str) -> 
     keyset = keyset_from_paused_state(proposed)
     # Prefect's StateDetails types the keyset as dict[str, str], its Keyset as a TypedDict of
     # the same str keys and values: the stubs disagree, the value is the one Prefect expects.
-    proposed.state_details.run_input_keyset = keyset  # type: ignore[assignment]
+    proposed.state_details.run_input_keyset = keyset  # type: ignore[assignment]  # see above
     with RESUMES.waiting(run_id) as resumed, get_client(sync_client=True) as client:
         state = propose_state_sync(client, proposed, flow_run_id=run_id)
         if state.is_running():  # this pause happened before and was resumed already

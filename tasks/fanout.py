@@ -89,7 +89,6 @@ def map_calls(
         raise ValueError("limit: must be at least 1")
     if not calls:
         return []
-    # Prefect unwraps quote() before the call; its Task.__call__ types know nothing of it.
     return fan_out(  # type: ignore[call-overload]  # quoted arguments, unwrapped by Prefect
         task_.name, len(calls), quote(task_), quote(list(calls)), limit
     )
