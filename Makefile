@@ -31,6 +31,7 @@ lint: debian-packages $(BIN)/opsflow
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/lint_imports.py
+	$(BIN)/python scripts/lint_types.py
 	shellcheck $(SHELL_SCRIPTS)
 
 format: $(BIN)/opsflow

@@ -49,5 +49,6 @@ class HttpCredentials(Block):
         if self.bearer_token is not None:
             session.headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
         else:
+            assert self.password is not None, "the validator requires a password without a token"
             session.auth = (self.username or "", self.password.get_secret_value())
         return session

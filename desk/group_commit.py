@@ -138,6 +138,7 @@ def _answer(waiting: _Waiting, counts: tuple[int, int] | None, error: BaseExcept
         if error is not None:
             waiting.answer.set_exception(error)
         else:
+            assert counts is not None, "an answer is counts or an error"
             waiting.answer.set_result(counts)
 
     with suppress(RuntimeError):  # the event loop has closed: nobody is waiting any more

@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import (
@@ -232,7 +233,7 @@ class DeskProcesses(Collector):
         yield from multiprocess.MultiProcessCollector(None, str(self._directory)).collect()
         families: dict[str, Metric] = {}
         for pid in sorted(live):
-            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+            for family in ProcessCollector(pid=partial(int, pid), registry=None).collect():
                 merged = families.setdefault(
                     family.name, Metric(family.name, family.documentation, family.type)
                 )

@@ -499,7 +499,7 @@ def review_access(enforce: bool = False) -> list[dict[str, Any]]:
     outcomes = map_hosts(read_access_facts, estate.hosts, estate.settings.ssh_concurrency)
     # Grants after facts: whatever a grant put on a host was approved before it was read.
     grants = read_live_grants()
-    items = explain(estate, grants, [o.result for o in outcomes if o.ok])
+    items = explain(estate, grants, [o.result for o in outcomes if o.ok and o.result is not None])
     if enforce:
         _enforce(estate, items)
     unexplained = [i for i in items if i.explained_by is None]

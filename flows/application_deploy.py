@@ -146,6 +146,7 @@ def deploy_release(
         plan = _dry_run(estate, target, version, batch, canary, pause_s, record)
         logger.info("%s", plan.summary)
         return plan
+    assert record is not None, "without a dry run a recorded release is required, above"
     return _carry(estate, target, record, lease_holder, gate_deadline_s, gate_passes)
 
 

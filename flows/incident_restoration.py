@@ -104,7 +104,7 @@ def escalate_unfinished(flow: Flow, flow_run: FlowRun, state: State) -> None:
     )
     if not claim.claimed:
         return
-    reason = f"restoration run {flow_run.name} {state.name.lower()}: {state.message}"
+    reason = f"restoration run {flow_run.name} {str(state.name).lower()}: {state.message}"
     try:
         estate = read_estate.fn()
     except OpsError as exc:
@@ -214,7 +214,7 @@ def _restore(
     with host_slot(host.name, slot_wait_s):
         current = read_incident.fn(str(record.id))
         if not left_to_automation(current):
-            became = current.state
+            became: str = current.state
             if current.state in CLAIMABLE_STATES:
                 became = f"assigned to {current.assigned_to}"
             write_worklog.fn(

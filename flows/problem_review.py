@@ -9,6 +9,7 @@ and SLA breaches per priority, known errors) as the `problem-review` artifact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -54,7 +55,7 @@ def problem_review(window_days: int | None = None, threshold: int | None = None)
     since = datetime.now(UTC) - timedelta(days=window_days)
     recurrences = find_recurring_incidents(since, threshold)
     opened: list[int] = []
-    linked: dict[int, tuple[int, ...]] = {}
+    linked: dict[int, Sequence[int]] = {}
     for recurrence in recurrences:
         if not recurrence.needs_action:
             continue

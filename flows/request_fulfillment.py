@@ -34,7 +34,7 @@ import secrets
 import socket
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from uuid import UUID, uuid4
 
 from prefect import flow, task
@@ -42,11 +42,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
-from prefect.input.run_input import keyset_from_paused_state, run_input_subclass_from_type
+from prefect.input.run_input import keyset_from_paused_state
 from prefect.logging import get_run_logger
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
@@ -105,13 +106,14 @@ def decision_sent(run_id: str) -> None:
 def approval_key(create: bool = False) -> bytes | None:
     """The approval signing key from its Secret block; made on first use when `create`."""
     try:
-        return str(Secret.load(APPROVAL_KEY_BLOCK).get()).encode()
+        # Prefect types load() as the block or its coroutine; from sync code it is the block.
+        return str(cast(Secret, Secret.load(APPROVAL_KEY_BLOCK)).get()).encode()
     except ValueError:
         if not create:
             return None
     with contextlib.suppress(ValueError):  # another desk made it first: use theirs
         Secret(value=secrets.token_urlsafe(32)).save(APPROVAL_KEY_BLOCK, overwrite=False)
-    return str(Secret.load(APPROVAL_KEY_BLOCK).get()).encode()
+    return str(cast(Secret, Secret.load(APPROVAL_KEY_BLOCK)).get()).encode()
 
 
 # -- tasks: every read and change of the record goes through one, audited with this run ----
@@ -293,7 +295,7 @@ def _decide(estate: Estate, item: CatalogItem, record: ServiceRequest) -> Servic
     if record.state == "awaiting-approval" and record.approval_due_at is not None:
         due = record.approval_due_at  # a run taking over after its desk stopped: same window
     deadline = time.monotonic() + (due - now).total_seconds()
-    changes = {"approval_run_id": run_id, "approval_due_at": due}
+    changes: dict[str, Any] = {"approval_run_id": run_id, "approval_due_at": due}
     if record.state == "submitted":
         record = move_request(record.id, "awaiting-approval", **changes)
     else:
@@ -381,17 +383,19 @@ def _pause_for_input(form: type[ApprovalDecision], timeout_s: int, key: str) -> 
     if context is None or context.flow_run is None:
         raise RuntimeError("only a flow run can pause for a decision")
     run_id = context.flow_run.id
-    proposed = Paused(timeout_seconds=timeout_s, reschedule=False, pause_key=key)
-    decision_type = run_input_subclass_from_type(form)
+    proposed: State[None] = Paused(timeout_seconds=timeout_s, reschedule=False, pause_key=key)
     keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = keyset
+    # Prefect's StateDetails types the keyset as dict[str, str], its Keyset as a TypedDict of
+    # the same str keys and values: the stubs disagree, the value is the one Prefect expects.
+    proposed.state_details.run_input_keyset = keyset  # type: ignore[assignment]  # see above
     with RESUMES.waiting(run_id) as resumed, get_client(sync_client=True) as client:
         state = propose_state_sync(client, proposed, flow_run_id=run_id)
         if state.is_running():  # this pause happened before and was resumed already
-            return decision_type.load(keyset)
+            # RunInput.load() is typed as the input or its coroutine; here, sync, the input.
+            return cast(ApprovalDecision, form.load(keyset))
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause: Prefect answered {state.type}")
-        decision_type.save(keyset)
+        form.save(keyset)
         get_run_logger().info("waiting for a decision (key %s)", key)
         woken = resumed.wait(timeout_s)
         run = client.read_flow_run(run_id)  # resumed, or at the very end of the window?
@@ -399,7 +403,7 @@ def _pause_for_input(form: type[ApprovalDecision], timeout_s: int, key: str) -> 
             if not woken:
                 raise FlowPauseTimeout("the run was paused and nobody resumed it in time")
             raise RuntimeError(f"the run left its pause as {run.state and run.state.type}")
-    return decision_type.load(keyset)
+    return cast(ApprovalDecision, form.load(keyset))
 
 
 def _run_again_after_pause_timeout() -> None:
@@ -542,14 +546,18 @@ def _fulfill_by_deployment(
         fulfil_due_at=datetime.now(UTC) + timedelta(seconds=within_s),
     )
     try:
-        run = run_deployment(deployment, parameters=parameters, timeout=within_s, as_subflow=True)
+        # Prefect types run_deployment() as the run or its coroutine; from sync code it is the run.
+        run = cast(
+            FlowRun,
+            run_deployment(deployment, parameters=parameters, timeout=within_s, as_subflow=True),
+        )
     except Exception as exc:  # no such deployment, parameters it refuses, an unreachable API
         get_run_logger().warning("%s: deployment %s not run: %s", record.number, deployment, exc)
         return move_request(record.id, "failed", outcome=f"deployment {deployment}: {exc}")
     record = link_request_run(record.id, str(run.id))
     state = run.state
     if state is None or not state.is_completed():
-        how = state.name if state else "unknown"
+        how = str(state.name) if state else "unknown"
         if state is not None and not state.is_final():
             how += f" after {item.fulfill_within_minutes:g} minutes (left running)"
         return move_request(

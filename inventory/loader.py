@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from opsflow.errors import InventoryError
 from opsflow.inventory.models import (
@@ -56,7 +57,7 @@ def _read_yaml(path: Path, problems: list[str]) -> Any:
     return None
 
 
-def _describe(error: dict[str, Any], item: Any = None) -> str:
+def _describe(error: ErrorDetails, item: Any = None) -> str:
     """One validation error as `field: reason`; in a runbook, the step is named by its
     phase, position and name (`remediate[1] (put-in-service): http.method: …`)."""
     loc = [p for p in error["loc"] if not str(p).startswith("function-")]
@@ -261,10 +262,10 @@ def _check_runbooks(sections: dict[str, list[Any]], problems: list[str]) -> None
     host, a service and exactly the parameters it takes."""
     declared: list[DeclaredRunbook] = sections["runbooks"]
     _duplicates("runbooks.yaml", "runbook", [r.name for r in declared], problems)
-    for runbook in declared:
-        if runbook.name in SHIPPED_RUNBOOKS:
+    for own in declared:
+        if own.name in SHIPPED_RUNBOOKS:
             problems.append(
-                f"runbooks.yaml: {runbook.name}: name: opsflow ships a runbook of that name"
+                f"runbooks.yaml: {own.name}: name: opsflow ships a runbook of that name"
             )
     by_name = {r.name: r for r in declared}
     for item in sections["catalog"]:

@@ -12,7 +12,7 @@ hang triage.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, model_validator
@@ -24,6 +24,8 @@ MATCH_TIMEOUT_S = 0.05
 """The longest one regular expression may run over one label value (values hold <= 2 KiB)."""
 
 Op = Literal["=", "!=", "=~", "!~"]
+# Each operator by its text: what `_MATCHER` matched, as an `Op`.
+_OPS: dict[str, Op] = {op: op for op in get_args(Op)}
 
 _MATCHER = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]{0,127})\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.S)
 
@@ -84,7 +86,7 @@ def parse_matcher(text: str) -> Matcher:
         raise ValueError(f'{text!r} is not a matcher like name="value" (=, !=, =~ or !~)')
     name, op, raw = found.groups()
     quoted = len(raw) >= 2 and raw[0] == raw[-1] == '"'
-    return Matcher(name=name, op=op, value=_unescape(raw[1:-1] if quoted else raw, text))
+    return Matcher(name=name, op=_OPS[op], value=_unescape(raw[1:-1] if quoted else raw, text))
 
 
 def _unescape(raw: str, text: str) -> str:

@@ -142,7 +142,7 @@ class Person(StrictModel):
     full_name: str = ""
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
     team: Name | None = None
-    roles: list[Role] = Field(default_factory=lambda: ["requester"])
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["requester"]))
     token_sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",

@@ -37,10 +37,10 @@ def find_drift(estate: Estate, snapshots: Iterable[FactsSnapshot]) -> list[Drift
     (`version-differs`, once per host not on the release most of them run).
     """
     latest: dict[str, FactsSnapshot] = {}
-    for snapshot in snapshots:
-        known = latest.get(snapshot.host)
-        if known is None or snapshot.gathered_at >= known.gathered_at:
-            latest[snapshot.host] = snapshot
+    for taken in snapshots:
+        known = latest.get(taken.host)
+        if known is None or taken.gathered_at >= known.gathered_at:
+            latest[taken.host] = taken
     drift: list[Drift] = []
     for host in estate.hosts:
         snapshot = latest.get(host.name)

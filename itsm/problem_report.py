@@ -131,9 +131,8 @@ def _cell(text: object) -> str:
 
 def _problem_cell(recurrence: Recurrence, review: ReviewInput) -> str:
     by_id = {i.id: i for i in review.incidents}
-    ids = Counter(
-        by_id[i].problem_id for i in recurrence.incident_ids if by_id[i].problem_id is not None
-    )
+    linked = (by_id[i].problem_id for i in recurrence.incident_ids)
+    ids = Counter(problem_id for problem_id in linked if problem_id is not None)
     if not ids:
         return "-"
     cells = []

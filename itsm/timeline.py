@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from opsflow.itsm.markdown import md_text
 from opsflow.itsm.records import AuditEntry, Incident, WorklogEntry
 
@@ -33,7 +35,7 @@ def render_timeline(
         "| time (UTC) | who | what |",
         "|---|---|---|",
     ]
-    entries: list[tuple[object, str, str]] = []
+    entries: list[tuple[datetime, str, str]] = []
     for entry in audit:
         if entry.action == "incident.worklog_added":
             continue

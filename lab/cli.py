@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from opsflow.errors import LabError
-from opsflow.lab.hosts.breakage import BreakKind, break_host
+from opsflow.lab.hosts.breakage import break_host
 from opsflow.lab.hosts.down import lab_down
 from opsflow.lab.hosts.probes import lab_status
 from opsflow.lab.hosts.up import lab_up
@@ -135,7 +135,7 @@ def break_(
 ) -> None:
     """Break a lab host for real, to give opsflow an incident to handle."""
     try:
-        done = break_host(host, cast(BreakKind, kind.value), directory)
+        done = break_host(host, kind.value, directory)
     except LabError as exc:
         raise _fail(exc) from exc
     console.print(Text(done))

@@ -53,8 +53,9 @@ def _host_samples(host: dict[str, Any]) -> list[tuple[str, str, float]]:
     name = host["name"]
     sshd_pid = host.get("sshd_pid")
     # The recorded namespace guards against a recycled PID: no namespace, nothing to see.
-    visible = bool(sshd_pid) and host.get("mnt_ns") is not None
-    visible = visible and mnt_ns(sshd_pid) == host["mnt_ns"]
+    visible = bool(
+        sshd_pid and host.get("mnt_ns") is not None and mnt_ns(sshd_pid) == host["mnt_ns"]
+    )
     samples = [("lab_host_visible", _labels(host=name), float(visible))]
     if not visible:
         return samples

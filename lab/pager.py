@@ -31,7 +31,7 @@ class PagerServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """Where to POST pages."""
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]
         return f"http://{host}:{port}/page"
 
     def wait_for(self, count: int, timeout_s: float) -> list[dict]:

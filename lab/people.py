@@ -10,12 +10,23 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
+from typing import TypedDict
 
 import yaml
 
 from opsflow.inventory.models import token_sha256
 
-PEOPLE = [
+
+class Person(TypedDict):
+    """One of the lab's people, as people.yaml lists them (without their token's hash)."""
+
+    name: str
+    full_name: str
+    team: str
+    roles: list[str]
+
+
+PEOPLE: list[Person] = [
     {"name": "alice", "full_name": "Alice Oncall", "team": "ops", "roles": ["operator"]},
     {"name": "bob", "full_name": "Bob Approver", "team": "ops", "roles": ["approver"]},
     {"name": "carol", "full_name": "Carol User", "team": "users", "roles": ["requester"]},
@@ -111,7 +122,7 @@ def write_people_and_rules(estate_dir: Path, lab_dir: Path) -> dict[str, str]:
         path = token_file(lab_dir, person["name"])
         path.write_text(token)
         os.chmod(path, 0o600)
-        entry = {**person, "token_sha256": token_sha256(token)}
+        entry: dict[str, object] = {**person, "token_sha256": token_sha256(token)}
         if "monitor" not in person["roles"]:
             entry["ssh_public_key"] = _person_key(lab_dir, person["name"])
         people.append(entry)

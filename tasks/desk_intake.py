@@ -9,7 +9,7 @@ Which incidents still wait for an all-clear is read from the records store.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import requests
 from prefect import task
@@ -78,7 +78,8 @@ class DeskUnavailableError(TransientError):
 
 def _desk(desk_url: str | None, token_block: str) -> tuple[str, dict[str, str]]:
     try:
-        token = Secret.load(token_block).get()
+        # Prefect types load() as the block or its coroutine; from sync code it is the block.
+        token = cast(Secret, Secret.load(token_block)).get()
     except ValueError as exc:
         raise PermanentError(
             f"no Secret block {token_block!r} with the desk token for routine jobs: {exc}"

@@ -74,7 +74,7 @@ def parse_facts(host: str, output: str) -> HostFacts:
         os=os_name or "unknown",
         kernel=kernel,
         uptime_s=float(uptime.split()[0]),
-        load=load,  # type: ignore[arg-type]
+        load=load,
         mem_total_kb=memory.get("MemTotal", 0),
         mem_available_kb=memory.get("MemAvailable", 0),
         disks=sorted(disks.values(), key=lambda d: d.mount),

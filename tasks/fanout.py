@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from prefect import Task, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.states import Failed
@@ -88,7 +89,9 @@ def map_calls(
         raise ValueError("limit: must be at least 1")
     if not calls:
         return []
-    return fan_out(task_.name, len(calls), quote(task_), quote(list(calls)), limit)
+    return fan_out(  # type: ignore[call-overload]  # quoted arguments, unwrapped by Prefect
+        task_.name, len(calls), quote(task_), quote(list(calls)), limit
+    )
 
 
 @task(cache_policy=NONE, task_run_name="{name}[{host_count} hosts]")
@@ -164,7 +167,9 @@ def _may_retry(task_: Task[..., Any], exc: Exception) -> bool:
     """The task's `retry_condition_fn`, asked as Prefect asks it (no task run: None)."""
     if task_.retry_condition_fn is None:
         return True
-    state = Failed(data=exc, message=f"Task run encountered unexpected exception: {exc!r}")
+    state: State[Any] = Failed(
+        data=exc, message=f"Task run encountered unexpected exception: {exc!r}"
+    )
     return bool(task_.retry_condition_fn(task_, None, state))  # type: ignore[arg-type]
 
 

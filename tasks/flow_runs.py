@@ -65,7 +65,7 @@ def read_flow_run(reference: str) -> FlowRunSummary:
         flow=flow,
         deployment=deployment,
         tags=sorted(run.tags),
-        state=run.state.name if run.state else "unknown",
+        state=run.state.name if run.state and run.state.name else "unknown",
         message=(run.state.message or "") if run.state else "",
         url=f"{ui}/runs/flow-run/{run.id}" if ui else None,
     )

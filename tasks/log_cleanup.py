@@ -228,7 +228,7 @@ def clean_logs(
         doomed = plan_cleanup(files, fs, policy, time.time())
         if dry_run or not doomed:
             removed = doomed
-            after = Filesystem(
+            after: float | None = Filesystem(
                 size_kb=fs.size_kb, used_kb=fs.used_kb - sum(d.file.kb for d in doomed)
             ).used_percent
         else:

@@ -6,7 +6,10 @@ Incidents page a team's on-call; requests and access grants tell the person who 
 
 from __future__ import annotations
 
+from typing import cast
+
 from prefect import task
+from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
@@ -24,7 +27,11 @@ from opsflow.inventory.models import Estate
 )
 def send_notification(block: str, subject: str, body: str) -> str:
     """Send one message through a Prefect notification block (type/name); returns the block."""
-    Block.load(block).notify(body=body, subject=subject)
+    # Prefect types load() as a plain Block or its coroutine; from sync code it is the block of
+    # the named type, and the estate names notification blocks here. NotificationBlock types
+    # notify() async; its blocks dispatch to their sync notify() from sync code, as here.
+    notifier = cast(NotificationBlock, Block.load(block))
+    notifier.notify(body=body, subject=subject)  # type: ignore[unused-coroutine]  # sync here
     return block
 
 

@@ -78,7 +78,9 @@ def roll_out_host(rollout: HostRollout) -> ReleaseChange:
 
     Raises whatever stopped it (the restart, `HealthGateError`), after putting the host back.
     """
-    get_transaction().set("rollout", rollout)
+    transaction = get_transaction()
+    assert transaction is not None, "a host's rollout runs in the release's transaction"
+    transaction.set("rollout", rollout)
     host, service = rollout.host, rollout.service
     record_host_step(rollout, "deploying", f"putting {rollout.version} in place")
     reason = f"{rollout.number}: {service.name} {rollout.previous} -> {rollout.version}"

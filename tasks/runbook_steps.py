@@ -10,12 +10,13 @@ level (the command's on the host, the request's on the socket, the deployment's 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import requests
 import urllib3
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from pydantic import Field
@@ -137,7 +138,8 @@ def _credentials(label: str, name: str | None) -> HttpCredentials | None:
     if name is None:
         return None
     try:
-        return HttpCredentials.load(name)
+        # Prefect types load() as the block or its coroutine; from sync code it is the block.
+        return cast(HttpCredentials, HttpCredentials.load(name))
     except ValueError as exc:  # no such block, or not an HTTP credentials one
         raise StepFailedError(f"{label}: http.credentials: block {name!r}: {exc}") from None
 
@@ -202,8 +204,10 @@ def run_deployment_step(
         label, "deployment.parameters", lambda: _render_json(call.parameters, values), values
     )
     try:
-        run = run_deployment(
-            call.name, parameters=parameters, timeout=step.timeout, as_subflow=True
+        # Prefect types run_deployment() as the run or its coroutine; from sync code it is the run.
+        run = cast(
+            FlowRun,
+            run_deployment(call.name, parameters=parameters, timeout=step.timeout, as_subflow=True),
         )
     except ObjectNotFound:
         raise StepFailedError(f"{label}: deployment: no deployment {call.name!r}") from None

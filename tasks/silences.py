@@ -9,7 +9,7 @@ retry: a silence is recognised as ours by its `createdBy`, comment and matchers.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import requests
 from prefect import task
@@ -48,7 +48,8 @@ def _session(link: AlertmanagerLink) -> requests.Session:
     from opsflow.blocks.alertmanager import AlertmanagerCredentials
 
     try:
-        block = AlertmanagerCredentials.load(link.credentials)
+        # Prefect types load() as the block or its coroutine; from sync code it is the block.
+        block = cast(AlertmanagerCredentials, AlertmanagerCredentials.load(link.credentials))
     except ValueError as exc:
         raise PermanentError(
             f"alertmanager.credentials: no Alertmanager credentials block "

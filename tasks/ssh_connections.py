@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import paramiko
 
@@ -65,7 +66,8 @@ class ConnectionPool:
             cached = self._credentials.get(name)
             if cached and time.monotonic() - cached[1] < IDLE_CLOSE_S:
                 return cached[0]
-        block = SshCredentials.load(name)
+        # Prefect types load() as the block or its coroutine; from sync code it is the block.
+        block = cast(SshCredentials, SshCredentials.load(name))
         with self._lock:
             self._credentials[name] = (block, time.monotonic())
         return block

@@ -82,7 +82,7 @@ def clear_old_logs(
         dry_run=dry_run,
     )
     raise_failures(f"clearing old logs of {service}", outcomes)
-    changes: list[Change] = [o.result for o in outcomes]
+    changes: list[Change] = [o.result for o in outcomes if o.result is not None]
     touched = [c for c in changes if c.state != "unchanged"]
     verb = "would clear" if dry_run else "cleared"
     return FulfillmentResult(

@@ -96,8 +96,8 @@ def create_app_account(service: str, username: str, dry_run: bool = False) -> Fu
         dry_run=dry_run,
     )
     raise_failures(f"creating account {username} for {service}", outcomes)
-    changes: list[Change] = [o.result for o in outcomes]
-    made = [c.host for c in changes if c.changed]
+    changes: list[Change] = [o.result for o in outcomes if o.result is not None]
+    made = [c.host for c in changes if c.changed and c.host is not None]
     if dry_run:
         summary = f"dry run: account {username} for {service}: " + "; ".join(
             f"{c.host}: {c.detail}" for c in changes

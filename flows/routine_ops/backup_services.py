@@ -89,7 +89,7 @@ def backup_services(
                 service=service,
                 paths=service_paths,
             )
-            sizes += [o.result for o in outcomes if o.ok]
+            sizes += [o.result for o in outcomes if o.ok and o.result is not None]
             failures += [o for o in outcomes if not o.ok]
         create_table_artifact(
             key="backup-services",
@@ -131,7 +131,7 @@ def backup_services(
                 directory=directory,
                 quiesce=quiesce and service.control is not None,
             )
-            backups += [o.result for o in outcomes if o.ok]
+            backups += [o.result for o in outcomes if o.ok and o.result is not None]
             failures += [o for o in outcomes if not o.ok]
     retention: dict[tuple[str, str], Retention] = {}
     for backup in backups:
@@ -143,7 +143,7 @@ def backup_services(
         verify_restore, [(estate.host(b.host), {"backup": b}) for b in sample], limit
     )
     for backup, outcome in zip(sample, restore_outcomes, strict=True):
-        if outcome.ok:
+        if outcome.ok and outcome.result is not None:
             tests[backup.archive] = outcome.result
         else:
             failures.append(outcome)

@@ -99,7 +99,7 @@ def check_certificates(
     firing: list[DeskEvent] = []
     cleared: list[DeskEvent] = []
     for outcome in outcomes:
-        if not outcome.ok:
+        if not outcome.ok or outcome.result is None:
             continue
         cert: Certificate = outcome.result
         days = cert.days_left(now)

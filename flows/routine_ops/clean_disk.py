@@ -62,7 +62,7 @@ def clean_disk(
             policy=policy,
             dry_run=dry_run,
         )
-        results += [o.result for o in outcomes if o.ok]
+        results += [o.result for o in outcomes if o.ok and o.result is not None]
         failures += [o for o in outcomes if not o.ok]
     changing = sum(r.state != "unchanged" for r in results)
     changed = "would change" if dry_run else "changed"

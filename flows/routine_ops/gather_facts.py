@@ -7,6 +7,7 @@ markdown artifact and logged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from opsflow.tasks.versions import read_service_versions
 
 
 def _facts_row(
-    f: HostFacts, states: dict[str, str], versions: dict[str, str | None]
+    f: HostFacts, states: Mapping[str, str], versions: dict[str, str | None]
 ) -> dict[str, Any]:
     return {
         "host": f.host,
@@ -79,11 +80,15 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
     state_outcomes = map_calls(
         read_service_states, [(h, {"services": placement[h.name]}) for h in reachable], limit
     )
-    states: dict[str, ServiceStates] = {o.host.name: o.result for o in state_outcomes if o.ok}
+    states: dict[str, ServiceStates] = {
+        o.host.name: o.result for o in state_outcomes if o.ok and o.result is not None
+    }
     version_outcomes = map_calls(
         read_service_versions, [(h, {"services": placement[h.name]}) for h in reachable], limit
     )
-    versions = {o.host.name: o.result.versions for o in version_outcomes if o.ok}
+    versions = {
+        o.host.name: o.result.versions for o in version_outcomes if o.ok and o.result is not None
+    }
     gathered_at = datetime.now(UTC)
     run_id = current_flow_run_id()
     snapshots = []
@@ -97,7 +102,7 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
                 reachable=outcome.ok,
                 facts=(
                     {**outcome.result.model_dump(), "releases": versions.get(name, {})}
-                    if outcome.ok
+                    if outcome.ok and outcome.result is not None
                     else None
                 ),
                 services=dict(host_states.states) if host_states else {},
@@ -106,7 +111,7 @@ def gather_facts(estate_dir: str | None = None, keep_days: float = 90.0) -> list
             )
         )
     written = record_facts_history(snapshots, keep_days)
-    facts = [o.result for o in outcomes if o.ok]
+    facts = [o.result for o in outcomes if o.ok and o.result is not None]
     create_table_artifact(
         key="host-facts",
         table=[

@@ -81,7 +81,7 @@ def health_check(
             service=service,
         )
         raise_failures(f"health check of {service.name}", outcomes)
-        results += [o.result for o in outcomes]
+        results += [o.result for o in outcomes if o.result is not None]
     observed = datetime.now(UTC)
     failing = [r for r in results if not r.healthy]
     create_table_artifact(

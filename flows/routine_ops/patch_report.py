@@ -50,7 +50,7 @@ def patch_report(
     outcomes = map_hosts(
         read_upgradable_packages, common.hosts(estate, hosts), limit=estate.settings.ssh_concurrency
     )
-    statuses = [o.result for o in outcomes if o.ok]
+    statuses = [o.result for o in outcomes if o.ok and o.result is not None]
     create_table_artifact(
         key="patch-report",
         table=[

@@ -50,7 +50,7 @@ def rotate_logs(
             min_size_bytes=max(1, min_size_kb * 1024),
             dry_run=dry_run,
         )
-        results += [o.result for o in outcomes if o.ok]
+        results += [o.result for o in outcomes if o.ok and o.result is not None]
         failures += [o for o in outcomes if not o.ok]
     create_table_artifact(
         key="rotate-logs",

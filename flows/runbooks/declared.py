@@ -105,7 +105,9 @@ def apply_remediation_step(
 ) -> StepResult:
     """Run one remediate step; a failure is returned (`ok` false), not raised, so the step
     is undone with the others when the restoration rolls back."""
-    get_transaction().set("undo", (label, step, host, values))
+    transaction = get_transaction()
+    assert transaction is not None, "a remediation runs in its restoration's transaction"
+    transaction.set("undo", (label, step, host, values))
     changes = step.changes is not False
     try:
         return perform_step(label, step, "remediate", changes, host, values)

@@ -45,7 +45,9 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 def remediate(host: Host, service: Service) -> Remediation:
     """Delete rotated logs past retention, compress younger rotated logs; the live log stays."""
     directory, policy = _log_dir(service), service.log_policy
-    get_transaction().set("target", (host, service))
+    transaction = get_transaction()
+    assert transaction is not None, "a remediation runs in its restoration's transaction"
+    transaction.set("target", (host, service))
     find = ["find", directory, "-maxdepth", "1", "-type", "f", "-name", policy.pattern]
     # Both as the directory's keeper: gzip follows a file swapped for a link after find saw it.
     deleted = execute(

@@ -32,7 +32,9 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 def remediate(host: Host, service: Service) -> Remediation:
     """Stop the service hard (its stop command kills what does not exit), then start it."""
     commands = control_of(service)
-    get_transaction().set("target", (host, service))
+    transaction = get_transaction()
+    assert transaction is not None, "a remediation runs in its restoration's transaction"
+    transaction.set("target", (host, service))
     target = f"service {service.name}"
     if check_service_health.fn(host, service).healthy:
         nothing = "health check passes: nothing to recover"

@@ -35,7 +35,9 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 def remediate(host: Host, service: Service) -> Remediation:
     """Start the service unless its status says it already runs."""
     commands = control_of(service)
-    get_transaction().set("target", (host, service))
+    transaction = get_transaction()
+    assert transaction is not None, "a remediation runs in its restoration's transaction"
+    transaction.set("target", (host, service))
     target = f"service {service.name}"
     if execute(host, commands.status, check=False, timeout_s=30).ok:
         nothing = "status says running: nothing started"

@@ -189,6 +189,7 @@ def _migration(engine: Engine) -> Iterator[Connection]:
                 yield conn
             return
         driver = conn.connection.driver_connection
+        assert driver is not None, "a checked-out connection has its driver's"
         driver.execute("PRAGMA foreign_keys=OFF")  # no effect inside a transaction: first
         try:
             with conn.execution_options(opsflow_write=True).begin():

@@ -7,6 +7,7 @@ every kind of record does (`itsm.store.record_table`).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,7 +123,7 @@ class AccessGrants:
 
     def awaiting_decision(
         self, entitlements: Sequence[str], not_requested_by: str, limit: int = 100
-    ) -> list[AccessGrant]:
+    ) -> builtins.list[AccessGrant]:
         """Grants requested for `entitlements` by anyone but `not_requested_by`, waiting for
         a decision: what that person may decide, the longest waiting first."""
         query = (
@@ -138,14 +139,14 @@ class AccessGrants:
         with self.db.read() as conn:
             return [_grant(row) for row in conn.execute(query).mappings()]
 
-    def live(self) -> list[AccessGrant]:
+    def live(self) -> builtins.list[AccessGrant]:
         """Every approved or active grant: what explains access found on hosts."""
         query = select(access_grants).where(access_grants.c.state.in_(LIVE_STATES))
         with self.db.read() as conn:
             rows = conn.execute(query.order_by(access_grants.c.id)).mappings()
             return [_grant(row) for row in rows]
 
-    def unclaimed(self, changed_before: datetime | None = None) -> list[int]:
+    def unclaimed(self, changed_before: datetime | None = None) -> builtins.list[int]:
         """Ids of the grants waiting for a change on hosts (`AccessGrant.pending_change`) that
         no lease covers, oldest first; with `changed_before`, only those approved or asked to
         be revoked before then."""
@@ -167,7 +168,7 @@ class AccessGrants:
         with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
-    def due_for_removal(self, now: datetime) -> list[AccessGrant]:
+    def due_for_removal(self, now: datetime) -> builtins.list[AccessGrant]:
         """Live grants past their end, or whose revocation was asked for and not yet done."""
         return [g for g in self.live() if g.revoke_requested_at is not None or g.due_end() <= now]
 
@@ -235,7 +236,7 @@ class AccessGrants:
     def activate(
         self,
         grant_id: int,
-        hosts: list[str],
+        hosts: builtins.list[str],
         now: datetime,
         actor: str,
         flow_run_id: str | None = None,
@@ -316,7 +317,7 @@ class AccessGrants:
             grant = GRANTS.fetch(conn, grant_id)
             GRANTS.note(conn, grant.id, actor, action, None, detail, now)
 
-    def audit_trail(self, grant_id: int) -> list[Any]:
+    def audit_trail(self, grant_id: int) -> builtins.list[Any]:
         """Every recorded change to the grant, oldest first."""
         return Audit(self.db).trail(RECORD_TYPE, grant_id)
 

@@ -44,6 +44,7 @@ def listen_for_stored_events(
             with db.own_connection() as conn:
                 try:
                     listener = conn.connection.driver_connection
+                    assert listener is not None, "a checked-out connection has its driver's"
                     listener.execute(f"LISTEN {CHANNEL}")
                     on_stored()  # what was stored while not listening
                     while not stopped.is_set():

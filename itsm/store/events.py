@@ -7,7 +7,7 @@ its decision on each, with an audit row holding the decision, not a copy of the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -320,7 +320,7 @@ class Events:
 
 def record_decisions(
     conn: Connection,
-    decisions: dict[int, tuple[EventClass, str | None, int | None]],
+    decisions: Mapping[int, tuple[EventClass, str | None, int | None]],
     at: datetime,
     actor: str,
     flow_run_id: str | None,

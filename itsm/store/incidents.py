@@ -9,6 +9,7 @@ opens incidents and counts events on them in `itsm.store.correlation`; the workl
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -163,7 +164,7 @@ class Incidents:
             rows = conn.execute(query).mappings().all()
         return [Incident.model_validate(dict(row)) for row in rows]
 
-    def opened_since(self, since: datetime) -> list[Incident]:
+    def opened_since(self, since: datetime) -> builtins.list[Incident]:
         """Every incident opened at or after `since`, oldest first: a problem review's window."""
         require_aware(since, "since")
         query = (
@@ -186,7 +187,7 @@ class Incidents:
         with self.db.read() as conn:
             return conn.execute(query).first() is not None
 
-    def restore_times(self) -> list[float]:
+    def restore_times(self) -> builtins.list[float]:
         """Time to restore, in seconds, of every incident that has been resolved."""
         query = select(incidents.c.time_to_restore_s).where(
             incidents.c.time_to_restore_s.is_not(None)

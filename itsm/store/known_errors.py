@@ -7,6 +7,7 @@ workaround is counted once per incident, correctable.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -123,11 +124,11 @@ class KnownErrors:
             rows = conn.execute(query.order_by(known_errors.c.id)).mappings().all()
         return [KnownError.model_validate(dict(row)) for row in rows]
 
-    def active(self) -> list[KnownError]:
+    def active(self) -> builtins.list[KnownError]:
         """Every known error triage applies, for matching a whole batch of events in memory."""
         return self.list()
 
-    def _active(self, conn: Connection, service: str, symptom: str) -> list[KnownError]:
+    def _active(self, conn: Connection, service: str, symptom: str) -> builtins.list[KnownError]:
         query = select(known_errors).where(
             known_errors.c.service == service,
             known_errors.c.symptom == symptom,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import Column, Index, String, Table, Text, insert, select, update
@@ -101,7 +102,7 @@ class MaintenanceWindows:
             raise PermanentError(
                 f"maintenance window {name!r}: end {end} is not after start {start}"
             )
-        row = {
+        row: dict[str, Any] = {
             "name": name[:255],
             "reason": reason,
             "hosts": hosts,
@@ -110,8 +111,9 @@ class MaintenanceWindows:
             "flow_run_id": flow_run_id,
         }
         with self.db.write() as conn:
-            inserted = conn.execute(insert(maintenance_windows).values(row))
-        return DeclaredWindow(id=inserted.inserted_primary_key[0], **row)
+            key = conn.execute(insert(maintenance_windows).values(row)).inserted_primary_key
+        assert key is not None, "an insert of one row has its primary key"
+        return DeclaredWindow(id=key[0], **row)
 
     def close(self, window_id: int, end: datetime, closed_at: datetime) -> DeclaredWindow:
         """End a window at `end` (never later than it was declared to end); safe to repeat."""

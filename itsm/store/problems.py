@@ -8,6 +8,7 @@ so the two records never disagree.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -180,7 +181,7 @@ class Problems:
             rows = [dict(row) for row in conn.execute(query).mappings()]
             return with_links(conn, rows)
 
-    def list_open(self) -> list[Problem]:
+    def list_open(self) -> builtins.list[Problem]:
         """Every problem still collecting incidents."""
         return self.list(state=OPEN_PROBLEM_STATES, limit=10_000)
 
@@ -255,9 +256,9 @@ class Problems:
             )
             linked.append(incident.id)
         if linked:
-            incident_ids = {"incident_ids": linked}
+            linked_ids = {"incident_ids": linked}
             PROBLEMS.note(
-                conn, problem_id, actor, "incidents_linked", None, incident_ids, now, flow_run_id
+                conn, problem_id, actor, "incidents_linked", None, linked_ids, now, flow_run_id
             )
         return ProblemChange(PROBLEMS.fetch(conn, problem_id), created, tuple(linked))
 

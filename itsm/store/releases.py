@@ -8,6 +8,7 @@ rollout changed even when the process carrying it died.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -130,7 +131,7 @@ class Releases:
             rows = conn.execute(query).mappings().all()
         return [Release.model_validate(dict(row)) for row in rows]
 
-    def unclaimed(self, changed_before: datetime | None = None) -> list[int]:
+    def unclaimed(self, changed_before: datetime | None = None) -> builtins.list[int]:
         """Ids of the releases not yet final that no lease covers (nobody carries them),
         oldest first; with `changed_before`, only those unchanged since then."""
         lease_name = LEASE_PREFIX + releases.c.id.cast(String)
@@ -145,7 +146,7 @@ class Releases:
         with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
-    def recent(self, since: datetime) -> list[Release]:
+    def recent(self, since: datetime) -> builtins.list[Release]:
         """Releases started that were still rolling out, or ended, at `since` or later: the
         changes incidents opened since then may come from; newest first."""
         query = (
@@ -159,7 +160,7 @@ class Releases:
         with self.db.read() as conn:
             return [Release.model_validate(dict(r)) for r in conn.execute(query).mappings()]
 
-    def with_incidents(self, since: datetime) -> list[Release]:
+    def with_incidents(self, since: datetime) -> builtins.list[Release]:
         """Releases started since `since` that incidents were linked to, newest first."""
         query = (
             select(releases)
@@ -171,7 +172,7 @@ class Releases:
         found = [Release.model_validate(dict(row)) for row in rows]
         return [r for r in found if r.incidents]
 
-    def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
+    def audit_trail(self, id_or_number: int | str) -> builtins.list[AuditEntry]:
         """Every recorded change to one release, oldest first."""
         return Audit(self.db).trail(RECORD_TYPE, self.get(id_or_number).id)
 

@@ -6,6 +6,7 @@ version guards against any writer that did not take the lock (`itsm.store.record
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -151,7 +152,7 @@ class Requests:
 
     def awaiting_decision(
         self, items: Sequence[str], not_requested_by: str, limit: int = 100
-    ) -> list[ServiceRequest]:
+    ) -> builtins.list[ServiceRequest]:
         """Requests for catalog `items` by anyone but `not_requested_by`, waiting for
         approval: what that person may decide, the longest waiting first."""
         query = (
@@ -168,7 +169,7 @@ class Requests:
             rows = conn.execute(query).mappings().all()
         return [ServiceRequest.model_validate(dict(row)) for row in rows]
 
-    def unclaimed(self, changed_before: datetime | None = None) -> list[int]:
+    def unclaimed(self, changed_before: datetime | None = None) -> builtins.list[int]:
         """Ids of the requests not yet final that no lease covers (nobody carries them),
         oldest first; with `changed_before`, only those unchanged since then."""
         lease_name = LEASE_PREFIX + service_requests.c.id.cast(String)
@@ -183,7 +184,7 @@ class Requests:
         with self.db.read() as conn:
             return list(conn.execute(query).scalars())
 
-    def audit_trail(self, id_or_number: int | str) -> list[AuditEntry]:
+    def audit_trail(self, id_or_number: int | str) -> builtins.list[AuditEntry]:
         """Every recorded change to one request, oldest first."""
         return Audit(self.db).trail(RECORD_TYPE, self.get(id_or_number).id)
 

@@ -316,7 +316,9 @@ def import_ansible(
     text = _read_text(inventory, "inventory", MAX_INVENTORY_BYTES)
     keys = KnownHosts.parse(_read_text(known_hosts, "known_hosts", MAX_KNOWN_HOSTS_BYTES))
     try:
-        hosts = hosts_from_ansible(text, form.value, keys, credentials)
+        hosts = hosts_from_ansible(
+            text, "yaml" if form is InventoryForm.YAML else "ini", keys, credentials
+        )
     except InventoryError as exc:
         shown = [f"  - {p}" for p in exc.problems[:SHOWN_PROBLEMS]]
         if len(exc.problems) > SHOWN_PROBLEMS:

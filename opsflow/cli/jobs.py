@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -94,7 +95,8 @@ def _run_once(
     """Start one run of `deployment`, follow it with a progress bar until it ends, and return
     it with the rows of its table artifact."""
     try:
-        flow_run = run_deployment(deployment, timeout=0)
+        # Prefect types run_deployment() as the run or its coroutine; from sync code it is the run.
+        flow_run = cast(FlowRun, run_deployment(deployment, timeout=0))
     except Exception as exc:
         raise JobError(
             f"cannot start {deployment}: {exc} (is `make up` serving the deployments?)"

@@ -26,7 +26,8 @@ PREAMBLE = (
 def render_reference() -> str:
     """The Markdown reference of every command, in the order `--help` lists them."""
     command = typer.main.get_command(app)
-    with typer.Context(command, info_name="opsflow") as ctx:
+    ctx = typer.Context(command, info_name="opsflow")
+    with ctx:
         docs = get_docs_for_click(
             obj=command, ctx=ctx, name="opsflow", title="opsflow command reference"
         )

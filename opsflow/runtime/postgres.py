@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from opsflow.errors import PermanentError
@@ -120,7 +120,7 @@ class Cluster:
         password = quote(self.password(), safe="")
         return f"postgresql+{driver}://{ROLE}:{password}@127.0.0.1:{self.port}/{database}"
 
-    def connect(self, database: str = "postgres", **kwargs: object) -> psycopg.Connection:
+    def connect(self, database: str = "postgres", **kwargs: Any) -> psycopg.Connection:
         """A psycopg connection to `database` as the cluster's role."""
         import psycopg
 
