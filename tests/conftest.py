@@ -39,17 +39,19 @@ FIXTURE_MARKERS = {
 }
 """Which fixtures bring up which real component: sshd lab hosts, a Prefect server, Prometheus
 and Alertmanager, Chromium. A test needing one gets its marker (and `slow`), so `make
-test-fast` (`-m "not slow"`) runs the rest in seconds and `-m lab` picks out the lab's tests."""
+test-fast` (`-m "not slow"`) runs the rest and `-m lab` picks out the lab's tests. Tests that
+start their own Prometheus or Alertmanager (`tests.support.alerting`) are marked by hand."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with the components its fixtures, direct or not, bring up."""
+    """Mark each test with the components its fixtures, direct or not, bring up; a test that
+    needs any (from its fixtures, or marked by hand where it starts its own) is `slow`."""
     for item in items:
         needed = set(getattr(item, "fixturenames", ()))
-        markers = [name for name, fixtures in FIXTURE_MARKERS.items() if needed & fixtures]
-        for name in markers:
-            item.add_marker(name)
-        if markers:
+        for name, fixtures in FIXTURE_MARKERS.items():
+            if needed & fixtures:
+                item.add_marker(name)
+        if any(item.get_closest_marker(name) for name in FIXTURE_MARKERS):
             item.add_marker(pytest.mark.slow)
 
 
