@@ -22,9 +22,9 @@ test: debian-packages $(BIN)/opsflow
 	$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-# The tests that need no lab host, Prefect server, monitoring or browser (none marked `slow`):
-# seconds, for the edit-and-run loop; `make test` stays the suite.
-test-fast: $(BIN)/opsflow
+# The tests that need no lab host, Prefect server, Prometheus/Alertmanager or browser (none
+# marked `slow`, tests/conftest.py), for the edit-and-run loop; `make test` stays the suite.
+test-fast: debian-packages $(BIN)/opsflow
 	$(BIN)/pytest -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
