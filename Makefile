@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: up test lint format docs debian-packages clean
+.PHONY: up test test-fast lint format docs debian-packages clean
 
 $(BIN)/opsflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ up: debian-packages $(BIN)/opsflow
 # pytest exits 5 when it collected no tests: that is a failure of the suite, say so.
 test: debian-packages $(BIN)/opsflow
 	$(BIN)/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The tests that need no lab host, Prefect server, Prometheus/Alertmanager or browser (none
+# marked `slow`, tests/conftest.py), for the edit-and-run loop; `make test` stays the suite.
+test-fast: debian-packages $(BIN)/opsflow
+	$(BIN)/pytest -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Every shell script: the *.sh files (those opsflow runs on hosts among them), and the two

@@ -31,24 +31,58 @@ LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]
 _database_numbers = itertools.count(1)
 
 
-SLOW_FIXTURES = frozenset({"lab", "access_lab", "prefect_server", "monitoring"})
-"""Fixtures that bring up real daemons (sshd hosts, a Prefect server, Prometheus and
-Alertmanager): a test that uses one is `slow`, so `pytest -m "not slow"` runs in seconds."""
+FIXTURE_MARKERS = {
+    "lab": frozenset({"lab", "access_lab", "mon_lab", "lab3"}),
+    "prefect": frozenset({"prefect_server"}),
+    "monitoring": frozenset({"monitoring"}),
+    "browser": frozenset({"browser"}),
+}
+"""Which fixtures bring up which real component: sshd lab hosts, a Prefect server, Prometheus
+and Alertmanager, Chromium. A test needing one gets its marker (and `slow`), so `make
+test-fast` (`-m "not slow"`) runs the rest and `-m lab` picks out the lab's tests. Tests that
+start their own Prometheus or Alertmanager (`tests.support.alerting`) are marked by hand."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `slow` every test whose fixtures, direct or not, bring up real daemons."""
+    """Mark each test with the components its fixtures, direct or not, bring up; a test that
+    needs any (from its fixtures, or marked by hand where it starts its own) is `slow`."""
     for item in items:
-        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        needed = set(getattr(item, "fixturenames", ()))
+        for name, fixtures in FIXTURE_MARKERS.items():
+            if needed & fixtures:
+                item.add_marker(name)
+        if any(item.get_closest_marker(name) for name in FIXTURE_MARKERS):
             item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
-def opsflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private OPSFLOW_HOME so tests never touch a running `make up`."""
+def session_environment() -> Iterator[pytest.MonkeyPatch]:
+    """Environment variables the session's components set for the whole run (the lab's
+    inventory, the records database, the desk's URL), put back when the session ends."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def opsflow_home(
+    tmp_path_factory: pytest.TempPathFactory, session_environment: pytest.MonkeyPatch
+) -> Path:
+    """A private OPSFLOW_HOME for every test, so none touches a running `make up`."""
     home = tmp_path_factory.mktemp("opsflow-home")
-    os.environ["OPSFLOW_HOME"] = str(home)
+    session_environment.setenv("OPSFLOW_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def restored_globals() -> Iterator[None]:
+    """What a test changes of the process's environment variables and working directory is
+    put back after it, so no test depends on the order tests run in."""
+    environment, cwd = dict(os.environ), Path.cwd()
+    yield
+    for key in set(os.environ) - set(environment):
+        del os.environ[key]
+    os.environ.update(environment)
+    os.chdir(cwd)
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +133,12 @@ def prefect_server(postgres: PostgresCluster) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def records_database(postgres: PostgresCluster) -> str:
+def records_database(postgres: PostgresCluster, session_environment: pytest.MonkeyPatch) -> str:
     """The session desk's records database on PostgreSQL, set as OPSFLOW_DATABASE_URL so the
     desk and every desk process a test starts share it."""
     postgres.create_database("records")
     url = postgres.url("records")
-    os.environ["OPSFLOW_DATABASE_URL"] = url
+    session_environment.setenv("OPSFLOW_DATABASE_URL", url)
     return url
 
 
@@ -138,7 +172,7 @@ def desk_estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab(opsflow_home: Path):
+def lab(opsflow_home: Path, session_environment: pytest.MonkeyPatch):
     """Real sshd hosts on loopback, each with its own /etc, /home, /root and app service."""
     from opsflow.errors import LabError
     from opsflow.lab.hosts.down import lab_down
@@ -155,7 +189,7 @@ def lab(opsflow_home: Path):
             lab_down(directory)
     else:
         pytest.fail(f"no free base address for the test lab in {LAB_BASE_ADDRESSES}")
-    os.environ["OPSFLOW_INVENTORY"] = str(lab.estate_dir)
+    session_environment.setenv("OPSFLOW_INVENTORY", str(lab.estate_dir))
     try:
         yield lab
     finally:
@@ -219,7 +253,13 @@ def desk_token(prefect_server: None, lab) -> str:
 
 @pytest.fixture(scope="session")
 def lab_desk(
-    lab, ssh_credentials, pager, generous_budget, records_database: str, desk_token: str
+    lab,
+    ssh_credentials,
+    pager,
+    generous_budget,
+    records_database: str,
+    desk_token: str,
+    session_environment: pytest.MonkeyPatch,
 ) -> Iterator[ServedDesk]:
     """The desk served by uvicorn on a free port and a worker (`opsflow.runtime.worker`) that
     triages and restores, both in this process, the records on the session's PostgreSQL.
@@ -231,7 +271,7 @@ def lab_desk(
 
     app, dispatcher = build_desk(lab.estate_dir)
     with serve_app(app) as url:
-        os.environ["OPSFLOW_DESK_URL"] = url
+        session_environment.setenv("OPSFLOW_DESK_URL", url)
         desk = ServedDesk(url, Worker(), dispatcher)
         desk.worker.start()
         yield desk

@@ -48,6 +48,7 @@ def test_the_readme_receiver_passes_amtool(tmp_path: Path) -> None:
     assert "credentials_file" in webhook["http_config"]["authorization"]
 
 
+@pytest.mark.monitoring
 def test_the_desk_stores_what_the_readme_receiver_sends(
     served: str, store: Records, tmp_path: Path
 ) -> None:
@@ -76,6 +77,7 @@ def test_the_desk_stores_what_the_readme_receiver_sends(
     assert resolved.fingerprint == firing.fingerprint
 
 
+@pytest.mark.monitoring
 def test_the_readme_relabel_example_names_the_host(tmp_path: Path) -> None:
     config = yaml.safe_load(readme_yaml(RELABEL))
     with prometheus(config, {"groups": []}, tmp_path / "prometheus") as server:
@@ -91,6 +93,7 @@ def test_the_readme_relabel_example_names_the_host(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.monitoring
 def test_the_readme_scrape_config_scrapes_the_desk_and_its_rules_alert_on_a_silent_worker(
     served: str, tmp_path: Path
 ) -> None:

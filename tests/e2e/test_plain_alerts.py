@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -45,6 +46,7 @@ def restored(host: str, since: datetime):
     return None
 
 
+@pytest.mark.monitoring
 def test_a_plain_up_alert_opens_and_restores_the_right_ci(lab, lab_desk, estate, tmp_path: Path):
     host = lab.hosts[2]
     receiver = yaml.safe_load(readme_yaml("# alertmanager.yml: opsflow as a receiver"))

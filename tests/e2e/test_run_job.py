@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,8 +61,11 @@ def test_every_deployment_has_its_schedule_and_tags(served) -> None:
         assert all(s.schedule.timezone for s in deployment.schedules)
 
 
-def test_opsflow_run_health_check(served) -> None:
+def test_opsflow_run_health_check(served, lab) -> None:
     result = CliRunner().invoke(app, ["run", "health-check", "--json"])
     assert result.exit_code == 0, result.output
-    assert "Completed" in result.output
-    assert '"healthy": true' in result.output
+    assert "Completed" in result.stderr, "the progress goes to stderr"
+    rows = json.loads(result.stdout)  # stdout holds the JSON alone
+    assert [(r["host"], r["service"], r["healthy"]) for r in rows] == [
+        (host.name, "app", True) for host in lab.hosts
+    ]

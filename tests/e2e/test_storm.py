@@ -52,13 +52,41 @@ def test_200_concurrent_deliveries_make_one_incident(lab_desk, lab) -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
-    [{"version": "4", "status": "firing", "alerts": "nope"}, {"a": 1}, []],
+    ("body", "detail"),
+    [
+        (
+            {"version": "4", "status": "firing", "alerts": "nope"},
+            [
+                {
+                    "loc": ["body", "alerts"],
+                    "msg": "Input should be a valid list",
+                    "type": "list_type",
+                }
+            ],
+        ),
+        (
+            {"a": 1},
+            [
+                {"loc": ["body", field], "msg": "Field required", "type": "missing"}
+                for field in ("version", "status", "alerts")
+            ],
+        ),
+        (
+            [],
+            [
+                {
+                    "loc": ["body"],
+                    "msg": "Input should be a valid dictionary or instance of WebhookEnvelope",
+                    "type": "model_type",
+                }
+            ],
+        ),
+    ],
     ids=["alerts-not-list", "wrong-shape", "empty-list"],
 )
-def test_hostile_bodies_over_http_get_4xx(lab_desk, lab, body) -> None:
+def test_hostile_bodies_over_http_get_422_naming_the_field(lab_desk, lab, body, detail) -> None:
     headers = {"Authorization": f"Bearer {token_file(lab.directory, 'alertmanager').read_text()}"}
     answer = requests.post(
         f"{lab_desk.url}/api/v1/events/alertmanager", json=body, headers=headers, timeout=10
     )
-    assert 400 <= answer.status_code < 500
+    assert (answer.status_code, answer.json()) == (422, {"detail": detail})

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from opsflow.errors import PermanentError
 from opsflow.flows.application_deploy import deploy_release
@@ -20,6 +20,7 @@ from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.probes import app_health, app_version
 from opsflow.lab.hosts.releases import INITIAL_RELEASE
 from opsflow.lab.hosts.run import run_on_host
+from opsflow.lab.monitoring import firing_alerts
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("ssh_credentials")
@@ -53,6 +54,24 @@ class HealthPoller:
             self.fewest = min(self.fewest, len(healthy))
             self.rounds += 1
             self._stop.wait(0.05)
+
+
+def _monitoring_caught_up(monitoring, ended: datetime) -> None:
+    """Wait until what happened up to `ended` has reached the desk's decisions: Prometheus has
+    evaluated its rules on scrapes taken after it, Alertmanager holds no alert, and the desk
+    has triaged every event it stored. Only then does "no incident" mean none would come."""
+    rules_url = f"{monitoring.prometheus_url}/api/v1/rules"
+    after = ended + timedelta(seconds=2)  # a scrape interval and an evaluation interval on
+
+    def evaluated_after() -> bool:
+        groups = requests.get(rules_url, timeout=5).json()["data"]["groups"]
+        return bool(groups) and all(
+            datetime.fromisoformat(g["lastEvaluation"]) > after for g in groups
+        )
+
+    wait_for(evaluated_after, 30, "Prometheus to evaluate its rules after the rollout")
+    wait_for(lambda: firing_alerts(monitoring) == [], 30, "Alertmanager to hold no alert")
+    wait_for(lambda: not open_records().events.any_pending(), 30, "the desk to triage every event")
 
 
 def _link(lab, host: str) -> str:
@@ -101,8 +120,7 @@ def test_a_good_release_rolls_out_in_batches_of_two_without_an_incident(
     record = _record("1.1.0", batch="2")
     with HealthPoller({h.name: h.address for h in lab.hosts}) as poller:
         plan = deploy_release(record.number, gate_deadline_s=20)
-        # Monitoring is a scrape and an evaluation behind: keep watching a little longer.
-        time.sleep(4)
+        _monitoring_caught_up(monitoring, datetime.now(UTC))
     assert plan.state == "deployed", plan.summary
     assert [len(b) for b in plan.batches] == [2, 2, 1]
     for host in lab.hosts:

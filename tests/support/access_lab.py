@@ -180,17 +180,10 @@ def access_env(
 
     register_block_types()
     save_ssh_credentials(ACCESS_CREDENTIALS, access_lab.client_key)
-    saved = {k: os.environ.get(k) for k in ("OPSFLOW_INVENTORY", "OPSFLOW_DATABASE_URL")}
-    os.environ["OPSFLOW_INVENTORY"] = str(access_estate_dir)
-    os.environ["OPSFLOW_DATABASE_URL"] = access_records_url
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPSFLOW_INVENTORY", str(access_estate_dir))
+        patch.setenv("OPSFLOW_DATABASE_URL", access_records_url)
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="package")

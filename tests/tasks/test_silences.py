@@ -98,6 +98,7 @@ def pipeline(tmp_path: Path, prefect_server: None, records_database: str) -> Ite
         yield Pipeline(am, pager, chat)
 
 
+@pytest.mark.monitoring  # its own Alertmanager (`pipeline`)
 def test_a_window_silences_its_hosts_for_every_receiver_until_cancelled(pipeline) -> None:
     estate = pipeline.estate()
     with maintenance_window(["web1", "web2"], "kernel update", 30, estate=estate) as window:
@@ -133,6 +134,7 @@ def test_a_window_silences_its_hosts_for_every_receiver_until_cancelled(pipeline
         wait_for(lambda: pipeline.received(instance="127.0.98.2:9100"), 30, "the held instance")
 
 
+@pytest.mark.monitoring  # its own Alertmanager (`pipeline`)
 def test_closing_a_window_early_moves_its_silences_end(pipeline) -> None:
     estate = pipeline.estate()
     window = mirror_window(open_maintenance_window("patching", ["web3"], "patch", 60).id, estate)
@@ -146,6 +148,7 @@ def test_closing_a_window_early_moves_its_silences_end(pipeline) -> None:
     assert not again.changed
 
 
+@pytest.mark.monitoring  # its own Alertmanager (`pipeline`)
 def test_mirroring_twice_makes_nothing_twice(pipeline) -> None:
     estate = pipeline.estate()
     window = open_maintenance_window("backup", ["web1"], "cold backup", 10)
@@ -168,6 +171,7 @@ def test_alertmanager_down_costs_the_mirror_not_the_work(records_database, prefe
     assert open_records().maintenance.get(window.id).closed_at is not None
 
 
+@pytest.mark.monitoring  # its own Alertmanager (`pipeline`)
 def test_a_credentials_block_passes_alertmanager_s_basic_auth(pipeline, tmp_path) -> None:
     register_block_types()
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
@@ -187,6 +191,7 @@ def test_a_credentials_block_passes_alertmanager_s_basic_auth(pipeline, tmp_path
         assert len(mirror_window(window.id, estate).silence_ids) == 2
 
 
+@pytest.mark.monitoring  # its own Alertmanager (`pipeline`)
 def test_a_silence_ended_before_it_starts_is_expired(pipeline) -> None:
     link = pipeline.estate().settings.alertmanager
     start = datetime.now(UTC) + timedelta(hours=1)

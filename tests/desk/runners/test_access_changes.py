@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ from opsflow.desk.runners.access_changes import AccessRunner
 from opsflow.itsm.access import AccessGrant, AccessRequestCreate, resolve_request
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.records import Records
+from tests.support.waiting import wait_for
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHtfozhPTtl8AkMOSM3DVfaazlgK6iLBcy+DLgNv9iP"
 
@@ -37,7 +37,7 @@ def grant(grant_id: int, ends_in_s: float, state: str = "active") -> AccessGrant
 
 @pytest.fixture
 def records_url(tmp_path: Any) -> str:
-    """The runner's timing is the subject here, not the backend: SQLite only."""
+    """The runner's scheduling is the subject here, not the backend: SQLite only."""
     return f"sqlite:///{tmp_path / 'records.db'}"
 
 
@@ -47,30 +47,24 @@ def grants(store: Records) -> AccessGrants:
 
 
 def test_expiry_runs_once_each_grant_ends_and_stops_cleanly(store: Records) -> None:
-    runs: list[float] = []
-    ran = threading.Event()
+    runs: list[datetime] = []
 
     def expire() -> None:
-        runs.append(time.monotonic())
-        ran.set()
+        runs.append(datetime.now(UTC))
 
     runner = AccessRunner(store, expire=expire)
-    started = time.monotonic()
-    runner.schedule_expiry(grant(2, 0.4))
-    runner.schedule_expiry(grant(1, 0.2))
+    later, sooner = grant(2, 2.0), grant(1, 0.2)
+    runner.schedule_expiry(later)
+    runner.schedule_expiry(sooner)
     runner.schedule_expiry(grant(3, 60, state="approved"))  # not active: not scheduled
-    assert ran.wait(5)
-    deadline = time.monotonic() + 5
-    while not (runs and runs[-1] - started >= 0.4) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert runs[0] - started >= 0.2, "no run before the first end"
-    assert runs[-1] - started >= 0.4, "a run after the last end"
-    assert len(runs) <= 2, "one run per end at most (fewer when ends fall together)"
-    runner.schedule_expiry(grant(4, 3600))
-    stopping = time.monotonic()
-    runner.stop()
-    assert time.monotonic() - stopping < 1, "stop does not wait for far-off ends"
-    assert len(runs) <= 2
+    runner.schedule_expiry(grant(4, 3600))  # far off: waited for when stop comes
+    wait_for(lambda: len(runs) == 2, 10, "a run at each of the two ends")
+    assert sooner.ends_at is not None and later.ends_at is not None
+    assert sooner.ends_at <= runs[0] < later.ends_at <= runs[1], "each run after its end"
+    runner.stop(timeout_s=5)
+    expiring = [t for t in threading.enumerate() if t.name == "access-expiry"]
+    assert expiring == [], "stop does not wait for far-off ends"
+    assert len(runs) == 2, "no run for the grant that is not active, none after stop"
 
 
 def test_a_failing_flow_is_logged_and_the_runner_carries_on(

@@ -8,8 +8,6 @@ the lab itself, not from SSH.
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -85,20 +83,13 @@ def logins(estate: Any, names: list[str], person: Person, command: str = "true")
         return dict(zip(names, results, strict=True))
 
 
-def seconds_until_usable(estate: Any, names: list[str], person: Person, started: float) -> float:
-    """Poll logins on every host until each works; the time the last one first worked."""
-
-    def first_login(name: str) -> float:
-        host = estate.host(name)
-        deadline = started + 60
-        while time.monotonic() < deadline:
-            if ssh_as(host, person.name, person.key_file) == 0:
-                return time.monotonic() - started
-            time.sleep(0.02)
-        raise AssertionError(f"{person.name} could not log in to {name} within 60 s")
-
-    with ThreadPoolExecutor(len(names)) as pool:
-        return max(pool.map(first_login, names))
+def usable(estate: Any, names: list[str], person: Person) -> None:
+    """Wait until the person logs in with their own key on every host named."""
+    wait_for(
+        lambda: logins(estate, names, person) == dict.fromkeys(names, 0),
+        60,
+        f"{person.name} to log in on {', '.join(names)}",
+    )
 
 
 def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
@@ -108,11 +99,10 @@ def test_login_grant_reaches_its_group_only_and_revoke_ends_it(
     grant = ask(access_desk, carol, "web-login", duration_minutes=60, reason="deploy")
     assert grant["state"] == "requested"
     assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL)
-    started = time.monotonic()
     answer = approve(access_desk, bob, grant["id"])
     assert answer.status_code == 202, answer.text
     assert answer.json()["state"] == "approved"
-    seconds_until_usable(access_estate, WEB, carol, started)
+    usable(access_estate, WEB, carol)
     active = grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
     assert active["hosts"] == WEB and active["approver"] == "bob"
     assert logins(access_estate, ALL, carol) == {n: 0 if n in WEB else None for n in ALL}
@@ -183,46 +173,25 @@ def test_sudo_grant_gives_sudo_on_its_group_only(
         assert not [f for f in listing if f.startswith("opsflow-")]
 
 
-def test_time_to_access_on_five_hosts_and_granting_twice_changes_nothing(
-    on_host: Any,
+def test_a_grant_reaches_five_hosts_and_granting_twice_changes_nothing(
     access_lab: Any,
     access_desk: Any,
     access_estate: Any,
     access_people: dict[str, Person],
-    capsys: Any,
 ) -> None:
-    """Measured, not asserted: approval to the moment the last host's key file was written.
-
-    The hosts' own file times say when access became usable without SSH polling loading the
-    machine during the measurement; logins then confirm it.
-    """
+    """Access on every host of the group, and a second run of the grant changes none."""
     from opsflow.flows.access_provisioning import grant_access
 
     carol, bob = access_people["carol"], access_people["bob"]
-    timings = []
-    for attempt in range(3):
-        grant = ask(access_desk, carol, "lab-login", duration_minutes=10)
-        approved_at = time.time()
-        assert approve(access_desk, bob, grant["id"]).status_code == 202
-        grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 60)
-        written = [
-            float(on_host(n, ["stat", "-c", "%.9Y", "/home/carol/.ssh/authorized_keys"]).stdout)
-            for n in ALL
-        ]
-        timings.append(max(written) - approved_at)
-        assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL, 0)
-        if attempt == 0:
-            state = lab_state(access_lab)
-            again = grant_access(grant["id"])
-            assert [c["changed"] for c in again] == [False] * 10, again
-            assert lab_state(access_lab) == state
-        revoke(access_desk, carol, grant["id"])
-    with capsys.disabled():
-        print(
-            "\n  approval -> access usable on all 5 lab hosts: "
-            + ", ".join(f"{t:.2f} s" for t in timings)
-            + f" (median {statistics.median(timings):.2f} s)"
-        )
+    grant = ask(access_desk, carol, "lab-login", duration_minutes=10)
+    assert approve(access_desk, bob, grant["id"]).status_code == 202
+    grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 60)
+    assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL, 0)
+    state = lab_state(access_lab)
+    again = grant_access(grant["id"])
+    assert [c["changed"] for c in again] == [False] * 10, again
+    assert lab_state(access_lab) == state
+    revoke(access_desk, carol, grant["id"])
 
 
 def test_grant_expires_at_its_end(

@@ -14,7 +14,10 @@ import yaml
 from opsflow.flows.routine_ops.mirror_maintenance import mirror_maintenance_windows
 from tests.support.alerting import alertmanager, amtool
 
-pytestmark = pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted:UserWarning"),
+    pytest.mark.monitoring,  # its own Alertmanager
+]
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 NO_ALERTS = {"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}
