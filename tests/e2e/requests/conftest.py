@@ -10,6 +10,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import requests
 import yaml
 
 from opsflow.inventory.models import token_sha256
+from opsflow.itsm.store.records import open_records
 from opsflow.lab.catalog import lab_catalog
 from tests.support.serving import serve_app
 from tests.support.waiting import wait_for
@@ -73,6 +75,18 @@ def _pager(directory: Path, block: str) -> Iterator[Pager]:
     save_webhook_pager(block, server.url)
     yield Pager(server)
     server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_window_left_open() -> Iterator[None]:
+    """Close the maintenance windows a test leaves open: a rollout whose worker was killed
+    keeps its host's window until it lapses (15 min, `tasks.rollout.WINDOW_MINUTES`), and
+    the session's later tests would see that host's alerts suppressed."""
+    yield
+    now = datetime.now(UTC)
+    windows = open_records().maintenance
+    for window in windows.between(now, now):
+        windows.close(window.id, now, now)
 
 
 @pytest.fixture(scope="package")
