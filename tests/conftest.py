@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,6 @@ __all__ = ["access_estate_dir", "access_lab", "access_people", "access_records_u
 LAB_HOSTS = 5
 LAB_BASE_ADDRESSES = [f"127.0.{octet}.1" for octet in range(20, 30)]
 """Where the test lab may live; a run takes the first free one, so runs can overlap."""
-_database_numbers = itertools.count(1)
 
 
 FIXTURE_MARKERS = {
@@ -142,19 +142,54 @@ def records_database(postgres: PostgresCluster, session_environment: pytest.Monk
     return url
 
 
+@pytest.fixture(scope="session")
+def sqlite_records_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite records database at the newest schema, migrated once a session for
+    `records_url` to copy: copying costs milliseconds, migrating cost each test far more."""
+    path = tmp_path_factory.mktemp("records-template") / "records.db"
+    Records(f"sqlite:///{path}").db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_records_template(postgres: PostgresCluster) -> str:
+    """The name of a PostgreSQL records database at the newest schema, migrated once a
+    session, that `records_url` copies (CREATE DATABASE … TEMPLATE)."""
+    postgres.create_database("records_template")
+    Records(postgres.url("records_template")).db.dispose()  # a template in use is not copied
+    return "records_template"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty records database for one test, on each backend: SQLite in the test's
-    directory, or a new database on the session's PostgreSQL, dropped after the test with
-    the connections the test's stores left open."""
+    """A records database for one test, at the newest schema and holding no records, on each
+    backend: a copy of the backend's template (SQLite in the test's directory, or a new
+    database on the session's PostgreSQL, dropped after the test with the connections the
+    test's stores left open)."""
+    if request.param == "sqlite":
+        copy = tmp_path / "records.db"
+        template = request.getfixturevalue("sqlite_records_template")
+        with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(copy)) as to:
+            source.backup(to)  # whole, whatever the template's WAL may still hold
+        yield f"sqlite:///{copy}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    template = request.getfixturevalue("postgres_records_template")
+    with cluster.scratch_database("records", template) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_records_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database for one test with nothing in it, not even tables, on each backend: for the
+    tests of migrating one (SQLite in the test's directory, or a new database on the
+    session's PostgreSQL, dropped after the test)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'records.db'}"
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres")
-    name = f"records_{next(_database_numbers)}"
-    cluster.create_database(name)
-    yield cluster.url(name)
-    cluster.drop_database(name)
+    with cluster.scratch_database("empty") as url:
+        yield url
 
 
 @pytest.fixture

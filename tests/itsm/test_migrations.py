@@ -128,20 +128,20 @@ def revision_of(url: str) -> str | None:
 
 @pytest.mark.parametrize("commit", ["2a3d754", "d71d4a3"])
 def test_a_database_made_before_migrations_is_upgraded_and_used(
-    records_url: str, commit: str
+    empty_records_url: str, commit: str
 ) -> None:
-    load_fixture(records_url, commit)
-    made_then = tables(records_url)
+    load_fixture(empty_records_url, commit)
+    made_then = tables(empty_records_url)
     assert "alembic_version" not in made_then
     assert ("event_failures" in made_then) == (commit == "d71d4a3")
 
-    store = Records(records_url)
+    store = Records(empty_records_url)
     assert store.db.schema.before is None
     assert store.db.schema.after == head()
     assert set(store.db.schema.premigration_tables) == made_then
-    assert revision_of(records_url) == head()
-    assert schema_differences(records_url) == []
-    assert unseen_differences(records_url) == []
+    assert revision_of(empty_records_url) == head()
+    assert schema_differences(empty_records_url) == []
+    assert unseen_differences(empty_records_url) == []
 
     # What the old code wrote reads back through today's API.
     old = store.incidents.get("INC0000001")
@@ -204,68 +204,70 @@ def test_a_database_made_before_migrations_is_upgraded_and_used(
     assert store.problems.list() == []
     store.db.dispose()
 
-    again = Records(records_url)
+    again = Records(empty_records_url)
     assert not again.db.schema.changed
     again.db.dispose()
 
 
-def test_a_database_with_some_of_the_old_tables_gets_the_rest(records_url: str) -> None:
+def test_a_database_with_some_of_the_old_tables_gets_the_rest(empty_records_url: str) -> None:
     # Before migrations each module made its tables on first use: a database that never
     # saw problems, facts or maintenance windows lacks those tables.
-    load_fixture(records_url, "2a3d754")
+    load_fixture(empty_records_url, "2a3d754")
     lazy = ("known_error_outcomes", "known_errors", "problems", "host_facts", "maintenance_windows")
-    engine = _engine(records_url)
+    engine = _engine(empty_records_url)
     with engine.begin() as conn:
         for name in lazy:
             conn.execute(text(f"DROP TABLE {name}"))
     engine.dispose()
 
-    store = Records(records_url)
+    store = Records(empty_records_url)
     assert not set(lazy) & set(store.db.schema.premigration_tables)
-    assert schema_differences(records_url) == []
+    assert schema_differences(empty_records_url) == []
     assert store.incidents.get("INC0000001").host == "web1"
     store.db.dispose()
 
 
-def test_an_empty_database_gets_exactly_the_schema_the_code_declares(records_url: str) -> None:
-    store = Records(records_url)
+def test_an_empty_database_gets_exactly_the_schema_the_code_declares(
+    empty_records_url: str,
+) -> None:
+    store = Records(empty_records_url)
     assert (store.db.schema.before, store.db.schema.after) == (None, head())
     assert store.db.schema.premigration_tables == ()
     store.db.dispose()
-    differences = schema_differences(records_url)
+    differences = schema_differences(empty_records_url)
     assert differences == [], (
         "the code's tables differ from what the migrations make: write a revision "
         "(itsm.migrations.new_revision) for " + repr(differences)
     )
-    assert tables(records_url) == set(records_metadata().tables) | {"alembic_version"}
-    assert unseen_differences(records_url) == []
+    assert tables(empty_records_url) == set(records_metadata().tables) | {"alembic_version"}
+    assert unseen_differences(empty_records_url) == []
 
 
-def test_the_first_revision_makes_the_schema_of_2a3d754(records_url: str) -> None:
+def test_the_first_revision_makes_the_schema_of_2a3d754(empty_records_url: str) -> None:
     from alembic import command
 
     from opsflow.itsm.migrations import alembic_config
 
-    engine = _engine(records_url)
+    engine = _engine(empty_records_url)
     with engine.begin() as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
     engine.dispose()
-    load_fixture_schema = tables(records_url) - {"alembic_version"}
+    load_fixture_schema = tables(empty_records_url) - {"alembic_version"}
     assert load_fixture_schema == set(premigration.AT_2A3D754)
-    assert revision_of(records_url) == "0001"
-    store = Records(records_url)
+    assert revision_of(empty_records_url) == "0001"
+    store = Records(empty_records_url)
     assert (store.db.schema.before, store.db.schema.after) == ("0001", head())
     store.db.dispose()
-    assert schema_differences(records_url) == []
+    assert schema_differences(empty_records_url) == []
 
 
 def test_opsflow_db_upgrade_twice_changes_nothing_the_second_time(
-    records_url: str, tmp_path: Path
+    empty_records_url: str, tmp_path: Path
 ) -> None:
-    load_fixture(records_url, "2a3d754")
-    env = {"OPSFLOW_DATABASE_URL": records_url, "OPSFLOW_HOME": str(tmp_path)}
+    load_fixture(empty_records_url, "2a3d754")
+    env = {"OPSFLOW_DATABASE_URL": empty_records_url, "OPSFLOW_HOME": str(tmp_path)}
     runner = CliRunner()
 
     shown = runner.invoke(app, ["db", "current", "--json"], env=env)
@@ -277,27 +279,27 @@ def test_opsflow_db_upgrade_twice_changes_nothing_the_second_time(
     done = json.loads(first.output)
     assert (done["before"], done["after"], done["changed"]) == (None, head(), True)
     assert "incidents" in done["premigration_tables"]
-    made = tables(records_url)
+    made = tables(empty_records_url)
 
     second = runner.invoke(app, ["db", "upgrade"], env=env)
     assert second.exit_code == 0, second.output
     assert "nothing to do" in second.output
-    assert tables(records_url) == made
-    assert revision_of(records_url) == head()
+    assert tables(empty_records_url) == made
+    assert revision_of(empty_records_url) == head()
 
     shown = runner.invoke(app, ["db", "current"], env=env)
     assert shown.exit_code == 0, shown.output
     assert f"revision {head()}, the newest" in shown.output
 
 
-def test_processes_opening_one_new_database_at_once_migrate_it_once(records_url: str) -> None:
+def test_processes_opening_one_new_database_at_once_migrate_it_once(empty_records_url: str) -> None:
     opener = (
         "import sys; from opsflow.itsm.store.records import Records; "
         "print(Records(sys.argv[1]).db.schema.before is None, flush=True)"
     )
     openers = [
         subprocess.Popen(
-            [sys.executable, "-c", opener, records_url],
+            [sys.executable, "-c", opener, empty_records_url],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -310,29 +312,29 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(records_url:
     assert [p.returncode for p in openers] == [0] * 4, [err for _, err in results]
     migrated = [out.strip() for out, _ in results]
     assert 1 <= migrated.count("True") <= 4  # each saw an empty database or the work done
-    assert revision_of(records_url) == head()
-    engine = _engine(records_url)
+    assert revision_of(empty_records_url) == head()
+    engine = _engine(empty_records_url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     engine.dispose()
-    assert schema_differences(records_url) == []
+    assert schema_differences(empty_records_url) == []
 
 
-def test_tables_opsflow_did_not_make_are_refused_and_left_alone(records_url: str) -> None:
-    engine = _engine(records_url)
+def test_tables_opsflow_did_not_make_are_refused_and_left_alone(empty_records_url: str) -> None:
+    engine = _engine(empty_records_url)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE incidents (id INTEGER PRIMARY KEY, title TEXT)"))
     engine.dispose()
     with pytest.raises(UnknownSchemaError, match="table incidents has columns"):
-        Records(records_url)
-    assert tables(records_url) == {"incidents"}
+        Records(empty_records_url)
+    assert tables(empty_records_url) == {"incidents"}
 
 
-def test_a_database_a_newer_opsflow_migrated_is_refused(records_url: str) -> None:
-    Records(records_url).db.dispose()
-    engine = _engine(records_url)
+def test_a_database_a_newer_opsflow_migrated_is_refused(empty_records_url: str) -> None:
+    Records(empty_records_url).db.dispose()
+    engine = _engine(empty_records_url)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'from-the-future'"))
     engine.dispose()
     with pytest.raises(SchemaTooNewError, match="from-the-future"):
-        Records(records_url)
+        Records(empty_records_url)

@@ -4,15 +4,17 @@ loopback port, durability off for speed, removed when stopped."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opsflow.runtime.postgres import (
     Cluster,
     PostgresPortInUseError,
-    create_databases,
     make_cluster,
     stop_cluster,
 )
@@ -25,6 +27,7 @@ class PostgresCluster:
     """A running throwaway cluster and the databases the tests make in it."""
 
     cluster: Cluster
+    _numbers: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def directory(self) -> Path:
@@ -42,11 +45,27 @@ class PostgresCluster:
         """The SQLAlchemy URL of `database` through `driver` (psycopg, asyncpg)."""
         return self.cluster.url(database, driver)
 
-    def create_database(self, name: str) -> None:
-        """A new empty database `name`."""
-        if name in create_databases(self.cluster, [name]):
-            return
-        raise ValueError(f"database {name!r} exists already")
+    def create_database(self, name: str, template: str | None = None) -> None:
+        """A new database `name`: empty, or a copy of database `template`, which nobody may
+        be connected to while it is copied."""
+        from psycopg import sql
+
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with self.cluster.connect(autocommit=True) as connection:
+            connection.execute(statement)
+
+    @contextmanager
+    def scratch_database(self, prefix: str, template: str | None = None) -> Iterator[str]:
+        """The URL of a new database named from `prefix` (empty, or a copy of `template`),
+        dropped afterwards with whatever connections to it are still open."""
+        name = f"{prefix}_{next(self._numbers)}"
+        self.create_database(name, template)
+        try:
+            yield self.url(name)
+        finally:
+            self.drop_database(name)
 
     def drop_database(self, name: str) -> None:
         """Drop database `name`, closing whatever connections to it are still open."""

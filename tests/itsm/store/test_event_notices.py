@@ -4,7 +4,6 @@ none for duplicates, and the listener comes back after its connection is killed.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -52,25 +51,17 @@ class Heard:
 
 
 @pytest.fixture
-def pg_url(postgres) -> Iterator[str]:
-    name = f"records_notices_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(name)
-    yield postgres.url(name)
-    postgres.drop_database(name)
-
-
-@pytest.fixture
-def writer_store(pg_url: str) -> Iterator[Records]:
+def writer_store(records_url: str) -> Iterator[Records]:
     """The store the test writes events through, as a desk would."""
-    store = Records(pg_url)
+    store = Records(records_url)
     yield store
     store.db.dispose()
 
 
 @pytest.fixture
-def listening(pg_url: str) -> Iterator[Heard]:
+def listening(records_url: str) -> Iterator[Heard]:
     """A listener on its own store, heard once it listens; the test writes through another."""
-    listener_store = Records(pg_url)
+    listener_store = Records(records_url)
     heard = Heard()
     stopped = threading.Event()
     thread = threading.Thread(
@@ -84,6 +75,11 @@ def listening(pg_url: str) -> Iterator[Heard]:
     listener_store.db.dispose()
 
 
+ON_POSTGRESQL = pytest.mark.parametrize("records_url", ["postgresql"], indirect=True)
+"""PostgreSQL alone notifies: these tests' records are there."""
+
+
+@ON_POSTGRESQL
 def test_a_commit_that_stores_events_is_heard_and_duplicates_are_not(
     writer_store: Records, listening: Heard
 ) -> None:
@@ -98,6 +94,7 @@ def test_a_commit_that_stores_events_is_heard_and_duplicates_are_not(
     assert not heard.wait_beyond(after, timeout_s=1.0), "a duplicate was announced"
 
 
+@ON_POSTGRESQL
 def test_the_listener_listens_again_after_its_connection_is_killed(
     writer_store: Records, listening: Heard
 ) -> None:
