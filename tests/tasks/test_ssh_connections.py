@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -120,15 +119,14 @@ def test_a_stalled_sftp_read_fails_within_its_timeout(estate, lab) -> None:
     for pid in sessions:
         os.kill(pid, signal.SIGSTOP)
     try:
-        started = time.monotonic()
         stalled.set()
         reader.join(10)
         assert not reader.is_alive(), "the read still waits on a stalled host"
-        assert time.monotonic() - started < 5
     finally:
         for pid in sessions:
             os.kill(pid, signal.SIGCONT)
     assert outcome and isinstance(outcome[0], SSHTransientError), outcome
+    assert "SFTP session failed: TimeoutError" in str(outcome[0]), "its own timeout ended it"
     assert execute(host, ["true"]).ok, "the connection serves the next command"
 
 
