@@ -19,6 +19,7 @@ from tests.support.access_lab import (
     access_people,
     access_records_url,
 )
+from tests.support.alerting import watch_lab
 from tests.support.factories import write_small_estate
 from tests.support.postgres import PostgresCluster, start_cluster
 from tests.support.serving import ServedDesk, free_port, serve_app
@@ -327,17 +328,9 @@ def monitoring(lab, lab_desk):
     Module-scoped: while it runs, a service a test stops is restored within seconds, which
     tests outside the closed loop must not see.
     """
-    from opsflow.lab.monitoring import monitoring_down, monitoring_up, wait_until_scraped
-    from opsflow.lab.people import token_file
+    from opsflow.lab.monitoring import monitoring_down, wait_until_scraped
 
-    watch = monitoring_up(
-        lab,
-        webhook_url=f"{lab_desk.url}/api/v1/events/alertmanager",
-        webhook_token=token_file(lab.directory, "alertmanager").read_text(),
-        prometheus_port=free_port(),
-        alertmanager_port=free_port(),
-        exporter_port=free_port(),
-    )
+    watch = watch_lab(lab, lab_desk.url)
     wait_until_scraped(watch, timeout_s=60)
     yield watch
     monitoring_down(watch.directory)

@@ -19,15 +19,14 @@ from opsflow.lab.monitoring import (
     SelfWatch,
     firing_alerts,
     monitoring_down,
-    monitoring_up,
     query,
     wait_until_scraped,
 )
 from opsflow.lab.monitoring_config import DESK_JOB, ON_CALL, check_configs
 from opsflow.lab.pager import PagerServer
-from opsflow.lab.people import token_file
 from opsflow.monitoring import SELF_SOURCE
-from tests.support.serving import desk_process, free_port
+from tests.support.alerting import watch_lab
+from tests.support.serving import desk_process
 from tests.support.waiting import wait_for
 
 
@@ -48,13 +47,9 @@ def test_a_backlog_nobody_triages_pages_the_on_call_not_the_desk(
     monkeypatch.setenv("OPSFLOW_DATABASE_URL", records_url)
     with desk_process(lab.estate_dir, tmp_path / "desk.log") as desk:
         address = urlsplit(desk.url)
-        watch = monitoring_up(
+        watch = watch_lab(
             lab,
-            webhook_url=f"{desk.url}/api/v1/events/alertmanager",
-            webhook_token=token_file(lab.directory, "alertmanager").read_text(),
-            prometheus_port=free_port(),
-            alertmanager_port=free_port(),
-            exporter_port=free_port(),
+            desk.url,
             directory=tmp_path / "monitoring",
             watch_opsflow=SelfWatch(
                 desk=(f"{address.hostname}:{address.port}",), workers=(), pager_url=pager.url

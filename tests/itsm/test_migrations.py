@@ -23,8 +23,6 @@ from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
 from opsflow.cli.main import app
-from opsflow.inventory.models import Audience, Entitlement
-from opsflow.itsm.access import ResolvedRequest
 from opsflow.itsm.migrations import (
     SchemaTooNewError,
     UnknownSchemaError,
@@ -35,6 +33,7 @@ from opsflow.itsm.migrations import (
 )
 from opsflow.itsm.records import EventIn, IncidentCreate
 from opsflow.itsm.store.records import Records
+from tests.support.factories import login_request
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "records_schema"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -185,21 +184,7 @@ def test_a_database_made_before_migrations_is_upgraded_and_used(
     assert len(store.worklog.entries(old.id)) == 2
     created = requests.create("restart-service", {"service": "app"}, "bob", "none", "bob", NOW)
     assert created.id == 2
-    entitlement = Entitlement(
-        name="web-login",
-        group="web",
-        privilege="login",
-        requesters=Audience(roles=["requester"]),
-        approvers=Audience(roles=["approver"]),
-        max_duration_hours=8,
-    )
-    resolved = ResolvedRequest(
-        entitlement=entitlement,
-        username="bob",
-        ssh_public_key=KEY,
-        duration_minutes=30,
-        reason="look at logs",
-    )
+    resolved = login_request("bob", "look at logs", duration_minutes=30, key=KEY)
     assert grants.request(resolved, "bob", NOW).id == 2
     assert store.problems.list() == []
     store.db.dispose()

@@ -151,6 +151,32 @@ def report(name: str, seconds: float) -> None:
     print(f"\n[measure] {name}: {seconds:.2f} s")
 
 
+def broken_fires(
+    monitoring: Monitoring, lab: Lab, webhook: WebhookReceiver, host: str, fault: str, alert: str
+) -> tuple[float, Delivery, dict[str, Any]]:
+    """Break `host` with `fault` once every target is scraped; when it broke, and the first
+    firing delivery of `alert` for it (its latency reported)."""
+    wait_until_scraped(monitoring)
+    print(break_host(host, fault, lab.directory))
+    broken = time.monotonic()
+    delivery, fired = webhook.delivered(alert, host, "firing", since=broken)
+    report(f"{fault} broken on {host} -> firing {alert} webhook", delivery.at - broken)
+    return broken, delivery, fired
+
+
+def repaired_resolves(
+    lab: Lab, webhook: WebhookReceiver, host: str, repair: list[str], alert: str
+) -> tuple[Delivery, dict[str, Any]]:
+    """Repair `host` with the command `repair`; the first resolved delivery of `alert` for it
+    after that (its latency reported)."""
+    result = run_on_host(host, repair, lab.directory)
+    assert result.returncode == 0, result.stderr
+    repaired = time.monotonic()
+    delivery, resolved = webhook.delivered(alert, host, "resolved", since=repaired)
+    report(f"{' '.join(repair)} on {host} -> resolved {alert} webhook", delivery.at - repaired)
+    return delivery, resolved
+
+
 @pytest.fixture(scope="module")
 def mon_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A 2-host lab of its own, on addresses no other test lab uses."""
@@ -223,12 +249,9 @@ def test_configs_are_valid_and_hold_no_token(monitoring: Monitoring) -> None:
 def test_service_down_fires_and_resolves(
     monitoring: Monitoring, mon_lab: Lab, webhook: WebhookReceiver
 ) -> None:
-    wait_until_scraped(monitoring)
-    print(break_host("lab01", "service", mon_lab.directory))
-    broken = time.monotonic()
-    delivery, alert = webhook.delivered("ServiceDown", "lab01", "firing", since=broken)
-    report("service stopped -> firing webhook", delivery.at - broken)
-
+    _, delivery, alert = broken_fires(
+        monitoring, mon_lab, webhook, "lab01", "service", "ServiceDown"
+    )
     assert delivery.authorization == f"Bearer {TOKEN}"
     assert delivery.body["version"] == "4"
     assert delivery.body["status"] == "firing"
@@ -256,11 +279,7 @@ def test_service_down_fires_and_resolves(
     )
     assert active[0]["status"]["state"] == "active"
 
-    result = run_on_host("lab01", [SVC, "start"], mon_lab.directory)
-    assert result.returncode == 0, result.stderr
-    repaired = time.monotonic()
-    delivery, resolved = webhook.delivered("ServiceDown", "lab01", "resolved", since=repaired)
-    report("service started -> resolved webhook", delivery.at - repaired)
+    delivery, resolved = repaired_resolves(mon_lab, webhook, "lab01", [SVC, "start"], "ServiceDown")
     assert resolved["fingerprint"] == alert["fingerprint"]
     assert delivery.authorization == f"Bearer {TOKEN}"
 
@@ -272,24 +291,17 @@ def test_service_down_fires_and_resolves(
 def test_hang_fires_service_hung_not_service_down(
     monitoring: Monitoring, mon_lab: Lab, webhook: WebhookReceiver
 ) -> None:
-    wait_until_scraped(monitoring)
-    print(break_host("lab02", "hang", mon_lab.directory))
-    broken = time.monotonic()
-    delivery, alert = webhook.delivered("ServiceHung", "lab02", "firing", since=broken)
-    report("app SIGSTOPped -> firing webhook", delivery.at - broken)
+    broken, delivery, alert = broken_fires(
+        monitoring, mon_lab, webhook, "lab02", "hang", "ServiceHung"
+    )
     assert alert["labels"]["symptom"] == "service-hung"
     assert alert["labels"]["service"] == "app"
     assert alert["annotations"]["runbook"] == "recover-hung-service"
     assert delivery.authorization == f"Bearer {TOKEN}"
 
     # Repaired the gentlest way: the process resumes, so nothing is ever "down".
-    result = run_on_host(
-        "lab02", ["sh", "-c", "kill -CONT $(cat /var/lib/app/app.pid)"], mon_lab.directory
-    )
-    assert result.returncode == 0, result.stderr
-    repaired = time.monotonic()
-    delivery, _ = webhook.delivered("ServiceHung", "lab02", "resolved", since=repaired)
-    report("app SIGCONTed -> resolved webhook", delivery.at - repaired)
+    resume = ["sh", "-c", "kill -CONT $(cat /var/lib/app/app.pid)"]
+    repaired_resolves(mon_lab, webhook, "lab02", resume, "ServiceHung")
 
     settle(monitoring, "lab02")
     assert not ever_fired(monitoring, "ServiceDown", "lab02")
@@ -300,11 +312,9 @@ def test_hang_fires_service_hung_not_service_down(
 def test_full_log_disk_alerts_for_that_host_only(
     monitoring: Monitoring, mon_lab: Lab, webhook: WebhookReceiver
 ) -> None:
-    wait_until_scraped(monitoring)
-    print(break_host("lab01", "disk", mon_lab.directory))
-    broken = time.monotonic()
-    delivery, alert = webhook.delivered("LogFilesystemFull", "lab01", "firing", since=broken)
-    report("log disk filled -> firing webhook", delivery.at - broken)
+    broken, _, alert = broken_fires(
+        monitoring, mon_lab, webhook, "lab01", "disk", "LogFilesystemFull"
+    )
     labels = alert["labels"]
     assert labels["symptom"] == "disk-full"
     assert labels["mountpoint"] == "/var/log/app"
@@ -312,11 +322,8 @@ def test_full_log_disk_alerts_for_that_host_only(
     assert "instance" not in labels
     assert alert["annotations"]["runbook"] == "free-disk-space"
 
-    result = run_on_host("lab01", ["sh", "-c", "rm -f /var/log/app/app.log.*"], mon_lab.directory)
-    assert result.returncode == 0, result.stderr
-    repaired = time.monotonic()
-    delivery, _ = webhook.delivered("LogFilesystemFull", "lab01", "resolved", since=repaired)
-    report("rotated logs removed -> resolved webhook", delivery.at - repaired)
+    remove_rotated = ["sh", "-c", "rm -f /var/log/app/app.log.*"]
+    repaired_resolves(mon_lab, webhook, "lab01", remove_rotated, "LogFilesystemFull")
 
     assert not ever_fired(monitoring, "LogFilesystemFull", "lab02")
     # The app kept serving throughout: a full log disk is not a down or hung service.

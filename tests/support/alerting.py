@@ -1,5 +1,6 @@
 """Real Prometheus and Alertmanager processes configured by a test itself, and the README's
-configuration blocks to configure them with (the lab's own pair is `lab/monitoring.py`)."""
+configuration blocks to configure them with; and the lab's own pair (`lab/monitoring.py`)
+pointed at a desk."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from typing import Any
 import requests
 import yaml
 
+from opsflow.lab.hosts.state import Lab
+from opsflow.lab.monitoring import Monitoring, monitoring_up
 from opsflow.lab.monitoring_config import ALERTMANAGER, AMTOOL, PROMETHEUS, PROMTOOL
+from opsflow.lab.people import token_file
 from tests.support import PROJECT
-from tests.support.serving import free_port
+from tests.support.serving import free_port, free_ports
 from tests.support.waiting import wait_for
 
 
@@ -167,3 +171,19 @@ def webhook_receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def watch_lab(lab: Lab, desk_url: str, **options: Any) -> Monitoring:
+    """The lab's Prometheus, Alertmanager and exporter (`lab.monitoring`) on free ports,
+    alerting the desk at `desk_url` with the lab's `alertmanager` token; `options` as
+    `monitoring_up` takes them (`directory`, `watch_opsflow`)."""
+    prometheus, alertmanager, exporter = free_ports(3)
+    return monitoring_up(
+        lab,
+        webhook_url=f"{desk_url}/api/v1/events/alertmanager",
+        webhook_token=token_file(lab.directory, "alertmanager").read_text(),
+        prometheus_port=prometheus,
+        alertmanager_port=alertmanager,
+        exporter_port=exporter,
+        **options,
+    )

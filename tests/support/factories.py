@@ -1,6 +1,7 @@
 """Estates, alerts, records and stand-ins tests make: a small written estate with people's
 tokens, Alertmanager webhook bodies from the captured fixtures, events and incidents as the
-desk and triage would store them, a desk's silent wake-ups."""
+desk and triage would store them, entitlements and access requests, a desk's silent
+wake-ups."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from uuid import uuid4
 
 import yaml
 
-from opsflow.inventory.models import token_sha256
+from opsflow.inventory.models import Audience, Entitlement, token_sha256
+from opsflow.itsm.access import ResolvedRequest
 from opsflow.itsm.records import EventIn, Incident, IncidentCreate, IncidentUpdate
 from opsflow.itsm.store.records import Records
 from tests.support import PROJECT
 
+PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHtfozhPTtl8AkMOSM3DVfaazlgK6iLBcy+DLgNv9iP"
+"""An SSH public key for access requests that never reach a host."""
 TOKENS = {"olga": "olga-operator-token", "max": "max-monitor-token", "rita": "rita-requester"}
 """The desk tokens of the small estate's people: olga operates, max monitors, rita requests."""
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -69,6 +73,38 @@ def alert(fingerprint: str = "a1", status: str = "firing", **extra: object) -> E
 def stored_events(store: Records) -> list:
     """The events `store` holds that triage has not taken yet."""
     return store.events.pending(10_000)
+
+
+def entitlement(
+    name: str = "web-login",
+    group: str = "web",
+    privilege: str = "login",
+    requesters: Audience | None = None,
+    max_duration_hours: float = 8,
+) -> Entitlement:
+    """An entitlement that approvers approve; by default `web-login`: login on the `web`
+    group for requesters, for up to 8 hours."""
+    return Entitlement(
+        name=name,
+        group=group,
+        privilege=privilege,
+        requesters=requesters or Audience(roles=["requester"]),
+        approvers=Audience(roles=["approver"]),
+        max_duration_hours=max_duration_hours,
+    )
+
+
+def login_request(
+    username: str, reason: str, duration_minutes: float = 60, key: str = PUBLIC_KEY
+) -> ResolvedRequest:
+    """`username`'s request, checked against the estate, for the default `entitlement()`."""
+    return ResolvedRequest(
+        entitlement=entitlement(),
+        username=username,
+        ssh_public_key=key,
+        duration_minutes=duration_minutes,
+        reason=reason,
+    )
 
 
 def auth(person: str) -> dict[str, str]:

@@ -68,6 +68,16 @@ def grant_when(desk: Any, person: Person, grant_id: int, check: Any, timeout_s: 
     return wait_for(current, timeout_s, f"access grant {grant_id} to satisfy {check}")
 
 
+def granted(
+    desk: Any, requester: Person, approver: Person, entitlement: str, minutes: float, wait_s: float
+) -> dict:
+    """The grant of `entitlement` the requester asked for and the approver approved, once the
+    desk says it is active (within `wait_s`)."""
+    grant = ask(desk, requester, entitlement, duration_minutes=minutes)
+    assert approve(desk, approver, grant["id"]).status_code == 202
+    return grant_when(desk, requester, grant["id"], lambda g: g["state"] == "active", wait_s)
+
+
 def revoke(desk: Any, person: Person, grant_id: int) -> dict:
     answer = call(desk, person, "DELETE", f"/access-grants/{grant_id}")
     assert answer.status_code == 202, answer.text
@@ -183,9 +193,7 @@ def test_a_grant_reaches_five_hosts_and_granting_twice_changes_nothing(
     from opsflow.flows.access_provisioning import grant_access
 
     carol, bob = access_people["carol"], access_people["bob"]
-    grant = ask(access_desk, carol, "lab-login", duration_minutes=10)
-    assert approve(access_desk, bob, grant["id"]).status_code == 202
-    grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 60)
+    grant = granted(access_desk, carol, bob, "lab-login", minutes=10, wait_s=60)
     assert logins(access_estate, ALL, carol) == dict.fromkeys(ALL, 0)
     state = lab_state(access_lab)
     again = grant_access(grant["id"])
@@ -198,12 +206,10 @@ def test_grant_expires_at_its_end(
     access_desk: Any, access_estate: Any, access_people: dict[str, Person]
 ) -> None:
     carol, bob = access_people["carol"], access_people["bob"]
-    grant = ask(access_desk, carol, "web-login", duration_minutes=0.1)
-    assert approve(access_desk, bob, grant["id"]).status_code == 202
-    active = grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
+    active = granted(access_desk, carol, bob, "web-login", minutes=0.1, wait_s=30)
     assert logins(access_estate, WEB, carol) == dict.fromkeys(WEB, 0)
     ends_at = datetime.fromisoformat(active["ends_at"])
-    expired = grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "expired", 60)
+    expired = grant_when(access_desk, carol, active["id"], lambda g: g["state"] == "expired", 60)
     assert datetime.fromisoformat(expired["ended_at"]) >= ends_at
     late = (datetime.fromisoformat(expired["ended_at"]) - ends_at).total_seconds()
     assert late < 60, f"revoked {late:.1f}s after its end"
@@ -324,9 +330,7 @@ def test_review_reports_and_enforce_removes_what_no_grant_explains(
     access_people: dict[str, Person],
 ) -> None:
     carol, bob = access_people["carol"], access_people["bob"]
-    grant = ask(access_desk, carol, "web-login", duration_minutes=30)
-    assert approve(access_desk, bob, grant["id"]).status_code == 202
-    grant_when(access_desk, carol, grant["id"], lambda g: g["state"] == "active", 30)
+    grant = granted(access_desk, carol, bob, "web-login", minutes=30, wait_s=30)
     # Added by hand, each marked the way opsflow marks what it manages.
     on_host("lab03", ["groupadd", "--force", "opsflow-access"])
     on_host("lab03", ["useradd", "--create-home", "--groups", "opsflow-access", "mallory"])

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from opsflow.inventory.models import Audience, Entitlement, Estate, Host, Person
+from opsflow.inventory.models import Audience, Estate, Host, Person
 from opsflow.itsm.access import (
     AccessNotEntitledError,
     AccessRequestCreate,
@@ -19,6 +19,7 @@ from opsflow.itsm.states import IllegalTransitionError
 from opsflow.itsm.store.access import AccessGrants
 from opsflow.itsm.store.errors import RecordNotFoundError
 from opsflow.itsm.store.records import Records
+from tests.support.factories import entitlement
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -44,22 +45,8 @@ def estate(public_key: str) -> Estate:
             Person(name="j.doe", team="users", roles=["requester"], ssh_public_key=public_key),
         ],
         entitlements=[
-            Entitlement(
-                name="web-login",
-                group="web",
-                privilege="login",
-                requesters=Audience(roles=["requester"]),
-                approvers=Audience(roles=["approver"]),
-                max_duration_hours=8,
-            ),
-            Entitlement(
-                name="db-sudo",
-                group="db",
-                privilege="sudo",
-                requesters=Audience(teams=["ops"]),
-                approvers=Audience(roles=["approver"]),
-                max_duration_hours=2,
-            ),
+            entitlement(),
+            entitlement("db-sudo", "db", "sudo", Audience(teams=["ops"]), max_duration_hours=2),
         ],
     )
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
-from opsflow.inventory.models import Audience, Entitlement
-from opsflow.itsm.access import ResolvedRequest
 from opsflow.itsm.records import EventIn, IncidentCreate, IncidentUpdate
 from opsflow.itsm.store.metrics import (
     RESTORE_BUCKETS_S,
@@ -16,9 +14,9 @@ from opsflow.itsm.store.metrics import (
     sla_breached,
 )
 from opsflow.itsm.store.records import Records
+from tests.support.factories import login_request
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEHtfozhPTtl8AkMOSM3DVfaazlgK6iLBcy+DLgNv9iP"
 
 
 def minutes(n: float) -> datetime:
@@ -108,22 +106,7 @@ def test_records_health_counts_what_waits_and_what_ran(records_url: str) -> None
     waiting = requests.create("restart", {}, "carol", "one", "carol", minutes(5))
     requests.move(waiting.id, "awaiting-approval", "desk", minutes(5))
     requests.create("restart", {}, "dave", "one", "dave", minutes(6))  # not asked yet
-    entitlement = Entitlement(
-        name="web-login",
-        group="web",
-        privilege="login",
-        requesters=Audience(roles=["requester"]),
-        approvers=Audience(roles=["approver"]),
-        max_duration_hours=8,
-    )
-    resolved = ResolvedRequest(
-        entitlement=entitlement,
-        username="carol",
-        ssh_public_key=KEY,
-        duration_minutes=60,
-        reason="on call",
-    )
-    store.access.request(resolved, "carol", minutes(7))
+    store.access.request(login_request("carol", "on call"), "carol", minutes(7))
     leases = store.leases
     now = datetime.now(UTC)
     assert leases.take("restoration:1", "worker-a", now, 60)
