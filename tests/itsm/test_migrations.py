@@ -11,13 +11,15 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, create_engine, inspect, text
+from sqlalchemy import CheckConstraint, Connection, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
@@ -41,8 +43,22 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 REPO = Path(__file__).parents[2]
 
 
-def _engine(url: str):
-    return create_engine(url, poolclass=NullPool)
+@contextmanager
+def connection(url: str, write: bool = False) -> Iterator[Connection]:
+    """A connection of its own (no pool) to the database at `url`; with `write`, in a
+    transaction committed when the block ends."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() if write else engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def run_sql(url: str, statement: str) -> None:
+    """Run one SQL statement in the database at `url`, as someone other than opsflow would."""
+    with connection(url, write=True) as conn:
+        conn.execute(text(statement))
 
 
 def load_fixture(url: str, commit: str) -> None:
@@ -53,76 +69,57 @@ def load_fixture(url: str, commit: str) -> None:
         with sqlite3.connect(make_url(url).database) as db:
             db.executescript(sql)
         return
-    raw = _engine(url).raw_connection()
-    try:
-        raw.driver_connection.execute(sql)  # no parameters: psycopg runs every statement
-        raw.commit()
-    finally:
-        raw.close()
+    with connection(url, write=True) as conn:
+        raw = conn.connection.driver_connection
+        raw.execute(sql)  # no parameters: psycopg runs every statement
 
 
 def tables(url: str) -> set[str]:
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return set(inspect(conn).get_table_names()) - {"sqlite_sequence"}
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        return set(inspect(conn).get_table_names()) - {"sqlite_sequence"}
 
 
 def schema_differences(url: str) -> list:
     """What Alembic finds between the database and the tables the code declares."""
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return compare_metadata(MigrationContext.configure(conn), records_metadata())
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        return compare_metadata(MigrationContext.configure(conn), records_metadata())
 
 
 def unseen_differences(url: str) -> list[str]:
     """What `compare_metadata` does not look at: CHECK constraints, partial indexes' WHERE
     and SQLite's AUTOINCREMENT (batch ALTERs on SQLite copy tables and can drop them)."""
     found = []
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            inspector = inspect(conn)
-            backend = conn.dialect.name
-            for table in records_metadata().sorted_tables:
-                declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
-                reflected = {c["name"] for c in inspector.get_check_constraints(table.name)}
-                if declared != reflected:
-                    found.append(f"{table.name} checks {sorted(reflected)} not {sorted(declared)}")
-                partial = {
-                    i["name"]
-                    for i in inspector.get_indexes(table.name)
-                    if i["dialect_options"].get(f"{backend}_where") is not None
-                }
-                wanted = {
-                    i.name for i in table.indexes if i.dialect_options[backend]["where"] is not None
-                }
-                if partial != wanted:
-                    found.append(f"{table.name} partial indexes {sorted(partial)} not {wanted}")
-                if backend == "sqlite":
-                    sql = conn.execute(
-                        text("SELECT sql FROM sqlite_master WHERE name = :name"),
-                        {"name": table.name},
-                    ).scalar_one()
-                    if ("AUTOINCREMENT" in sql) != table.dialect_options["sqlite"]["autoincrement"]:
-                        found.append(f"{table.name} AUTOINCREMENT differs")
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        inspector = inspect(conn)
+        backend = conn.dialect.name
+        for table in records_metadata().sorted_tables:
+            declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
+            reflected = {c["name"] for c in inspector.get_check_constraints(table.name)}
+            if declared != reflected:
+                found.append(f"{table.name} checks {sorted(reflected)} not {sorted(declared)}")
+            partial = {
+                i["name"]
+                for i in inspector.get_indexes(table.name)
+                if i["dialect_options"].get(f"{backend}_where") is not None
+            }
+            wanted = {
+                i.name for i in table.indexes if i.dialect_options[backend]["where"] is not None
+            }
+            if partial != wanted:
+                found.append(f"{table.name} partial indexes {sorted(partial)} not {wanted}")
+            if backend == "sqlite":
+                sql = conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = :name"),
+                    {"name": table.name},
+                ).scalar_one()
+                if ("AUTOINCREMENT" in sql) != table.dialect_options["sqlite"]["autoincrement"]:
+                    found.append(f"{table.name} AUTOINCREMENT differs")
     return found
 
 
 def revision_of(url: str) -> str | None:
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return current(conn)
-    finally:
-        engine.dispose()
+    with connection(url) as conn:
+        return current(conn)
 
 
 @pytest.mark.parametrize("commit", ["2a3d754", "d71d4a3"])
@@ -199,11 +196,9 @@ def test_a_database_with_some_of_the_old_tables_gets_the_rest(empty_records_url:
     # saw problems, facts or maintenance windows lacks those tables.
     load_fixture(empty_records_url, "2a3d754")
     lazy = ("known_error_outcomes", "known_errors", "problems", "host_facts", "maintenance_windows")
-    engine = _engine(empty_records_url)
-    with engine.begin() as conn:
+    with connection(empty_records_url, write=True) as conn:
         for name in lazy:
             conn.execute(text(f"DROP TABLE {name}"))
-    engine.dispose()
 
     store = Records(empty_records_url)
     assert not set(lazy) & set(store.db.schema.premigration_tables)
@@ -233,12 +228,10 @@ def test_the_first_revision_makes_the_schema_of_2a3d754(empty_records_url: str) 
 
     from opsflow.itsm.migrations import alembic_config
 
-    engine = _engine(empty_records_url)
-    with engine.begin() as conn:
+    with connection(empty_records_url, write=True) as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
-    engine.dispose()
     load_fixture_schema = tables(empty_records_url) - {"alembic_version"}
     assert load_fixture_schema == set(premigration.AT_2A3D754)
     assert revision_of(empty_records_url) == "0001"
@@ -298,18 +291,13 @@ def test_processes_opening_one_new_database_at_once_migrate_it_once(empty_record
     migrated = [out.strip() for out, _ in results]
     assert 1 <= migrated.count("True") <= 4  # each saw an empty database or the work done
     assert revision_of(empty_records_url) == head()
-    engine = _engine(empty_records_url)
-    with engine.connect() as conn:
+    with connection(empty_records_url) as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
-    engine.dispose()
     assert schema_differences(empty_records_url) == []
 
 
 def test_tables_opsflow_did_not_make_are_refused_and_left_alone(empty_records_url: str) -> None:
-    engine = _engine(empty_records_url)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE incidents (id INTEGER PRIMARY KEY, title TEXT)"))
-    engine.dispose()
+    run_sql(empty_records_url, "CREATE TABLE incidents (id INTEGER PRIMARY KEY, title TEXT)")
     with pytest.raises(UnknownSchemaError, match="table incidents has columns"):
         Records(empty_records_url)
     assert tables(empty_records_url) == {"incidents"}
@@ -317,9 +305,6 @@ def test_tables_opsflow_did_not_make_are_refused_and_left_alone(empty_records_ur
 
 def test_a_database_a_newer_opsflow_migrated_is_refused(empty_records_url: str) -> None:
     Records(empty_records_url).db.dispose()
-    engine = _engine(empty_records_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'from-the-future'"))
-    engine.dispose()
+    run_sql(empty_records_url, "UPDATE alembic_version SET version_num = 'from-the-future'")
     with pytest.raises(SchemaTooNewError, match="from-the-future"):
         Records(empty_records_url)

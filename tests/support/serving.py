@@ -77,11 +77,11 @@ class DeskProcess:
     log: Path
 
 
-@contextmanager
-def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[DeskProcess]:
-    """Another desk (`python -m opsflow.desk.server`) on the same records and Prefect server, with
-    short leases, once it answers; killed at the end."""
-    port = free_port()
+def _opsflow_process(
+    module: list[str], estate_dir: Path, log: Path, lease_s: float
+) -> subprocess.Popen:
+    """`python -m MODULE…` on this process's records and Prefect server and the estate in
+    `estate_dir`, with leases of `lease_s`, its output in `log`."""
     env = {
         **os.environ,
         "PREFECT_API_URL": PREFECT_API_URL.value(),
@@ -89,13 +89,23 @@ def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[De
         "OPSFLOW_LEASE_SECONDS": str(lease_s),
     }
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "opsflow.desk.server", "--port", str(port)],
+        return subprocess.Popen(
+            [sys.executable, "-m", *module],
             cwd=PROJECT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+@contextmanager
+def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[DeskProcess]:
+    """Another desk (`python -m opsflow.desk.server`) on the same records and Prefect server, with
+    short leases, once it answers; killed at the end."""
+    port = free_port()
+    process = _opsflow_process(
+        ["opsflow.desk.server", "--port", str(port)], estate_dir, log, lease_s
+    )
     desk = DeskProcess(process, f"http://127.0.0.1:{port}", log)
 
     def answers() -> bool:
@@ -117,20 +127,7 @@ def desk_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[De
 def worker_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[subprocess.Popen]:
     """A worker (`python -m opsflow.runtime.worker`) on the same records and Prefect server,
     with short leases, once it serves; killed at the end."""
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "OPSFLOW_INVENTORY": str(estate_dir),
-        "OPSFLOW_LEASE_SECONDS": str(lease_s),
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "opsflow.runtime.worker"],
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = _opsflow_process(["opsflow.runtime.worker"], estate_dir, log, lease_s)
 
     def serving() -> bool:
         assert process.poll() is None, log.read_text()
