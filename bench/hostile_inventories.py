@@ -19,6 +19,7 @@ import argparse
 import base64
 import time
 from collections.abc import Callable
+from functools import partial
 
 from bench.common import loadavg, wait_for_quiet, write_result
 
@@ -68,14 +69,14 @@ def main() -> None:
 
     def refuse(text: str, form: str) -> None:
         try:
-            hosts_from_ansible(text, form, known)  # type: ignore[arg-type]
+            hosts_from_ansible(text, form, known)
         except InventoryError:
             return
         raise AssertionError("a hostile inventory was accepted")
 
     refusals: dict[str, dict[str, float]] = {}
     for name, hostile in HOSTILE_INVENTORIES.items():
-        seconds = best_of(args.rounds, lambda h=hostile: refuse(h.text, h.form))
+        seconds = best_of(args.rounds, partial(refuse, hostile.text, hostile.form))
         refusals[name] = {"seconds": seconds, "ratio": seconds / baseline}
         print(f"{name}: refused in {seconds * 1000:.1f} ms ({seconds / baseline:.3f}x)")
 
