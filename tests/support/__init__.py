@@ -4,7 +4,7 @@ One module per concern: `waiting` (polling instead of sleeping), `serving` (free
 served by uvicorn in a thread, desk and worker processes), `factories` (alerts, incidents,
 stand-ins), `prefect_api` (what the Prefect server recorded), `metrics` (Prometheus pages),
 `postgres` (the session's throwaway cluster), `alerting` (Prometheus and Alertmanager of a
-test's own).
+test's own, and the lab's pointed at a desk), `inventories` (hostile Ansible inventories).
 """
 
 from pathlib import Path
