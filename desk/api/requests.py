@@ -234,30 +234,29 @@ def show_request(
     return _detail(requests, record.id)
 
 
-@router.post("/requests/{request_id}/approve")
-def approve_request(
-    request_id: str,
-    person: Reader,
-    estate: CurrentEstate,
-    requests: Requests,
-    body: DecisionIn | None = None,
-) -> RequestDetail:
-    """Approve a request waiting for approval: the policy's approvers only, never the requester."""
-    comment = (body or DecisionIn()).comment
-    return _decide(requests, estate, request_id, person, "approve", comment)
+def _route_decision(decision: Decision) -> None:
+    """Route `POST /requests/{id}/approve` or `.../reject`: one endpoint, either decision."""
+
+    def decide(
+        request_id: str,
+        person: Reader,
+        estate: CurrentEstate,
+        requests: Requests,
+        body: DecisionIn | None = None,
+    ) -> RequestDetail:
+        comment = (body or DecisionIn()).comment
+        return _decide(requests, estate, request_id, person, decision, comment)
+
+    router.post(
+        f"/requests/{{request_id}}/{decision}",
+        name=f"{decision}_request",
+        description=f"{decision.capitalize()} a request waiting for approval: the policy's "
+        "approvers only, never the requester.",
+    )(decide)
 
 
-@router.post("/requests/{request_id}/reject")
-def reject_request(
-    request_id: str,
-    person: Reader,
-    estate: CurrentEstate,
-    requests: Requests,
-    body: DecisionIn | None = None,
-) -> RequestDetail:
-    """Reject a request waiting for approval: the policy's approvers only, never the requester."""
-    comment = (body or DecisionIn()).comment
-    return _decide(requests, estate, request_id, person, "reject", comment)
+_route_decision("approve")
+_route_decision("reject")
 
 
 def _decide(
