@@ -16,12 +16,12 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict
 
-from opsflow.desk.api.schema import Offset, RecordId
+from opsflow.desk.api.schema import Limit, Offset, RecordId, States
 from opsflow.desk.deps import (
     CurrentEstate,
     Grants,
@@ -171,9 +171,9 @@ def list_access_grants(
     person: Reader,
     estate: CurrentEstate,
     grants: Grants,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: States = None,
     requester: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[AccessGrant]:
     """Access grants, newest first, filtered by state or requester.

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
 
+from opsflow.desk.api.schema import Limit
 from opsflow.desk.deps import Operator, Records, Sender
 from opsflow.desk.group_commit import GroupCommit
 from opsflow.desk.intake import (
@@ -151,7 +152,7 @@ async def receive_events(request: Request, sender: Sender) -> Accepted:
 def failed_events(
     person: Operator,
     store: Records,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> list[FailedEvent]:
     """Events triage marked failed, newest first, each with its reason."""
     return store.events.failed(limit)

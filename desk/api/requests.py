@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 
+from opsflow.desk.api.schema import Limit, States
 from opsflow.desk.deps import (
     CurrentEstate,
     Publish,
@@ -207,9 +208,9 @@ def list_requests(
     person: Reader,
     estate: CurrentEstate,
     requests: Requests,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: States = None,
     requester: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> list[ServiceRequest]:
     """Service requests, newest first, filtered by state or requester.
 
@@ -235,7 +236,8 @@ def show_request(
 
 
 def _route_decision(decision: Decision) -> None:
-    """Route `POST /requests/{id}/approve` or `.../reject`: one endpoint, either decision."""
+    """Route `POST /requests/{id}/approve` or `.../reject`: one endpoint, either decision,
+    documented as its own operation (`approve_request`, `reject_request`)."""
 
     def decide(
         request_id: str,
