@@ -12,8 +12,9 @@ done before it, newest first. The requester is told either way.
 
 The run leases its release (`release:ID`) and renews the lease while it works; a worker that
 finds the lease lapsed (its process died) runs this again, and a run that finds its release
-already rolling out puts back every host the record says was changed and records the release
-failed: a rollout is never left half-done, and the record never claims what did not happen.
+already rolling out puts back every host the record says was changed, closes the maintenance
+windows the stopped run left open, and records the release failed: a rollout is never left
+half-done, no window of it outlives it, and the record never claims what did not happen.
 With `dry_run` it returns the plan and changes and records nothing.
 """
 
@@ -51,6 +52,7 @@ from opsflow.itsm.store.records import open_records
 from opsflow.itsm.store.releases import LEASE_PREFIX
 from opsflow.settings import get_settings
 from opsflow.tasks.inventory import read_estate
+from opsflow.tasks.maintenance import close_windows_left_open
 from opsflow.tasks.notify import person_block, send_notification
 from opsflow.tasks.records import RunLease, current_flow_run_id
 from opsflow.tasks.releases import (
@@ -328,9 +330,12 @@ def _finish_interrupted(
     estate: Estate, service: Service, record: Release, gate_deadline_s: float
 ) -> Release:
     """A run found its release rolling out: the run carrying it stopped. Put back every host
-    the record says was changed, and record the release failed."""
+    the record says was changed, close the maintenance windows the stopped run left open (only
+    now: until the hosts are back they cover them), and record the release failed."""
     get_run_logger().warning("%s was rolling out when its run stopped: rolling back", record.number)
     record = _put_back_changed(estate, service, record, gate_deadline_s)
+    stopped = [r for r in record.flow_run_ids if r != current_flow_run_id()]
+    close_windows_left_open(stopped, estate)
     return _move(
         record,
         "failed",

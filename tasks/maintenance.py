@@ -3,7 +3,8 @@
 Where the estate names an Alertmanager, the window is mirrored there as silences (one per
 label the estate's label contract reads a host from), so the team's other receivers are quiet
 too; closing the window ends them with it. Alertmanager being down never stops the work: the
-window still holds in opsflow, and the run's log says the mirror failed.
+window still holds in opsflow, and the run's log says the mirror failed. A run that takes
+over the work of one that died closes the windows the dead run left open.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from opsflow.inventory.models import Estate
 from opsflow.itsm.ci import silence_label_sets
 from opsflow.itsm.store.maintenance import DeclaredWindow
 from opsflow.itsm.store.records import open_records
+from opsflow.tasks.change import Change
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import current_flow_run_id
 from opsflow.tasks.silences import create_silence, end_silence
@@ -123,6 +125,41 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("opsflow.tasks.maintenance")
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3], timeout_seconds=120)
+def close_windows_left_open(
+    flow_run_ids: list[str], estate: Estate, grace_s: float = DEFAULT_GRACE_S
+) -> list[Change]:
+    """Close, as their runs would have, the windows that runs which stopped inside their work
+    left open, and end their silences: a window left open would keep suppressing real alerts
+    on its hosts until it lapses. One change per window; idempotent, so retried.
+    """
+    now = datetime.now(UTC)
+    windows = open_records().maintenance
+    changes = []
+    for window in windows.left_open(flow_run_ids, now):
+        closed = windows.close(window.id, now + timedelta(seconds=grace_s), now)
+        try:
+            end_mirror(closed.id, estate)
+        except OpsError as exc:
+            _logger().error("the silences of window %s are not ended: %s", closed.label, exc)
+        _logger().warning(
+            "maintenance window %s of stopped run %s over %s ends %s",
+            closed.label,
+            closed.flow_run_id,
+            ", ".join(closed.hosts),
+            f"{closed.end:%H:%M:%S}",
+        )
+        changes.append(
+            Change.made(
+                None,
+                "close_windows_left_open",
+                f"maintenance window {closed.label}",
+                f"closed, left open by run {closed.flow_run_id}; ends {closed.end:%H:%M:%S}",
+            )
+        )
+    return changes
 
 
 @contextmanager
