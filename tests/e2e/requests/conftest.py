@@ -22,8 +22,7 @@ import yaml
 from opsflow.inventory.models import token_sha256
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.catalog import lab_catalog
-from opsflow.runtime.worker import Worker
-from tests.support.serving import serve_app, worker_process
+from tests.support.serving import serve_app, two_workers_instead_of
 from tests.support.waiting import wait_for
 
 QUICK_TIMEOUT_MINUTES = 0.1
@@ -213,16 +212,8 @@ def two_workers(
 ) -> Iterator[list[subprocess.Popen]]:
     """Two worker processes on the same records and Prefect server, with 2 s leases, and no
     other worker while they run."""
-    request_desk.session.worker.stop()
-    try:
-        with (
-            worker_process(request_estate.directory, tmp_path / "worker-1.log") as first,
-            worker_process(request_estate.directory, tmp_path / "worker-2.log") as second,
-        ):
-            yield [first, second]
-    finally:
-        request_desk.session.worker = Worker()
-        request_desk.session.worker.start()
+    with two_workers_instead_of(request_desk.session, request_estate.directory, tmp_path) as two:
+        yield two
 
 
 def carrier(lease: str, workers: list[subprocess.Popen]) -> subprocess.Popen | None:
