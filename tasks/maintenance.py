@@ -9,14 +9,12 @@ over the work of one that died closes the windows the dead run left open.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
@@ -28,6 +26,7 @@ from opsflow.itsm.store.records import open_records
 from opsflow.tasks.change import Change
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import current_flow_run_id
+from opsflow.tasks.run_logging import run_logger
 from opsflow.tasks.silences import create_silence, end_silence
 
 DEFAULT_GRACE_S = 60.0
@@ -110,7 +109,7 @@ def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
         return window
     link = estate.settings.alertmanager
     if link is None:
-        _logger().warning(
+        run_logger(__name__).warning(
             "maintenance window %s has silences %s but the estate names no Alertmanager now",
             window.label,
             ", ".join(window.silence_ids),
@@ -118,13 +117,6 @@ def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
         return window
     ids = [end_silence(link, sid, window.end).silence_id for sid in window.silence_ids]
     return windows.record_silences(window.id, ids) if ids != window.silence_ids else window
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("opsflow.tasks.maintenance")
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3], timeout_seconds=120)
@@ -143,8 +135,10 @@ def close_windows_left_open(
         try:
             end_mirror(closed.id, estate)
         except OpsError as exc:
-            _logger().error("the silences of window %s are not ended: %s", closed.label, exc)
-        _logger().warning(
+            run_logger(__name__).error(
+                "the silences of window %s are not ended: %s", closed.label, exc
+            )
+        run_logger(__name__).warning(
             "maintenance window %s of stopped run %s over %s ends %s",
             closed.label,
             closed.flow_run_id,
@@ -193,7 +187,9 @@ def maintenance_window(
         estate = estate or read_estate.fn()
         window = mirror_window(window.id, estate)
     except OpsError as exc:
-        _logger().error("maintenance window %s is not mirrored as silences: %s", window.label, exc)
+        run_logger(__name__).error(
+            "maintenance window %s is not mirrored as silences: %s", window.label, exc
+        )
     try:
         yield window
     finally:
@@ -202,4 +198,6 @@ def maintenance_window(
             if estate is not None:
                 end_mirror(window.id, estate)
         except OpsError as exc:
-            _logger().error("the silences of window %s are not ended: %s", window.label, exc)
+            run_logger(__name__).error(
+                "the silences of window %s are not ended: %s", window.label, exc
+            )
