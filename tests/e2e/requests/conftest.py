@@ -82,11 +82,15 @@ def _pager(directory: Path, block: str) -> Iterator[Pager]:
 def no_window_left_open() -> Iterator[None]:
     """Fail a test after which a maintenance window is still open: the run that declared it
     stopped inside its work and nobody closed it, so its hosts' alerts stay suppressed until
-    it lapses (15 min for a rollout's host). Closed windows keep their short grace
+    it lapses (15 min for a rollout's host). The failure closes them, so that the session's
+    later tests fail only for their own faults. Closed windows keep their short grace
     (`tasks.maintenance.DEFAULT_GRACE_S`) on purpose, and are left alone."""
     yield
     now = datetime.now(UTC)
-    left = [w for w in open_records().maintenance.between(now, now) if w.closed_at is None]
+    windows = open_records().maintenance
+    left = [w for w in windows.between(now, now) if w.closed_at is None]
+    for window in left:
+        windows.close(window.id, now, now)
     assert not left, "maintenance windows left open: " + ", ".join(
         f"{w.label} over {', '.join(w.hosts)} (run {w.flow_run_id})" for w in left
     )
