@@ -5,8 +5,9 @@ lease and wakes a worker (`roll-out-release`); the worker leases the oldest rele
 carries and runs its `deploy-release` flow in a thread of its own (`Carrier`), passing its
 own lease holder so the run and the worker's keeper renew one lease. A release whose worker
 died (its lease lapsed) is taken over: its dead runs are marked Crashed, the take-over is
-audited, and a new run finds the release rolling out and rolls back every host the record
-says was changed, so the rollout ends failed rather than half-done.
+audited, and a new run finds the release rolling out, rolls back every host the record says
+was changed and closes the maintenance windows the dead run left open, so the rollout ends
+failed rather than half-done and no host's alerts stay suppressed after it.
 """
 
 from __future__ import annotations
