@@ -16,11 +16,22 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    Integer,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.sql.schema import SchemaItem
 
 from opsflow.itsm.numbering import MAX_RECORD_ID, Numbering
+from opsflow.itsm.states import StateMachine
 from opsflow.itsm.store.audit import audit_entry, write_audit
-from opsflow.itsm.store.db import Database, require_aware
+from opsflow.itsm.store.db import Database, Id, metadata, require_aware
 from opsflow.itsm.store.errors import (
     ConcurrentUpdateError,
     RecordNotFoundError,
@@ -33,6 +44,25 @@ RETRIES = 5
 
 M = TypeVar("M", bound=BaseModel)
 Load = Callable[[Connection, list[dict[str, Any]]], list[Any]]
+
+
+def versioned_table(
+    name: str, *items: SchemaItem, states: StateMachine[Any] | None = None
+) -> Table:
+    """The table `name` of one kind of versioned record: an `id` never reused (SQLite's
+    AUTOINCREMENT; an id is a record's number and names what it put on hosts), the columns
+    and constraints in `items`, the `version` every change bumps, and, for a kind with
+    `states`, the CHECK that a record's state is one of them."""
+    if states is not None:
+        items = (*items, CheckConstraint(states.sql_check(), name=f"ck_{name}_state"))
+    return Table(
+        name,
+        metadata,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        *items,
+        Column("version", Integer, nullable=False, default=1),
+        sqlite_autoincrement=True,
+    )
 
 
 class RecordTable(Generic[M]):
