@@ -40,7 +40,7 @@ from opsflow.itsm.records import (
     left_to_automation,
 )
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata, require_aware
-from opsflow.itsm.store.record_store import RecordStore
+from opsflow.itsm.store.record_store import UpdateStore
 from opsflow.itsm.store.record_table import RecordTable, versioned_table
 
 incidents = versioned_table(
@@ -110,7 +110,7 @@ INCIDENTS = RecordTable(incidents, Incident, "incident", numbering=INCIDENT_NUMB
 """Incidents as versioned, audited records."""
 
 
-class Incidents(RecordStore[Incident]):
+class Incidents(UpdateStore[Incident, IncidentUpdate]):
     """The incidents of `db`; safe to share between threads.
 
     Args:
@@ -119,7 +119,7 @@ class Incidents(RecordStore[Incident]):
     """
 
     def __init__(self, db: Database, sla: SlaTargets | None = None) -> None:
-        super().__init__(db, INCIDENTS)
+        super().__init__(db, INCIDENTS, self._apply_update)
         self.sla = sla or SlaTargets()
 
     def open_for_key(self, key: str) -> Incident | None:
@@ -191,33 +191,10 @@ class Incidents(RecordStore[Incident]):
                 counts[int(level)] = int(count)
         return counts
 
-    def update(
-        self,
-        incident_id: int | str,
-        update: IncidentUpdate,
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> Incident:
-        """Apply a PATCH through the state machine and record it; unchanged if it changes nothing.
-
-        The change goes through `lifecycle.apply_update` and bumps the version; with
-        `expected_version` (an HTTP If-Match) a caller who saw an older version gets
-        `StaleVersionError` and nothing changes.
-
-        Raises:
-            IllegalTransitionError, InvalidUpdateError: the update is refused; nothing changes.
-            StaleVersionError: `expected_version` is not the current version.
-            ConcurrentUpdateError: other writers won every retry.
-        """
-
-        def change(before: Incident) -> Incident:
-            return apply_update(before, update, now, self.sla)
-
-        return INCIDENTS.modify(
-            self.db, incident_id, change, actor, now, flow_run_id, expected_version
-        )
+    def _apply_update(self, incident: Incident, update: IncidentUpdate, now: datetime) -> Incident:
+        """`lifecycle.apply_update` with this store's SLA targets, which move the due dates
+        when the priority changes."""
+        return apply_update(incident, update, now, self.sla)
 
     def claim(
         self,

@@ -43,7 +43,7 @@ from opsflow.itsm.records import Incident
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata, require_aware
 from opsflow.itsm.store.errors import ConcurrentUpdateError
 from opsflow.itsm.store.incidents import INCIDENTS, incidents
-from opsflow.itsm.store.record_store import RecordStore
+from opsflow.itsm.store.record_store import UpdateStore
 from opsflow.itsm.store.record_table import RETRIES, RecordTable, versioned_table
 
 problems = versioned_table(
@@ -146,12 +146,12 @@ class ProblemChange:
     linked: tuple[int, ...]
 
 
-class Problems(RecordStore[Problem]):
+class Problems(UpdateStore[Problem, ProblemUpdate]):
     """The problems of `db`, each read with its incidents and known errors; safe to share
     between threads."""
 
     def __init__(self, db: Database) -> None:
-        super().__init__(db, PROBLEMS)
+        super().__init__(db, PROBLEMS, apply_problem_update)
 
     def list(
         self,
@@ -277,31 +277,6 @@ class Problems(RecordStore[Problem]):
                 conn, found.id, actor, "incidents_linked", None, incident_ids, now, flow_run_id
             )
             return PROBLEMS.fetch(conn, found.id)
-
-    def update(
-        self,
-        problem: int | str,
-        change: ProblemUpdate,
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> Problem:
-        """Move a problem through its state machine or add root-cause notes, audited.
-
-        Raises:
-            IllegalTransitionError, InvalidUpdateError: refused; nothing changes.
-            StaleVersionError: `expected_version` is not the current version.
-        """
-        return PROBLEMS.modify(
-            self.db,
-            problem,
-            lambda before: apply_problem_update(before, change, now),
-            actor,
-            now,
-            flow_run_id,
-            expected_version,
-        )
 
 
 def change_problem(

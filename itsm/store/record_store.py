@@ -2,9 +2,10 @@
 
 Incidents, problems, service requests, access grants and releases each have a store: a
 `RecordStore` of the record's model over its table, which reads one record by id or number,
-pages of them, its audit trail, and changes one (notes, linked flow runs, fields set, a move
-through the state machine) as its next version with its audit row. Each store keeps only the
-queries and changes particular to its record.
+pages of them, its audit trail, and changes one (notes, linked flow runs, fields set) as its
+next version with its audit row. An `UpdateStore` (incidents, problems) also applies a PATCH
+through the kind's rules, a `TransitionStore` (requests, releases) a move to a named state.
+Each store keeps only the queries and changes particular to its record.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from opsflow.itsm.store.record_table import RecordTable
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S", bound=str)
 S_contra = TypeVar("S_contra", bound=str, contravariant=True)
+U = TypeVar("U", bound=BaseModel)
 Fields = Callable[[M], dict[str, Any]]
 """The fields a change sets on a record read under the lock (none: it changes nothing)."""
 
@@ -156,7 +158,7 @@ class RecordStore(Generic[M]):
             self.records.note(conn, record_id, actor, action, None, detail, now, flow_run_id)
 
 
-class StateStore(RecordStore[M], Generic[M, S]):
+class TransitionStore(RecordStore[M], Generic[M, S]):
     """A store whose records move through their state machine by the kind's `transition`
     (requests, releases).
 
@@ -189,3 +191,48 @@ class StateStore(RecordStore[M], Generic[M, S]):
             return self._transition(before, target, now, **changes)
 
         return self.records.modify(self.db, id_or_number, moved, actor, now, flow_run_id)
+
+
+class UpdateStore(RecordStore[M], Generic[M, U]):
+    """A store whose records change by an update model (a PATCH) applied through the kind's
+    rules (incidents, problems).
+
+    Args:
+        db: the records database.
+        records: the kind's versioned, audited table.
+        apply: the record after an update at a time; the same record when nothing changes.
+    """
+
+    def __init__(
+        self, db: Database, records: RecordTable[M], apply: Callable[[M, U, datetime], M]
+    ) -> None:
+        super().__init__(db, records)
+        self._apply = apply
+
+    def update(
+        self,
+        id_or_number: int | str,
+        update: U,
+        actor: str,
+        now: datetime,
+        flow_run_id: str | None = None,
+        expected_version: int | None = None,
+    ) -> M:
+        """Apply an update through the kind's state machine and rules and record it as the
+        next version, audited; the same record when it changes nothing.
+
+        With `expected_version` (an HTTP If-Match), a caller who saw another version gets
+        `StaleVersionError` and nothing changes.
+
+        Raises:
+            IllegalTransitionError, InvalidUpdateError: the update is refused; nothing changes.
+            StaleVersionError: `expected_version` is not the current version.
+            ConcurrentUpdateError: other writers won every retry.
+        """
+
+        def updated(before: M) -> M:
+            return self._apply(before, update, now)
+
+        return self.records.modify(
+            self.db, id_or_number, updated, actor, now, flow_run_id, expected_version
+        )

@@ -35,7 +35,7 @@ from opsflow.itsm.releases import (
 )
 from opsflow.itsm.store.db import Database, Json, UtcDateTime
 from opsflow.itsm.store.leases import unleased
-from opsflow.itsm.store.record_store import StateStore
+from opsflow.itsm.store.record_store import TransitionStore
 from opsflow.itsm.store.record_table import RecordTable, state_action, versioned_table
 
 RECORD_TYPE = "release"
@@ -85,7 +85,7 @@ RELEASES = RecordTable(releases, Release, RECORD_TYPE, "release", RELEASE_NUMBER
 """Releases as versioned, audited records."""
 
 
-class Releases(StateStore[Release, ReleaseState]):
+class Releases(TransitionStore[Release, ReleaseState]):
     """The releases of `db`: record, read, move through the state machine, audit."""
 
     def __init__(self, db: Database) -> None:

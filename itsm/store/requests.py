@@ -34,7 +34,7 @@ from opsflow.itsm.requests import (
 )
 from opsflow.itsm.store.db import Database, Json, UtcDateTime
 from opsflow.itsm.store.leases import LeaseClaim, unleased
-from opsflow.itsm.store.record_store import StateStore
+from opsflow.itsm.store.record_store import TransitionStore
 from opsflow.itsm.store.record_table import RecordTable, state_action, versioned_table
 
 RECORD_TYPE = "service_request"
@@ -99,7 +99,7 @@ REQUESTS = RecordTable(
 """Service requests as versioned, audited records."""
 
 
-class Requests(StateStore[ServiceRequest, RequestState]):
+class Requests(TransitionStore[ServiceRequest, RequestState]):
     """The service requests of `db`: create, read, move through the state machine, audit."""
 
     def __init__(self, db: Database) -> None:
