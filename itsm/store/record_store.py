@@ -1,9 +1,9 @@
 """What every kind of record's store offers over its `RecordTable`, written once.
 
-Incidents, problems, service requests, access grants and releases each have a store: a
-`RecordStore` of the record's model over its table, which reads one record by id or number,
-pages of them, its audit trail, and changes one (notes, linked flow runs, fields set) as its
-next version with its audit row. An `UpdateStore` (incidents, problems) also applies a PATCH
+Incidents, problems, known errors, service requests, access grants and releases each have a
+store: a `RecordStore` of the record's model over its table, which reads one record by id or
+number, pages of them, its audit trail, and changes one (notes, linked flow runs, fields set)
+as its next version with its audit row. An `UpdateStore` (incidents, problems) also applies a PATCH
 through the kind's rules, a `TransitionStore` (requests, releases) a move to a named state.
 Each store keeps only the queries and changes particular to its record.
 """

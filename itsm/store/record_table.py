@@ -1,12 +1,13 @@
 """One versioned, audited record table: the shape every kind of record is stored in.
 
-Incidents, problems, known errors, service requests and access grants each live in a table
-with an id, a `version` bumped on every change, and rows in the audit for every change. A
-`RecordTable` reads one by id or number, inserts one (audited as opened), and changes one
-under its version guard with the audit row in the same transaction: the row is read under
-the write lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on PostgreSQL), so concurrent writers
-queue rather than fail, and the version condition on the UPDATE is the backstop for any
-writer that did not take the lock.
+Incidents, problems, known errors, service requests, access grants and releases each live in
+a table (`versioned_table`) with an id, a `version` bumped on every change, and rows in the
+audit for every change. A `RecordTable` reads one by id or number, inserts one (audited as
+opened), and changes one under its version guard with the audit row in the same transaction:
+the row is read under the write lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on PostgreSQL), so
+concurrent writers queue rather than fail, and the version condition on the UPDATE is the
+backstop for any writer that did not take the lock. Each kind's store over it is a
+`record_store.RecordStore`.
 """
 
 from __future__ import annotations
