@@ -37,7 +37,6 @@ from opsflow.itsm.store.leases import unleased
 from opsflow.itsm.store.record_store import RecordStore
 from opsflow.itsm.store.record_table import RecordTable, versioned_table
 
-RECORD_TYPE = "access_grant"
 LEASE_PREFIX = "grant:"
 """Grants waiting for a change on hosts are leased as `grant:ID` by whoever carries it out."""
 
@@ -277,5 +276,5 @@ def _action(before: AccessGrant, after: AccessGrant) -> str:
     return "updated"
 
 
-GRANTS = RecordTable(access_grants, AccessGrant, RECORD_TYPE, "access grant", action=_action)
+GRANTS = RecordTable(access_grants, AccessGrant, "access_grant", "access grant", action=_action)
 """Access grants as versioned, audited records."""

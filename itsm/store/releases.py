@@ -38,7 +38,6 @@ from opsflow.itsm.store.leases import unleased
 from opsflow.itsm.store.record_store import TransitionStore
 from opsflow.itsm.store.record_table import RecordTable, state_action, versioned_table
 
-RECORD_TYPE = "release"
 LEASE_PREFIX = "release:"
 """Releases are leased as `release:ID` by whoever carries their rollout."""
 
@@ -81,7 +80,7 @@ def _action(before: Release, after: Release) -> str:
     return state_action(before, after)
 
 
-RELEASES = RecordTable(releases, Release, RECORD_TYPE, "release", RELEASE_NUMBERING, action=_action)
+RELEASES = RecordTable(releases, Release, "release", numbering=RELEASE_NUMBERING, action=_action)
 """Releases as versioned, audited records."""
 
 

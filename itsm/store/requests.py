@@ -37,7 +37,6 @@ from opsflow.itsm.store.leases import LeaseClaim, unleased
 from opsflow.itsm.store.record_store import TransitionStore
 from opsflow.itsm.store.record_table import RecordTable, state_action, versioned_table
 
-RECORD_TYPE = "service_request"
 LEASE_PREFIX = "request:"
 """Requests are leased as `request:ID` by whoever carries them."""
 
@@ -91,7 +90,7 @@ def _action(before: ServiceRequest, after: ServiceRequest) -> str:
 REQUESTS = RecordTable(
     service_requests,
     ServiceRequest,
-    RECORD_TYPE,
+    "service_request",
     "service request",
     REQUEST_NUMBERING,
     action=_action,
