@@ -52,6 +52,25 @@ class Webhook(BaseModel):
     alerts: Annotated[list[Alert], Field(min_length=1, max_length=10_000)]
 
 
+def event_rows(body: Webhook) -> list[tuple[str, ...]]:
+    """The `events` rows of a webhook's alerts, each keyed by fingerprint, status and start."""
+    received = datetime.now(UTC).isoformat()
+    return [
+        (
+            hashlib.sha256(
+                f"{a.fingerprint}\x1f{a.status}\x1f{a.startsAt.isoformat()}".encode()
+            ).hexdigest(),
+            a.fingerprint,
+            a.status,
+            json.dumps(a.labels),
+            json.dumps(a.annotations),
+            a.startsAt.isoformat(),
+            received,
+        )
+        for a in body.alerts
+    ]
+
+
 def create_app(db: str, token: str) -> FastAPI:
     app = FastAPI()
     local = threading.local()
@@ -78,21 +97,7 @@ def create_app(db: str, token: str) -> FastAPI:
     def receive(body: Webhook, authorization: Annotated[str, Header()] = "") -> dict[str, int]:
         if authorization != expected:
             raise HTTPException(401, "bearer token required")
-        received = datetime.now(UTC).isoformat()
-        rows = [
-            (
-                hashlib.sha256(
-                    f"{a.fingerprint}\x1f{a.status}\x1f{a.startsAt.isoformat()}".encode()
-                ).hexdigest(),
-                a.fingerprint,
-                a.status,
-                json.dumps(a.labels),
-                json.dumps(a.annotations),
-                a.startsAt.isoformat(),
-                received,
-            )
-            for a in body.alerts
-        ]
+        rows = event_rows(body)
         conn = connection()
         with conn:  # one transaction, committed on exit
             stored = conn.executemany(

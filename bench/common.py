@@ -6,16 +6,19 @@ process it starts is stopped by its own PID (its process group) when the context
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -79,6 +82,32 @@ def wait_for_quiet(threshold: float = 2.0, timeout_s: float = 300.0) -> list[flo
             announced = True
         time.sleep(5)
     return loadavg()
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark takes: keep its directory, wait for a quiet machine first."""
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--quiet-load",
+        type=float,
+        default=2.0,
+        help="first wait (up to 5 min) for the 1-min load average to fall under this; 0: don't",
+    )
+
+
+@contextlib.contextmanager
+def run_directory(name: str, args: argparse.Namespace) -> Iterator[tuple[Path, list[float]]]:
+    """A fresh directory for one benchmark run, and the load averages once the machine is quiet.
+
+    The directory is removed afterwards unless `--keep` asked to look into it.
+    """
+    root = Path(tempfile.mkdtemp(prefix=f"opsflow-bench-{name}-"))
+    load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()
+    try:
+        yield root, load_before
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def git_revision() -> str:

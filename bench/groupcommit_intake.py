@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import json
 import queue
 import sqlite3
 import threading
-from datetime import UTC, datetime
 from typing import Annotated
 
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 
-from bench.baseline_intake import SCHEMA, Webhook
+from bench.baseline_intake import SCHEMA, Webhook, event_rows
 
 INSERT = (
     "INSERT OR IGNORE INTO events (dedup_key, fingerprint, status, labels, annotations, "
@@ -100,21 +97,7 @@ def create_app(db: str, token: str) -> FastAPI:
             raise HTTPException(401, "bearer token required")
         if "writer" not in state:
             state["writer"] = GroupCommitter(db, asyncio.get_running_loop())
-        received = datetime.now(UTC).isoformat()
-        rows = [
-            (
-                hashlib.sha256(
-                    f"{a.fingerprint}\x1f{a.status}\x1f{a.startsAt.isoformat()}".encode()
-                ).hexdigest(),
-                a.fingerprint,
-                a.status,
-                json.dumps(a.labels),
-                json.dumps(a.annotations),
-                a.startsAt.isoformat(),
-                received,
-            )
-            for a in body.alerts
-        ]
+        rows = event_rows(body)
         stored = await state["writer"].submit(rows)
         return {"stored": stored, "duplicates": len(rows) - stored}
 

@@ -38,11 +38,9 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,15 +49,16 @@ from typing import Any
 from bench.common import (
     PYTHON,
     REPO,
+    add_run_options,
     desk_env,
     free_port,
     http_get,
     loadavg,
     prefect_server,
     process,
+    run_directory,
     server,
     strip_runbooks,
-    wait_for_quiet,
     write_bench_estate,
     write_result,
 )
@@ -415,25 +414,17 @@ def main() -> None:
         "(default: an opsflow worker); '' for none: events then wait for triage",
     )
     parser.add_argument("--rounds", type=int, default=2, help="closed-loop rounds; best kept")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--quiet-load",
-        type=float,
-        default=2.0,
-        help="first wait (up to 5 min) for the 1-min load average to fall under this; 0: don't",
-    )
+    add_run_options(parser)
     args = parser.parse_args()
 
     from opsflow.desk.server import DEFAULT_PROCESSES
 
-    root = Path(tempfile.mkdtemp(prefix="opsflow-bench-intake-"))
-    load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()
     names = args.targets.split(",")
     results: dict[str, Any] = {
         n: {"batch_runs": [], "max_runs": [], "open_loop": []} for n in names
     }
     needs_postgres = any(n.partition("@")[0] in DESK_KINDS and "@" not in n for n in names)
-    try:
+    with run_directory("intake", args) as (root, load_before):
         estate_dir, token = write_bench_estate(root / "lab")
         strip_runbooks(estate_dir)  # intake and triage are measured, not restorations
         with (
@@ -505,9 +496,6 @@ def main() -> None:
                         f"statuses {loop['statuses']}, errors {loop['errors']}",
                         flush=True,
                     )
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
 
     summary: dict[str, Any] = {}
     if "baseline" in results:

@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 import threading
 import time
 import urllib.parse
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
     PYTHON,
+    add_run_options,
     alert,
     desk_env,
     free_port,
@@ -49,11 +47,11 @@ from bench.common import (
     postgres,
     prefect_server,
     process,
+    run_directory,
     server,
     set_budget,
     summarize,
     use_prefect_api,
-    wait_for_quiet,
     wait_until,
     webhook,
     workers,
@@ -358,21 +356,13 @@ def main() -> None:
         "candidate desk",
     )
     parser.add_argument("--workers", type=int, default=2, help="opsflow worker processes")
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument(
-        "--quiet-load",
-        type=float,
-        default=2.0,
-        help="first wait (up to 5 min) for the 1-min load average to fall under this; 0: don't",
-    )
+    add_run_options(parser)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="opsflow-bench-restore-"))
-    load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()
     direct: list[dict] = []
     monitored: list[dict] = []
     served: list[float] = []
-    try:
+    with run_directory("restore", args) as (root, load_before):
         prefect_port = free_port()
         # Before the cluster's code imports prefect, which reads its settings once.
         use_prefect_api(f"http://127.0.0.1:{prefect_port}/api", root / "prefect-client")
@@ -444,9 +434,6 @@ def main() -> None:
 
                 close_connections()
                 lab_down(root / "lab")
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
 
     first = summarize([r["first_command_s"] for r in direct])
     resolved_direct = summarize([r["resolved_s"] for r in direct])

@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import argparse
 import base64
-import shutil
 import statistics
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    add_run_options,
     loadavg,
     prefect_server,
+    run_directory,
     use_prefect_api,
-    wait_for_quiet,
     write_result,
 )
 
@@ -138,80 +137,68 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument(
-        "--quiet-load",
-        type=float,
-        default=2.0,
-        help="first wait (up to 5 min) for the 1-min load average to fall under this; 0: don't",
-    )
+    add_run_options(parser)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="opsflow-bench-ssh-"))
-    load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()
     ways = ["paramiko", "execute", "flow", "flow_heartbeat"]
     times: dict[str, list[float]] = {way: [] for way in [*ways, "flow_inside", "execute_warm"]}
     lab_seconds = None
-    try:
-        with prefect_server(root) as prefect_url:
-            use_prefect_api(prefect_url, root / "prefect-client")
-            from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    with run_directory("ssh", args) as (root, load_before), prefect_server(root) as prefect_url:
+        use_prefect_api(prefect_url, root / "prefect-client")
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-            from opsflow.blocks.registration import register_block_types, save_ssh_credentials
-            from opsflow.inventory.loader import load_estate
-            from opsflow.lab.hosts.down import lab_down
-            from opsflow.lab.hosts.up import lab_up
-            from opsflow.tasks.ssh_connections import close_connections
+        from opsflow.blocks.registration import register_block_types, save_ssh_credentials
+        from opsflow.inventory.loader import load_estate
+        from opsflow.lab.hosts.down import lab_down
+        from opsflow.lab.hosts.up import lab_up
+        from opsflow.tasks.ssh_connections import close_connections
 
-            started = time.perf_counter()
-            lab = lab_up(root / "lab", hosts=args.hosts, base_address=BASE_ADDRESS)
-            lab_seconds = time.perf_counter() - started
-            print(f"lab of {args.hosts} hosts up in {lab_seconds:.1f} s")
-            try:
-                register_block_types()
-                save_ssh_credentials("opsflow-lab", lab.client_key)
-                hosts = load_estate(lab.estate_dir).hosts
-                fanout = make_flow()
-                # Warm-up: imports, the credentials block cache, the flow's first run.
-                opsflow_execute(hosts[:5], 5)
-                fanout(hosts[:5], 5)
-                plain_paramiko(hosts[:5], lab.client_key, 5)
-                expected = {h.name for h in hosts}
-                for round_ in range(args.rounds):
-                    shift = round_ % len(ways)
-                    for way in ways[shift:] + ways[:shift]:
-                        close_connections()
-                        settle(lab)
-                        t0 = time.perf_counter()
-                        if way == "paramiko":
-                            outputs = plain_paramiko(hosts, lab.client_key, args.concurrency)
-                        elif way == "execute":
-                            outputs = opsflow_execute(hosts, args.concurrency)
-                        elif way == "flow":
-                            with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-                                result = fanout(hosts, args.concurrency)
-                            outputs = result["outputs"]
-                            times["flow_inside"].append(result["inside_s"])
-                        else:
-                            outputs = fanout(hosts, args.concurrency)["outputs"]
-                        elapsed = time.perf_counter() - t0
-                        names = {o.split()[1] for o in outputs}
-                        assert names == expected, f"{way}: wrong hosts answered"
-                        times[way].append(elapsed)
-                        print(f"round {round_ + 1} {way}: {elapsed:.2f} s")
+        started = time.perf_counter()
+        lab = lab_up(root / "lab", hosts=args.hosts, base_address=BASE_ADDRESS)
+        lab_seconds = time.perf_counter() - started
+        print(f"lab of {args.hosts} hosts up in {lab_seconds:.1f} s")
+        try:
+            register_block_types()
+            save_ssh_credentials("opsflow-lab", lab.client_key)
+            hosts = load_estate(lab.estate_dir).hosts
+            fanout = make_flow()
+            # Warm-up: imports, the credentials block cache, the flow's first run.
+            opsflow_execute(hosts[:5], 5)
+            fanout(hosts[:5], 5)
+            plain_paramiko(hosts[:5], lab.client_key, 5)
+            expected = {h.name for h in hosts}
+            for round_ in range(args.rounds):
+                shift = round_ % len(ways)
+                for way in ways[shift:] + ways[:shift]:
                     close_connections()
                     settle(lab)
-                    opsflow_execute(hosts, args.concurrency)  # opens the connections
                     t0 = time.perf_counter()
-                    opsflow_execute(hosts, args.concurrency)
-                    times["execute_warm"].append(time.perf_counter() - t0)
-                    print(f"round {round_ + 1} execute (warm): {times['execute_warm'][-1]:.2f} s")
-            finally:
+                    if way == "paramiko":
+                        outputs = plain_paramiko(hosts, lab.client_key, args.concurrency)
+                    elif way == "execute":
+                        outputs = opsflow_execute(hosts, args.concurrency)
+                    elif way == "flow":
+                        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                            result = fanout(hosts, args.concurrency)
+                        outputs = result["outputs"]
+                        times["flow_inside"].append(result["inside_s"])
+                    else:
+                        outputs = fanout(hosts, args.concurrency)["outputs"]
+                    elapsed = time.perf_counter() - t0
+                    names = {o.split()[1] for o in outputs}
+                    assert names == expected, f"{way}: wrong hosts answered"
+                    times[way].append(elapsed)
+                    print(f"round {round_ + 1} {way}: {elapsed:.2f} s")
                 close_connections()
-                lab_down(root / "lab")
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+                settle(lab)
+                opsflow_execute(hosts, args.concurrency)  # opens the connections
+                t0 = time.perf_counter()
+                opsflow_execute(hosts, args.concurrency)
+                times["execute_warm"].append(time.perf_counter() - t0)
+                print(f"round {round_ + 1} execute (warm): {times['execute_warm'][-1]:.2f} s")
+        finally:
+            close_connections()
+            lab_down(root / "lab")
 
     medians = {way: statistics.median(values) for way, values in times.items() if values}
     base = medians["paramiko"]

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sqlite3
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,16 +31,17 @@ from typing import Any
 
 from bench.common import (
     PYTHON,
+    add_run_options,
     desk_env,
     free_port,
     http_post_json,
     loadavg,
     prefect_server,
+    run_directory,
     server,
     storm,
     strip_runbooks,
     use_prefect_api,
-    wait_for_quiet,
     wait_until,
     webhook,
     workers,
@@ -176,20 +175,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="storms per way (alternated)")
     parser.add_argument("--ways", default="direct,flow,desk", help="comma-separated subset")
     parser.add_argument("--desk-timeout", type=float, default=120.0)
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument(
-        "--quiet-load",
-        type=float,
-        default=2.0,
-        help="first wait (up to 5 min) for the 1-min load average to fall under this; 0: don't",
-    )
+    add_run_options(parser)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="opsflow-bench-triage-"))
-    load_before = wait_for_quiet(args.quiet_load) if args.quiet_load else loadavg()
     alerts = storm()
     runs: dict[str, list[dict]] = {"direct": [], "flow": [], "desk": []}
-    try:
+    with run_directory("triage", args) as (root, load_before):
         estate_dir, token = write_bench_estate(root / "lab")
         strip_runbooks(estate_dir)  # no restorations: this measures triage alone
         with prefect_server(root) as prefect_url:
@@ -217,9 +208,6 @@ def main() -> None:
                     + f"{result['seconds']:.2f} s after the first POST = "
                     f"{result['events_per_s']:,.0f}/s; {result['outcome']}"
                 )
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
 
     def best(way: str) -> float:
         return min((r["seconds"] for r in runs[way]), default=float("nan"))

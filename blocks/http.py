@@ -1,22 +1,25 @@
-"""The HTTP credentials block: how a declared runbook's HTTP steps authenticate to an API.
+"""The HTTP credentials blocks: basic auth or a bearer token for an HTTP API, kept in Prefect.
 
-A runbook in the estate names the block (`http.credentials` of a step); the token or
-password stays in Prefect, never in the estate, a parameter or a log.
+`HttpCredentials` is what a declared runbook's HTTP steps name (`http.credentials` of a step);
+`blocks.alertmanager` uses the same shape for Alertmanager's API. The token or password stays
+in Prefect, never in the estate, a parameter or a log.
 """
 
 from __future__ import annotations
+
+from typing import Self
 
 import requests
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
 
-class HttpCredentials(Block):
-    """Basic auth (username and password) or a bearer token for an HTTP API."""
+class BasicOrBearerCredentials(Block):
+    """Basic auth (username and password) or a bearer token, exactly one of the two.
 
-    _block_type_name = "opsflow HTTP credentials"
-    _block_type_slug = "opsflow-http-credentials"
-    _description = "How a runbook's HTTP steps authenticate to an API (admin API, load balancer)."
+    The shape the HTTP credentials blocks share; each block type subclasses it with its own
+    name and slug, so the blocks users saved keep their type.
+    """
 
     username: str | None = Field(
         default=None, title="Username", description="Basic auth user, with the password."
@@ -31,7 +34,7 @@ class HttpCredentials(Block):
     )
 
     @model_validator(mode="after")
-    def _one_way(self) -> HttpCredentials:
+    def _one_way(self) -> Self:
         basic = self.username is not None or self.password is not None
         if basic and (self.username is None or self.password is None):
             raise ValueError("basic auth needs both username and password")
@@ -52,3 +55,11 @@ class HttpCredentials(Block):
             assert self.password is not None, "the validator requires a password without a token"
             session.auth = (self.username or "", self.password.get_secret_value())
         return session
+
+
+class HttpCredentials(BasicOrBearerCredentials):
+    """Basic auth (username and password) or a bearer token for an HTTP API."""
+
+    _block_type_name = "opsflow HTTP credentials"
+    _block_type_slug = "opsflow-http-credentials"
+    _description = "How a runbook's HTTP steps authenticate to an API (admin API, load balancer)."

@@ -90,7 +90,7 @@ def link_run(grant_id: int) -> None:
     """Record this flow run on the grant, so the record leads to the run in the UI."""
     run_id = current_flow_run_id()
     if run_id:
-        open_records().access.link_flow_run(grant_id, run_id, datetime.now(UTC))
+        open_records().access.link_flow_run(grant_id, run_id, now=datetime.now(UTC))
 
 
 @task(cache_policy=NONE, timeout_seconds=60, task_run_name="activate_grant[{grant_id}]")

@@ -12,9 +12,12 @@ done before it, newest first. The requester is told either way.
 
 The run leases its release (`release:ID`) and renews the lease while it works; a worker that
 finds the lease lapsed (its process died) runs this again, and a run that finds its release
-already rolling out puts back every host the record says was changed and records the release
-failed: a rollout is never left half-done, and the record never claims what did not happen.
-With `dry_run` it returns the plan and changes and records nothing.
+already rolling out puts back every host the record says was changed, closes the maintenance
+windows the stopped run left open, and records the release failed: a rollout is never left
+half-done, no window of it outlives it, and the record never claims what did not happen.
+With `dry_run` it returns the plan and changes and records nothing. Each host's step and
+putting hosts back are `tasks.rollout`'s; telling the requester and publishing the release,
+`tasks.release_report`'s.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import time
 from datetime import UTC, datetime
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.transactions import transaction
@@ -39,8 +41,6 @@ from opsflow.itsm.releases import (
     Release,
     ReleaseHost,
     plan_batches,
-    release_notice,
-    render_release,
     rollback_summary,
     valid_batch,
 )
@@ -51,15 +51,16 @@ from opsflow.itsm.store.records import open_records
 from opsflow.itsm.store.releases import LEASE_PREFIX
 from opsflow.settings import get_settings
 from opsflow.tasks.inventory import read_estate
-from opsflow.tasks.notify import person_block, send_notification
+from opsflow.tasks.maintenance import close_windows_left_open
 from opsflow.tasks.records import RunLease, current_flow_run_id
+from opsflow.tasks.release_report import publish_release, tell_requester
 from opsflow.tasks.releases import (
     ReleaseChange,
     put_release,
     read_release,
     valid_version,
 )
-from opsflow.tasks.rollout import ACTOR, HostRollout, put_host_back, roll_out_host
+from opsflow.tasks.rollout import ACTOR, HostRollout, put_back_changed, roll_out_host
 
 
 class DeployError(PermanentError):
@@ -179,8 +180,8 @@ def _carry(
                     estate, service, record, lease, gate_deadline_s, gate_passes
                 )
             if record.is_closed:
-                _tell_requester(estate, record)
-                _publish(record)
+                tell_requester(estate, record)
+                publish_release(record)
     finally:
         lease.release()
     logger.info("%s %s: %s", record.number, record.state, record.outcome or "")
@@ -306,7 +307,7 @@ def _roll_out(
         # The transaction's hooks put back the hosts done before; a host of the failing
         # batch that finished after Prefect rolled the transaction back has no hook left to
         # run, so the record, which says what was changed, is the last word.
-        record = _put_back_changed(estate, service, releases.get(record.id), gate_deadline_s)
+        record = put_back_changed(estate, service, releases.get(record.id), gate_deadline_s)
         logger.error("%s stopped and rolled back: %s", record.number, exc)
         return _move(
             record,
@@ -328,37 +329,18 @@ def _finish_interrupted(
     estate: Estate, service: Service, record: Release, gate_deadline_s: float
 ) -> Release:
     """A run found its release rolling out: the run carrying it stopped. Put back every host
-    the record says was changed, and record the release failed."""
+    the record says was changed, close the maintenance windows the stopped run left open (only
+    now: until the hosts are back they cover them), and record the release failed."""
     get_run_logger().warning("%s was rolling out when its run stopped: rolling back", record.number)
-    record = _put_back_changed(estate, service, record, gate_deadline_s)
+    record = put_back_changed(estate, service, record, gate_deadline_s)
+    stopped = [r for r in record.flow_run_ids if r != current_flow_run_id()]
+    close_windows_left_open(stopped, estate)
     return _move(
         record,
         "failed",
         outcome="interrupted: the run carrying it stopped mid-way; taken over and rolled back",
         rollback=rollback_summary(record),
     )
-
-
-def _put_back_changed(
-    estate: Estate, service: Service, record: Release, gate_deadline_s: float
-) -> Release:
-    """Put back, newest first, every host the record says was changed and not yet put back."""
-    for entry in reversed(record.hosts):
-        if entry.step not in CHANGED_STEPS:
-            continue
-        put_host_back(
-            HostRollout(
-                release_id=record.id,
-                number=record.number,
-                host=estate.host(entry.host),
-                service=service,
-                version=record.to_version,
-                previous=entry.previous,
-                estate=estate,
-                gate_deadline_s=gate_deadline_s,
-            )
-        )
-    return open_records().releases.get(record.id)
 
 
 # -- the record -------------------------------------------------------------------------
@@ -388,36 +370,6 @@ def _result(record: Release, changes: list[ReleaseChange]) -> RolloutPlan:
         hosts=changes,
         summary=f"{record.number} {record.state}: {record.outcome or '-'}"
         + (f"; {record.rollback}" if record.rollback else ""),
-    )
-
-
-def _tell_requester(estate: Estate, record: Release) -> None:
-    """Notify the requester through their block, else their team's; audit either way."""
-    releases = open_records().releases
-    now = datetime.now(UTC)
-    block = person_block(estate, record.requester)
-    subject, body = release_notice(record)
-    if block is None:
-        get_run_logger().warning("%s: nothing reaches %s", record.number, record.requester)
-        releases.note(record.id, ACTOR, "notification_skipped", {"subject": subject}, now)
-        return
-    try:
-        send_notification(block, subject, body)
-    except Exception as exc:
-        get_run_logger().warning("%s: notifying %s failed: %s", record.number, block, exc)
-        detail = {"block": block, "error": str(exc)}
-        releases.note(record.id, ACTOR, "notification_failed", detail, now)
-    else:
-        detail = {"block": block, "subject": subject}
-        releases.note(record.id, ACTOR, "requester_notified", detail, now)
-
-
-def _publish(record: Release) -> None:
-    """The release, each host's step and the audit trail as a markdown artifact."""
-    create_markdown_artifact(
-        key=f"release-{record.number.lower()}",
-        markdown=render_release(record, open_records().releases.audit_trail(record.id)),
-        description=f"Release {record.number}",
     )
 
 

@@ -49,11 +49,7 @@ def apply_update(
             changes[field] = given[field]
     target = given.get("state") or incident.state
 
-    if incident.state in INCIDENT_STATES.final:
-        if target != incident.state:
-            INCIDENT_STATES.check(incident.state, target)
-        if any(getattr(incident, name) != value for name, value in changes.items()):
-            raise INCIDENT_STATES.refuse_final_change(incident.state, target)
+    if INCIDENT_STATES.kept_final(incident, target, changes):
         return incident
 
     if target != incident.state:

@@ -180,11 +180,7 @@ def apply_problem_update(problem: Problem, update: ProblemUpdate, now: datetime)
         if name in ("root_cause", "resolution_notes") and value is not None
     }
     target = given.get("state") or problem.state
-    if problem.state in PROBLEM_STATES.final:
-        if target != problem.state:
-            PROBLEM_STATES.check(problem.state, target)
-        if any(getattr(problem, n) != v for n, v in changes.items()):
-            raise PROBLEM_STATES.refuse_final_change(problem.state, target)
+    if PROBLEM_STATES.kept_final(problem, target, changes):
         return problem
     if target != problem.state:
         PROBLEM_STATES.check(problem.state, target)

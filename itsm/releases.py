@@ -166,7 +166,7 @@ def plan_batches(hosts: list[str], batch: str, canary: int) -> list[list[str]]:
 
 
 def apply_transition(
-    release: Release, target: ReleaseState, now: datetime, **changes: Any
+    release: Release, target: ReleaseState, now: datetime, /, **changes: Any
 ) -> Release:
     """The release moved to `target` at `now` with `changes`, after checking the move is legal.
 

@@ -137,7 +137,7 @@ class DecisionIn(BaseModel):
 
 
 def apply_transition(
-    request: ServiceRequest, target: RequestState, now: datetime, **changes: Any
+    request: ServiceRequest, target: RequestState, now: datetime, /, **changes: Any
 ) -> ServiceRequest:
     """The request moved to `target` at `now` with `changes`, after checking the move is legal.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from opsflow.errors import PermanentError
 
@@ -118,6 +118,22 @@ class StateMachine(Generic[S]):
         return self.refusal(
             current, target, record, f"{name} is {current}, a final state; it cannot be changed"
         )
+
+    def kept_final(self, record: Any, target: S, changes: Mapping[str, object]) -> bool:
+        """Whether `record` (with a `state`) is in a final state and stays as it is: asked
+        for no other state and no field `changes` that differ from its own.
+
+        Raises:
+            IllegalTransitionError: a record in a final state was asked to leave it, or to
+                change a field.
+        """
+        if record.state not in self.final:
+            return False
+        if target != record.state:
+            self.check(record.state, target)
+        if any(getattr(record, name) != value for name, value in changes.items()):
+            raise self.refuse_final_change(record.state, target)
+        return True
 
     def path(self, current: S, target: S, record: str | None = None) -> list[S]:
         """The shortest chain of legal moves from `current` to `target` (empty when there).

@@ -32,8 +32,9 @@ itself (`opsflow/monitoring/opsflow-rules.yml`); Alertmanager sends those alerts
 `source="opsflow-self"`) to the on-call's pager, by a route placed before opsflow's receiver:
 an opsflow that falls behind is never told so through its own intake.
 
-The configs (scrape jobs, rules, routes) are `lab.monitoring_config`'s; this module writes
-them, runs and stops the three processes, and asks Prometheus and Alertmanager what they see.
+The configs (scrape jobs, rules, routes) are `lab.monitoring_config`'s, and starting and
+stopping processes is `lab.monitoring_processes`'; this module writes the configs, runs and
+stops the three processes, and asks Prometheus and Alertmanager what they see.
 """
 
 from __future__ import annotations
@@ -42,18 +43,12 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from opsflow.errors import LabError
-from opsflow.lab.exporter import mnt_ns, proc_state
+from opsflow.lab.exporter import mnt_ns
 from opsflow.lab.monitoring_config import (
     ALERTMANAGER,
     PROMETHEUS,
@@ -65,10 +60,18 @@ from opsflow.lab.monitoring_config import (
     prometheus_config,
     scrape_opsflow,
 )
+from opsflow.lab.monitoring_processes import (
+    await_ready,
+    fail,
+    local_get,
+    poll,
+    port_free,
+    reap,
+    spawn,
+    stop_processes,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from opsflow.lab.hosts.state import Lab
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -91,11 +94,6 @@ _OUR_FILES = {
 }
 """Everything monitoring_up writes; monitoring_down deletes nothing else without a state file."""
 
-# Processes this Python process started, kept so monitoring_down can reap them (no zombies).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-# Nothing here talks to anything but 127.0.0.1: never through a proxy from the environment.
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
 
 @dataclass(frozen=True)
 class Monitoring:
@@ -108,11 +106,6 @@ class Monitoring:
     alertmanager_pid: int
     exporter_url: str = ""
     exporter_pid: int = 0
-
-
-def _fail(message: str) -> NoReturn:
-    """Raise the lab's error type."""
-    raise LabError(message)
 
 
 def _write_yaml(path: Path, data: dict[str, Any], header: str) -> None:
@@ -128,111 +121,6 @@ def _write_secret(path: Path, secret: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secret)
-
-
-# --- processes -----------------------------------------------------------------------------
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=log.parent,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
-        )
-    _CHILDREN[proc.pid] = proc
-    return proc
-
-
-def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """Status and body of a GET on one of our own local endpoints."""
-    try:
-        with _HTTP.open(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _poll(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            _fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _await_ready(name: str, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    def ready() -> bool:
-        if proc.poll() is not None:
-            _fail(f"{name} exited with status {proc.returncode}; {log} ends with:\n{_tail(log)}")
-        try:
-            return _get(url, timeout=1.0)[0] == 200
-        except OSError:
-            return False
-
-    _poll(f"{name} at {url}", ready, timeout=20)
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _is_ours(pid: int, directory: Path) -> bool:
-    """Whether `pid` is still one of our processes (its command line names our directory)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return str(directory).encode() in cmdline and proc_state(pid) not in (None, "Z")
-
-
-def _reap() -> None:
-    for pid, proc in list(_CHILDREN.items()):
-        if proc.poll() is not None:
-            del _CHILDREN[pid]
-
-
-def _stop(pids: list[int], directory: Path) -> None:
-    """TERM our processes (and their process groups), then KILL whatever is left."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        _reap()
-        alive = [pid for pid in pids if _is_ours(pid, directory)]
-        if not alive:
-            return
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, sig)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            _reap()
-            if not any(_is_ours(pid, directory) for pid in alive):
-                break
-            time.sleep(0.05)
-    _reap()
-    left = [pid for pid in pids if _is_ours(pid, directory)]
-    if left:
-        _fail(f"monitoring processes survived SIGKILL: {left}")
 
 
 def monitoring_up(
@@ -259,9 +147,9 @@ def monitoring_up(
     monitoring_down(directory)
     ports = {"prometheus": prometheus_port, "alertmanager": alertmanager_port}
     ports["exporter"] = exporter_port
-    busy = [f"{name} 127.0.0.1:{port}" for name, port in ports.items() if not _port_free(port)]
+    busy = [f"{name} 127.0.0.1:{port}" for name, port in ports.items() if not port_free(port)]
     if len(set(ports.values())) != len(ports) or busy:
-        _fail(f"monitoring ports clash or are in use: {', '.join(busy) or ports}")
+        fail(f"monitoring ports clash or are in use: {', '.join(busy) or ports}")
 
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -271,7 +159,11 @@ def monitoring_up(
     if token_file is not None:
         _write_secret(token_file, webhook_token)
     hosts = [
-        {"name": host.name, "sshd_pid": host.sshd_pid, "mnt_ns": mnt_ns(host.sshd_pid or 0)}
+        {
+            "name": host.name,
+            "sshd_pid": host.sshd_pid,
+            "mnt_ns": mnt_ns(host.sshd_pid or 0),
+        }
         for host in lab.hosts
     ]
     (directory / "exporter.json").write_text(json.dumps({"hosts": hosts}, indent=2) + "\n")
@@ -323,15 +215,19 @@ def monitoring_up(
             f"--web.external-url={urls['prometheus']}",
         ],
     }
-    ready_paths = {"exporter": "/metrics", "alertmanager": "/-/ready", "prometheus": "/-/ready"}
+    ready_paths = {
+        "exporter": "/metrics",
+        "alertmanager": "/-/ready",
+        "prometheus": "/-/ready",
+    }
     try:
         procs = {}
         for name, argv in argvs.items():
-            procs[name] = _spawn(argv, directory / f"{name}.log")
+            procs[name] = spawn(argv, directory / f"{name}.log")
             state["pids"][name] = procs[name].pid
             (directory / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         for name, proc in procs.items():
-            _await_ready(name, proc, urls[name] + ready_paths[name], directory / f"{name}.log")
+            await_ready(name, proc, urls[name] + ready_paths[name], directory / f"{name}.log")
     except BaseException:
         monitoring_down(directory)
         raise
@@ -364,7 +260,7 @@ def monitoring_state(directory: Path) -> Monitoring | None:
 def monitoring_down(directory: Path) -> None:
     """Stop the monitoring in `directory` and remove the directory; idempotent."""
     directory = Path(directory).resolve()
-    _reap()
+    reap()
     if not directory.exists():
         return
     try:
@@ -372,11 +268,11 @@ def monitoring_down(directory: Path) -> None:
     except FileNotFoundError:
         state = {}
     except (OSError, ValueError) as exc:
-        _fail(f"cannot read the monitoring state {directory / STATE_FILE}: {exc}")
+        fail(f"cannot read the monitoring state {directory / STATE_FILE}: {exc}")
     strangers = [p.name for p in directory.iterdir() if p.name not in _OUR_FILES]
     if not state and strangers:
-        _fail(f"{directory} holds files monitoring did not make ({', '.join(strangers)})")
-    _stop([int(pid) for pid in state.get("pids", {}).values()], directory)
+        fail(f"{directory} holds files monitoring did not make ({', '.join(strangers)})")
+    stop_processes([int(pid) for pid in state.get("pids", {}).values()], directory)
     shutil.rmtree(directory)
 
 
@@ -384,9 +280,9 @@ def monitoring_down(directory: Path) -> None:
 
 
 def _get_json(url: str) -> Any:
-    status, body = _get(url, timeout=5.0)
+    status, body = local_get(url, timeout=5.0)
     if status != 200:
-        _fail(f"GET {url} answered {status}: {body[:300]!r}")
+        fail(f"GET {url} answered {status}: {body[:300]!r}")
     return json.loads(body)
 
 
@@ -408,9 +304,9 @@ def wait_until_scraped(monitoring: Monitoring, timeout_s: float = 30) -> None:
         return bool(targets) and all(t["health"] == "up" for t in targets)
 
     try:
-        _poll("every target to be scraped", scraped, timeout_s, interval=0.2)
+        poll("every target to be scraped", scraped, timeout_s, interval=0.2)
     except Exception as exc:
-        _fail(f"{exc}; targets: {', '.join(last) or 'none'}")
+        fail(f"{exc}; targets: {', '.join(last) or 'none'}")
 
 
 def query(monitoring: Monitoring, expr: str) -> list[dict[str, Any]]:

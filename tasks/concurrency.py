@@ -12,6 +12,11 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 SLOT_WAIT_S = 300.0
+SLOT_LEASE_S = 60.0
+"""How long a slot stays held without renewal (its holder renews it every 45 s): a process
+that dies holding a host's slot frees it within this and a pass of the server's repossessor
+(15 s), so whoever takes its work over waits about a minute for the host, not Prefect's
+default lease of five (as long as `SLOT_WAIT_S`: the taker would give up)."""
 
 LIMIT_CHECK_S = 60.0
 _limit_seen_at: dict[str, float] = {}
@@ -39,5 +44,7 @@ def host_slot(host: str, timeout_s: float = SLOT_WAIT_S) -> Iterator[None]:
                         GlobalConcurrencyLimitCreate(name=name, limit=1)
                     )
         _limit_seen_at[name] = time.monotonic()
-    with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True):
+    with concurrency(
+        name, occupy=1, timeout_seconds=timeout_s, lease_duration=SLOT_LEASE_S, strict=True
+    ):
         yield

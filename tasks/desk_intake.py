@@ -22,7 +22,7 @@ from opsflow.errors import PermanentError, TransientError
 from opsflow.itsm.records import OPEN_STATES
 from opsflow.itsm.store.records import open_records
 from opsflow.settings import get_settings
-from opsflow.tasks.retry import is_transient
+from opsflow.tasks.retry import RETRY_TRANSIENT_LONGER
 
 DESK_TOKEN_BLOCK = "opsflow-desk-token"  # noqa: S105 (a block name, not a secret)
 """Default name of the Secret block holding the token jobs post events with (role monitor)."""
@@ -104,10 +104,7 @@ def _call(method: str, url: str, headers: dict[str, str], **kwargs: Any) -> Any:
 
 @task(
     cache_policy=NONE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT_LONGER,
     timeout_seconds=180,
 )
 def send_events(

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 
 from opsflow.errors import InventoryError
 from opsflow.inventory.loader import EstateStamp, estate_stamp, load_estate
 from opsflow.inventory.models import Estate
 from opsflow.settings import get_settings
+from opsflow.tasks.run_logging import run_logger
 
 _last_good: dict[Path, tuple[EstateStamp, Estate]] = {}
 _lock = threading.Lock()
@@ -40,7 +38,7 @@ def read_estate(estate_dir: str | None = None) -> Estate:
     except InventoryError as exc:
         if last is None:
             raise
-        _logger().warning(
+        run_logger(__name__).warning(
             "estate %s does not load; acting on the last good one this process read: %s",
             directory,
             exc,
@@ -52,10 +50,3 @@ def read_estate(estate_dir: str | None = None) -> Estate:
     with _lock:
         _last_good[directory] = (settled if set(stamp) <= set(settled) else stamp, estate)
     return estate
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("opsflow.tasks.inventory")

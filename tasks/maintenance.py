@@ -3,19 +3,18 @@
 Where the estate names an Alertmanager, the window is mirrored there as silences (one per
 label the estate's label contract reads a host from), so the team's other receivers are quiet
 too; closing the window ends them with it. Alertmanager being down never stops the work: the
-window still holds in opsflow, and the run's log says the mirror failed.
+window still holds in opsflow, and the run's log says the mirror failed. A run that takes
+over the work of one that died closes the windows the dead run left open.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
@@ -24,8 +23,10 @@ from opsflow.inventory.models import Estate
 from opsflow.itsm.ci import silence_label_sets
 from opsflow.itsm.store.maintenance import DeclaredWindow
 from opsflow.itsm.store.records import open_records
+from opsflow.tasks.change import Change
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.records import current_flow_run_id
+from opsflow.tasks.run_logging import run_logger
 from opsflow.tasks.silences import create_silence, end_silence
 
 DEFAULT_GRACE_S = 60.0
@@ -108,7 +109,7 @@ def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
         return window
     link = estate.settings.alertmanager
     if link is None:
-        _logger().warning(
+        run_logger(__name__).warning(
             "maintenance window %s has silences %s but the estate names no Alertmanager now",
             window.label,
             ", ".join(window.silence_ids),
@@ -118,11 +119,41 @@ def end_mirror(window_id: int, estate: Estate) -> DeclaredWindow:
     return windows.record_silences(window.id, ids) if ids != window.silence_ids else window
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("opsflow.tasks.maintenance")
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[1, 3], timeout_seconds=120)
+def close_windows_left_open(
+    flow_run_ids: list[str], estate: Estate, grace_s: float = DEFAULT_GRACE_S
+) -> list[Change]:
+    """Close, as their runs would have, the windows that runs which stopped inside their work
+    left open, and end their silences: a window left open would keep suppressing real alerts
+    on its hosts until it lapses. One change per window; idempotent, so retried.
+    """
+    now = datetime.now(UTC)
+    windows = open_records().maintenance
+    changes = []
+    for window in windows.left_open(flow_run_ids, now):
+        closed = windows.close(window.id, now + timedelta(seconds=grace_s), now)
+        try:
+            end_mirror(closed.id, estate)
+        except OpsError as exc:
+            run_logger(__name__).error(
+                "the silences of window %s are not ended: %s", closed.label, exc
+            )
+        run_logger(__name__).warning(
+            "maintenance window %s of stopped run %s over %s ends %s",
+            closed.label,
+            closed.flow_run_id,
+            ", ".join(closed.hosts),
+            f"{closed.end:%H:%M:%S}",
+        )
+        changes.append(
+            Change.made(
+                None,
+                "close_windows_left_open",
+                f"maintenance window {closed.label}",
+                f"closed, left open by run {closed.flow_run_id}; ends {closed.end:%H:%M:%S}",
+            )
+        )
+    return changes
 
 
 @contextmanager
@@ -156,7 +187,9 @@ def maintenance_window(
         estate = estate or read_estate.fn()
         window = mirror_window(window.id, estate)
     except OpsError as exc:
-        _logger().error("maintenance window %s is not mirrored as silences: %s", window.label, exc)
+        run_logger(__name__).error(
+            "maintenance window %s is not mirrored as silences: %s", window.label, exc
+        )
     try:
         yield window
     finally:
@@ -165,4 +198,6 @@ def maintenance_window(
             if estate is not None:
                 end_mirror(window.id, estate)
         except OpsError as exc:
-            _logger().error("the silences of window %s are not ended: %s", window.label, exc)
+            run_logger(__name__).error(
+                "the silences of window %s are not ended: %s", window.label, exc
+            )

@@ -1,5 +1,5 @@
 """A service's releases on one host: which one is in place, putting another in place, restarting
-into it, the health gate, and rolling back.
+into it, and rolling back (whether it then serves is `tasks.health_gate`'s to say).
 
 Releases live side by side on the host, in `/var/lib/<service>/releases/<version>`; the link
 `/var/lib/<service>/current` names the one in place, and the service's start command runs
@@ -16,15 +16,11 @@ unchanged (and why), planned (a dry run) or made.
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from opsflow.errors import PermanentError
@@ -33,13 +29,13 @@ from opsflow.inventory.types import ReleaseVersion
 from opsflow.tasks.change import Change
 from opsflow.tasks.logs import ABSENT_EXIT, UNSAFE_EXIT, in_log_dir
 from opsflow.tasks.retry import RETRY_TRANSIENT
+from opsflow.tasks.run_logging import run_logger
 from opsflow.tasks.service_control import (
     CONTROL_TIMEOUT_S,
     control_of,
     start_service,
     stop_service,
 )
-from opsflow.tasks.services import HealthResult, check_service_health
 from opsflow.tasks.ssh import CommandResult, execute
 
 RELEASES_BASE = PurePosixPath("/var/lib")
@@ -71,10 +67,6 @@ class ReleaseMissingError(PermanentError):
 
 class ReleaseMovedError(PermanentError):
     """`current` names another release than the one the step was to act on."""
-
-
-class HealthGateError(PermanentError):
-    """The service did not pass its health check often enough in a row before the deadline."""
 
 
 def valid_version(value: str, field: str = "version") -> str:
@@ -118,27 +110,6 @@ class ReleaseChange(Change):
     previous: str | None = Field(
         default=None, description="The release `current` named before the step, if any."
     )
-
-
-class GateResult(BaseModel):
-    """A health gate passed: how many checks it took and how long."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str
-    service: str
-    passes: int
-    checks: int
-    elapsed_s: float
-    detail: str
-
-
-def _log(message: str, *args: Any) -> None:
-    try:
-        logger: Any = get_run_logger()
-    except MissingContextError:  # called as a plain function, outside any run
-        logger = logging.getLogger(__name__)
-    logger.info(message, *args)
 
 
 _CHECK_RELEASES = f"""
@@ -304,7 +275,7 @@ def _switch(
             **change,
         )
     _run_guarded(host, service, _SWITCH_SCRIPT, version, state.link or "")
-    _log("%s: %s: current %s -> %s", host.name, service.name, before, version)
+    run_logger(__name__).info("%s: %s: current %s -> %s", host.name, service.name, before, version)
     return ReleaseChange.made(
         host.name,
         action,
@@ -404,7 +375,7 @@ def restart_release(host: Host, service: Service) -> ReleaseChange:
             r.detail for r in (stop_service.fn(host, service), start_service.fn(host, service))
         )
     version = state.current or state.link or "no release"
-    _log("%s: %s restarted on %s", host.name, service.name, version)
+    run_logger(__name__).info("%s: %s restarted on %s", host.name, service.name, version)
     return ReleaseChange.made(
         host.name,
         "restart_release",
@@ -413,49 +384,3 @@ def restart_release(host: Host, service: Service) -> ReleaseChange:
         service=service.name,
         version=version,
     )
-
-
-@task(
-    cache_policy=NONE,
-    timeout_seconds=900,
-    task_run_name="wait_for_health_gate[{service.name}@{host.name}]",
-)
-def wait_for_health_gate(
-    host: Host,
-    service: Service,
-    deadline_s: float = 30.0,
-    passes: int = 3,
-    interval_s: float = 0.5,
-) -> GateResult:
-    """Check the service's health until it passes `passes` times in a row: the gate a release
-    passes before its rollout goes on.
-
-    Raises `HealthGateError` when no such run of passes ends before `deadline_s`: no check
-    starts after the deadline, so the gate ends within one check's own timeout of it.
-    """
-    if passes < 1 or deadline_s <= 0 or interval_s < 0:
-        raise ValueError("passes must be >= 1, deadline_s > 0 and interval_s >= 0")
-    started = time.monotonic()
-    deadline = started + deadline_s
-    in_a_row = checks = 0
-    last: HealthResult | None = None
-    while True:
-        last = check_service_health.fn(host, service)
-        checks += 1
-        in_a_row = in_a_row + 1 if last.healthy else 0
-        if in_a_row >= passes:
-            _log("%s: %s passed its health gate: %s", host.name, service.name, last.detail)
-            return GateResult(
-                host=host.name,
-                service=service.name,
-                passes=in_a_row,
-                checks=checks,
-                elapsed_s=round(time.monotonic() - started, 3),
-                detail=last.detail,
-            )
-        if time.monotonic() + interval_s > deadline:
-            raise HealthGateError(
-                f"{host.name}: {service.name} did not pass its health check {passes} times in "
-                f"a row within {deadline_s:g}s ({checks} checks, the last: {last.detail})"
-            )
-        time.sleep(interval_s)

@@ -20,3 +20,11 @@ RETRY_TRANSIENT: dict[str, Any] = {
     "retry_condition_fn": is_transient,
 }
 """Task options for idempotent tasks: two jittered retries, on transient errors only."""
+
+RETRY_TRANSIENT_LONGER: dict[str, Any] = {
+    **RETRY_TRANSIENT,
+    "retries": 3,
+    "retry_delay_seconds": [1, 2, 4],
+}
+"""Task options for idempotent calls to a peer that may be restarting (a host's sshd, the
+desk): three jittered retries over about 7 s, on transient errors only."""

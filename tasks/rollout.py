@@ -8,7 +8,7 @@ health gate. When the restart or the gate fails it puts this host back itself (a
 stages no rollback hook in Prefect) and raises; when it succeeds its rollback hook stays
 staged, so a later failure anywhere in the rollout puts this host back too. Each host's
 step is written on the release record as it happens, so the record says which hosts were
-changed even if the process dies: a takeover puts those back with `put_host_back`.
+changed even if the process dies: a takeover puts those back (`put_back_changed`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
 from opsflow.inventory.models import Estate, Host, Service
-from opsflow.itsm.releases import HostStep, ReleaseHost
+from opsflow.itsm.releases import CHANGED_STEPS, HostStep, Release, ReleaseHost
 from opsflow.itsm.store.records import open_records
 from opsflow.tasks.concurrency import host_slot
+from opsflow.tasks.health_gate import wait_for_health_gate
 from opsflow.tasks.maintenance import maintenance_window
 from opsflow.tasks.records import current_flow_run_id
 from opsflow.tasks.releases import (
@@ -32,7 +33,6 @@ from opsflow.tasks.releases import (
     put_release,
     restart_release,
     roll_back_release,
-    wait_for_health_gate,
 )
 
 ACTOR = "application-deploy"
@@ -144,3 +144,26 @@ def _put_back_held(rollout: HostRollout) -> bool:
         return False
     record_host_step(rollout, "rolled-back", f"{back.detail}; healthy: {gate.detail}")
     return True
+
+
+def put_back_changed(
+    estate: Estate, service: Service, record: Release, gate_deadline_s: float
+) -> Release:
+    """Put back, newest first, every host the record says was changed and not yet put back;
+    the record as it then is."""
+    for entry in reversed(record.hosts):
+        if entry.step not in CHANGED_STEPS:
+            continue
+        put_host_back(
+            HostRollout(
+                release_id=record.id,
+                number=record.number,
+                host=estate.host(entry.host),
+                service=service,
+                version=record.to_version,
+                previous=entry.previous,
+                estate=estate,
+                gate_deadline_s=gate_deadline_s,
+            )
+        )
+    return open_records().releases.get(record.id)

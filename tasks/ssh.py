@@ -31,7 +31,7 @@ from opsflow.errors import (
 )
 from opsflow.inventory.models import Host
 from opsflow.tasks import ssh_connections
-from opsflow.tasks.retry import is_transient
+from opsflow.tasks.retry import RETRY_TRANSIENT_LONGER
 
 TAIL_CHARS = 4000
 """How much of stderr a result keeps: the end, where errors are."""
@@ -246,10 +246,7 @@ def _drain(
 
 @task(
     cache_policy=NONE,
-    retries=3,
-    retry_delay_seconds=[1, 2, 4],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient,
+    **RETRY_TRANSIENT_LONGER,
     timeout_seconds=600,
     task_run_name="run_command[{host.name}]",
 )

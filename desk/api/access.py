@@ -16,12 +16,12 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict
 
-from opsflow.desk.api.schema import Offset, RecordId
+from opsflow.desk.api.schema import Limit, Offset, RecordId, States
 from opsflow.desk.deps import (
     CurrentEstate,
     Grants,
@@ -127,13 +127,7 @@ def approve_access(
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Approve a request (not your own; the entitlement names who may) and start the grant."""
-    grant = _visible(grants, grant_id, estate, person)
-    entitlement = _entitlement(estate, grant)
-    with _refusals():
-        check_approver(person, grant.requester, entitlement.approvers, _what(grant))
-    approved = grants.decide(
-        grant_id, True, person.name, (body or AccessDecision()).comment, datetime.now(UTC)
-    )
+    approved = _decide(grants, grant_id, estate, person, True, body)
     publish(approved, "approved")
     wake.access_changed()
     return approved
@@ -149,15 +143,27 @@ def reject_access(
     body: AccessDecision | None = None,
 ) -> AccessGrant:
     """Deny a request (not your own; the entitlement names who may)."""
+    denied = _decide(grants, grant_id, estate, person, False, body)
+    publish(denied, "rejected")
+    return denied
+
+
+def _decide(
+    grants: AccessGrants,
+    grant_id: int,
+    estate: Estate,
+    person: Person,
+    approve: bool,
+    body: AccessDecision | None,
+) -> AccessGrant:
+    """Record `person`'s decision on a request they may see, once the entitlement names them
+    an approver (never the requester)."""
     grant = _visible(grants, grant_id, estate, person)
     entitlement = _entitlement(estate, grant)
     with _refusals():
         check_approver(person, grant.requester, entitlement.approvers, _what(grant))
-    denied = grants.decide(
-        grant_id, False, person.name, (body or AccessDecision()).comment, datetime.now(UTC)
-    )
-    publish(denied, "rejected")
-    return denied
+    comment = (body or AccessDecision()).comment
+    return grants.decide(grant_id, approve, person.name, comment, datetime.now(UTC))
 
 
 @router.get("/access-grants")
@@ -165,9 +171,9 @@ def list_access_grants(
     person: Reader,
     estate: CurrentEstate,
     grants: Grants,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: States = None,
     requester: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[AccessGrant]:
     """Access grants, newest first, filtered by state or requester.

@@ -8,11 +8,10 @@ They decide through `POST /requests/{id}/approve|reject` and
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel
 
+from opsflow.desk.api.schema import Limit
 from opsflow.desk.deps import CurrentEstate, Grants, Reader, Requests
 from opsflow.itsm.access import AccessGrant
 from opsflow.itsm.approvals import approvable_entitlements, approvable_items
@@ -34,7 +33,7 @@ def waiting_for_me(
     estate: CurrentEstate,
     requests: Requests,
     grants: Grants,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> Approvals:
     """Service requests awaiting approval and access requested that the asker may decide
     (their own never), at most `limit` of each."""

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Request, status
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
 
+from opsflow.desk.api.schema import Limit
 from opsflow.desk.deps import Operator, Records, Sender
 from opsflow.desk.group_commit import GroupCommit
 from opsflow.desk.intake import (
@@ -111,12 +113,24 @@ INTAKE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
+def _intake_route(
+    path: str, summary: str, body: dict[str, Any]
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """Route an intake: it reads its own `body` (JSON Schema) and answers 202 or an intake
+    refusal (`INTAKE_RESPONSES`)."""
+    return router.post(
+        path,
+        status_code=status.HTTP_202_ACCEPTED,
+        summary=summary,
+        openapi_extra=_json_body(body),
+        responses=INTAKE_RESPONSES,
+    )
+
+
+@_intake_route(
     "/events/alertmanager",
-    status_code=status.HTTP_202_ACCEPTED,
-    summary="Alertmanager webhook (format 4)",
-    openapi_extra=_json_body(AlertmanagerWebhook.model_json_schema()),
-    responses=INTAKE_RESPONSES,
+    "Alertmanager webhook (format 4)",
+    AlertmanagerWebhook.model_json_schema(),
 )
 async def receive_alertmanager(request: Request, sender: Sender) -> Accepted:
     """Store every valid alert of the webhook and name the others; a repeat stores nothing.
@@ -127,13 +141,7 @@ async def receive_alertmanager(request: Request, sender: Sender) -> Accepted:
     return await request.app.state.intake.accept(delivery, "alertmanager", sender)
 
 
-@router.post(
-    "/events",
-    status_code=status.HTTP_202_ACCEPTED,
-    summary="Generic events",
-    openapi_extra=_json_body(GENERIC_BODY.json_schema()),
-    responses=INTAKE_RESPONSES,
-)
+@_intake_route("/events", "Generic events", GENERIC_BODY.json_schema())
 async def receive_events(request: Request, sender: Sender) -> Accepted:
     """Store one generic event or each valid one of a list, naming the others."""
     delivery = read_generic(await request.body(), datetime.now(UTC))
@@ -144,7 +152,7 @@ async def receive_events(request: Request, sender: Sender) -> Accepted:
 def failed_events(
     person: Operator,
     store: Records,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> list[FailedEvent]:
     """Events triage marked failed, newest first, each with its reason."""
     return store.events.failed(limit)

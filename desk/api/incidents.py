@@ -9,11 +9,10 @@ like an alert about the same CI and symptom (`itsm.triage.report_incident`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Request, status
 
-from opsflow.desk.api.schema import Offset
+from opsflow.desk.api.schema import Limit, Offset, States
 from opsflow.desk.deps import CurrentEstate, Operator, Reader, Records, sees_everything
 from opsflow.inventory.models import Person
 from opsflow.itsm.records import Incident, IncidentReport, IncidentUpdate, WorklogEntry
@@ -38,10 +37,10 @@ class IncidentDetail(Incident):
 def list_incidents(
     person: Reader,
     store: Records,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: States = None,
     host: str | None = None,
     service: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[Incident]:
     """Incidents, newest first, filtered by state, host or service (operators: all of

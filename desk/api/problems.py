@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from opsflow.desk.api.schema import Offset
+from opsflow.desk.api.schema import Limit, Offset
 from opsflow.desk.deps import CurrentEstate, KnownErrors, Operator, Problems
 from opsflow.inventory.models import Estate
 from opsflow.itsm.problems import (
@@ -42,7 +42,7 @@ def list_problems(
     problems: Problems,
     state: Annotated[list[ProblemState] | None, Query()] = None,
     service: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[Problem]:
     """Problems, newest first, each with the incidents it explains; filter by state or service."""

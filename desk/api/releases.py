@@ -10,10 +10,10 @@ what a rollout would change, batch by batch, recording nothing.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 
+from opsflow.desk.api.schema import Limit, States
 from opsflow.desk.deps import CurrentEstate, Operator, Reader, Releases, Wake, sees_everything
 from opsflow.errors import OpsError
 from opsflow.flows.application_deploy import RolloutPlan, deploy_release
@@ -94,9 +94,9 @@ def plan_release(body: ReleaseCreate, person: Operator, estate: CurrentEstate) -
 def list_releases(
     person: Reader,
     releases: Releases,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: States = None,
     service: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> list[Release]:
     """Releases, newest first, filtered by state or service.
 

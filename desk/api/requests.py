@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 
+from opsflow.desk.api.schema import Limit, States
 from opsflow.desk.deps import (
     CurrentEstate,
     Publish,
@@ -207,9 +208,9 @@ def list_requests(
     person: Reader,
     estate: CurrentEstate,
     requests: Requests,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: States = None,
     requester: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> list[ServiceRequest]:
     """Service requests, newest first, filtered by state or requester.
 
@@ -234,30 +235,30 @@ def show_request(
     return _detail(requests, record.id)
 
 
-@router.post("/requests/{request_id}/approve")
-def approve_request(
-    request_id: str,
-    person: Reader,
-    estate: CurrentEstate,
-    requests: Requests,
-    body: DecisionIn | None = None,
-) -> RequestDetail:
-    """Approve a request waiting for approval: the policy's approvers only, never the requester."""
-    comment = (body or DecisionIn()).comment
-    return _decide(requests, estate, request_id, person, "approve", comment)
+def _route_decision(decision: Decision) -> None:
+    """Route `POST /requests/{id}/approve` or `.../reject`: one endpoint, either decision,
+    documented as its own operation (`approve_request`, `reject_request`)."""
+
+    def decide(
+        request_id: str,
+        person: Reader,
+        estate: CurrentEstate,
+        requests: Requests,
+        body: DecisionIn | None = None,
+    ) -> RequestDetail:
+        comment = (body or DecisionIn()).comment
+        return _decide(requests, estate, request_id, person, decision, comment)
+
+    router.post(
+        f"/requests/{{request_id}}/{decision}",
+        name=f"{decision}_request",
+        description=f"{decision.capitalize()} a request waiting for approval: the policy's "
+        "approvers only, never the requester.",
+    )(decide)
 
 
-@router.post("/requests/{request_id}/reject")
-def reject_request(
-    request_id: str,
-    person: Reader,
-    estate: CurrentEstate,
-    requests: Requests,
-    body: DecisionIn | None = None,
-) -> RequestDetail:
-    """Reject a request waiting for approval: the policy's approvers only, never the requester."""
-    comment = (body or DecisionIn()).comment
-    return _decide(requests, estate, request_id, person, "reject", comment)
+_route_decision("approve")
+_route_decision("reject")
 
 
 def _decide(

@@ -1,4 +1,5 @@
-"""What every operation of the desk's API shares in its OpenAPI: error answers, path id bounds.
+"""What every operation of the desk's API shares in its OpenAPI: error answers, path id bounds,
+a listing's parameters.
 
 Every refusal the desk sends is `{"detail": ...}`: a sentence (401, 403, 404, 409, 413, a
 refusal by the desk's own rules) or FastAPI's list of field problems (a malformed request).
@@ -20,6 +21,12 @@ RecordId = Annotated[int, Path(ge=1, le=MAX_RECORD_ID, description="The record's
 
 Offset = Annotated[int, Query(ge=0, le=MAX_RECORD_ID, description="Records to skip.")]
 """How many records a listing skips, bounded like the ids the store can count."""
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+"""How many records a listing answers at most: 1,000 bounds one answer's size."""
+
+States = Annotated[list[str] | None, Query()]
+"""The states a listing keeps (a repeated query parameter); none given, every state."""
 
 
 class FieldProblem(BaseModel):

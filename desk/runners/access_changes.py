@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import tags
 
-from opsflow.desk.runners.carrier import Carrier
+from opsflow.desk.runners.carrier import ACTOR, Carrier
 from opsflow.desk.runners.lease_keeper import crash_runs
 from opsflow.itsm.access import AccessGrant
 from opsflow.itsm.store.access import LEASE_PREFIX
@@ -30,7 +30,6 @@ from opsflow.itsm.store.records import Records
 
 logger = logging.getLogger("opsflow.desk.access")
 
-ACTOR = "service-desk"
 DEFAULT_MAX_RUNNING = 4
 """Access changes one worker carries out at once; each fans out over its hosts itself."""
 

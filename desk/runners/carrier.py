@@ -10,6 +10,10 @@ the sweep. The `LeaseKeeper` renews the leases, takes over items whose holder st
 renewing (its process died) and items that waited longer than a lease with no lease at all
 (their wake-up reached nobody). An item whose run failed (the database or the Prefect API
 was down, say) keeps its lease one lease longer and is then carried again.
+
+`LeasedThreads` is what every runner of leased work shares (restorations too, which are
+carried differently): the slots and the keeper. `RecordCarrier` carries numbered records
+(service requests, releases) to a final state.
 """
 
 from __future__ import annotations
@@ -17,16 +21,77 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from datetime import datetime, timedelta
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from opsflow.desk.runners.lease_keeper import LeaseKeeper, TakeOver
+from opsflow.desk.runners.lease_keeper import LeaseKeeper, TakeOver, crash_runs
 from opsflow.itsm.store.records import Records
+from opsflow.itsm.store.releases import Releases
+from opsflow.itsm.store.requests import Requests
 from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.carrier")
 
+ACTOR = "service-desk"
 
-class Carrier(ABC):
+
+class LeasedThreads(ABC):
+    """Leased work of one prefix run in this process's threads, at most `max_running` at once,
+    its leases renewed and taken over by a `LeaseKeeper`.
+
+    Args:
+        store: the records holding the work and its leases.
+        prefix: the work's lease prefix, e.g. "request:".
+        lease_s: how long this process's leases last without renewal (default: the settings').
+        max_running: most items run here at once.
+    """
+
+    def __init__(
+        self, store: Records, prefix: str, lease_s: float | None, max_running: int
+    ) -> None:
+        self.max_running = max_running
+        self.running = 0
+        self._changed = threading.Condition()
+        self.leases = LeaseKeeper(
+            store.leases,
+            prefix,
+            lease_s or get_settings().lease_seconds,
+            self._take_over,
+            self._unleased,
+        )
+
+    @abstractmethod
+    def _take_over(self, name: str, holder: str) -> TakeOver:
+        """Carry on the work `name`, whose lease this process now holds (`LeaseKeeper`)."""
+
+    @abstractmethod
+    def _unleased(self, now: datetime) -> list[str]:
+        """Lease names of work that should run but that no lease covers (`LeaseKeeper`)."""
+
+    def keep(self) -> None:
+        """Start renewing this process's leases and taking over work whose holder stopped."""
+        self.leases.start()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing runs here (e.g. before shutting down); False at the timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.running == 0, timeout_s)
+
+    def _reserve(self) -> bool:
+        with self._changed:
+            if self.running >= self.max_running:
+                return False
+            self.running += 1
+            return True
+
+    def _done(self) -> None:
+        with self._changed:
+            self.running -= 1
+            self._changed.notify_all()
+
+
+class Carrier(LeasedThreads):
     """Claims, carries and takes over one kind of leased work, in threads of its own.
 
     Args:
@@ -39,18 +104,9 @@ class Carrier(ABC):
     def __init__(
         self, store: Records, prefix: str, lease_s: float | None, max_running: int
     ) -> None:
-        self.max_running = max_running
-        self.running = 0
+        super().__init__(store, prefix, lease_s, max_running)
         self._prefix = prefix
-        self._changed = threading.Condition()
         self._stopped = threading.Event()
-        self.leases = LeaseKeeper(
-            store.leases,
-            prefix,
-            lease_s or get_settings().lease_seconds,
-            self._take_over,
-            self._unleased,
-        )
 
     # -- what a kind of work says -----------------------------------------------------------
 
@@ -94,20 +150,11 @@ class Carrier(ABC):
         self._launch(item_id)
         return item_id
 
-    def keep(self) -> None:
-        """Start renewing this process's leases and taking over items whose holder stopped."""
-        self.leases.start()
-
     def stop(self) -> None:
         """Stop claiming and renewing: the items still carried here are for the next worker
         to take over."""
         self._stopped.set()
         self.leases.stop()
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until nothing is carried here (e.g. before shutting down); False at the timeout."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self.running == 0, timeout_s)
 
     def _lease_name(self, item_id: int) -> str:
         return f"{self._prefix}{item_id}"
@@ -195,14 +242,63 @@ class Carrier(ABC):
         timer.daemon = True
         timer.start()
 
-    def _reserve(self) -> bool:
-        with self._changed:
-            if self.running >= self.max_running:
-                return False
-            self.running += 1
-            return True
 
-    def _done(self) -> None:
-        with self._changed:
-            self.running -= 1
-            self._changed.notify_all()
+class RecordCarrier(Carrier):
+    """Carries numbered records each to a final state, and audits every take-over.
+
+    Args:
+        store: the records holding them and their leases.
+        records: their kind's table in `store`.
+        prefix: their lease prefix.
+        carried_states: the states in which a record still needs carrying.
+        doing: what carrying one is called, for the message of a stopped holder's runs.
+        lease_s: how long this process's leases last without renewal.
+        max_running: most records carried here at once.
+    """
+
+    def __init__(
+        self,
+        store: Records,
+        records: Requests | Releases,
+        prefix: str,
+        carried_states: Collection[str],
+        doing: str,
+        lease_s: float | None,
+        max_running: int,
+    ) -> None:
+        super().__init__(store, prefix, lease_s, max_running)
+        self._records = records
+        self._carried_states = carried_states
+        self._doing = doing
+
+    def waiting(self, changed_before: datetime | None) -> list[int]:
+        """Records not yet final that no lease covers, oldest first."""
+        return self._records.unclaimed(changed_before)
+
+    def needs_carrying(self, item_id: int) -> bool:
+        """Whether the record is still on its way to a final state."""
+        return self._records.get(item_id).state in self._carried_states
+
+    def note_take_over(self, item_id: int, holder: str) -> None:
+        """Crash the stopped holder's runs and audit who carries the record on, and why."""
+        record = self._records.get(item_id)
+        now = datetime.now(UTC)
+        if holder:
+            crashed = crash_runs(
+                record.flow_run_ids, f"{holder} stopped while {self._doing} {record.number}"
+            )
+            detail = {"from": holder, "by": self.leases.holder, "state": record.state}
+            self._records.note(
+                record.id, ACTOR, "taken_over", {**detail, "crashed_runs": crashed}, now
+            )
+            logger.warning("took over %s (%s) from %s", record.number, record.state, holder)
+        else:
+            why = "no worker took it up within a lease (its wake-up was lost)"
+            detail = {"by": self.leases.holder, "state": record.state, "why": why}
+            self._records.note(record.id, ACTOR, "taken_up", detail, now)
+            logger.warning("took up %s (%s): %s", record.number, record.state, why)
+        self.resume(record, now)
+
+    def resume(self, record: Any, now: datetime) -> None:
+        """After a take-over is audited, put `record` where its new run starts from; by
+        default it starts where it stands."""

@@ -14,27 +14,22 @@ request that no worker took up within a lease (its wake-up was lost) is taken up
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prefect import tags
 
-from opsflow.desk.runners.carrier import Carrier
-from opsflow.desk.runners.lease_keeper import crash_runs
-from opsflow.itsm.requests import CARRIED_STATES
+from opsflow.desk.runners.carrier import ACTOR, RecordCarrier
+from opsflow.itsm.requests import CARRIED_STATES, ServiceRequest
 from opsflow.itsm.store.records import Records
 from opsflow.itsm.store.requests import LEASE_PREFIX
 
-logger = logging.getLogger("opsflow.desk.fulfillments")
-
-ACTOR = "service-desk"
 DEFAULT_MAX_RUNNING = 200
 """Requests one worker carries at once: most wait for an approver or on SSH."""
 
 
-class RequestRunner(Carrier):
+class RequestRunner(RecordCarrier):
     """Runs each request's fulfillment flow in its own daemon thread of a worker process.
 
     Args:
@@ -51,42 +46,20 @@ class RequestRunner(Carrier):
         max_running: int = DEFAULT_MAX_RUNNING,
         lease_s: float | None = None,
     ) -> None:
-        super().__init__(store, LEASE_PREFIX, lease_s, max_running)
+        super().__init__(
+            store, store.requests, LEASE_PREFIX, CARRIED_STATES, "carrying", lease_s, max_running
+        )
         self._requests = store.requests
         self._run = run or _run_fulfillment
-
-    def waiting(self, changed_before: datetime | None) -> list[int]:
-        """Requests not yet final that no lease covers, oldest first."""
-        return self._requests.unclaimed(changed_before)
-
-    def needs_carrying(self, item_id: int) -> bool:
-        """Whether the request is still on its way to a final state."""
-        return self._requests.get(item_id).state in CARRIED_STATES
 
     def carry(self, item_id: int) -> None:
         """Run the request's fulfillment flow here, to its end or its next take-over."""
         self._run(self._requests.get(item_id).number)
 
-    def note_take_over(self, item_id: int, holder: str) -> None:
-        """Crash the stopped holder's runs and audit who carries the request on, and why."""
-        record = self._requests.get(item_id)
-        now = datetime.now(UTC)
-        if holder:
-            crashed = crash_runs(
-                record.flow_run_ids, f"{holder} stopped while carrying {record.number}"
-            )
-            detail = {"from": holder, "by": self.leases.holder, "state": record.state}
-            self._requests.note(
-                record.id, ACTOR, "taken_over", {**detail, "crashed_runs": crashed}, now
-            )
-            logger.warning("took over %s (%s) from %s", record.number, record.state, holder)
-        else:
-            why = "no worker took it up within a lease (its wake-up was lost)"
-            detail = {"by": self.leases.holder, "state": record.state, "why": why}
-            self._requests.note(record.id, ACTOR, "taken_up", detail, now)
-            logger.warning("took up %s (%s): %s", record.number, record.state, why)
+    def resume(self, record: ServiceRequest, now: datetime) -> None:
+        """A request taken over while fulfilling is approved again: fulfillment flows are
+        idempotent, so doing it again finishes what was interrupted."""
         if record.state == "fulfilling":
-            # Fulfillment flows are idempotent: doing it again finishes what was interrupted.
             self._requests.move(record.id, "approved", ACTOR, now, decided_at=record.decided_at)
 
 

@@ -5,33 +5,28 @@ lease and wakes a worker (`roll-out-release`); the worker leases the oldest rele
 carries and runs its `deploy-release` flow in a thread of its own (`Carrier`), passing its
 own lease holder so the run and the worker's keeper renew one lease. A release whose worker
 died (its lease lapsed) is taken over: its dead runs are marked Crashed, the take-over is
-audited, and a new run finds the release rolling out and rolls back every host the record
-says was changed, so the rollout ends failed rather than half-done.
+audited, and a new run finds the release rolling out, rolls back every host the record says
+was changed and closes the maintenance windows the dead run left open, so the rollout ends
+failed rather than half-done and no host's alerts stay suppressed after it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import tags
 
-from opsflow.desk.runners.carrier import Carrier
-from opsflow.desk.runners.lease_keeper import crash_runs
+from opsflow.desk.runners.carrier import RecordCarrier
 from opsflow.itsm.releases import CARRIED_STATES
 from opsflow.itsm.store.records import Records
 from opsflow.itsm.store.releases import LEASE_PREFIX
 
-logger = logging.getLogger("opsflow.desk.releases")
-
-ACTOR = "service-desk"
 DEFAULT_MAX_RUNNING = 8
 """Releases one worker rolls out at once: each restarts services host by host."""
 
 
-class ReleaseRunner(Carrier):
+class ReleaseRunner(RecordCarrier):
     """Runs each release's rollout in its own daemon thread of a worker process.
 
     Args:
@@ -48,40 +43,15 @@ class ReleaseRunner(Carrier):
         max_running: int = DEFAULT_MAX_RUNNING,
         lease_s: float | None = None,
     ) -> None:
-        super().__init__(store, LEASE_PREFIX, lease_s, max_running)
+        super().__init__(
+            store, store.releases, LEASE_PREFIX, CARRIED_STATES, "rolling out", lease_s, max_running
+        )
         self._releases = store.releases
         self._run = run or _run_rollout
-
-    def waiting(self, changed_before: datetime | None) -> list[int]:
-        """Releases not yet final that no lease covers, oldest first."""
-        return self._releases.unclaimed(changed_before)
-
-    def needs_carrying(self, item_id: int) -> bool:
-        """Whether the release is still on its way to a final state."""
-        return self._releases.get(item_id).state in CARRIED_STATES
 
     def carry(self, item_id: int) -> None:
         """Run the release's rollout here, to its end."""
         self._run(self._releases.get(item_id).number, self.leases.holder)
-
-    def note_take_over(self, item_id: int, holder: str) -> None:
-        """Crash the stopped holder's runs and audit who carries the release on, and why."""
-        record = self._releases.get(item_id)
-        now = datetime.now(UTC)
-        if holder:
-            crashed = crash_runs(
-                record.flow_run_ids, f"{holder} stopped while rolling out {record.number}"
-            )
-            detail = {"from": holder, "by": self.leases.holder, "state": record.state}
-            self._releases.note(
-                record.id, ACTOR, "taken_over", {**detail, "crashed_runs": crashed}, now
-            )
-            logger.warning("took over %s (%s) from %s", record.number, record.state, holder)
-        else:
-            why = "no worker took it up within a lease (its wake-up was lost)"
-            detail = {"by": self.leases.holder, "state": record.state, "why": why}
-            self._releases.note(record.id, ACTOR, "taken_up", detail, now)
-            logger.warning("took up %s (%s): %s", record.number, record.state, why)
 
 
 def _run_rollout(number: str, holder: str) -> Any:

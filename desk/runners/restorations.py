@@ -18,21 +18,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsflow.desk.runners.lease_keeper import LeaseKeeper, TakeOver, crash_runs
+from opsflow.desk.runners.carrier import ACTOR, LeasedThreads
+from opsflow.desk.runners.lease_keeper import TakeOver, crash_runs
 from opsflow.itsm.records import Incident, left_to_automation
 from opsflow.itsm.store.leases import RESTORATION_PREFIX, incident_of
 from opsflow.itsm.store.records import Records
-from opsflow.settings import get_settings
 
 logger = logging.getLogger("opsflow.desk.restorations")
-
-ACTOR = "service-desk"
 
 Restore = Callable[[Incident, str | None], Any]
 """Runs the restoration of an incident in this thread, under a lease holder or its own."""
 
 
-class RestorationRunner:
+class RestorationRunner(LeasedThreads):
     """Runs restorations in a worker's threads and takes over those whose worker stopped.
 
     Args:
@@ -49,19 +47,10 @@ class RestorationRunner:
         lease_s: float | None = None,
         max_running: int = 8,
     ) -> None:
+        super().__init__(store, RESTORATION_PREFIX, lease_s, max_running)
         self._store = store
         self._restore = restore
         self._leases = store.leases
-        self._changed = threading.Condition()
-        self.running = 0
-        self.max_running = max_running
-        self.leases = LeaseKeeper(
-            self._leases,
-            RESTORATION_PREFIX,
-            lease_s or get_settings().lease_seconds,
-            self._take_over,
-            self._unleased,
-        )
 
     def run_next(self) -> str | None:
         """Restore, here and now, the oldest incident waiting for a restoration nobody carries;
@@ -81,15 +70,10 @@ class RestorationRunner:
             return record.number
         return None
 
-    def keep(self) -> None:
-        """Start taking over restorations that lapsed or never started."""
-        self.leases.start()
-
     def stop(self, timeout_s: float = 30.0) -> None:
         """Let the restorations taken over here finish (up to `timeout_s`), then stop looking;
         any still running then are for the next desk to carry on."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.running == 0, timeout_s)
+        self.wait_idle(timeout_s)
         self.leases.stop()
 
     def _unleased(self, now: datetime) -> list[str]:
@@ -140,15 +124,3 @@ class RestorationRunner:
             # one, the lease lapses now and the next pass tries again.
             self.leases.let_lapse(name)
             self._done()
-
-    def _reserve(self) -> bool:
-        with self._changed:
-            if self.running >= self.max_running:
-                return False
-            self.running += 1
-            return True
-
-    def _done(self) -> None:
-        with self._changed:
-            self.running -= 1
-            self._changed.notify_all()

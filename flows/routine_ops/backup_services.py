@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
 from opsflow.errors import PermanentError
@@ -27,7 +26,7 @@ from opsflow.tasks.backups import (
     take_backup,
     verify_restore,
 )
-from opsflow.tasks.fanout import HostOutcome, map_calls, map_hosts, raise_failures
+from opsflow.tasks.fanout import HostOutcome, map_calls, raise_failures
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.maintenance import DEFAULT_GRACE_S, maintenance_window
 
@@ -82,24 +81,20 @@ def backup_services(
         sizes: list[PathSizes] = []
         failures: list[HostOutcome[Any]] = []
         for service, service_paths in plan:
-            outcomes = map_hosts(
-                measure_paths,
-                common.hosts_of(estate, service, hosts),
-                limit=limit,
-                service=service,
-                paths=service_paths,
+            measured, failed = common.map_service_hosts(
+                measure_paths, estate, service, hosts, paths=service_paths
             )
-            sizes += [o.result for o in outcomes if o.ok and o.result is not None]
-            failures += [o for o in outcomes if not o.ok]
-        create_table_artifact(
-            key="backup-services",
-            table=[
+            sizes += measured
+            failures += failed
+        common.publish_table(
+            "backup-services",
+            [
                 {"host": s.host, "service": s.service, "path": path, "kib": kib}
                 for s in sizes
                 for path, kib in s.kib.items()
-            ]
-            + common.failure_rows(failures),
-            description=f"**Dry run:** would archive {len(sizes)} service instances into "
+            ],
+            failures,
+            f"**Dry run:** would archive {len(sizes)} service instances into "
             f"{directory}, keeping {keep} each"
             + (", stopping each service meanwhile." if quiesce else "."),
         )
@@ -122,17 +117,17 @@ def backup_services(
         estate=estate,
     ):
         for service, service_paths in plan:
-            outcomes = map_hosts(
+            taken, failed = common.map_service_hosts(
                 take_backup,
-                common.hosts_of(estate, service, hosts),
-                limit=limit,
-                service=service,
+                estate,
+                service,
+                hosts,
                 paths=service_paths,
                 directory=directory,
                 quiesce=quiesce and service.control is not None,
             )
-            backups += [o.result for o in outcomes if o.ok and o.result is not None]
-            failures += [o for o in outcomes if not o.ok]
+            backups += taken
+            failures += failed
     retention: dict[tuple[str, str], Retention] = {}
     for backup in backups:
         folder = str(Path(directory) / backup.service / backup.host)
@@ -167,10 +162,11 @@ def backup_services(
             }
         )
     failed_tests = [t for t in tests.values() if not t.passed]
-    create_table_artifact(
-        key="backup-services",
-        table=rows + common.failure_rows(failures),
-        description=f"{len(backups)} archives in {directory}, checksums verified; "
+    common.publish_table(
+        "backup-services",
+        rows,
+        failures,
+        f"{len(backups)} archives in {directory}, checksums verified; "
         f"{len(tests) - len(failed_tests)} of {len(tests)} restore tests passed.",
     )
     for test in failed_tests:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from opsflow.errors import PermanentError
 from opsflow.flows.routine_ops import common
@@ -121,10 +120,11 @@ def check_certificates(
             }
         )
     counts = {c: sum(r["class"] == c for r in rows) for c in ("exception", "warning", "ok")}
-    create_table_artifact(
-        key="check-certificates",
-        table=sorted(rows, key=lambda r: r["days_left"]) + common.failure_rows(outcomes),
-        description=f"{len(rows)} certificates: {counts['exception']} expire within "
+    common.publish_table(
+        "check-certificates",
+        sorted(rows, key=lambda r: r["days_left"]),
+        outcomes,
+        f"{len(rows)} certificates: {counts['exception']} expire within "
         f"{critical_days:g} days (incidents), {counts['warning']} within {warn_days:g} days "
         f"(warnings), {counts['ok']} fine"
         + (

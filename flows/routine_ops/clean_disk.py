@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from opsflow.flows.routine_ops import common
-from opsflow.tasks.fanout import HostOutcome, map_hosts, raise_failures
+from opsflow.tasks.fanout import HostOutcome, raise_failures
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.log_cleanup import CleanupPolicy, LogCleanup, clean_logs
 
@@ -54,22 +53,17 @@ def clean_disk(
         policy = CleanupPolicy.for_service(
             service, pattern, older_than_days, max_total_mb, max_used_percent
         )
-        outcomes = map_hosts(
-            clean_logs,
-            common.hosts_of(estate, service, hosts),
-            limit=estate.settings.ssh_concurrency,
-            service=service,
-            policy=policy,
-            dry_run=dry_run,
+        done, failed = common.map_service_hosts(
+            clean_logs, estate, service, hosts, policy=policy, dry_run=dry_run
         )
-        results += [o.result for o in outcomes if o.ok and o.result is not None]
-        failures += [o for o in outcomes if not o.ok]
+        results += done
+        failures += failed
     changing = sum(r.state != "unchanged" for r in results)
     changed = "would change" if dry_run else "changed"
     freed = sum(r.freed_bytes for r in results)
-    create_table_artifact(
-        key="clean-disk",
-        table=[
+    common.publish_table(
+        "clean-disk",
+        [
             {
                 "host": r.host,
                 "service": r.service,
@@ -83,9 +77,9 @@ def clean_disk(
                 "files": "; ".join(r.deleted)[:1000],
             }
             for r in results
-        ]
-        + common.failure_rows(failures),
-        description=("**Dry run: nothing deleted.** " if dry_run else "")
+        ],
+        failures,
+        ("**Dry run: nothing deleted.** " if dry_run else "")
         + f"{changing} of {len(results)} log directories {changed}; "
         f"{freed / 2**20:.1f} MiB {'would be ' if dry_run else ''}freed.",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from opsflow.flows.routine_ops import common
 from opsflow.tasks.fanout import map_hosts, raise_failures
@@ -51,9 +51,9 @@ def patch_report(
         read_upgradable_packages, common.hosts(estate, hosts), limit=estate.settings.ssh_concurrency
     )
     statuses = [o.result for o in outcomes if o.ok and o.result is not None]
-    create_table_artifact(
-        key="patch-report",
-        table=[
+    common.publish_table(
+        "patch-report",
+        [
             {
                 "host": s.host,
                 "upgradable": len(s.packages),
@@ -62,9 +62,9 @@ def patch_report(
                 "lists_age_h": s.lists_age_h,
             }
             for s in statuses
-        ]
-        + common.failure_rows(outcomes),
-        description=f"{sum(bool(s.packages) for s in statuses)} of {len(statuses)} hosts "
+        ],
+        outcomes,
+        f"{sum(bool(s.packages) for s in statuses)} of {len(statuses)} hosts "
         f"have upgrades ({sum(len(s.security) for s in statuses)} security).",
     )
     create_markdown_artifact(

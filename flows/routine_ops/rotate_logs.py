@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
 
 from opsflow.flows.routine_ops import common
-from opsflow.tasks.fanout import HostOutcome, map_hosts, raise_failures
+from opsflow.tasks.fanout import HostOutcome, raise_failures
 from opsflow.tasks.inventory import read_estate
 from opsflow.tasks.log_rotation import LogRotation, rotate_log
 
@@ -41,20 +40,20 @@ def rotate_logs(
     for service in common.services(estate, services):
         if not service.log_dir:
             continue
-        outcomes = map_hosts(
+        done, failed = common.map_service_hosts(
             rotate_log,
-            common.hosts_of(estate, service, hosts),
-            limit=estate.settings.ssh_concurrency,
-            service=service,
+            estate,
+            service,
+            hosts,
             keep=keep,
             min_size_bytes=max(1, min_size_kb * 1024),
             dry_run=dry_run,
         )
-        results += [o.result for o in outcomes if o.ok and o.result is not None]
-        failures += [o for o in outcomes if not o.ok]
-    create_table_artifact(
-        key="rotate-logs",
-        table=[
+        results += done
+        failures += failed
+    common.publish_table(
+        "rotate-logs",
+        [
             {
                 "host": r.host,
                 "service": r.service,
@@ -66,9 +65,9 @@ def rotate_logs(
                 "detail": r.detail,
             }
             for r in results
-        ]
-        + common.failure_rows(failures),
-        description=("**Dry run: nothing rotated.** " if dry_run else "")
+        ],
+        failures,
+        ("**Dry run: nothing rotated.** " if dry_run else "")
         + f"{sum(r.state != 'unchanged' for r in results)} of {len(results)} logs "
         f"{'would be ' if dry_run else ''}rotated, keeping {keep}.",
     )

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
-from prefect.transactions import Transaction
+from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
-from opsflow.inventory.models import Estate
+from opsflow.inventory.models import Estate, Host, Service
 from opsflow.itsm.store.records import open_records
 from opsflow.tasks.change import Change
+from opsflow.tasks.service_control import control_of
+from opsflow.tasks.ssh import CommandResult, execute
 
 
 class Diagnosis(BaseModel):
@@ -36,6 +38,22 @@ class Remediation(Change):
     ok: bool = Field(default=True, description="Whether every command it ran succeeded.")
     output: str = Field(default="", description="The end of what the last command said.")
 
+    @classmethod
+    def ran(cls, host: Host, action: str, target: str, results: list[CommandResult]) -> Self:
+        """Made by running `results`' commands in turn: ok when each exited 0, with what the
+        last one said."""
+        actions = [f"ran {r.command}: exit {r.exit_status}" for r in results]
+        last = results[-1]
+        return cls.made(
+            host.name,
+            action,
+            target,
+            "; ".join(actions),
+            actions=actions,
+            ok=all(r.ok for r in results),
+            output=(last.stderr or last.stdout).strip()[-500:],
+        )
+
 
 @dataclass(frozen=True)
 class Runbook:
@@ -48,6 +66,22 @@ class Runbook:
     verify_disk: bool = False
     verify: Any = None
     """(host, service, deadline_s) -> what it checked: more checks after the health check."""
+
+
+def keep_target(host: Host, service: Service) -> None:
+    """Keep the host and service a remediation acts on in its restoration's transaction, for
+    its rollback hook."""
+    transaction = get_transaction()
+    assert transaction is not None, "a remediation runs in its restoration's transaction"
+    transaction.set("target", (host, service))
+
+
+def stop_target(transaction: Transaction) -> None:
+    """Rollback hook: verification failed after the service was (re)started, so stop it; no
+    hung or half-started process is left behind, and a human finds a clean state."""
+    host, service = transaction.get("target")
+    result = execute(host, control_of(service).stop, check=False, timeout_s=60)
+    record_rollback(transaction, f"stopped {service.name} on {host.name}: {result.command}")
 
 
 def record_rollback(transaction: Transaction, text: str) -> None:

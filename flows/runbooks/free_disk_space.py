@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.transactions import Transaction, get_transaction
+from prefect.transactions import Transaction
 
 from opsflow.errors import PermanentError
-from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
+from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, keep_target, record_rollback
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.logs import in_log_dir
 from opsflow.tasks.ssh import execute
@@ -45,9 +45,7 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 def remediate(host: Host, service: Service) -> Remediation:
     """Delete rotated logs past retention, compress younger rotated logs; the live log stays."""
     directory, policy = _log_dir(service), service.log_policy
-    transaction = get_transaction()
-    assert transaction is not None, "a remediation runs in its restoration's transaction"
-    transaction.set("target", (host, service))
+    keep_target(host, service)
     find = ["find", directory, "-maxdepth", "1", "-type", "f", "-name", policy.pattern]
     # Both as the directory's keeper: gzip follows a file swapped for a link after find saw it.
     deleted = execute(

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.transactions import Transaction, get_transaction
 
-from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, record_rollback
+from opsflow.flows.runbooks import Diagnosis, Remediation, Runbook, keep_target, stop_target
 from opsflow.inventory.models import Host, Service
 from opsflow.tasks.logs import read_log_tail
 from opsflow.tasks.service_control import control_of
@@ -35,32 +34,16 @@ def diagnose(host: Host, service: Service) -> Diagnosis:
 def remediate(host: Host, service: Service) -> Remediation:
     """Start the service unless its status says it already runs."""
     commands = control_of(service)
-    transaction = get_transaction()
-    assert transaction is not None, "a remediation runs in its restoration's transaction"
-    transaction.set("target", (host, service))
+    keep_target(host, service)
     target = f"service {service.name}"
     if execute(host, commands.status, check=False, timeout_s=30).ok:
         nothing = "status says running: nothing started"
         return Remediation.unchanged(host.name, "start", target, nothing, actions=[nothing])
     started = execute(host, commands.start, check=False, timeout_s=60)
-    ran = f"ran {started.command}: exit {started.exit_status}"
-    return Remediation.made(
-        host.name,
-        "start",
-        target,
-        ran,
-        actions=[ran],
-        ok=started.ok,
-        output=(started.stderr or started.stdout).strip()[-500:],
-    )
+    return Remediation.ran(host, "start", target, [started])
 
 
-@remediate.on_rollback
-def stop_half_started(transaction: Transaction) -> None:
-    """Verification failed: stop what the start left behind, so a human finds a clean state."""
-    host, service = transaction.get("target")
-    result = execute(host, control_of(service).stop, check=False, timeout_s=60)
-    record_rollback(transaction, f"stopped {service.name} on {host.name}: {result.command}")
+remediate.on_rollback(stop_target)
 
 
 RUNBOOK = Runbook(

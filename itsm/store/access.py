@@ -8,7 +8,7 @@ every kind of record does (`itsm.store.record_table`).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,9 +17,7 @@ from sqlalchemy import (
     Column,
     Float,
     Index,
-    Integer,
     String,
-    Table,
     Text,
     func,
     or_,
@@ -34,19 +32,16 @@ from opsflow.itsm.access import (
     AccessState,
     ResolvedRequest,
 )
-from opsflow.itsm.store.audit import Audit
-from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
-from opsflow.itsm.store.leases import leases
-from opsflow.itsm.store.record_table import RecordTable
+from opsflow.itsm.store.db import Database, Json, UtcDateTime
+from opsflow.itsm.store.leases import unleased
+from opsflow.itsm.store.record_store import RecordStore
+from opsflow.itsm.store.record_table import RecordTable, versioned_table
 
-RECORD_TYPE = "access_grant"
 LEASE_PREFIX = "grant:"
 """Grants waiting for a change on hosts are leased as `grant:ID` by whoever carries it out."""
 
-access_grants = Table(
+access_grants = versioned_table(
     "access_grants",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
     Column("entitlement", String(63), nullable=False),
     Column("privilege", String(16), nullable=False),
     Column("host_group", String(63), nullable=False),
@@ -68,28 +63,21 @@ access_grants = Table(
     Column("ended_at", UtcDateTime),
     Column("last_error", Text),
     Column("flow_run_ids", Json, nullable=False),
-    Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(GRANT_STATES.sql_check(), name="ck_access_grants_state"),
     CheckConstraint("privilege IN ('login', 'sudo')", name="ck_access_grants_privilege"),
     CheckConstraint("duration_minutes > 0", name="ck_access_grants_duration"),
-    sqlite_autoincrement=True,  # never reuse an id: it names keys and sudo rules on hosts
+    states=GRANT_STATES,
 )
 Index("ix_access_grants_state", access_grants.c.state)
 Index("ix_access_grants_username", access_grants.c.username, access_grants.c.state)
 
 
-class AccessGrants:
+class AccessGrants(RecordStore[AccessGrant]):
     """The access grants of `db`; safe to share between threads."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, GRANTS)
 
     # -- reading ---------------------------------------------------------------------------
-
-    def get(self, grant_id: int) -> AccessGrant:
-        """One grant by id; `RecordNotFoundError` when there is none."""
-        with self.db.read() as conn:
-            return GRANTS.fetch(conn, grant_id)
 
     def list(
         self,
@@ -105,68 +93,43 @@ class AccessGrants:
         With `visible_to`, only that person's grants and those of `entitlements` (what they
         may approve).
         """
-        query = select(access_grants)
+        c = access_grants.c
+        where = []
         if visible_to is not None:
-            query = query.where(
-                or_(
-                    access_grants.c.requester == visible_to,
-                    access_grants.c.entitlement.in_(list(entitlements)),
-                )
-            )
-        if state:
-            query = query.where(access_grants.c.state.in_(state))
-        if requester:
-            query = query.where(access_grants.c.requester == requester)
-        query = query.order_by(access_grants.c.id.desc()).limit(limit).offset(offset)
-        with self.db.read() as conn:
-            return [_grant(row) for row in conn.execute(query).mappings()]
+            where.append(or_(c.requester == visible_to, c.entitlement.in_(list(entitlements))))
+        return self.page(
+            *where, limit=limit, offset=offset, state=state, requester=requester or None
+        )
 
     def awaiting_decision(
         self, entitlements: Sequence[str], not_requested_by: str, limit: int = 100
     ) -> builtins.list[AccessGrant]:
         """Grants requested for `entitlements` by anyone but `not_requested_by`, waiting for
         a decision: what that person may decide, the longest waiting first."""
-        query = (
-            select(access_grants)
-            .where(
-                access_grants.c.state == "requested",
-                access_grants.c.entitlement.in_(list(entitlements)),
-                access_grants.c.requester != not_requested_by,
-            )
-            .order_by(access_grants.c.id)
-            .limit(limit)
-        )
-        with self.db.read() as conn:
-            return [_grant(row) for row in conn.execute(query).mappings()]
+        c = access_grants.c
+        waiting = [c.entitlement.in_(list(entitlements)), c.requester != not_requested_by]
+        return self.page(*waiting, limit=limit, state=["requested"], oldest_first=True)
 
     def live(self) -> builtins.list[AccessGrant]:
         """Every approved or active grant: what explains access found on hosts."""
         query = select(access_grants).where(access_grants.c.state.in_(LIVE_STATES))
-        with self.db.read() as conn:
-            rows = conn.execute(query.order_by(access_grants.c.id)).mappings()
-            return [_grant(row) for row in rows]
+        return self.read(query.order_by(access_grants.c.id))
 
     def unclaimed(self, changed_before: datetime | None = None) -> builtins.list[int]:
         """Ids of the grants waiting for a change on hosts (`AccessGrant.pending_change`) that
         no lease covers, oldest first; with `changed_before`, only those approved or asked to
         be revoked before then."""
-        lease_name = LEASE_PREFIX + access_grants.c.id.cast(String)
         c = access_grants.c
-        query = (
-            select(c.id)
-            .outerjoin(leases, leases.c.name == lease_name)
-            .where(
-                c.state.in_(LIVE_STATES),
-                c.last_error.is_(None),
-                or_(c.state == "approved", c.revoke_requested_at.is_not(None)),
-                leases.c.name.is_(None),
-            )
-            .order_by(c.id)
+        query = unleased(
+            access_grants,
+            LEASE_PREFIX,
+            c.state.in_(LIVE_STATES),
+            c.last_error.is_(None),
+            or_(c.state == "approved", c.revoke_requested_at.is_not(None)),
         )
         if changed_before is not None:
             query = query.where(func.coalesce(c.revoke_requested_at, c.decided_at) < changed_before)
-        with self.db.read() as conn:
-            return list(conn.execute(query).scalars())
+        return self.ids(query)
 
     def due_for_removal(self, now: datetime) -> builtins.list[AccessGrant]:
         """Live grants past their end, or whose revocation was asked for and not yet done."""
@@ -220,7 +183,7 @@ class AccessGrants:
         """
         target: AccessState = "approved" if approve else "denied"
 
-        def change(before: AccessGrant) -> dict[str, Any]:
+        def decided(before: AccessGrant) -> dict[str, Any]:
             GRANT_STATES.check(before.state, target, f"access grant {before.id}")
             extra: dict[str, Any] = {"ended_at": now} if target == "denied" else {}
             return {
@@ -231,7 +194,7 @@ class AccessGrants:
                 **extra,
             }
 
-        return self._modify(grant_id, change, approver, now, None)
+        return self.change(grant_id, decided, approver, now, None)
 
     def activate(
         self,
@@ -243,7 +206,7 @@ class AccessGrants:
     ) -> AccessGrant:
         """Record the access as in place on `hosts` from `now`; an active grant keeps its end."""
 
-        def change(before: AccessGrant) -> dict[str, Any]:
+        def activated(before: AccessGrant) -> dict[str, Any]:
             if before.state == "active":
                 return {"hosts": sorted(set(before.hosts) | set(hosts)), "last_error": None}
             GRANT_STATES.check(before.state, "active", f"access grant {before.id}")
@@ -255,13 +218,13 @@ class AccessGrants:
                 "last_error": None,
             }
 
-        return self._modify(grant_id, change, actor, now, flow_run_id)
+        return self.change(grant_id, activated, actor, now, flow_run_id)
 
     def record_error(
         self, grant_id: int, error: str, now: datetime, actor: str, flow_run_id: str | None = None
     ) -> AccessGrant:
         """Keep why the last grant or revoke attempt failed, for the requester and the review."""
-        return self._modify(
+        return self.change(
             grant_id, lambda _: {"last_error": error[-4000:]}, actor, now, flow_run_id
         )
 
@@ -273,13 +236,13 @@ class AccessGrants:
         nobody wants any more, and asking again retries a revocation that failed.
         """
 
-        def change(before: AccessGrant) -> dict[str, Any]:
+        def marked(before: AccessGrant) -> dict[str, Any]:
             GRANT_STATES.check(before.state, "revoked", f"access grant {before.id}")
             if before.revoke_requested_at is not None:
                 return {"last_error": None}
             return {"revoke_requested_at": now, "revoke_requested_by": actor, "last_error": None}
 
-        return self._modify(grant_id, change, actor, now, None)
+        return self.change(grant_id, marked, actor, now, None)
 
     def end(
         self,
@@ -293,57 +256,11 @@ class AccessGrants:
         if state not in ("expired", "revoked"):
             raise ValueError(f"state: a grant ends expired or revoked, not {state}")
 
-        def change(before: AccessGrant) -> dict[str, Any]:
+        def ended(before: AccessGrant) -> dict[str, Any]:
             GRANT_STATES.check(before.state, state, f"access grant {before.id}")
             return {"state": state, "ended_at": now, "last_error": None}
 
-        return self._modify(grant_id, change, actor, now, flow_run_id)
-
-    def link_flow_run(self, grant_id: int, flow_run_id: str, now: datetime) -> AccessGrant:
-        """Record that a flow run acted on the grant; linking twice changes nothing."""
-
-        def change(before: AccessGrant) -> dict[str, Any]:
-            if flow_run_id in before.flow_run_ids:
-                return {}
-            return {"flow_run_ids": [*before.flow_run_ids, flow_run_id]}
-
-        return self._modify(grant_id, change, "opsflow", now, flow_run_id)
-
-    def note(
-        self, grant_id: int, actor: str, action: str, detail: dict[str, Any], now: datetime
-    ) -> None:
-        """Append an audit entry about the grant that changes none of its fields (a take-over)."""
-        with self.db.write() as conn:
-            grant = GRANTS.fetch(conn, grant_id)
-            GRANTS.note(conn, grant.id, actor, action, None, detail, now)
-
-    def audit_trail(self, grant_id: int) -> builtins.list[Any]:
-        """Every recorded change to the grant, oldest first."""
-        return Audit(self.db).trail(RECORD_TYPE, grant_id)
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _modify(
-        self,
-        grant_id: int,
-        change: Callable[[AccessGrant], dict[str, Any]],
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None,
-    ) -> AccessGrant:
-        """Set the fields `change` gives as the grant's next version, audited."""
-
-        def next_version(before: AccessGrant) -> AccessGrant:
-            fields = change(before)
-            if not fields:
-                return before
-            return AccessGrant.model_validate({**before.model_dump(), **fields})
-
-        return GRANTS.modify(self.db, grant_id, next_version, actor, now, flow_run_id)
-
-
-def _grant(row: Any) -> AccessGrant:
-    return AccessGrant.model_validate(dict(row))
+        return self.change(grant_id, ended, actor, now, flow_run_id)
 
 
 def _action(before: AccessGrant, after: AccessGrant) -> str:
@@ -359,5 +276,5 @@ def _action(before: AccessGrant, after: AccessGrant) -> str:
     return "updated"
 
 
-GRANTS = RecordTable(access_grants, AccessGrant, RECORD_TYPE, "access grant", action=_action)
+GRANTS = RecordTable(access_grants, AccessGrant, "access_grant", "access grant", action=_action)
 """Access grants as versioned, audited records."""

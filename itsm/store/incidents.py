@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     CheckConstraint,
@@ -40,12 +40,11 @@ from opsflow.itsm.records import (
     left_to_automation,
 )
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata, require_aware
-from opsflow.itsm.store.record_table import RecordTable
+from opsflow.itsm.store.record_store import UpdateStore
+from opsflow.itsm.store.record_table import RecordTable, versioned_table
 
-incidents = Table(
+incidents = versioned_table(
     "incidents",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
     Column("host", String(255)),
     Column("service", String(255)),
     Column("symptom", String(128), nullable=False),
@@ -77,11 +76,9 @@ incidents = Table(
     Column("flow_run_ids", Json, nullable=False),
     Column("problem_id", Id),
     Column("known_error_id", Id),
-    Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(INCIDENT_STATES.sql_check(), name="ck_incidents_state"),
     CheckConstraint("impact BETWEEN 1 AND 3 AND urgency BETWEEN 1 AND 3", name="ck_incidents_iu"),
     CheckConstraint("priority BETWEEN 1 AND 5", name="ck_incidents_priority"),
-    sqlite_autoincrement=True,  # never reuse an id, so never reuse an incident number
+    states=INCIDENT_STATES,
 )
 # At most one open incident per correlation key, enforced by the database even when
 # several triage runs or desk replicas open the same incident at once.
@@ -113,7 +110,7 @@ INCIDENTS = RecordTable(incidents, Incident, "incident", numbering=INCIDENT_NUMB
 """Incidents as versioned, audited records."""
 
 
-class Incidents:
+class Incidents(UpdateStore[Incident, IncidentUpdate]):
     """The incidents of `db`; safe to share between threads.
 
     Args:
@@ -122,12 +119,8 @@ class Incidents:
     """
 
     def __init__(self, db: Database, sla: SlaTargets | None = None) -> None:
-        self.db = db
+        super().__init__(db, INCIDENTS, self._apply_update)
         self.sla = sla or SlaTargets()
-
-    def get(self, id_or_number: int | str) -> Incident:
-        """One incident by id (42, "42") or number ("INC0000042")."""
-        return INCIDENTS.get(self.db, id_or_number)
 
     def open_for_key(self, key: str) -> Incident | None:
         """The open incident with this correlation key, if there is one."""
@@ -145,24 +138,15 @@ class Incidents:
     ) -> list[Incident]:
         """Incidents matching every filter given, newest first; `reported_by` matches whoever
         opened the incident and everyone who reported it after them."""
-        query = select(incidents)
+        where = []
         if reported_by is not None:
             reports = select(incident_reports.c.incident_id).where(
                 incident_reports.c.reporter == reported_by
             )
-            query = query.where(
-                or_(incidents.c.reported_by == reported_by, incidents.c.id.in_(reports))
-            )
-        if state:
-            query = query.where(incidents.c.state.in_(list(state)))
-        if host is not None:
-            query = query.where(incidents.c.host == host)
-        if service is not None:
-            query = query.where(incidents.c.service == service)
-        query = query.order_by(incidents.c.id.desc()).limit(limit).offset(offset)
-        with self.db.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [Incident.model_validate(dict(row)) for row in rows]
+            where.append(or_(incidents.c.reported_by == reported_by, incidents.c.id.in_(reports)))
+        return self.page(
+            *where, limit=limit, offset=offset, state=state, host=host, service=service
+        )
 
     def opened_since(self, since: datetime) -> builtins.list[Incident]:
         """Every incident opened at or after `since`, oldest first: a problem review's window."""
@@ -172,8 +156,7 @@ class Incidents:
             .where(incidents.c.opened_at >= since)
             .order_by(incidents.c.opened_at, incidents.c.id)
         )
-        with self.db.read() as conn:
-            return [Incident.model_validate(dict(row)) for row in conn.execute(query).mappings()]
+        return self.read(query)
 
     def reported_by(self, incident_id: int, person: str) -> bool:
         """Whether `person` opened the incident or reported it after whoever did."""
@@ -208,52 +191,10 @@ class Incidents:
                 counts[int(level)] = int(count)
         return counts
 
-    def update(
-        self,
-        incident_id: int | str,
-        update: IncidentUpdate,
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> Incident:
-        """Apply a PATCH through the state machine and record it; unchanged if it changes nothing.
-
-        The change goes through `lifecycle.apply_update` and bumps the version; with
-        `expected_version` (an HTTP If-Match) a caller who saw an older version gets
-        `StaleVersionError` and nothing changes.
-
-        Raises:
-            IllegalTransitionError, InvalidUpdateError: the update is refused; nothing changes.
-            StaleVersionError: `expected_version` is not the current version.
-            ConcurrentUpdateError: other writers won every retry.
-        """
-
-        def change(before: Incident) -> Incident:
-            return apply_update(before, update, now, self.sla)
-
-        return INCIDENTS.modify(
-            self.db, incident_id, change, actor, now, flow_run_id, expected_version
-        )
-
-    def link_flow_run(
-        self,
-        incident_id: int | str,
-        flow_run_id: str,
-        actor: str = "opsflow",
-        now: datetime | None = None,
-    ) -> Incident:
-        """Record that a flow run acted on the incident; linking it twice changes nothing."""
-        now = now or datetime.now(UTC)
-
-        def change(before: Incident) -> Incident:
-            if flow_run_id in before.flow_run_ids:
-                return before
-            return before.model_copy(
-                update={"flow_run_ids": [*before.flow_run_ids, flow_run_id], "updated_at": now}
-            )
-
-        return INCIDENTS.modify(self.db, incident_id, change, actor, now, flow_run_id)
+    def _apply_update(self, incident: Incident, update: IncidentUpdate, now: datetime) -> Incident:
+        """`lifecycle.apply_update` with this store's SLA targets, which move the due dates
+        when the priority changes."""
+        return apply_update(incident, update, now, self.sla)
 
     def claim(
         self,

@@ -35,6 +35,7 @@ from opsflow.itsm.store.problems import (
     link_incident_fields,
     problems,
 )
+from opsflow.itsm.store.record_store import RecordStore
 from opsflow.itsm.store.record_table import RecordTable
 
 KNOWN_ERRORS = RecordTable(
@@ -47,11 +48,11 @@ class DuplicateKnownErrorError(PermanentError, ValueError):
     """An active known error with the same signature exists already."""
 
 
-class KnownErrors:
+class KnownErrors(RecordStore[KnownError]):
     """The known errors of `db`; safe to share between threads."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, KNOWN_ERRORS)
 
     def add(
         self,
@@ -109,10 +110,6 @@ class KnownErrors:
                     )
             return known_error
 
-    def get(self, id_or_number: int | str) -> KnownError:
-        """One known error by id (3, "3") or number ("KE0000003")."""
-        return KNOWN_ERRORS.get(self.db, id_or_number)
-
     def list(self, service: str | None = None, include_retired: bool = False) -> list[KnownError]:
         """Known errors, oldest first; retired ones only when asked."""
         query = select(known_errors)
@@ -120,9 +117,7 @@ class KnownErrors:
             query = query.where(known_errors.c.service == service)
         if not include_retired:
             query = query.where(known_errors.c.retired_at.is_(None))
-        with self.db.read() as conn:
-            rows = conn.execute(query.order_by(known_errors.c.id)).mappings().all()
-        return [KnownError.model_validate(dict(row)) for row in rows]
+        return self.read(query.order_by(known_errors.c.id))
 
     def active(self) -> builtins.list[KnownError]:
         """Every known error triage applies, for matching a whole batch of events in memory."""

@@ -20,8 +20,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Column, Connection, String, Table, delete, select, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    Table,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from opsflow.errors import TransientError
@@ -205,21 +216,28 @@ class Leases:
     def unclaimed_restorations(self, opened_before: datetime) -> list[str]:
         """Restoration lease names of the incidents opened with a runbook before
         `opened_before` that are still New, assigned to nobody and leased by no restoration."""
-        lease_name = RESTORATION_PREFIX + incidents.c.id.cast(String)
-        query = (
-            select(incidents.c.id)
-            .outerjoin(leases, leases.c.name == lease_name)
-            .where(
-                incidents.c.state == "New",
-                incidents.c.assigned_to.is_(None),
-                incidents.c.runbook.is_not(None),
-                incidents.c.opened_at < opened_before,
-                leases.c.name.is_(None),
-            )
-            .order_by(incidents.c.id)
+        query = unleased(
+            incidents,
+            RESTORATION_PREFIX,
+            incidents.c.state == "New",
+            incidents.c.assigned_to.is_(None),
+            incidents.c.runbook.is_not(None),
+            incidents.c.opened_at < opened_before,
         )
         with self.db.read() as conn:
             return [restoration_lease(incident_id) for incident_id in conn.execute(query).scalars()]
+
+
+def unleased(table: Table, prefix: str, *waiting: ColumnElement[bool]) -> Select[Any]:
+    """The ids of `table`'s records that are `waiting` and that no lease `prefix` + id
+    covers (nobody carries them), oldest first."""
+    lease_name = prefix + table.c.id.cast(String)
+    return (
+        select(table.c.id)
+        .outerjoin(leases, leases.c.name == lease_name)
+        .where(*waiting, leases.c.name.is_(None))
+        .order_by(table.c.id)
+    )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 A job that stops a service declares a window over its hosts before it starts and closes it
 when it ends; triage suppresses the incidents that events occurring inside a window would
 open, exactly as it does for the estate's planned windows. A window always carries an end:
-if the job dies without closing it, the window still lapses at the bound it declared.
+if the job dies without closing it, the window still lapses at the bound it declared, and
+whoever takes the job's work over finds it by the flow run that declared it and closes it.
 """
 
 from __future__ import annotations
@@ -157,6 +158,21 @@ class MaintenanceWindows:
         """Every declared window that overlaps the interval [start, end], oldest first."""
         table = maintenance_windows
         query = select(table).where(table.c.start <= end, table.c.end > start).order_by(table.c.id)
+        with self.db.read() as conn:
+            return [DeclaredWindow.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+    def left_open(self, flow_run_ids: Iterable[str], at: datetime) -> list[DeclaredWindow]:
+        """The windows the runs `flow_run_ids` declared and never closed that still hold at `at`,
+        oldest first: what a run that died inside its work left behind."""
+        runs = sorted(set(flow_run_ids))
+        if not runs:
+            return []
+        table = maintenance_windows
+        query = (
+            select(table)
+            .where(table.c.end > at, table.c.closed_at.is_(None), table.c.flow_run_id.in_(runs))
+            .order_by(table.c.id)
+        )
         with self.db.read() as conn:
             return [DeclaredWindow.model_validate(dict(r)) for r in conn.execute(query).mappings()]
 

@@ -43,12 +43,11 @@ from opsflow.itsm.records import Incident
 from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata, require_aware
 from opsflow.itsm.store.errors import ConcurrentUpdateError
 from opsflow.itsm.store.incidents import INCIDENTS, incidents
-from opsflow.itsm.store.record_table import RETRIES, RecordTable
+from opsflow.itsm.store.record_store import UpdateStore
+from opsflow.itsm.store.record_table import RETRIES, RecordTable, versioned_table
 
-problems = Table(
+problems = versioned_table(
     "problems",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
     Column("service", String(255), nullable=False),
     Column("symptom", String(128), nullable=False),
     Column("summary", Text, nullable=False),
@@ -59,9 +58,7 @@ problems = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("resolved_at", UtcDateTime),
     Column("closed_at", UtcDateTime),
-    Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(PROBLEM_STATES.sql_check(), name="ck_problems_state"),
-    sqlite_autoincrement=True,  # never reuse a problem number
+    states=PROBLEM_STATES,
 )
 # One open problem per service and symptom, even when two reviews run at once.
 Index(
@@ -73,10 +70,8 @@ Index(
     postgresql_where=problems.c.state.in_(OPEN_PROBLEM_STATES),
 )
 
-known_errors = Table(
+known_errors = versioned_table(
     "known_errors",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
     Column("service", String(255), nullable=False),
     Column("symptom", String(128), nullable=False),
     Column("host", String(255)),
@@ -89,9 +84,7 @@ known_errors = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("retired_at", UtcDateTime),
-    Column("version", Integer, nullable=False, default=1),
     CheckConstraint("times_worked <= times_applied", name="ck_known_errors_counts"),
-    sqlite_autoincrement=True,
 )
 Index("ix_known_errors_signature", known_errors.c.service, known_errors.c.symptom)
 
@@ -153,15 +146,12 @@ class ProblemChange:
     linked: tuple[int, ...]
 
 
-class Problems:
-    """The problems of `db`; safe to share between threads."""
+class Problems(UpdateStore[Problem, ProblemUpdate]):
+    """The problems of `db`, each read with its incidents and known errors; safe to share
+    between threads."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def get(self, id_or_number: int | str) -> Problem:
-        """One problem by id (7, "7") or number ("PRB0000007"), with its incidents."""
-        return PROBLEMS.get(self.db, id_or_number)
+        super().__init__(db, PROBLEMS, apply_problem_update)
 
     def list(
         self,
@@ -171,15 +161,7 @@ class Problems:
         offset: int = 0,
     ) -> list[Problem]:
         """Problems matching every filter given, newest first."""
-        query = select(problems)
-        if state:
-            query = query.where(problems.c.state.in_(list(state)))
-        if service is not None:
-            query = query.where(problems.c.service == service)
-        query = query.order_by(problems.c.id.desc()).limit(limit).offset(offset)
-        with self.db.read() as conn:
-            rows = [dict(row) for row in conn.execute(query).mappings()]
-            return with_links(conn, rows)
+        return self.page(limit=limit, offset=offset, state=state, service=service)
 
     def list_open(self) -> builtins.list[Problem]:
         """Every problem still collecting incidents."""
@@ -295,31 +277,6 @@ class Problems:
                 conn, found.id, actor, "incidents_linked", None, incident_ids, now, flow_run_id
             )
             return PROBLEMS.fetch(conn, found.id)
-
-    def update(
-        self,
-        problem: int | str,
-        change: ProblemUpdate,
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None = None,
-        expected_version: int | None = None,
-    ) -> Problem:
-        """Move a problem through its state machine or add root-cause notes, audited.
-
-        Raises:
-            IllegalTransitionError, InvalidUpdateError: refused; nothing changes.
-            StaleVersionError: `expected_version` is not the current version.
-        """
-        return PROBLEMS.modify(
-            self.db,
-            problem,
-            lambda before: apply_problem_update(before, change, now),
-            actor,
-            now,
-            flow_run_id,
-            expected_version,
-        )
 
 
 def change_problem(

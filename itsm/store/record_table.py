@@ -1,12 +1,13 @@
 """One versioned, audited record table: the shape every kind of record is stored in.
 
-Incidents, problems, known errors, service requests and access grants each live in a table
-with an id, a `version` bumped on every change, and rows in the audit for every change. A
-`RecordTable` reads one by id or number, inserts one (audited as opened), and changes one
-under its version guard with the audit row in the same transaction: the row is read under
-the write lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on PostgreSQL), so concurrent writers
-queue rather than fail, and the version condition on the UPDATE is the backstop for any
-writer that did not take the lock.
+Incidents, problems, known errors, service requests, access grants and releases each live in
+a table (`versioned_table`) with an id, a `version` bumped on every change, and rows in the
+audit for every change. A `RecordTable` reads one by id or number, inserts one (audited as
+opened), and changes one under its version guard with the audit row in the same transaction:
+the row is read under the write lock (BEGIN IMMEDIATE on SQLite, FOR UPDATE on PostgreSQL), so
+concurrent writers queue rather than fail, and the version condition on the UPDATE is the
+backstop for any writer that did not take the lock. Each kind's store over it is a
+`record_store.RecordStore`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    Integer,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.sql.schema import SchemaItem
 
 from opsflow.itsm.numbering import MAX_RECORD_ID, Numbering
+from opsflow.itsm.states import StateMachine
 from opsflow.itsm.store.audit import audit_entry, write_audit
-from opsflow.itsm.store.db import Database, require_aware
+from opsflow.itsm.store.db import Database, Id, metadata, require_aware
 from opsflow.itsm.store.errors import (
     ConcurrentUpdateError,
     RecordNotFoundError,
@@ -33,6 +45,25 @@ RETRIES = 5
 
 M = TypeVar("M", bound=BaseModel)
 Load = Callable[[Connection, list[dict[str, Any]]], list[Any]]
+
+
+def versioned_table(
+    name: str, *items: SchemaItem, states: StateMachine[Any] | None = None
+) -> Table:
+    """The table `name` of one kind of versioned record: an `id` never reused (SQLite's
+    AUTOINCREMENT; an id is a record's number and names what it put on hosts), the columns
+    and constraints in `items`, the `version` every change bumps, and, for a kind with
+    `states`, the CHECK that a record's state is one of them."""
+    if states is not None:
+        items = (*items, CheckConstraint(states.sql_check(), name=f"ck_{name}_state"))
+    return Table(
+        name,
+        metadata,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        *items,
+        Column("version", Integer, nullable=False, default=1),
+        sqlite_autoincrement=True,
+    )
 
 
 class RecordTable(Generic[M]):

@@ -14,19 +14,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    CheckConstraint,
     Column,
     Float,
     Index,
     Integer,
     String,
-    Table,
     Text,
     or_,
     select,
 )
 
-from opsflow.itsm.records import AuditEntry
 from opsflow.itsm.releases import (
     CARRIED_STATES,
     RELEASE_NUMBERING,
@@ -36,19 +33,16 @@ from opsflow.itsm.releases import (
     ReleaseState,
     apply_transition,
 )
-from opsflow.itsm.store.audit import Audit
-from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
-from opsflow.itsm.store.leases import leases
-from opsflow.itsm.store.record_table import RecordTable, state_action
+from opsflow.itsm.store.db import Database, Json, UtcDateTime
+from opsflow.itsm.store.leases import unleased
+from opsflow.itsm.store.record_store import TransitionStore
+from opsflow.itsm.store.record_table import RecordTable, state_action, versioned_table
 
-RECORD_TYPE = "release"
 LEASE_PREFIX = "release:"
 """Releases are leased as `release:ID` by whoever carries their rollout."""
 
-releases = Table(
+releases = versioned_table(
     "releases",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
     Column("service", String(255), nullable=False),
     Column("to_version", String(64), nullable=False),
     Column("from_version", Text),
@@ -68,9 +62,7 @@ releases = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("flow_run_ids", Json, nullable=False),
     Column("incidents", Json, nullable=False),
-    Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(RELEASE_STATES.sql_check(), name="ck_releases_state"),
-    sqlite_autoincrement=True,  # never reuse an id, so never reuse a release number
+    states=RELEASE_STATES,
 )
 Index("ix_releases_state", releases.c.state)
 Index("ix_releases_service", releases.c.service, releases.c.id)
@@ -88,21 +80,17 @@ def _action(before: Release, after: Release) -> str:
     return state_action(before, after)
 
 
-RELEASES = RecordTable(releases, Release, RECORD_TYPE, "release", RELEASE_NUMBERING, action=_action)
+RELEASES = RecordTable(releases, Release, "release", numbering=RELEASE_NUMBERING, action=_action)
 """Releases as versioned, audited records."""
 
 
-class Releases:
+class Releases(TransitionStore[Release, ReleaseState]):
     """The releases of `db`: record, read, move through the state machine, audit."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, RELEASES, apply_transition)
 
     # -- reading --------------------------------------------------------------------------
-
-    def get(self, id_or_number: int | str) -> Release:
-        """One release by id (42, "42") or number ("REL0000042")."""
-        return RELEASES.get(self.db, id_or_number)
 
     def list(
         self,
@@ -115,36 +103,21 @@ class Releases:
     ) -> list[Release]:
         """Releases matching every filter given, newest first; with `visible_to`, only those
         that person asked for or approved."""
-        query = select(releases)
+        c = releases.c
+        where = []
         if visible_to is not None:
-            query = query.where(
-                or_(releases.c.requester == visible_to, releases.c.approver == visible_to)
-            )
-        if request is not None:
-            query = query.where(releases.c.request == request)
-        if state:
-            query = query.where(releases.c.state.in_(list(state)))
-        if service is not None:
-            query = query.where(releases.c.service == service)
-        query = query.order_by(releases.c.id.desc()).limit(limit).offset(offset)
-        with self.db.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [Release.model_validate(dict(row)) for row in rows]
+            where.append(or_(c.requester == visible_to, c.approver == visible_to))
+        return self.page(
+            *where, limit=limit, offset=offset, state=state, service=service, request=request
+        )
 
     def unclaimed(self, changed_before: datetime | None = None) -> builtins.list[int]:
         """Ids of the releases not yet final that no lease covers (nobody carries them),
         oldest first; with `changed_before`, only those unchanged since then."""
-        lease_name = LEASE_PREFIX + releases.c.id.cast(String)
-        query = (
-            select(releases.c.id)
-            .outerjoin(leases, leases.c.name == lease_name)
-            .where(releases.c.state.in_(CARRIED_STATES), leases.c.name.is_(None))
-            .order_by(releases.c.id)
-        )
+        query = unleased(releases, LEASE_PREFIX, releases.c.state.in_(CARRIED_STATES))
         if changed_before is not None:
             query = query.where(releases.c.updated_at < changed_before)
-        with self.db.read() as conn:
-            return list(conn.execute(query).scalars())
+        return self.ids(query)
 
     def recent(self, since: datetime) -> builtins.list[Release]:
         """Releases started that were still rolling out, or ended, at `since` or later: the
@@ -157,8 +130,7 @@ class Releases:
             )
             .order_by(releases.c.started_at.desc(), releases.c.id.desc())
         )
-        with self.db.read() as conn:
-            return [Release.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+        return self.read(query)
 
     def with_incidents(self, since: datetime) -> builtins.list[Release]:
         """Releases started since `since` that incidents were linked to, newest first."""
@@ -167,14 +139,7 @@ class Releases:
             .where(releases.c.started_at >= since)
             .order_by(releases.c.started_at.desc(), releases.c.id.desc())
         )
-        with self.db.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        found = [Release.model_validate(dict(row)) for row in rows]
-        return [r for r in found if r.incidents]
-
-    def audit_trail(self, id_or_number: int | str) -> builtins.list[AuditEntry]:
-        """Every recorded change to one release, oldest first."""
-        return Audit(self.db).trail(RECORD_TYPE, self.get(id_or_number).id)
+        return [r for r in self.read(query) if r.incidents]
 
     # -- changing -------------------------------------------------------------------------
 
@@ -217,29 +182,6 @@ class Releases:
         with self.db.write() as conn:
             return RELEASES.insert(conn, values, actor, now, "approved", flow_run_id)
 
-    def move(
-        self,
-        id_or_number: int | str,
-        target: ReleaseState,
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None = None,
-        **changes: Any,
-    ) -> Release:
-        """Move a release to `target` through the state machine, with field `changes`, audited.
-
-        Raises:
-            IllegalTransitionError: the state machine does not allow the move.
-        """
-        return RELEASES.modify(
-            self.db,
-            id_or_number,
-            lambda before: apply_transition(before, target, now, **changes),
-            actor,
-            now,
-            flow_run_id,
-        )
-
     def plan_hosts(
         self,
         id_or_number: int | str,
@@ -252,16 +194,13 @@ class Releases:
         """Record the hosts a rollout will go through, keeping what an earlier run of it
         recorded for any of them (a rollout taken over keeps its progress)."""
 
-        def change(before: Release) -> Release:
+        def planned(before: Release) -> dict[str, Any]:
             known = {h.host: h for h in before.hosts}
             merged = [known.get(h.host, h) for h in hosts]
             kept = [h for h in before.hosts if h.host not in {m.host for m in merged}]
-            after = {"hosts": [*merged, *kept], "from_version": before.from_version or from_version}
-            if all(getattr(before, k) == v for k, v in after.items()):
-                return before
-            return before.model_copy(update={**after, "updated_at": now})
+            return {"hosts": [*merged, *kept], "from_version": before.from_version or from_version}
 
-        return RELEASES.modify(self.db, id_or_number, change, actor, now, flow_run_id)
+        return self.change(id_or_number, planned, actor, now, flow_run_id)
 
     def record_host(
         self,
@@ -273,56 +212,21 @@ class Releases:
     ) -> Release:
         """Record one host's step of the rollout (its entry replaced, or added), audited."""
 
-        def change(before: Release) -> Release:
-            if before.host(host.host) == host:
-                return before
+        def recorded(before: Release) -> dict[str, Any]:
             if before.host(host.host) is None:
-                hosts = [*before.hosts, host]
-            else:
-                hosts = [host if h.host == host.host else h for h in before.hosts]
-            return before.model_copy(update={"hosts": hosts, "updated_at": now})
+                return {"hosts": [*before.hosts, host]}
+            return {"hosts": [host if h.host == host.host else h for h in before.hosts]}
 
-        return RELEASES.modify(self.db, id_or_number, change, actor, now, flow_run_id)
-
-    def link_flow_run(
-        self, id_or_number: int | str, flow_run_id: str, actor: str, now: datetime
-    ) -> Release:
-        """Record that a flow run acted on the release; linking it twice changes nothing."""
-
-        def change(before: Release) -> Release:
-            if flow_run_id in before.flow_run_ids:
-                return before
-            return before.model_copy(
-                update={"flow_run_ids": [*before.flow_run_ids, flow_run_id], "updated_at": now}
-            )
-
-        return RELEASES.modify(self.db, id_or_number, change, actor, now, flow_run_id)
+        return self.change(id_or_number, recorded, actor, now, flow_run_id)
 
     def link_incident(
         self, id_or_number: int | str, incident: str, actor: str, now: datetime
     ) -> Release:
         """Record an incident that may have been caused by the release; twice changes nothing."""
 
-        def change(before: Release) -> Release:
+        def linked(before: Release) -> dict[str, Any]:
             if incident in before.incidents:
-                return before
-            return before.model_copy(
-                update={"incidents": [*before.incidents, incident], "updated_at": now}
-            )
+                return {}
+            return {"incidents": [*before.incidents, incident]}
 
-        return RELEASES.modify(self.db, id_or_number, change, actor, now)
-
-    def note(
-        self,
-        id_or_number: int | str,
-        actor: str,
-        action: str,
-        detail: dict[str, Any],
-        now: datetime,
-        flow_run_id: str | None = None,
-    ) -> None:
-        """Append an audit entry about the release that changes none of its fields (a
-        take-over, a notification sent)."""
-        with self.db.write() as conn:
-            release = RELEASES.fetch(conn, id_or_number)
-            RELEASES.note(conn, release.id, actor, action, None, detail, now, flow_run_id)
+        return self.change(id_or_number, linked, actor, now)

@@ -12,12 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    CheckConstraint,
     Column,
     Index,
-    Integer,
     String,
-    Table,
     Text,
     func,
     or_,
@@ -25,7 +22,6 @@ from sqlalchemy import (
 )
 
 from opsflow.errors import PermanentError
-from opsflow.itsm.records import AuditEntry
 from opsflow.itsm.requests import (
     CARRIED_STATES,
     REQUEST_NUMBERING,
@@ -36,19 +32,16 @@ from opsflow.itsm.requests import (
     ServiceRequest,
     apply_transition,
 )
-from opsflow.itsm.store.audit import Audit
-from opsflow.itsm.store.db import Database, Id, Json, UtcDateTime, metadata
-from opsflow.itsm.store.leases import LeaseClaim, leases
-from opsflow.itsm.store.record_table import RecordTable, state_action
+from opsflow.itsm.store.db import Database, Json, UtcDateTime
+from opsflow.itsm.store.leases import LeaseClaim, unleased
+from opsflow.itsm.store.record_store import TransitionStore
+from opsflow.itsm.store.record_table import RecordTable, state_action, versioned_table
 
-RECORD_TYPE = "service_request"
 LEASE_PREFIX = "request:"
 """Requests are leased as `request:ID` by whoever carries them."""
 
-service_requests = Table(
+service_requests = versioned_table(
     "service_requests",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
     Column("item", String(63), nullable=False),
     Column("inputs", Json, nullable=False),
     Column("requester", String(255), nullable=False),
@@ -67,9 +60,7 @@ service_requests = Table(
     Column("outcome", Text),
     Column("flow_run_ids", Json, nullable=False),
     Column("attachments", Json, nullable=False),
-    Column("version", Integer, nullable=False, default=1),
-    CheckConstraint(REQUEST_STATES.sql_check(), name="ck_service_requests_state"),
-    sqlite_autoincrement=True,  # never reuse an id, so never reuse a request number
+    states=REQUEST_STATES,
 )
 Index("ix_service_requests_state", service_requests.c.state)
 Index("ix_service_requests_requester", service_requests.c.requester)
@@ -99,7 +90,7 @@ def _action(before: ServiceRequest, after: ServiceRequest) -> str:
 REQUESTS = RecordTable(
     service_requests,
     ServiceRequest,
-    RECORD_TYPE,
+    "service_request",
     "service request",
     REQUEST_NUMBERING,
     action=_action,
@@ -107,17 +98,13 @@ REQUESTS = RecordTable(
 """Service requests as versioned, audited records."""
 
 
-class Requests:
+class Requests(TransitionStore[ServiceRequest, RequestState]):
     """The service requests of `db`: create, read, move through the state machine, audit."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db, REQUESTS, apply_transition)
 
     # -- reading --------------------------------------------------------------------------
-
-    def get(self, id_or_number: int | str) -> ServiceRequest:
-        """One request by id (42, "42") or number ("REQ0000042")."""
-        return REQUESTS.get(self.db, id_or_number)
 
     def list(
         self,
@@ -133,60 +120,29 @@ class Requests:
         With `visible_to`, only that person's requests and those for `items` (what they may
         approve).
         """
-        query = select(service_requests)
+        c = service_requests.c
+        where = []
         if visible_to is not None:
-            query = query.where(
-                or_(
-                    service_requests.c.requester == visible_to,
-                    service_requests.c.item.in_(list(items)),
-                )
-            )
-        if state:
-            query = query.where(service_requests.c.state.in_(list(state)))
-        if requester is not None:
-            query = query.where(service_requests.c.requester == requester)
-        query = query.order_by(service_requests.c.id.desc()).limit(limit).offset(offset)
-        with self.db.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [ServiceRequest.model_validate(dict(row)) for row in rows]
+            where.append(or_(c.requester == visible_to, c.item.in_(list(items))))
+        return self.page(*where, limit=limit, offset=offset, state=state, requester=requester)
 
     def awaiting_decision(
         self, items: Sequence[str], not_requested_by: str, limit: int = 100
     ) -> builtins.list[ServiceRequest]:
         """Requests for catalog `items` by anyone but `not_requested_by`, waiting for
         approval: what that person may decide, the longest waiting first."""
-        query = (
-            select(service_requests)
-            .where(
-                service_requests.c.state == "awaiting-approval",
-                service_requests.c.item.in_(list(items)),
-                service_requests.c.requester != not_requested_by,
-            )
-            .order_by(service_requests.c.id)
-            .limit(limit)
-        )
-        with self.db.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [ServiceRequest.model_validate(dict(row)) for row in rows]
+        c = service_requests.c
+        waiting = [c.item.in_(list(items)), c.requester != not_requested_by]
+        return self.page(*waiting, limit=limit, state=["awaiting-approval"], oldest_first=True)
 
     def unclaimed(self, changed_before: datetime | None = None) -> builtins.list[int]:
         """Ids of the requests not yet final that no lease covers (nobody carries them),
         oldest first; with `changed_before`, only those unchanged since then."""
-        lease_name = LEASE_PREFIX + service_requests.c.id.cast(String)
-        query = (
-            select(service_requests.c.id)
-            .outerjoin(leases, leases.c.name == lease_name)
-            .where(service_requests.c.state.in_(CARRIED_STATES), leases.c.name.is_(None))
-            .order_by(service_requests.c.id)
-        )
+        c = service_requests.c
+        query = unleased(service_requests, LEASE_PREFIX, c.state.in_(CARRIED_STATES))
         if changed_before is not None:
-            query = query.where(service_requests.c.updated_at < changed_before)
-        with self.db.read() as conn:
-            return list(conn.execute(query).scalars())
-
-    def audit_trail(self, id_or_number: int | str) -> builtins.list[AuditEntry]:
-        """Every recorded change to one request, oldest first."""
-        return Audit(self.db).trail(RECORD_TYPE, self.get(id_or_number).id)
+            query = query.where(c.updated_at < changed_before)
+        return self.ids(query)
 
     # -- changing -------------------------------------------------------------------------
 
@@ -245,29 +201,6 @@ class Requests:
                 lease.take(conn, created.id, now)
         return created
 
-    def move(
-        self,
-        id_or_number: int | str,
-        target: RequestState,
-        actor: str,
-        now: datetime,
-        flow_run_id: str | None = None,
-        **changes: Any,
-    ) -> ServiceRequest:
-        """Move a request to `target` through the state machine, with field `changes`, audited.
-
-        Raises:
-            IllegalTransitionError: the state machine does not allow the move.
-        """
-        return REQUESTS.modify(
-            self.db,
-            id_or_number,
-            lambda before: apply_transition(before, target, now, **changes),
-            actor,
-            now,
-            flow_run_id,
-        )
-
     def update(
         self,
         id_or_number: int | str,
@@ -279,29 +212,7 @@ class Requests:
         """Change fields that are not the state (approval window, escalation, outcome), audited."""
         if "state" in changes:
             raise ValueError("state: use move(), which checks the state machine")
-
-        def change(before: ServiceRequest) -> ServiceRequest:
-            if all(getattr(before, k) == v for k, v in changes.items()):
-                return before
-            return ServiceRequest.model_validate(
-                {**before.model_dump(), **changes, "updated_at": now}
-            )
-
-        return REQUESTS.modify(self.db, id_or_number, change, actor, now, flow_run_id)
-
-    def link_flow_run(
-        self, id_or_number: int | str, flow_run_id: str, actor: str, now: datetime
-    ) -> ServiceRequest:
-        """Record that a flow run acted on the request; linking it twice changes nothing."""
-
-        def change(before: ServiceRequest) -> ServiceRequest:
-            if flow_run_id in before.flow_run_ids:
-                return before
-            return before.model_copy(
-                update={"flow_run_ids": [*before.flow_run_ids, flow_run_id], "updated_at": now}
-            )
-
-        return REQUESTS.modify(self.db, id_or_number, change, actor, now, flow_run_id)
+        return self.change(id_or_number, lambda _: changes, actor, now, flow_run_id)
 
     def attach(
         self,
@@ -313,31 +224,9 @@ class Requests:
     ) -> ServiceRequest:
         """Attach files to the request; an attachment already there (same sha256) is skipped."""
 
-        def change(before: ServiceRequest) -> ServiceRequest:
+        def new(before: ServiceRequest) -> dict[str, Any]:
             known = {(a.sha256, a.path) for a in before.attachments}
-            new = [a for a in attachments if (a.sha256, a.path) not in known]
-            if not new:
-                return before
-            return before.model_copy(
-                update={"attachments": [*before.attachments, *new], "updated_at": now}
-            )
+            added = [a for a in attachments if (a.sha256, a.path) not in known]
+            return {"attachments": [*before.attachments, *added]} if added else {}
 
-        return REQUESTS.modify(self.db, id_or_number, change, actor, now, flow_run_id)
-
-    def note(
-        self,
-        id_or_number: int | str,
-        actor: str,
-        action: str,
-        detail: dict[str, Any],
-        now: datetime,
-        flow_run_id: str | None = None,
-    ) -> None:
-        """Append an audit entry about the request that changes none of its fields.
-
-        Used for what happened to a request without moving it: a decision sent to its run,
-        a decision refused because it came from the Prefect UI.
-        """
-        with self.db.write() as conn:
-            request = REQUESTS.fetch(conn, id_or_number)
-            REQUESTS.note(conn, request.id, actor, action, None, detail, now, flow_run_id)
+        return self.change(id_or_number, new, actor, now, flow_run_id)

@@ -12,13 +12,16 @@ from rich.table import Table
 from opsflow.cli.output import (
     Column,
     JsonOption,
+    LimitOption,
+    RequesterOption,
+    StatesOption,
     call_desk,
-    console,
     err_console,
     fail,
     fitted_table,
+    list_records,
     moment,
-    print_json,
+    print_answer,
 )
 
 access_app = typer.Typer(help="Access to hosts: request, approve, reject, revoke, list, review.")
@@ -79,13 +82,6 @@ def _wait(grant_id: int, done: tuple[str, ...], timeout_s: float) -> dict[str, A
             time.sleep(0.2)
 
 
-def _show(grant: dict[str, Any], as_json: bool, message: str) -> None:
-    if as_json:
-        print_json(grant)
-    else:
-        console.print(message)
-
-
 @access_app.command("request")
 def access_request(
     entitlement: Annotated[str, typer.Argument(help="Entitlement name, e.g. web-login.")],
@@ -114,7 +110,7 @@ def access_request(
         except OSError as exc:
             raise fail(f"--key-file {key_file}: {exc.strerror}") from exc
     grant = call_desk("POST", "/access-requests", json=body)
-    _show(
+    print_answer(
         grant,
         as_json,
         f"access grant {grant['id']} requested: {grant['entitlement']} as {grant['username']} "
@@ -137,7 +133,7 @@ def access_approve(
     where = ""
     if grant["hosts"] and grant["ends_at"]:
         where = f" on {', '.join(grant['hosts'])} until {grant['ends_at'][:19]}Z"
-    _show(grant, as_json, f"access grant {grant_id} {grant['state']}{where}")
+    print_answer(grant, as_json, f"access grant {grant_id} {grant['state']}{where}")
 
 
 @access_app.command("reject")
@@ -148,7 +144,7 @@ def access_reject(
 ) -> None:
     """Deny a request (never your own)."""
     grant = call_desk("POST", f"/access-requests/{grant_id}/reject", json={"comment": comment})
-    _show(grant, as_json, f"access grant {grant_id} {grant['state']}")
+    print_answer(grant, as_json, f"access grant {grant_id} {grant['state']}")
 
 
 @access_app.command("revoke")
@@ -162,23 +158,19 @@ def access_revoke(
     grant = call_desk("DELETE", f"/access-grants/{grant_id}")
     if wait and grant["state"] in ("approved", "active"):
         grant = _wait(grant_id, ("revoked", "expired"), timeout)
-    _show(grant, as_json, f"access grant {grant_id} {grant['state']}")
+    print_answer(grant, as_json, f"access grant {grant_id} {grant['state']}")
 
 
 @access_app.command("list")
 def access_list(
-    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
-    requester: Annotated[str | None, typer.Option(help="Only this person's.")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    state: StatesOption = None,
+    requester: RequesterOption = None,
+    limit: LimitOption = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Access grants, newest first."""
-    params = {"state": state or [], "requester": requester, "limit": limit}
-    grants = call_desk("GET", "/access-grants", params={k: v for k, v in params.items() if v})
-    if as_json:
-        print_json(grants)
-    else:
-        console.print(_table(grants))
+    grants = list_records("/access-grants", state=state, requester=requester, limit=limit)
+    print_answer(grants, as_json, _table(grants))
 
 
 @access_app.command("review")
@@ -190,18 +182,16 @@ def access_review(
 ) -> None:
     """Compare every host's managed accounts, keys and sudo rules with the live grants."""
     rows = call_desk("POST", "/access-reviews", json={"enforce": enforce})
-    if as_json:
-        print_json(rows)
-    else:
-        table = Table()
-        for column in ("host", "kind", "name", "explained by", "action", "detail"):
-            table.add_column(column)
-        for r in rows:
-            table.add_row(
-                r["host"], r["kind"], r["name"], r["explained_by"] or "-", r["action"], r["detail"]
-            )
-        console.print(table)
-        unexplained = [r for r in rows if r["explained_by"] is None]
-        console.print(f"{len(unexplained)} of {len(rows)} item(s) explained by no grant.")
+    table = Table()
+    for column in ("host", "kind", "name", "explained by", "action", "detail"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["host"], r["kind"], r["name"], r["explained_by"] or "-", r["action"], r["detail"]
+        )
+    unexplained = [r for r in rows if r["explained_by"] is None]
+    print_answer(
+        rows, as_json, table, f"{len(unexplained)} of {len(rows)} item(s) explained by no grant."
+    )
     if any(r["action"] == "failed" for r in rows):
         raise typer.Exit(1)

@@ -11,12 +11,14 @@ from rich.text import Text
 from opsflow.cli.output import (
     Column,
     JsonOption,
+    LimitOption,
+    StatesOption,
     call_desk,
-    console,
     fitted_table,
+    list_records,
     moment,
     name_values,
-    print_json,
+    print_answer,
 )
 
 event_app = typer.Typer(help="Send monitoring events to the desk.")
@@ -45,10 +47,7 @@ def event_send(
         "status": "resolved" if resolved else "firing",
     }
     answer = call_desk("POST", "/events", json=body)
-    if as_json:
-        print_json(answer)
-    else:
-        console.print(f"stored {answer['stored']}, duplicates {answer['duplicates']}")
+    print_answer(answer, as_json, f"stored {answer['stored']}, duplicates {answer['duplicates']}")
 
 
 @event_app.command("failed")
@@ -58,9 +57,6 @@ def event_failed(
 ) -> None:
     """Events triage could not handle (no incident came of them), each with its reason."""
     failed = call_desk("GET", "/events/failed", params={"limit": limit})
-    if as_json:
-        print_json(failed)
-        return
     columns = (
         Column("id", whole=True, justify="right"),
         Column("received", whole=True, drop=2),
@@ -80,7 +76,9 @@ def event_failed(
         ]
         for e in failed
     ]
-    console.print(fitted_table(columns, rows, title="events triage could not handle"))
+    print_answer(
+        failed, as_json, fitted_table(columns, rows, title="events triage could not handle")
+    )
 
 
 @event_app.command("retry")
@@ -92,10 +90,7 @@ def event_retry(
 ) -> None:
     """Triage failed events again, once what made them fail (an estate file, a rule) is mended."""
     answer = call_desk("POST", "/events/failed/retry", json={"ids": ids or None})
-    if as_json:
-        print_json(answer)
-    else:
-        console.print(f"{len(answer['retried'])} event(s) back before triage")
+    print_answer(answer, as_json, f"{len(answer['retried'])} event(s) back before triage")
 
 
 INCIDENT_COLUMNS = (
@@ -132,19 +127,15 @@ def incident_table(incidents: list[dict[str, Any]], title: str | None = None) ->
 
 @incident_app.command("list")
 def incident_list(
-    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    state: StatesOption = None,
     host: Annotated[str | None, typer.Option()] = None,
     service: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: LimitOption = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Incidents, newest first."""
-    params = {"state": state or [], "host": host, "service": service, "limit": limit}
-    incidents = call_desk("GET", "/incidents", params={k: v for k, v in params.items() if v})
-    if as_json:
-        print_json(incidents)
-    else:
-        console.print(incident_table(incidents))
+    incidents = list_records("/incidents", state=state, host=host, service=service, limit=limit)
+    print_answer(incidents, as_json, incident_table(incidents))
 
 
 @incident_app.command("show")
@@ -154,22 +145,21 @@ def incident_show(
 ) -> None:
     """One incident with its SLA state and worklog."""
     detail = call_desk("GET", f"/incidents/{incident}")
-    if as_json:
-        print_json(detail)
-        return
-    console.print(incident_table([detail]))
     ttr = detail.get("time_to_restore_s")
-    console.print(
+    print_answer(
+        detail,
+        as_json,
+        incident_table([detail]),
         f"resolution: {detail['resolution_code'] or '-'} {detail['resolution_notes'] or ''}\n"
         f"time to restore: {f'{ttr:.1f}s' if ttr is not None else '-'}   "
-        f"SLA breached: {', '.join(k for k, v in detail['sla_breached'].items() if v) or 'no'}"
-    )
-    for entry in detail["worklog"]:
-        console.print(
+        f"SLA breached: {', '.join(k for k, v in detail['sla_breached'].items() if v) or 'no'}",
+        *(
             Text.assemble(
                 f"  {entry['at'][:23]}  ", (entry["author"], "bold"), f"  {entry['text']}"
             )
-        )
+            for entry in detail["worklog"]
+        ),
+    )
 
 
 @incident_app.command("open")
@@ -197,10 +187,9 @@ def incident_open(
         "urgency": urgency,
     }
     incident = call_desk("POST", "/incidents", json=body)
-    if as_json:
-        print_json(incident)
-    else:
-        console.print(f"{incident['number']} P{incident['priority']} {incident['state']}")
+    print_answer(
+        incident, as_json, f"{incident['number']} P{incident['priority']} {incident['state']}"
+    )
 
 
 @incident_app.command("resolve")
@@ -213,22 +202,12 @@ def incident_resolve(
     """Resolve an incident by hand, with a resolution code and notes."""
     body = {"state": "Resolved", "resolution_code": code, "resolution_notes": notes}
     detail = call_desk("PATCH", f"/incidents/{incident}", json=body)
-    if as_json:
-        print_json(detail)
-    else:
-        console.print(f"{detail['number']} {detail['state']}")
+    print_answer(detail, as_json, f"{detail['number']} {detail['state']}")
 
 
 def show_me(as_json: bool) -> None:
     """Print who the token belongs to and their own tickets."""
     me = call_desk("GET", "/me")
-    if as_json:
-        print_json(me)
-        return
-    console.print(
-        Text.assemble((me["full_name"] or me["name"], "bold"), f" ({', '.join(me['roles'])})")
-    )
-    console.print(incident_table(me["incidents"], title="incidents you reported"))
     request_columns = (
         Column("number", whole=True),
         Column("item"),
@@ -246,7 +225,6 @@ def show_me(as_json: bool) -> None:
         ]
         for r in me["requests"]
     ]
-    console.print(fitted_table(request_columns, request_rows, title="requests you made"))
     grant_columns = (
         Column("id", whole=True, justify="right"),
         Column("entitlement"),
@@ -257,4 +235,11 @@ def show_me(as_json: bool) -> None:
         [str(g["id"]), g["entitlement"], g["state"], moment(g.get("ends_at"))]
         for g in me["access_grants"]
     ]
-    console.print(fitted_table(grant_columns, grant_rows, title="your access"))
+    print_answer(
+        me,
+        as_json,
+        Text.assemble((me["full_name"] or me["name"], "bold"), f" ({', '.join(me['roles'])})"),
+        incident_table(me["incidents"], title="incidents you reported"),
+        fitted_table(request_columns, request_rows, title="requests you made"),
+        fitted_table(grant_columns, grant_rows, title="your access"),
+    )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -26,6 +26,9 @@ console = Console(markup=False, emoji=False)
 err_console = Console(stderr=True, markup=False, emoji=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+StatesOption = Annotated[list[str] | None, typer.Option(help="Only these states.")]
+RequesterOption = Annotated[str | None, typer.Option(help="Only this person's.")]
+LimitOption = Annotated[int, typer.Option()]
 
 
 def fail(message: object, code: int = 1) -> typer.Exit:
@@ -44,9 +47,32 @@ def call_desk(method: str, path: str, **kwargs: Any) -> Any:
         raise fail(exc) from exc
 
 
+def list_records(path: str, **filters: Any) -> Any:
+    """A listing from the desk, filtered by the filters given a value (the others unset)."""
+    return call_desk("GET", path, params={name: v for name, v in filters.items() if v})
+
+
 def print_json(data: Any) -> None:
     """The desk's answer as JSON, for scripts."""
     typer.echo(json.dumps(data, indent=2))
+
+
+def audit_lines(record: dict[str, Any]) -> list[Text]:
+    """The audit trail the desk sent with a record (none if it sent none), an entry a line."""
+    return [
+        Text(f"  {entry['at'][:23]}  {entry['actor']}  {entry['action']}")
+        for entry in record.get("audit", [])
+    ]
+
+
+def print_answer(data: Any, as_json: bool, *human: RenderableType) -> None:
+    """The desk's answer `data` as JSON for scripts (`--json`); otherwise `human`, what people
+    read of it, one renderable after the other."""
+    if as_json:
+        print_json(data)
+        return
+    for renderable in human:
+        console.print(renderable)
 
 
 def name_values(pairs: list[str], what: str) -> dict[str, str]:

@@ -10,12 +10,14 @@ from rich.table import Table
 from opsflow.cli.output import (
     Column,
     JsonOption,
+    LimitOption,
+    StatesOption,
     call_desk,
-    console,
     fitted_table,
+    list_records,
     moment,
     name_values,
-    print_json,
+    print_answer,
 )
 
 problem_app = typer.Typer(help="Problems: the causes behind recurring incidents.")
@@ -76,24 +78,16 @@ def _known_error_table(known_errors: list[dict[str, Any]]) -> Table:
     return fitted_table(columns, rows)
 
 
-def _print(data: Any, as_json: bool, table: Table) -> None:
-    if as_json:
-        print_json(data)
-    else:
-        console.print(table)
-
-
 @problem_app.command("list")
 def problem_list(
-    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    state: StatesOption = None,
     service: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: LimitOption = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Problems, newest first."""
-    params = {"state": state or [], "service": service, "limit": limit}
-    problems = call_desk("GET", "/problems", params={k: v for k, v in params.items() if v})
-    _print(problems, as_json, _problem_table(problems))
+    problems = list_records("/problems", state=state, service=service, limit=limit)
+    print_answer(problems, as_json, _problem_table(problems))
 
 
 @problem_app.command("show")
@@ -103,16 +97,17 @@ def problem_show(
 ) -> None:
     """One problem with its root-cause notes and the incidents it explains."""
     detail = call_desk("GET", f"/problems/{problem}")
-    if as_json:
-        print_json(detail)
-        return
-    console.print(_problem_table([detail]))
-    console.print(f"summary: {detail['summary']}")
-    console.print(f"root cause: {detail['root_cause'] or '-'}")
-    if detail["resolution_notes"]:
-        console.print(f"resolution: {detail['resolution_notes']}")
+    notes = detail["resolution_notes"]
     incidents = ", ".join(f"INC{i:07d}" for i in detail["incident_ids"]) or "-"
-    console.print(f"incidents: {incidents}")
+    print_answer(
+        detail,
+        as_json,
+        _problem_table([detail]),
+        f"summary: {detail['summary']}",
+        f"root cause: {detail['root_cause'] or '-'}",
+        *([f"resolution: {notes}"] if notes else []),
+        f"incidents: {incidents}",
+    )
 
 
 @problem_app.command("update")
@@ -128,10 +123,7 @@ def problem_update(
     detail = call_desk(
         "PATCH", f"/problems/{problem}", json={k: v for k, v in body.items() if v is not None}
     )
-    if as_json:
-        print_json(detail)
-    else:
-        console.print(f"{detail['number']} {detail['state']}")
+    print_answer(detail, as_json, f"{detail['number']} {detail['state']}")
 
 
 @known_error_app.command("add")
@@ -158,10 +150,11 @@ def known_error_add(
         "problem": problem,
     }
     known_error = call_desk("POST", "/known-errors", json=body)
-    if as_json:
-        print_json(known_error)
-    else:
-        console.print(f"{known_error['number']} recorded: workaround {known_error['workaround']}")
+    print_answer(
+        known_error,
+        as_json,
+        f"{known_error['number']} recorded: workaround {known_error['workaround']}",
+    )
 
 
 @known_error_app.command("list")
@@ -171,8 +164,5 @@ def known_error_list(
     as_json: JsonOption = False,
 ) -> None:
     """Known errors with how often their workaround was applied and worked."""
-    params: dict[str, Any] = {"include_retired": retired}
-    if service:
-        params["service"] = service
-    known_errors = call_desk("GET", "/known-errors", params=params)
-    _print(known_errors, as_json, _known_error_table(known_errors))
+    known_errors = list_records("/known-errors", service=service, include_retired=retired)
+    print_answer(known_errors, as_json, _known_error_table(known_errors))

@@ -11,12 +11,16 @@ from rich.text import Text
 from opsflow.cli.output import (
     Column,
     JsonOption,
+    LimitOption,
+    StatesOption,
+    audit_lines,
     call_desk,
     console,
     fail,
     fitted_table,
+    list_records,
     moment,
-    print_json,
+    print_answer,
 )
 
 release_app = typer.Typer(
@@ -38,27 +42,24 @@ RELEASE_COLUMNS = (
 )
 
 
-def _print_release(detail: dict[str, Any]) -> None:
-    console.print(
-        Text.assemble(
-            (detail["number"], "bold"),
-            f"  {detail['service']} {detail['from_version'] or '?'} -> {detail['to_version']}  ",
-            (detail["state"], "bold"),
-            f"  requested by {detail['requester']}, approved by {detail['approver']}",
-        )
+def _release_lines(detail: dict[str, Any]) -> list[Text]:
+    """A release as people read it: a headline, each host's step, outcome, rollback, audit."""
+    headline = Text.assemble(
+        (detail["number"], "bold"),
+        f"  {detail['service']} {detail['from_version'] or '?'} -> {detail['to_version']}  ",
+        (detail["state"], "bold"),
+        f"  requested by {detail['requester']}, approved by {detail['approver']}",
     )
-    for host in detail["hosts"]:
-        console.print(
-            Text(
-                f"  {host['host']:<12} {host['previous'] or '-':<16} {host['step']:<16}"
-                f"{host['detail']}"
-            )
-        )
-    for name in ("outcome", "rollback", "request"):
-        if detail.get(name):
-            console.print(Text(f"{name}: {detail[name]}"))
-    for entry in detail.get("audit", []):
-        console.print(Text(f"  {entry['at'][:23]}  {entry['actor']}  {entry['action']}"))
+    hosts = [
+        Text(f"  {h['host']:<12} {h['previous'] or '-':<16} {h['step']:<16}{h['detail']}")
+        for h in detail["hosts"]
+    ]
+    notes = [
+        Text(f"{name}: {detail[name]}")
+        for name in ("outcome", "rollback", "request")
+        if detail.get(name)
+    ]
+    return [headline, *hosts, *notes, *audit_lines(detail)]
 
 
 def _follow(number: str, quiet: bool) -> dict[str, Any]:
@@ -106,39 +107,28 @@ def deploy(
     }
     if dry_run:
         plan = call_desk("POST", "/releases/plan", json=body)
-        if as_json:
-            print_json(plan)
-            return
-        console.print(Text(plan["summary"]))
-        for change in plan["hosts"]:
-            console.print(Text(f"  {change['host']}: {change['detail']}"))
+        changes = [Text(f"  {change['host']}: {change['detail']}") for change in plan["hosts"]]
+        print_answer(plan, as_json, Text(plan["summary"]), *changes)
         return
     detail = call_desk("POST", "/releases", json=body)
     if not as_json:
         console.print(Text(f"{detail['number']} recorded: {service} {version}, batch {batch}"))
     if wait:
         detail = _follow(detail["number"], quiet=as_json)
-    if as_json:
-        print_json(detail)
-    else:
-        _print_release({**detail, "audit": []})
+    print_answer(detail, as_json, *_release_lines({**detail, "audit": []}))
     if detail["state"] == "failed":
         raise fail(f"{detail['number']} failed: {detail['outcome']}")
 
 
 @release_app.command("list")
 def list_releases(
-    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    state: StatesOption = None,
     service: Annotated[str | None, typer.Option(help="Only this service's.")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: LimitOption = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Releases, newest first (e.g. --state rolling-out)."""
-    params = {"state": state or [], "service": service, "limit": limit}
-    records = call_desk("GET", "/releases", params={k: v for k, v in params.items() if v})
-    if as_json:
-        print_json(records)
-        return
+    records = list_records("/releases", state=state, service=service, limit=limit)
     rows = [
         [
             r["number"],
@@ -150,7 +140,7 @@ def list_releases(
         ]
         for r in records
     ]
-    console.print(fitted_table(RELEASE_COLUMNS, rows))
+    print_answer(records, as_json, fitted_table(RELEASE_COLUMNS, rows))
 
 
 @release_app.command("show")
@@ -160,7 +150,4 @@ def show(
 ) -> None:
     """One release: each host's step, outcome, rollback and audit trail."""
     detail = call_desk("GET", f"/releases/{release}")
-    if as_json:
-        print_json(detail)
-    else:
-        _print_release(detail)
+    print_answer(detail, as_json, *_release_lines(detail))

@@ -11,12 +11,16 @@ from rich.text import Text
 from opsflow.cli.output import (
     Column,
     JsonOption,
+    LimitOption,
+    RequesterOption,
+    StatesOption,
+    audit_lines,
     call_desk,
-    console,
     fitted_table,
+    list_records,
     moment,
     name_values,
-    print_json,
+    print_answer,
 )
 
 request_app = typer.Typer(
@@ -36,35 +40,33 @@ REQUEST_COLUMNS = (
 )
 
 
-def _print_request(detail: dict[str, Any]) -> None:
+def _request_lines(detail: dict[str, Any]) -> list[Text]:
+    """A request as people read it: a headline, its decision, outcome, attachments, audit."""
     inputs = ", ".join(f"{k}={v}" for k, v in detail["inputs"].items()) or "-"
-    console.print(
+    lines = [
         Text.assemble(
             (detail["number"], "bold"),
             f"  {detail['item']}  ",
             (detail["state"], "bold"),
             f"  requested by {detail['requester']}  ({inputs})",
         )
-    )
+    ]
     if detail.get("approver"):
-        console.print(Text(f"decided by {detail['approver']}: {detail['decision_comment'] or '-'}"))
+        lines.append(Text(f"decided by {detail['approver']}: {detail['decision_comment'] or '-'}"))
     if detail.get("approval_due_at") and detail["state"] == "awaiting-approval":
-        console.print(Text(f"approval due by {detail['approval_due_at'][:19]}"))
+        lines.append(Text(f"approval due by {detail['approval_due_at'][:19]}"))
     if detail.get("outcome"):
-        console.print(Text(f"outcome: {detail['outcome']}"))
+        lines.append(Text(f"outcome: {detail['outcome']}"))
     for attachment in detail.get("attachments", []):
-        console.print(Text(f"attached: {attachment['path']}  sha256 {attachment['sha256']}"))
-    for entry in detail.get("audit", []):
-        console.print(Text(f"  {entry['at'][:23]}  {entry['actor']}  {entry['action']}"))
+        lines.append(Text(f"attached: {attachment['path']}  sha256 {attachment['sha256']}"))
+    lines.extend(audit_lines(detail))
+    return lines
 
 
 @request_app.command("catalog")
 def catalog(as_json: JsonOption = False) -> None:
     """What may be requested: items, their inputs and who approves them."""
     items = call_desk("GET", "/catalog")
-    if as_json:
-        print_json(items)
-        return
     table = Table(title="service catalog")
     for column in ("item", "inputs", "approval", "you may ask"):
         table.add_column(column)
@@ -83,7 +85,7 @@ def catalog(as_json: JsonOption = False) -> None:
             Text(item["approval"]),
             "yes" if item["may_request"] else "no",
         )
-    console.print(table)
+    print_answer(items, as_json, table)
 
 
 @request_app.command("submit")
@@ -98,25 +100,18 @@ def submit(
     detail = call_desk(
         "POST", "/requests", json={"item": item, "inputs": name_values(inputs or [], "input")}
     )
-    if as_json:
-        print_json(detail)
-    else:
-        _print_request({**detail, "audit": []})
+    print_answer(detail, as_json, *_request_lines({**detail, "audit": []}))
 
 
 @request_app.command("list")
 def list_requests(
-    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
-    requester: Annotated[str | None, typer.Option(help="Only this person's.")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    state: StatesOption = None,
+    requester: RequesterOption = None,
+    limit: LimitOption = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Requests, newest first (e.g. --state awaiting-approval)."""
-    params = {"state": state or [], "requester": requester, "limit": limit}
-    records = call_desk("GET", "/requests", params={k: v for k, v in params.items() if v})
-    if as_json:
-        print_json(records)
-        return
+    records = list_records("/requests", state=state, requester=requester, limit=limit)
     rows = [
         [
             r["number"],
@@ -128,17 +123,14 @@ def list_requests(
         ]
         for r in records
     ]
-    console.print(fitted_table(REQUEST_COLUMNS, rows))
+    print_answer(records, as_json, fitted_table(REQUEST_COLUMNS, rows))
 
 
 @request_app.command("show")
 def show(request: RequestArgument, as_json: JsonOption = False) -> None:
     """One request with its decision, outcome, attachments and audit trail."""
     detail = call_desk("GET", f"/requests/{request}")
-    if as_json:
-        print_json(detail)
-    else:
-        _print_request(detail)
+    print_answer(detail, as_json, *_request_lines(detail))
 
 
 @request_app.command("approve")
@@ -146,11 +138,7 @@ def approve(
     request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
 ) -> None:
     """Approve a request waiting for you (never your own); its fulfillment starts at once."""
-    detail = call_desk("POST", f"/requests/{request}/approve", json={"comment": comment})
-    if as_json:
-        print_json(detail)
-    else:
-        _print_request({**detail, "audit": []})
+    _decide(request, "approve", comment, as_json)
 
 
 @request_app.command("reject")
@@ -158,8 +146,10 @@ def reject(
     request: RequestArgument, comment: CommentOption = "", as_json: JsonOption = False
 ) -> None:
     """Reject a request waiting for you; the requester is told why."""
-    detail = call_desk("POST", f"/requests/{request}/reject", json={"comment": comment})
-    if as_json:
-        print_json(detail)
-    else:
-        _print_request({**detail, "audit": []})
+    _decide(request, "reject", comment, as_json)
+
+
+def _decide(request: str, decision: str, comment: str, as_json: bool) -> None:
+    """Send `decision` (approve or reject) on a request and print the request as it is now."""
+    detail = call_desk("POST", f"/requests/{request}/{decision}", json={"comment": comment})
+    print_answer(detail, as_json, *_request_lines({**detail, "audit": []}))

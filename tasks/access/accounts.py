@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prefect import task
-from prefect.transactions import Transaction
 
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Host
@@ -21,10 +21,11 @@ from opsflow.tasks.access.steps import (
     RETRYING,
     TIMEOUT_S,
     log,
-    remember,
+    log_rollback,
+    made,
+    on_undo,
     reported,
     script,
-    undo_data,
     valid_names,
 )
 from opsflow.tasks.change import Change
@@ -74,24 +75,22 @@ def ensure_account(host: Host, username: str, dry_run: bool = False) -> Change:
         timeout_s=TIMEOUT_S,
     )
     uid, group = result.stdout.split()
-    remember(host=host, username=username, group_created=group == "created")
     created = " (group created)" if group == "created" else ""
-    return Change.made(
-        host.name,
+    return made(
+        host,
         "ensure_account",
         target,
         f"created {username} (uid {uid}) in group {MANAGED_GROUP}{created}",
+        username=username,
+        group_created=group == "created",
     )
 
 
-@ensure_account.on_rollback
-def _undo_ensure_account(transaction: Transaction) -> None:
+@on_undo(ensure_account)
+def _undo_ensure_account(undo: dict[str, Any]) -> None:
     """The grant failed elsewhere: remove the account this task created, unless now in use."""
-    undo = undo_data(transaction)
-    if not undo:
-        return
     change = remove_account.fn(undo["host"], undo["username"], still_granted=())
-    log("rollback %s: %s", change.host, change.detail)
+    log_rollback(change)
     if change.changed and undo["group_created"]:
         result = execute(
             undo["host"], ["sh", "-c", script("delete_empty_group"), "opsflow", MANAGED_GROUP]

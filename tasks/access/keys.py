@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
-from prefect.transactions import Transaction
 from pydantic import TypeAdapter
 
 from opsflow.errors import PermanentError
@@ -15,11 +16,11 @@ from opsflow.tasks.access.facts import as_user, grant_of_key_line, read_account
 from opsflow.tasks.access.steps import (
     RETRYING,
     TIMEOUT_S,
-    log,
-    remember,
+    log_rollback,
+    made,
+    on_undo,
     reported,
     script,
-    undo_data,
     valid_names,
 )
 from opsflow.tasks.change import Change
@@ -47,32 +48,19 @@ def install_key(
     valid_names(username)
     line = key_line(_PUBLIC_KEY.validate_python(public_key), grant_id)
     target = f"key {marker(grant_id)} of {username}"
+    keys_file = f"~{username}/.ssh/authorized_keys"
+    already = f"{marker(grant_id)} already in {keys_file}"
     account = read_account(host, username)
-    if account is None:
-        if dry_run:
-            return Change.planned(
-                host.name,
-                "install_key",
-                target,
-                f"add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
-            )
-        raise AccountMissingError(f"{host.name}: no account {username!r} to install a key for")
-    if not account.managed:
+    if account is not None and not account.managed:
         raise UnmanagedAccountError(host.name, username)
-    if line in account.authorized_keys:
-        return Change.unchanged(
-            host.name,
-            "install_key",
-            target,
-            f"{marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
-        )
+    if account is not None and line in account.authorized_keys:
+        return Change.unchanged(host.name, "install_key", target, already)
     if dry_run:
         return Change.planned(
-            host.name,
-            "install_key",
-            target,
-            f"add {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
+            host.name, "install_key", target, f"add {marker(grant_id)} to {keys_file}"
         )
+    if account is None:
+        raise AccountMissingError(f"{host.name}: no account {username!r} to install a key for")
     result = execute(
         host,
         as_user(account, ["sh", "-c", script("add_key"), "opsflow", account.home]),
@@ -80,28 +68,15 @@ def install_key(
         stdin=(line + "\n").encode(),
     )
     if result.stdout.strip() != "changed":  # another run added it since it was read
-        return Change.unchanged(
-            host.name,
-            "install_key",
-            target,
-            f"{marker(grant_id)} already in ~{username}/.ssh/authorized_keys",
-        )
-    remember(host=host, username=username, grant_id=grant_id)
-    return Change.made(
-        host.name,
-        "install_key",
-        target,
-        f"added {marker(grant_id)} to ~{username}/.ssh/authorized_keys",
-    )
+        return Change.unchanged(host.name, "install_key", target, already)
+    what = f"added {marker(grant_id)} to {keys_file}"
+    return made(host, "install_key", target, what, username=username, grant_id=grant_id)
 
 
-@install_key.on_rollback
-def _undo_install_key(transaction: Transaction) -> None:
+@on_undo(install_key)
+def _undo_install_key(undo: dict[str, Any]) -> None:
     """The grant failed elsewhere: take out the key line this task added."""
-    undo = undo_data(transaction)
-    if undo:
-        change = remove_key.fn(undo["host"], undo["username"], undo["grant_id"])
-        log("rollback %s: %s", change.host, change.detail)
+    log_rollback(remove_key.fn(undo["host"], undo["username"], undo["grant_id"]))
 
 
 @task(**RETRYING, task_run_name="remove_key[{username}@{host.name}]")

@@ -1,5 +1,5 @@
 """What every access step shares: validated names, its script, its retry policy, the undo its
-rollback hook reads, and the log line of the change it returns."""
+rollback hook reads, and the log lines of the change it returns and of its rollback."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from collections.abc import Callable
 from importlib.resources import files
 from typing import Any, TypeVar, cast
 
+from prefect import Task
 from prefect.cache_policies import NONE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.transactions import Transaction, get_transaction
 from pydantic import TypeAdapter
 
+from opsflow.inventory.models import Host
 from opsflow.inventory.types import Name, Username
 from opsflow.tasks.change import Change
 from opsflow.tasks.retry import is_transient
@@ -25,6 +27,7 @@ TIMEOUT_S = 60.0
 _USERNAME: TypeAdapter[str] = TypeAdapter(Username)
 _NAME: TypeAdapter[str] = TypeAdapter(Name)
 _Step = TypeVar("_Step", bound=Callable[..., Change])
+_Undo = Callable[[dict[str, Any]], None]
 
 
 def valid_names(username: str, entitlement: str | None = None) -> None:
@@ -55,16 +58,35 @@ the task's enclosing transaction at once, even if a retry then succeeds.
 """
 
 
-def remember(**undo: Any) -> None:
-    """Keep what a task changed on its transaction, for its rollback hook."""
+def made(host: Host, action: str, target: str, what: str, **undo: Any) -> Change:
+    """The change a step made on `host`, remembering on its transaction (if it runs in one)
+    what its rollback hook needs to undo it: `host` and `undo`."""
     transaction = get_transaction()
     if transaction is not None:
-        transaction.set("undo", undo)
+        transaction.set("undo", {"host": host, **undo})
+    return Change.made(host.name, action, target, what)
 
 
-def undo_data(transaction: Transaction) -> dict[str, Any] | None:
-    """What the task remembered on `transaction` for its rollback hook, if anything."""
-    return transaction.get("undo", None)
+def on_undo(step: Task[..., Change]) -> Callable[[_Undo], _Undo]:
+    """Register the decorated function as `step`'s rollback hook: it is called with what the
+    step remembered (`made`), and not at all when the step changed nothing."""
+
+    def register(undo: _Undo) -> _Undo:
+        @functools.wraps(undo)
+        def hook(transaction: Transaction) -> None:
+            remembered = transaction.get("undo", None)
+            if remembered:
+                undo(remembered)
+
+        step.on_rollback(hook)
+        return undo
+
+    return register
+
+
+def log_rollback(change: Change) -> None:
+    """Log what a rollback hook's undoing step did."""
+    log("rollback %s: %s", change.host, change.detail)
 
 
 def reported(step: _Step) -> _Step:

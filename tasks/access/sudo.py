@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from prefect import task
-from prefect.transactions import Transaction
 
 from opsflow.errors import PermanentError
 from opsflow.inventory.models import Host
@@ -15,10 +15,11 @@ from opsflow.tasks.access.steps import (
     RETRYING,
     TIMEOUT_S,
     log,
-    remember,
+    log_rollback,
+    made,
+    on_undo,
     reported,
     script,
-    undo_data,
     valid_names,
 )
 from opsflow.tasks.change import Change
@@ -83,24 +84,15 @@ def install_sudo_rule(
             f"{verb} {path} letting {username} sudo (after visudo -c)",
         )
     write_sudo_rule(host, name, content)
-    remember(host=host, name=name, previous=previous)
-    return Change.made(
-        host.name,
-        "install_sudo_rule",
-        path,
-        f"{done} {path} letting {username} sudo (visudo -c passed)",
-    )
+    what = f"{done} {path} letting {username} sudo (visudo -c passed)"
+    return made(host, "install_sudo_rule", path, what, name=name, previous=previous)
 
 
-@install_sudo_rule.on_rollback
-def _undo_install_sudo_rule(transaction: Transaction) -> None:
+@on_undo(install_sudo_rule)
+def _undo_install_sudo_rule(undo: dict[str, Any]) -> None:
     """The grant failed elsewhere: remove the rule this task installed, or put back the old one."""
-    undo = undo_data(transaction)
-    if not undo:
-        return
     if undo["previous"] is None:
-        change = remove_sudo_rule.fn(undo["host"], undo["name"])
-        log("rollback %s: %s", change.host, change.detail)
+        log_rollback(remove_sudo_rule.fn(undo["host"], undo["name"]))
     else:
         write_sudo_rule(undo["host"], undo["name"], undo["previous"])
         log("rollback %s: restored %s/%s", undo["host"].name, SUDOERS_DIR, undo["name"])

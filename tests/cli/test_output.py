@@ -7,6 +7,7 @@ in them must neither crash the CLI nor style, link or split what is shown.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,20 @@ def test_incident_list_and_show_print_markup_literally(served, monkeypatch) -> N
     shown = run_cli(monkeypatch, url, "incident", "show", incident.number)
     assert HOSTILE["symptom"] in shown
     assert f"restoration[/]  {WORKLOG}" in shown
+
+
+def test_listing_asks_the_desk_for_the_filters_given(served, monkeypatch) -> None:
+    url, store, _ = served
+    listed = json.loads(run_cli(monkeypatch, url, "incident", "list", "--json"))
+    assert [i["number"] for i in listed] == [i.number for i in store.incidents.list(limit=50)]
+    on_lab02 = json.loads(
+        run_cli(monkeypatch, url, "incident", "list", "--host", "lab02", "--json")
+    )
+    assert [i["number"] for i in on_lab02] == ["INC0000002"]
+    args = ("incident", "list", "--state", "In Progress", "--limit", "1", "--json")
+    assert [i["assigned_to"] for i in json.loads(run_cli(monkeypatch, url, *args))] == ["alice"]
+    shown = run_cli(monkeypatch, url, "incident", "show", "INC0000002")
+    assert shown.startswith("┏") and "app@lab02" in shown  # the table people read, not JSON
 
 
 def test_timeline_markdown_escapes_alert_text(served) -> None:

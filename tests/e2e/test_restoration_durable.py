@@ -24,12 +24,11 @@ from opsflow.itsm.store.leases import RESTORATION_PREFIX, restoration_lease
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.run import SVC, run_on_host
 from opsflow.lab.people import token_file
-from opsflow.runtime.worker import Worker
 from opsflow.settings import get_settings
 from opsflow.tasks.concurrency import host_slot
 from opsflow.tasks.inventory import read_estate
 from tests.support.factories import open_service_down
-from tests.support.serving import worker_process
+from tests.support.serving import two_workers_instead_of
 from tests.support.waiting import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -243,16 +242,8 @@ def test_an_incident_whose_restoration_never_started_is_restored(lab, lab_desk) 
 @pytest.fixture
 def two_workers(lab, lab_desk, tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
     """Two worker processes with 2 s leases, and no other worker while they run."""
-    lab_desk.worker.stop()
-    try:
-        with (
-            worker_process(lab.estate_dir, tmp_path / "worker-1.log") as first,
-            worker_process(lab.estate_dir, tmp_path / "worker-2.log") as second,
-        ):
-            yield [first, second]
-    finally:
-        lab_desk.worker = Worker()
-        lab_desk.worker.start()
+    with two_workers_instead_of(lab_desk, lab.estate_dir, tmp_path) as two:
+        yield two
 
 
 def service_down_alert(host: str) -> dict:

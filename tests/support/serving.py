@@ -139,3 +139,24 @@ def worker_process(estate_dir: Path, log: Path, lease_s: float = 2) -> Iterator[
     finally:
         process.kill()
         process.wait(10)
+
+
+@contextmanager
+def two_workers_instead_of(
+    desk: ServedDesk, estate_dir: Path, logs: Path
+) -> Iterator[list[subprocess.Popen]]:
+    """Two worker processes (`worker_process`, 2 s leases) on the same records and Prefect
+    server, logging under `logs`, and no other worker while they run: the desk's in-process
+    worker is stopped first and a new one started after."""
+    from opsflow.runtime.worker import Worker
+
+    desk.worker.stop()
+    try:
+        with (
+            worker_process(estate_dir, logs / "worker-1.log") as first,
+            worker_process(estate_dir, logs / "worker-2.log") as second,
+        ):
+            yield [first, second]
+    finally:
+        desk.worker = Worker()
+        desk.worker.start()

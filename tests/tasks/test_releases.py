@@ -13,9 +13,8 @@ from opsflow.inventory.models import Host, Service
 from opsflow.lab.hosts.probes import app_health, app_version
 from opsflow.lab.hosts.releases import INITIAL_RELEASE
 from opsflow.lab.hosts.run import SVC, run_on_host
+from opsflow.tasks.health_gate import GateResult, HealthGateError, wait_for_health_gate
 from opsflow.tasks.releases import (
-    GateResult,
-    HealthGateError,
     InvalidVersionError,
     ReleaseChange,
     ReleaseMissingError,
@@ -26,7 +25,6 @@ from opsflow.tasks.releases import (
     read_release,
     restart_release,
     roll_back_release,
-    wait_for_health_gate,
 )
 from tests.support.waiting import wait_for
 

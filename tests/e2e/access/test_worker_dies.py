@@ -16,7 +16,7 @@ import pytest
 from tests.e2e.access.test_access import ALL, WEB, approve, ask, grant_when, logins, revoke
 from tests.support.access_lab import Person
 from tests.support.prefect_api import run_state
-from tests.support.serving import worker_process
+from tests.support.serving import two_workers_instead_of
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("access_env")
@@ -28,19 +28,8 @@ def two_workers(
 ) -> Iterator[list[subprocess.Popen]]:
     """Two worker processes on the access lab's records, with 2 s leases, and no other
     worker while they run."""
-    from opsflow.itsm.store.records import open_records
-    from opsflow.runtime.worker import Worker
-
-    access_desk.worker.stop()
-    try:
-        with (
-            worker_process(access_estate_dir, tmp_path / "worker-1.log") as first,
-            worker_process(access_estate_dir, tmp_path / "worker-2.log") as second,
-        ):
-            yield [first, second]
-    finally:
-        access_desk.worker = Worker(open_records())
-        access_desk.worker.start()
+    with two_workers_instead_of(access_desk, access_estate_dir, tmp_path) as two:
+        yield two
 
 
 def test_a_worker_killed_mid_grant_leaves_the_grant_to_another(

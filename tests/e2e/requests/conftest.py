@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import yaml
 from opsflow.inventory.models import token_sha256
 from opsflow.itsm.store.records import open_records
 from opsflow.lab.catalog import lab_catalog
-from tests.support.serving import serve_app
+from tests.support.serving import serve_app, two_workers_instead_of
 from tests.support.waiting import wait_for
 
 QUICK_TIMEOUT_MINUTES = 0.1
@@ -79,14 +80,20 @@ def _pager(directory: Path, block: str) -> Iterator[Pager]:
 
 @pytest.fixture(autouse=True)
 def no_window_left_open() -> Iterator[None]:
-    """Close the maintenance windows a test leaves open: a rollout whose worker was killed
-    keeps its host's window until it lapses (15 min, `tasks.rollout.WINDOW_MINUTES`), and
-    the session's later tests would see that host's alerts suppressed."""
+    """Fail a test after which a maintenance window is still open: the run that declared it
+    stopped inside its work and nobody closed it, so its hosts' alerts stay suppressed until
+    it lapses (15 min for a rollout's host). The failure closes them, so that the session's
+    later tests fail only for their own faults. Closed windows keep their short grace
+    (`tasks.maintenance.DEFAULT_GRACE_S`) on purpose, and are left alone."""
     yield
     now = datetime.now(UTC)
     windows = open_records().maintenance
-    for window in windows.between(now, now):
+    left = [w for w in windows.between(now, now) if w.closed_at is None]
+    for window in left:
         windows.close(window.id, now, now)
+    assert not left, "maintenance windows left open: " + ", ".join(
+        f"{w.label} over {', '.join(w.hosts)} (run {w.flow_run_id})" for w in left
+    )
 
 
 @pytest.fixture(scope="package")
@@ -201,3 +208,21 @@ def request_desk(
         yield Desk(url, request_estate.tokens, session)
     runs = session.worker.requests
     assert runs.wait_idle(60), f"{runs.running} request runs still going after the tests"
+
+
+@pytest.fixture
+def two_workers(
+    request_desk: Desk, request_estate: RequestEstate, tmp_path: Path
+) -> Iterator[list[subprocess.Popen]]:
+    """Two worker processes on the same records and Prefect server, with 2 s leases, and no
+    other worker while they run."""
+    with two_workers_instead_of(request_desk.session, request_estate.directory, tmp_path) as two:
+        yield two
+
+
+def carrier(lease: str, workers: list[subprocess.Popen]) -> subprocess.Popen | None:
+    """The worker process of `workers` holding the lease `lease` (e.g. release:7) now, if one
+    does (a holder is `machine:pid:run`)."""
+    holder = open_records().leases.holder(lease, datetime.now(UTC)) or ""
+    pids = {process.pid: process for process in workers}
+    return pids.get(int(holder.split(":")[1])) if holder.count(":") == 2 else None

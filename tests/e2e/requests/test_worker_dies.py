@@ -5,44 +5,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
-
-from opsflow.itsm.store.records import open_records
 from opsflow.lab.hosts.probes import app_health
-from opsflow.runtime.worker import Worker
-from tests.e2e.requests.conftest import Desk, RequestEstate
+from tests.e2e.requests.conftest import Desk, carrier
 from tests.e2e.requests.test_fulfillment import actions, paused_request, run_state
-from tests.support.serving import worker_process
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-def two_workers(
-    request_desk: Desk, request_estate: RequestEstate, tmp_path: Path
-) -> Iterator[list[subprocess.Popen]]:
-    """Two worker processes on the same records and Prefect server, with 2 s leases, and no
-    other worker while they run."""
-    request_desk.session.worker.stop()
-    try:
-        with (
-            worker_process(request_estate.directory, tmp_path / "worker-1.log") as first,
-            worker_process(request_estate.directory, tmp_path / "worker-2.log") as second,
-        ):
-            yield [first, second]
-    finally:
-        request_desk.session.worker = Worker()
-        request_desk.session.worker.start()
-
-
-def carrier(request_id: int, workers: list[subprocess.Popen]) -> subprocess.Popen | None:
-    """The worker process holding the request's lease now, if one does."""
-    holder = open_records().leases.holder(f"request:{request_id}", datetime.now(UTC)) or ""
-    pids = {process.pid: process for process in workers}
-    return pids.get(int(holder.split(":")[1])) if holder.count(":") == 2 else None
 
 
 def test_request_waiting_for_approval_survives_its_worker_dying(
@@ -54,7 +21,7 @@ def test_request_waiting_for_approval_survives_its_worker_dying(
     )
     number = submitted["number"]
     waiting = paused_request(request_desk, number)
-    dying = carrier(submitted["id"], two_workers)
+    dying = carrier(f"request:{submitted['id']}", two_workers)
     assert dying is not None, "a worker process carries the paused request"
 
     dying.send_signal(signal.SIGKILL)
