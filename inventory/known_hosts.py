@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -38,6 +38,22 @@ class KnownHostLine:
     key_type: str
     key: str | None
     problem: str | None
+    _wildcards: dict[str, re.Pattern[str]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        for pattern in self.patterns:
+            bare = pattern.removeprefix("!")
+            self._wildcards[bare] = _wildcard_regex(bare)
+
+    @property
+    def names(self) -> frozenset[str] | None:
+        """The names this line is for when its patterns are all plain names (no wildcard,
+        negation or hash): then a lookup is a set membership, not a match per pattern."""
+        if any(p.startswith(("|1|", "!")) or "*" in p or "?" in p for p in self.patterns):
+            return None
+        return frozenset(p.lower() for p in self.patterns)
 
     def matches(self, name: str) -> bool:
         """True when `name` (`address` or `[address]:port`) is one this line is for."""
@@ -46,18 +62,17 @@ class KnownHostLine:
             if pattern.startswith("|1|"):
                 matched = matched or _hashed_matches(pattern, name)
             elif pattern.startswith("!"):
-                if _pattern_matches(pattern[1:], name):
+                if self._wildcards[pattern[1:]].fullmatch(name.lower()):
                     return False
-            elif _pattern_matches(pattern, name):
+            elif self._wildcards[pattern].fullmatch(name.lower()):
                 matched = True
         return matched
 
 
-def _pattern_matches(pattern: str, name: str) -> bool:
-    regex = "".join(
-        ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower()
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(
+        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
     )
-    return re.fullmatch(regex, name.lower()) is not None
 
 
 def _hashed_matches(pattern: str, name: str) -> bool:
@@ -81,6 +96,14 @@ class KnownHosts:
 
     def __init__(self, lines: list[KnownHostLine]) -> None:
         self.lines = lines
+        self._by_name: dict[str, list[KnownHostLine]] = {}
+        self._patterned: list[KnownHostLine] = []
+        for line in lines:
+            names = line.names
+            if names is None:
+                self._patterned.append(line)
+            for name in names or ():
+                self._by_name.setdefault(name, []).append(line)
 
     @classmethod
     def parse(cls, text: str) -> KnownHosts:
@@ -124,7 +147,11 @@ class KnownHosts:
                 opsflow does not pin or malformed lines are (the first one named by number).
         """
         name = host_pattern(address, port)
-        found = [line for line in self.lines if line.matches(name)]
+        found = sorted(
+            self._by_name.get(name.lower(), [])
+            + [line for line in self._patterned if line.matches(name)],
+            key=lambda line: line.number,
+        )
         revoked = {line.key for line in found if line.marker == "@revoked"}
         keys = [line.key for line in found if line.marker is None and line.key]
         usable = [key for key in keys if key not in revoked]

@@ -29,7 +29,9 @@ def test_plain_names_ports_and_preferred_type(keys: dict[str, str]) -> None:
         f"10.0.0.1 {keys['ed25519']} root@web1\n"
         f"[10.0.0.2]:2222 {keys['ecdsa']}\n"
         f"10.0.0.2 {keys['rsa']}\n"
+        f"WEB3 {keys['ecdsa']}\n"
     )
+    assert known.key_for("web3", 22) == keys["ecdsa"]
     assert known.key_for("10.0.0.1", 22) == keys["ed25519"]
     assert known.key_for("10.0.0.2", 2222) == keys["ecdsa"]
     assert known.key_for("10.0.0.2", 22) == keys["rsa"]
@@ -79,8 +81,12 @@ def test_wildcards_and_negation(keys: dict[str, str]) -> None:
             "line 2 for web1: the key's base64 body does not decode",
         ),
         pytest.param("web1\n", "line 1 for web1: not 'HOSTS TYPE KEY'"),
+        pytest.param(
+            "web2 {ed25519}\nweb? ssh-dss AAAA\nweb1 ssh-dss AAAA\n",
+            "known_hosts line 2 for web1: key type 'ssh-dss'",
+        ),
     ],
-    ids=["revoked", "cert-authority", "unpinnable-type", "bad-body", "no-key"],
+    ids=["revoked", "cert-authority", "unpinnable-type", "bad-body", "no-key", "first-by-number"],
 )
 def test_no_usable_key_says_why(keys: dict[str, str], lines: str, reason: str) -> None:
     known = KnownHosts.parse(lines.format(**keys))
