@@ -2,7 +2,7 @@
 
 `prefect.yaml` starts this flow from a trigger on Prefect's own `prefect.flow-run.Failed`
 and `prefect.flow-run.Crashed` events of runs tagged `itil:*`, so a restoration, a
-fulfilment or an access change that dies is a page, not a red dot in the UI someone may
+fulfillment or an access change that dies is a page, not a red dot in the UI someone may
 see. Its own deployment is not tagged `itil:*`: a page that fails pages nobody again.
 """
 

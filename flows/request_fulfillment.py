@@ -20,7 +20,7 @@ paused run instead.
 
 One module, over 500 lines, on purpose: one deployable process, whose two flows share the
 request's records (read and moved through tasks), the approval (signed decisions, the
-approval window and its timeout policy) and fulfilment; prefect.yaml's entrypoints name its
+approval window and its timeout policy) and fulfillment; prefect.yaml's entrypoints name its
 flows here.
 """
 
