@@ -60,7 +60,11 @@ def page_on_failed_run(flow_run: str) -> str:
     decision = pages.record(team, run.id, run.model_dump(), window, holder, CLAIM_S)
     if decision.leftovers:
         logger.info("sending %d failures a dead run held", len(decision.leftovers))
-        send_digest(pages, estate, team, holder, decision.leftovers)
+        try:
+            send_digest(pages, estate, team, holder, decision.leftovers)
+        except BaseException:
+            pages.release([decision.failure.id], holder)  # its own page waits with them
+            raise
     if decision.outcome == "repeat":
         logger.info("%s was recorded for a page before: not paged again", run.name)
         return f"{run.name} was already recorded for a page"
@@ -102,9 +106,10 @@ def digest_page(runs: list[FlowRunSummary]) -> tuple[str, str]:
     processes = Counter(p for run in runs for p in processes_of(run) or [run.flow])
     deployments = Counter(run.deployment or "no deployment" for run in runs)
     reasons = Counter(one_line(run.message) or "no message" for run in runs)
-    subject = f"opsflow: {len(runs)} more failed runs ({', '.join(sorted(processes))})"
+    many = f"{len(runs)} more failed run{'' if len(runs) == 1 else 's'}"
+    subject = f"opsflow: {many} ({', '.join(sorted(processes))})"
     lines = [
-        f"{len(runs)} more flow runs of ITIL processes failed or crashed, held for this page.",
+        f"{many} of ITIL processes (failed or crashed), held for this page.",
         f"Processes: {counted(processes.items())}.",
         f"Deployments: {counted(deployments.items())}.",
         "Reasons:",

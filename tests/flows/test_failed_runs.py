@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -22,10 +22,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
+from opsflow.blocks.notifications import save_webhook_pager
 from opsflow.errors import PermanentError
 from opsflow.flows.failed_runs import digest_page, page_on_failed_run
+from opsflow.itsm.store.records import open_records
 from opsflow.runtime.project import find_deployment, read_deployments, to_runner_deployment
-from opsflow.tasks.flow_runs import FlowRunSummary
+from opsflow.tasks.flow_runs import FlowRunSummary, read_flow_run
 from tests.support.waiting import wait_for
 
 
@@ -161,6 +163,61 @@ def test_a_storm_of_failed_runs_is_one_page_at_once_and_one_digest_of_the_rest(
         assert opener.result(timeout=grouping_window + 60) == "alice"
     assert (datetime.now(UTC) - started).total_seconds() >= grouping_window - 1
     assert len(ours(pager, later_marker)) == 1 and len(ours(pager, marker)) == 2
+
+
+def test_what_a_dead_opener_held_is_sent_first_by_the_next_failure_after_its_window(
+    lab, pager, grouping_window: float
+) -> None:
+    marker = uuid4().hex[:8]
+    with tags("itil:test"):
+        states = [fail_on_purpose(reason=f"lost {marker} {n}", return_state=True) for n in range(3)]
+    opened, held, later = [str(state.state_details.flow_run_id) for state in states]
+    # A page-on-failed-run run paged `opened`, then died; `held` came within its window.
+    pages = open_records().paging
+    window = timedelta(seconds=grouping_window)
+    recorded = []
+    for run_id in (opened, held):
+        summary = read_flow_run.fn(run_id).model_dump()
+        recorded.append(pages.record("ops", run_id, summary, window, "dead-run", 600))
+    assert [r.outcome for r in recorded] == ["page", "held"]
+    pages.mark_sent([recorded[0].failure.id], "dead-run", datetime.now(UTC))
+    end = recorded[0].failure.window_end
+    wait_for(lambda: datetime.now(UTC) > end, grouping_window + 5, "the dead run's window to end")
+
+    assert page_on_failed_run(flow_run=later) == "alice"
+    leftover, page = wait_for(
+        lambda: len(found := ours(pager, marker)) >= 2 and found, 30, "the two pages"
+    )
+    assert leftover["subject"] == "opsflow: 1 more failed run (test)"
+    assert held in leftover["body"] and opened not in leftover["body"]
+    assert later in page["body"] and "Failed" in page["subject"]
+    assert len(ours(pager, marker)) == 2 and pages.unsent("ops") == []
+
+
+def test_a_failure_whose_page_could_not_go_is_paged_by_the_next_one_after_the_window(
+    lab, pager, grouping_window: float
+) -> None:
+    marker = uuid4().hex[:8]
+    with tags("itil:test"):
+        states = [fail_on_purpose(reason=f"lost {marker} {n}", return_state=True) for n in range(2)]
+    unpaged, later = [str(state.state_details.flow_run_id) for state in states]
+    save_webhook_pager("ops-pager", "http://127.0.0.1:9/page")  # nothing listens there
+    try:
+        with pytest.raises(Exception):  # noqa: B017  # whatever the block raises
+            page_on_failed_run(flow_run=unpaged)
+    finally:
+        save_webhook_pager("ops-pager", pager.url)
+    assert [f.flow_run_id for f in open_records().paging.unsent("ops")] == [unpaged]
+    end = datetime.now(UTC) + timedelta(seconds=grouping_window)
+    wait_for(lambda: datetime.now(UTC) > end, grouping_window + 5, "its window to end")
+
+    assert page_on_failed_run(flow_run=later) == "alice"
+    leftover, page = wait_for(
+        lambda: len(found := ours(pager, marker)) >= 2 and found, 30, "the two pages"
+    )
+    assert unpaged in leftover["body"] and leftover["subject"].startswith("opsflow: 1 more")
+    assert later in page["body"] and unpaged not in page["body"]
+    assert open_records().paging.unsent("ops") == []
 
 
 def ours(pager, marker: str) -> list[dict[str, str]]:
