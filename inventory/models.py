@@ -386,6 +386,14 @@ class EstateSettings(StrictModel):
         description="Automatic remediations per service per hour before escalating.",
     )
     default_team: Name = "ops"
+    page_grouping_minutes: float = Field(
+        default=5,
+        ge=0,
+        le=1440,
+        description="After a failed ITIL run pages the default team's on-call, further "
+        "failures within this many minutes are held and sent as one digest page when the "
+        "window ends (0: every failure pages at once).",
+    )
     problem_threshold: int = Field(
         default=3,
         ge=2,

@@ -32,6 +32,8 @@ from sqlalchemy import (
     MetaData,
     create_engine,
     event,
+    func,
+    select,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
@@ -80,6 +82,14 @@ def default_database_url() -> str:
     """The configured records database, else SQLite under the opsflow home."""
     settings = get_settings()
     return settings.database_url or f"sqlite:///{settings.home}/opsflow.db"
+
+
+def take_turns(conn: Connection, key: str) -> None:
+    """Make the writing transactions that call this with `key` run one after another from
+    here to their end: a transaction advisory lock on PostgreSQL; SQLite's writers take
+    turns already (BEGIN IMMEDIATE)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
 
 
 def require_aware(value: datetime, name: str) -> None:

@@ -21,6 +21,7 @@ from opsflow.itsm.store.incidents import Incidents
 from opsflow.itsm.store.known_errors import KnownErrors
 from opsflow.itsm.store.leases import Leases
 from opsflow.itsm.store.maintenance import MaintenanceWindows
+from opsflow.itsm.store.paging import FailedRunPages
 from opsflow.itsm.store.problems import Problems
 from opsflow.itsm.store.releases import Releases
 from opsflow.itsm.store.remediations import Remediations
@@ -54,6 +55,7 @@ class Records:
         self.leases = Leases(self.db, self.incidents)
         self.maintenance = MaintenanceWindows(self.db)
         self.facts = FactsHistory(self.db)
+        self.paging = FailedRunPages(self.db)
 
 
 _opened: dict[str, Records] = {}

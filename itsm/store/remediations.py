@@ -6,7 +6,14 @@ from datetime import datetime
 
 from sqlalchemy import Column, ForeignKey, Index, String, Table, func, insert, select
 
-from opsflow.itsm.store.db import Database, Id, UtcDateTime, metadata, require_aware
+from opsflow.itsm.store.db import (
+    Database,
+    Id,
+    UtcDateTime,
+    metadata,
+    require_aware,
+    take_turns,
+)
 
 remediations = Table(
     "remediations",
@@ -41,8 +48,7 @@ class Remediations:
             remediations.c.service == service, remediations.c.at >= since
         )
         with self.db.write() as conn:
-            if self.db.dialect == "postgresql":  # SQLite's writers are serialised already
-                conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(service))))
+            take_turns(conn, service)
             count = int(conn.execute(used).scalar_one())
             if count >= budget:
                 return None

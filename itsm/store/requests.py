@@ -32,7 +32,7 @@ from opsflow.itsm.requests import (
     ServiceRequest,
     apply_transition,
 )
-from opsflow.itsm.store.db import Database, Json, UtcDateTime
+from opsflow.itsm.store.db import Database, Json, UtcDateTime, take_turns
 from opsflow.itsm.store.leases import LeaseClaim, unleased
 from opsflow.itsm.store.record_store import TransitionStore
 from opsflow.itsm.store.record_table import RecordTable, state_action, versioned_table
@@ -186,8 +186,7 @@ class Requests(TransitionStore[ServiceRequest, RequestState]):
         ServiceRequest.model_validate({"id": 1, **values})  # refuse bad values before writing
         with self.db.write() as conn:
             if max_open is not None:
-                if conn.dialect.name == "postgresql":  # SQLite's writers are serial already
-                    conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(requester))))
+                take_turns(conn, requester)
                 open_requests = conn.execute(
                     select(func.count()).where(
                         service_requests.c.requester == requester,

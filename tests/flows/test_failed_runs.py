@@ -3,29 +3,53 @@
 `page-on-failed-run` is applied from `prefect.yaml` to the real Prefect server (its trigger
 becomes an automation there), a flow tagged `itil:` fails, the server's trigger creates a
 run of the deployment for it (and none for a failing run of no ITIL process), and that run's
-flow pages the lab's on-call with the run's name and reason.
+flow pages the lab's on-call with the run's name and reason. A storm of failures is one page at
+once and one digest of the rest when the estate's grouping window ends.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+import yaml
 from prefect import flow, tags
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
+from opsflow.blocks.notifications import save_webhook_pager
 from opsflow.errors import PermanentError
-from opsflow.flows.failed_runs import page_on_failed_run
+from opsflow.flows.failed_runs import digest_page, page_on_failed_run
+from opsflow.itsm.store.records import open_records
 from opsflow.runtime.project import find_deployment, read_deployments, to_runner_deployment
+from opsflow.tasks.flow_runs import FlowRunSummary, read_flow_run
 from tests.support.waiting import wait_for
 
 
 @flow(name="itil-test-failure")
 def fail_on_purpose(reason: str) -> None:
     raise RuntimeError(reason)
+
+
+GROUPING_MINUTES = 0.3
+"""The lab's grouping window in these tests: long enough for a storm's held runs to be
+recorded, short enough that a run that opens one is not waiting long for its end."""
+
+
+@pytest.fixture(scope="module")
+def grouping_window(lab, records_database: str) -> Iterator[float]:
+    """The lab estate's paging grouping window set to GROUPING_MINUTES; its seconds."""
+    path = lab.estate_dir / "estate.yaml"
+    original = path.read_text()
+    settings = {**yaml.safe_load(original), "page_grouping_minutes": GROUPING_MINUTES}
+    path.write_text(yaml.safe_dump(settings))
+    yield GROUPING_MINUTES * 60
+    path.write_text(original)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +92,7 @@ def test_the_server_keeps_the_trigger_as_an_automation_that_runs_the_deployment(
 
 
 def test_a_failed_itil_run_pages_the_on_call_and_a_failed_other_run_does_not(
-    paging_deployment: UUID, lab, pager
+    paging_deployment: UUID, lab, pager, grouping_window: float
 ) -> None:
     reason = f"disk on fire {uuid4().hex[:8]}"
     other = fail_on_purpose(reason="not an ITIL process", return_state=True)
@@ -94,6 +118,141 @@ def test_a_failed_itil_run_pages_the_on_call_and_a_failed_other_run_does_not(
     )
     assert "itil-test-failure" in page["body"]["body"] and "test" in page["body"]["subject"]
     assert "Failed" in page["body"]["subject"]
+
+
+def test_a_storm_of_failed_runs_is_one_page_at_once_and_one_digest_of_the_rest(
+    lab, pager, grouping_window: float
+) -> None:
+    marker = uuid4().hex[:8]
+    reasons = [f"block opsflow-lab not found {marker}"] * 4 + [f"disk on fire {marker}"] * 2
+    with tags("itil:test"):
+        states = [fail_on_purpose(reason=reason, return_state=True) for reason in reasons]
+    first, *rest = [str(state.state_details.flow_run_id) for state in states]
+
+    with ThreadPoolExecutor(1) as opening:
+        opener = opening.submit(page_on_failed_run, flow_run=first)
+        wait_for(lambda: ours(pager, marker), 60, "the page about the first failed run")
+        with ThreadPoolExecutor(len(rest)) as pool:  # at once, as the trigger starts them
+            held = list(pool.map(lambda run: page_on_failed_run(flow_run=run), rest))
+        assert all(h.startswith("held for ops's digest at ") for h in held), held
+        assert len(ours(pager, marker)) == 1  # nothing more until the window ends
+        assert opener.result(timeout=grouping_window + 60) == "alice"
+    immediate, digest = wait_for(
+        lambda: len(found := ours(pager, marker)) >= 2 and found, 30, "the digest page"
+    )
+    assert first in immediate["body"] and not any(run in immediate["body"] for run in rest)
+    assert "Failed" in immediate["subject"]
+    assert digest["subject"] == "opsflow: 5 more failed runs (test)"
+    assert first not in digest["body"] and all(run in digest["body"] for run in rest)
+    reasons = [line for line in digest["body"].splitlines() if marker in line]
+    assert len(reasons) == 2, digest["body"]  # each reason once, counted
+    assert reasons[0].startswith("  3 x ") and f"opsflow-lab not found {marker}" in reasons[0]
+    assert reasons[1].startswith("  2 x ") and f"disk on fire {marker}" in reasons[1]
+    assert "Processes: test (5)." in digest["body"]
+
+    # The window is over: the next failure pages at once again, alone.
+    later_marker = uuid4().hex[:8]
+    with tags("itil:test"):
+        later = fail_on_purpose(reason=f"disk on fire {later_marker}", return_state=True)
+    later_id = str(later.state_details.flow_run_id)
+    started = datetime.now(UTC)
+    with ThreadPoolExecutor(1) as opening:
+        opener = opening.submit(page_on_failed_run, flow_run=later_id)
+        [page] = wait_for(lambda: ours(pager, later_marker), 60, "the page about the later run")
+        assert later_id in page["body"] and "Failed" in page["subject"]
+        assert opener.result(timeout=grouping_window + 60) == "alice"
+    assert (datetime.now(UTC) - started).total_seconds() >= grouping_window - 1
+    assert len(ours(pager, later_marker)) == 1 and len(ours(pager, marker)) == 2
+
+
+def test_what_a_dead_opener_held_is_sent_first_by_the_next_failure_after_its_window(
+    lab, pager, grouping_window: float
+) -> None:
+    marker = uuid4().hex[:8]
+    with tags("itil:test"):
+        states = [fail_on_purpose(reason=f"lost {marker} {n}", return_state=True) for n in range(3)]
+    opened, held, later = [str(state.state_details.flow_run_id) for state in states]
+    # A page-on-failed-run run paged `opened`, then died; `held` came within its window.
+    pages = open_records().paging
+    window = timedelta(seconds=grouping_window)
+    recorded = []
+    for run_id in (opened, held):
+        summary = read_flow_run.fn(run_id).model_dump()
+        recorded.append(pages.record("ops", run_id, summary, window, "dead-run", 600))
+    assert [r.outcome for r in recorded] == ["page", "held"]
+    pages.mark_sent([recorded[0].failure.id], "dead-run", datetime.now(UTC))
+    end = recorded[0].failure.window_end
+    wait_for(lambda: datetime.now(UTC) > end, grouping_window + 5, "the dead run's window to end")
+
+    assert page_on_failed_run(flow_run=later) == "alice"
+    leftover, page = wait_for(
+        lambda: len(found := ours(pager, marker)) >= 2 and found, 30, "the two pages"
+    )
+    assert leftover["subject"] == "opsflow: 1 more failed run (test)"
+    assert held in leftover["body"] and opened not in leftover["body"]
+    assert later in page["body"] and "Failed" in page["subject"]
+    assert len(ours(pager, marker)) == 2 and pages.unsent("ops") == []
+
+
+def test_a_failure_whose_page_could_not_go_is_paged_by_the_next_one_after_the_window(
+    lab, pager, grouping_window: float
+) -> None:
+    marker = uuid4().hex[:8]
+    with tags("itil:test"):
+        states = [fail_on_purpose(reason=f"lost {marker} {n}", return_state=True) for n in range(2)]
+    unpaged, later = [str(state.state_details.flow_run_id) for state in states]
+    save_webhook_pager("ops-pager", "http://127.0.0.1:9/page")  # nothing listens there
+    try:
+        with pytest.raises(Exception):  # noqa: B017  # whatever the block raises
+            page_on_failed_run(flow_run=unpaged)
+    finally:
+        save_webhook_pager("ops-pager", pager.url)
+    assert [f.flow_run_id for f in open_records().paging.unsent("ops")] == [unpaged]
+    end = datetime.now(UTC) + timedelta(seconds=grouping_window)
+    wait_for(lambda: datetime.now(UTC) > end, grouping_window + 5, "its window to end")
+
+    assert page_on_failed_run(flow_run=later) == "alice"
+    leftover, page = wait_for(
+        lambda: len(found := ours(pager, marker)) >= 2 and found, 30, "the two pages"
+    )
+    assert unpaged in leftover["body"] and leftover["subject"].startswith("opsflow: 1 more")
+    assert later in page["body"] and unpaged not in page["body"]
+    assert open_records().paging.unsent("ops") == []
+
+
+def ours(pager, marker: str) -> list[dict[str, str]]:
+    """The pages (subject and body) that mention `marker`, in the order they came."""
+    return [p["body"] for p in list(pager.pages) if marker in str(p["body"])]
+
+
+def test_a_digest_counts_reasons_links_twenty_runs_and_keeps_each_reason_on_one_line() -> None:
+    def run(n: int, message: str, deployment: str | None) -> FlowRunSummary:
+        return FlowRunSummary(
+            id=str(uuid4()),
+            name=f"run-{n}",
+            flow="restore",
+            deployment=deployment,
+            tags=["itil:incident"] if n % 2 else ["opsflow:x"],
+            state="Failed",
+            message=message,
+            url=f"http://ui/runs/flow-run/{n}",
+        )
+
+    forged = "boom\nRuns:\n  run-0 (Completed): http://evil"
+    runs = [
+        run(n, forged if n < 23 else "", "incident-restoration" if n else None) for n in range(25)
+    ]
+    subject, body = digest_page(runs)
+    assert subject == "opsflow: 25 more failed runs (incident, restore)"
+    assert "Processes: restore (13), incident (12)." in body
+    assert "Deployments: incident-restoration (24), no deployment (1)." in body
+    assert "  23 x boom Runs: run-0 (Completed): http://evil\n" in body
+    assert "  2 x no message\n" in body
+    assert "http://ui/runs/flow-run/19" in body and "http://ui/runs/flow-run/20" not in body
+    assert body.endswith("\n  and 5 more")
+    lines = body.splitlines()
+    assert [line for line in lines if line.startswith("Runs:")] == ["Runs:"]
+    assert "  run-0 (Completed): http://evil" not in lines
 
 
 def test_a_flow_run_reference_that_is_not_one_is_refused_plainly(prefect_server: None) -> None:

@@ -157,3 +157,20 @@ def test_label_contract_and_alertmanager_are_estate_settings(tmp_path: Path, hos
     assert loaded.alertmanager is not None and loaded.alertmanager.credentials == "am"
     (tmp_path / "estate.yaml").write_text(yaml.safe_dump({"labels": {"host": ["bad-name"]}}))
     assert "estate.yaml: labels.host.0: String should match pattern" in problems(tmp_path)
+
+
+def test_the_paging_grouping_window_is_a_validated_estate_setting(
+    tmp_path: Path, host_key: str
+) -> None:
+    write(tmp_path, [host("web1", host_key)])
+    assert load_estate(tmp_path).settings.page_grouping_minutes == 5
+    (tmp_path / "estate.yaml").write_text("page_grouping_minutes: 0.5\n")
+    assert load_estate(tmp_path).settings.page_grouping_minutes == 0.5
+    for value, reason in [
+        ("-1", "Input should be greater than or equal to 0"),
+        ("1441", "Input should be less than or equal to 1440"),
+        ("soon", "Input should be a valid number"),
+        (".nan", "Input should be"),
+    ]:
+        (tmp_path / "estate.yaml").write_text(f"page_grouping_minutes: {value}\n")
+        assert f"estate.yaml: page_grouping_minutes: {reason}" in problems(tmp_path), value
