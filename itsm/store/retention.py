@@ -1,4 +1,5 @@
-"""Retention: deleting events and audit rows that no longer matter, a batch at a time."""
+"""Retention: deleting events, audit rows and paged failures that no longer matter, a batch
+at a time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from opsflow.itsm.store.audit import audit
 from opsflow.itsm.store.db import CHUNK, Database, require_aware
 from opsflow.itsm.store.events import event_failures, events
 from opsflow.itsm.store.incidents import incidents
+from opsflow.itsm.store.paging import failed_run_pages
 
 _PRUNE_BATCH = CHUNK
 """Rows deleted per transaction, so pruning never holds the lock long."""
@@ -24,14 +26,17 @@ class PruneResult:
 
     events: int
     audit_rows: int
+    paged_failures: int
 
 
 def prune(db: Database, before: datetime) -> PruneResult:
-    """Delete triaged events received before `before` and audit rows older than it.
+    """Delete triaged events received before `before`, audit rows older than it, and failed
+    runs paged before it.
 
     Kept whatever their age: events not triaged yet, events of incidents still open, and
     the audit of open incidents and of records other than events and incidents (requests
-    and access grants keep their approvals while they matter). Deletes in batches, each
+    and access grants keep their approvals while they matter), and failed runs no page has
+    carried yet. Deletes in batches, each
     its own transaction, so intake and triage carry on meanwhile.
     """
     require_aware(before, "before")
@@ -60,7 +65,11 @@ def prune(db: Database, before: datetime) -> PruneResult:
         db, old_events, [(event_failures, event_failures.c.event_id), (events, events.c.id)]
     )
     pruned_audit = _delete_in_batches(db, old_audit, [(audit, audit.c.id)])
-    return PruneResult(events=pruned_events, audit_rows=pruned_audit)
+    old_pages = (
+        select(failed_run_pages.c.id).where(failed_run_pages.c.sent_at < before).limit(_PRUNE_BATCH)
+    )
+    pruned_pages = _delete_in_batches(db, old_pages, [(failed_run_pages, failed_run_pages.c.id)])
+    return PruneResult(events=pruned_events, audit_rows=pruned_audit, paged_failures=pruned_pages)
 
 
 def _delete_in_batches(db: Database, ids: Any, tables: list[tuple[Table, Column]]) -> int:

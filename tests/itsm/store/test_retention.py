@@ -45,10 +45,17 @@ def test_prune_deletes_old_rows_and_keeps_recent_pending_and_open_incidents(
     store.events.mark_triaged([(recent_id, "warning", "r", None)], recent)
     pending = store.events.store([event("pending", old)], old)
     assert pending == (1, 0)
+    window = timedelta(minutes=5)
+    paged = store.paging.record("ops", "run-paged", {}, window, "pager", 60.0, now=old)
+    store.paging.mark_sent([paged.failure.id], "pager", old)
+    held = store.paging.record("ops", "run-held", {}, window, "pager", 60.0, now=old)
+    assert held.outcome == "held"
 
     result = prune(store.db, recent - timedelta(days=30))
 
     assert result.events == 3 and result.audit_rows >= 3
+    assert result.paged_failures == 1
+    assert [f.flow_run_id for f in store.paging.unsent("ops")] == ["run-held"]  # never paged
     left = {e.fingerprint for e in store.events.pending(10)}
     assert left == {"pending"}  # never triaged: kept whatever its age
     kept = {e.id for e in store.events.of_incident(still_open.id)}
