@@ -42,11 +42,6 @@ class KnownHostLine:
         init=False, repr=False, compare=False, default_factory=dict
     )
 
-    def __post_init__(self) -> None:
-        for pattern in self.patterns:
-            bare = pattern.removeprefix("!")
-            self._wildcards[bare] = _wildcard_regex(bare)
-
     @property
     def names(self) -> frozenset[str] | None:
         """The names this line is for when its patterns are all plain names (no wildcard,
@@ -62,11 +57,17 @@ class KnownHostLine:
             if pattern.startswith("|1|"):
                 matched = matched or _hashed_matches(pattern, name)
             elif pattern.startswith("!"):
-                if self._wildcards[pattern[1:]].fullmatch(name.lower()):
+                if self._wildcard(pattern[1:]).fullmatch(name.lower()):
                     return False
-            elif self._wildcards[pattern].fullmatch(name.lower()):
+            elif self._wildcard(pattern).fullmatch(name.lower()):
                 matched = True
         return matched
+
+    def _wildcard(self, pattern: str) -> re.Pattern[str]:
+        """`pattern` compiled, once per line: lines of plain names are never matched."""
+        if pattern not in self._wildcards:
+            self._wildcards[pattern] = _wildcard_regex(pattern)
+        return self._wildcards[pattern]
 
 
 def _wildcard_regex(pattern: str) -> re.Pattern[str]:
