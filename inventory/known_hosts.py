@@ -12,8 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -38,9 +37,6 @@ class KnownHostLine:
     key_type: str
     key: str | None
     problem: str | None
-    _wildcards: dict[str, re.Pattern[str]] = field(
-        init=False, repr=False, compare=False, default_factory=dict
-    )
 
     @property
     def names(self) -> frozenset[str] | None:
@@ -57,23 +53,30 @@ class KnownHostLine:
             if pattern.startswith("|1|"):
                 matched = matched or _hashed_matches(pattern, name)
             elif pattern.startswith("!"):
-                if self._wildcard(pattern[1:]).fullmatch(name.lower()):
+                if _wildcard_matches(pattern[1:].lower(), name.lower()):
                     return False
-            elif self._wildcard(pattern).fullmatch(name.lower()):
+            elif _wildcard_matches(pattern.lower(), name.lower()):
                 matched = True
         return matched
 
-    def _wildcard(self, pattern: str) -> re.Pattern[str]:
-        """`pattern` compiled, once per line: lines of plain names are never matched."""
-        if pattern not in self._wildcards:
-            self._wildcards[pattern] = _wildcard_regex(pattern)
-        return self._wildcards[pattern]
 
-
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(
-        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
-    )
+def _wildcard_matches(pattern: str, name: str) -> bool:
+    """Whether `name` matches `pattern` (`*` any run, `?` any one character), in time
+    proportional to their lengths' product at worst: a crafted pattern such as `*1*1*1*x`
+    cannot make it backtrack for ever, as a regular expression of it would."""
+    p = n = 0
+    star, resume = -1, 0
+    while n < len(name):
+        if p < len(pattern) and pattern[p] in ("?", name[n]):
+            p, n = p + 1, n + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume, p = p, n, p + 1
+        elif star >= 0:
+            resume += 1
+            p, n = star + 1, resume
+        else:
+            return False
+    return pattern[p:].strip("*") == ""
 
 
 def _hashed_matches(pattern: str, name: str) -> bool:

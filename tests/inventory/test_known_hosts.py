@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,48 @@ def test_no_usable_key_says_why(keys: dict[str, str], lines: str, reason: str) -
 def test_a_broken_line_for_another_host_refuses_nothing(keys: dict[str, str]) -> None:
     known = KnownHosts.parse(f"web2 ssh-ed25519 !!!\nweb1 {keys['ed25519']}\n@bogus web1 x y\n")
     assert known.key_for("web1", 22) == keys["ed25519"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "matches"),
+    [
+        ("web?.example.com", "web1.example.com", True),
+        ("web?.example.com", "web10.example.com", False),
+        ("*.example.com", "example.com", False),
+        ("a*b*c", "abxbbc", True),
+        ("a*b*c", "abxbcd", False),
+        ("*", "anything", True),
+        ("[10.0.0.*]:2222", "[10.0.0.7]:2222", True),
+        ("WEB*", "web3", True),
+    ],
+)
+def test_wildcards_as_ssh_reads_them(
+    keys: dict[str, str], pattern: str, name: str, matches: bool
+) -> None:
+    known = KnownHosts.parse(f"{pattern} {keys['ed25519']}\n")
+    address, _, port = name.removeprefix("[").partition("]:")
+    if matches:
+        assert known.key_for(address, int(port or 22)) == keys["ed25519"]
+    else:
+        with pytest.raises(KeyNotPinnedError):
+            known.key_for(address, int(port or 22))
+
+
+def test_a_pattern_crafted_to_backtrack_is_refused_not_stuck(keys: dict[str, str]) -> None:
+    """A line such as `*1*1*…*x` against `111…1` made a regular expression backtrack for
+    hours; the lookup must end (the subprocess's bound only stops a failing test)."""
+    line = "*1" * 14 + "*x " + keys["ed25519"]
+    probe = (
+        "import sys\n"
+        "from opsflow.inventory.known_hosts import KeyNotPinnedError, KnownHosts\n"
+        "known = KnownHosts.parse(sys.argv[1] + '\\n')\n"
+        "try:\n"
+        "    known.key_for('1' * 60, 22)\n"
+        "except KeyNotPinnedError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, line], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"no key for {'1' * 60} in known_hosts"
